@@ -1,0 +1,71 @@
+# strata.ops: two commands for a new machine, `make demo` and `make test`.
+# Each installs what it needs (venv, Debian packages, dockerd, zfs-fuse, CRIU, images).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(abspath $(VENV)/bin)
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(abspath ansible.cfg)
+PYTHON ?= python3
+
+.PHONY: all venv testbed testbed-base demo test lint ruff ansible-lint sanity unit integration molecule components bench lock clean
+
+all: venv
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: requirements/lock.txt
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found: apt-get install python3 python3-venv"; exit 1; }
+	$(PYTHON) -m venv $(VENV) || { echo "make: cannot create $(VENV): apt-get install python3-venv"; exit 1; }
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements/lock.txt
+	touch $@
+
+# Regenerate the pinned set from the direct dependencies.
+lock:
+	rm -rf .tmp/lockvenv && $(PYTHON) -m venv .tmp/lockvenv
+	.tmp/lockvenv/bin/pip install -q -r requirements/base.in
+	{ echo "# Pinned from requirements/base.in by 'make lock'. Python 3.11."; .tmp/lockvenv/bin/pip freeze; } > requirements/lock.txt
+
+testbed:
+	tests/testbed/up all
+
+testbed-base:
+	tests/testbed/up base
+
+demo: venv testbed
+	tests/demo
+
+lint: ruff ansible-lint
+
+ruff: venv
+	ruff check .
+	ruff format --check .
+
+ansible-lint: venv
+	ansible-lint --profile production
+
+sanity: venv
+	tests/sanity/run
+
+unit: venv
+	pytest -q tests/unit
+
+integration: venv testbed-base
+	pytest -q tests/integration
+
+molecule: venv testbed-base
+	STRATA_HOST_IMAGE=$$(tests/testbed/up image) molecule test --all
+
+components:
+	tests/testbed/status --line
+
+test: venv testbed-base lint sanity unit integration molecule
+	@tests/testbed/status --line $${CI:+--require}
+
+bench: venv testbed-base
+	bench/run
+
+clean:
+	tests/testbed/down --lab
+	rm -rf $(VENV) .tmp

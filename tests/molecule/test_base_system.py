@@ -1,0 +1,37 @@
+"""Layer 1 invariants on the molecule hosts, read with testinfra (no Ansible involved)."""
+
+import json
+
+import pytest
+
+PACKAGES = ["docker.io", "rsync", "aria2", "zstd", "lz4", "curl", "jq", "zfs-fuse"]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_package_installed(host, name):
+    assert host.package(name).is_installed
+
+
+def test_docker_daemon_config(host):
+    config = host.file("/etc/docker/daemon.json")
+    assert config.mode == 0o644
+    data = json.loads(config.content_string)
+    assert data["live-restore"] is True
+    assert data["log-opts"] == {"max-size": "100m", "max-file": "3"}
+
+
+def test_sysctl_persisted(host):
+    lines = host.file("/etc/sysctl.d/90-strata-ops.conf").content_string.splitlines()
+    settings = dict(line.split("=", 1) for line in lines if "=" in line)
+    assert settings["vm.max_map_count"] == "1000000"
+    assert settings["fs.inotify.max_user_watches"] == "524288"
+
+
+def test_systemd_running(host):
+    state = host.run("systemctl is-system-running").stdout.strip()
+    assert state == "running", host.run("systemctl --failed --no-legend").stdout
+
+
+def test_zfs_fuse_answers(host):
+    assert host.service("zfs-fuse").is_running
+    assert host.run("zpool list").rc == 0

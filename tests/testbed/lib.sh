@@ -1,0 +1,78 @@
+# shellcheck shell=bash
+# Shared helpers of the test bed scripts (up, status, down). Sourced, not run.
+set -euo pipefail
+
+TESTBED_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$TESTBED_DIR/../.." && pwd)
+STRATA_CACHE=${STRATA_CACHE:-$HOME/.cache/strata-ops}
+HOST_IMAGE_REPO=strata-ops-host
+LAB_NETWORK=strata-lab
+# Lab hosts of inventories/lab: names must match that inventory.
+LAB_HOSTS=(strata-lab-1 strata-lab-2)
+CRIU_SUITE=${CRIU_SUITE:-trixie}
+ZFS_POOL_DIR=$STRATA_CACHE/zpool
+TESTBED_POOL=strata-testbed
+
+# Debian packages the host needs for the tests; each line: package (why).
+HOST_PACKAGES=(
+  docker.io      # the engine for lab hosts and molecule
+  zfs-fuse       # real zpool/zfs on file-backed pools
+  debootstrap    # builds the systemd host image
+  rsync aria2 zstd lz4 curl ca-certificates iproute2 procps
+  libnet1 libnftables1 libnl-3-200 libprotobuf-c1 libbsd0 libgnutls30  # CRIU 4 shared libraries
+)
+
+say() { printf 'testbed: %s\n' "$*" >&2; }
+die() { printf 'testbed: ERROR: %s\n' "$*" >&2; exit 1; }
+
+need_root() {
+  [ "$(id -u)" = 0 ] || die "must run as root (apt-get, dockerd and zfs-fuse need it): sudo $0"
+}
+
+apt_ready=0
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  if [ $apt_ready = 0 ]; then
+    apt-get update -qq || die "apt-get update failed: check the Debian mirror in /etc/apt/sources.list"
+    apt_ready=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed: run it by hand to see why"
+}
+
+docker_answers() { docker info >/dev/null 2>&1; }
+
+# An apt configuration of its own for another Debian suite, so that packages of
+# trixie/sid can be downloaded and unpacked with dpkg -x without touching the host's apt.
+suite_apt() {
+  local suite=$1; shift
+  local d=$STRATA_CACHE/apt-$suite
+  mkdir -p "$d/lists/partial" "$d/archives/partial"
+  [ -f "$d/sources.list" ] || echo "deb http://deb.debian.org/debian $suite main contrib" >"$d/sources.list"
+  "$@" -q -o Dir::Etc::SourceList="$d/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+    -o Dir::State::Lists="$d/lists" -o Dir::Cache="$d" -o Debug::NoLocking=1 \
+    -o APT::Sandbox::User=root
+}
+
+criu_version_of() { "$1" --version 2>/dev/null | awk '/^Version:/ {print $2}'; }
+
+# The CRIU wrapper the tests and dockerd use: $STRATA_CACHE/bin/criu.
+criu_wrapper() { echo "$STRATA_CACHE/bin/criu"; }
+
+host_image_tag() {
+  # The tag is the hash of the recipe: any change to it builds a new image.
+  (cd "$TESTBED_DIR/image" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-12
+}
+host_image() { echo "$HOST_IMAGE_REPO:$(host_image_tag)"; }
+
+# The options every systemd test host runs with (molecule uses the same, see molecule/).
+host_run_opts() {
+  # SIGRTMIN+3 is what systemd as PID 1 takes as "shut down cleanly".
+  echo --stop-signal SIGRTMIN+3 --cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+    --tmpfs /run --tmpfs /run/lock -v /sys/fs/cgroup:/sys/fs/cgroup:rw --cgroupns=host --device /dev/fuse
+}
