@@ -64,7 +64,7 @@ test: venv testbed-base lint sanity unit integration molecule
 	@tests/testbed/status --line $${CI:+--require}
 
 bench: venv testbed-base
-	bench/run
+	bench/run $(B)
 
 clean:
 	tests/testbed/down --lab

@@ -9,6 +9,9 @@ HOST_IMAGE_REPO=strata-ops-host
 LAB_NETWORK=strata-lab
 # Lab hosts of inventories/lab: names must match that inventory.
 LAB_HOSTS=(strata-lab-1 strata-lab-2)
+# The pool each lab host has (strata_pool in inventories/lab), as a file-backed zfs-fuse pool.
+LAB_POOL=lab
+LAB_POOL_SIZE=1G
 CRIU_SUITE=${CRIU_SUITE:-trixie}
 ZFS_POOL_DIR=$STRATA_CACHE/zpool
 TESTBED_POOL=strata-testbed
