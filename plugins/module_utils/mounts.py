@@ -1,0 +1,263 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What backs a storage path: /proc/self/mountinfo and /etc/fstab parsing, path classification.
+
+The logic behind ``strata.ops.storage_facts`` (the module file holds only its documentation,
+argument spec and a call to ``describe_paths``). Parsers are pure functions over file text;
+``describe_path`` takes ``stat``/``statvfs`` callables so it is testable without real mounts.
+Helpers raise ``MountsError``; the module's ``main()`` catches it once.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+from ansible_collections.strata.ops.plugins.module_utils.zfs import parent_of
+
+MOUNTINFO = "/proc/self/mountinfo"
+FSTAB = "/etc/fstab"
+ZFS_FSTYPES = ("zfs", "fuse.zfs")
+SYSTEMD_LIST_OPTIONS = {
+    "x-systemd.requires": "requires",
+    "x-systemd.after": "after",
+    "x-systemd.before": "before",
+    "x-systemd.wants": "wants",
+    "x-systemd.requires-mounts-for": "requires_mounts_for",
+    "x-systemd.wanted-by": "wanted_by",
+    "x-systemd.required-by": "required_by",
+}
+_SIZE_SUFFIX = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5, "e": 1024**6}
+
+
+class MountsError(Exception):
+    """A request describe_paths cannot answer (the message says why)."""
+
+
+def unescape(field):
+    """Undo the octal escapes of mountinfo and fstab (\\040 is a space)."""
+    if "\\" not in field:
+        return field
+    out = []
+    i = 0
+    while i < len(field):
+        chunk = field[i : i + 4]
+        if len(chunk) == 4 and chunk[0] == "\\" and chunk[1:].isdigit():
+            out.append(chr(int(chunk[1:], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text):
+    """Parse /proc/self/mountinfo into a list of dicts, in mount order."""
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split()
+        if "-" not in fields or len(fields) < 10:
+            continue
+        sep = fields.index("-", 6)
+        major, _colon, minor = fields[2].partition(":")
+        mounts.append(
+            {
+                "mount_id": int(fields[0]),
+                "parent_id": int(fields[1]),
+                "device": fields[2],
+                "major": int(major),
+                "minor": int(minor),
+                "root": unescape(fields[3]),
+                "mount_point": unescape(fields[4]),
+                "mount_options": fields[5].split(","),
+                "optional": fields[6:sep],
+                "fstype": fields[sep + 1],
+                "source": unescape(fields[sep + 2]),
+                "super_options": fields[sep + 3].split(",") if len(fields) > sep + 3 else [],
+            }
+        )
+    return mounts
+
+
+def parse_fstab_options(options):
+    """systemd ordering and flags from fstab options."""
+    systemd = dict((key, []) for key in SYSTEMD_LIST_OPTIONS.values())
+    systemd["automount"] = False
+    systemd["nofail"] = False
+    systemd["noauto"] = False
+    for option in options:
+        key, _eq, value = option.partition("=")
+        if key in SYSTEMD_LIST_OPTIONS and value:
+            systemd[SYSTEMD_LIST_OPTIONS[key]].extend(v for v in value.split() if v)
+        elif key == "x-systemd.automount":
+            systemd["automount"] = True
+        elif key in ("nofail", "noauto"):
+            systemd[key] = True
+    return systemd
+
+
+def parse_fstab(text):
+    """Parse fstab into a list of entries (comments and blank lines skipped)."""
+    entries = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        fields = stripped.split()
+        if len(fields) < 3:
+            continue
+        options = fields[3].split(",") if len(fields) > 3 else ["defaults"]
+        entries.append(
+            {
+                "source": unescape(fields[0]),
+                "mount_point": unescape(fields[1]),
+                "fstype": fields[2],
+                "options": options,
+                "dump": int(fields[4]) if len(fields) > 4 and fields[4].isdigit() else 0,
+                "passno": int(fields[5]) if len(fields) > 5 and fields[5].isdigit() else 0,
+                "line": stripped,
+                "systemd": parse_fstab_options(options),
+            }
+        )
+    return entries
+
+
+def option_size(options):
+    """tmpfs size=... option to bytes (None when absent or a percentage)."""
+    for option in options:
+        if option.startswith("size="):
+            value = option[5:].strip().lower()
+            if value.endswith("%"):
+                return None
+            if value and value[-1] in _SIZE_SUFFIX:
+                return int(float(value[:-1]) * _SIZE_SUFFIX[value[-1]])
+            if value.isdigit():
+                return int(value)
+    return None
+
+
+def _is_below(path, mount_point):
+    return mount_point in ("/", path) or path.startswith(mount_point.rstrip("/") + "/")
+
+
+def find_mount(mounts, path, major, minor):
+    """The mount holding ``path`` with device major:minor: the last (topmost) mount whose
+    mount point is the longest ancestor of path and whose device matches."""
+    best = None
+    for mount in mounts:
+        if (mount["major"], mount["minor"]) != (major, minor) or not _is_below(path, mount["mount_point"]):
+            continue
+        if best is None or len(mount["mount_point"]) >= len(best["mount_point"]):
+            best = mount
+    return best
+
+
+def _mount_summary(mount):
+    summary = {
+        "mount_point": mount["mount_point"],
+        "fstype": mount["fstype"],
+        "source": mount["source"],
+        "mount_options": mount["mount_options"]
+        + [o for o in mount["super_options"] if o not in ("rw", "ro")],
+    }
+    if mount["fstype"] in ZFS_FSTYPES:
+        summary["dataset"] = mount["source"]
+        summary["parent_dataset"] = parent_of(mount["source"])
+    return summary
+
+
+def describe_path(path, mounts, fstab_entries, stat=os.stat, statvfs=os.statvfs):
+    """Everything storage_facts reports for one path."""
+    resolved = os.path.realpath(path)
+    # Every key is always there (null when it does not apply), so playbooks can test
+    # fact.dataset or fact.mount_point on any kind without 'default'.
+    info = {
+        "path": path,
+        "resolved": resolved,
+        "kind": None,
+        "fstype": None,
+        "source": None,
+        "mount_point": None,
+        "mount_options": [],
+        "dataset": None,
+        "parent_dataset": None,
+        "size_bytes": None,
+        "parent_mount": None,
+        "device": None,
+        "nearest_existing": None,
+        "fstab": None,
+    }
+    for entry in fstab_entries:
+        if entry["mount_point"] in (path, resolved) or entry["mount_point"].rstrip("/") == resolved:
+            info["fstab"] = dict((k, v) for k, v in entry.items() if k != "mount_point")
+    try:
+        st = stat(resolved)
+    except OSError:
+        info["kind"] = "missing"
+        ancestor = os.path.dirname(resolved)
+        while ancestor != "/" and not os.path.exists(ancestor):
+            ancestor = os.path.dirname(ancestor)
+        info["nearest_existing"] = ancestor
+        return info
+    major, minor = os.major(st.st_dev), os.minor(st.st_dev)
+    info["device"] = "%d:%d" % (major, minor)
+    mount = find_mount(mounts, resolved, major, minor)
+    if mount is None:
+        info["kind"] = "other"
+        info["warning"] = "no mountinfo entry has device %s above this path" % info["device"]
+        return info
+    summary = _mount_summary(mount)
+    if mount["mount_point"] != resolved:
+        info["kind"] = "directory"
+        info["parent_mount"] = summary
+        info["fstype"] = summary["fstype"]
+        info["source"] = summary["source"]
+        info["mount_point"] = summary["mount_point"]
+        info["mount_options"] = summary["mount_options"]
+        if "dataset" in summary:
+            info["dataset"] = summary["dataset"]
+            info["parent_dataset"] = summary["parent_dataset"]
+        return info
+    info.update(summary)
+    if mount["fstype"] in ZFS_FSTYPES:
+        info["kind"] = "zfs"
+    elif mount["fstype"] == "tmpfs":
+        info["kind"] = "tmpfs"
+        try:
+            vfs = statvfs(resolved)
+            info["size_bytes"] = vfs.f_blocks * vfs.f_frsize
+        except OSError:
+            info["size_bytes"] = option_size(mount["super_options"])
+    else:
+        info["kind"] = "other"
+    return info
+
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def describe_paths(paths, mountinfo_path=MOUNTINFO, fstab_path=FSTAB):
+    """``{path: describe_path(path)}`` for absolute ``paths``, reading mountinfo and fstab once.
+
+    Raises MountsError for a relative path or an unreadable mountinfo; a missing fstab is
+    an empty one.
+    """
+    relative = [p for p in paths if not os.path.isabs(p)]
+    if relative:
+        raise MountsError("paths must be absolute; got %s" % ", ".join(relative))
+    try:
+        with open(mountinfo_path) as handle:
+            mountinfo = handle.read()
+    except OSError as exc:
+        raise MountsError(
+            "%s is not readable (%s): storage_facts needs Linux with /proc mounted"
+            % (mountinfo_path, exc.strerror or exc)
+        ) from None
+    mounts = parse_mountinfo(mountinfo)
+    fstab_entries = parse_fstab(_read(fstab_path))
+    return dict((path, describe_path(path, mounts, fstab_entries)) for path in paths)

@@ -1,0 +1,180 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: storage_facts
+short_description: Report what backs each storage path (ZFS dataset, tmpfs, other mount, plain directory)
+version_added: "0.1.0"
+description:
+  - For each path, reports what really backs it, from C(/proc/self/mountinfo) and the path's
+    device number (C(st_dev)), never from the path string alone.
+  - C(zfs) - the path is the mount point of a ZFS dataset (OpenZFS C(zfs) or zfs-fuse
+    C(fuse.zfs)); reports the dataset, its parent dataset and the mount point.
+  - C(tmpfs) - the path is a tmpfs mount point; reports its size in bytes and mount options.
+  - C(other) - the path is the mount point of another file system; reports type and source.
+  - C(directory) - the path is not a mount point but lives on a parent mount, which is
+    reported (with its dataset when that mount is ZFS). This catches a plain directory that
+    sits on a parent dataset where a dataset of its own was expected (the C(/srv/solana) trap).
+  - C(missing) - nothing exists at the path.
+  - Also reports the path's C(/etc/fstab) entry, parsed, and the systemd ordering that entry
+    asks for through C(x-systemd.*) options.
+  - Read-only; never changes anything.
+author:
+  - strata.ops maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - strata.ops.attributes
+attributes:
+  check_mode:
+    support: full
+    details: The module only reads, so check mode reports exactly what a normal run does.
+  diff_mode:
+    support: N/A
+    details: The module never changes anything.
+  platform:
+    support: full
+    platforms: linux
+    details: Needs C(/proc/self/mountinfo).
+options:
+  paths:
+    description:
+      - Absolute paths to inspect. Symbolic links are resolved first.
+    type: list
+    elements: path
+    required: true
+notes:
+  - Runs on the host that owns the storage. A path that is a mount point but shows another
+    device than its mountinfo entry (for example a stale mount) is reported by its device.
+seealso:
+  - module: strata.ops.zfs_dataset
+"""
+
+EXAMPLES = r"""
+- name: Inspect the workload storage (kind validator host)
+  strata.ops.storage_facts:
+    paths:
+      - /srv/kind
+      - /srv/kind/solana
+      - /srv/kind/solana/ramdisk
+      - /srv/solana
+  register: storage
+
+- name: Layer 4 invariants
+  ansible.builtin.assert:
+    that:
+      - storage.paths['/srv/kind/solana'].kind == 'zfs'
+      - storage.paths['/srv/kind/solana'].parent_dataset == 'biscayne/DATA/srv/kind'
+      - storage.paths['/srv/kind/solana/ramdisk'].kind == 'tmpfs'
+      - storage.paths['/srv/kind/solana/ramdisk'].fstab.systemd.requires == ['zfs-mount.service']
+    fail_msg: "/srv/kind/solana must be a dataset with a tmpfs ramdisk on it"
+"""
+
+RETURN = r"""
+paths:
+  description:
+    - One entry per requested path, keyed by the path as given.
+    - Every entry has all the keys below; those that do not apply to its kind are null
+      (or an empty list), so templates can test them without C(default).
+  returned: always
+  type: dict
+  contains:
+    warning:
+      description: Set when the path's device matches no mountinfo entry above it (kind=other).
+      type: str
+    path:
+      description: The path as given.
+      type: str
+    resolved:
+      description: The path with symbolic links resolved.
+      type: str
+    kind:
+      description: What backs the path.
+      type: str
+      choices: [zfs, tmpfs, other, directory, missing]
+    fstype:
+      description: File system type of the mount that holds the path (not for missing).
+      type: str
+      sample: fuse.zfs
+    source:
+      description: Mount source (the dataset name for ZFS, C(tmpfs) for tmpfs).
+      type: str
+    mount_point:
+      description: The mount point that holds the path (the path itself unless kind=directory).
+      type: str
+    mount_options:
+      description: Per-mount and super-block options of that mount.
+      type: list
+      elements: str
+    dataset:
+      description: ZFS dataset of the mount that holds the path (zfs, or directory on ZFS).
+      type: str
+      sample: biscayne/DATA/srv/kind/solana
+    parent_dataset:
+      description: Parent dataset of C(dataset) (null for a pool root).
+      type: str
+      sample: biscayne/DATA/srv/kind
+    size_bytes:
+      description: Size of a tmpfs in bytes.
+      type: int
+      sample: 16777216
+    parent_mount:
+      description: For kind=directory, the mount the directory lives on
+        (mount_point, fstype, source, dataset when ZFS).
+      type: dict
+    device:
+      description: The path's device as C(major:minor).
+      type: str
+    nearest_existing:
+      description: For kind=missing, the closest existing ancestor.
+      type: str
+    fstab:
+      description: The C(/etc/fstab) entry whose mount point is this path, or null.
+      type: dict
+      contains:
+        source:
+          description: First field (device, C(LABEL=), dataset, C(tmpfs)).
+          type: str
+        fstype:
+          description: File system type.
+          type: str
+        options:
+          description: Options, in order.
+          type: list
+          elements: str
+        dump:
+          description: Fifth field.
+          type: int
+        passno:
+          description: Sixth field.
+          type: int
+        systemd:
+          description: Ordering from C(x-systemd.*) options, lists of units or paths
+            (requires, after, before, wants, requires_mounts_for, wanted_by, required_by),
+            plus C(automount) and C(nofail) flags.
+          type: dict
+          sample: {"requires": ["zfs-mount.service"], "after": [], "before": []}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.strata.ops.plugins.module_utils.mounts import MountsError, describe_paths
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(paths=dict(type="list", elements="path", required=True)),
+        supports_check_mode=True,
+    )
+    try:
+        paths = describe_paths(module.params["paths"])
+    except MountsError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=False, paths=paths)
+
+
+if __name__ == "__main__":
+    main()

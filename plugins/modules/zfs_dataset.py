@@ -1,0 +1,233 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: zfs_dataset
+short_description: Ensure many ZFS datasets and their properties in one call
+version_added: "0.1.0"
+description:
+  - Creates, updates and destroys ZFS filesystems. All requested datasets are read in one
+    C(zfs get -Hp) pass, every request is validated (name syntax, pool exists, pool membership,
+    read-only and create-only properties, children and snapshots) before anything changes, and
+    only then are the changes applied.
+  - Only properties whose source is C(local) count as set. A desired value that the dataset only
+    inherits or has by default is set locally, so the dataset keeps it when its parent changes.
+  - Writes go through pyzfs (C(libzfs_core)) when it imports and a kernel ZFS answers on
+    C(/dev/zfs); otherwise through the C(zfs) command line. Both OpenZFS and zfs-fuse (pool
+    version 23) command lines are supported; the dialect is probed once. The result says which
+    write path and dialect were used.
+  - Runs on the host that owns the pool.
+author:
+  - strata.ops maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - strata.ops.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports exactly what would be created, updated and destroyed; changes nothing.
+  diff_mode:
+    support: full
+    details: One before/after entry per dataset that changes.
+  platform:
+    support: full
+    platforms: posix
+    details: Hosts with OpenZFS (Linux, FreeBSD) or zfs-fuse (Linux).
+options:
+  datasets:
+    description:
+      - The datasets to ensure, applied together.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description:
+          - Full dataset name, C(pool/a/b). Snapshots and bookmarks are not accepted.
+        type: str
+        required: true
+      state:
+        description:
+          - C(present) creates the dataset (and missing parents, like C(zfs create -p)) and sets
+            its properties; C(absent) destroys it.
+        type: str
+        choices: [present, absent]
+        default: present
+      properties:
+        description:
+          - ZFS properties to set locally, for example C(mountpoint), C(compression), C(quota),
+            C(recordsize) or user properties such as C(com.example:owner).
+          - Sizes may be given as C(10G), C(128K) or bytes; they are compared in bytes.
+            YAML booleans become C(on) / C(off).
+          - Read-only properties (C(used), C(creation), C(volblocksize), ...) are refused.
+            Create-only properties (C(casesensitivity), C(normalization), C(utf8only)) are refused
+            when the existing dataset has another value.
+        type: dict
+        default: {}
+      recursive:
+        description:
+          - With I(state=absent), destroy the dataset with its children and snapshots
+            (C(zfs destroy -r)). Without it, a dataset with children or snapshots is refused.
+          - Clones outside the dataset are never destroyed (no C(-R)); they are named in the
+            error instead.
+        type: bool
+        default: false
+  pool:
+    description:
+      - When given, every dataset must belong to this pool; the pool must exist.
+      - Without it, each dataset's pool (its first name component) must exist.
+    type: str
+notes:
+  - The pool itself is not created here; a missing pool is an error that changes nothing.
+seealso:
+  - module: strata.ops.storage_facts
+"""
+
+EXAMPLES = r"""
+- name: Cluster and workload datasets (kind validator host)
+  strata.ops.zfs_dataset:
+    pool: biscayne
+    datasets:
+      - name: biscayne/DATA/srv/kind
+        properties:
+          mountpoint: /srv/kind
+      - name: biscayne/DATA/srv/kind/solana
+        properties:
+          mountpoint: /srv/kind/solana
+          compression: lz4
+      - name: biscayne/DATA/srv/kind/solana/ledger
+        properties:
+          recordsize: 128K
+      - name: biscayne/DATA/srv/kind/solana/snapshots
+        properties:
+          quota: 2T
+          atime: "off"
+
+- name: Preview a teardown (check mode with diff)
+  strata.ops.zfs_dataset:
+    datasets:
+      - name: biscayne/DATA/srv/kind/solana/log
+        state: absent
+        recursive: true
+  check_mode: true
+  diff: true
+"""
+
+RETURN = r"""
+changed:
+  description: Whether any dataset was (or in check mode would be) created, updated or destroyed.
+  returned: always
+  type: bool
+datasets:
+  description: One entry per requested dataset, in request order.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Dataset name.
+      type: str
+      sample: biscayne/DATA/srv/kind/solana
+    state:
+      description: The requested state.
+      type: str
+      sample: present
+    action:
+      description: What was done (or would be done in check mode).
+      type: str
+      choices: [created, updated, destroyed, unchanged]
+    changed_properties:
+      description: Properties that were set, with the value before (null for a new dataset)
+        and after, normalised the way C(zfs get -p) prints them (sizes in bytes).
+      type: dict
+      sample: {"compression": {"before": "off", "before_source": "default", "after": "lz4"}}
+    properties:
+      description: The desired properties after normalisation (state=present only).
+      type: dict
+    destroys:
+      description: Everything that was destroyed with the dataset (action=destroyed only).
+      type: list
+      elements: str
+    write_path:
+      description: The path that carried out this dataset's change (absent when nothing ran).
+      type: str
+      choices: [libzfs_core, cli]
+  sample:
+    - name: biscayne/DATA/srv/kind
+      state: present
+      action: unchanged
+      changed_properties: {}
+      properties: {mountpoint: /srv/kind}
+write_path:
+  description: The write backend chosen on this host.
+  returned: success
+  type: str
+  choices: [libzfs_core, cli]
+write_path_reason:
+  description: Why C(libzfs_core) was not used, when it was not.
+  returned: when write_path is cli
+  type: str
+  sample: /dev/zfs is missing (no kernel ZFS, e.g. zfs-fuse)
+dialect:
+  description: The zfs command line dialect probed on this host.
+  returned: success
+  type: str
+  choices: [openzfs, zfs-fuse]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.strata.ops.plugins.module_utils.zfs import (
+    ZfsBackend,
+    ZfsError,
+    ensure_datasets,
+    load_libzfs_core,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            datasets=dict(
+                type="list",
+                elements="dict",
+                required=True,
+                options=dict(
+                    name=dict(type="str", required=True),
+                    state=dict(type="str", choices=["present", "absent"], default="present"),
+                    properties=dict(type="dict", default={}),
+                    recursive=dict(type="bool", default=False),
+                ),
+            ),
+            pool=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    zfs = module.get_bin_path("zfs")
+    zpool = module.get_bin_path("zpool")
+    if not zfs or not zpool:
+        module.fail_json(
+            msg="the zfs and zpool commands were not found on this host; install ZFS (OpenZFS or"
+            " zfs-fuse, done by the base_system role) first"
+        )
+    lzc, lzc_reason = load_libzfs_core()
+    backend = ZfsBackend(module.run_command, zfs=zfs, zpool=zpool, lzc=lzc, lzc_reason=lzc_reason)
+    try:
+        result = ensure_datasets(
+            backend,
+            module.params["datasets"],
+            pool=module.params["pool"],
+            check_mode=module.check_mode,
+            want_diff=module._diff,
+        )
+    except ZfsError as exc:
+        module.fail_json(msg=exc.msg, write_path=backend.write_path, commands=backend.commands, **exc.details)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

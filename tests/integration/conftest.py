@@ -1,0 +1,103 @@
+"""Shared fixtures and helpers for the integration tests (the real test bed).
+
+Fixtures (used by name):
+    zfs_pool            the test bed's pool name; fails the test when CI=true and the pool is
+                        not usable, skips it (with the reason) otherwise
+
+Helpers (``from .conftest import ...``):
+    skip_or_fail(problem)   fail under CI=true, skip otherwise; nothing when problem is None
+    zfs(*args)              run the zfs CLI, AssertionError on failure unless check=False
+    destroy_tree(name)      zfs destroy -r, retried while zfs-fuse says "busy"
+    run_module(name, args)  run plugins/modules/<name>.py as Ansible does (ANSIBLE_MODULE_ARGS)
+    run_adhoc(name, args)   run strata.ops.<name> through `ansible localhost -c local`
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+POOL = "strata-testbed"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COLLECTIONS = os.path.join(REPO, ".collections")
+
+
+def skip_or_fail(problem):
+    """A missing test bed component fails the test under CI=true and skips it otherwise."""
+    if not problem:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI=true and the test bed is not usable: " + problem)
+    pytest.skip(problem)
+
+
+def zfs_testbed_problem(pool=POOL):
+    """Why the ZFS test bed cannot be used (None when it can)."""
+    if not shutil.which("zfs") or not shutil.which("zpool"):
+        return "the zfs/zpool commands are not installed (tests/testbed/up installs zfs-fuse)"
+    proc = subprocess.run(["zpool", "list", "-H", "-o", "name"], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return f"zpool list failed (is zfs-fuse running?): {proc.stderr.strip()}"
+    if pool not in proc.stdout.split():
+        return f"pool {pool!r} is not imported (tests/testbed/up creates it)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def zfs_pool():
+    """The test bed's pool; tests work only below their own uniquely named child dataset."""
+    skip_or_fail(zfs_testbed_problem(POOL))
+    return POOL
+
+
+def zfs(*args, check=True):
+    proc = subprocess.run(["zfs", *args], capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError("zfs {} failed: {}".format(" ".join(args), proc.stderr))
+    return proc
+
+
+def destroy_tree(name, attempts=20):
+    """``zfs destroy -r name``; gone already is fine. zfs-fuse says "dataset is busy" for a
+    moment after unmounts, so it is retried for a few seconds before it fails the test."""
+    proc = None
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(0.3)
+        proc = zfs("destroy", "-r", name, check=False)
+        if proc.returncode == 0 or "does not exist" in proc.stderr:
+            return
+    raise AssertionError(f"could not clean up {name}: {proc.stderr}")
+
+
+def run_module(name, args, check_mode=False, diff=False):
+    """Run plugins/modules/<name>.py as Ansible would, with ANSIBLE_MODULE_ARGS in a JSON
+    file, and return its JSON result."""
+    module = os.path.join(REPO, "plugins", "modules", name + ".py")
+    args = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
+    env = dict(os.environ, PYTHONPATH=COLLECTIONS)
+    with tempfile.TemporaryDirectory(prefix="strata-it-") as tmp:
+        args_file = os.path.join(tmp, "args.json")
+        with open(args_file, "w") as handle:
+            json.dump({"ANSIBLE_MODULE_ARGS": args}, handle)
+        proc = subprocess.run(
+            [sys.executable, module, args_file], capture_output=True, text=True, env=env, check=False
+        )
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"module printed no JSON: {proc.stdout}\n{proc.stderr}") from None
+
+
+def run_adhoc(name, args, *options):
+    """``ansible localhost -c local -m strata.ops.<name> -a <json> [options]`` from the
+    repository root, so strata.ops resolves through ansible.cfg's collections_path."""
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"))
+    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
+    argv = [ansible, "localhost", "-c", "local", "-m", "strata.ops." + name, "-a", json.dumps(args)]
+    return subprocess.run([*argv, *options], cwd=REPO, env=env, capture_output=True, text=True, check=False)

@@ -1,0 +1,103 @@
+"""strata.ops.storage_facts against real mounts: a zfs-fuse dataset, a tmpfs, the trap.
+
+Builds the kind validator shape under a unique dataset ``strata-testbed/sf-<random>`` mounted
+in pytest's tmp dir:
+
+    <mnt>                 dataset  .../sf-x            (stands for /srv)
+    <mnt>/solana          plain directory on it        (the /srv/solana trap)
+    <mnt>/kind            dataset  .../sf-x/kind       (/srv/kind)
+    <mnt>/kind/ramdisk    tmpfs, size=16m              (/srv/kind/solana/ramdisk)
+
+Without zfs or the pool the tests fail when CI=true and are skipped otherwise.
+"""
+
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from .conftest import POOL, destroy_tree, run_adhoc, run_module, skip_or_fail, zfs
+
+pytestmark = pytest.mark.needs("zfs")
+
+
+def run(*argv):
+    proc = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise AssertionError("{} failed: {}".format(" ".join(argv), proc.stderr))
+    return proc
+
+
+@pytest.fixture(scope="module")
+def layout(zfs_pool, tmp_path_factory):
+    skip_or_fail("mounting a tmpfs needs root" if os.geteuid() != 0 else None)
+    name = f"{zfs_pool}/sf-{uuid.uuid4().hex[:8]}"
+    mnt = str(tmp_path_factory.mktemp("storage") / "srv")
+    ramdisk = os.path.join(mnt, "kind", "ramdisk")
+    try:
+        zfs("create", "-o", f"mountpoint={mnt}", name)
+        zfs("create", name + "/kind")
+        os.makedirs(os.path.join(mnt, "solana"))
+        os.makedirs(ramdisk)
+        run("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", ramdisk)
+        yield {"dataset": name, "mnt": mnt, "ramdisk": ramdisk}
+    finally:
+        if os.path.ismount(ramdisk):
+            run("umount", ramdisk)
+        destroy_tree(name)
+
+
+def facts(paths, check_mode=False):
+    result = run_module("storage_facts", {"paths": paths}, check_mode=check_mode)
+    assert result.get("failed") is not True, result
+    assert result["changed"] is False
+    return result["paths"]
+
+
+def test_zfs_dataset_path(layout):
+    kind = os.path.join(layout["mnt"], "kind")
+    info = facts([kind])[kind]
+    assert info["kind"] == "zfs"
+    assert info["fstype"] == "fuse.zfs"
+    assert info["dataset"] == layout["dataset"] + "/kind"
+    assert info["parent_dataset"] == layout["dataset"]
+    assert info["mount_point"] == kind
+
+
+def test_tmpfs_size(layout):
+    info = facts([layout["ramdisk"]], check_mode=True)[layout["ramdisk"]]
+    assert info["kind"] == "tmpfs"
+    assert info["size_bytes"] == 16 * 1024 * 1024
+    assert "size=16384k" in info["mount_options"]
+    assert info["fstab"] is None
+
+
+def test_plain_directory_on_parent_dataset(layout):
+    trap = os.path.join(layout["mnt"], "solana")
+    info = facts([trap])[trap]
+    assert info["kind"] == "directory"
+    assert info["parent_mount"]["mount_point"] == layout["mnt"]
+    assert info["parent_mount"]["dataset"] == layout["dataset"]
+    assert info["dataset"] == layout["dataset"]
+
+
+def test_missing_path(layout):
+    missing = os.path.join(layout["mnt"], "kind", "nothing", "here")
+    info = facts([missing])[missing]
+    assert info["kind"] == "missing"
+    assert info["nearest_existing"] == os.path.join(layout["mnt"], "kind")
+
+
+def test_many_paths_and_root(layout):
+    paths = [layout["mnt"], layout["ramdisk"], "/"]
+    result = facts(paths)
+    assert [result[p]["kind"] for p in paths] == ["zfs", "tmpfs", "other"]
+    assert result[layout["mnt"]]["parent_dataset"] == POOL
+
+
+def test_through_ansible_cli(layout):
+    proc = run_adhoc("storage_facts", {"paths": [layout["ramdisk"]]})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+    assert "tmpfs" in proc.stdout

@@ -1,0 +1,306 @@
+"""Unit tests for plugins/module_utils/zfs.py: parsing both CLI dialects, planning, backend."""
+
+import os
+import sys
+import types
+
+import pytest
+import yaml
+
+from ansible_collections.strata.ops.plugins.module_utils import zfs
+
+with open(os.path.join(os.path.dirname(__file__), "test_zfs.yaml")) as _handle:
+    DATA = yaml.safe_load(_handle)
+
+
+def state_of(output):
+    return zfs.ZfsState(zfs.parse_get_output(DATA["outputs"][output]))
+
+
+# -- parsing -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", DATA["parse"], ids=lambda c: "{}:{}".format(c["output"], c["name"]))
+def test_parse_get_output(case):
+    state = state_of(case["output"])
+    entry = state.get(case["name"])
+    assert entry is not None
+    assert entry["type"] == case["type"]
+    for prop, expected in case["properties"].items():
+        assert entry["properties"][prop] == expected
+    if "children" in case:
+        assert state.children(case["name"]) == case["children"]
+    if "snapshots" in case:
+        assert state.snapshots(case["name"]) == case["snapshots"]
+
+
+def test_parse_rejects_garbage():
+    with pytest.raises(zfs.ZfsError):
+        zfs.parse_get_output("not zfs output\n")
+
+
+@pytest.mark.parametrize(
+    "source, kind",
+    [
+        ("local", "local"),
+        ("default", "default"),
+        ("inherited from tank/a", "inherited"),
+        ("-", "none"),
+        ("received", "received"),
+        ("temporary", "temporary"),
+    ],
+)
+def test_source_kind(source, kind):
+    assert zfs.source_kind(source) == kind
+
+
+@pytest.mark.parametrize("prop, value, expected", DATA["normalize"])
+def test_normalize_value(prop, value, expected):
+    assert zfs.normalize_value(prop, value) == expected
+
+
+@pytest.mark.parametrize("name", DATA["names"]["valid"])
+def test_valid_names(name):
+    assert zfs.validate_dataset_name(name) is None
+
+
+@pytest.mark.parametrize("name", DATA["names"]["invalid"])
+def test_invalid_names(name):
+    assert zfs.validate_dataset_name(name)
+
+
+def test_missing_from_stderr():
+    err = "cannot open 'tank/a': dataset does not exist\ncannot open 'x/y': dataset does not exist\n"
+    assert zfs.missing_from_stderr(err) == ["tank/a", "x/y"]
+    assert zfs.missing_from_stderr("permission denied\n") is None
+
+
+# -- planning ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", DATA["plan"], ids=lambda c: c["id"])
+def test_plan(case):
+    requests = [zfs.normalize_request(r) for r in case["requests"]]
+    state = state_of(case["output"])
+    args = dict(pools=case["pools"], pool=case.get("pool"), origins=case.get("origins"))
+    if "error" in case or "errors" in case:
+        with pytest.raises(zfs.ZfsValidationError) as info:
+            zfs.plan(requests, state, **args)
+        assert "nothing was changed" in info.value.msg
+        if "error" in case:
+            assert case["error"] in info.value.msg
+        if "errors" in case:
+            assert len(info.value.details["errors"]) == case["errors"], info.value.details["errors"]
+        return
+    actions = dict((a["name"], a) for a in zfs.plan(requests, state, **args))
+    for name, expected in case["expect"].items():
+        assert actions[name]["action"] == expected["action"], actions[name]
+        assert sorted(actions[name]["changed_properties"]) == expected["changed"]
+        if "destroys" in expected:
+            assert actions[name]["destroys"] == expected["destroys"]
+
+
+def test_diff_shows_before_and_after():
+    state = state_of("openzfs")
+    requests = [zfs.normalize_request({"name": "tank/data", "properties": {"compression": "zstd"}})]
+    (action,) = zfs.plan(requests, state, pools=["tank"])
+    diff = zfs.action_diff(action, state)
+    assert diff["before"] == {"state": "present", "properties": {"compression": "lz4"}}
+    assert diff["after"] == {"state": "present", "properties": {"compression": "zstd"}}
+    assert diff["before_header"] == "tank/data"
+
+
+# -- backend with a fake runner --------------------------------------------------------------
+
+
+class FakeZfs:
+    """Answers zfs/zpool commands like one dialect would; records every call."""
+
+    def __init__(self, dialect, output, pools=("tank",), fail=None):
+        self.dialect = dialect
+        self.output = output
+        self.pools = list(pools)
+        self.calls = []
+        self.fail = fail or {}
+
+    def __call__(self, argv):
+        self.calls.append(list(argv))
+        key = " ".join(argv[:2])
+        if key in self.fail:
+            answer = self.fail[key]
+            if isinstance(answer, list):
+                return answer.pop(0) if len(answer) > 1 else answer[0]
+            return answer
+        if argv[0] == "zpool":
+            return 0, "".join(p + "\n" for p in self.pools), ""
+        if argv[1] == "list" and "-p" in argv:
+            if self.dialect == zfs.DIALECT_ZFS_FUSE:
+                return 2, "", "invalid option 'p'\nusage:\n\tlist [-rH][-d max] ...\n"
+            return 0, "tank\n", ""
+        if argv[1] == "get":
+            names = argv[8:]
+            missing = [n for n in names if (f"{n}\t") not in self.output]
+            err = "".join(f"cannot open '{n}': dataset does not exist\n" for n in missing)
+            return (1 if missing else 0), self.output, err
+        if argv[1] == "list":
+            return 0, "tank\t-\n", ""
+        return 0, "", ""
+
+    def writes(self):
+        return [c for c in self.calls if c[0] == "zfs" and c[1] in ("create", "set", "destroy", "mount")]
+
+
+@pytest.mark.parametrize(
+    "dialect, expected",
+    [(zfs.DIALECT_OPENZFS, "openzfs"), (zfs.DIALECT_ZFS_FUSE, "zfs-fuse")],
+)
+def test_dialect_probe_runs_once(dialect, expected):
+    fake = FakeZfs(dialect, DATA["outputs"]["openzfs"])
+    backend = zfs.ZfsBackend(fake)
+    assert backend.dialect("tank") == expected
+    assert backend.dialect("tank") == expected
+    assert len([c for c in fake.calls if "-p" in c]) == 1
+
+
+def test_set_uses_one_call_on_openzfs_and_one_per_property_on_zfs_fuse():
+    for dialect, calls in ((zfs.DIALECT_OPENZFS, 1), (zfs.DIALECT_ZFS_FUSE, 2)):
+        fake = FakeZfs(dialect, DATA["outputs"]["openzfs"])
+        zfs.ZfsBackend(fake).set("tank/a", {"atime": "off", "compression": "lz4"})
+        sets = [c for c in fake.calls if c[1] == "set"]
+        assert len(sets) == calls
+        assert sets[0][-1] == "tank/a"
+
+
+def test_read_tolerates_missing_datasets_only():
+    fake = FakeZfs(zfs.DIALECT_OPENZFS, DATA["outputs"]["openzfs"])
+    state = zfs.ZfsBackend(fake).read(["tank/data", "tank/nope", "tank"])
+    assert state.exists("tank/data")
+    assert not state.exists("tank/nope")
+    get = next(c for c in fake.calls if c[1] == "get")
+    assert get[:8] == ["zfs", "get", "-Hp", "-d", "1", "-o", "name,property,value,source", "all"]
+    fake = FakeZfs(zfs.DIALECT_OPENZFS, "", fail={"zfs get": (1, "", "permission denied\n")})
+    with pytest.raises(zfs.ZfsCommandError, match="permission denied"):
+        zfs.ZfsBackend(fake).read(["tank/data"])
+
+
+def test_create_cli_passes_properties():
+    fake = FakeZfs(zfs.DIALECT_ZFS_FUSE, "")
+    path = zfs.ZfsBackend(fake).create("tank/a/b", {"mountpoint": "/srv/b", "quota": "1024"})
+    assert path == "cli"
+    assert fake.writes() == [
+        ["zfs", "create", "-p", "-o", "mountpoint=/srv/b", "-o", "quota=1024", "tank/a/b"]
+    ]
+
+
+def test_destroy_retries_busy_then_fails_with_the_message():
+    busy = (1, "", "cannot destroy 'tank/a': dataset is busy\n")
+    fake = FakeZfs(zfs.DIALECT_ZFS_FUSE, "", fail={"zfs destroy": [busy, busy, (0, "", "")]})
+    backend = zfs.ZfsBackend(fake)
+    backend._sleep = lambda _s: None
+    assert backend.destroy("tank/a", recursive=True) == "cli"
+    assert len(fake.writes()) == 3
+    assert fake.writes()[0] == ["zfs", "destroy", "-r", "tank/a"]
+    fake = FakeZfs(zfs.DIALECT_ZFS_FUSE, "", fail={"zfs destroy": [busy]})
+    backend = zfs.ZfsBackend(fake)
+    backend._sleep = lambda _s: None
+    with pytest.raises(zfs.ZfsCommandError, match="dataset is busy"):
+        backend.destroy("tank/a")
+
+
+def test_ensure_check_mode_changes_nothing_and_reports_diff():
+    fake = FakeZfs(zfs.DIALECT_OPENZFS, DATA["outputs"]["openzfs"])
+    result = zfs.ensure_datasets(
+        zfs.ZfsBackend(fake),
+        [
+            {"name": "tank/data", "properties": {"compression": "zstd"}},
+            {"name": "tank/new"},
+            {"name": "tank/leaf", "state": "absent"},
+        ],
+        check_mode=True,
+        want_diff=True,
+    )
+    assert fake.writes() == []
+    assert result["changed"] is True
+    assert [d["action"] for d in result["datasets"]] == ["updated", "created", "destroyed"]
+    assert len(result["diff"]) == 3
+    assert result["write_path"] == "cli"
+
+
+def test_ensure_applies_in_order_and_reports_partial_failure():
+    fake = FakeZfs(
+        zfs.DIALECT_OPENZFS,
+        DATA["outputs"]["openzfs"],
+        fail={"zfs create": (1, "", "cannot create 'tank/new': out of space\n")},
+    )
+    with pytest.raises(zfs.ZfsError) as info:
+        zfs.ensure_datasets(
+            zfs.ZfsBackend(fake),
+            [{"name": "tank/new"}, {"name": "tank/leaf", "state": "absent"}],
+        )
+    assert info.value.details["changed"] is True
+    assert info.value.details["done"] == ["destroyed tank/leaf"]
+    assert "out of space" in info.value.msg
+
+
+def test_ensure_validates_before_reading():
+    fake = FakeZfs(zfs.DIALECT_OPENZFS, DATA["outputs"]["openzfs"])
+    with pytest.raises(zfs.ZfsValidationError, match="pool 'biscayne'"):
+        zfs.ensure_datasets(zfs.ZfsBackend(fake), [{"name": "biscayne/x"}])
+    assert [c[0] for c in fake.calls] == ["zpool"]
+
+
+# -- libzfs_core path ------------------------------------------------------------------------
+
+
+def test_load_libzfs_core_without_dev_zfs(tmp_path):
+    lzc, reason = zfs.load_libzfs_core(str(tmp_path / "zfs"))
+    assert lzc is None
+    assert "missing" in reason
+
+
+def test_load_libzfs_core_import_error(tmp_path, monkeypatch):
+    dev = tmp_path / "zfs"
+    dev.write_text("")
+    monkeypatch.setitem(sys.modules, "libzfs_core", None)  # import raises ImportError
+    lzc, reason = zfs.load_libzfs_core(str(dev))
+    assert lzc is None
+    assert "not usable" in reason
+
+
+def test_load_libzfs_core_ok(tmp_path, monkeypatch):
+    dev = tmp_path / "zfs"
+    dev.write_text("")
+    fake = types.ModuleType("libzfs_core")
+    fake.lzc_create = lambda name, ds_type="zfs", props=None: None
+    monkeypatch.setitem(sys.modules, "libzfs_core", fake)
+    assert zfs.load_libzfs_core(str(dev)) == (fake, None)
+
+
+def test_lzc_create_and_destroy():
+    created, destroyed = [], []
+    lzc = types.SimpleNamespace(lzc_create=created.append, lzc_destroy=destroyed.append)
+    fake = FakeZfs(
+        zfs.DIALECT_OPENZFS,
+        DATA["outputs"]["openzfs"],
+        fail={"zfs get": (0, "on\t/srv/leaf/x/y\n", "")},
+    )
+    backend = zfs.ZfsBackend(fake, lzc=lzc)
+    assert backend.write_path == "libzfs_core"
+    state = state_of("openzfs")
+    assert backend.create("tank/leaf/x/y", {"atime": "off"}, state) == "libzfs_core"
+    assert created == [b"tank/leaf/x", b"tank/leaf/x/y"]
+    assert ["zfs", "set", "atime=off", "tank/leaf/x/y"] in fake.calls
+    assert ["zfs", "mount", "tank/leaf/x/y"] in fake.calls
+    assert backend.destroy("tank/leaf") == "libzfs_core"
+    assert destroyed == [b"tank/leaf"]
+    # recursive destroys stay on the CLI (zfs destroy -r)
+    assert backend.destroy("tank/data", recursive=True) == "cli"
+
+
+def test_lzc_errors_become_zfs_errors():
+    def boom(_name):
+        raise OSError(17, "File exists")
+
+    backend = zfs.ZfsBackend(FakeZfs(zfs.DIALECT_OPENZFS, ""), lzc=types.SimpleNamespace(lzc_create=boom))
+    with pytest.raises(zfs.ZfsError, match="libzfs_core create of 'tank/a' failed"):
+        backend.create("tank/a", {}, zfs.ZfsState({}))
