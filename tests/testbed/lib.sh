@@ -22,6 +22,7 @@ HOST_PACKAGES=(
   zfs-fuse       # real zpool/zfs on file-backed pools
   debootstrap    # builds the systemd host image
   rsync aria2 zstd lz4 curl ca-certificates iproute2 procps
+  nginx-light    # serves snapshot archives with Range and limit_rate (snapshot tests)
   libnet1 libnftables1 libnl-3-200 libprotobuf-c1 libbsd0 libgnutls30  # CRIU 4 shared libraries
 )
 

@@ -1,0 +1,716 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ranged, multi-source, resumable HTTP download (what aria2c does for snapshots), stdlib only.
+
+* Every source must serve the same bytes (the same archive name and length).
+* The missing part of the file is split into pieces (at least ``min_split_size``); up to
+  ``connections_per_server`` connections per source and ``split`` in all fetch pieces with
+  ``Range`` requests and write them in place (``os.pwrite``) into a temporary file. When the
+  queue runs dry an idle connection takes the upper half of the largest piece still running.
+* A control file next to the temporary file (``<tmp>.ctl``, JSON, replaced atomically about
+  twice a second after the data is synced) records the byte ranges already written. After an
+  interruption (even ``kill -9``) a new run fetches only the ranges it does not list.
+* A source whose rate stays below ``min_speed`` after a grace period is dropped and its pieces
+  go back to the queue for the others. A source that keeps failing is dropped too.
+* A source without Range support can only be used alone, as one stream from byte 0.
+
+Helpers raise ``TransferError`` (or a subclass); a module's ``main()`` catches it once.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import bz2
+import errno
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import threading
+import time
+
+try:
+    import http.client as httplib
+    from urllib.parse import urljoin, urlsplit
+except ImportError:  # pragma: no cover - Python 2 is not a target
+    httplib = urljoin = urlsplit = None
+
+CONTROL_VERSION = 1
+CHUNK = 256 * 1024
+MIB = 1024 * 1024
+USER_AGENT = "strata.ops-transfer/1"
+
+
+class TransferError(Exception):
+    def __init__(self, msg, **details):
+        super(TransferError, self).__init__(msg)
+        self.msg = msg
+        self.details = details
+
+
+class SourceError(TransferError):
+    """One source failed (status, length mismatch, no Range support when needed, I/O)."""
+
+
+class TooSlowError(TransferError):
+    """Every source was dropped for being slower than min_speed."""
+
+
+class DiskSpaceError(TransferError):
+    pass
+
+
+class IntegrityError(TransferError):
+    pass
+
+
+# --- HTTP helpers ----------------------------------------------------------------------------
+
+
+def _connect(url, timeout):
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise SourceError("%s: only http:// and https:// sources are supported" % url)
+    cls = httplib.HTTPSConnection if parts.scheme == "https" else httplib.HTTPConnection
+    return cls(parts.hostname, parts.port, timeout=timeout)
+
+
+def _path(url):
+    parts = urlsplit(url)
+    return (parts.path or "/") + ("?" + parts.query if parts.query else "")
+
+
+def request(url, method="GET", headers=None, timeout=10.0):
+    """Send one request; return (connection, response). The caller closes the connection."""
+    conn = _connect(url, timeout)
+    hdrs = {"User-Agent": USER_AGENT}
+    hdrs.update(headers or {})
+    try:
+        conn.request(method, _path(url), headers=hdrs)
+        return conn, conn.getresponse()
+    except (OSError, httplib.HTTPException) as exc:
+        conn.close()
+        raise SourceError(
+            "%s: %s request failed: %s" % (url, method, exc or exc.__class__.__name__)
+        ) from None
+
+
+def resolve_redirect(url, timeout=10.0):
+    """HEAD ``url`` without following; return the absolute Location of a 3xx answer.
+
+    RPC nodes answer ``/snapshot.tar.bz2`` and ``/incremental-snapshot.tar.bz2`` this way
+    (303 to ``/snapshot-<slot>-<hash>.tar.zst``). Raises SourceError for any other answer.
+    """
+    conn, resp = request(url, "HEAD", timeout=timeout)
+    try:
+        location = resp.getheader("Location")
+        if resp.status in (301, 302, 303, 307, 308) and location:
+            return urljoin(url, location)
+        raise SourceError("%s: expected a redirect to a snapshot archive, got HTTP %d" % (url, resp.status))
+    finally:
+        conn.close()
+
+
+_CONTENT_RANGE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$")
+
+
+def probe(url, timeout=10.0, redirects=5):
+    """Ask for byte 0 only: returns dict(url, length, ranges). Follows plain redirects."""
+    for _hop in range(redirects + 1):
+        conn, resp = request(url, "GET", {"Range": "bytes=0-0"}, timeout)
+        try:
+            location = resp.getheader("Location")
+            if resp.status in (301, 302, 303, 307, 308) and location:
+                url = urljoin(url, location)
+                continue
+            if resp.status == 206:
+                match = _CONTENT_RANGE.match(resp.getheader("Content-Range") or "")
+                if not match or match.group(3) == "*":
+                    raise SourceError("%s: 206 answer without a usable Content-Range" % url)
+                return dict(url=url, length=int(match.group(3)), ranges=True)
+            if resp.status == 200:
+                length = resp.getheader("Content-Length")
+                if length is None or not length.isdigit():
+                    raise SourceError("%s: no Content-Length, cannot check the size" % url)
+                return dict(url=url, length=int(length), ranges=False)
+            raise SourceError("%s: HTTP %d %s" % (url, resp.status, resp.reason), status=resp.status)
+        finally:
+            conn.close()
+    raise SourceError("%s: more than %d redirects" % (url, redirects))
+
+
+def measure_speed(url, length, connections=1, seconds=2.0, timeout=10.0):
+    """Read from ``connections`` ranged streams at spread offsets for ``seconds``; bytes/s.
+
+    The rate a download would see from this source with that many connections.
+    """
+    counts = [0] * connections
+    errors = []
+    deadline = time.time() + seconds
+
+    def reader(i):
+        start = (length // connections) * i
+        try:
+            conn, resp = request(url, "GET", {"Range": "bytes=%d-%d" % (start, length - 1)}, timeout)
+            try:
+                if resp.status not in (200, 206):
+                    errors.append("HTTP %d" % resp.status)
+                    return
+                while time.time() < deadline:
+                    data = resp.read(64 * 1024)
+                    if not data:
+                        break
+                    counts[i] += len(data)
+            finally:
+                conn.close()
+        except (OSError, httplib.HTTPException, SourceError) as exc:
+            errors.append(str(exc))
+
+    started = time.time()
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(connections)]
+    for t in threads:
+        t.daemon = True
+        t.start()
+    for t in threads:
+        t.join(seconds + timeout)
+    elapsed = max(time.time() - started, 1e-3)
+    if errors and not sum(counts):
+        raise SourceError("%s: speed test failed: %s" % (url, errors[0]))
+    return sum(counts) / elapsed
+
+
+def fetch_small(url, limit=4096, timeout=10.0):
+    """GET a small text (a checksum file); None when the source has none (4xx)."""
+    conn, resp = request(url, "GET", timeout=timeout)
+    try:
+        if resp.status >= 400:
+            return None
+        if resp.status != 200:
+            raise SourceError("%s: HTTP %d" % (url, resp.status))
+        return resp.read(limit).decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+# --- byte ranges and the control file --------------------------------------------------------
+
+
+class RangeSet:
+    """Sorted, merged half-open byte ranges [start, end)."""
+
+    def __init__(self, ranges=()):
+        self.ranges = []
+        for start, end in ranges:
+            self.add(start, end)
+
+    def add(self, start, end):
+        if end <= start:
+            return
+        merged = []
+        placed = False
+        for s, e in self.ranges:
+            if e < start or s > end:
+                if s > end and not placed:
+                    merged.append([start, end])
+                    placed = True
+                merged.append([s, e])
+            else:
+                start, end = min(s, start), max(e, end)
+        if not placed:
+            merged.append([start, end])
+        merged.sort()
+        self.ranges = merged
+
+    def total(self):
+        return sum(e - s for s, e in self.ranges)
+
+    def missing(self, length):
+        out, pos = [], 0
+        for s, e in self.ranges:
+            if s > pos:
+                out.append([pos, min(s, length)])
+            pos = max(pos, e)
+        if pos < length:
+            out.append([pos, length])
+        return [r for r in out if r[1] > r[0]]
+
+    def covers(self, length):
+        return not self.missing(length)
+
+
+def control_path(tmp_path):
+    return tmp_path + ".ctl"
+
+
+def load_control(tmp_path, name, length):
+    """The ranges recorded for this temporary file, or an empty set when nothing is usable.
+
+    A control file for another archive or length, or without its data file, is ignored.
+    """
+    ctl = control_path(tmp_path)
+    if not os.path.exists(tmp_path) or not os.path.exists(ctl):
+        return RangeSet(), 0
+    try:
+        with open(ctl) as handle:
+            state = json.load(handle)
+        if (
+            state.get("version") != CONTROL_VERSION
+            or state.get("name") != name
+            or state.get("length") != length
+        ):
+            return RangeSet(), 0
+        ranges = RangeSet((int(s), int(e)) for s, e in state.get("done", []))
+    except (OSError, ValueError, TypeError):
+        return RangeSet(), 0
+    size = os.path.getsize(tmp_path)
+    usable = RangeSet((s, min(e, size)) for s, e in ranges.ranges)
+    return usable, int(state.get("fetched_bytes", 0))
+
+
+def save_control(tmp_path, name, length, done, fetched_bytes):
+    ctl = control_path(tmp_path)
+    state = dict(
+        version=CONTROL_VERSION,
+        name=name,
+        length=length,
+        done=done.ranges,
+        fetched_bytes=fetched_bytes,
+        updated=time.time(),
+    )
+    with open(ctl + ".new", "w") as handle:
+        json.dump(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(ctl + ".new", ctl)
+
+
+def write_status(path, status):
+    """Atomically replace a small JSON status file another task can read."""
+    if not path:
+        return
+    tmp = path + ".new"
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(status, handle, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # progress reporting never breaks the download
+
+
+def free_bytes(directory):
+    vfs = os.statvfs(directory)
+    return vfs.f_bavail * vfs.f_frsize
+
+
+# --- the download ----------------------------------------------------------------------------
+
+
+class _Source:
+    def __init__(self, url):
+        self.url = url
+        self.bytes = 0
+        self.active = 0
+        self.errors = 0
+        self.dropped = None
+        self.started = None
+        self.samples = []  # (time, bytes) for the recent rate
+
+    def rate(self, now, window):
+        while len(self.samples) > 1 and self.samples[1][0] <= now - window:
+            self.samples.pop(0)
+        if not self.samples:
+            return None
+        t0, b0 = self.samples[0]
+        return (self.bytes - b0) / max(now - t0, 1e-3)
+
+
+class _Task:
+    def __init__(self, start, end):
+        self.pos = start
+        self.end = end
+
+
+class Download:
+    """Download one archive from several sources into ``tmp_path`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        sources,
+        tmp_path,
+        name,
+        length,
+        *,
+        connections_per_server=4,
+        split=16,
+        min_split_size=50 * MIB,
+        min_speed=0,
+        speed_grace=5.0,
+        speed_window=3.0,
+        timeout=15.0,
+        max_errors=3,
+        progress=None,
+    ):
+        ranged = [s for s in sources if s.get("ranges")]
+        self.single_stream = not ranged
+        chosen = ranged or sources[:1]
+        self.ignored = dict(
+            (s["url"], "no Range support (another source has it)") for s in sources if s not in chosen
+        )
+        self.sources = [_Source(s["url"]) for s in chosen]
+        self.tmp_path = tmp_path
+        self.name = name
+        self.length = length
+        self.per_server = max(1, connections_per_server)
+        self.split = max(1, split)
+        self.min_split = max(CHUNK, min_split_size)
+        self.min_speed = min_speed
+        self.speed_grace = speed_grace
+        self.speed_window = speed_window
+        self.timeout = timeout
+        self.max_errors = max_errors
+        self.progress = progress
+        self.lock = threading.Lock()
+        self.pending = []
+        self.active = set()
+        self.done = RangeSet()
+        self.fetched = 0
+        self.fd = None
+
+    # -- scheduling (called with the lock held) --
+    def _next_task(self, source):
+        if source.dropped:
+            return None
+        if self.pending:
+            start, end = self.pending.pop(0)
+            piece = self.piece_size
+            if end - start > piece + self.min_split // 2:
+                self.pending.insert(0, [start + piece, end])
+                end = start + piece
+            task = _Task(start, end)
+            self.active.add(task)
+            return task
+        if self.single_stream:
+            return None
+        victim = max(self.active, key=lambda t: t.end - t.pos, default=None)
+        if victim is None or victim.end - victim.pos < self.min_split:
+            return None
+        mid = victim.pos + (victim.end - victim.pos) // 2
+        mid = max(mid, victim.pos + CHUNK)
+        task = _Task(mid, victim.end)
+        victim.end = mid
+        self.active.add(task)
+        return task
+
+    def _release(self, task):
+        self.active.discard(task)
+        if task.pos < task.end:
+            self.pending.insert(0, [task.pos, task.end])
+            self.pending.sort()
+
+    def _drop(self, source, reason):
+        if not source.dropped:
+            source.dropped = reason
+
+    # -- one connection --
+    def _worker(self, source):
+        conn = None
+        try:
+            while True:
+                with self.lock:
+                    task = self._next_task(source)
+                    idle_but_needed = task is None and not source.dropped and (self.active or self.pending)
+                    if task is not None:
+                        if source.active == 0:  # idle time is not slowness: measure from here
+                            source.started = time.time()
+                            source.samples = [(source.started, source.bytes)]
+                        source.active += 1
+                if task is None:
+                    if idle_but_needed:
+                        time.sleep(0.05)
+                        continue
+                    return
+                try:
+                    conn = self._fetch(source, task, conn)
+                except (OSError, httplib.HTTPException, SourceError) as exc:
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                    with self.lock:
+                        source.errors += 1
+                        if source.errors >= self.max_errors:
+                            self._drop(source, "failed %d times, last: %s" % (source.errors, exc))
+                    time.sleep(0.2)
+                finally:
+                    with self.lock:
+                        source.active -= 1
+                        self._release(task)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _fetch(self, source, task, conn):
+        headers = {"User-Agent": USER_AGENT}
+        if not self.single_stream:
+            headers["Range"] = "bytes=%d-%d" % (task.pos, task.end - 1)
+        if conn is None:
+            conn = _connect(source.url, self.timeout)
+        conn.request("GET", _path(source.url), headers=headers)
+        resp = conn.getresponse()
+        if self.single_stream:
+            if resp.status != 200:
+                raise SourceError("%s: HTTP %d" % (source.url, resp.status))
+        else:
+            match = _CONTENT_RANGE.match(resp.getheader("Content-Range") or "")
+            if resp.status != 206 or not match or int(match.group(1)) != task.pos:
+                raise SourceError(
+                    "%s: asked for bytes %d-%d, got HTTP %d %s"
+                    % (source.url, task.pos, task.end - 1, resp.status, resp.getheader("Content-Range") or "")
+                )
+            if int(match.group(3)) != self.length:
+                self._drop(source, "now serves %s bytes, not %d" % (match.group(3), self.length))
+                raise SourceError("%s: length changed" % source.url)
+        while task.pos < task.end:
+            if source.dropped:
+                conn.close()
+                return None
+            data = resp.read(min(CHUNK, task.end - task.pos))
+            if not data:
+                raise SourceError("%s: connection closed at byte %d" % (source.url, task.pos))
+            with self.lock:
+                data = data[: max(0, task.end - task.pos)]  # the upper part may have been handed over
+            if data:
+                os.pwrite(self.fd, data, task.pos)
+            with self.lock:
+                self.done.add(task.pos, task.pos + len(data))
+                task.pos += len(data)
+                source.bytes += len(data)
+                self.fetched += len(data)
+        if resp.length:  # stopped before the end of the answer (handed over): drop the connection
+            conn.close()
+            return None
+        return conn
+
+    # -- the run --
+    def status(self, state, started, now):
+        done = self.done.total()
+        recent = sum((s.rate(now, self.speed_window) or 0) for s in self.sources if not s.dropped)
+        mean = self.fetched / max(now - started, 1e-3)
+        rate = recent or mean
+        return dict(
+            state=state,
+            name=self.name,
+            bytes_done=done,
+            bytes_total=self.length,
+            percent=round(100.0 * done / self.length, 1) if self.length else 100.0,
+            rate_bytes_per_s=int(rate),
+            mean_rate_bytes_per_s=int(mean),
+            eta_s=round((self.length - done) / rate, 1) if rate > 0 else None,
+            elapsed_s=round(now - started, 1),
+            sources=[
+                dict(url=s.url, bytes=s.bytes, connections=s.active, dropped=s.dropped) for s in self.sources
+            ],
+            pid=os.getpid(),
+            updated=now,
+        )
+
+    def run(self):
+        started = time.time()
+        done, fetched_before = load_control(self.tmp_path, self.name, self.length)
+        if self.single_stream and done.total():
+            done = RangeSet()  # a source without Range support can only start from byte 0
+        self.done = done
+        resumed = done.total()
+        missing = done.missing(self.length)
+        missing_bytes = sum(e - s for s, e in missing)
+        self.pending = [list(r) for r in missing]
+        self.piece_size = (
+            max(self.min_split, -(-missing_bytes // self.split)) if missing_bytes else self.min_split
+        )
+        flags = os.O_RDWR | os.O_CREAT
+        self.fd = os.open(self.tmp_path, flags, 0o644)
+        try:
+            if os.fstat(self.fd).st_size != self.length:
+                os.ftruncate(self.fd, self.length)
+            save_control(self.tmp_path, self.name, self.length, self.done, fetched_before)
+            if self.single_stream:
+                self.pending = [[0, self.length]]
+                self.piece_size = self.length
+                conns = 1
+            else:
+                conns = min(self.split, self.per_server * len(self.sources))
+            threads = []
+            for i in range(conns):
+                source = self.sources[i % len(self.sources)]
+                t = threading.Thread(target=self._worker, args=(source,))
+                t.daemon = True
+                threads.append(t)
+            for t in threads:
+                t.start()
+            last_flush = 0.0
+            while any(t.is_alive() for t in threads):
+                time.sleep(0.25)
+                now = time.time()
+                with self.lock:
+                    for s in self.sources:
+                        if s.started is not None and s.active:
+                            s.samples.append((now, s.bytes))
+                            rate = s.rate(now, self.speed_window)
+                            if (
+                                self.min_speed
+                                and not s.dropped
+                                and s.active
+                                and now - s.started >= self.speed_grace
+                                and rate is not None
+                                and rate < self.min_speed
+                            ):
+                                self._drop(
+                                    s,
+                                    "slower than min_speed: %.2f MiB/s < %.2f MiB/s"
+                                    % (rate / MIB, self.min_speed / MIB),
+                                )
+                if now - last_flush >= 0.5:
+                    self._flush(fetched_before)
+                    last_flush = now
+                    if self.progress:
+                        with self.lock:
+                            status = self.status("downloading", started, now)
+                        self.progress(status)
+            self._flush(fetched_before)
+        finally:
+            os.close(self.fd)
+            self.fd = None
+        elapsed = time.time() - started
+        stats = dict(
+            name=self.name,
+            size=self.length,
+            elapsed_s=round(elapsed, 3),
+            resumed_bytes=resumed,
+            fetched_bytes=self.fetched,
+            refetched_bytes=max(0, self.fetched - missing_bytes),
+            mean_rate_bytes_per_s=int(self.fetched / max(elapsed, 1e-3)),
+            connections=conns,
+            single_stream=self.single_stream,
+            sources=[dict(url=s.url, bytes=s.bytes, dropped=s.dropped) for s in self.sources],
+            sources_ignored=self.ignored,
+        )
+        if not self.done.covers(self.length):
+            reasons = dict((s.url, s.dropped or "stopped") for s in self.sources)
+            left = self.length - self.done.total()
+            all_slow = all((s.dropped or "").startswith("slower") for s in self.sources)
+            cls = TooSlowError if all_slow else SourceError
+            raise cls(
+                "%s: %d of %d bytes still missing after every source was dropped (%s); the partial"
+                " file is kept and a new run resumes it: add faster sources or lower min_speed"
+                % (self.name, left, self.length, "; ".join("%s: %s" % kv for kv in reasons.items())),
+                transfer=stats,
+            )
+        return stats
+
+    def _flush(self, fetched_before):
+        with self.lock:
+            done = RangeSet(self.done.ranges)
+            fetched = fetched_before + self.fetched
+        if self.fd is not None:
+            os.fdatasync(self.fd)  # the data first, then the record that says it is there
+        save_control(self.tmp_path, self.name, self.length, done, fetched)
+
+
+def prepare_space(directory, needed, reserve=0):
+    """Raise DiskSpaceError unless ``needed + reserve`` bytes are free in ``directory``."""
+    free = free_bytes(directory)
+    if free < needed + reserve:
+        raise DiskSpaceError(
+            "%s has %d bytes free, the download needs %d more (plus %d reserved): free space there"
+            " (older snapshots, keep=1) or grow the dataset" % (directory, free, needed, reserve),
+            free_bytes=free,
+            needed_bytes=needed,
+        )
+    return free
+
+
+def discard(tmp_path):
+    for path in (tmp_path, control_path(tmp_path), control_path(tmp_path) + ".new"):
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+def verify_archive(path, ext, timeout=None):
+    """Test the compressed stream end to end; return how ('zstd -t', 'python bz2', ...)."""
+    if ext in ("tar.zst", "tar.lz4"):
+        tool = "zstd" if ext == "tar.zst" else "lz4"
+        binary = shutil.which(tool)
+        if binary is None:
+            raise IntegrityError(
+                "cannot test %s: the %s command is not installed on this host (base_system installs it),"
+                " or set verify_archive=false" % (os.path.basename(path), tool)
+            )
+        proc = subprocess.run(
+            [binary, "-t", "-q", path],
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise IntegrityError(
+                "%s failed the %s -t integrity test: %s"
+                % (os.path.basename(path), tool, proc.stderr.decode("utf-8", "replace").strip()[-300:])
+            )
+        return "%s -t" % tool
+    opener = {"tar.bz2": bz2.open, "tar.gz": gzip.open}.get(ext)
+    try:
+        if opener is not None:
+            with opener(path, "rb") as handle:
+                while handle.read(MIB):
+                    pass
+            return "python %s" % ext.split(".")[1]
+        with tarfile.open(path, "r:") as archive:
+            for _member in archive:
+                pass
+        return "python tarfile"
+    except (OSError, EOFError, tarfile.TarError, ValueError) as exc:
+        raise IntegrityError("%s failed the integrity test: %s" % (os.path.basename(path), exc)) from None
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(4 * MIB), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def parse_checksum_text(text, name):
+    """A sha256 from a ``sha256sum``-style text (``<hex>  <name>`` lines, or a bare hex)."""
+    for line in (text or "").splitlines():
+        fields = line.strip().split()
+        if not fields or not re.match(r"^[0-9a-fA-F]{64}$", fields[0]):
+            continue
+        if len(fields) == 1 or fields[-1].lstrip("*") == name:
+            return fields[0].lower()
+    return None
+
+
+def finalize(tmp_path, final_path):
+    """Rename the verified temporary file to its final name, atomically, and sync the directory."""
+    os.rename(tmp_path, final_path)
+    try:
+        dir_fd = os.open(os.path.dirname(final_path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    for path in (control_path(tmp_path), control_path(tmp_path) + ".new"):
+        if os.path.exists(path):
+            os.unlink(path)

@@ -1,0 +1,187 @@
+"""strata.ops.snapshot_freshness against real files and the STAND-IN Solana JSON-RPC server.
+
+The RPC node is a stand-in (tests/testbed/solana_rpc.py): a real validator cannot run here. It
+speaks the documented getSlot / getHighestSnapshotSlot shapes and can fail on purpose (garbage,
+JSON-RPC error, HTTP 500, slow answers). The module runs as a subprocess, as Ansible runs it.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODULE = os.path.join(REPO, "plugins", "modules", "snapshot_freshness.py")
+sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
+
+from solana_rpc import SolanaRpcStandIn  # noqa: E402
+
+H = "7jMmeXZSNcWPrB2RsTdeXfXrsyW5c1BfPjqoLW2X5T7V"
+TIP = 350_000_000  # processed slot at start; finalized is 32 behind
+
+
+def run_module(tmp_path, args, check_mode=False):
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=check_mode)}))
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, ".collections"))
+    proc = subprocess.run(
+        [sys.executable, MODULE, str(args_file)], capture_output=True, text=True, env=env, check=False
+    )
+    return json.loads(proc.stdout)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def snapdir(tmp_path):
+    d = tmp_path / "snapshots"
+    d.mkdir()
+    return d
+
+
+def touch(d, name, size=64):
+    (d / name).write_bytes(b"\0" * size)
+
+
+@pytest.fixture
+def rpc():
+    with SolanaRpcStandIn(
+        start_slot=TIP, highest_snapshot={"full": TIP - 40_000, "incremental": TIP - 200}
+    ) as r:
+        yield r
+
+
+def test_fresh_through_incremental(snapdir, tmp_path, rpc):
+    full = TIP - 60_000
+    touch(snapdir, f"snapshot-{full}-{H}.tar.zst")
+    touch(snapdir, f"incremental-snapshot-{full}-{TIP - 1_000}-{H}.tar.zst")
+    result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url]})
+    assert result["verdict"] == "fresh", result
+    assert result["changed"] is False
+    assert result["full_slot"] == full and result["incremental_slot"] == TIP - 1_000
+    assert TIP - 32 <= result["tip_slot"] <= TIP + 10
+    assert result["lag_slots"] == result["tip_slot"] - (TIP - 1_000)
+    assert result["full_lag_slots"] > 20_000  # the full archive alone would be stale
+    assert result["best_remote_snapshot"]["incremental"] == TIP - 200
+    assert result["endpoints_answered"] == [rpc.url]
+
+
+def test_stale_full_only(snapdir, tmp_path, rpc):
+    touch(snapdir, f"snapshot-{TIP - 60_000}-{H}.tar.zst")
+    result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url]}, check_mode=True)
+    assert result["verdict"] == "stale"
+    assert result["lag_slots"] > 20_000 and result["incremental_slot"] is None
+
+
+def test_incremental_without_base_is_not_counted(snapdir, tmp_path, rpc):
+    orphan = f"incremental-snapshot-{TIP - 100_000}-{TIP - 500}-{H}.tar.zst"
+    touch(snapdir, orphan)
+    touch(snapdir, f"snapshot-{TIP - 50_000}-{H}.tar.zst")
+    result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url]})
+    assert result["verdict"] == "stale"
+    assert result["local_slot"] == TIP - 50_000
+    assert result["orphan_incrementals"] == [orphan]
+
+
+def test_missing_when_only_orphans_and_malformed(snapdir, tmp_path, rpc):
+    touch(snapdir, f"incremental-snapshot-100-200-{H}.tar.zst")
+    touch(snapdir, f"snapshot-12x-{H}.tar.zst")
+    touch(snapdir, f"snapshot-{TIP}-{H}.tar.zst.partial")
+    touch(snapdir, f".strata-partial-snapshot-{TIP}-{H}.tar.zst")
+    result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url]})
+    assert result["verdict"] == "missing"
+    assert result["malformed_files"] == [f"snapshot-12x-{H}.tar.zst"]
+    assert len(result["ignored_files"]) == 2
+
+
+def test_all_endpoints_down(snapdir, tmp_path):
+    touch(snapdir, f"snapshot-100-{H}.tar.zst")
+    down = [f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"]
+    result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "rpc_endpoints": down, "timeout": 1})
+    assert result["verdict"] == "unknown"
+    assert result["tip_slot"] is None and result["lag_slots"] is None
+    assert result["endpoints_failed"] == down
+    assert all("refused" in e["error"].lower() for e in result["endpoints"])
+
+
+@pytest.mark.parametrize(
+    ("mode", "fragment"),
+    [
+        ("garbage", "not JSON"),
+        ("error", "-32005"),
+        ("http500", "HTTP 500"),
+        ("wrong_type", "not a slot number"),
+    ],
+)
+def test_bad_endpoint_is_reported_and_good_one_used(snapdir, tmp_path, rpc, mode, fragment):
+    touch(snapdir, f"snapshot-{TIP - 5_000}-{H}.tar.zst")
+    with SolanaRpcStandIn(start_slot=TIP + 1_000_000, mode=mode) as bad:
+        result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "rpc_endpoints": [bad.url, rpc.url]})
+    assert result["verdict"] == "fresh", result  # the bad node's higher slot was not used
+    assert result["endpoints_failed"] == [bad.url]
+    assert fragment in result["endpoints"][0]["error"]
+
+
+def test_slow_endpoints_asked_concurrently(snapdir, tmp_path, rpc):
+    touch(snapdir, f"snapshot-{TIP - 5_000}-{H}.tar.zst")
+    with SolanaRpcStandIn(mode="slow", delay=3) as slow1, SolanaRpcStandIn(mode="slow", delay=3) as slow2:
+        started = time.monotonic()
+        result = run_module(
+            tmp_path,
+            {"snapshot_dir": str(snapdir), "rpc_endpoints": [slow1.url, slow2.url, rpc.url], "timeout": 1},
+        )
+        elapsed = time.monotonic() - started
+    assert result["verdict"] == "fresh"
+    assert result["endpoints_failed"] == [slow1.url, slow2.url]
+    assert "timed out" in result["endpoints"][0]["error"]
+    assert elapsed < 2.8  # one timeout for all, not one per endpoint
+
+
+def test_node_without_snapshot_method(snapdir, tmp_path):
+    touch(snapdir, f"snapshot-{TIP - 5_000}-{H}.tar.zst")
+    with SolanaRpcStandIn(start_slot=TIP, offer_snapshot_slot=False) as old:
+        result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "rpc_endpoints": [old.url]})
+    assert result["verdict"] == "fresh"
+    assert result["best_remote_snapshot"] is None
+    assert "-32601" in result["endpoints"][0]["highest_snapshot_error"]
+
+
+def test_no_endpoints_given(snapdir, tmp_path):
+    touch(snapdir, f"snapshot-100-{H}.tar.zst")
+    assert run_module(tmp_path, {"snapshot_dir": str(snapdir)})["verdict"] == "unknown"
+
+
+def test_missing_directory_fails_with_advice(tmp_path):
+    result = run_module(tmp_path, {"snapshot_dir": str(tmp_path / "nope")})
+    assert result["failed"] is True
+    assert "does not exist" in result["msg"] and "layer 4" in result["msg"]
+
+
+def test_negative_limit_fails(snapdir, tmp_path):
+    result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "max_lag_slots": -1})
+    assert result["failed"] is True and "max_lag_slots" in result["msg"]
+
+
+def test_through_ansible_cli(snapdir, rpc):
+    touch(snapdir, f"snapshot-{TIP - 5_000}-{H}.tar.zst")
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"))
+    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
+    args = json.dumps({"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url]})
+    proc = subprocess.run(
+        [ansible, "localhost", "-c", "local", "--check", "-m", "strata.ops.snapshot_freshness", "-a", args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "fresh" in proc.stdout
