@@ -1,0 +1,252 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Find a container's process and (re)create containers, for strata.ops.pod_checkpoint.
+
+Docker is spoken to through its HTTP API on the unix socket with the standard library only
+(``http.client`` over ``AF_UNIX``): the Docker SDK for Python may not be installed on managed
+hosts, and the ``docker`` CLI is not needed. CRI runtimes (containerd, CRI-O) are reached
+through ``crictl`` when it is installed.
+
+Helpers raise ``ContainerError`` (or a subclass); a module's ``main()`` catches it once.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import socket
+
+try:  # Python 3
+    from http.client import HTTPConnection
+    from urllib.parse import quote, urlencode
+except ImportError:  # pragma: no cover - Python 2 is not supported by the module
+    HTTPConnection = object
+    quote = urlencode = None
+
+DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
+API_VERSION = "v1.41"  # Docker 20.10; newer engines accept it
+LABEL_POD = "io.kubernetes.pod.name"
+LABEL_NAMESPACE = "io.kubernetes.pod.namespace"
+LABEL_CONTAINER = "io.kubernetes.container.name"
+
+
+class ContainerError(Exception):
+    """Base class: the message tells the operator what is wrong and how to fix it."""
+
+
+class RuntimeUnavailable(ContainerError):
+    pass
+
+
+class TargetNotFound(ContainerError):
+    pass
+
+
+class ContainerConflict(ContainerError):
+    pass
+
+
+class _UnixHTTPConnection(HTTPConnection):
+    def __init__(self, path, timeout=60):
+        HTTPConnection.__init__(self, "localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+class DockerAPI:
+    """The few Docker Engine API calls pod_checkpoint needs."""
+
+    def __init__(self, socket_path=DEFAULT_DOCKER_SOCKET, timeout=60):
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def request(self, method, path, query=None, body=None, ok=(200, 201, 204, 304)):
+        url = "/%s%s" % (API_VERSION, path)
+        if query:
+            url += "?" + urlencode(query)
+        conn = _UnixHTTPConnection(self.socket_path, self.timeout)
+        try:
+            headers = {"Content-Type": "application/json"} if body is not None else {}
+            conn.request(method, url, body=json.dumps(body) if body is not None else None, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+        except (OSError, socket.timeout) as exc:
+            raise RuntimeUnavailable(
+                "cannot talk to Docker on %s: %s. Is dockerd running, and does this user may use the socket?"
+                % (self.socket_path, exc)
+            ) from None
+        finally:
+            conn.close()
+        try:
+            data = json.loads(raw.decode("utf-8")) if raw else None
+        except ValueError:
+            data = raw.decode("utf-8", "replace")
+        if response.status not in ok:
+            message = data.get("message") if isinstance(data, dict) else data
+            error = TargetNotFound if response.status == 404 else ContainerError
+            raise error("Docker API %s %s: HTTP %s: %s" % (method, path, response.status, message))
+        return data
+
+    def info(self):
+        return self.request("GET", "/info")
+
+    def inspect(self, ref):
+        return self.request("GET", "/containers/%s/json" % quote(ref, safe=""))
+
+    def list(self, labels=None, all_containers=True):
+        query = {"all": "1" if all_containers else "0"}
+        if labels:
+            query["filters"] = json.dumps({"label": ["%s=%s" % kv for kv in sorted(labels.items())]})
+        return self.request("GET", "/containers/json", query=query)
+
+    def create(self, name, config):
+        return self.request("POST", "/containers/create", query={"name": name}, body=config)
+
+    def start(self, ref, checkpoint=None):
+        query = {"checkpoint": checkpoint} if checkpoint else None
+        return self.request("POST", "/containers/%s/start" % quote(ref, safe=""), query=query)
+
+    def remove(self, ref, force=True):
+        return self.request(
+            "DELETE", "/containers/%s" % quote(ref, safe=""), query={"force": "1" if force else "0"}
+        )
+
+
+def find_docker_container(api, pod=None, namespace=None, container=None):
+    """Inspect document of the target: by kubelet labels when ``pod`` is given, else by the
+    plain container name or id in ``container``."""
+    if pod:
+        labels = {LABEL_POD: pod, LABEL_NAMESPACE: namespace or "default"}
+        if container:
+            labels[LABEL_CONTAINER] = container
+        found = api.list(labels=labels, all_containers=False) or []
+        # kubelet also runs a pause ("POD") container per pod; it never holds the workload.
+        found = [c for c in found if c.get("Labels", {}).get(LABEL_CONTAINER, "POD") != "POD"]
+        if not found:
+            raise TargetNotFound(
+                "no running Docker container carries %s: check pod/namespace/container "
+                "(kubectl get pod %s -n %s)"
+                % (", ".join("%s=%s" % kv for kv in sorted(labels.items())), pod, namespace or "default")
+            )
+        if len(found) > 1:
+            names = sorted(c.get("Labels", {}).get(LABEL_CONTAINER, "?") for c in found)
+            raise TargetNotFound(
+                "pod %s/%s has several containers (%s): set container to one of them"
+                % (namespace or "default", pod, ", ".join(names))
+            )
+        ref = found[0]["Id"]
+    else:
+        ref = container
+    try:
+        doc = api.inspect(ref)
+    except TargetNotFound:
+        raise TargetNotFound(
+            "no Docker container named or with id %r (docker ps -a lists them)" % ref
+        ) from None
+    state = doc.get("State", {})
+    if not state.get("Running") or not state.get("Pid"):
+        raise TargetNotFound(
+            "container %s is %s, not running: only a running container can be checkpointed"
+            % (doc.get("Name", ref).lstrip("/"), state.get("Status", "stopped"))
+        )
+    return doc
+
+
+def docker_target(doc):
+    """The manifest's view of a Docker container."""
+    config = doc.get("Config", {})
+    return {
+        "runtime": "docker",
+        "container_id": doc["Id"],
+        "container_name": doc.get("Name", "").lstrip("/"),
+        "image": config.get("Image"),
+        "image_id": doc.get("Image"),
+        "pid": doc["State"]["Pid"],
+        "labels": config.get("Labels") or {},
+        "sandbox_key": doc.get("NetworkSettings", {}).get("SandboxKey"),
+        "network_mode": doc.get("HostConfig", {}).get("NetworkMode"),
+        "create": restore_config(doc),
+    }
+
+
+# HostConfig keys carried over to the container a checkpoint is restored into. Ports are left
+# out: with --leave-running the original still holds them.
+_HOST_CONFIG_KEYS = (
+    "Binds",
+    "Tmpfs",
+    "CapAdd",
+    "CapDrop",
+    "SecurityOpt",
+    "Devices",
+    "ShmSize",
+    "CgroupnsMode",
+    "IpcMode",
+    "Init",
+    "ReadonlyRootfs",
+    "Privileged",
+    "Mounts",
+)
+
+
+def restore_config(doc):
+    """A /containers/create body reproducing what a restore needs of the original: the same
+    image (by id), command, environment and mounts (CRIU re-binds external mounts by their
+    mount point, so every bind mount of the original must exist in the new container)."""
+    config = doc.get("Config", {})
+    host = doc.get("HostConfig", {})
+    body = {
+        "Image": doc.get("Image") or config.get("Image"),
+        "Cmd": config.get("Cmd"),
+        "Entrypoint": config.get("Entrypoint"),
+        "Env": config.get("Env"),
+        "WorkingDir": config.get("WorkingDir"),
+        "User": config.get("User"),
+        "Labels": dict((k, v) for k, v in (config.get("Labels") or {}).items()),
+        "HostConfig": dict((k, host[k]) for k in _HOST_CONFIG_KEYS if host.get(k) not in (None, "", [], {})),
+    }
+    network_mode = host.get("NetworkMode")
+    if network_mode and not network_mode.startswith("container:"):
+        body["HostConfig"]["NetworkMode"] = network_mode
+    return body
+
+
+def crictl_target(run_command, crictl, pod, namespace, container):
+    """Container id, pid and image of a CRI container through crictl."""
+    argv = [crictl, "ps", "-o", "json", "--label", "%s=%s" % (LABEL_POD, pod)]
+    argv += ["--label", "%s=%s" % (LABEL_NAMESPACE, namespace or "default")]
+    if container:
+        argv += ["--name", "^%s$" % container]
+    rc, out, err = run_command(argv)
+    if rc != 0:
+        raise RuntimeUnavailable("%s failed (rc=%s): %s" % (" ".join(argv), rc, (err or out).strip()))
+    containers = (json.loads(out or "{}").get("containers")) or []
+    if not containers:
+        raise TargetNotFound(
+            "crictl finds no running container of pod %s/%s%s"
+            % (namespace or "default", pod, " named %s" % container if container else "")
+        )
+    if len(containers) > 1:
+        names = sorted(c.get("metadata", {}).get("name", "?") for c in containers)
+        raise TargetNotFound("pod %s/%s has several containers (%s): set container" % (namespace, pod, names))
+    cid = containers[0]["id"]
+    rc, out, err = run_command([crictl, "inspect", "-o", "json", cid])
+    if rc != 0:
+        raise RuntimeUnavailable("crictl inspect %s failed: %s" % (cid, (err or out).strip()))
+    doc = json.loads(out)
+    pid = (doc.get("info") or {}).get("pid")
+    if not pid:
+        raise TargetNotFound("crictl inspect %s reports no pid: is the container running?" % cid)
+    return {
+        "runtime": "cri",
+        "container_id": cid,
+        "container_name": containers[0].get("metadata", {}).get("name"),
+        "image": (containers[0].get("image") or {}).get("image"),
+        "image_id": containers[0].get("imageRef"),
+        "pid": int(pid),
+        "labels": containers[0].get("labels") or {},
+    }

@@ -1,0 +1,594 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""CRIU backend for strata.ops.pod_checkpoint.
+
+Everything CRIU is asked to do is derived from facts read on the host, never guessed:
+
+* the CRIU version (``criu --version``); versions below 4.0 are refused (see ``MIN_VERSION``);
+* the external mounts, from ``/proc/PID/mountinfo`` of the target (``external_mounts()``);
+* the process tree (``/proc/PID/task/*/children``) and whether any of it uses CUDA;
+* CRIU's own statistics after the dump (``stats-dump``), decoded by ``crit`` when it is
+  installed and by the small protobuf reader below otherwise (both are compared when both work).
+
+Helpers raise ``CriuError`` (or a subclass); a module's ``main()`` catches it once. Commands
+run through a ``run_command(argv) -> (rc, stdout, stderr)`` callable, normally
+``AnsibleModule.run_command``, so the logic is testable without CRIU.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import re
+import struct
+
+MIN_VERSION = (4, 0)
+MIN_VERSION_REASON = (
+    "CRIU 3.x cannot dump on current kernels (criu check: 'vdso: Unexpected rt vDSO area bounds', "
+    "measured with Debian bookworm's 3.17) and lacks the --external mnt[] spelling used here"
+)
+# Key runc uses for the container's network namespace and the mount keys it passes on restore:
+# images written with the same keys restore with `docker start --checkpoint` / `runc restore`.
+RUNC_NETNS_KEY = "extRootNetNS"
+
+# File systems CRIU recreates itself (contents of tmpfs are tarred into the images). A mount of
+# one of these whose root is "/" is internal; everything else (disk file systems, binds of a
+# sub-directory from outside the container) must be declared external.
+VIRTUAL_FSTYPES = frozenset(
+    [
+        "proc",
+        "sysfs",
+        "tmpfs",
+        "devpts",
+        "mqueue",
+        "cgroup",
+        "cgroup2",
+        "binfmt_misc",
+        "securityfs",
+        "debugfs",
+        "tracefs",
+        "pstore",
+        "bpf",
+        "fusectl",
+        "configfs",
+        "devtmpfs",
+        "hugetlbfs",
+    ]
+)
+
+# stats-dump: service magic, STATS magic, then one size-prefixed stats_entry protobuf.
+IMG_SERVICE_MAGIC = 0x55105940
+STATS_MAGIC = 0x57093306
+DUMP_STATS_FIELDS = {
+    1: "freezing_time",
+    2: "frozen_time",
+    3: "memdump_time",
+    4: "memwrite_time",
+    5: "pages_scanned",
+    6: "pages_skipped_parent",
+    7: "pages_written",
+    8: "irmap_resolve",
+    9: "pages_lazy",
+    10: "page_pipes",
+    11: "page_pipe_bufs",
+    12: "shpages_scanned",
+    13: "shpages_skipped_parent",
+    14: "shpages_written",
+}
+RESTORE_STATS_FIELDS = {
+    1: "pages_compared",
+    2: "pages_skipped_cow",
+    3: "forking_time",
+    4: "restore_time",
+    5: "pages_restored",
+}
+
+
+class CriuError(Exception):
+    """Base class: the message tells the operator what is wrong and how to fix it."""
+
+
+class CriuNotFound(CriuError):
+    pass
+
+
+class CriuTooOld(CriuError):
+    pass
+
+
+class CriuDumpFailed(CriuError):
+    pass
+
+
+class TargetGone(CriuError):
+    """The target process exited before or during the dump."""
+
+
+class NoSpace(CriuError):
+    pass
+
+
+class GpuError(CriuError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# version
+
+
+def parse_version(text):
+    """``criu --version`` output to a tuple of ints: 'Version: 4.1.1' -> (4, 1, 1)."""
+    match = re.search(r"Version:\s*(\d+)\.(\d+)(?:\.(\d+))?", text or "")
+    if not match:
+        raise CriuError("cannot read a CRIU version from %r" % (text or "").strip()[:200])
+    return tuple(int(part) for part in match.groups() if part is not None)
+
+
+def version_string(version):
+    return ".".join(str(part) for part in version)
+
+
+def check_version(run_command, criu):
+    """Run ``criu --version``; return the version tuple or raise CriuTooOld/CriuNotFound."""
+    try:
+        rc, out, err = run_command([criu, "--version"])
+    except OSError as exc:
+        raise CriuNotFound("cannot run %s: %s" % (criu, exc)) from None
+    if rc != 0:
+        raise CriuNotFound(
+            "%s --version failed (rc=%s): %s. Point criu_path at a working CRIU >= %s"
+            % (criu, rc, (err or out).strip()[:300], version_string(MIN_VERSION))
+        )
+    version = parse_version(out)
+    if version[:2] < MIN_VERSION:
+        raise CriuTooOld(
+            "%s is CRIU %s; pod_checkpoint needs CRIU >= %s because %s. Install CRIU 4.x "
+            "(Debian trixie's criu, or upstream) and set criu_path to it."
+            % (criu, version_string(version), version_string(MIN_VERSION), MIN_VERSION_REASON)
+        )
+    return version
+
+
+def find_executable(name, path_env=None, extra_dirs=()):
+    """First executable ``name`` on PATH (plus extra_dirs), or None."""
+    if os.path.sep in name:
+        return name if os.access(name, os.X_OK) and os.path.isfile(name) else None
+    dirs = (path_env if path_env is not None else os.environ.get("PATH", "")).split(os.pathsep)
+    for directory in list(dirs) + list(extra_dirs):
+        candidate = os.path.join(directory, name)
+        if directory and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# mountinfo -> external mounts
+
+
+def _unescape(field):
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def parse_mountinfo(text):
+    """/proc/PID/mountinfo to a list of dicts, in mount order."""
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split()
+        if "-" not in fields[6:] or len(fields) < 10:
+            continue
+        sep = fields.index("-", 6)
+        mounts.append(
+            {
+                "mount_id": int(fields[0]),
+                "parent_id": int(fields[1]),
+                "device": fields[2],
+                "root": _unescape(fields[3]),
+                "mount_point": _unescape(fields[4]),
+                "options": fields[5],
+                "fstype": fields[sep + 1],
+                "source": _unescape(fields[sep + 2]),
+            }
+        )
+    return mounts
+
+
+def _root_covers(outer, inner):
+    return outer in ("/", inner) or inner.startswith(outer.rstrip("/") + "/")
+
+
+def classify_mounts(mounts):
+    """Split the target's mounts into (root, internal, external) lists.
+
+    External, i.e. provided by the host and re-provided by whoever restores:
+      * any mount of a disk/network/fuse file system other than the root mount;
+      * a mount whose root is a sub-directory of a file system that no other mount in the
+        same namespace shows from a covering root (a bind from outside: cgroup v1 binds of
+        /docker/<id>, /etc/hosts from the Docker root, host directories, /dev/null masks
+        from the host's devtmpfs ...).
+    Internal: virtual file systems mounted from their root, and binds of mounts that are
+    themselves in the namespace (/proc/sys from /proc, /proc/keys from /dev's tmpfs).
+    """
+    if not mounts:
+        return None, [], []
+    root = next((m for m in mounts if m["mount_point"] == "/"), mounts[0])
+    internal, external = [], []
+    for mount in mounts:
+        if mount is root:
+            continue
+        if mount["fstype"] not in VIRTUAL_FSTYPES:
+            external.append(mount)
+            continue
+        if mount["root"] == "/":
+            internal.append(mount)
+            continue
+        covered = any(
+            other is not mount
+            and other["device"] == mount["device"]
+            and _root_covers(other["root"], mount["root"])
+            and other["root"] != mount["root"]
+            for other in mounts
+        )
+        (internal if covered else external).append(mount)
+    return root, internal, external
+
+
+def external_mount_args(external, mode="facts", version=(4, 0)):
+    """CRIU arguments for the external mounts.
+
+    mode 'facts': one ``--external mnt[PATH]:PATH`` per external mount; the key is the mount
+    point inside the container, which is what runc maps on restore. mode 'auto': CRIU's own
+    autodetection (``--external mnt[]``; its older spelling ``--ext-mount-map auto`` for CRIU
+    before 3.0), which restores only where the same sources exist.
+    """
+    if mode == "auto":
+        return ["--external", "mnt[]"] if tuple(version) >= (3, 0) else ["--ext-mount-map", "auto"]
+    args = []
+    seen = set()
+    for mount in external:
+        path = mount["mount_point"]
+        if path in seen:
+            continue
+        seen.add(path)
+        args += ["--external", "mnt[%s]:%s" % (path, path)]
+    return args
+
+
+def build_dump_args(
+    criu,
+    pid,
+    images_dir,
+    external_args,
+    *,
+    leave_running=True,
+    manage_cgroups=True,
+    tcp_established=False,
+    netns_inode=None,
+    empty_netns=False,
+    shell_job=False,
+    plugin_dir=None,
+    log_file="dump.log",
+    extra=(),
+):
+    """The full ``criu dump`` argv."""
+    argv = [criu, "dump", "--tree", str(pid), "--images-dir", images_dir, "--log-file", log_file, "-v4"]
+    if leave_running:
+        argv.append("--leave-running")
+    if manage_cgroups:
+        argv.append("--manage-cgroups")
+    if tcp_established:
+        argv.append("--tcp-established")
+    if shell_job:
+        argv.append("--shell-job")
+    if empty_netns:
+        argv += ["--empty-ns", "net"]
+    elif netns_inode:
+        argv += ["--external", "net[%s]:%s" % (netns_inode, RUNC_NETNS_KEY)]
+    if plugin_dir:
+        argv += ["--libdir", plugin_dir]
+    argv += list(external_args) + list(extra)
+    return argv
+
+
+# ---------------------------------------------------------------------------------------------
+# processes
+
+
+def process_tree(pid, proc="/proc"):
+    """PIDs of ``pid`` and all its descendants (threads' children included), root first."""
+    tree, todo = [], [int(pid)]
+    while todo:
+        current = todo.pop(0)
+        if current in tree:
+            continue
+        tree.append(current)
+        task_dir = os.path.join(proc, str(current), "task")
+        try:
+            tasks = os.listdir(task_dir)
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(os.path.join(task_dir, tid, "children")) as handle:
+                    todo.extend(int(child) for child in handle.read().split())
+            except OSError:
+                continue
+    return tree
+
+
+def alive(pid, proc="/proc"):
+    try:
+        with open(os.path.join(proc, str(pid), "stat")) as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def rss_bytes(pids, proc="/proc"):
+    total = 0
+    for pid in pids:
+        try:
+            with open(os.path.join(proc, str(pid), "status")) as handle:
+                for line in handle:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def uses_cuda(pid, proc="/proc"):
+    """True when the process maps libcuda or holds an /dev/nvidia* device open."""
+    try:
+        with open(os.path.join(proc, str(pid), "maps")) as handle:
+            if "libcuda.so" in handle.read():
+                return True
+    except OSError:
+        pass
+    fd_dir = os.path.join(proc, str(pid), "fd")
+    try:
+        for fd in os.listdir(fd_dir):
+            try:
+                if os.readlink(os.path.join(fd_dir, fd)).startswith("/dev/nvidia"):
+                    return True
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return False
+
+
+def descriptors(pid, proc="/proc"):
+    """What runc stores as descriptors.json: the targets of fds 0, 1, 2 of the root task."""
+    out = []
+    for fd in range(3):
+        try:
+            out.append(os.readlink(os.path.join(proc, str(pid), "fd", str(fd))))
+        except OSError:
+            out.append("/dev/null")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU plan
+
+
+def gpu_plan(nvidia_present, cuda_pids, plugin_file, cuda_checkpoint):
+    """Which GPU path a dump takes, as data.
+
+    Returns dict(taken, path, reason): path is 'criu-cuda-plugin' (CRIU's plugin drives
+    cuda-checkpoint itself: we must not lock the process a second time), 'cuda-checkpoint'
+    (no plugin: lock -> checkpoint -> dump -> restore -> unlock done here) or 'none'.
+    """
+    if not nvidia_present:
+        return {"taken": False, "path": "none", "reason": "no NVIDIA GPU on this host (no /dev/nvidiactl)"}
+    if not cuda_pids:
+        return {
+            "taken": False,
+            "path": "none",
+            "reason": "an NVIDIA GPU is present but no process of the tree uses CUDA",
+        }
+    if plugin_file:
+        return {
+            "taken": True,
+            "path": "criu-cuda-plugin",
+            "reason": "CUDA processes %s; CRIU's CUDA plugin %s drives cuda-checkpoint"
+            % (cuda_pids, plugin_file),
+        }
+    if cuda_checkpoint:
+        return {
+            "taken": True,
+            "path": "cuda-checkpoint",
+            "reason": "CUDA processes %s; no CRIU CUDA plugin, so %s locks and checkpoints them "
+            "around the dump" % (cuda_pids, cuda_checkpoint),
+        }
+    raise GpuError(
+        "processes %s use CUDA but neither CRIU's CUDA plugin (cuda_plugin.so in criu_plugin_dir) nor "
+        "cuda-checkpoint (cuda_checkpoint_path) is installed: a dump would not contain the GPU state. "
+        "Install NVIDIA's cuda-checkpoint or CRIU's CUDA plugin." % cuda_pids
+    )
+
+
+def cuda_state(run_command, cuda_checkpoint, pid):
+    rc, out, err = run_command([cuda_checkpoint, "--get-state", "--pid", str(pid)])
+    if rc != 0:
+        return "unknown (%s)" % (err or out).strip()[:120]
+    return out.strip() or "unknown"
+
+
+def cuda_action(run_command, cuda_checkpoint, pid, action):
+    rc, out, err = run_command([cuda_checkpoint, "--action", action, "--pid", str(pid)])
+    if rc != 0:
+        raise GpuError(
+            "cuda-checkpoint --action %s --pid %s failed (rc=%s): %s"
+            % (action, pid, rc, (err or out).strip()[:300])
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# stats-dump
+
+
+def _varint(data, pos):
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(data):
+    """Decode a protobuf message into {field_number: value} (varints and nested bytes)."""
+    pos, out = 0, {}
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            value = data[pos : pos + length]
+            pos += length
+        elif wire == 1:
+            value = struct.unpack_from("<Q", data, pos)[0]
+            pos += 8
+        elif wire == 5:
+            value = struct.unpack_from("<I", data, pos)[0]
+            pos += 4
+        else:
+            raise ValueError("unsupported wire type %d" % wire)
+        out[number] = value
+    return out
+
+
+def parse_stats(data):
+    """Decode CRIU's stats-dump / stats-restore file (bytes) into {'dump': {...}} etc."""
+    if len(data) < 12:
+        raise CriuError("stats file is too short (%d bytes): the dump did not finish" % len(data))
+    magic1, magic2 = struct.unpack_from("<II", data, 0)
+    pos = 8 if magic1 == IMG_SERVICE_MAGIC else 4
+    magic = magic2 if magic1 == IMG_SERVICE_MAGIC else magic1
+    if magic != STATS_MAGIC:
+        raise CriuError("not a CRIU stats file (magic 0x%08x)" % magic)
+    (size,) = struct.unpack_from("<I", data, pos)
+    try:
+        entry = _fields(data[pos + 4 : pos + 4 + size])
+        out = {}
+        for number, name, names in ((1, "dump", DUMP_STATS_FIELDS), (2, "restore", RESTORE_STATS_FIELDS)):
+            if number in entry:
+                fields = _fields(entry[number])
+                out[name] = dict((names[k], v) for k, v in sorted(fields.items()) if k in names)
+    except (ValueError, struct.error) as exc:
+        raise CriuError("corrupt CRIU stats file: %s" % exc) from None
+    return out
+
+
+def parse_crit_stats(text):
+    """``crit decode -i stats-dump`` JSON to the same shape as parse_stats()."""
+    doc = json.loads(text)
+    out = {}
+    for entry in doc.get("entries", []):
+        for key in ("dump", "restore"):
+            if key in entry:
+                out[key] = dict((k, int(v)) for k, v in entry[key].items())
+    return out
+
+
+def summarize_dump_stats(stats):
+    """The numbers the manifest reports, with units."""
+    dump = stats.get("dump", {})
+    return {
+        "freezing_time_us": dump.get("freezing_time"),
+        "frozen_time_us": dump.get("frozen_time"),
+        "memdump_time_us": dump.get("memdump_time"),
+        "memwrite_time_us": dump.get("memwrite_time"),
+        "pages_scanned": dump.get("pages_scanned"),
+        "pages_written": dump.get("pages_written"),
+        "pages_written_bytes": dump.get("pages_written", 0) * os.sysconf("SC_PAGE_SIZE")
+        if dump.get("pages_written") is not None
+        else None,
+    }
+
+
+def read_stats(run_command, images_dir, crit=None, name="stats-dump"):
+    """Stats of a finished dump: (stats, source, check).
+
+    source is 'crit' when crit decoded it, else 'builtin'. check says whether both decoders
+    agree ('match'), disagree (a message) or only one was available.
+    """
+    path = os.path.join(images_dir, name)
+    try:
+        with open(path, "rb") as handle:
+            builtin = parse_stats(handle.read())
+    except OSError as exc:
+        raise CriuError("CRIU wrote no %s in %s: %s" % (name, images_dir, exc)) from None
+    if not crit:
+        return builtin, "builtin", "crit not installed: decoded by the built-in reader"
+    rc, out, err = run_command([crit, "decode", "-i", path])
+    if rc != 0:
+        return (
+            builtin,
+            "builtin",
+            "crit decode failed (%s): built-in reader used" % (err or out).strip()[:200],
+        )
+    try:
+        decoded = parse_crit_stats(out)
+    except ValueError:
+        return builtin, "builtin", "crit printed no JSON: built-in reader used"
+    if decoded != builtin:
+        return decoded, "crit", "MISMATCH with the built-in reader: %s" % builtin
+    return decoded, "crit", "match"
+
+
+def crit_check_images(run_command, crit, images_dir, root_pid_ns=1):
+    """Decode pstree.img with crit: the image set is readable and its root task is known."""
+    if not crit:
+        return {"checked": False, "reason": "crit not installed"}
+    rc, out, err = run_command([crit, "decode", "-i", os.path.join(images_dir, "pstree.img")])
+    if rc != 0:
+        raise CriuDumpFailed(
+            "crit cannot read pstree.img in %s: %s (the dump is unusable)"
+            % (images_dir, (err or out).strip())
+        )
+    entries = json.loads(out).get("entries", [])
+    if not entries:
+        raise CriuDumpFailed("pstree.img in %s has no tasks (the dump is unusable)" % images_dir)
+    return {"checked": True, "tasks": len(entries), "root_pid_in_ns": entries[0].get("pid", root_pid_ns)}
+
+
+def dir_size(path):
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def classify_dump_failure(log_text, stderr, pid_alive):
+    """Turn a failed ``criu dump`` into the right typed error message part."""
+    text = (log_text or "") + "\n" + (stderr or "")
+    if "No space left on device" in text or "ENOSPC" in text:
+        return NoSpace
+    # A task that vanished under CRIU: ESRCH from ptrace/seize ("No such process"), or gone now.
+    if not pid_alive or "No such process" in text or "Can't seize" in text:
+        return TargetGone
+    return CriuDumpFailed
+
+
+def log_tail(path, lines=12):
+    try:
+        with open(path, errors="replace") as handle:
+            content = handle.read().splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in content if "Error" in line or "error" in line]
+    return "\n".join((errors or content)[-lines:])
