@@ -14,6 +14,8 @@ LAB_POOL=lab
 LAB_POOL_SIZE=1G
 CRIU_SUITE=${CRIU_SUITE:-trixie}
 ZFS_POOL_DIR=$STRATA_CACHE/zpool
+# The lab Kubernetes cluster's kubeconfig (mode 0600), written by controlplane/start.
+LAB_KUBECONFIG=$STRATA_CACHE/controlplane/strata-lab.kubeconfig
 TESTBED_POOL=strata-testbed
 
 # Debian packages the host needs for the tests; each line: package (why).
