@@ -35,3 +35,13 @@ def test_systemd_running(host):
 def test_zfs_fuse_answers(host):
     assert host.service("zfs-fuse").is_running
     assert host.run("zpool list").rc == 0
+
+
+def test_criu_is_at_least_4_1_and_leaves_the_host_glibc_alone(host):
+    # bookworm's criu 3.17 fails on kernels >= 6.13: layer 1 unpacks trixie's beside its glibc.
+    version = host.check_output("criu --version")
+    major_minor = tuple(int(p) for p in version.split("Version:")[1].split()[0].split(".")[:2])
+    assert major_minor >= (4, 1), version
+    assert host.file("/usr/local/sbin/criu").mode == 0o755
+    assert host.package("libc6").version.startswith("2.36"), "the host's glibc must stay bookworm's"
+    assert not host.package("criu").is_installed
