@@ -1,0 +1,295 @@
+"""strata.ops.cluster_health against the real control plane: a crashlooping pod, wrong PV
+paths, read-only behaviour (resourceVersions unchanged), and clear errors for bad input."""
+
+import base64
+import datetime
+import os
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+
+from ansible_collections.strata.ops.plugins.module_utils import k8s
+
+from .conftest import run_module
+from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
+from .k8s_fixtures import kubeconfig_variant
+
+pytestmark = pytest.mark.needs("k8s")
+
+CACHE = os.environ.get("STRATA_CACHE", os.path.expanduser("~/.cache/strata-ops"))
+PKI = os.path.join(CACHE, "controlplane", "kwok-workdir", "clusters", "strata-lab", "pki")
+
+
+def health(kubeconfig, **args):
+    return run_module("cluster_health", dict(args, kubeconfig=kubeconfig))
+
+
+def make_pod(client, ns, name, node="strata-lab-1"):
+    client.create(
+        "Pod",
+        {
+            "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {
+                "nodeSelector": {"kubernetes.io/hostname": node},
+                "containers": [{"name": "worker", "image": "registry.invalid/worker:1"}],
+                "terminationGracePeriodSeconds": 1,
+            },
+        },
+        ns,
+    )
+    return client.watch_until("Pod", k8s.named_ready([name], k8s.pod_is_ready), ns, timeout=60)["items"][0]
+
+
+def crashloop(client, ns, name, restarts=5):
+    """Report through the pods/status subresource what a kubelet reports for a container in
+    CrashLoopBackOff. kwok is this cluster's kubelet: its pod-ready stage only acts on Pending
+    pods, so the status stays as reported (as it would until the real kubelet's next sync)."""
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    client.patch(
+        "Pod",
+        name,
+        {
+            "status": {
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "ContainersNotReady",
+                        "lastTransitionTime": now,
+                    },
+                    {
+                        "type": "ContainersReady",
+                        "status": "False",
+                        "reason": "ContainersNotReady",
+                        "lastTransitionTime": now,
+                    },
+                ],
+                "containerStatuses": [
+                    {
+                        "name": "worker",
+                        "image": "registry.invalid/worker:1",
+                        "imageID": "",
+                        "ready": False,
+                        "started": False,
+                        "restartCount": restarts,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 2m40s"}},
+                        "lastState": {
+                            "terminated": {
+                                "exitCode": 1,
+                                "reason": "Error",
+                                "startedAt": now,
+                                "finishedAt": now,
+                            }
+                        },
+                    }
+                ],
+            }
+        },
+        ns,
+        patch_type="strategic",
+        subresource="status",
+    )
+
+
+def test_healthy_namespace_and_node_report(lab_cluster, k8s_client, k8s_namespace):
+    make_pod(k8s_client, k8s_namespace, "fine")
+    result = health(
+        lab_cluster["kubeconfig"], namespaces=[k8s_namespace], nodes=["strata-lab-1", "strata-lab-2"]
+    )
+    assert result.get("failed") is not True, result
+    assert result["healthy"], result["problems"]
+    assert result["changed"] is False
+    assert result["pods"] == {"Running": 1}
+    assert result["summary"].startswith("healthy: 2 nodes, 1 pods")
+    lab2 = next(n for n in result["nodes"] if n["name"] == "strata-lab-2")
+    assert lab2["taints"] == [{"key": "experiment", "value": "dedicated", "effect": "NoSchedule"}]
+
+
+def test_reports_a_crashlooping_pod(lab_cluster, k8s_client, k8s_namespace):
+    make_pod(k8s_client, k8s_namespace, "worker")
+    crashloop(k8s_client, k8s_namespace, "worker")
+    result = health(lab_cluster["kubeconfig"], namespaces=[k8s_namespace])
+    assert result["healthy"] is False
+    [found] = [p for p in result["problems"] if p["kind"] == "Pod"]
+    assert found["name"] == "worker"
+    assert found["namespace"] == k8s_namespace
+    assert "CrashLoopBackOff" in found["reason"]
+    assert "restarted 5 times" in found["reason"]
+    assert "CrashLoopBackOff" in result["summary"]
+
+    failed = health(lab_cluster["kubeconfig"], namespaces=[k8s_namespace], fail_on_problems=True)
+    assert failed["failed"] is True
+    assert "CrashLoopBackOff" in failed["msg"]
+    assert failed["problems"] == result["problems"]
+
+
+@pytest.fixture
+def wrong_pvs(k8s_client, k8s_namespace):
+    suffix = k8s_namespace[-6:]
+    pvs = {
+        f"it-ledger-{suffix}": "/mnt/ledger",  # expected /mnt/solana/ledger
+        f"it-host-{suffix}": "/srv/kind/solana/log",  # host path used inside the node
+        f"it-good-{suffix}": "/mnt/solana/snapshots",
+    }
+    for name, path in pvs.items():
+        k8s_client.create(
+            "PersistentVolume",
+            {
+                "metadata": {"name": name},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "hostPath": {"path": path},
+                    "claimRef": {"namespace": k8s_namespace, "name": name},
+                },
+            },
+        )
+    yield pvs
+    for name in pvs:
+        k8s_client.delete("PersistentVolume", name)
+
+
+def test_reports_wrong_pv_paths(lab_cluster, k8s_namespace, wrong_pvs):
+    ledger, host, good = list(wrong_pvs)
+    result = health(
+        lab_cluster["kubeconfig"],
+        namespaces=[k8s_namespace],
+        host_path_root="/srv/kind",
+        kind_mount_root="/mnt",
+        expected_pvs={
+            ledger: "/srv/kind/solana/ledger",
+            good: "/srv/kind/solana/snapshots",
+            "it-absent": "/srv/kind/x",
+        },
+    )
+    assert result["healthy"] is False
+    by_name = {p["name"]: p["reason"] for p in result["problems"] if p["kind"] == "PersistentVolume"}
+    assert set(by_name) == {ledger, host, "it-absent"}
+    assert "hostPath /mnt/ledger should be /mnt/solana/ledger" in by_name[ledger]
+    assert "inside the kind node it is /mnt/solana/log" in by_name[host]
+    assert "does not exist" in by_name["it-absent"]
+    assert {pv["name"] for pv in result["persistent_volumes"]} == set(wrong_pvs)
+
+
+def versions(client, ns):
+    """resourceVersion of every object the health check reads. Nodes are compared by what
+    is theirs to change (labels, taints, unschedulable): kwok renews their status (heartbeat)
+    on its own, so their resourceVersion moves without anyone writing to them."""
+    seen = {}
+    for kind in ("Namespace", "PersistentVolume"):
+        for obj in client.list(kind)[0]:
+            seen[(kind, obj["metadata"]["name"])] = obj["metadata"]["resourceVersion"]
+    for kind in ("Pod", "Deployment", "StatefulSet", "ReplicaSet"):
+        for obj in client.list(kind, ns)[0]:
+            seen[(kind, obj["metadata"]["name"])] = obj["metadata"]["resourceVersion"]
+    for obj in client.list("Node")[0]:
+        seen[("Node", obj["metadata"]["name"])] = (
+            obj["metadata"].get("generation"),
+            sorted(obj["metadata"].get("labels", {}).items()),
+            str(obj["spec"].get("taints")),
+            obj["spec"].get("unschedulable"),
+        )
+    return seen
+
+
+def test_health_check_leaves_every_resource_version(lab_cluster, k8s_client, k8s_namespace, wrong_pvs):
+    make_pod(k8s_client, k8s_namespace, "worker")
+    crashloop(k8s_client, k8s_namespace, "worker")
+    before = versions(k8s_client, k8s_namespace)
+    for args in (
+        {"namespaces": [k8s_namespace], "host_path_root": "/srv/kind", "kind_mount_root": "/mnt"},
+        {"host_path_root": "/srv/kind", "kind_mount_root": "/mnt", "wait_timeout": 5},
+    ):
+        result = health(lab_cluster["kubeconfig"], **args)
+        assert result["changed"] is False
+        assert result["healthy"] is False
+    assert versions(k8s_client, k8s_namespace) == before
+
+
+# ---------------------------------------------------------------- bad input: clear errors
+
+
+def test_unreachable_api_server(controlplane, tmp_path):
+    path = kubeconfig_variant(controlplane, tmp_path, server="https://127.0.0.1:1")
+    result = health(path, api_timeout=3)
+    assert result["failed"] is True
+    assert result["error"] == "unreachable"
+    assert "https://127.0.0.1:1" in result["msg"]
+    assert "connection refused" in result["msg"]
+
+
+def test_missing_kubeconfig(tmp_path):
+    result = health(str(tmp_path / "absent.kubeconfig"))
+    assert result["failed"] is True
+    assert result["error"] == "kubeconfig"
+    assert "does not exist" in result["msg"]
+
+
+def expired_client_cert():
+    with open(os.path.join(PKI, "ca.crt"), "rb") as handle:
+        ca = x509.load_pem_x509_certificate(handle.read())
+    with open(os.path.join(PKI, "ca.key"), "rb") as handle:
+        ca_key = serialization.load_pem_private_key(handle.read(), password=None)
+    with open(os.path.join(PKI, "admin.key"), "rb") as handle:
+        key = serialization.load_pem_private_key(handle.read(), password=None)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "admin"),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.datetime(2024, 1, 1))
+        .not_valid_after(datetime.datetime(2025, 1, 1))
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    return {
+        "client-certificate-data": base64.b64encode(cert.public_bytes(serialization.Encoding.PEM)).decode(),
+        "client-key-data": base64.b64encode(pem_key).decode(),
+    }
+
+
+def test_expired_kubeconfig(controlplane, tmp_path):
+    if not os.path.exists(os.path.join(PKI, "ca.key")):
+        pytest.skip(f"the control plane's CA key is not at {PKI}")
+    path = kubeconfig_variant(controlplane, tmp_path, user=expired_client_cert())
+    result = health(path)
+    assert result["failed"] is True
+    assert result["error"] == "auth"
+    assert "expired at 2025-01-01T00:00:00Z" in result["msg"]
+
+
+def test_rejected_credentials(controlplane, tmp_path):
+    path = kubeconfig_variant(controlplane, tmp_path, user={"token": "not-a-valid-token"})
+    result = health(path)
+    assert result["failed"] is True
+    assert result["error"] == "auth"
+    assert "401 Unauthorized" in result["msg"]
+
+
+def test_wrong_context(controlplane):
+    result = health(controlplane, context="production")
+    assert result["failed"] is True
+    assert result["error"] == "context"
+    assert "'production' is not in kubeconfig" in result["msg"]
+    assert result["contexts"] == ["kwok-strata-lab"]
+
+
+def test_unknown_node(lab_cluster):
+    result = health(lab_cluster["kubeconfig"], nodes=["strata-lab-1", "strata-lab-9"])
+    assert result["failed"] is True
+    assert result["error"] == "not_found"
+    assert "node 'strata-lab-9' does not exist" in result["msg"]
+    assert "strata-lab-1" in result["existing"]

@@ -1,0 +1,216 @@
+"""Layer 3 on the real control plane: playbooks/layer3_cluster.yml on inventories/lab, its
+idempotence, the nodes it registers, and scheduling that respects their taints."""
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.strata.ops.plugins.module_utils import k8s
+
+from .conftest import REPO
+from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
+from .k8s_fixtures import recap, run_playbook
+
+pytestmark = pytest.mark.needs("k8s")
+
+TAINT = {"key": "experiment", "value": "dedicated", "effect": "NoSchedule"}
+
+
+def test_layer3_registers_the_lab_nodes(lab_cluster, k8s_client):
+    nodes = {n["metadata"]["name"]: n for n in k8s_client.list("Node")[0]}
+    assert {"strata-lab-1", "strata-lab-2"} <= set(nodes)
+    for name in ("strata-lab-1", "strata-lab-2"):
+        assert k8s.node_is_ready(nodes[name]), name
+        assert nodes[name]["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
+        assert nodes[name]["status"]["allocatable"]["pods"] == "110"
+    assert nodes["strata-lab-1"]["metadata"]["labels"]["strata.io/role"] == "workload"
+    assert nodes["strata-lab-2"]["metadata"]["labels"]["strata.io/role"] == "experiment"
+    assert nodes["strata-lab-1"]["spec"].get("taints", []) == []
+    assert nodes["strata-lab-2"]["spec"]["taints"] == [TAINT]
+    mode = stat.S_IMODE(os.stat(lab_cluster["kubeconfig"]).st_mode)
+    assert mode == 0o600
+    assert "client-key-data" not in lab_cluster["stdout"]
+    assert "client-certificate-data" not in lab_cluster["stdout"]
+
+
+def test_layer3_second_run_changes_nothing(lab_cluster):
+    proc = run_playbook("layer3_cluster.yml")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    counts = recap(proc.stdout)
+    assert counts, proc.stdout[-2000:]
+    assert all(c["changed"] == 0 for c in counts.values()), counts
+
+
+def test_health_check_playbook_is_read_only(lab_cluster):
+    proc = run_playbook("health_check.yml")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert all(c["changed"] == 0 for c in recap(proc.stdout).values())
+    assert "healthy:" in proc.stdout or "problem(s)" in proc.stdout
+
+
+def deployment(name, replicas, tolerate=False, node_selector=None):
+    spec = {
+        "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
+        "terminationGracePeriodSeconds": 1,
+    }
+    if tolerate:
+        spec["tolerations"] = [dict(TAINT, operator="Equal")]
+    if node_selector:
+        spec["nodeSelector"] = node_selector
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": spec},
+        },
+    }
+
+
+def lab_pods(items):
+    return [p for p in items if p["spec"].get("nodeName", "").startswith("strata-lab-")]
+
+
+def test_deployment_respects_the_dedicated_taint(lab_cluster, k8s_client, k8s_namespace):
+    ns = k8s_namespace
+    k8s_client.create("Deployment", deployment("plain", 4), ns)
+    done = k8s_client.watch_until(
+        "Pod", k8s.all_items(k8s.pod_is_ready, minimum=4), ns, label_selector="app=plain", timeout=60
+    )
+    placed = {p["spec"]["nodeName"] for p in done["items"]}
+    assert "strata-lab-2" not in placed, "a pod without toleration landed on the tainted node"
+    assert placed <= {n["metadata"]["name"] for n in k8s_client.list("Node")[0]}
+
+    k8s_client.create(
+        "Deployment",
+        deployment("experiment", 2, tolerate=True, node_selector={"strata.io/role": "experiment"}),
+        ns,
+    )
+    done = k8s_client.watch_until(
+        "Pod", k8s.all_items(k8s.pod_is_ready, minimum=2), ns, label_selector="app=experiment", timeout=60
+    )
+    assert {p["spec"]["nodeName"] for p in done["items"]} == {"strata-lab-2"}
+
+    # the Deployment is ready, then scale to 0 and wait (watch) until its pods are gone
+    k8s_client.watch_until(
+        "Deployment", k8s.named_ready(["experiment"], k8s.workload_is_ready), ns, timeout=30
+    )
+    assert k8s_client.scale("Deployment", "experiment", ns, 0) == (2, 0)
+    gone = k8s_client.watch_until("Pod", k8s.no_items, ns, label_selector="app=experiment", timeout=60)
+    assert gone["items"] == []
+
+
+# ---------------------------------------------------------------- k3s and kind templates
+# k3s and kind cannot run here: their templates are rendered by Ansible itself, with the
+# role's defaults and vars, for a GPU server and a CPU agent, and the results parsed.
+
+RENDER_PLAY = """
+- name: Render the cluster role's templates
+  hosts: strata_cluster_nodes
+  connection: local
+  gather_facts: false
+  vars_files:
+    - {repo}/roles/cluster/defaults/main.yml
+    - {repo}/roles/cluster/vars/main.yml
+  vars:
+    ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
+    strata_cluster_root: /srv/kind
+    strata_kind_mount_root: /mnt
+  tasks:
+    - name: Render
+      ansible.builtin.template:
+        src: "{repo}/roles/cluster/templates/{{{{ item }}}}.j2"
+        dest: "{out}/{{{{ inventory_hostname }}}}-{{{{ item }}}}"
+        mode: "0600"
+      loop:
+        - k3s-config.yaml
+        - containerd-config.toml.tmpl
+        - nvidia-device-plugin.yaml
+        - k3s.service
+        - kind-config.yaml
+"""
+
+RENDER_INVENTORY = """
+strata_cluster_nodes:
+  hosts:
+    gpu1:
+      strata_node_labels: {strata.io/role: master}
+      strata_node_taints: [{key: gpu, value: only, effect: NoSchedule}]
+    cpu1:
+      strata_node_labels: {strata.io/role: worker}
+strata_gpu:
+  hosts:
+    gpu1:
+"""
+
+
+def test_k3s_and_kind_templates_render(tmp_path):
+    import tomllib  # noqa: PLC0415 - Python 3.11+, only this test needs it
+    import yaml  # noqa: PLC0415
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "play.yml").write_text(RENDER_PLAY.format(repo=REPO, out=out))
+    (tmp_path / "hosts.yml").write_text(RENDER_INVENTORY)
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"))
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    proc = subprocess.run(
+        # extra vars: vars_files (the role's defaults here) outrank play vars
+        [
+            "ansible-playbook",
+            "-i",
+            str(tmp_path / "hosts.yml"),
+            "-e",
+            "cluster_k3s_token=s3cret",
+            str(tmp_path / "play.yml"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+    server = yaml.safe_load((out / "gpu1-k3s-config.yaml").read_text())
+    assert server["cluster-init"] is True
+    assert server["write-kubeconfig-mode"] == "0600"
+    assert server["token"] == "s3cret"
+    assert sorted(server["node-label"]) == ["strata.io/gpu=true", "strata.io/role=master"]
+    assert server["node-taint"] == ["gpu=only:NoSchedule"]
+    assert server["default-runtime"] == "nvidia"
+    agent = yaml.safe_load((out / "cpu1-k3s-config.yaml").read_text())
+    assert agent["server"] == "https://gpu1:6443"
+    assert agent["node-label"] == ["strata.io/role=worker"]
+    assert "default-runtime" not in agent
+    assert "cluster-init" not in agent
+
+    toml = tomllib.loads((out / "gpu1-containerd-config.toml.tmpl").read_text())
+    cri = toml["plugins"]["io.containerd.grpc.v1.cri"]
+    # the seed's outage: a GPU template without the CNI directories made the node NotReady
+    assert cri["cni"]["bin_dir"] == "/var/lib/rancher/k3s/data/current/bin"
+    assert cri["cni"]["conf_dir"] == "/var/lib/rancher/k3s/agent/etc/cni/net.d"
+    nvidia = cri["containerd"]["runtimes"]["nvidia"]
+    assert nvidia["runtime_type"] == "io.containerd.runc.v2"
+    assert nvidia["options"]["BinaryName"] == "/usr/bin/nvidia-container-runtime"
+    assert cri["containerd"]["default_runtime_name"] == "nvidia"
+    assert "runc" in cri["containerd"]["runtimes"]
+
+    docs = list(yaml.safe_load_all((out / "gpu1-nvidia-device-plugin.yaml").read_text()))
+    assert [d["kind"] for d in docs] == ["RuntimeClass", "DaemonSet"]
+    assert docs[1]["spec"]["template"]["spec"]["nodeSelector"] == {"strata.io/gpu": "true"}
+    assert (
+        "ExecStart=/usr/local/bin/k3s server --config /etc/rancher/k3s/config.yaml"
+        in (out / "gpu1-k3s.service").read_text()
+    )
+    assert "k3s agent" in (out / "cpu1-k3s.service").read_text()
+
+    kind = yaml.safe_load((out / "gpu1-kind-config.yaml").read_text())
+    assert kind["nodes"][0]["extraMounts"] == [
+        {"hostPath": "/srv/kind", "containerPath": "/mnt", "propagation": "HostToContainer"}
+    ]

@@ -1,0 +1,497 @@
+"""Unit tests of plugins/module_utils/k8s.py: pure predicates and health checks, certificate
+validity, kubeconfig and HTTP error mapping, and watch_until's list/watch/re-list logic."""
+
+import datetime
+import json
+
+import pytest
+import urllib3
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from ansible_collections.strata.ops.plugins.module_utils import k8s
+
+
+def node(name, *, ready=True, unschedulable=False, labels=None, taints=None, pressure=None):
+    conds = [{"type": "Ready", "status": "True" if ready else "False", "reason": "KubeletReady"}]
+    for ctype in pressure or []:
+        conds.append({"type": ctype, "status": "True"})
+    return {
+        "metadata": {"name": name, "labels": labels or {}, "resourceVersion": "1"},
+        "spec": {"unschedulable": unschedulable, "taints": taints or []},
+        "status": {"conditions": conds, "allocatable": {"cpu": "8"}},
+    }
+
+
+def pod(name, *, phase="Running", ready=True, waiting=None, restarts=0, deleting=False, ns="ns"):
+    meta = {"name": name, "namespace": ns}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    state = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
+    return {
+        "metadata": meta,
+        "status": {
+            "phase": phase,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "containerStatuses": [{"name": "c", "state": state, "restartCount": restarts}],
+        },
+    }
+
+
+def deployment(name, replicas=2, ready=2, generation=1, observed=1):
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "ns", "generation": generation},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "updatedReplicas": replicas,
+        },
+    }
+
+
+# ---------------------------------------------------------------- predicates
+
+
+def test_node_and_pod_readiness():
+    assert k8s.node_is_ready(node("a"))
+    assert not k8s.node_is_ready(node("a", ready=False))
+    assert not k8s.node_is_ready({"metadata": {"name": "x"}})
+    assert k8s.pod_is_ready(pod("p"))
+    assert not k8s.pod_is_ready(pod("p", ready=False))
+    assert not k8s.pod_is_ready(pod("p", deleting=True))
+    assert not k8s.pod_is_ready(pod("p", phase="Pending"))
+
+
+@pytest.mark.parametrize(
+    ("obj", "ready"),
+    [
+        (deployment("d"), True),
+        (deployment("d", ready=1), False),
+        (deployment("d", generation=2, observed=1), False),
+        (deployment("d", replicas=0, ready=0), True),
+    ],
+)
+def test_workload_is_ready(obj, ready):
+    assert k8s.workload_is_ready(obj) is ready
+
+
+def test_set_predicates():
+    assert k8s.no_items([])
+    assert not k8s.no_items([pod("p")])
+    every = k8s.all_items(k8s.pod_is_ready, minimum=2)
+    assert not every([pod("a")])
+    assert every([pod("a"), pod("b")])
+    assert not every([pod("a"), pod("b", ready=False)])
+    named = k8s.named_ready(["a", "b"])
+    assert not named([node("a")])
+    assert not named([node("a"), node("b", ready=False)])
+    assert named([node("a"), node("b"), node("c", ready=False)])
+    assert "a, b" in named.__doc__
+
+
+# ---------------------------------------------------------------- health checks
+
+
+def test_node_problems():
+    assert k8s.node_problems(node("a")) == []
+    reasons = [p["reason"] for p in k8s.node_problems(node("a", ready=False, unschedulable=True))]
+    assert reasons[0].startswith("not Ready")
+    assert reasons[1].startswith("cordoned")
+    assert k8s.node_problems(node("a", pressure=["DiskPressure"]))[0]["reason"] == "DiskPressure"
+
+
+def test_expected_node_problems():
+    taint = {"key": "experiment", "value": "dedicated", "effect": "NoSchedule"}
+    nodes = [k8s.node_summary(node("a", labels={"role": "w"})), k8s.node_summary(node("b", taints=[taint]))]
+    expected = {
+        "a": {"labels": {"role": "w"}, "taints": []},
+        "b": {"labels": {"role": "x"}, "taints": [taint]},
+        "c": {},
+    }
+    got = k8s.expected_node_problems(nodes, expected)
+    assert [(p["name"], p["reason"]) for p in got] == [
+        ("b", "label role=x expected, found none"),
+        ("c", "expected node is not registered"),
+    ]
+    got = k8s.expected_node_problems(nodes, {"a": {"taints": [taint]}, "b": {"taints": []}})
+    assert [p["reason"] for p in got] == [
+        "taint experiment=dedicated:NoSchedule missing",
+        "unexpected taint experiment=dedicated:NoSchedule",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("obj", "fragment"),
+    [
+        (pod("p", ready=False, waiting="CrashLoopBackOff", restarts=5), "CrashLoopBackOff"),
+        (pod("p", restarts=7), "restarted 7 times"),
+        (pod("p", phase="Pending", ready=False), "phase Pending"),
+        (pod("p", ready=False), "not Ready"),
+        (pod("p", deleting=True), "terminating"),
+        (pod("p", ready=False, waiting="ImagePullBackOff"), "ImagePullBackOff"),
+    ],
+)
+def test_pod_problems(obj, fragment):
+    found = k8s.pod_problems(obj, restart_threshold=3)
+    assert len(found) == 1
+    assert fragment in found[0]["reason"]
+    assert found[0]["namespace"] == "ns"
+
+
+def test_pod_without_problems():
+    assert k8s.pod_problems(pod("p")) == []
+    assert k8s.pod_problems(pod("p", restarts=7), restart_threshold=0) == []
+    assert k8s.pod_problems(pod("p", phase="Succeeded", ready=False)) == []
+
+
+def test_workload_problems():
+    assert k8s.workload_problems(deployment("d")) == []
+    assert k8s.workload_problems(deployment("d", ready=1))[0]["reason"] == "1/2 replicas ready"
+
+
+def pv(name, path, local=False):
+    key = "local" if local else "hostPath"
+    return {"metadata": {"name": name}, "spec": {key: {"path": path}}}
+
+
+def test_kind_node_path():
+    assert k8s.kind_node_path("/srv/kind/solana/ledger", "/srv/kind", "/mnt") == "/mnt/solana/ledger"
+    assert k8s.kind_node_path("/srv/kind", "/srv/kind", "/mnt") == "/mnt"
+    assert k8s.kind_node_path("/srv/kindling/x", "/srv/kind", "/mnt") is None
+    assert k8s.kind_node_path("/srv/solana/ledger", "/srv/kind", "/mnt") is None
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected", "fragment"),
+    [
+        (pv("ledger", "/mnt/solana/ledger"), "/srv/kind/solana/ledger", None),
+        (pv("ledger", "/mnt/ledger"), "/srv/kind/solana/ledger", "should be /mnt/solana/ledger"),
+        (pv("ledger", "/srv/kind/solana/ledger"), None, "is a host path; inside the kind node it is"),
+        (pv("ledger", "/srv/solana/ledger"), None, "outside /mnt"),
+        (pv("ledger", "/mnt/x", local=True), None, None),
+        (pv("ledger", "/mnt/x"), "/srv/solana/x", "outside host_path_root"),
+        ({"metadata": {"name": "nfs"}, "spec": {"nfs": {}}}, None, None),
+    ],
+)
+def test_pv_problems(obj, expected, fragment):
+    found = k8s.pv_problems(obj, "/srv/kind", "/mnt", expected)
+    if fragment is None:
+        assert found == []
+    else:
+        assert len(found) == 1
+        assert fragment in found[0]["reason"]
+
+
+def test_summary():
+    assert k8s.summarize_problems([], {"nodes": 2}) == "healthy: 2 nodes"
+    probs = [k8s.problem("Pod", f"p{i}", "bad", "ns") for i in range(7)]
+    line = k8s.summarize_problems(probs, {"pods": 7})
+    assert line.startswith("7 problem(s) in 7 pods: Pod ns/p0: bad")
+    assert line.endswith("(and 2 more)")
+
+
+# ---------------------------------------------------------------- certificates
+
+
+def make_cert(not_before, not_after):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def test_certificate_validity_and_problem():
+    now = datetime.datetime(2026, 6, 1, 12, 0, 0)
+    pem = make_cert(datetime.datetime(2020, 1, 1), datetime.datetime(2026, 1, 1, 8, 30))
+    assert k8s.certificate_validity(pem) == (
+        datetime.datetime(2020, 1, 1),
+        datetime.datetime(2026, 1, 1, 8, 30),
+    )
+    assert k8s.certificate_problem(pem, now) == "expired at 2026-01-01T08:30:00Z"
+    # GeneralizedTime (after 2049) parses too
+    pem = make_cert(datetime.datetime(2025, 1, 1), datetime.datetime(2060, 1, 1))
+    assert k8s.certificate_problem(pem, now) is None
+    assert k8s.certificate_problem(pem, datetime.datetime(2024, 1, 1)).startswith("not valid before")
+    assert k8s.certificate_problem(b"garbage") is None
+
+
+# ---------------------------------------------------------------- kubeconfig errors
+
+
+def write_kubeconfig(tmp_path, contexts=("a", "b"), current="a", server="https://127.0.0.1:1"):
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": n, "context": {"cluster": "c", "user": "u"}} for n in contexts],
+        "current-context": current,
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def test_missing_kubeconfig(tmp_path):
+    with pytest.raises(k8s.K8sConfigError) as err:
+        k8s.get_client(str(tmp_path / "nope"))
+    assert "does not exist" in str(err.value)
+    assert "tests/testbed/up controlplane" in str(err.value)
+
+
+def test_invalid_kubeconfig(tmp_path):
+    path = tmp_path / "bad"
+    path.write_text("this: [is not")
+    with pytest.raises(k8s.K8sConfigError) as err:
+        k8s.get_client(str(path))
+    assert str(path) in str(err.value)
+
+
+def test_wrong_context_lists_contexts(tmp_path):
+    with pytest.raises(k8s.K8sContextError) as err:
+        k8s.get_client(write_kubeconfig(tmp_path), context="prod")
+    assert "'prod' is not in kubeconfig" in str(err.value)
+    assert "contexts there: a, b" in str(err.value)
+    assert err.value.details["contexts"] == ["a", "b"]
+
+
+def test_kubeconfig_path_sources(monkeypatch):
+    assert k8s.kubeconfig_path("/x", {})[0] == "/x"
+    assert k8s.kubeconfig_path(None, {"KUBECONFIG": "/k1:/k2"}) == ("/k1", "$KUBECONFIG")
+    assert k8s.kubeconfig_path(None, {})[1].startswith("the default")
+
+
+def test_unreachable_names_url(tmp_path):
+    with pytest.raises(k8s.K8sUnreachable) as err:
+        k8s.get_client(write_kubeconfig(tmp_path), api_timeout=2)
+    assert "https://127.0.0.1:1" in str(err.value)
+    assert "connection refused" in str(err.value)
+    assert err.value.details["url"] == "https://127.0.0.1:1"
+
+
+# ---------------------------------------------------------------- HTTP error mapping
+
+
+class FakeResponse:
+    def __init__(self, status, payload):
+        self.status = status
+        self.data = json.dumps(payload).encode()
+
+
+class FakePool:
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.calls = []
+
+    def request(self, method, url, **kwargs):
+        self.calls.append((method, url, kwargs))
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def fake_client(tmp_path, *answers):
+    client = k8s.get_client(write_kubeconfig(tmp_path), probe=False)
+    client.pool = FakePool(answers)
+    return client
+
+
+@pytest.mark.parametrize(
+    ("status", "exc", "fragment"),
+    [
+        (401, k8s.K8sAuthError, "rejected the credentials"),
+        (403, k8s.K8sAuthError, "forbidden"),
+        (404, k8s.K8sNotFound, "Pod ns/p does not exist"),
+        (409, k8s.K8sConflict, "conflict"),
+        (500, k8s.K8sApiError, "HTTP 500"),
+    ],
+)
+def test_status_mapping(tmp_path, status, exc, fragment):
+    client = fake_client(tmp_path, FakeResponse(status, {"message": "m", "reason": "R"}))
+    with pytest.raises(exc) as err:
+        client.get("Pod", "p", "ns")
+    assert fragment in str(err.value)
+
+
+def test_unknown_node_lists_nodes(tmp_path):
+    client = fake_client(
+        tmp_path,
+        FakeResponse(404, {"message": 'nodes "ghost" not found'}),
+        FakeResponse(200, {"metadata": {"resourceVersion": "5"}, "items": [node("b"), node("a")]}),
+    )
+    with pytest.raises(k8s.K8sNotFound) as err:
+        client.get_node("ghost")
+    assert "node 'ghost' does not exist" in str(err.value)
+    assert "nodes: a, b" in str(err.value)
+
+
+def test_timeouts_map_to_unreachable(tmp_path):
+    pool_err = urllib3.exceptions.MaxRetryError(
+        None, "/version", urllib3.exceptions.ConnectTimeoutError(None, "timed out")
+    )
+    client = fake_client(tmp_path, pool_err, urllib3.exceptions.ReadTimeoutError(None, "/version", "read"))
+    with pytest.raises(k8s.K8sUnreachable, match="timed out"):
+        client.version()
+    with pytest.raises(k8s.K8sUnreachable, match="did not answer"):
+        client.version()
+
+
+def test_patch_content_types_and_scale(tmp_path):
+    client = fake_client(
+        tmp_path,
+        FakeResponse(200, {}),
+        FakeResponse(200, {"spec": {"replicas": 3}}),
+        FakeResponse(200, {}),
+    )
+    client.patch(
+        "Deployment", "d", [{"op": "replace", "path": "/spec/replicas", "value": 1}], "ns", patch_type="json"
+    )
+    method, url, kwargs = client.pool.calls[0]
+    assert method == "PATCH"
+    assert url.endswith("/apis/apps/v1/namespaces/ns/deployments/d")
+    assert kwargs["headers"]["Content-Type"] == "application/json-patch+json"
+    assert client.scale("Deployment", "d", "ns", 0) == (3, 0)
+    method, url, kwargs = client.pool.calls[2]
+    assert url.endswith("/deployments/d/scale")
+    assert kwargs["headers"]["Content-Type"] == "application/merge-patch+json"
+    with pytest.raises(k8s.K8sError, match="list of operations"):
+        client.patch("Pod", "p", {"a": 1}, "ns", patch_type="json")
+    with pytest.raises(k8s.K8sError, match="cannot scale"):
+        client.scale("Pod", "p", "ns", 1)
+
+
+def test_resource_paths():
+    assert k8s.resource_path("Node", name="n") == "/api/v1/nodes/n"
+    assert k8s.resource_path("Pod", "ns") == "/api/v1/namespaces/ns/pods"
+    assert (
+        k8s.resource_path("StatefulSet", "ns", "s", "scale")
+        == "/apis/apps/v1/namespaces/ns/statefulsets/s/scale"
+    )
+    assert k8s.resource_path("Pod") == "/api/v1/pods"
+    with pytest.raises(k8s.K8sError, match="unknown kind"):
+        k8s.resource_path("Widget")
+
+
+# ---------------------------------------------------------------- watch_until
+
+
+class ScriptedClient(k8s.K8sClient):
+    """list() and _watch_stream() from scripts: no HTTP."""
+
+    def __init__(self, lists, streams):  # pylint: disable=super-init-not-called
+        self.lists = list(lists)
+        self.streams = list(streams)
+        self.watched_from = []
+
+    def list(self, kind, namespace=None, label_selector=None, field_selector=None):
+        return self.lists.pop(0)
+
+    def _watch_stream(self, kind, namespace, resource_version, seconds, **_kw):
+        self.watched_from.append(resource_version)
+        yield from self.streams.pop(0) if self.streams else []
+
+
+def ev(etype, obj_name, rv, ready=True):
+    obj = pod(obj_name, ready=ready)
+    obj["metadata"]["resourceVersion"] = rv
+    return {"type": etype, "object": obj}
+
+
+def test_watch_until_returns_at_once_when_true():
+    client = ScriptedClient([([], "10")], [])
+    result = client.watch_until("Pod", k8s.no_items, "ns", timeout=5)
+    assert result["events"] == 0
+    assert client.watched_from == []
+
+
+def test_watch_until_follows_events_from_list_version():
+    client = ScriptedClient(
+        [([pod("a"), pod("b")], "10")],
+        [
+            [
+                ev("DELETED", "a", "11"),
+                {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
+                ev("DELETED", "b", "13"),
+                ev("ADDED", "c", "14"),
+            ]
+        ],
+    )
+    result = client.watch_until("Pod", k8s.no_items, "ns", timeout=5)
+    assert client.watched_from == ["10"]
+    assert result["events"] == 2
+    assert result["resource_version"] == "13"
+    assert result["items"] == []
+
+
+def test_watch_until_relists_on_gone():
+    client = ScriptedClient(
+        [([pod("a")], "10"), ([], "50")],
+        [[{"type": "ERROR", "object": {"code": 410, "message": "too old resource version"}}]],
+    )
+    result = client.watch_until("Pod", k8s.no_items, "ns", timeout=5)
+    assert result["relists"] == 1
+    assert result["resource_version"] == "50"
+
+
+def test_watch_until_times_out_with_last_state():
+    client = ScriptedClient([([pod("a", ready=False)], "10")], [])
+    with pytest.raises(k8s.K8sTimeout) as err:
+        client.watch_until("Pod", k8s.all_items(k8s.pod_is_ready), "ns", timeout=0.2)
+    assert "ns/a" in str(err.value)
+    assert err.value.details["last"] == ["ns/a"]
+
+
+def test_fail_from_exception():
+    class Module:
+        def fail_json(self, **kwargs):
+            self.result = kwargs
+
+    module = Module()
+    k8s.fail_from_exception(module, k8s.K8sContextError("bad", contexts=["a"]), extra=1)
+    assert module.result == {"msg": "bad", "error": "context", "contexts": ["a"], "extra": 1}
+
+
+# ---------------------------------------------------------------- retry_on_conflict
+
+
+def test_retry_on_conflict_retries_then_returns():
+    calls, waits = [], []
+
+    def attempt():
+        calls.append(1)
+        if len(calls) < 3:
+            raise k8s.K8sConflict("conflict", status=409)
+        return "done"
+
+    assert k8s.retry_on_conflict(attempt, wait=0.1, sleep=waits.append) == "done"
+    assert len(calls) == 3 and waits == [0.1, 0.2]
+
+
+def test_retry_on_conflict_gives_up_and_passes_other_errors():
+    def conflict():
+        raise k8s.K8sConflict("still conflicting", status=409)
+
+    with pytest.raises(k8s.K8sConflict, match="still conflicting"):
+        k8s.retry_on_conflict(conflict, attempts=2, sleep=lambda s: None)
+
+    def missing():
+        raise k8s.K8sNotFound("gone")
+
+    with pytest.raises(k8s.K8sNotFound):
+        k8s.retry_on_conflict(missing, sleep=lambda s: None)
