@@ -1,0 +1,660 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The logic of strata.ops.runner_isolation: dedicate a node to an experiment, and undo it.
+
+``isolated`` checks everything it will touch first (config.toml parses and uses the forms the
+runner reads, the node and the workloads exist, the runners exist and the token works), then,
+under the state file's lock:
+
+1. records what it will change in the 0600 state file (runners' paused flags and fields,
+   config.toml bytes, the node's taints/labels/cordon, the workloads' tolerations) — once:
+   a second ``isolated`` keeps the first record, so ``restored`` always returns to the state
+   before the first run, also after a crash anywhere after this step;
+2. pauses the runners (``PUT /runners/:id`` with ``paused`` only) and waits until they run no
+   job (jobs are never cancelled);
+3. edits config.toml (or the Helm chart's ConfigMap); gitlab-runner reloads it by itself and is
+   never restarted;
+4. labels the node, adds the toleration to the workloads and waits until they have rolled out,
+   then taints (and cordons) the node — a workload that must stay on the node (a hostPath-bound
+   MinIO) tolerates the taint before it exists, and none of its pods is still to be placed
+   when the node is cordoned.
+
+``restored`` undoes it in the reverse order: config.toml byte-for-byte, the node's taint (and
+cordon) BEFORE the workloads' tolerations, so a pod bound to the node stays schedulable, then
+the labels, then the runners' paused flags; then it removes the state file. Without a state
+file there is nothing to restore (changed=false).
+
+Kubernetes access goes through the collection's shared client (``k8s.py``: ``K8sClient``,
+typed ``K8sError``s); GitLab access through ``gitlab.py``; config.toml edits through
+``runner_config.py``; the state file through ``state.py``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import base64
+import datetime
+import hashlib
+import os
+import time
+
+from ansible_collections.strata.ops.plugins.module_utils import gitlab as gl
+from ansible_collections.strata.ops.plugins.module_utils import k8s
+from ansible_collections.strata.ops.plugins.module_utils import runner_config as rc
+from ansible_collections.strata.ops.plugins.module_utils import state as st
+
+HELM_WARNING = (
+    "config.toml was changed in the ConfigMap %s/%s (key %s) that the gitlab-runner Helm chart "
+    "renders: a later 'helm upgrade' of that release writes the chart's values back and undoes the "
+    "isolation; run the isolation again after it, or put these settings into the chart's values"
+)
+STATE_OPERATION = "strata.ops.runner_isolation"
+# options that change the runner config (node_tolerations follows the taint when there is one)
+CONFIG_OPTIONS = ("concurrent", "node_selector", "cpu_request", "memory_request", "config_runner_names")
+
+
+class IsolationError(Exception):
+    """The isolation cannot be done or undone as asked."""
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _b64(data):
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text):
+    return base64.b64decode(text.encode("ascii"))
+
+
+def _sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- pure helpers (unit-testable) ------------------------------------------------------------
+def taint_matches(taint, key, effect):
+    return taint.get("key") == key and taint.get("effect") == effect
+
+
+def taints_with(taints, taint):
+    """``taints`` with ``taint`` (key, value, effect) in place of any of the same key and effect."""
+    kept = [t for t in taints if not taint_matches(t, taint["key"], taint["effect"])]
+    new = {"key": taint["key"], "effect": taint["effect"]}
+    if taint.get("value"):
+        new["value"] = taint["value"]
+    return [*kept, new]
+
+
+def taints_restored(current, recorded, key, effect):
+    """``current`` with the (key, effect) taints put back to what ``recorded`` had: exactly
+    ``recorded`` (order included) when the node's other taints did not change meanwhile."""
+    others = [t for t in current if not taint_matches(t, key, effect)]
+    if others == [t for t in recorded if not taint_matches(t, key, effect)]:
+        return list(recorded)
+    return others + [t for t in recorded if taint_matches(t, key, effect)]
+
+
+def toleration_for(taint):
+    tol = {"key": taint["key"], "effect": taint["effect"]}
+    if taint.get("value"):
+        tol.update(operator="Equal", value=taint["value"])
+    else:
+        tol["operator"] = "Exists"
+    return tol
+
+
+def _same_toleration(a, b):
+    def norm(t):
+        return (
+            t.get("key"),
+            t.get("operator") or "Equal",
+            t.get("value") or "",
+            t.get("effect") or "",
+            t.get("tolerationSeconds"),
+        )
+
+    return norm(a) == norm(b)
+
+
+def tolerations_with(tolerations, tol):
+    tolerations = list(tolerations or [])
+    if any(_same_toleration(t, tol) for t in tolerations):
+        return tolerations
+    return [*tolerations, tol]
+
+
+def tolerations_restored(current, recorded, tol):
+    """``current`` without ``tol`` unless ``recorded`` had it; None when nothing is left and
+    nothing was recorded (the field was absent)."""
+    if any(_same_toleration(t, tol) for t in recorded or []):
+        return current
+    left = [t for t in current or [] if not _same_toleration(t, tol)]
+    if not left and recorded is None:
+        return None
+    return left
+
+
+def runner_paused(runner):
+    if "paused" in runner and runner["paused"] is not None:
+        return bool(runner["paused"])
+    return not runner.get("active", True)  # GitLab before 14.8 reports only 'active'
+
+
+def node_view(node):
+    """What isolation reads of a Node (taints exactly as the API has them, timeAdded kept)."""
+    meta, spec = node.get("metadata") or {}, node.get("spec") or {}
+    return {
+        "name": meta.get("name"),
+        "taints": spec.get("taints") or [],
+        "labels": meta.get("labels") or {},
+        "unschedulable": bool(spec.get("unschedulable")),
+        "resourceVersion": meta.get("resourceVersion"),
+    }
+
+
+def template_tolerations(obj):
+    """The pod template's tolerations of a Deployment/StatefulSet (None when the field is absent)."""
+    return (((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("tolerations")
+
+
+def taint_text(taint):
+    return "%s%s:%s" % (taint["key"], ("=" + taint["value"]) if taint.get("value") else "", taint["effect"])
+
+
+def _ref(w):
+    return "%s %s/%s" % (w["kind"], w["namespace"], w["name"])
+
+
+# --- the operation ---------------------------------------------------------------------------
+class RunnerIsolation:
+    def __init__(self, module, gitlab=None, kube=None, sleep=time.sleep):
+        self.module = module
+        self.p = module.params
+        self.check_mode = module.check_mode
+        self.sleep = sleep
+        self.state_file = st.StateFile(self.p["state_path"], kind="runner isolation state")
+        self._gitlab = gitlab
+        self._kube = kube
+        self._gitlab_url = self.p["gitlab_url"]  # restored falls back to the recorded one
+        self.recorded = False  # the state file holds a record (after this run's first step)
+        self.changes = []  # human-readable list of what changed (or would)
+        self.warnings = []  # also given to module.warn at once, so a failure result shows them
+        self.diff = {"before": {}, "after": {}}
+
+    # lazily built clients: restore needs only what was recorded
+    @property
+    def gitlab(self):
+        if self._gitlab is None:
+            p = self.p
+            self._gitlab = gl.GitLabClient(
+                self._gitlab_url,
+                p["gitlab_token"],
+                timeout=p["gitlab_timeout"],
+                validate_certs=p["validate_certs"],
+                max_retries=p["gitlab_max_retries"],
+                max_retry_wait=p["gitlab_max_retry_wait"],
+            )
+        return self._gitlab
+
+    @property
+    def kube(self):
+        if self._kube is None:
+            self._kube = k8s.client_from_module(self.module)
+        return self._kube
+
+    def _changed(self, what):
+        self.changes.append(what)
+
+    def _warn(self, msg):
+        if msg not in self.warnings:
+            self.warnings.append(msg)
+            self.module.warn(msg)
+
+    def run(self):
+        """The module's result (with the diff of the runner config in diff mode)."""
+        result = self.isolated() if self.p["state"] == "isolated" else self.restored()
+        if self.module._diff and (self.diff["before"] or self.diff["after"]):
+            result["diff"] = self.diff
+        return result
+
+    def failure_details(self):
+        """What a failed run had done, for the failure result."""
+        details = {"changes": self.changes, "state_path": self.state_file.path}
+        if self.recorded:
+            details["restore_hint"] = (
+                "the state before the isolation is recorded in %s: state=restored puts it back"
+                % self.state_file.path
+            )
+        return details
+
+    # --- inputs ---------------------------------------------------------------------------
+    def _taint(self):
+        taint = dict(self.p["taint"] or {})
+        taint.setdefault("effect", "NoSchedule")
+        if not taint.get("key"):
+            raise IsolationError("taint.key must not be empty")
+        return {"key": taint["key"], "value": taint.get("value") or "", "effect": taint["effect"]}
+
+    def _settings(self, target):
+        """What this run applies; stored in the state file and compared on a second run. The
+        runner config's node_selector and node_tolerations follow the node, when there is a
+        runner config."""
+        p = self.p
+        taint = self._taint() if p["node"] else None
+        selector = p["node_selector"]
+        if selector is None and p["node"] and target:
+            selector = {"kubernetes.io/hostname": p["node"]}
+        tolerations = None
+        if taint and target and p["config_tolerate_taint"]:
+            tolerations = {rc.toleration_key(taint["key"], taint["value"]): taint["effect"]}
+        return {
+            "runners": sorted(set(p["runners"] or [])),
+            "node": p["node"],
+            "taint": taint,
+            "node_labels": dict(p["node_labels"] or {}),
+            "cordon": bool(p["cordon"]),
+            "workloads": [
+                {"kind": w["kind"], "namespace": w["namespace"], "name": w["name"]}
+                for w in p["workloads"] or []
+            ],
+            "config": {
+                "concurrent": p["concurrent"],
+                "node_selector": selector or None,
+                "node_tolerations": tolerations,
+                "cpu_request": p["cpu_request"],
+                "memory_request": p["memory_request"],
+                "runner_names": p["config_runner_names"] or None,
+            },
+        }
+
+    def _config_target(self):
+        p = self.p
+        if p["config_path"]:
+            return {"mode": "file", "path": os.path.abspath(p["config_path"])}
+        if p["config_configmap"]:
+            cm = p["config_configmap"]
+            return {"mode": "configmap", "namespace": cm["namespace"], "name": cm["name"], "key": cm["key"]}
+        return None
+
+    def _read_config(self, target):
+        """(bytes or None when absent, ConfigMap resourceVersion or None)."""
+        if target["mode"] == "file":
+            try:
+                with open(target["path"], "rb") as handle:
+                    return handle.read(), None
+            except OSError as exc:
+                raise IsolationError("cannot read the runner config %s: %s" % (target["path"], exc)) from None
+        obj = self.kube.get("ConfigMap", target["name"], target["namespace"])
+        value = (obj.get("data") or {}).get(target["key"])
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        return (None if value is None else value.encode("utf-8")), rv
+
+    def _write_config(self, target, data, resource_version=None):
+        if target["mode"] == "file":
+            st.atomic_write_bytes(target["path"], data, mode=0o600)
+            return
+        body = {"data": {target["key"]: data.decode("utf-8")}}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        self.kube.patch("ConfigMap", target["name"], body, target["namespace"], patch_type="merge")
+
+    @staticmethod
+    def _config_label(target):
+        if target["mode"] == "file":
+            return target["path"]
+        return "ConfigMap %s/%s key %s" % (target["namespace"], target["name"], target["key"])
+
+    # --- Kubernetes changes (read, compute, patch with the read resourceVersion; retried on 409)
+    def _patch_node(self, name, compute, missing_ok=False):
+        """``compute(node_view)`` -> (merge patch of the Node without resourceVersion, list of
+        what it does); patches when that list is not empty and records it in ``changes``."""
+
+        def attempt():
+            try:
+                node = node_view(self.kube.get_node(name))
+            except k8s.K8sNotFound:
+                if not missing_ok:
+                    raise
+                self._warn("node %s no longer exists: its taint, labels and cordon went with it" % name)
+                return []
+            patch, done = compute(node)
+            if done and not self.check_mode:
+                patch.setdefault("metadata", {})["resourceVersion"] = node["resourceVersion"]
+                self.kube.patch("Node", name, patch, patch_type="merge")
+            return done
+
+        for what in k8s.retry_on_conflict(attempt):
+            self._changed(what)
+
+    def _patch_tolerations(self, w, compute, what, missing_ok=False):
+        """``compute(current tolerations)`` -> the new ones; patches the pod template when they
+        differ (which rolls the workload's pods)."""
+
+        def attempt():
+            try:
+                obj = self.kube.get(w["kind"], w["name"], w["namespace"])
+            except k8s.K8sNotFound:
+                if not missing_ok:
+                    raise
+                self._warn("%s no longer exists" % _ref(w))
+                return False
+            current = template_tolerations(obj)
+            new = compute(current)
+            if new == current:
+                return False
+            if not self.check_mode:
+                patch = {
+                    "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                    "spec": {"template": {"spec": {"tolerations": new}}},
+                }
+                self.kube.patch(w["kind"], w["name"], patch, w["namespace"], patch_type="merge")
+            return True
+
+        if k8s.retry_on_conflict(attempt):
+            self._changed("%s %s" % (what, _ref(w)))
+
+    def _wait_rolled_out(self, workloads):
+        """Wait (watch, no polling) until every workload has all its replicas updated and ready,
+        so that no pod of theirs is still to be placed when the node is tainted and cordoned."""
+        timeout = self.p["rollout_timeout"]
+        if self.check_mode or not timeout:
+            return
+        for w in workloads:
+            try:
+                self.kube.watch_until(
+                    w["kind"],
+                    k8s.named_ready([w["name"]], k8s.workload_is_ready),
+                    w["namespace"],
+                    field_selector="metadata.name=" + w["name"],
+                    timeout=timeout,
+                    description="%s to roll out with the toleration" % _ref(w),
+                )
+            except k8s.K8sTimeout as exc:
+                raise IsolationError(
+                    "%s did not roll out within %s s (rollout_timeout) after the toleration was added: %s. "
+                    "The node is not tainted or cordoned yet; fix the workload and run again, or "
+                    "state=restored to undo" % (_ref(w), timeout, exc)
+                ) from None
+
+    # --- isolated ---------------------------------------------------------------------------
+    def isolated(self):
+        target = self._config_target()
+        given = [k for k in CONFIG_OPTIONS if self.p[k] is not None]
+        if given and not target:
+            raise IsolationError(
+                "%s change the runner config, but neither config_path nor config_configmap says where "
+                "it is" % ", ".join(given)
+            )
+        settings = self._settings(target)
+        wanted = settings["config"]
+        if settings["workloads"] and not settings["node"]:
+            raise IsolationError("workloads need node (their toleration is that of the node's taint)")
+
+        # 0. read and check everything before any change (and before the state file)
+        config_bytes = None
+        if target:
+            config_bytes = self._read_config(target)[0]
+            if config_bytes is None:
+                raise IsolationError("%s does not exist" % self._config_label(target))
+            rc.edit(config_bytes, source=self._config_label(target), **wanted)  # parse + validate + dry edit
+        node = node_view(self.kube.get_node(settings["node"])) if settings["node"] else None
+        workloads = [
+            dict(w, tolerations=template_tolerations(self.kube.get(w["kind"], w["name"], w["namespace"])))
+            for w in settings["workloads"]
+        ]
+        runners = [self.gitlab.get_runner(rid) for rid in settings["runners"]]
+
+        with self.state_file.lock(timeout=self.p["lock_timeout"]):
+            recorded = self.state_file.read()
+            already = recorded is not None
+            if already:
+                self._check_same_settings(recorded, settings, target)
+                self.recorded = True
+            else:
+                recorded = {
+                    "operation": STATE_OPERATION,
+                    "format": st.FORMAT_VERSION,
+                    "recorded_at": _now(),
+                    "settings": settings,
+                    "gitlab_url": self._gitlab_url if runners else None,
+                    "runners": [
+                        {"id": r.get("id"), "paused": runner_paused(r), "fields": r} for r in runners
+                    ],
+                    "config": None,
+                    "node": None,
+                    "workloads": workloads,
+                }
+                if target:
+                    recorded["config"] = dict(
+                        target, content_b64=_b64(config_bytes), sha256=_sha256(config_bytes)
+                    )
+                if node:
+                    recorded["node"] = {k: node[k] for k in ("name", "taints", "labels", "unschedulable")}
+                if not self.check_mode:
+                    self.state_file.write(recorded)  # before the first change
+                    self.recorded = True
+                self._changed("recorded the state in %s" % self.state_file.path)
+
+            self._pause_runners(settings["runners"])
+            jobs = self._wait_for_jobs(settings["runners"])
+            if target:
+                self._edit_config(target, wanted)
+            if settings["node"]:
+                self._patch_node(settings["node"], lambda n: self._label_patch(n, settings))
+            tol = toleration_for(settings["taint"]) if settings["node"] else None
+            for w in settings["workloads"]:
+                self._patch_tolerations(
+                    w, lambda current: tolerations_with(current, tol), "added the toleration to"
+                )
+            self._wait_rolled_out(settings["workloads"])
+            if settings["node"]:
+                self._patch_node(settings["node"], lambda n: self._taint_patch(n, settings))
+
+        if already and self.changes:
+            self._warn(
+                "the isolation was already recorded (%s); the first record was kept and the missing "
+                "changes were made again" % recorded.get("recorded_at")
+            )
+        return {
+            "changed": bool(self.changes),
+            "state": "isolated",
+            "already_isolated": already,
+            "recorded_at": recorded.get("recorded_at"),
+            "state_path": self.state_file.path,
+            "changes": self.changes,
+            "running_jobs": jobs,
+            "runners": [{"id": r["id"], "paused_before": r["paused"]} for r in recorded["runners"]],
+        }
+
+    def _check_same_settings(self, recorded, settings, target):
+        if recorded.get("operation") != STATE_OPERATION:
+            raise IsolationError("%s is not a runner isolation state file" % self.state_file.path)
+        before = dict(recorded.get("settings") or {})
+        differ = sorted(k for k in settings if before.get(k) != settings[k])
+        rec_target = dict(recorded.get("config") or {})
+        for k in ("content_b64", "sha256"):
+            rec_target.pop(k, None)
+        if (rec_target or None) != target:
+            differ.append("config target")
+        if differ:
+            raise IsolationError(
+                "already isolated since %s with other settings (%s differ): run state=restored first, "
+                "then isolate with the new settings" % (recorded.get("recorded_at"), ", ".join(differ))
+            )
+
+    def _pause_runners(self, ids):
+        for rid in ids:
+            runner = self.gitlab.get_runner(rid)
+            if runner_paused(runner):
+                continue
+            if not self.check_mode:
+                self.gitlab.set_paused(rid, True)
+            self._changed("paused runner %s" % rid)
+
+    def _wait_for_jobs(self, ids):
+        """Running jobs left on the runners (empty after a successful wait)."""
+        if not ids:
+            return []
+        deadline = time.monotonic() + self.p["job_wait_timeout"]
+        while True:
+            running = []
+            for rid in ids:
+                for job in self.gitlab.running_jobs(rid):
+                    running.append(dict(job, runner_id=rid))
+            if not running or self.check_mode:
+                return running
+            if time.monotonic() >= deadline:
+                listing = ", ".join("job %s on runner %s" % (j["id"], j["runner_id"]) for j in running)
+                raise IsolationError(
+                    "the paused runners still run %d job(s) after %s s (%s): jobs are never cancelled; "
+                    "wait for them or cancel them in GitLab, then run again (the runners stay paused; "
+                    "state=restored undoes everything)" % (len(running), self.p["job_wait_timeout"], listing)
+                )
+            self.sleep(self.p["job_poll_interval"])
+
+    def _edit_config(self, target, wanted):
+        current, rv = self._read_config(target)
+        if current is None:
+            raise IsolationError("%s does not exist" % self._config_label(target))
+        new_text = rc.edit(current, source=self._config_label(target), **wanted)[0]
+        new = new_text.encode("utf-8")
+        if new == current:
+            return
+        if not self.check_mode:
+            self._write_config(target, new, rv)
+        self.diff["before"]["config"] = current.decode("utf-8")
+        self.diff["after"]["config"] = new_text
+        self._changed("edited %s" % self._config_label(target))
+        if target["mode"] == "configmap":
+            self._warn(HELM_WARNING % (target["namespace"], target["name"], target["key"]))
+
+    @staticmethod
+    def _label_patch(node, settings):
+        labels = {k: v for k, v in settings["node_labels"].items() if node["labels"].get(k) != v}
+        if not labels:
+            return {}, []
+        return {"metadata": {"labels": labels}}, [
+            "labelled node %s (%s)" % (node["name"], ", ".join(sorted(labels)))
+        ]
+
+    @staticmethod
+    def _taint_patch(node, settings):
+        taint = settings["taint"]
+        spec, done = {}, []
+        new_taints = taints_with(node["taints"], taint)
+        if [t for t in node["taints"] if taint_matches(t, taint["key"], taint["effect"])] != [
+            t for t in new_taints if taint_matches(t, taint["key"], taint["effect"])
+        ]:
+            spec["taints"] = new_taints
+            done.append("tainted node %s (%s)" % (node["name"], taint_text(taint)))
+        if settings["cordon"] and not node["unschedulable"]:
+            spec["unschedulable"] = True
+            done.append("cordoned node %s" % node["name"])
+        return {"spec": spec}, done
+
+    # --- restored ---------------------------------------------------------------------------
+    def restored(self):
+        with self.state_file.lock(timeout=self.p["lock_timeout"]):
+            recorded = self.state_file.read()
+            if recorded is None:
+                return {
+                    "changed": False,
+                    "state": "restored",
+                    "state_path": self.state_file.path,
+                    "changes": [],
+                    "msg": "no isolation recorded in %s: nothing to restore" % self.state_file.path,
+                }
+            if recorded.get("operation") != STATE_OPERATION:
+                raise IsolationError("%s is not a runner isolation state file" % self.state_file.path)
+            self.recorded = True
+            self._gitlab_url = self._gitlab_url or recorded.get("gitlab_url")
+            settings = recorded["settings"]
+            rec_node = recorded.get("node")
+            if recorded.get("config"):
+                self._restore_config(recorded["config"])
+            # the node's taint (and cordon) first: a pod bound to the node stays schedulable
+            # while its workload rolls back to its old tolerations
+            if rec_node:
+                self._patch_node(
+                    rec_node["name"], lambda n: self._untaint_patch(n, rec_node, settings), missing_ok=True
+                )
+            tol = toleration_for(settings["taint"]) if rec_node else None
+            for w in recorded.get("workloads") or []:
+                self._patch_tolerations(
+                    w,
+                    lambda current, w=w: tolerations_restored(current, w.get("tolerations"), tol),
+                    "removed the toleration from",
+                    missing_ok=True,
+                )
+            if rec_node:
+                self._patch_node(
+                    rec_node["name"], lambda n: self._unlabel_patch(n, rec_node, settings), missing_ok=True
+                )
+            for runner in recorded.get("runners") or []:
+                self._restore_runner(runner)
+            if not self.check_mode:
+                self.state_file.remove()
+            self._changed("removed the state file %s" % self.state_file.path)
+        return {
+            "changed": True,
+            "state": "restored",
+            "state_path": self.state_file.path,
+            "recorded_at": recorded.get("recorded_at"),
+            "changes": self.changes,
+            "runners": [{"id": r["id"], "paused": r["paused"]} for r in recorded.get("runners") or []],
+        }
+
+    def _restore_config(self, rec):
+        target = {k: v for k, v in rec.items() if k not in ("content_b64", "sha256")}
+        original = _unb64(rec["content_b64"])
+        current, rv = self._read_config(target)
+        if current == original:
+            return
+        if not self.check_mode:
+            self._write_config(target, original, rv)
+        self.diff["before"]["config"] = None if current is None else current.decode("utf-8", "replace")
+        self.diff["after"]["config"] = original.decode("utf-8", "replace")
+        self._changed("restored %s byte-for-byte" % self._config_label(target))
+
+    @staticmethod
+    def _untaint_patch(node, rec, settings):
+        taint = settings["taint"]
+        spec, done = {}, []
+        new_taints = taints_restored(node["taints"], rec["taints"], taint["key"], taint["effect"])
+        if new_taints != node["taints"]:
+            spec["taints"] = new_taints
+            done.append("removed the taint %s from node %s" % (taint_text(taint), node["name"]))
+        if settings["cordon"] and node["unschedulable"] != rec["unschedulable"]:
+            spec["unschedulable"] = rec["unschedulable"] or None
+            done.append("uncordoned node %s" % node["name"])
+        return {"spec": spec}, done
+
+    @staticmethod
+    def _unlabel_patch(node, rec, settings):
+        labels = {}
+        for key in settings["node_labels"]:
+            before = rec["labels"].get(key)
+            if node["labels"].get(key) != before:
+                labels[key] = before  # None removes it
+        if not labels:
+            return {}, []
+        return {"metadata": {"labels": labels}}, [
+            "restored the labels %s of node %s" % (", ".join(sorted(labels)), node["name"])
+        ]
+
+    def _restore_runner(self, rec):
+        try:
+            runner = self.gitlab.get_runner(rec["id"])
+        except gl.GitLabNotFoundError:
+            self._warn("runner %s no longer exists" % rec["id"])
+            return
+        if runner_paused(runner) == rec["paused"]:
+            return
+        if not self.check_mode:
+            self.gitlab.set_paused(rec["id"], rec["paused"])
+        self._changed("%s runner %s" % ("paused" if rec["paused"] else "unpaused", rec["id"]))
+
+
+ERRORS = (IsolationError, gl.GitLabError, rc.RunnerConfigError, st.StateError)

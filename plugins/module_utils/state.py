@@ -1,0 +1,186 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""State files of reversible operations (runner isolation, ...): JSON, 0600, atomic, locked.
+
+* ``StateFile(path).lock()`` is a context manager holding an exclusive ``fcntl.flock`` on
+  ``<path>.lock`` (created 0600), so two runs of the same operation never interleave. It waits
+  up to ``timeout`` seconds and raises ``StateLockedError`` after that.
+* ``write(data)`` writes JSON to a temporary file in the same directory (created 0600 with
+  ``O_EXCL``), fsyncs it, renames it over ``path`` and fsyncs the directory: a reader (or a run
+  after ``kill -9``) sees the old file or the new one, never a torn one.
+* ``read()`` returns the decoded data, or None when there is no file.
+* ``remove()`` deletes the file (and fsyncs the directory); gone already is fine.
+
+Helpers raise ``StateError`` (or a subclass); a module's ``main()`` catches it once.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager, suppress
+
+FORMAT_VERSION = 1
+
+
+class StateError(Exception):
+    """A state file cannot be read, written or locked."""
+
+
+class StateLockedError(StateError):
+    """Another run holds the lock."""
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class StateFile:
+    def __init__(self, path, kind="state"):
+        self.path = os.path.abspath(path)
+        self.kind = kind
+        self.lock_path = self.path + ".lock"
+
+    @property
+    def directory(self):
+        return os.path.dirname(self.path)
+
+    def exists(self):
+        return os.path.exists(self.path)
+
+    def ensure_directory(self):
+        if not os.path.isdir(self.directory):
+            try:
+                os.makedirs(self.directory, 0o700)
+            except OSError as exc:
+                if exc.errno != errno.EEXIST:
+                    raise StateError("cannot create %s: %s" % (self.directory, exc)) from None
+
+    @contextmanager
+    def lock(self, timeout=30.0, poll=0.1):
+        self.ensure_directory()
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StateError("cannot open the lock file %s: %s" % (self.lock_path, exc)) from None
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise StateError("cannot lock %s: %s" % (self.lock_path, exc)) from None
+                    if time.monotonic() >= deadline:
+                        raise StateLockedError(
+                            "%s is locked by another run (waited %.0f s): wait for it to finish"
+                            % (self.lock_path, timeout)
+                        ) from None
+                    time.sleep(poll)
+            yield self
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def read(self):
+        try:
+            with open(self.path, "rb") as handle:
+                raw = handle.read()
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise StateError("cannot read the %s file %s: %s" % (self.kind, self.path, exc)) from None
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except ValueError as exc:
+            raise StateError(
+                "the %s file %s is not valid JSON (%s): it was not written by this collection, "
+                "or edited by hand" % (self.kind, self.path, exc)
+            ) from None
+        if not isinstance(data, dict):
+            raise StateError("the %s file %s does not hold a JSON object" % (self.kind, self.path))
+        return data
+
+    def write(self, data):
+        self.ensure_directory()
+        payload = json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+        tmp = "%s.tmp.%d" % (self.path, os.getpid())
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise StateError("cannot create %s: %s" % (tmp, exc)) from None
+            os.unlink(tmp)  # left by a killed run with the same pid
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            os.unlink(tmp)
+            raise StateError("cannot write %s: %s" % (tmp, exc)) from None
+        os.close(fd)
+        try:
+            os.rename(tmp, self.path)
+        except OSError as exc:
+            os.unlink(tmp)
+            raise StateError("cannot rename %s to %s: %s" % (tmp, self.path, exc)) from None
+        _fsync_dir(self.directory)
+
+    def remove(self):
+        try:
+            os.unlink(self.path)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise StateError("cannot remove the %s file %s: %s" % (self.kind, self.path, exc)) from None
+            return False
+        _fsync_dir(self.directory)
+        return True
+
+
+def atomic_write_bytes(path, data, mode=None):
+    """Replace ``path`` with ``data`` through a temporary file and a rename, keeping the
+    existing file's mode, owner and group (or ``mode`` for a new file)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    tmp = "%s.strata-tmp.%d" % (path, os.getpid())
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if st is not None:
+                os.fchmod(fd, st.st_mode & 0o7777)
+                with suppress(OSError):  # not root: the file stays ours, which it already was
+                    os.fchown(fd, st.st_uid, st.st_gid)
+            elif mode is not None:
+                os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError as exc:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise StateError("cannot write %s: %s" % (path, exc)) from None
+    _fsync_dir(directory)

@@ -1,0 +1,431 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: runner_isolation
+short_description: Dedicate a Kubernetes node and the GitLab CI runners to an experiment, and undo it exactly
+version_added: "0.1.0"
+description:
+  - With O(state=isolated) the module first checks everything it will touch (the runner
+    config parses and uses the forms gitlab-runner reads, the node and the workloads exist, the
+    runners exist and the token works). Then, under an exclusive lock on the state file, it
+    records the current state in a C(0600) JSON state file (the runners' paused flags and
+    fields, the runner config's bytes, the node's taints, labels and cordon, the workloads'
+    tolerations), and only then changes anything.
+  - It pauses the named runners (C(PUT /runners/:id) with C(paused) and nothing else; the
+    deprecated C(active) is never sent) and waits until they run no job
+    (C(GET /runners/:id/jobs?status=running)) or O(job_wait_timeout) passes. Jobs are never
+    cancelled.
+  - It edits gitlab-runner's C(config.toml) with comments and order kept - C(concurrent),
+    C(node_selector), C(node_tolerations) in the MAP form the Kubernetes executor reads
+    (C([runners.kubernetes.node_tolerations]) with C("key=value" = "Effect")), C(cpu_request) and
+    C(memory_request). gitlab-runner reloads the file by itself; it is never restarted.
+  - It labels the node, adds the toleration of the taint to the named Deployments and
+    StatefulSets (their pod templates, so their pods roll), waits until they have rolled out
+    (O(rollout_timeout)), then taints the node and, with O(cordon=true), cordons it.
+  - O(state=restored) puts back what was recorded - the config byte-for-byte, the node's taint
+    and cordon BEFORE the workloads' tolerations (a pod bound to the node, such as a hostPath
+    MinIO, stays schedulable), then the labels and the runners' paused flags - and removes the
+    state file. It works after a crash in the middle of O(state=isolated), since the state file
+    is written before the first change. Without a state file it changes nothing.
+  - A second O(state=isolated) while isolated keeps the first record (never overwrites it) and
+    only makes the changes that are missing; with other settings it fails and asks for
+    O(state=restored) first.
+  - Rejected when found in the existing config, with the reason - the array-of-tables form
+    C([[runners.kubernetes.node_tolerations]]) and a C([runners.kubernetes.resources.requests])
+    block, which the executor ignores (its keys are C(cpu_request) and C(memory_request)).
+author:
+  - strata.ops maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - strata.ops.attributes
+  - strata.ops.k8s_auth
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Reads and checks everything and reports what would change; writes no state file and does
+        not wait for running jobs (it returns them).
+  diff_mode:
+    support: partial
+    details: The runner config's text before and after; not the Kubernetes or GitLab changes.
+  platform:
+    platforms: posix
+options:
+  state:
+    description: C(isolated) dedicates the node; C(restored) undoes what was recorded.
+    type: str
+    choices: [isolated, restored]
+    default: isolated
+  state_path:
+    description:
+      - The state file (JSON, mode C(0600), written atomically; a C(.lock) file beside it). Its
+        directory is created C(0700) when missing. It holds the runner config's bytes, which
+        carry the runners' own authentication tokens - keep it on the host that holds the
+        config. The GitLab API token is never written to it.
+    type: path
+    required: true
+  gitlab_url:
+    description:
+      - The GitLab instance, for example C(https://gitlab.example.com) (C(/api/v4) is added).
+      - Needed when O(runners) is not empty. O(state=restored) uses the one recorded in the
+        state file when it is not given.
+    type: str
+  gitlab_token:
+    description:
+      - A personal, group or project access token with the C(api) scope; an administrator's to
+        change instance runners. Sent only in the C(PRIVATE-TOKEN) header.
+      - Defaults to the environment variable E(GITLAB_TOKEN); otherwise pass it from a vault
+        variable.
+    type: str
+  runners:
+    description: IDs of the runners to pause (for example the bare-metal runners 7 to 14).
+    type: list
+    elements: int
+    default: []
+  job_wait_timeout:
+    description: Seconds to wait for the paused runners' running jobs to finish before failing.
+    type: int
+    default: 3600
+  job_poll_interval:
+    description: Seconds between two looks at the running jobs.
+    type: float
+    default: 10
+  gitlab_timeout:
+    description:
+      - Seconds for each GitLab API request (O(api_timeout) is the Kubernetes API's).
+    type: int
+    default: 30
+  gitlab_max_retries:
+    description: How often a GitLab C(429 Too Many Requests) answer is retried (after its C(Retry-After)).
+    type: int
+    default: 5
+  gitlab_max_retry_wait:
+    description: The longest GitLab C(Retry-After) honoured, in seconds.
+    type: float
+    default: 60
+  validate_certs:
+    description:
+      - Verify the GitLab server's TLS certificate. (The Kubernetes API server's is checked
+        against the CA of the kubeconfig.)
+    type: bool
+    default: true
+  config_path:
+    description:
+      - gitlab-runner's C(config.toml) on the host where the module runs (usually
+        C(/etc/gitlab-runner/config.toml)).
+    type: path
+  config_configmap:
+    description:
+      - Where the runner is installed with the gitlab-runner Helm chart, the ConfigMap that
+        holds its config, patched in place. The result warns that a later C(helm upgrade)
+        reverts it.
+    type: dict
+    suboptions:
+      namespace:
+        description: Namespace of the ConfigMap.
+        type: str
+        required: true
+      name:
+        description: Name of the ConfigMap (the chart names it after the release).
+        type: str
+        required: true
+      key:
+        description:
+          - The data key holding the TOML (the chart keeps the C([[runners]]) part in
+            C(config.template.toml)).
+        type: str
+        default: config.toml
+  config_runner_names:
+    description:
+      - The C([[runners]]) entries (by C(name)) to edit; by default every entry with
+        C(executor = "kubernetes").
+    type: list
+    elements: str
+  concurrent:
+    description: The global C(concurrent) to set (C(1) runs the experiment's jobs one at a time).
+    type: int
+  node_selector:
+    description:
+      - C([runners.kubernetes.node_selector]) entries to set (merged into the existing ones).
+      - Defaults to the label C(kubernetes.io/hostname) with the value O(node) when O(node) and a
+        runner config (O(config_path) or O(config_configmap)) are given.
+      - This and O(concurrent), O(cpu_request), O(memory_request) and O(config_runner_names) need
+        a runner config; without one the run fails before any change.
+    type: dict
+  config_tolerate_taint:
+    description:
+      - Add the toleration of O(taint) to C([runners.kubernetes.node_tolerations]) (map form), so
+        the job pods may run on the dedicated node (when there is a runner config).
+    type: bool
+    default: true
+  cpu_request:
+    description: C(cpu_request) of the job pods, for example C(2000m).
+    type: str
+  memory_request:
+    description: C(memory_request) of the job pods, for example C(2Gi).
+    type: str
+  node:
+    description: The Kubernetes node to dedicate to the experiment.
+    type: str
+  taint:
+    description: The taint put on O(node) (and tolerated by the runner's job pods and O(workloads)).
+    type: dict
+    default: {key: experiment, value: dedicated, effect: NoSchedule}
+    suboptions:
+      key:
+        description: Taint key.
+        type: str
+        required: true
+      value:
+        description: Taint value (empty for a key-only taint, tolerated with operator C(Exists)).
+        type: str
+        default: ""
+      effect:
+        description: Taint effect. C(NoExecute) evicts the pods that do not tolerate it.
+        type: str
+        choices: [NoSchedule, PreferNoSchedule, NoExecute]
+        default: NoSchedule
+  node_labels:
+    description: Labels to set on O(node).
+    type: dict
+    default: {}
+  cordon:
+    description:
+      - Also cordon O(node) (C(spec.unschedulable)). A cordoned node takes no new pod at all,
+        also not the runner's job pods; use it when the experiment runs outside the scheduler.
+    type: bool
+    default: false
+  workloads:
+    description:
+      - Deployments and StatefulSets that must keep running on O(node) (for example a MinIO bound
+        to it by hostPath); the toleration is added to their pod templates, which rolls their pods.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      kind:
+        description: The workload's kind.
+        type: str
+        choices: [Deployment, StatefulSet]
+        default: Deployment
+      namespace:
+        description: Its namespace.
+        type: str
+        required: true
+      name:
+        description: Its name.
+        type: str
+        required: true
+  rollout_timeout:
+    description:
+      - Seconds to wait, after the toleration is added to O(workloads), until each has all its
+        replicas updated and ready, before O(node) is tainted and cordoned (a pod still to be
+        placed would stay Pending on a cordoned node). The run fails at the timeout with the
+        node untouched. C(0) does not wait.
+    type: int
+    default: 600
+  lock_timeout:
+    description: Seconds to wait for another run holding the state file's lock.
+    type: float
+    default: 30
+requirements:
+  - tomlkit (to edit the runner config with its comments kept)
+notes:
+  - The Kubernetes client is built only when the run touches the cluster (a node, workloads or
+    a ConfigMap, or their record when restoring); the options O(kubeconfig), O(context) and
+    O(api_timeout) are those of the C(group/strata.ops.k8s) action group.
+  - Talks to the GitLab and Kubernetes APIs from where it runs. With O(config_configmap) (or no
+    runner config) run it on the controller; with O(config_path) it runs on the runner's
+    host instead, which then needs the kubeconfig, tomlkit, the kubernetes client and access to
+    both APIs.
+  - Adding a toleration to a workload's pod template rolls its pods, as any template change does.
+  - Restoring removes only the taint, labels and toleration this module added (and puts back
+    the cordon flag when it set one); other changes made meanwhile stay.
+seealso:
+  - name: GitLab runners API
+    description: Pause runners and list their jobs.
+    link: https://docs.gitlab.com/api/runners/
+  - name: Kubernetes executor, node tolerations
+    description: The map form of node_tolerations and the cpu_request/memory_request keys.
+    link: https://docs.gitlab.com/runner/executors/kubernetes/
+"""
+
+EXAMPLES = r"""
+- name: Dedicate talos-say-ls6 to the experiment
+  strata.ops.runner_isolation:
+    state: isolated
+    state_path: /var/lib/strata-ops/runner_isolation.json
+    gitlab_url: https://gitlab.example.com
+    gitlab_token: "{{ vault_gitlab_admin_token }}"
+    runners: [7, 8, 9, 10, 11, 12, 13, 14]
+    config_configmap: {namespace: gitlab-runner, name: gitlab-runner, key: config.template.toml}
+    concurrent: 1
+    cpu_request: 2000m
+    memory_request: 2Gi
+    node: talos-say-ls6
+    taint: {key: experiment, value: dedicated, effect: NoSchedule}
+    node_labels: {strata.ops/experiment: dedicated}
+    workloads:
+      - {kind: StatefulSet, namespace: minio, name: minio}
+    kubeconfig: "{{ strata_kubeconfig }}"
+  delegate_to: localhost
+
+- name: Undo it after the experiment
+  strata.ops.runner_isolation:
+    state: restored
+    state_path: /var/lib/strata-ops/runner_isolation.json
+    gitlab_url: https://gitlab.example.com
+    gitlab_token: "{{ vault_gitlab_admin_token }}"
+    kubeconfig: "{{ strata_kubeconfig }}"
+  delegate_to: localhost
+
+- name: Only the node and MinIO (no runners, no runner config); Kubernetes options for the k8s group
+  module_defaults:
+    group/strata.ops.k8s:
+      kubeconfig: "{{ strata_kubeconfig }}"
+      api_timeout: 20
+  strata.ops.runner_isolation:
+    state: isolated
+    state_path: /var/lib/strata-ops/node_isolation.json
+    node: talos-say-ls6
+    workloads:
+      - {kind: StatefulSet, namespace: minio, name: minio}
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+state:
+  description: The state reached.
+  returned: always
+  type: str
+  sample: isolated
+state_path:
+  description: The state file.
+  returned: always
+  type: str
+already_isolated:
+  description: The state file existed already; its first record was kept.
+  returned: when state is isolated
+  type: bool
+recorded_at:
+  description: When the recorded state was taken (UTC).
+  returned: when a state was recorded
+  type: str
+  sample: "2026-02-20T22:14:03Z"
+changes:
+  description:
+    - What was changed (or would be, in check mode), in order. A failed run returns it too, with
+      what it did before it failed.
+  returned: always
+  type: list
+  elements: str
+  sample: ["recorded the state in /var/lib/strata-ops/runner_isolation.json", "paused runner 7"]
+restore_hint:
+  description: In a failed result, when the state before the isolation is recorded, how to undo it.
+  returned: on failure after the state file was written
+  type: str
+running_jobs:
+  description: Jobs still running on the paused runners (empty after the wait; filled in check mode).
+  returned: when state is isolated
+  type: list
+  elements: dict
+runners:
+  description: The recorded runners with their paused flag before the isolation.
+  returned: when a state was recorded
+  type: list
+  elements: dict
+  sample: [{id: 7, paused_before: false}]
+"""
+
+from ansible.module_utils.basic import AnsibleModule, env_fallback
+
+from ansible_collections.strata.ops.plugins.module_utils import runner_isolation as ri
+from ansible_collections.strata.ops.plugins.module_utils.k8s import (
+    K8S_AUTH_ARGSPEC,
+    K8sError,
+    fail_from_exception,
+)
+
+
+def main():
+    argument_spec = dict(K8S_AUTH_ARGSPEC)
+    argument_spec.update(
+        state=dict(type="str", choices=["isolated", "restored"], default="isolated"),
+        state_path=dict(type="path", required=True),
+        gitlab_url=dict(type="str"),
+        gitlab_token=dict(type="str", no_log=True, fallback=(env_fallback, ["GITLAB_TOKEN"])),
+        runners=dict(type="list", elements="int", default=[]),
+        job_wait_timeout=dict(type="int", default=3600),
+        job_poll_interval=dict(type="float", default=10),
+        gitlab_timeout=dict(type="int", default=30),
+        gitlab_max_retries=dict(type="int", default=5),
+        gitlab_max_retry_wait=dict(type="float", default=60),
+        validate_certs=dict(type="bool", default=True),
+        config_path=dict(type="path"),
+        config_configmap=dict(
+            type="dict",
+            options=dict(
+                namespace=dict(type="str", required=True),
+                name=dict(type="str", required=True),
+                key=dict(type="str", default="config.toml", no_log=False),
+            ),
+        ),
+        config_runner_names=dict(type="list", elements="str"),
+        concurrent=dict(type="int"),
+        node_selector=dict(type="dict"),
+        config_tolerate_taint=dict(type="bool", default=True),
+        cpu_request=dict(type="str"),
+        memory_request=dict(type="str"),
+        node=dict(type="str"),
+        taint=dict(
+            type="dict",
+            default=dict(key="experiment", value="dedicated", effect="NoSchedule"),
+            options=dict(
+                key=dict(type="str", required=True, no_log=False),
+                value=dict(type="str", default=""),
+                effect=dict(
+                    type="str",
+                    choices=["NoSchedule", "PreferNoSchedule", "NoExecute"],
+                    default="NoSchedule",
+                ),
+            ),
+        ),
+        node_labels=dict(type="dict", default={}),
+        cordon=dict(type="bool", default=False),
+        workloads=dict(
+            type="list",
+            elements="dict",
+            default=[],
+            options=dict(
+                kind=dict(type="str", choices=["Deployment", "StatefulSet"], default="Deployment"),
+                namespace=dict(type="str", required=True),
+                name=dict(type="str", required=True),
+            ),
+        ),
+        rollout_timeout=dict(type="int", default=600),
+        lock_timeout=dict(type="float", default=30),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        mutually_exclusive=[("config_path", "config_configmap")],
+        supports_check_mode=True,
+    )
+    if module.params["state"] == "isolated" and module.params["runners"] and not module.params["gitlab_url"]:
+        module.fail_json(msg="runners needs gitlab_url")
+    worker = ri.RunnerIsolation(module)
+    try:
+        result = worker.run()
+    except K8sError as exc:
+        fail_from_exception(module, exc, **worker.failure_details())
+    except ri.ERRORS as exc:
+        module.fail_json(msg=str(exc), error=type(exc).__name__, **worker.failure_details())
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
