@@ -65,11 +65,11 @@ class DockerAPI:
         self.socket_path = socket_path
         self.timeout = timeout
 
-    def request(self, method, path, query=None, body=None, ok=(200, 201, 204, 304)):
+    def request(self, method, path, query=None, body=None, ok=(200, 201, 204, 304), *, timeout=None):
         url = "/%s%s" % (API_VERSION, path)
         if query:
             url += "?" + urlencode(query)
-        conn = _UnixHTTPConnection(self.socket_path, self.timeout)
+        conn = _UnixHTTPConnection(self.socket_path, self.timeout if timeout is None else timeout)
         try:
             headers = {"Content-Type": "application/json"} if body is not None else {}
             conn.request(method, url, body=json.dumps(body) if body is not None else None, headers=headers)
@@ -110,6 +110,16 @@ class DockerAPI:
     def start(self, ref, checkpoint=None):
         query = {"checkpoint": checkpoint} if checkpoint else None
         return self.request("POST", "/containers/%s/start" % quote(ref, safe=""), query=query)
+
+    def restart(self, ref, stop_timeout=10):
+        """docker restart: stop (the container's stop signal, SIGKILL after ``stop_timeout``
+        seconds), then start. Returns when Docker has started it again."""
+        return self.request(
+            "POST",
+            "/containers/%s/restart" % quote(ref, safe=""),
+            query={"t": str(int(stop_timeout))},
+            timeout=self.timeout + stop_timeout,
+        )
 
     def remove(self, ref, force=True):
         return self.request(
