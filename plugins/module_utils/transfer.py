@@ -2,10 +2,14 @@
 """Ranged, multi-source, resumable HTTP download (what aria2c does for snapshots), stdlib only.
 
 * Every source must serve the same bytes (the same archive name and length).
-* The missing part of the file is split into pieces (at least ``min_split_size``); up to
-  ``connections_per_server`` connections per source and ``split`` in all fetch pieces with
-  ``Range`` requests and write them in place (``os.pwrite``) into a temporary file. When the
-  queue runs dry an idle connection takes the upper half of the largest piece still running.
+* The missing part of the file is cut into one piece per connection (none under
+  ``min_split_size``); up to ``connections_per_server`` connections per source and ``split``
+  in all fetch pieces with ``Range`` requests over kept-alive connections and write them in
+  place (``os.pwrite``) into a temporary file of the final length.
+* When nothing is left to hand out, an idle connection takes over the end of the range in
+  flight that would finish last, cut so that both finish together at the rates seen
+  (``Scheduler``): the connections of a fast mirror take work from a slow one, and all of them
+  stay busy to the end instead of a few finishing the last pieces alone.
 * A control file next to the temporary file (``<tmp>.ctl``, JSON, replaced atomically about
   twice a second after the data is synced) records the byte ranges already written. After an
   interruption (even ``kill -9``) a new run fetches only the ranges it does not list.
@@ -40,8 +44,11 @@ except ImportError:  # pragma: no cover - Python 2 is not a target
     httplib = urljoin = urlsplit = None
 
 CONTROL_VERSION = 1
-CHUNK = 256 * 1024
+CHUNK = 256 * 1024  # one read: a connection's share of the file advances by this much at most
 MIB = 1024 * 1024
+STEAL_MIN_BYTES = MIB  # smallest range handed over to an idle connection near the end
+STEAL_SECONDS = 0.25  # a range is split only when that ends it this much sooner
+SYNC_INTERVAL = 0.5  # seconds between data syncs and control file updates
 USER_AGENT = "strata.ops-transfer/1"
 
 
@@ -318,6 +325,8 @@ class _Source:
         self.dropped = None
         self.started = None
         self.samples = []  # (time, bytes) for the recent rate
+        self.connects = 0
+        self.requests = 0
 
     def rate(self, now, window):
         while len(self.samples) > 1 and self.samples[1][0] <= now - window:
@@ -327,11 +336,130 @@ class _Source:
         t0, b0 = self.samples[0]
         return (self.bytes - b0) / max(now - t0, 1e-3)
 
+    def connection_rate(self, now, window):
+        """The recent rate of one of this source's connections (None before there is one)."""
+        rate = self.rate(now, window) if self.active else None
+        return rate / self.active if rate else None
+
 
 class _Task:
+    """One connection's range [pos, end); ``pos`` moves as bytes are written, ``end`` may shrink."""
+
+    __slots__ = ("end", "p0", "pos", "t0")
+
     def __init__(self, start, end):
         self.pos = start
         self.end = end
+        self.t0 = None  # when its bytes began to arrive
+        self.p0 = start
+
+    def remaining(self):
+        return self.end - self.pos
+
+    def rate(self, now, settle=0.5):
+        if self.t0 is None or now - self.t0 < settle:
+            return None
+        return (self.pos - self.p0) / (now - self.t0)
+
+    def __repr__(self):
+        return "_Task(%d, %d)" % (self.pos, self.end)
+
+
+class Scheduler:
+    """Which bytes a connection fetches next; the caller holds the download's lock.
+
+    * The missing ranges are handed out front to back in pieces of ``piece_size`` (see
+      ``piece_size_for``: one piece per connection, none under ``min_split``); a remainder
+      under half of ``min_split`` stays with the piece before it.
+    * When nothing is left to hand out, an idle connection takes over the end of the range in
+      flight that would take longest to finish, cut where both parts finish together at the
+      rates seen (in halves while no rate is known yet), so that no connection idles while
+      another still has seconds of work: the tail of the download keeps every connection
+      busy. Neither part may be under ``min_share`` bytes, and the split must end the range at
+      least ``steal_seconds`` sooner (a new request costs a round trip: not worth it for less).
+    """
+
+    def __init__(
+        self,
+        missing,
+        piece_size,
+        *,
+        min_split=0,
+        min_share=None,
+        steal_seconds=STEAL_SECONDS,
+        steal=True,
+    ):
+        self.pending = sorted([int(s), int(e)] for s, e in missing if e > s)
+        self.piece_size = max(1, int(piece_size))
+        self.merge_below = min_split // 2
+        self.min_share = max(CHUNK, int(STEAL_MIN_BYTES if min_share is None else min_share))
+        self.steal_seconds = steal_seconds
+        self.steal_enabled = steal
+        self.active = set()
+        self.steals = 0
+
+    @staticmethod
+    def piece_size_for(missing_bytes, split, min_split):
+        """Pieces of at least ``min_split`` bytes, ``split`` of them when the bytes allow it."""
+        if missing_bytes <= 0:
+            return max(1, min_split)
+        return max(1, min_split, -(-missing_bytes // max(1, split)))
+
+    def busy(self):
+        return bool(self.pending or self.active)
+
+    def take(self, now=None, rate=None):
+        """The next task for a connection whose own rate is ``rate`` (bytes/s, None: unknown)."""
+        if self.pending:
+            start, end = self.pending.pop(0)
+            if end - start > self.piece_size + self.merge_below:
+                self.pending.insert(0, [start + self.piece_size, end])
+                end = start + self.piece_size
+            task = _Task(start, end)
+            self.active.add(task)
+            return task
+        if not self.steal_enabled:
+            return None
+        return self._steal(time.time() if now is None else now, rate)
+
+    def _steal(self, now, rate):
+        rates = dict((t, t.rate(now)) for t in self.active)
+        known = sorted(r for r in rates.values() if r)
+        typical = known[len(known) // 2] if known else rate or 1.0  # 1.0: bytes stand for seconds
+        mine = rate or typical
+        best = None
+        for task in self.active:
+            left = task.remaining()
+            if left < 2 * self.min_share:
+                continue
+            # a stalled connection (0 bytes/s) gives nearly all it has left
+            theirs = typical if rates[task] is None else max(rates[task], 1.0)
+            share = int(left * mine / (theirs + mine))  # both parts end together at these rates
+            share = min(max(share, self.min_share), left - self.min_share)
+            saved = left / theirs - max(share / mine, (left - share) / theirs)
+            if saved < self.steal_seconds:
+                continue  # a new request costs a round trip: not worth it for less
+            key = (left / theirs, left, -task.pos)  # the range that would end last
+            if best is None or key > best[0]:
+                best = (key, task, share)
+        if best is None:
+            return None
+        _key, victim, share = best
+        mid = victim.end - share
+        if (mid - mid % 4096) - victim.pos >= self.min_share:
+            mid -= mid % 4096  # page-aligned writes when it can
+        task = _Task(mid, victim.end)
+        victim.end = mid
+        self.active.add(task)
+        self.steals += 1
+        return task
+
+    def release(self, task):
+        """A connection is done with ``task``: what it did not fetch goes back to be handed out."""
+        self.active.discard(task)
+        if task.pos < task.end:
+            self.pending.append([task.pos, task.end])
+            self.pending.sort()
 
 
 class Download:
@@ -353,6 +481,7 @@ class Download:
         timeout=15.0,
         max_errors=3,
         progress=None,
+        sync_interval=SYNC_INTERVAL,
     ):
         ranged = [s for s in sources if s.get("ranges")]
         self.single_stream = not ranged
@@ -373,43 +502,15 @@ class Download:
         self.timeout = timeout
         self.max_errors = max_errors
         self.progress = progress
+        self.sync_interval = sync_interval
         self.lock = threading.Lock()
-        self.pending = []
-        self.active = set()
+        self.finished = threading.Event()
+        self.running = 0
+        self.sched = Scheduler([], self.min_split)
         self.done = RangeSet()
         self.fetched = 0
+        self.discarded = 0
         self.fd = None
-
-    # -- scheduling (called with the lock held) --
-    def _next_task(self, source):
-        if source.dropped:
-            return None
-        if self.pending:
-            start, end = self.pending.pop(0)
-            piece = self.piece_size
-            if end - start > piece + self.min_split // 2:
-                self.pending.insert(0, [start + piece, end])
-                end = start + piece
-            task = _Task(start, end)
-            self.active.add(task)
-            return task
-        if self.single_stream:
-            return None
-        victim = max(self.active, key=lambda t: t.end - t.pos, default=None)
-        if victim is None or victim.end - victim.pos < self.min_split:
-            return None
-        mid = victim.pos + (victim.end - victim.pos) // 2
-        mid = max(mid, victim.pos + CHUNK)
-        task = _Task(mid, victim.end)
-        victim.end = mid
-        self.active.add(task)
-        return task
-
-    def _release(self, task):
-        self.active.discard(task)
-        if task.pos < task.end:
-            self.pending.insert(0, [task.pos, task.end])
-            self.pending.sort()
 
     def _drop(self, source, reason):
         if not source.dropped:
@@ -418,23 +519,27 @@ class Download:
     # -- one connection --
     def _worker(self, source):
         conn = None
+        buf = memoryview(bytearray(CHUNK))
         try:
             while True:
                 with self.lock:
-                    task = self._next_task(source)
-                    idle_but_needed = task is None and not source.dropped and (self.active or self.pending)
+                    task = None
+                    if not source.dropped:
+                        now = time.time()
+                        task = self.sched.take(now, source.connection_rate(now, self.speed_window))
+                    idle_but_needed = task is None and not source.dropped and self.sched.busy()
                     if task is not None:
                         if source.active == 0:  # idle time is not slowness: measure from here
                             source.started = time.time()
                             source.samples = [(source.started, source.bytes)]
                         source.active += 1
                 if task is None:
-                    if idle_but_needed:
+                    if idle_but_needed:  # a range in flight may become worth splitting
                         time.sleep(0.05)
                         continue
                     return
                 try:
-                    conn = self._fetch(source, task, conn)
+                    conn = self._fetch(source, task, conn, buf)
                 except (OSError, httplib.HTTPException, SourceError) as exc:
                     if conn is not None:
                         conn.close()
@@ -447,17 +552,24 @@ class Download:
                 finally:
                     with self.lock:
                         source.active -= 1
-                        self._release(task)
+                        self.sched.release(task)
         finally:
             if conn is not None:
                 conn.close()
+            with self.lock:
+                self.running -= 1
+                if not self.running:
+                    self.finished.set()
 
-    def _fetch(self, source, task, conn):
+    def _fetch(self, source, task, conn, buf):
+        """Fetch ``task`` over ``conn`` (a new one when None); return the connection to reuse."""
         headers = {"User-Agent": USER_AGENT}
         if not self.single_stream:
             headers["Range"] = "bytes=%d-%d" % (task.pos, task.end - 1)
         if conn is None:
             conn = _connect(source.url, self.timeout)
+            source.connects += 1
+        source.requests += 1
         conn.request("GET", _path(source.url), headers=headers)
         resp = conn.getresponse()
         if self.single_stream:
@@ -473,26 +585,46 @@ class Download:
             if int(match.group(3)) != self.length:
                 self._drop(source, "now serves %s bytes, not %d" % (match.group(3), self.length))
                 raise SourceError("%s: length changed" % source.url)
-        while task.pos < task.end:
+        if self.single_stream and task.pos:
+            self._skip(source, resp, task.pos, buf)  # a retry: the answer starts at byte 0 again
+        task.t0, task.p0 = time.time(), task.pos
+        fd = self.fd
+        while True:
+            with self.lock:
+                want = min(len(buf), task.end - task.pos)
+            if want <= 0:
+                break
             if source.dropped:
                 conn.close()
                 return None
-            data = resp.read(min(CHUNK, task.end - task.pos))
-            if not data:
+            got = resp.readinto(buf[:want])
+            if not got:
                 raise SourceError("%s: connection closed at byte %d" % (source.url, task.pos))
+            with self.lock:  # another connection may have taken over the end meanwhile
+                keep = max(0, min(got, task.end - task.pos))
+                self.discarded += got - keep
+            # A range is only ever taken over from at least min_share (>= CHUNK) past task.pos,
+            # so [task.pos, task.pos + keep) stays this connection's while it writes.
+            if keep:
+                os.pwrite(fd, buf[:keep], task.pos)
             with self.lock:
-                data = data[: max(0, task.end - task.pos)]  # the upper part may have been handed over
-            if data:
-                os.pwrite(self.fd, data, task.pos)
-            with self.lock:
-                self.done.add(task.pos, task.pos + len(data))
-                task.pos += len(data)
-                source.bytes += len(data)
-                self.fetched += len(data)
+                self.done.add(task.pos, task.pos + keep)
+                task.pos += keep
+                source.bytes += keep
+                self.fetched += keep
         if resp.length:  # stopped before the end of the answer (handed over): drop the connection
             conn.close()
             return None
         return conn
+
+    def _skip(self, source, resp, count, buf):
+        while count > 0:
+            got = resp.readinto(buf[: min(len(buf), count)])
+            if not got:
+                raise SourceError("%s: connection closed at byte %d" % (source.url, count))
+            count -= got
+            with self.lock:
+                self.discarded += got
 
     # -- the run --
     def status(self, state, started, now):
@@ -526,23 +658,25 @@ class Download:
         resumed = done.total()
         missing = done.missing(self.length)
         missing_bytes = sum(e - s for s, e in missing)
-        self.pending = [list(r) for r in missing]
-        self.piece_size = (
-            max(self.min_split, -(-missing_bytes // self.split)) if missing_bytes else self.min_split
-        )
+        if self.single_stream:
+            self.sched = Scheduler([[0, self.length]], max(1, self.length), steal=False)
+            conns = 1
+        else:
+            conns = min(self.split, self.per_server * len(self.sources))
+            self.sched = Scheduler(
+                missing,
+                Scheduler.piece_size_for(missing_bytes, conns, self.min_split),
+                min_split=self.min_split,
+            )
         flags = os.O_RDWR | os.O_CREAT
         self.fd = os.open(self.tmp_path, flags, 0o644)
         try:
             if os.fstat(self.fd).st_size != self.length:
                 os.ftruncate(self.fd, self.length)
             save_control(self.tmp_path, self.name, self.length, self.done, fetched_before)
-            if self.single_stream:
-                self.pending = [[0, self.length]]
-                self.piece_size = self.length
-                conns = 1
-            else:
-                conns = min(self.split, self.per_server * len(self.sources))
             threads = []
+            self.running = conns
+            self.finished.clear()
             for i in range(conns):
                 source = self.sources[i % len(self.sources)]
                 t = threading.Thread(target=self._worker, args=(source,))
@@ -550,9 +684,9 @@ class Download:
                 threads.append(t)
             for t in threads:
                 t.start()
-            last_flush = 0.0
+            last_flush = last_progress = 0.0
             while any(t.is_alive() for t in threads):
-                time.sleep(0.25)
+                self.finished.wait(0.25)  # set by the last connection to stop: no idle wait at the end
                 now = time.time()
                 with self.lock:
                     for s in self.sources:
@@ -572,13 +706,15 @@ class Download:
                                     "slower than min_speed: %.2f MiB/s < %.2f MiB/s"
                                     % (rate / MIB, self.min_speed / MIB),
                                 )
-                if now - last_flush >= 0.5:
+                if now - last_flush >= self.sync_interval:
                     self._flush(fetched_before)
                     last_flush = now
-                    if self.progress:
-                        with self.lock:
-                            status = self.status("downloading", started, now)
-                        self.progress(status)
+                if self.progress and now - last_progress >= 0.5:
+                    last_progress = now
+                    with self.lock:
+                        status = self.status("downloading", started, now)
+                    self.progress(status)
+            transfer_end = time.time()
             self._flush(fetched_before)
         finally:
             os.close(self.fd)
@@ -588,13 +724,20 @@ class Download:
             name=self.name,
             size=self.length,
             elapsed_s=round(elapsed, 3),
+            transfer_s=round(transfer_end - started, 3),
             resumed_bytes=resumed,
             fetched_bytes=self.fetched,
             refetched_bytes=max(0, self.fetched - missing_bytes),
+            discarded_bytes=self.discarded,
             mean_rate_bytes_per_s=int(self.fetched / max(elapsed, 1e-3)),
             connections=conns,
+            piece_size=self.sched.piece_size,
+            ranges_split=self.sched.steals,
             single_stream=self.single_stream,
-            sources=[dict(url=s.url, bytes=s.bytes, dropped=s.dropped) for s in self.sources],
+            sources=[
+                dict(url=s.url, bytes=s.bytes, dropped=s.dropped, connects=s.connects, requests=s.requests)
+                for s in self.sources
+            ],
             sources_ignored=self.ignored,
         )
         if not self.done.covers(self.length):

@@ -22,7 +22,9 @@ description:
     (like aria2c with C(-x) C(-s) C(-k)) into a hidden temporary file in C(snapshot_dir). A
     control file next to it records the finished byte ranges, so a run that was interrupted
     (even killed) resumes and fetches only the missing ranges. A source that falls below
-    C(min_speed) during the download is dropped and the others take over its ranges.
+    C(min_speed) during the download is dropped and the others take over its ranges; near the
+    end, idle connections take over parts of the ranges still in flight so that all finish
+    together.
   - Checks free space before starting; verifies the length, the compressed stream
     (C(zstd -t) / C(lz4 -t); Python for C(.bz2), C(.gz), C(.tar)) and a SHA-256 when one is
     given or a source serves C(<archive>.sha256); only then renames the file atomically to
@@ -87,7 +89,12 @@ options:
     type: int
     default: 32
   min_split_size:
-    description: Smallest piece in bytes one connection asks for (aria2c C(-k)).
+    description:
+      - Smallest piece in bytes the download is first cut into (aria2c C(-k)); the missing bytes
+        are cut into C(split) pieces, none smaller than this.
+      - Near the end, a connection with nothing left to do takes over the end of the range that
+        would finish last (down to 1 MiB, when that ends it at least 0.25 s sooner), so that all
+        connections stay busy until the end and a slow source's ranges move to faster ones.
     type: int
     default: 52428800
   speed_test_seconds:
@@ -172,9 +179,11 @@ plan:
   type: dict
 downloads:
   description:
-    - One entry per archive downloaded (name, path, kind, slot, size, elapsed_s,
-      mean_rate_bytes_per_s, resumed_bytes, fetched_bytes, refetched_bytes, connections,
-      sources with bytes and why dropped, verified_by, sha256 when checked).
+    - One entry per archive downloaded (name, path, kind, slot, size, elapsed_s, transfer_s
+      (the transfer alone), mean_rate_bytes_per_s, resumed_bytes, fetched_bytes,
+      refetched_bytes, discarded_bytes (read past a range another connection took over),
+      connections, piece_size, ranges_split, sources with bytes, connects, requests and why
+      dropped, verified_by, sha256 when checked).
   returned: success
   type: list
   elements: dict

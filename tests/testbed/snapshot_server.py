@@ -2,7 +2,8 @@
 """Real nginx (Debian nginx-light) serving snapshot archives like a Solana RPC node does.
 
 Each server runs its own nginx master with its own prefix and config in a private directory
-(not the system service), on 127.0.0.1:<port>:
+(not the system service), on 127.0.0.1:<port> (or another loopback address, ``host``: mirrors
+that should count as different hosts, as aria2c counts ``-x`` connections per host name):
 
 * files of ``root`` with byte ranges (``ranges=False`` sets ``max_ranges 0``: whole files only);
 * ``/snapshot.tar.bz2`` and ``/incremental-snapshot.tar.bz2`` answer ``303`` with a Location
@@ -45,7 +46,7 @@ http {{
     sendfile on;
     keepalive_requests 10000;
     server {{
-        listen 127.0.0.1:{port};
+        listen {host}:{port};
         root {root};
         {limit_rate}
         {max_ranges}
@@ -62,26 +63,29 @@ def nginx_binary():
     )
 
 
-def free_port():
+def free_port(host="127.0.0.1"):
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
 class NginxSnapshotServer:
-    def __init__(self, root, *, full=None, incremental=None, rate=None, ranges=True, port=None):
+    def __init__(
+        self, root, *, full=None, incremental=None, rate=None, ranges=True, port=None, host="127.0.0.1"
+    ):
         self.root = os.path.abspath(root)
+        self.host = host
         self.full = full
         self.incremental = incremental
         self.rate = rate
         self.ranges = ranges
-        self.port = port or free_port()
+        self.port = port or free_port(host)
         self.prefix = None
         self.proc = None
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def config(self):
         redirects = []
@@ -94,6 +98,7 @@ class NginxSnapshotServer:
         return CONF.format(
             user="user root;" if os.geteuid() == 0 else "",
             prefix=self.prefix,
+            host=self.host,
             port=self.port,
             root=self.root,
             limit_rate=f"limit_rate {self.rate};" if self.rate else "",
@@ -121,7 +126,7 @@ class NginxSnapshotServer:
                 err = self.proc.stderr.read().decode(errors="replace")
                 raise RuntimeError(f"nginx exited with {self.proc.returncode}: {err}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.host, self.port), timeout=0.2):
                     return self
             except OSError:
                 time.sleep(0.05)

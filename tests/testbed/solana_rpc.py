@@ -30,14 +30,14 @@ or as a process: ``python3 tests/testbed/solana_rpc.py --port 8899 --start-slot 
 
 import argparse
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from http_stand_in import HTTPStandIn, QuietHandler
 
 MODES = ("ok", "garbage", "error", "http500", "slow", "wrong_type")
 
 
-class SolanaRpcStandIn:
+class SolanaRpcStandIn(HTTPStandIn):
     def __init__(
         self,
         *,
@@ -60,17 +60,11 @@ class SolanaRpcStandIn:
         self.offer_snapshot_slot = offer_snapshot_slot
         self.started = time.monotonic()
         self.requests = []
-        self._server = ThreadingHTTPServer((host, port), self._handler())
-        self._server.daemon_threads = True
-        self._thread = None
+        super().__init__(self._handler(), host=host, port=port)
 
     @property
     def port(self):
         return self._server.server_address[1]
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
 
     def slot(self, commitment="finalized"):
         processed = self.start_slot + int((time.monotonic() - self.started) * self.slots_per_second)
@@ -108,12 +102,7 @@ class SolanaRpcStandIn:
     def _handler(self):
         stand_in = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 stand_in.requests.append(body)
@@ -139,21 +128,6 @@ class SolanaRpcStandIn:
                 self.wfile.write(payload)
 
         return Handler
-
-    def start(self):
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def _error(rid, code, message, data=None):
