@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-PACKAGES = ["docker.io", "rsync", "aria2", "zstd", "lz4", "curl", "jq", "zfs-fuse"]
+PACKAGES = ["docker.io", "rsync", "aria2", "zstd", "lz4", "curl", "jq", "python3-tomlkit", "zfs-fuse"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
