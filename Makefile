@@ -8,6 +8,8 @@ BIN := $(abspath $(VENV)/bin)
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 PYTHON ?= python3
+# Integration test files mostly wait (pods terminating, rate-limited downloads, boots).
+INTEGRATION_WORKERS ?= 3
 
 .PHONY: all venv testbed testbed-base demo test lint ruff ansible-lint sanity unit integration molecule components bench lock clean
 
@@ -51,8 +53,9 @@ sanity: venv
 unit: venv
 	pytest -q tests/unit
 
+# A test file runs in one worker (--dist loadfile): files share the lab but not state.
 integration: venv testbed-base
-	pytest -q tests/integration
+	pytest -q -n $(INTEGRATION_WORKERS) --dist loadfile --durations=15 tests/integration
 
 molecule: venv testbed-base
 	STRATA_HOST_IMAGE=$$(tests/testbed/up image) molecule test --all
