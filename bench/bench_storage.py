@@ -31,6 +31,10 @@ import time
 import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
+
+from zfs_testbed import ZfsTestbedError, destroy_tree, testbed_problem, zfs  # noqa: E402
+
 GOAL = 10
 PROPERTIES = {"compression": "on", "atime": "off", "quota": str(64 * 1024 * 1024)}
 
@@ -63,36 +67,6 @@ PLAYBOOK_COMMUNITY_ZFS = """\
 
 class BenchError(Exception):
     pass
-
-
-def zfs(*args, check=True):
-    proc = subprocess.run(["zfs", *args], capture_output=True, text=True, check=False)
-    if check and proc.returncode != 0:
-        raise BenchError("zfs {} failed: {}".format(" ".join(args), proc.stderr.strip()))
-    return proc
-
-
-def testbed_problem(pool):
-    if not shutil.which("zfs") or not shutil.which("zpool"):
-        return "the zfs/zpool commands are not installed (tests/testbed/up installs zfs-fuse)"
-    proc = subprocess.run(["zpool", "list", "-H", "-o", "name"], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        return f"zpool list failed (is zfs-fuse running?): {proc.stderr.strip()}"
-    if pool not in proc.stdout.split():
-        return f"pool {pool!r} is not imported (tests/testbed/up creates it)"
-    return None
-
-
-def destroy_tree(name):
-    """zfs destroy -r, retried while zfs-fuse says the dataset is busy."""
-    proc = None
-    for attempt in range(30):
-        if attempt:
-            time.sleep(0.3)
-        proc = zfs("destroy", "-r", name, check=False)
-        if proc.returncode == 0 or "does not exist" in proc.stderr:
-            return
-    raise BenchError(f"could not destroy {name}: {proc.stderr.strip()}")
 
 
 def run_playbook(work, name, text, extra_vars_file):
@@ -209,7 +183,7 @@ def main():
         print(f"(a) {a:.1f}s  {check_zfs_dataset(output, names)}", flush=True)
         b, output = run_playbook(work, "community_zfs", PLAYBOOK_COMMUNITY_ZFS, extra_vars)
         print(f"(b) {b:.1f}s  {check_community_zfs(output, names)}", flush=True)
-    except (BenchError, KeyboardInterrupt) as exc:
+    except (BenchError, ZfsTestbedError, KeyboardInterrupt) as exc:
         error = str(exc) or type(exc).__name__
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -217,7 +191,7 @@ def main():
             try:
                 destroy_tree(parent)
                 print(f"cleanup: destroyed {parent}", flush=True)
-            except BenchError as exc:
+            except (BenchError, ZfsTestbedError) as exc:
                 error = f"{error}; cleanup: {exc}" if error else f"cleanup: {exc}"
     if error:
         print(f"bench storage: FAILED: {error}")

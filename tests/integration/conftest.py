@@ -6,25 +6,27 @@ Fixtures (used by name):
 
 Helpers (``from .conftest import ...``):
     skip_or_fail(problem)   fail under CI=true, skip otherwise; nothing when problem is None
-    zfs(*args)              run the zfs CLI, AssertionError on failure unless check=False
-    destroy_tree(name)      zfs destroy -r, retried while zfs-fuse says "busy"
+    zfs(*args), destroy_tree(name)   from tests/testbed/zfs_testbed.py
     run_module(name, args)  run plugins/modules/<name>.py as Ansible does (ANSIBLE_MODULE_ARGS)
     run_adhoc(name, args)   run strata.ops.<name> through `ansible localhost -c local`
 """
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
 
 POOL = "strata-testbed"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTIONS = os.path.join(REPO, ".collections")
+sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
+
+from zfs_testbed import destroy_tree, testbed_problem, zfs  # noqa: E402
+
+__all__ = ["destroy_tree", "zfs"]  # re-exported for the test modules
 
 
 def skip_or_fail(problem):
@@ -36,43 +38,11 @@ def skip_or_fail(problem):
     pytest.skip(problem)
 
 
-def zfs_testbed_problem(pool=POOL):
-    """Why the ZFS test bed cannot be used (None when it can)."""
-    if not shutil.which("zfs") or not shutil.which("zpool"):
-        return "the zfs/zpool commands are not installed (tests/testbed/up installs zfs-fuse)"
-    proc = subprocess.run(["zpool", "list", "-H", "-o", "name"], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        return f"zpool list failed (is zfs-fuse running?): {proc.stderr.strip()}"
-    if pool not in proc.stdout.split():
-        return f"pool {pool!r} is not imported (tests/testbed/up creates it)"
-    return None
-
-
 @pytest.fixture(scope="session")
 def zfs_pool():
     """The test bed's pool; tests work only below their own uniquely named child dataset."""
-    skip_or_fail(zfs_testbed_problem(POOL))
+    skip_or_fail(testbed_problem(POOL))
     return POOL
-
-
-def zfs(*args, check=True):
-    proc = subprocess.run(["zfs", *args], capture_output=True, text=True, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError("zfs {} failed: {}".format(" ".join(args), proc.stderr))
-    return proc
-
-
-def destroy_tree(name, attempts=20):
-    """``zfs destroy -r name``; gone already is fine. zfs-fuse says "dataset is busy" for a
-    moment after unmounts, so it is retried for a few seconds before it fails the test."""
-    proc = None
-    for attempt in range(attempts):
-        if attempt:
-            time.sleep(0.3)
-        proc = zfs("destroy", "-r", name, check=False)
-        if proc.returncode == 0 or "does not exist" in proc.stderr:
-            return
-    raise AssertionError(f"could not clean up {name}: {proc.stderr}")
 
 
 def run_module(name, args, check_mode=False, diff=False):
