@@ -20,6 +20,7 @@ pytestmark = pytest.mark.needs("k8s")
 
 CACHE = os.environ.get("STRATA_CACHE", os.path.expanduser("~/.cache/strata-ops"))
 PKI = os.path.join(CACHE, "controlplane", "kwok-workdir", "clusters", "strata-lab", "pki")
+LAB_NODES = ["strata-lab-1", "strata-lab-2"]
 
 
 def health(kubeconfig, **args):
@@ -110,7 +111,8 @@ def test_healthy_namespace_and_node_report(lab_cluster, k8s_client, k8s_namespac
 def test_reports_a_crashlooping_pod(lab_cluster, k8s_client, k8s_namespace):
     make_pod(k8s_client, k8s_namespace, "worker")
     crashloop(k8s_client, k8s_namespace, "worker")
-    result = health(lab_cluster["kubeconfig"], namespaces=[k8s_namespace])
+    # Only the lab's nodes: other test files (parallel workers) cordon and taint nodes of their own.
+    result = health(lab_cluster["kubeconfig"], namespaces=[k8s_namespace], nodes=LAB_NODES)
     assert result["healthy"] is False
     [found] = [p for p in result["problems"] if p["kind"] == "Pod"]
     assert found["name"] == "worker"
@@ -119,7 +121,9 @@ def test_reports_a_crashlooping_pod(lab_cluster, k8s_client, k8s_namespace):
     assert "restarted 5 times" in found["reason"]
     assert "CrashLoopBackOff" in result["summary"]
 
-    failed = health(lab_cluster["kubeconfig"], namespaces=[k8s_namespace], fail_on_problems=True)
+    failed = health(
+        lab_cluster["kubeconfig"], namespaces=[k8s_namespace], nodes=LAB_NODES, fail_on_problems=True
+    )
     assert failed["failed"] is True
     assert "CrashLoopBackOff" in failed["msg"]
     assert failed["problems"] == result["problems"]
@@ -173,19 +177,20 @@ def test_reports_wrong_pv_paths(lab_cluster, k8s_namespace, wrong_pvs):
     assert {pv["name"] for pv in result["persistent_volumes"]} == set(wrong_pvs)
 
 
-def versions(client, ns):
-    """resourceVersion of every object the health check reads. Nodes are compared by what
-    is theirs to change (labels, taints, unschedulable): kwok renews their status (heartbeat)
-    on its own, so their resourceVersion moves without anyone writing to them."""
-    seen = {}
-    for kind in ("Namespace", "PersistentVolume"):
-        for obj in client.list(kind)[0]:
-            seen[(kind, obj["metadata"]["name"])] = obj["metadata"]["resourceVersion"]
+def versions(client, ns, pvs):
+    """resourceVersion of the objects of this test that the health check reads, and of the lab's
+    nodes (other test files run in parallel workers and change their own objects meanwhile).
+    Nodes are compared by what is theirs to change (labels, taints, unschedulable): kwok renews
+    their status (heartbeat) on its own, so their resourceVersion moves without anyone writing."""
+    seen = {("Namespace", ns): client.get("Namespace", ns)["metadata"]["resourceVersion"]}
+    for name in pvs:
+        seen[("PersistentVolume", name)] = client.get("PersistentVolume", name)["metadata"]["resourceVersion"]
     for kind in ("Pod", "Deployment", "StatefulSet", "ReplicaSet"):
         for obj in client.list(kind, ns)[0]:
             seen[(kind, obj["metadata"]["name"])] = obj["metadata"]["resourceVersion"]
-    for obj in client.list("Node")[0]:
-        seen[("Node", obj["metadata"]["name"])] = (
+    for name in LAB_NODES:
+        obj = client.get_node(name)
+        seen[("Node", name)] = (
             obj["metadata"].get("generation"),
             sorted(obj["metadata"].get("labels", {}).items()),
             str(obj["spec"].get("taints")),
@@ -197,7 +202,7 @@ def versions(client, ns):
 def test_health_check_leaves_every_resource_version(lab_cluster, k8s_client, k8s_namespace, wrong_pvs):
     make_pod(k8s_client, k8s_namespace, "worker")
     crashloop(k8s_client, k8s_namespace, "worker")
-    before = versions(k8s_client, k8s_namespace)
+    before = versions(k8s_client, k8s_namespace, wrong_pvs)
     for args in (
         {"namespaces": [k8s_namespace], "host_path_root": "/srv/kind", "kind_mount_root": "/mnt"},
         {"host_path_root": "/srv/kind", "kind_mount_root": "/mnt", "wait_timeout": 5},
@@ -205,7 +210,7 @@ def test_health_check_leaves_every_resource_version(lab_cluster, k8s_client, k8s
         result = health(lab_cluster["kubeconfig"], **args)
         assert result["changed"] is False
         assert result["healthy"] is False
-    assert versions(k8s_client, k8s_namespace) == before
+    assert versions(k8s_client, k8s_namespace, wrong_pvs) == before
 
 
 # ---------------------------------------------------------------- bad input: clear errors
