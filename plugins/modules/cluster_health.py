@@ -186,12 +186,10 @@ api_server:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.strata.ops.plugins.module_utils.k8s import (
-    HAS_K8S,
     K8S_AUTH_ARGSPEC,
-    K8S_IMPORT_ERROR,
     K8sError,
     client_from_module,
     fail_from_exception,
@@ -213,8 +211,6 @@ def main():
         fail_on_problems=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    if not HAS_K8S:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(K8S_IMPORT_ERROR))
     try:
         client = client_from_module(module)
         report = health_report(client, module.params)

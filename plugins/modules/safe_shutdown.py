@@ -437,13 +437,11 @@ started_at_after:
 
 import gc
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils.k8s import (
-    HAS_K8S,
     K8S_AUTH_ARGSPEC,
-    K8S_IMPORT_ERROR,
     K8sError,
     client_from_module,
     fail_from_exception,
@@ -495,8 +493,6 @@ def main():
         ],
         supports_check_mode=True,
     )
-    if not HAS_K8S:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(K8S_IMPORT_ERROR))
     for option in ("timeout", "exit_timeout"):
         if module.params[option] < 1:
             module.fail_json(msg="%s must be 1 second or more, got %d" % (option, module.params[option]))
