@@ -39,12 +39,14 @@ import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, ".collections"))
+sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 
 IMPORT_ERROR = None
 try:
     from kubernetes import client as kclient
     from kubernetes import config as kconfig
     from kubernetes import watch as kwatch
+    from lab_k8s import create_kwok_node, deployment
 
     from ansible_collections.strata.ops.plugins.module_utils import k8s
 except ImportError as import_exc:
@@ -154,23 +156,8 @@ class Bench:
         )
 
     def setup(self):
-        resources = {"cpu": "8", "memory": "32Gi", "pods": "110"}
         self.client.create("Namespace", {"metadata": {"name": self.namespace}})
-        self.client.create(
-            "Node",
-            {
-                "metadata": {
-                    "name": self.node,
-                    "annotations": {"kwok.x-k8s.io/node": "fake"},
-                    "labels": {"kubernetes.io/hostname": self.node, "type": "kwok"},
-                },
-                "spec": {"taints": [TAINT]},
-                "status": {"allocatable": resources, "capacity": resources},
-            },
-        )
-        self.client.watch_until(
-            "Node", k8s.named_ready([self.node]), field_selector="metadata.name=" + self.node, timeout=60
-        )
+        create_kwok_node(self.client, self.node, taints=[TAINT])
 
     def teardown(self):
         self.client.delete("Namespace", self.namespace)
@@ -179,31 +166,14 @@ class Bench:
 
     def deployment(self, name):
         """A ready Deployment of REPLICAS pods that take DELAY to terminate; returns pod names."""
-        self.client.create(
-            "Deployment",
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": name},
-                "spec": {
-                    "replicas": REPLICAS,
-                    "selector": {"matchLabels": {"app": name}},
-                    "template": {
-                        "metadata": {
-                            "labels": {"app": name},
-                            "annotations": {"pod-delete.stage.kwok.x-k8s.io/delay": DELAY},
-                        },
-                        "spec": {
-                            "nodeSelector": {"kubernetes.io/hostname": self.node},
-                            "tolerations": [{"key": TAINT["key"], "operator": "Exists"}],
-                            "terminationGracePeriodSeconds": 30,
-                            "containers": [{"name": "main", "image": "registry.invalid/validator:1"}],
-                        },
-                    },
-                },
-            },
-            self.namespace,
-        )
+        pod_spec = {
+            "nodeSelector": {"kubernetes.io/hostname": self.node},
+            "tolerations": [{"key": TAINT["key"], "operator": "Exists"}],
+            "terminationGracePeriodSeconds": 30,
+            "containers": [{"name": "main", "image": "registry.invalid/validator:1"}],
+        }
+        annotations = {"pod-delete.stage.kwok.x-k8s.io/delay": DELAY}
+        self.client.create("Deployment", deployment(name, REPLICAS, pod_spec, annotations), self.namespace)
         watch = self.client.watch_until(
             "Pod",
             lambda items: len([p for p in items if k8s.pod_is_ready(p)]) == REPLICAS,

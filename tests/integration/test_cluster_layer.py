@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from lab_k8s import deployment
 
 from ansible_collections.strata.ops.plugins.module_utils import k8s
 
@@ -51,7 +52,7 @@ def test_health_check_playbook_is_read_only(lab_cluster):
     assert "healthy:" in proc.stdout or "problem(s)" in proc.stdout
 
 
-def deployment(name, replicas, tolerate=False, node_selector=None):
+def lab_deployment(name, replicas, tolerate=False, node_selector=None):
     spec = {
         "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
         "terminationGracePeriodSeconds": 1,
@@ -60,16 +61,7 @@ def deployment(name, replicas, tolerate=False, node_selector=None):
         spec["tolerations"] = [dict(TAINT, operator="Equal")]
     if node_selector:
         spec["nodeSelector"] = node_selector
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": spec},
-        },
-    }
+    return deployment(name, replicas, spec)
 
 
 def lab_pods(items):
@@ -78,7 +70,7 @@ def lab_pods(items):
 
 def test_deployment_respects_the_dedicated_taint(lab_cluster, k8s_client, k8s_namespace):
     ns = k8s_namespace
-    k8s_client.create("Deployment", deployment("plain", 4), ns)
+    k8s_client.create("Deployment", lab_deployment("plain", 4), ns)
     done = k8s_client.watch_until(
         "Pod", k8s.all_items(k8s.pod_is_ready, minimum=4), ns, label_selector="app=plain", timeout=60
     )
@@ -88,7 +80,7 @@ def test_deployment_respects_the_dedicated_taint(lab_cluster, k8s_client, k8s_na
 
     k8s_client.create(
         "Deployment",
-        deployment("experiment", 2, tolerate=True, node_selector={"strata.io/role": "experiment"}),
+        lab_deployment("experiment", 2, tolerate=True, node_selector={"strata.io/role": "experiment"}),
         ns,
     )
     done = k8s_client.watch_until(

@@ -32,6 +32,7 @@ from .k8s_fixtures import recap, run_playbook
 
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 from gitlab_api import GitLabStandIn
+from lab_k8s import create_kwok_node
 
 pytestmark = pytest.mark.needs("k8s")
 
@@ -76,20 +77,13 @@ def cluster(k8s_client, k8s_namespace):
     a Deployment without tolerations and a StatefulSet (a hostPath-bound MinIO stand-in) with
     one toleration, both rolled out."""
     node, ns = "ri-node-" + uuid.uuid4().hex[:8], k8s_namespace
-    k8s_client.create(
-        "Node",
-        {
-            "metadata": {
-                "name": node,
-                "annotations": {"kwok.x-k8s.io/node": "fake"},
-                "labels": {"kubernetes.io/hostname": node, "type": "kwok", "zone": "a"},
-            },
-            "spec": {"taints": [{"key": "other", "value": "x", "effect": "PreferNoSchedule"}]},
-            "status": {"allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"}},
-        },
-    )
     try:
-        k8s_client.watch_until("Node", k8s.named_ready([node]), timeout=60)
+        create_kwok_node(
+            k8s_client,
+            node,
+            labels={"zone": "a"},
+            taints=[{"key": "other", "value": "x", "effect": "PreferNoSchedule"}],
+        )
         selector = {"matchLabels": {"app": "web"}}
         k8s_client.create(
             "Deployment",

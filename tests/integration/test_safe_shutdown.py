@@ -33,6 +33,7 @@ import uuid
 
 import pytest
 import yaml
+from lab_k8s import create_kwok_node, deployment
 
 from ansible_collections.strata.ops.plugins.module_utils import k8s, shutdown
 
@@ -120,20 +121,7 @@ def docker_problem():
 
 
 def make_node(client, name):
-    resources = {"cpu": "8", "memory": "32Gi", "pods": "110"}
-    client.create(
-        "Node",
-        {
-            "metadata": {
-                "name": name,
-                "annotations": {"kwok.x-k8s.io/node": "fake"},
-                "labels": {"kubernetes.io/hostname": name, "type": "kwok", "strata.io/test": "safe-shutdown"},
-            },
-            "spec": {"taints": [TAINT]},
-            "status": {"allocatable": resources, "capacity": resources},
-        },
-    )
-    client.watch_until("Node", k8s.named_ready([name]), field_selector="metadata.name=" + name, timeout=60)
+    create_kwok_node(client, name, labels={"strata.io/test": "safe-shutdown"}, taints=[TAINT])
 
 
 @pytest.fixture(scope="module")
@@ -159,31 +147,14 @@ def kind_node(k8s_client):
 def make_deployment(client, ns, name, node, *, replicas=1, delay="1s", grace=30):
     """A Deployment pinned to ``node`` whose pods need ``delay`` to terminate (None: the whole
     grace period). Returns it once it is ready with its pods Ready."""
-    template_meta = {"labels": {"app": name}}
-    if delay:
-        template_meta["annotations"] = {DELAY_ANNOTATION: delay}
-    client.create(
-        "Deployment",
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": template_meta,
-                    "spec": {
-                        "nodeSelector": {"kubernetes.io/hostname": node},
-                        "tolerations": [{"key": TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}],
-                        "terminationGracePeriodSeconds": grace,
-                        "containers": [{"name": "main", "image": "registry.invalid/validator:1"}],
-                    },
-                },
-            },
-        },
-        ns,
-    )
+    pod_spec = {
+        "nodeSelector": {"kubernetes.io/hostname": node},
+        "tolerations": [{"key": TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}],
+        "terminationGracePeriodSeconds": grace,
+        "containers": [{"name": "main", "image": "registry.invalid/validator:1"}],
+    }
+    annotations = {DELAY_ANNOTATION: delay} if delay else None
+    client.create("Deployment", deployment(name, replicas, pod_spec, annotations), ns)
     wait_ready(client, ns, name, replicas)
 
 
