@@ -54,7 +54,7 @@ unit: venv
 	pytest -q tests/unit
 
 # A test file runs in one worker (--dist loadfile): files share the lab but not state.
-integration: venv testbed-base
+integration: venv testbed
 	pytest -q -n $(INTEGRATION_WORKERS) --dist loadfile --durations=15 tests/integration
 
 molecule: venv testbed-base
