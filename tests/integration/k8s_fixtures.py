@@ -6,14 +6,18 @@ test; otherwise the test is skipped with the reason.
 
     controlplane    session: `tests/testbed/up controlplane` (idempotent); the kubeconfig path
     k8s_client      session: a strata.ops K8sClient on it
-    lab_cluster     session: playbooks/layer3_cluster.yml run once on inventories/lab
-                    (nodes strata-lab-1/2 registered); {"kubeconfig", "stdout"}
+    lab_cluster     session: layers 2, 3 and 4 converged once on inventories/lab (layer 3
+                    asserts layer 2, the health check asserts layer 4; the lab hosts may
+                    be new), nodes strata-lab-1/2 registered; {"kubeconfig", "stdout"}
     k8s_namespace   per test: a unique namespace, deleted afterwards
 
-Helpers: run_playbook(name, *args), recap(stdout) -> {host: {ok, changed, failed, ...}},
+Helpers: run_playbook(name, *args) (one at a time across pytest-xdist workers: the lab hosts
+         and their /etc/fstab are shared), recap(stdout) -> {host: {ok, changed, failed, ...}},
          kubeconfig_variant(path, tmp_path, **changes) writes a modified copy of a kubeconfig.
 """
 
+import contextlib
+import fcntl
 import os
 import re
 import subprocess
@@ -38,15 +42,26 @@ __all__ = [
 ]
 
 INVENTORY = os.path.join(REPO, "inventories", "lab")
+CACHE = os.environ.get("STRATA_CACHE", os.path.expanduser("~/.cache/strata-ops"))
+
+
+@contextlib.contextmanager
+def lab_lock():
+    """Held while a playbook runs on the lab hosts, by every pytest-xdist worker."""
+    os.makedirs(CACHE, exist_ok=True)
+    with open(os.path.join(CACHE, "lab-playbook.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def run_playbook(name, *args, timeout=600):
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     argv = ["ansible-playbook", "-i", INVENTORY, os.path.join(REPO, "playbooks", name), *args]
-    return subprocess.run(
-        argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    with lab_lock():
+        return subprocess.run(
+            argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
 
 
 def recap(stdout):
@@ -105,14 +120,17 @@ def k8s_client(controlplane):
 
 @pytest.fixture(scope="session")
 def lab_cluster(controlplane):
-    """Layer 3 on the lab inventory, once per session (it also needs the lab hosts up)."""
-    proc = run_playbook("layer3_cluster.yml")
-    if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr)[-3000:]
-        if "UNREACHABLE" in proc.stdout or "Failed to connect" in tail:
-            skip_or_fail("the lab hosts are not running (tests/testbed/up starts them): " + tail)
-        pytest.fail("playbooks/layer3_cluster.yml failed:\n" + tail)
-    return {"kubeconfig": controlplane, "stdout": proc.stdout}
+    """Layers 2, 3 and 4 on the lab inventory, once per session (the lab hosts must run)."""
+    layers = {}
+    for name in ("layer2_host_storage.yml", "layer3_cluster.yml", "layer4_workload_storage.yml"):
+        proc = run_playbook(name)
+        if proc.returncode != 0:
+            tail = (proc.stdout + proc.stderr)[-3000:]
+            if "UNREACHABLE" in proc.stdout or "Failed to connect" in tail:
+                skip_or_fail("the lab hosts are not running (tests/testbed/up starts them): " + tail)
+            pytest.fail(f"playbooks/{name} failed:\n" + tail)
+        layers[name] = proc.stdout
+    return {"kubeconfig": controlplane, "stdout": layers["layer3_cluster.yml"]}
 
 
 @pytest.fixture

@@ -14,11 +14,10 @@ from ansible_collections.strata.ops.plugins.module_utils import k8s
 
 from .conftest import run_module
 from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
-from .k8s_fixtures import kubeconfig_variant
+from .k8s_fixtures import CACHE, kubeconfig_variant
 
 pytestmark = pytest.mark.needs("k8s")
 
-CACHE = os.environ.get("STRATA_CACHE", os.path.expanduser("~/.cache/strata-ops"))
 PKI = os.path.join(CACHE, "controlplane", "kwok-workdir", "clusters", "strata-lab", "pki")
 LAB_NODES = ["strata-lab-1", "strata-lab-2"]
 
