@@ -121,16 +121,20 @@ def k8s_client(controlplane):
 @pytest.fixture(scope="session")
 def lab_cluster(controlplane):
     """Layers 2, 3 and 4 on the lab inventory, once per session (the lab hosts must run)."""
-    layers = {}
-    for name in ("layer2_host_storage.yml", "layer3_cluster.yml", "layer4_workload_storage.yml"):
+
+    def converge(name):
         proc = run_playbook(name)
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr)[-3000:]
             if "UNREACHABLE" in proc.stdout or "Failed to connect" in tail:
                 skip_or_fail("the lab hosts are not running (tests/testbed/up starts them): " + tail)
             pytest.fail(f"playbooks/{name} failed:\n" + tail)
-        layers[name] = proc.stdout
-    return {"kubeconfig": controlplane, "stdout": layers["layer3_cluster.yml"]}
+        return proc.stdout
+
+    converge("layer2_host_storage.yml")
+    layer3_stdout = converge("layer3_cluster.yml")
+    converge("layer4_workload_storage.yml")
+    return {"kubeconfig": controlplane, "stdout": layer3_stdout}
 
 
 @pytest.fixture

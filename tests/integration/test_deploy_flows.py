@@ -34,7 +34,6 @@ from solana_rpc import SolanaRpcStandIn
 pytestmark = [pytest.mark.needs("docker"), pytest.mark.needs("k8s"), pytest.mark.needs("zfs")]
 
 HOST = "strata-lab-1"
-LAB_HOSTS = ("strata-lab-1", "strata-lab-2")
 NETWORK = "strata-lab"
 WORKLOAD = "itdeploy"
 ROOT = f"/srv/kind/{WORKLOAD}"
@@ -141,27 +140,14 @@ def pv_paths(client, ns):
     return {p["metadata"]["name"]: p["spec"]["hostPath"]["path"] for p in items}
 
 
-def cluster_root_mounted(host):
-    proc = docker(
-        "exec", host, "zfs", "get", "-H", "-o", "value", "mounted", "lab/DATA/srv/kind", check=False
-    )
-    return proc.stdout.strip() == "yes"
-
-
-def lab_nodes_ready(client):
-    nodes = {n["metadata"]["name"]: n for n in client.list("Node")[0]}
-    return all(name in nodes and k8s.node_is_ready(nodes[name]) for name in LAB_HOSTS)
-
-
 @pytest.fixture(scope="module")
-def bed(controlplane, tmp_path_factory):
-    """Layers 2-4 for the test workload on strata-lab-1, layer 3 (nodes), the snapshot servers,
-    a namespace name and the extra vars every playbook run gets."""
-    if docker("inspect", "-f", "{{.State.Running}}", HOST, check=False).stdout.strip() != "true":
-        skip_or_fail(f"the lab host {HOST} is not running (tests/testbed/up starts it)")
+def bed(lab_cluster, tmp_path_factory):
+    """The lab converged (layers 2-4, lab_cluster), layer 4 for the test workload on
+    strata-lab-1, the snapshot servers, a namespace name and the extra vars every playbook
+    run gets."""
     if nginx_binary() is None:
         skip_or_fail("nginx is not installed (tests/testbed/up installs nginx-light)")
-    client = k8s.get_client(controlplane)
+    client = k8s.get_client(lab_cluster["kubeconfig"])
     # Leftovers of an interrupted run of this module.
     for ns in client.list("Namespace")[0]:
         if ns["metadata"]["name"].startswith("it-deploy-"):
@@ -171,15 +157,10 @@ def bed(controlplane, tmp_path_factory):
             client.delete("PersistentVolume", pv["metadata"]["name"])
     ok(on_host(CLEAN_STORAGE, check=False), "cleaning the test workload's storage")
 
-    # Layers 2 and 3 only where they do not hold yet (other tests converge them too).
-    if not all(cluster_root_mounted(host) for host in LAB_HOSTS):
-        ok(run_playbook("layer2_host_storage.yml"), "layer 2")
     ok(
         run_playbook("layer4_workload_storage.yml", "-l", HOST, "-e", f"strata_workload_name={WORKLOAD}"),
         "layer 4",
     )
-    if not lab_nodes_ready(client):
-        ok(run_playbook("layer3_cluster.yml"), "layer 3")
 
     www = tmp_path_factory.mktemp("www")
     for name, size in zip(FIRST + SECOND, (768 * 1024, 128 * 1024, 768 * 1024, 128 * 1024)):
