@@ -17,6 +17,8 @@ ZFS_POOL_DIR=$STRATA_CACHE/zpool
 # The lab Kubernetes cluster's kubeconfig (mode 0600), written by controlplane/start.
 LAB_KUBECONFIG=$STRATA_CACHE/controlplane/strata-lab.kubeconfig
 TESTBED_POOL=strata-testbed
+# The CRI runtime of the pod checkpoint tests (cri/start): containerd on a socket of its own.
+CRI_SOCKET=/run/strata-cri/containerd.sock
 
 # Debian packages the host needs for the tests; each line: package (why).
 HOST_PACKAGES=(
@@ -26,6 +28,8 @@ HOST_PACKAGES=(
   rsync aria2 zstd lz4 curl ca-certificates iproute2 procps
   nginx-light    # serves snapshot archives with Range and limit_rate (snapshot tests)
   libnet1 libnftables1 libnl-3-200 libprotobuf-c1 libbsd0 libgnutls30  # CRIU 4 shared libraries
+  python3-protobuf  # crit (CRIU's image tool, from the same suite as CRIU) decodes with it
+  containerd        # the CRI runtime of the pod checkpoint tests (docker.io brings it too)
 )
 
 say() { printf 'testbed: %s\n' "$*" >&2; }
@@ -67,14 +71,16 @@ suite_apt() {
 
 criu_version_of() { "$1" --version 2>/dev/null | awk '/^Version:/ {print $2}'; }
 
-# The CRIU wrapper the tests and dockerd use: $STRATA_CACHE/bin/criu.
+# The CRIU wrapper the tests and dockerd use: $STRATA_CACHE/bin/criu; crit beside it.
 criu_wrapper() { echo "$STRATA_CACHE/bin/criu"; }
+crit_wrapper() { echo "$STRATA_CACHE/bin/crit"; }
 
-host_image_tag() {
-  # The tag is the hash of the recipe: any change to it builds a new image.
-  (cd "$TESTBED_DIR/image" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-12
+# An image's tag is the hash of its recipe directory: any change to it builds a new image.
+recipe_hash() {
+  (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-12
 }
-host_image() { echo "$HOST_IMAGE_REPO:$(host_image_tag)"; }
+host_image() { echo "$HOST_IMAGE_REPO:$(recipe_hash "$TESTBED_DIR/image")"; }
+cri_image() { echo "docker.io/library/strata-cri-workload:$(recipe_hash "$TESTBED_DIR/cri/workload")"; }
 
 # The options every systemd test host runs with (molecule uses the same, see molecule/).
 host_run_opts() {

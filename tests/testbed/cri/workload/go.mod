@@ -1,0 +1,3 @@
+module strata.invalid/testbed/criworkload
+
+go 1.22
