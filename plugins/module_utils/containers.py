@@ -200,6 +200,8 @@ _HOST_CONFIG_KEYS = (
     "ReadonlyRootfs",
     "Privileged",
     "Mounts",
+    "DeviceRequests",  # docker run --gpus: a GPU dump restores only where the GPU is
+    "Runtime",  # the nvidia runtime, where GPUs are given that way
 )
 
 
@@ -226,14 +228,18 @@ def restore_config(doc):
 
 
 def crictl_target(run_command, crictl, pod, namespace, container):
-    """Container id, pid and image of a CRI container through crictl."""
-    argv = [crictl, "ps", "-o", "json", "--label", "%s=%s" % (LABEL_POD, pod)]
+    """Container id, pid and image of a CRI container through crictl (``crictl``: its argv
+    prefix, the binary and any --runtime-endpoint)."""
+    argv = [*crictl, "ps", "-o", "json", "--label", "%s=%s" % (LABEL_POD, pod)]
     argv += ["--label", "%s=%s" % (LABEL_NAMESPACE, namespace or "default")]
     if container:
         argv += ["--name", "^%s$" % container]
     rc, out, err = run_command(argv)
     if rc != 0:
-        raise RuntimeUnavailable("%s failed (rc=%s): %s" % (" ".join(argv), rc, (err or out).strip()))
+        raise RuntimeUnavailable(
+            "%s failed (rc=%s): %s. Is the CRI runtime up, and is this its endpoint? Set cri_endpoint "
+            "(crictl --runtime-endpoint) to the runtime's socket" % (" ".join(argv), rc, (err or out).strip())
+        )
     containers = (json.loads(out or "{}").get("containers")) or []
     if not containers:
         raise TargetNotFound(
@@ -244,7 +250,7 @@ def crictl_target(run_command, crictl, pod, namespace, container):
         names = sorted(c.get("metadata", {}).get("name", "?") for c in containers)
         raise TargetNotFound("pod %s/%s has several containers (%s): set container" % (namespace, pod, names))
     cid = containers[0]["id"]
-    rc, out, err = run_command([crictl, "inspect", "-o", "json", cid])
+    rc, out, err = run_command([*crictl, "inspect", "-o", "json", cid])
     if rc != 0:
         raise RuntimeUnavailable("crictl inspect %s failed: %s" % (cid, (err or out).strip()))
     doc = json.loads(out)

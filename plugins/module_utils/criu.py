@@ -374,40 +374,86 @@ def descriptors(pid, proc="/proc"):
 # GPU plan
 
 
-def gpu_plan(nvidia_present, cuda_pids, plugin_file, cuda_checkpoint):
+# What CRIU's CUDA plugin itself checks before it does anything: without this directory it
+# disables itself ("No GPU device found").
+NVIDIA_GPUS_DIR = "/proc/driver/nvidia/gpus"
+CUDA_PLUGIN_NAME = "cuda_plugin"
+
+
+def nvidia_gpu_present(gpus_dir=NVIDIA_GPUS_DIR):
+    return os.path.isdir(gpus_dir)
+
+
+def cuda_checkpoint_has_action(run_command, cuda_checkpoint):
+    """True when cuda-checkpoint offers --action (lock/checkpoint/restore/unlock): r555+ drivers.
+
+    CRIU's CUDA plugin asks the same question (``cuda-checkpoint -h``) and disables itself
+    when the answer is no.
+    """
+    _rc, out, err = run_command([cuda_checkpoint, "-h"])
+    return "--action" in (out or "") + (err or "")
+
+
+def gpu_plan(nvidia_present, cuda_pids, plugin_file, cuda_checkpoint, has_action=True):
     """Which GPU path a dump takes, as data.
 
     Returns dict(taken, path, reason): path is 'criu-cuda-plugin' (CRIU's plugin drives
     cuda-checkpoint itself: we must not lock the process a second time), 'cuda-checkpoint'
     (no plugin: lock -> checkpoint -> dump -> restore -> unlock done here) or 'none'.
+    Raises GpuError where a dump would silently leave the GPU state out: the plugin runs
+    ``cuda-checkpoint`` from PATH and turns itself off when it is missing or too old.
     """
     if not nvidia_present:
-        return {"taken": False, "path": "none", "reason": "no NVIDIA GPU on this host (no /dev/nvidiactl)"}
+        return {
+            "taken": False,
+            "path": "none",
+            "reason": "no NVIDIA GPU on this host (no %s): the GPU path was not taken" % NVIDIA_GPUS_DIR,
+        }
     if not cuda_pids:
         return {
             "taken": False,
             "path": "none",
             "reason": "an NVIDIA GPU is present but no process of the tree uses CUDA",
         }
+    if not cuda_checkpoint:
+        raise GpuError(
+            "processes %s use CUDA but cuda-checkpoint is not installed (cuda_checkpoint_path, or on "
+            "PATH)%s: a dump would not contain the GPU state. Install NVIDIA's cuda-checkpoint (driver "
+            "r555 or newer)."
+            % (
+                cuda_pids,
+                "; CRIU's CUDA plugin %s runs it and turns itself off without it" % plugin_file
+                if plugin_file
+                else "",
+            )
+        )
+    if not has_action:
+        raise GpuError(
+            "%s has no --action (lock/checkpoint/restore/unlock): the NVIDIA driver is older than r555, "
+            "which CRIU's CUDA plugin and this module need. Upgrade the driver." % cuda_checkpoint
+        )
     if plugin_file:
+        if os.path.basename(cuda_checkpoint) != "cuda-checkpoint":
+            raise GpuError(
+                "CRIU's CUDA plugin runs 'cuda-checkpoint' by that name from PATH; %s has another name: "
+                "install or link it as cuda-checkpoint" % cuda_checkpoint
+            )
         return {
             "taken": True,
             "path": "criu-cuda-plugin",
-            "reason": "CUDA processes %s; CRIU's CUDA plugin %s drives cuda-checkpoint"
-            % (cuda_pids, plugin_file),
+            "reason": "CUDA processes %s; CRIU's CUDA plugin %s drives %s"
+            % (cuda_pids, plugin_file, cuda_checkpoint),
         }
-    if cuda_checkpoint:
-        return {
-            "taken": True,
-            "path": "cuda-checkpoint",
-            "reason": "CUDA processes %s; no CRIU CUDA plugin, so %s locks and checkpoints them "
-            "around the dump" % (cuda_pids, cuda_checkpoint),
-        }
-    raise GpuError(
-        "processes %s use CUDA but neither CRIU's CUDA plugin (cuda_plugin.so in criu_plugin_dir) nor "
-        "cuda-checkpoint (cuda_checkpoint_path) is installed: a dump would not contain the GPU state. "
-        "Install NVIDIA's cuda-checkpoint or CRIU's CUDA plugin." % cuda_pids
-    )
+    return {
+        "taken": True,
+        "path": "cuda-checkpoint",
+        "reason": "CUDA processes %s; no CRIU CUDA plugin, so %s locks and checkpoints them "
+        "around the dump" % (cuda_pids, cuda_checkpoint),
+    }
+
+
+def cuda_pids_of(tree, proc="/proc"):
+    return [pid for pid in tree if uses_cuda(pid, proc)]
 
 
 def cuda_state(run_command, cuda_checkpoint, pid):
@@ -546,20 +592,34 @@ def read_stats(run_command, images_dir, crit=None, name="stats-dump"):
     return decoded, "crit", "match"
 
 
-def crit_check_images(run_command, crit, images_dir, root_pid_ns=1):
-    """Decode pstree.img with crit: the image set is readable and its root task is known."""
-    if not crit:
-        return {"checked": False, "reason": "crit not installed"}
-    rc, out, err = run_command([crit, "decode", "-i", os.path.join(images_dir, "pstree.img")])
+def _crit_decode(run_command, crit, images_dir, image):
+    rc, out, err = run_command([crit, "decode", "-i", os.path.join(images_dir, image)])
     if rc != 0:
         raise CriuDumpFailed(
-            "crit cannot read pstree.img in %s: %s (the dump is unusable)"
-            % (images_dir, (err or out).strip())
+            "crit cannot read %s in %s: %s (the dump is unusable)" % (image, images_dir, (err or out).strip())
         )
-    entries = json.loads(out).get("entries", [])
+    try:
+        return json.loads(out).get("entries", [])
+    except ValueError:
+        raise CriuDumpFailed("crit printed no JSON for %s in %s" % (image, images_dir)) from None
+
+
+def crit_check_images(run_command, crit, images_dir, root_pid_ns=1):
+    """Decode pstree.img and inventory.img with crit: the image set is readable, its root task is
+    known, and the plugins the restore will need (CRIU records them in the inventory) are listed."""
+    if not crit:
+        return {"checked": False, "reason": "crit not installed"}
+    entries = _crit_decode(run_command, crit, images_dir, "pstree.img")
     if not entries:
         raise CriuDumpFailed("pstree.img in %s has no tasks (the dump is unusable)" % images_dir)
-    return {"checked": True, "tasks": len(entries), "root_pid_in_ns": entries[0].get("pid", root_pid_ns)}
+    inventory = _crit_decode(run_command, crit, images_dir, "inventory.img")
+    plugins = ((inventory[0] if inventory else {}).get("plugins_entry") or {}).get("plugins") or []
+    return {
+        "checked": True,
+        "tasks": len(entries),
+        "root_pid_in_ns": entries[0].get("pid", root_pid_ns),
+        "plugins": sorted(plugins),
+    }
 
 
 def dir_size(path):

@@ -24,11 +24,15 @@ description:
     O(external_mounts=auto)), C(--manage-cgroups), C(--leave-running) unless
     O(leave_running=false), C(--tcp-established) when asked, the container's network namespace
     as runc treats it, and C(--libdir) when a CUDA process is dumped with CRIU's CUDA plugin."
-  - "GPU: when an NVIDIA GPU is present and a process of the tree uses CUDA, CRIU's CUDA
-    plugin (C(cuda_plugin.so) in O(criu_plugin_dir)) drives C(cuda-checkpoint) itself; only
-    when the plugin is missing does this module call C(cuda-checkpoint) (lock, checkpoint,
-    dump, restore, unlock). The C(gpu) result says which path was taken and why, with the CUDA
-    state at each step; without a GPU it says plainly that the GPU path was not taken."
+  - "GPU: when an NVIDIA GPU is present (C(/proc/driver/nvidia/gpus), what the plugin checks)
+    and a process of the tree uses CUDA, CRIU's CUDA plugin (C(cuda_plugin.so) in
+    O(criu_plugin_dir)) drives C(cuda-checkpoint) itself; only when the plugin is missing does
+    this module call C(cuda-checkpoint) (lock, checkpoint, dump, restore, unlock). Both need
+    C(cuda-checkpoint) with C(--action) (driver r555+): the plugin runs it from PATH (the one
+    found here is put first) and turns itself off without it, so the module refuses instead of
+    writing a dump without the GPU state, and checks with C(crit) that the plugin recorded
+    itself in C(inventory.img). The C(gpu) result says which path was taken and why, with the
+    CUDA state at each step; without a GPU it says plainly that the GPU path was not taken."
   - The manifest records the target, PID and process tree, container id and image, mounts,
     the CRIU version and full command, image sizes, and CRIU's own timings and pages written
     from C(stats-dump), decoded with C(crit) when it is installed (cross-checked with a
@@ -37,7 +41,9 @@ description:
     created from the same image with the same mounts (the dump directory is copied into the new
     container's C(checkpoints/) and the container is started from it, as
     C(docker start --checkpoint) does; Docker 20.10 refuses a custom checkpoint directory) and
-    reports the restored process's host PID.
+    reports the restored process's host PID. A dump with CUDA state is restored only on a host
+    with a GPU and C(cuda-checkpoint) (and the plugin, for a plugin dump); after a dump taken by
+    C(cuda-checkpoint) directly, the module restores and unlocks the CUDA processes itself.
   - O(method=kubelet) asks the kubelet's checkpoint API (C(POST /checkpoint/NS/POD/CONTAINER),
     Kubernetes 1.25+ with the C(ContainerCheckpoint) feature) instead of running CRIU here.
   - Docker is reached through its HTTP API on the unix socket with the Python standard library
@@ -93,6 +99,13 @@ options:
     type: str
     choices: [auto, docker, cri]
     default: auto
+  cri_endpoint:
+    description:
+      - The CRI runtime endpoint crictl talks to (C(crictl --runtime-endpoint)), for example
+        C(unix:///run/k3s/containerd/containerd.sock) on k3s or
+        C(unix:///var/snap/microk8s/common/run/containerd.sock) on MicroK8s.
+      - Default crictl's own choice (C(/etc/crictl.yaml), C(CONTAINER_RUNTIME_ENDPOINT), its built-in list).
+    type: str
   docker_socket:
     description: Docker API unix socket.
     type: path
@@ -245,17 +258,20 @@ manifest:
     - The content of C(manifest.json) (state=dumped, method=criu), or of the dump restored.
     - Keys include C(target), C(pid), C(tree), C(mounts), C(criu) (path, version, options),
       C(gpu), C(sizes), C(stats) (freezing/frozen/memdump/memwrite times in microseconds and
-      pages written), C(stats_source), C(stats_check) and C(crit_check).
+      pages written), C(stats_source), C(stats_check) and C(crit_check) (C(crit) read
+      C(pstree.img) and C(inventory.img); C(plugins) lists the CRIU plugins the restore needs).
   returned: success and not check mode
   type: dict
 gpu:
   description:
     - Whether the GPU path was taken (C(taken)), which one (C(path) is C(criu-cuda-plugin),
-      C(cuda-checkpoint) or C(none)), why (C(reason)), and the CUDA state at each step (C(states)).
-  returned: state=dumped and method=criu
+      C(cuda-checkpoint) or C(none)), why (C(reason)), the CUDA processes (C(cuda_pids)) and
+      the CUDA state at each step (C(states)).
+    - With O(state=restored), the same for the restore (C(path) is the dump's).
+  returned: method=criu
   type: dict
-  sample: {"taken": false, "path": "none", "states": [],
-           "reason": "no NVIDIA GPU on this host (no /dev/nvidiactl)"}
+  sample: {"taken": false, "path": "none", "states": [], "cuda_pids": [],
+           "reason": "no NVIDIA GPU on this host (no /proc/driver/nvidia/gpus): the GPU path was not taken"}
 pruned:
   description: Older dump directories removed because of O(keep).
   returned: state=dumped
@@ -335,7 +351,8 @@ class Checkpointer:
         if p["pod"] and (p["runtime"] == "cri" or (p["runtime"] == "auto" and crictl)):
             if not crictl:
                 raise ctr.RuntimeUnavailable("runtime=cri but crictl is not installed on this host")
-            return ctr.crictl_target(self.run, crictl, p["pod"], p["namespace"], p["container"])
+            argv = [crictl] + (["--runtime-endpoint", p["cri_endpoint"]] if p["cri_endpoint"] else [])
+            return ctr.crictl_target(self.run, argv, p["pod"], p["namespace"], p["container"])
         api = self.docker()
         return ctr.docker_target(ctr.find_docker_container(api, p["pod"], p["namespace"], p["container"]))
 
@@ -395,17 +412,7 @@ class Checkpointer:
             pass
         separate_netns = netns is not None and netns != own_netns
         inode = netns.split("[")[-1].rstrip("]") if separate_netns else None
-        cuda_pids = [t for t in tree if criu.uses_cuda(t)]
-        plugin = os.path.join(p["criu_plugin_dir"], CUDA_PLUGIN)
-        cuda_checkpoint = p["cuda_checkpoint_path"] or criu.find_executable("cuda-checkpoint")
-        gpu = criu.gpu_plan(
-            os.path.exists("/dev/nvidiactl"),
-            cuda_pids,
-            plugin if os.path.isfile(plugin) else None,
-            cuda_checkpoint if cuda_checkpoint and os.path.exists(cuda_checkpoint) else None,
-        )
-        gpu["states"] = []
-        gpu["cuda_pids"] = cuda_pids
+        gpu, cuda_checkpoint = self.gpu_facts(tree)
         name = self.default_name(target)
         dump_dir = os.path.join(p["images_dir"], "%s-%s" % (name, _stamp()))
         argv = criu.build_dump_args(
@@ -422,6 +429,10 @@ class Checkpointer:
             netns_inode=inode if target["runtime"] != "docker" else None,
             plugin_dir=p["criu_plugin_dir"] if gpu["path"] == "criu-cuda-plugin" else None,
         )
+        env = None
+        if gpu["path"] == "criu-cuda-plugin":
+            # The plugin runs cuda-checkpoint by name: the one found here must come first on PATH.
+            env = {"PATH": os.path.dirname(cuda_checkpoint) + os.pathsep + os.environ.get("PATH", "")}
         return {
             "binary": binary,
             "version": version,
@@ -429,6 +440,7 @@ class Checkpointer:
             "name": name,
             "dump_dir": dump_dir,
             "argv": argv,
+            "env": env,
             "tree": tree,
             "mounts": {
                 "root": _mount_view(root) if root else None,
@@ -439,6 +451,25 @@ class Checkpointer:
             "cuda_checkpoint": cuda_checkpoint,
             "rss_bytes": criu.rss_bytes(tree),
         }
+
+    def gpu_facts(self, tree):
+        """The GPU plan for a process tree (see criu.gpu_plan) and the cuda-checkpoint to use."""
+        p = self.p
+        nvidia = criu.nvidia_gpu_present()
+        cuda_pids = criu.cuda_pids_of(tree)
+        plugin = os.path.join(p["criu_plugin_dir"], CUDA_PLUGIN)
+        cuda_checkpoint = p["cuda_checkpoint_path"] or criu.find_executable("cuda-checkpoint")
+        if cuda_checkpoint and not os.path.isfile(cuda_checkpoint):
+            cuda_checkpoint = None
+        has_action = True
+        if nvidia and cuda_pids and cuda_checkpoint:
+            has_action = criu.cuda_checkpoint_has_action(self.run, cuda_checkpoint)
+        gpu = criu.gpu_plan(
+            nvidia, cuda_pids, plugin if os.path.isfile(plugin) else None, cuda_checkpoint, has_action
+        )
+        gpu["states"] = []
+        gpu["cuda_pids"] = cuda_pids
+        return gpu, cuda_checkpoint
 
     def _cuda_step(self, plan, action=None, label=None):
         """Run one cuda-checkpoint action (or none) on every CUDA process, then record its state."""
@@ -482,7 +513,7 @@ class Checkpointer:
                 self._cuda_step(plan, "lock")
                 locked = True
                 self._cuda_step(plan, "checkpoint")
-            rc, _out, err = self.run(plan["argv"])
+            rc, _out, err = self.module.run_command(plan["argv"], environ_update=plan["env"])
             wall = time.time() - started
             if rc != 0:
                 log = os.path.join(dump_dir, "dump.log")
@@ -519,7 +550,19 @@ class Checkpointer:
 
         crit = p["crit_path"] or criu.find_executable("crit")
         stats, source, check = criu.read_stats(self.run, dump_dir, crit)
-        crit_check = criu.crit_check_images(self.run, crit, dump_dir)
+        try:
+            crit_check = criu.crit_check_images(self.run, crit, dump_dir)
+            plugin_ran = criu.CUDA_PLUGIN_NAME in crit_check.get("plugins", [])
+            if gpu["path"] == "criu-cuda-plugin" and crit_check["checked"] and not plugin_ran:
+                raise criu.GpuError(
+                    "CRIU's CUDA plugin did not record itself in %s/inventory.img (plugins: %s): it "
+                    "turned itself off, so the dump lacks the GPU state and was removed. See the "
+                    "cuda_plugin lines of dump.log; the plugin needs %s and cuda-checkpoint on PATH"
+                    % (dump_dir, crit_check["plugins"], criu.NVIDIA_GPUS_DIR)
+                )
+        except criu.CriuError:
+            shutil.rmtree(dump_dir, ignore_errors=True)
+            raise
         sizes = {"images_bytes": criu.dir_size(dump_dir), "files": len(os.listdir(dump_dir))}
         try:
             sizes["pages_bytes"] = sum(
@@ -663,8 +706,15 @@ class Checkpointer:
                 "dockerd runs without experimental features, so it cannot start a container from a "
                 'checkpoint: start dockerd with --experimental (or "experimental": true in daemon.json)'
             )
+        gpu = self.restore_gpu_plan(manifest, checkpoint)
         if self.module.check_mode:
-            return {"changed": True, "command": command, "checkpoint_dir": checkpoint, "manifest": manifest}
+            return {
+                "changed": True,
+                "command": command,
+                "checkpoint_dir": checkpoint,
+                "manifest": manifest,
+                "gpu": gpu["gpu"],
+            }
         created = api.create(p["new_container"], create)
         new_id = created["Id"]
         try:
@@ -689,6 +739,14 @@ class Checkpointer:
                     )
                 ) from None
             doc = api.inspect(new_id)
+            if gpu["gpu"]["path"] == "cuda-checkpoint":
+                # Restored in the "checkpointed" CUDA state: bring the GPU state back, then unlock.
+                gpu["gpu"]["cuda_pids"] = criu.cuda_pids_of(criu.process_tree(doc["State"]["Pid"]))
+                self._cuda_step(gpu, "restore")
+                self._cuda_step(gpu, "unlock")
+            elif gpu["gpu"]["path"] == "criu-cuda-plugin":
+                gpu["gpu"]["cuda_pids"] = criu.cuda_pids_of(criu.process_tree(doc["State"]["Pid"]))
+                self._cuda_step(gpu, label="after restore (plugin)")
         except BaseException:
             with contextlib.suppress(ctr.ContainerError):
                 api.remove(new_id)
@@ -698,6 +756,7 @@ class Checkpointer:
             "command": command,
             "checkpoint_dir": checkpoint,
             "manifest": manifest,
+            "gpu": gpu["gpu"],
             "restored": {
                 "container_id": new_id,
                 "name": p["new_container"],
@@ -706,6 +765,40 @@ class Checkpointer:
                 "checkpoint": checkpoint,
             },
         }
+
+    def restore_gpu_plan(self, manifest, checkpoint):
+        """What restoring a dump with CUDA state needs here, checked before anything is created."""
+        path = (manifest.get("gpu") or {}).get("path", "none")
+        gpu = {"path": path, "states": [], "cuda_pids": []}
+        plan = {"gpu": gpu, "cuda_checkpoint": None}
+        if path == "none":
+            gpu["reason"] = "the dump holds no CUDA state"
+            return plan
+        if not criu.nvidia_gpu_present():
+            raise criu.GpuError(
+                "%s holds CUDA state (taken by %s) but this host has no NVIDIA GPU (no %s): restore it on a "
+                "GPU host, into a container that gets the GPU (docker run --gpus)"
+                % (checkpoint, path, criu.NVIDIA_GPUS_DIR)
+            )
+        cuda_checkpoint = self.p["cuda_checkpoint_path"] or criu.find_executable("cuda-checkpoint")
+        if not cuda_checkpoint or not os.path.isfile(cuda_checkpoint):
+            raise criu.GpuError(
+                "%s holds CUDA state but cuda-checkpoint is not installed here (cuda_checkpoint_path, or "
+                "on PATH; for the CUDA plugin also on dockerd's PATH)" % checkpoint
+            )
+        plugin = os.path.join(self.p["criu_plugin_dir"], CUDA_PLUGIN)
+        if path == "criu-cuda-plugin" and not os.path.isfile(plugin):
+            raise criu.GpuError(
+                "%s was dumped with CRIU's CUDA plugin, which its restore needs too: %s is missing "
+                "(runc's CRIU loads its plugins from there)" % (checkpoint, plugin)
+            )
+        plan["cuda_checkpoint"] = cuda_checkpoint
+        gpu["reason"] = (
+            "CRIU's CUDA plugin restores the GPU state"
+            if path == "criu-cuda-plugin"
+            else "%s restores and unlocks the CUDA processes after the restore" % cuda_checkpoint
+        )
+        return plan
 
     # ---- kubelet ----------------------------------------------------------------------------
     def kubelet(self):
@@ -762,6 +855,7 @@ def main():
             container=dict(type="str"),
             pid=dict(type="int"),
             runtime=dict(type="str", choices=["auto", "docker", "cri"], default="auto"),
+            cri_endpoint=dict(type="str"),
             docker_socket=dict(type="path", default=ctr.DEFAULT_DOCKER_SOCKET),
             images_dir=dict(type="path"),
             name=dict(type="str"),

@@ -1,13 +1,16 @@
-"""strata.ops.pod_checkpoint against the real Docker engine and CRIU 4.x of the test bed.
+"""strata.ops.pod_checkpoint against the real Docker engine, containerd's CRI and CRIU 4.x.
 
 A container runs a counter that lives only in memory (printed to stdout every 0.2 s) with a
 host directory bind-mounted at /data. The module dumps it with the container left running,
-with options built from its mountinfo, then restores the dump into a NEW container, whose
-counter goes on from the dumped value. Then the faults, one test each.
+with options built from its mountinfo, checks the images with crit, then restores the dump
+into a NEW container, whose counter goes on from the dumped value. A pod's container is found
+by the kubelet's labels, among Docker containers and through crictl on a real CRI runtime
+(containerd). Then the faults, one test each.
 
-Needs: dockerd (with --experimental for the restore tests), CRIU >= 4.0 (STRATA_CRIU, default
-~/.cache/strata-ops/bin/criu as tests/testbed/up installs it), the image STRATA_CKPT_IMAGE
-(default strata-ops-host:latest, which has python3), root. Without them the tests fail when
+Needs: dockerd (with --experimental for the restore tests), CRIU >= 4.0 and crit (STRATA_CRIU,
+STRATA_CRIT, default ~/.cache/strata-ops/bin/{criu,crit} as tests/testbed/up installs them),
+the image STRATA_CKPT_IMAGE (default strata-ops-host:latest, which has python3), the CRI
+runtime of tests/testbed/cri/start with its crictl, root. Without them the tests fail when
 CI=true and are skipped otherwise. Containers are named strata-ckpt-<random> and removed.
 """
 
@@ -25,7 +28,12 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODULE = os.path.join(REPO, "plugins", "modules", "pod_checkpoint.py")
-CRIU = os.environ.get("STRATA_CRIU", os.path.expanduser("~/.cache/strata-ops/bin/criu"))
+TESTBED_BIN = os.path.join(os.environ.get("STRATA_CACHE", os.path.expanduser("~/.cache/strata-ops")), "bin")
+CRIU = os.environ.get("STRATA_CRIU", os.path.join(TESTBED_BIN, "criu"))
+CRIT = os.environ.get("STRATA_CRIT", os.path.join(TESTBED_BIN, "crit"))
+CRICTL = os.path.join(TESTBED_BIN, "crictl")
+CRI_ENDPOINT = "unix:///run/strata-cri/containerd.sock"
+GPU_HERE = os.path.isdir("/proc/driver/nvidia/gpus")
 IMAGE = os.environ.get("STRATA_CKPT_IMAGE", "strata-ops-host:latest")
 COUNTER = "import time\nn = 0\nwhile True:\n    n += 1\n    print(n, flush=True)\n    time.sleep(0.2)\n"
 
@@ -60,6 +68,9 @@ def testbed():
     match = re.search(r"Version: (\d+)", version)
     if not match or int(match.group(1)) < 4:
         _missing(f"{CRIU} is not CRIU >= 4.0: {version.strip()!r}")
+    crit = subprocess.run([CRIT, "--version"], capture_output=True, text=True, check=False)
+    if crit.returncode != 0:
+        _missing(f"crit does not run at {CRIT} (tests/testbed/up installs it; or set STRATA_CRIT)")
     if docker("image", "inspect", IMAGE, check=False).returncode != 0:
         _missing(f"image {IMAGE} is missing (tests/testbed/up image builds it; or set STRATA_CKPT_IMAGE)")
     return json.loads(info.stdout)
@@ -71,11 +82,13 @@ def experimental(testbed):
         _missing("dockerd runs without --experimental: it cannot start a container from a checkpoint")
 
 
-def run_module(tmp_path, args, check_mode=False):
+def run_module(tmp_path, args, check_mode=False, path_prefix=None):
     args = dict(args, _ansible_check_mode=check_mode)
     args_file = tmp_path / f"args-{uuid.uuid4().hex[:6]}.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     env = dict(os.environ, PYTHONPATH=os.path.join(REPO, ".collections"))
+    if path_prefix:
+        env["PATH"] = path_prefix + os.pathsep + env.get("PATH", "")
     proc = subprocess.run(
         [sys.executable, MODULE, str(args_file)], capture_output=True, text=True, env=env, check=False
     )
@@ -124,9 +137,22 @@ def counter(testbed, tmp_path, names):
     return {"name": name, "data": str(data)}
 
 
+def assert_crit_checked(result):
+    """crit decoded the stats (agreeing with the built-in reader) and the image set; no GPU here."""
+    manifest = result["manifest"]
+    assert manifest["stats_source"] == "crit"
+    assert manifest["stats_check"] == "match"
+    assert manifest["crit_check"]["checked"] is True
+    assert manifest["crit_check"]["tasks"] >= 1
+    assert manifest["crit_check"]["plugins"] == []  # no CRIU plugin took part
+    assert result["gpu"]["taken"] is False
+    if not GPU_HERE:
+        assert "GPU path was not taken" in result["gpu"]["reason"]
+
+
 def test_dump_leaves_running_and_restores_into_new_container(counter, tmp_path, names, experimental):
     images = tmp_path / "images"
-    args = {"container": counter["name"], "images_dir": str(images), "criu_path": CRIU}
+    args = {"container": counter["name"], "images_dir": str(images), "criu_path": CRIU, "crit_path": CRIT}
     before = last_count(counter["name"])
     result = run_module(tmp_path, args)
     after = last_count(counter["name"])
@@ -157,12 +183,7 @@ def test_dump_leaves_running_and_restores_into_new_container(counter, tmp_path, 
     assert manifest["stats"]["frozen_time_us"] > 0
     assert manifest["stats"]["memwrite_time_us"] is not None
     assert manifest["sizes"]["pages_bytes"] == manifest["stats"]["pages_written_bytes"]
-    if shutil.which("crit"):
-        assert manifest["stats_source"] == "crit"
-        assert manifest["stats_check"] == "match"
-        assert manifest["crit_check"]["checked"] is True
-    assert result["gpu"]["taken"] is False
-    assert result["gpu"]["reason"]
+    assert_crit_checked(result)
 
     # left running: the original keeps counting
     wait_count(counter["name"], after + 3)
@@ -177,6 +198,7 @@ def test_dump_leaves_running_and_restores_into_new_container(counter, tmp_path, 
     assert new_inspect["State"]["Running"] is True
     assert restored["restored"]["pid"] == new_inspect["State"]["Pid"]
     assert restored["restored"]["pid"] != manifest["pid"]
+    assert restored["gpu"]["path"] == "none"
     wait_count(new, 1)
     first = int(docker("logs", new).stdout.split()[0])
     assert before < first <= after + 2, (before, first, after)
@@ -217,6 +239,174 @@ def test_keep_prunes_old_dumps(counter, tmp_path):
         dirs.append(result["checkpoint_dir"])
     assert result["pruned"] == [dirs[0]]
     assert sorted(str(images / d) for d in os.listdir(images)) == dirs[1:]
+
+
+def kubelet_labels(pod, container):
+    return {
+        "io.kubernetes.pod.name": pod,
+        "io.kubernetes.pod.namespace": "strata-test",
+        "io.kubernetes.container.name": container,
+    }
+
+
+def test_pod_container_found_among_docker_containers_by_kubelet_labels(testbed, tmp_path, names):
+    # What dockershim / cri-dockerd leave: a pause ("POD") container and the workload, both
+    # labelled with the pod; the pause one never holds the workload.
+    pod = unique()
+    for container, command in (("POD", ["sleep", "600"]), ("counter", ["python3", "-u", "-c", COUNTER])):
+        name = f"{pod}-{container.lower()}"
+        names.append(name)
+        labels = [arg for k, v in kubelet_labels(pod, container).items() for arg in ("--label", f"{k}={v}")]
+        docker("run", "-d", "--name", name, *labels, IMAGE, *command)
+    wait_count(f"{pod}-counter", 2)
+    args = {
+        "pod": pod,
+        "namespace": "strata-test",
+        "runtime": "docker",
+        "images_dir": str(tmp_path / "images"),
+        "criu_path": CRIU,
+        "crit_path": CRIT,
+    }
+    result = run_module(tmp_path, args)
+    assert result.get("failed") is not True, result
+    inspect = json.loads(docker("inspect", f"{pod}-counter").stdout)[0]
+    assert result["manifest"]["container_id"] == inspect["Id"]
+    assert result["manifest"]["pod"] == {"name": pod, "namespace": "strata-test", "container": None}
+    assert os.path.basename(result["checkpoint_dir"]).startswith(f"strata-test-{pod}-")
+    assert_crit_checked(result)
+
+
+def crictl(*args, check=True):
+    proc = subprocess.run(
+        [CRICTL, "--runtime-endpoint", CRI_ENDPOINT, "--image-endpoint", CRI_ENDPOINT, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError("crictl {} failed: {}".format(" ".join(args), proc.stderr))
+    return proc.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def cri(testbed):
+    if not os.access(CRICTL, os.X_OK):
+        _missing(f"no crictl at {CRICTL} (tests/testbed/cri/start builds it)")
+    images = crictl("images", "-o", "json", check=False)
+    if not images:
+        _missing(f"the CRI runtime does not answer on {CRI_ENDPOINT} (tests/testbed/cri/start)")
+    tags = [t for i in json.loads(images)["images"] for t in i.get("repoTags") or []]
+    workload = [t for t in tags if "/strata-cri-workload:" in t]
+    if not workload:
+        _missing("the CRI workload image is not loaded (tests/testbed/cri/start)")
+    return workload[0]
+
+
+@pytest.fixture
+def cri_pod(cri, tmp_path):
+    """A pod on containerd's CRI, made as the kubelet makes one: a sandbox, then a container
+    labelled with the pod; host network (no CNI here) and a PID namespace per container."""
+    pod = unique()
+    namespaces = {"network": 2, "pid": 1, "ipc": 0}  # NODE, CONTAINER, POD: the kubelet's defaults
+    pod_config = tmp_path / "pod.json"
+    pod_config.write_text(
+        json.dumps(
+            {
+                "metadata": {"name": pod, "namespace": "strata-test", "uid": uuid.uuid4().hex, "attempt": 0},
+                "labels": {"io.kubernetes.pod.name": pod, "io.kubernetes.pod.namespace": "strata-test"},
+                "log_directory": str(tmp_path / "logs"),
+                "linux": {"security_context": {"namespace_options": namespaces}},
+            }
+        )
+    )
+    container_config = tmp_path / "container.json"
+    container_config.write_text(
+        json.dumps(
+            {
+                "metadata": {"name": "counter"},
+                "image": {"image": cri},
+                "command": ["/workload", "count"],
+                "labels": kubelet_labels(pod, "counter"),
+                "log_path": "counter.log",
+                "linux": {"security_context": {"namespace_options": namespaces}},
+            }
+        )
+    )
+    sandbox = crictl("runp", str(pod_config))
+    try:
+        cid = crictl("create", sandbox, str(container_config), str(pod_config))
+        crictl("start", cid)
+        log = tmp_path / "logs" / "counter.log"
+        yield {"pod": pod, "id": cid, "log": log}
+    finally:
+        crictl("rmp", "--force", sandbox, check=False)
+
+
+def cri_count(log):
+    # CRI log lines: "<time> stdout F <text>"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return int(lines[-1].split()[-1]) if lines else 0
+
+
+def wait_cri_count(log, minimum, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cri_count(log) >= minimum:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{log} did not count to {minimum}")
+
+
+def test_pod_container_found_through_crictl_and_dumped(cri_pod, tmp_path):
+    wait_cri_count(cri_pod["log"], 3)
+    args = {
+        "pod": cri_pod["pod"],
+        "namespace": "strata-test",
+        "container": "counter",
+        "runtime": "cri",
+        "cri_endpoint": CRI_ENDPOINT,
+        "images_dir": str(tmp_path / "images"),
+        "criu_path": CRIU,
+        "crit_path": CRIT,
+    }
+    result = run_module(tmp_path, args, path_prefix=TESTBED_BIN)
+    after = cri_count(cri_pod["log"])
+    assert result.get("failed") is not True, result
+    target = result["manifest"]["target"]
+    inspect = json.loads(crictl("inspect", "-o", "json", cri_pod["id"]))
+    assert (target["runtime"], target["container_id"]) == ("cri", cri_pod["id"])
+    assert target["pid"] == inspect["info"]["pid"]
+    assert target["image"].endswith(":" + inspect["status"]["image"]["image"].rsplit(":", 1)[-1])
+    # containerd binds the sandbox's hosts and resolv.conf: external, keyed by mount point
+    assert "mnt[/etc/hosts]:/etc/hosts" in result["command"]
+    assert "mnt[/etc/resolv.conf]:/etc/resolv.conf" in result["command"]
+    assert "--leave-running" in result["command"]
+    assert not any(arg.startswith("net[") for arg in result["command"])  # host network: nothing to map
+    assert_crit_checked(result)
+    wait_cri_count(cri_pod["log"], after + 3)  # left running
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"pod": "nosuchpod"}, "crictl finds no running container of pod strata-test/nosuchpod"),
+        ({"cri_endpoint": "unix:///run/strata-cri/nothing.sock"}, "Set cri_endpoint"),
+    ],
+)
+def test_cri_target_faults(cri, tmp_path, change, expected):
+    args = {
+        "pod": "somepod",
+        "namespace": "strata-test",
+        "container": "counter",
+        "runtime": "cri",
+        "cri_endpoint": CRI_ENDPOINT,
+        "images_dir": str(tmp_path / "images"),
+        "criu_path": CRIU,
+    }
+    result = run_module(tmp_path, dict(args, **change), path_prefix=TESTBED_BIN)
+    assert result.get("failed") is True
+    assert expected in result["msg"]
+    assert not (tmp_path / "images").exists()
 
 
 @pytest.mark.parametrize(
