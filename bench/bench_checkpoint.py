@@ -42,8 +42,11 @@ import time
 import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
+from testbed_paths import BIN  # noqa: E402
+
 MODULE = os.path.join(REPO, "plugins", "modules", "pod_checkpoint.py")
-CRIU = os.environ.get("STRATA_CRIU", os.path.expanduser("~/.cache/strata-ops/bin/criu"))
+CRIU = os.environ.get("STRATA_CRIU", os.path.join(BIN, "criu"))
 BENCH_DIR = os.environ.get("STRATA_BENCH_DIR", os.path.join(REPO, ".tmp", "bench-checkpoint"))
 SIZES = [int(s) for s in os.environ.get("STRATA_BENCH_SIZES_GIB", "1,4").split(",")]
 ROUNDS = int(os.environ.get("STRATA_BENCH_ROUNDS", "2"))

@@ -51,8 +51,9 @@ try:
     from ansible_collections.strata.ops.plugins.module_utils import k8s
 except ImportError as import_exc:
     IMPORT_ERROR = import_exc
-CACHE = os.environ.get("STRATA_CACHE", os.path.expanduser("~/.cache/strata-ops"))
-KUBECONFIG = os.environ.get("STRATA_KUBECONFIG", os.path.join(CACHE, "controlplane", "strata-lab.kubeconfig"))
+from testbed_paths import CACHE, LAB_KUBECONFIG  # noqa: E402 - no dependencies beyond os
+
+KUBECONFIG = os.environ.get("STRATA_KUBECONFIG", LAB_KUBECONFIG)
 ROUNDS = int(os.environ.get("STRATA_BENCH_ROUNDS", "3"))
 DELAY = os.environ.get("STRATA_BENCH_DELAY", "2s")
 REPLICAS = 2

@@ -24,9 +24,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 COLLECTIONS = os.path.join(REPO, ".collections")
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 
+from testbed_paths import BIN as TESTBED_BIN  # noqa: E402
+from testbed_paths import CACHE  # noqa: E402
 from zfs_testbed import destroy_tree, testbed_problem, zfs  # noqa: E402
 
-__all__ = ["destroy_tree", "zfs"]  # re-exported for the test modules
+__all__ = ["CACHE", "TESTBED_BIN", "destroy_tree", "zfs"]  # re-exported for the test modules
 
 
 def skip_or_fail(problem):

@@ -29,7 +29,7 @@ import yaml
 
 from ansible_collections.strata.ops.plugins.module_utils import k8s
 
-from .conftest import REPO, skip_or_fail
+from .conftest import CACHE, REPO, skip_or_fail
 
 __all__ = [
     "controlplane",
@@ -42,7 +42,6 @@ __all__ = [
 ]
 
 INVENTORY = os.path.join(REPO, "inventories", "lab")
-CACHE = os.environ.get("STRATA_CACHE", os.path.expanduser("~/.cache/strata-ops"))
 
 
 @contextlib.contextmanager

@@ -26,9 +26,10 @@ import uuid
 
 import pytest
 
+from .conftest import TESTBED_BIN
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODULE = os.path.join(REPO, "plugins", "modules", "pod_checkpoint.py")
-TESTBED_BIN = os.path.join(os.environ.get("STRATA_CACHE", os.path.expanduser("~/.cache/strata-ops")), "bin")
 CRIU = os.environ.get("STRATA_CRIU", os.path.join(TESTBED_BIN, "criu"))
 CRIT = os.environ.get("STRATA_CRIT", os.path.join(TESTBED_BIN, "crit"))
 CRICTL = os.path.join(TESTBED_BIN, "crictl")

@@ -2,13 +2,16 @@
 (STRATA_LAB_CLUSTER), with the labels and taints of inventories/lab. Read through the API."""
 
 import os
+import sys
 
 import pytest
 import yaml
 
 from ansible_collections.strata.ops.plugins.module_utils import k8s
 
-CACHE = os.environ.get("STRATA_CACHE", os.path.expanduser("~/.cache/strata-ops"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "testbed"))
+from testbed_paths import CACHE
+
 CLUSTER = os.environ.get("STRATA_LAB_CLUSTER", "strata-lab")
 
 
