@@ -45,3 +45,17 @@ def test_criu_is_at_least_4_1_and_leaves_the_host_glibc_alone(host):
     assert host.file("/usr/local/sbin/criu").mode == 0o755
     assert host.package("libc6").version.startswith("2.36"), "the host's glibc must stay bookworm's"
     assert not host.package("criu").is_installed
+
+
+def test_crit_matches_criu_and_decodes_images(host):
+    # pod_checkpoint checks its dumps with crit: same version as criu, protobuf from the host.
+    criu_version = host.check_output("criu --version").split("Version:")[1].split()[0]
+    assert host.check_output("crit --version").strip() == criu_version
+    assert host.file("/usr/local/sbin/crit").mode == 0o755
+    dump = host.run(
+        "set -e; d=$(mktemp -d); setsid sleep 60 </dev/null >/dev/null 2>&1 & pid=$!; "
+        "criu dump --tree $pid -D $d --shell-job --leave-running -o dump.log; kill $pid; "
+        "crit decode -i $d/pstree.img; rm -rf $d"
+    )
+    assert dump.rc == 0, dump.stderr
+    assert '"magic": "PSTREE"' in dump.stdout
