@@ -181,6 +181,8 @@ def docker_target(doc):
         "sandbox_key": doc.get("NetworkSettings", {}).get("SandboxKey"),
         "network_mode": doc.get("HostConfig", {}).get("NetworkMode"),
         "create": restore_config(doc),
+        # what the container was created with (volumes, binds, tmpfs), not what reached it later
+        "mount_points": sorted(m["Destination"] for m in doc.get("Mounts") or [] if m.get("Destination")),
     }
 
 
@@ -225,6 +227,24 @@ def restore_config(doc):
     if network_mode and not network_mode.startswith("container:"):
         body["HostConfig"]["NetworkMode"] = network_mode
     return body
+
+
+def bind_sources(create):
+    """Host paths a /containers/create body binds (Binds entries "SRC:DST[:OPTS]" and bind Mounts)."""
+    host = create.get("HostConfig") or {}
+    sources = [b.split(":", 1)[0] for b in host.get("Binds") or []]
+    sources += [m.get("Source") for m in host.get("Mounts") or [] if m.get("Type") == "bind"]
+    return [s for s in sources if s and s.startswith("/")]  # named volumes are not paths
+
+
+def replace_bind_source(create, old, new):
+    """Bind ``new`` wherever ``create`` binds ``old``."""
+    host = create.get("HostConfig") or {}
+    if host.get("Binds"):
+        host["Binds"] = [new + b[len(old) :] if b.split(":", 1)[0] == old else b for b in host["Binds"]]
+    for mount in host.get("Mounts") or []:
+        if mount.get("Type") == "bind" and mount.get("Source") == old:
+            mount["Source"] = new
 
 
 def crictl_target(run_command, crictl, pod, namespace, container):

@@ -23,6 +23,8 @@ import os
 import re
 import struct
 
+from ansible_collections.strata.ops.plugins.module_utils.mounts import is_below
+
 MIN_VERSION = (4, 0)
 MIN_VERSION_REASON = (
     "CRIU 3.x cannot dump on current kernels (criu check: 'vdso: Unexpected rt vDSO area bounds', "
@@ -166,37 +168,6 @@ def find_executable(name, path_env=None, extra_dirs=()):
 # mountinfo -> external mounts
 
 
-def _unescape(field):
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def parse_mountinfo(text):
-    """/proc/PID/mountinfo to a list of dicts, in mount order."""
-    mounts = []
-    for line in text.splitlines():
-        fields = line.split()
-        if "-" not in fields[6:] or len(fields) < 10:
-            continue
-        sep = fields.index("-", 6)
-        mounts.append(
-            {
-                "mount_id": int(fields[0]),
-                "parent_id": int(fields[1]),
-                "device": fields[2],
-                "root": _unescape(fields[3]),
-                "mount_point": _unescape(fields[4]),
-                "options": fields[5],
-                "fstype": fields[sep + 1],
-                "source": _unescape(fields[sep + 2]),
-            }
-        )
-    return mounts
-
-
-def _root_covers(outer, inner):
-    return outer in ("/", inner) or inner.startswith(outer.rstrip("/") + "/")
-
-
 def classify_mounts(mounts):
     """Split the target's mounts into (root, internal, external) lists.
 
@@ -206,15 +177,23 @@ def classify_mounts(mounts):
         same namespace shows from a covering root (a bind from outside: cgroup v1 binds of
         /docker/<id>, /etc/hosts from the Docker root, host directories, /dev/null masks
         from the host's devtmpfs ...).
+      * a mount that receives propagation from a peer group no mount of the namespace belongs
+        to (master:N with no shared:N inside): it came from the host, as a tmpfs mounted on the
+        host under a HostToContainer (rslave) volume does. CRIU refuses to dump such a mount as
+        its own ("has unreachable sharing") and must not copy it: the host provides it again.
     Internal: virtual file systems mounted from their root, and binds of mounts that are
     themselves in the namespace (/proc/sys from /proc, /proc/keys from /dev's tmpfs).
     """
     if not mounts:
         return None, [], []
     root = next((m for m in mounts if m["mount_point"] == "/"), mounts[0])
+    peer_groups = set(m.get("shared") for m in mounts if m.get("shared"))
     internal, external = [], []
     for mount in mounts:
         if mount is root:
+            continue
+        if mount.get("master") and mount["master"] not in peer_groups:
+            external.append(dict(mount, propagated=True))
             continue
         if mount["fstype"] not in VIRTUAL_FSTYPES:
             external.append(mount)
@@ -225,12 +204,23 @@ def classify_mounts(mounts):
         covered = any(
             other is not mount
             and other["device"] == mount["device"]
-            and _root_covers(other["root"], mount["root"])
+            and is_below(mount["root"], other["root"])
             and other["root"] != mount["root"]
             for other in mounts
         )
         (internal if covered else external).append(mount)
     return root, internal, external
+
+
+def host_path(mount, host_mounts):
+    """Where the host shows the file system part a container mount shows: the mount point of a
+    host mount of the same device whose root covers the container mount's root, plus the rest.
+    None when the host shows none (the module must run in the host's mount namespace)."""
+    for host in host_mounts:
+        if host["device"] == mount["device"] and is_below(mount["root"], host["root"]):
+            rest = mount["root"][len(host["root"].rstrip("/")) :].lstrip("/")
+            return os.path.join(host["mount_point"], rest) if rest else host["mount_point"]
+    return None
 
 
 def external_mount_args(external, mode="facts", version=(4, 0)):

@@ -60,6 +60,7 @@ def parse_mountinfo(text):
             continue
         sep = fields.index("-", 6)
         major, _colon, minor = fields[2].partition(":")
+        tags = dict(tag.split(":", 1) for tag in fields[6:sep] if ":" in tag)
         mounts.append(
             {
                 "mount_id": int(fields[0]),
@@ -74,6 +75,9 @@ def parse_mountinfo(text):
                 "fstype": fields[sep + 1],
                 "source": unescape(fields[sep + 2]),
                 "super_options": fields[sep + 3].split(",") if len(fields) > sep + 3 else [],
+                # peer groups: this mount's own (shared) and the one it receives mounts from (master)
+                "shared": int(tags["shared"]) if "shared" in tags else None,
+                "master": int(tags["master"]) if "master" in tags else None,
             }
         )
     return mounts
@@ -136,8 +140,26 @@ def option_size(options):
     return None
 
 
-def _is_below(path, mount_point):
+def is_below(path, mount_point):
     return mount_point in ("/", path) or path.startswith(mount_point.rstrip("/") + "/")
+
+
+def shared_submounts(path, mounts):
+    """Mounts strictly below ``path`` whose parent mount is shared.
+
+    A recursive bind of ``path`` copies them into their parents' peer groups, so unmounting
+    that copy unmounts them too, on the host: runc does exactly that (bind, then detach) in the
+    host's mount namespace while it prepares a checkpoint restore. On systemd hosts every mount
+    is shared.
+    """
+    by_id = dict((m["mount_id"], m) for m in mounts)
+    return [
+        m
+        for m in mounts
+        if m["mount_point"] != path
+        and is_below(m["mount_point"], path)
+        and (by_id.get(m["parent_id"]) or {}).get("shared")
+    ]
 
 
 def find_mount(mounts, path, major, minor):
@@ -145,7 +167,7 @@ def find_mount(mounts, path, major, minor):
     mount point is the longest ancestor of path and whose device matches."""
     best = None
     for mount in mounts:
-        if (mount["major"], mount["minor"]) != (major, minor) or not _is_below(path, mount["mount_point"]):
+        if (mount["major"], mount["minor"]) != (major, minor) or not is_below(path, mount["mount_point"]):
             continue
         if best is None or len(mount["mount_point"]) >= len(best["mount_point"]):
             best = mount

@@ -193,6 +193,15 @@ notes:
     The new container gets the original's image, command, environment and mounts; files written
     into the original's writable layer are not copied, so keep state the process needs on mounts.
   - Dumps are full dumps; CRIU's memory tracking (pre-dump) is not used.
+  - Mounts the host propagated into the container after it started (a tmpfs mounted on the host
+    under a HostToContainer volume, as layer 4's ramdisk is) are declared external, not copied
+    into the dump; the restored container binds them from the same host paths, which must be
+    mounted again first.
+  - "runc unmounts, on the host, the mounts below a bind source whose parent is shared (every
+    mount on a systemd host) while it prepares a restore. The module therefore binds such a
+    source through a slave view under C(/run/strata-ops/restore/NEW_CONTAINER/) (C(staged_binds)
+    in the result); the view stays while the container may be restarted and is taken down by a
+    later restore once the container is gone (or with C(umount -R))."
 requirements:
   - CRIU >= 4.0 on the host (C(criu check) must pass)
 seealso:
@@ -272,6 +281,13 @@ gpu:
   type: dict
   sample: {"taken": false, "path": "none", "states": [], "cuda_pids": [],
            "reason": "no NVIDIA GPU on this host (no /proc/driver/nvidia/gpus): the GPU path was not taken"}
+staged_binds:
+  description:
+    - With O(state=restored), the bind sources bound through a slave view (C(source), C(staging))
+      because they have mounts below them (C(submounts)) that runc would unmount on the host.
+  returned: state=restored
+  type: list
+  elements: dict
 pruned:
   description: Older dump directories removed because of O(keep).
   returned: state=dumped
@@ -288,6 +304,7 @@ kubelet:
 """
 
 import contextlib
+import copy
 import datetime
 import json
 import os
@@ -298,8 +315,11 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils import criu
+from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
 
 MANIFEST = "manifest.json"
+# Slave views of shared bind sources that a restore binds from (see Checkpointer.stage_binds).
+RESTORE_STAGING = "/run/strata-ops/restore"
 CUDA_PLUGIN = "cuda_plugin.so"
 RESTORE_LABEL = "strata.ops.checkpoint"
 
@@ -331,7 +351,29 @@ def _dumps_of(images_dir, name):
 
 
 def _mount_view(mount):
-    return dict((k, mount[k]) for k in ("mount_point", "fstype", "source", "root"))
+    view = dict((k, mount[k]) for k in ("mount_point", "fstype", "source", "root"))
+    if mount.get("propagated"):
+        view.update(propagated=True, host_path=mount.get("host_path"))
+    return view
+
+
+def _restore_binds(create, external, configured):
+    """The mounts the host propagated into the container after it started (a tmpfs mounted on
+    the host under a HostToContainer volume) are in no container config: the new container gets
+    them as binds of the same host paths, so that runc hands them to CRIU on restore."""
+    extra = [
+        {
+            "Type": "bind",
+            "Source": m["host_path"],
+            "Target": m["mount_point"],
+            "BindOptions": {"Propagation": "rslave"},
+        }
+        for m in external
+        if m.get("propagated") and m.get("host_path") and m["mount_point"] not in configured
+    ]
+    if extra:
+        host = create.setdefault("HostConfig", {})
+        host["Mounts"] = list(host.get("Mounts") or []) + extra
 
 
 class Checkpointer:
@@ -397,12 +439,20 @@ class Checkpointer:
         pid = target["pid"]
         try:
             with open("/proc/%d/mountinfo" % pid) as handle:
-                mounts = criu.parse_mountinfo(handle.read())
+                mounts = mnt.parse_mountinfo(handle.read())
         except OSError as exc:
             raise criu.TargetGone(
                 "cannot read /proc/%d/mountinfo: %s (did the process exit?)" % (pid, exc)
             ) from None
         root, internal, external = criu.classify_mounts(mounts)
+        if any(m.get("propagated") for m in external):
+            with open("/proc/self/mountinfo") as handle:
+                host_mounts = mnt.parse_mountinfo(handle.read())
+            for mount in external:
+                if mount.get("propagated"):
+                    mount["host_path"] = criu.host_path(mount, host_mounts)
+            if target["runtime"] == "docker":
+                _restore_binds(target["create"], external, target["mount_points"])
         tree = criu.process_tree(pid)
         netns = own_netns = None
         try:
@@ -661,11 +711,26 @@ class Checkpointer:
                 "%s is a dump of a %s target; state=restored restores Docker container dumps only"
                 % (checkpoint, manifest.get("target", {}).get("runtime"))
             )
+        for mount in manifest.get("mounts", {}).get("external", []):
+            host = mount.get("host_path")
+            if mount.get("propagated") and not (host and os.path.exists(host)):
+                raise ModuleError(
+                    "%s came into the container from the host by propagation (%s %s); a restore binds it "
+                    "from the host again, but %s: mount it there first (layer 4 does for its ramdisk)"
+                    % (
+                        mount["mount_point"],
+                        mount["fstype"],
+                        mount["source"],
+                        "the host path %s does not exist" % mount["host_path"]
+                        if mount.get("host_path")
+                        else "the dump found no host path for it",
+                    )
+                )
         cp_name = os.path.basename(checkpoint)
         api = self.docker()
         info = api.info()
         root = info.get("DockerRootDir", "/var/lib/docker")
-        create = dict(manifest["target"]["create"])
+        create = copy.deepcopy(manifest["target"]["create"])
         create["Labels"] = dict(create.get("Labels") or {}, **{RESTORE_LABEL: checkpoint})
         command = [
             "docker create --name %s %s" % (p["new_container"], create["Image"]),
@@ -707,6 +772,11 @@ class Checkpointer:
                 'checkpoint: start dockerd with --experimental (or "experimental": true in daemon.json)'
             )
         gpu = self.restore_gpu_plan(manifest, checkpoint)
+        staged = self.plan_staging(create, p["new_container"])
+        command[0:0] = [
+            "mount --rbind %s %s && mount --make-rslave %s" % (s["source"], s["staging"], s["staging"])
+            for s in staged
+        ]
         if self.module.check_mode:
             return {
                 "changed": True,
@@ -714,10 +784,13 @@ class Checkpointer:
                 "checkpoint_dir": checkpoint,
                 "manifest": manifest,
                 "gpu": gpu["gpu"],
+                "staged_binds": staged,
             }
-        created = api.create(p["new_container"], create)
-        new_id = created["Id"]
+        new_id = None
+        self.prune_staging(api)
         try:
+            self.stage_binds(create, staged)
+            new_id = api.create(p["new_container"], create)["Id"]
             target_dir = os.path.join(root, "containers", new_id, "checkpoints", cp_name)
             if not os.path.isdir(os.path.join(root, "containers", new_id)):
                 raise ctr.RuntimeUnavailable(
@@ -748,8 +821,10 @@ class Checkpointer:
                 gpu["gpu"]["cuda_pids"] = criu.cuda_pids_of(criu.process_tree(doc["State"]["Pid"]))
                 self._cuda_step(gpu, label="after restore (plugin)")
         except BaseException:
-            with contextlib.suppress(ctr.ContainerError):
-                api.remove(new_id)
+            if new_id:
+                with contextlib.suppress(ctr.ContainerError):
+                    api.remove(new_id)
+            self.unstage_binds(staged)
             raise
         return {
             "changed": True,
@@ -757,6 +832,7 @@ class Checkpointer:
             "checkpoint_dir": checkpoint,
             "manifest": manifest,
             "gpu": gpu["gpu"],
+            "staged_binds": staged,
             "restored": {
                 "container_id": new_id,
                 "name": p["new_container"],
@@ -765,6 +841,68 @@ class Checkpointer:
                 "checkpoint": checkpoint,
             },
         }
+
+    def plan_staging(self, create, new_container):
+        """The bind sources a restore must bind through a slave view of their own.
+
+        While runc prepares a restore it binds every bind source recursively into the container's
+        root in the host's mount namespace and detaches it again. Where the source has mounts below
+        it whose parent is shared (every mount on a systemd host), that detach unmounts them on the
+        host too: measured here with docker start --checkpoint, a tmpfs under a HostToContainer
+        volume's source vanished from the host. A slave view (rbind, then make-rslave) still
+        receives the host's mounts but sends nothing back.
+        """
+        with open("/proc/self/mountinfo") as handle:
+            host_mounts = mnt.parse_mountinfo(handle.read())
+        staged = []
+        for source in ctr.bind_sources(create):
+            below = mnt.shared_submounts(source, host_mounts)
+            if below:
+                staged.append(
+                    {
+                        "source": source,
+                        "staging": os.path.join(RESTORE_STAGING, new_container, str(len(staged))),
+                        "submounts": sorted(set(m["mount_point"] for m in below)),
+                    }
+                )
+        return staged
+
+    def stage_binds(self, create, staged):
+        for entry in staged:
+            os.makedirs(entry["staging"], exist_ok=True)
+            for argv in (
+                ["mount", "--rbind", entry["source"], entry["staging"]],
+                ["mount", "--make-rslave", entry["staging"]],
+            ):
+                rc, out, err = self.run(argv)
+                if rc != 0:
+                    raise ctr.ContainerError(
+                        "%s failed (rc=%s): %s; nothing was restored"
+                        % (" ".join(argv), rc, (err or out).strip())
+                    )
+            ctr.replace_bind_source(create, entry["source"], entry["staging"])
+
+    def prune_staging(self, api):
+        """Take down the slave views of restored containers that no longer exist."""
+        try:
+            names = os.listdir(RESTORE_STAGING)
+        except OSError:
+            return
+        for name in names:
+            try:
+                api.inspect(name)
+            except ctr.TargetNotFound:
+                top = os.path.join(RESTORE_STAGING, name)
+                self.unstage_binds([{"staging": os.path.join(top, n)} for n in os.listdir(top)])
+                with contextlib.suppress(OSError):
+                    os.rmdir(top)
+
+    def unstage_binds(self, staged):
+        for entry in staged:
+            if os.path.ismount(entry["staging"]):
+                self.run(["umount", "-R", entry["staging"]])
+            with contextlib.suppress(OSError):
+                os.rmdir(entry["staging"])
 
     def restore_gpu_plan(self, manifest, checkpoint):
         """What restoring a dump with CUDA state needs here, checked before anything is created."""

@@ -14,6 +14,7 @@ runtime of tests/testbed/cri/start with its crictl, root. Without them the tests
 CI=true and are skipped otherwise. Containers are named strata-ckpt-<random> and removed.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -210,6 +211,82 @@ def test_dump_leaves_running_and_restores_into_new_container(counter, tmp_path, 
     again = run_module(tmp_path, {"state": "restored", "checkpoint": dump_dir, "new_container": new})
     assert again.get("failed") is not True, again
     assert again["changed"] is False
+
+
+def mount(*args):
+    subprocess.run(["mount", *args], check=True, capture_output=True)
+
+
+def host_mount_points():
+    with open("/proc/self/mountinfo") as handle:
+        return [line.split()[4] for line in handle]
+
+
+@pytest.fixture
+def shared_volume(testbed, tmp_path):
+    """A shared host directory (as every mount is on a systemd host), the source of a
+    HostToContainer volume; the test mounts a tmpfs below it later, as layer 4 mounts its ramdisk."""
+    top = tmp_path / "cluster-root"
+    top.mkdir()
+    mount("--bind", str(top), str(top))
+    mount("--make-shared", str(top))
+    try:
+        yield top
+    finally:
+        subprocess.run(["umount", "-R", "-l", str(top)], check=False)
+
+
+def test_restore_of_a_hosttocontainer_volume_keeps_the_hosts_mounts(
+    shared_volume, tmp_path, names, experimental
+):
+    name = unique()
+    names.append(name)
+    docker(
+        "run", "-d", "--name", name, "-v", f"{shared_volume}:/x:rslave", IMAGE, "python3", "-u", "-c", COUNTER
+    )
+    ramdisk = shared_volume / "ramdisk"
+    ramdisk.mkdir()
+    mount("-t", "tmpfs", "-o", "size=8m", "tmpfs", str(ramdisk))  # after the start: propagated in
+    (ramdisk / "accounts").write_text("ledger state\n")
+    wait_count(name, 3)
+
+    dumped = run_module(
+        tmp_path,
+        {"container": name, "images_dir": str(tmp_path / "images"), "criu_path": CRIU, "crit_path": CRIT},
+    )
+    assert dumped.get("failed") is not True, dumped  # CRIU alone: "has unreachable sharing"
+    assert "mnt[/x/ramdisk]:/x/ramdisk" in dumped["command"]
+    propagated = {
+        m["mount_point"]: m for m in dumped["manifest"]["mounts"]["external"] if m.get("propagated")
+    }
+    assert propagated["/x/ramdisk"]["host_path"] == str(ramdisk)
+    after = last_count(name)
+
+    new = unique()
+    names.append(new)
+    staging = f"/run/strata-ops/restore/{new}"
+    try:
+        restored = run_module(
+            tmp_path, {"state": "restored", "checkpoint": dumped["checkpoint_dir"], "new_container": new}
+        )
+        assert restored.get("failed") is not True, restored
+        # runc's restore unmounts the host's ramdisk unless the source is bound through a slave view
+        assert str(ramdisk) in host_mount_points()
+        assert (ramdisk / "accounts").read_text() == "ledger state\n"
+        assert restored["staged_binds"] == [
+            {"source": str(shared_volume), "staging": f"{staging}/0", "submounts": [str(ramdisk)]}
+        ]
+        assert docker("exec", new, "cat", "/x/ramdisk/accounts").stdout == "ledger state\n"
+        wait_count(new, 1)
+        first = int(docker("logs", new).stdout.split()[0])
+        assert first <= after + 2, (first, after)
+    finally:
+        docker("rm", "-f", new, check=False)
+        # never rmtree a staging view: it is the host's volume
+        subprocess.run(["umount", "-R", "-l", f"{staging}/0"], check=False)
+        for directory in (f"{staging}/0", staging):
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
 
 
 def test_check_mode_reports_command_and_writes_nothing(counter, tmp_path):

@@ -64,3 +64,21 @@ def test_crictl_target_says_what_is_wrong(ps, inspect, expected):
 def test_crictl_failure_points_at_the_endpoint():
     with pytest.raises(ctr.RuntimeUnavailable, match="Set cri_endpoint"):
         ctr.crictl_target(lambda argv: (1, "", "connect: no such file or directory"), CRICTL, "p", "n", "c")
+
+
+def test_bind_sources_and_their_replacement():
+    create = {
+        "HostConfig": {
+            "Binds": ["/srv/kind:/x:rslave", "named-volume:/cache", "/etc/app.conf:/etc/app.conf:ro"],
+            "Mounts": [
+                {"Type": "bind", "Source": "/srv/kind/solana/ramdisk", "Target": "/x/ramdisk"},
+                {"Type": "tmpfs", "Target": "/scratch"},
+            ],
+        }
+    }
+    assert ctr.bind_sources(create) == ["/srv/kind", "/etc/app.conf", "/srv/kind/solana/ramdisk"]
+    ctr.replace_bind_source(create, "/srv/kind", "/run/strata-ops/restore/app/0")
+    ctr.replace_bind_source(create, "/srv/kind/solana/ramdisk", "/run/strata-ops/restore/app/1")
+    assert create["HostConfig"]["Binds"][0] == "/run/strata-ops/restore/app/0:/x:rslave"
+    assert create["HostConfig"]["Binds"][1:] == ["named-volume:/cache", "/etc/app.conf:/etc/app.conf:ro"]
+    assert create["HostConfig"]["Mounts"][0]["Source"] == "/run/strata-ops/restore/app/1"

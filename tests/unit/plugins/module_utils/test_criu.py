@@ -6,6 +6,7 @@ import os
 import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils import criu
+from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
 
 CID = "4422447b02fb609b42c72388cf593c7acd30e6a75a482199fb6809b9f8fbf9d1"
 # /proc/PID/mountinfo of a Docker 20.10 container (cgroup v1) with -v /tmp/ckx/bind:/data,
@@ -51,7 +52,7 @@ def mount_points(mounts):
 
 
 def test_parse_mountinfo_fields_and_escapes():
-    mounts = criu.parse_mountinfo(K8S_MOUNTINFO)
+    mounts = mnt.parse_mountinfo(K8S_MOUNTINFO)
     assert len(mounts) == 9
     workspace = next(m for m in mounts if m["mount_point"] == "/workspace")
     assert workspace["root"] == "/srv/kind/solana/my data"
@@ -62,7 +63,7 @@ def test_parse_mountinfo_fields_and_escapes():
 
 
 def test_docker_external_mounts_are_binds_from_outside():
-    root, internal, external = criu.classify_mounts(criu.parse_mountinfo(DOCKER_MOUNTINFO))
+    root, internal, external = criu.classify_mounts(mnt.parse_mountinfo(DOCKER_MOUNTINFO))
     assert root["fstype"] == "overlay"
     assert mount_points(external) == [
         "/sys/fs/cgroup/cpu",
@@ -77,15 +78,41 @@ def test_docker_external_mounts_are_binds_from_outside():
 
 
 def test_k8s_external_mounts():
-    _root, internal, external = criu.classify_mounts(criu.parse_mountinfo(K8S_MOUNTINFO))
+    _root, internal, external = criu.classify_mounts(mnt.parse_mountinfo(K8S_MOUNTINFO))
     # hostPath, a whole ZFS dataset (a disk file system), /dev/null mask from the host's devtmpfs
     assert mount_points(external) == ["/workspace", "/ledger", "/proc/kcore"]
     assert "/sys/fs/cgroup" in mount_points(internal)  # cgroup2 namespace root
     assert "/var/run/secrets/kubernetes.io/serviceaccount" in mount_points(internal)
 
 
+# A container with a HostToContainer (rslave) volume from a shared host directory, after the
+# host mounted a tmpfs below that directory (as read on the test bed).
+PROPAGATED_MOUNTINFO = """\
+379 350 0:86 / / rw,relatime master:85 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/B
+380 379 0:89 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+371 379 254:0 /srv/prop-test /x rw,relatime master:78 - ext4 /dev/vda rw,discard
+319 371 0:88 / /x/sub rw,relatime master:102 - tmpfs tmpfs rw,size=16384k
+"""
+HOST_MOUNTINFO = """\
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard
+304 27 254:0 /srv/prop-test /srv/prop-test rw,relatime shared:78 - ext4 /dev/vda rw,discard
+330 304 0:88 / /srv/prop-test/sub rw,relatime shared:102 - tmpfs tmpfs rw,size=16384k
+"""
+
+
+def test_mounts_propagated_from_the_host_are_external_with_their_host_path():
+    # CRIU refuses a tmpfs whose master is outside ("has unreachable sharing"); it is the host's.
+    _root, internal, external = criu.classify_mounts(mnt.parse_mountinfo(PROPAGATED_MOUNTINFO))
+    assert mount_points(external) == ["/x", "/x/sub"]
+    assert all(m["propagated"] for m in external)
+    assert mount_points(internal) == ["/proc"]
+    host = mnt.parse_mountinfo(HOST_MOUNTINFO)
+    assert [criu.host_path(m, host) for m in external] == ["/srv/prop-test", "/srv/prop-test/sub"]
+    assert criu.host_path(dict(external[1], device="0:99"), host) is None
+
+
 def test_external_mount_args_facts_and_auto():
-    _root, _internal, external = criu.classify_mounts(criu.parse_mountinfo(DOCKER_MOUNTINFO))
+    _root, _internal, external = criu.classify_mounts(mnt.parse_mountinfo(DOCKER_MOUNTINFO))
     args = criu.external_mount_args(external, "facts")
     assert args[:2] == ["--external", "mnt[/sys/fs/cgroup/cpu]:/sys/fs/cgroup/cpu"]
     assert "mnt[/data]:/data" in args

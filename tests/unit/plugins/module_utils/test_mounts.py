@@ -198,3 +198,22 @@ def test_describe_paths_refuses_relative_paths(tmp_path):
 def test_describe_paths_without_mountinfo(tmp_path):
     with pytest.raises(sf.MountsError, match="needs Linux with /proc mounted"):
         sf.describe_paths(["/srv"], str(tmp_path / "no-mountinfo"))
+
+
+def test_peer_groups_are_parsed():
+    mounts = sf.parse_mountinfo(MOUNTINFO)
+    assert (mounts[1]["shared"], mounts[1]["master"]) == (30, None)
+    assert (mounts[5]["shared"], mounts[5]["master"]) == (None, None)
+    slave = sf.parse_mountinfo("371 350 254:0 /srv/x /x rw master:78 - ext4 /dev/vda rw\n")[0]
+    assert (slave["shared"], slave["master"]) == (None, 78)
+
+
+def test_shared_submounts_are_what_a_restore_would_unmount_on_the_host():
+    # The validator host: datasets and the ramdisk under /srv/kind, all shared (systemd).
+    mounts = sf.parse_mountinfo(MOUNTINFO)
+    below = [m["mount_id"] for m in sf.shared_submounts("/srv/kind", mounts)]
+    assert below == [62, 63, 72]  # 72: a second ramdisk stacked on the first, its parent the shared root
+    assert sf.shared_submounts("/srv/kind/solana/ramdisk", mounts) == []  # nothing below it
+    # the same tree with private parents: a detach of the copy stays in the copy
+    private = sf.parse_mountinfo(MOUNTINFO.replace(" shared:", " private:"))
+    assert sf.shared_submounts("/srv/kind", private) == []
