@@ -777,15 +777,16 @@ class Checkpointer:
             "mount --rbind %s %s && mount --make-rslave %s" % (s["source"], s["staging"], s["staging"])
             for s in staged
         ]
+        result = {
+            "changed": True,
+            "command": command,
+            "checkpoint_dir": checkpoint,
+            "manifest": manifest,
+            "gpu": gpu["gpu"],
+            "staged_binds": staged,
+        }
         if self.module.check_mode:
-            return {
-                "changed": True,
-                "command": command,
-                "checkpoint_dir": checkpoint,
-                "manifest": manifest,
-                "gpu": gpu["gpu"],
-                "staged_binds": staged,
-            }
+            return result
         new_id = None
         self.prune_staging(api)
         try:
@@ -826,21 +827,14 @@ class Checkpointer:
                     api.remove(new_id)
             self.unstage_binds(staged)
             raise
-        return {
-            "changed": True,
-            "command": command,
-            "checkpoint_dir": checkpoint,
-            "manifest": manifest,
-            "gpu": gpu["gpu"],
-            "staged_binds": staged,
-            "restored": {
-                "container_id": new_id,
-                "name": p["new_container"],
-                "pid": doc["State"].get("Pid"),
-                "running": doc["State"].get("Running"),
-                "checkpoint": checkpoint,
-            },
+        result["restored"] = {
+            "container_id": new_id,
+            "name": p["new_container"],
+            "pid": doc["State"].get("Pid"),
+            "running": doc["State"].get("Running"),
+            "checkpoint": checkpoint,
         }
+        return result
 
     def plan_staging(self, create, new_container):
         """The bind sources a restore must bind through a slave view of their own.

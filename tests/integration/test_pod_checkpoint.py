@@ -109,13 +109,17 @@ def last_count(name):
     return int(lines[-1]) if lines else 0
 
 
-def wait_count(name, minimum, timeout=10):
+def wait_until_counted(read_count, minimum, what, timeout=10):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if last_count(name) >= minimum:
+        if read_count() >= minimum:
             return
         time.sleep(0.1)
-    raise AssertionError(f"{name} did not count to {minimum}: {docker('logs', name).stdout[-200:]}")
+    raise AssertionError(f"{what} did not count to {minimum} (last: {read_count()})")
+
+
+def wait_count(name, minimum):
+    wait_until_counted(lambda: last_count(name), minimum, f"container {name}")
 
 
 @pytest.fixture
@@ -426,19 +430,14 @@ def cri_count(log):
     return int(lines[-1].split()[-1]) if lines else 0
 
 
-def wait_cri_count(log, minimum, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cri_count(log) >= minimum:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{log} did not count to {minimum}")
+def wait_cri_count(log, minimum):
+    wait_until_counted(lambda: cri_count(log), minimum, f"CRI log {log}")
 
 
-def test_pod_container_found_through_crictl_and_dumped(cri_pod, tmp_path):
-    wait_cri_count(cri_pod["log"], 3)
-    args = {
-        "pod": cri_pod["pod"],
+def cri_args(tmp_path, pod):
+    """Module arguments for the container "counter" of a CRI pod in strata-test."""
+    return {
+        "pod": pod,
         "namespace": "strata-test",
         "container": "counter",
         "runtime": "cri",
@@ -447,7 +446,11 @@ def test_pod_container_found_through_crictl_and_dumped(cri_pod, tmp_path):
         "criu_path": CRIU,
         "crit_path": CRIT,
     }
-    result = run_module(tmp_path, args, path_prefix=TESTBED_BIN)
+
+
+def test_pod_container_found_through_crictl_and_dumped(cri_pod, tmp_path):
+    wait_cri_count(cri_pod["log"], 3)
+    result = run_module(tmp_path, cri_args(tmp_path, cri_pod["pod"]), path_prefix=TESTBED_BIN)
     after = cri_count(cri_pod["log"])
     assert result.get("failed") is not True, result
     target = result["manifest"]["target"]
@@ -472,16 +475,8 @@ def test_pod_container_found_through_crictl_and_dumped(cri_pod, tmp_path):
     ],
 )
 def test_cri_target_faults(cri, tmp_path, change, expected):
-    args = {
-        "pod": "somepod",
-        "namespace": "strata-test",
-        "container": "counter",
-        "runtime": "cri",
-        "cri_endpoint": CRI_ENDPOINT,
-        "images_dir": str(tmp_path / "images"),
-        "criu_path": CRIU,
-    }
-    result = run_module(tmp_path, dict(args, **change), path_prefix=TESTBED_BIN)
+    args = dict(cri_args(tmp_path, "somepod"), **change)
+    result = run_module(tmp_path, args, path_prefix=TESTBED_BIN)
     assert result.get("failed") is True
     assert expected in result["msg"]
     assert not (tmp_path / "images").exists()
