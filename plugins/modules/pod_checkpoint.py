@@ -711,9 +711,14 @@ class Checkpointer:
                 "%s is a dump of a %s target; state=restored restores Docker container dumps only"
                 % (checkpoint, manifest.get("target", {}).get("runtime"))
             )
+        configured = manifest["target"].get("mount_points", [])
         for mount in manifest.get("mounts", {}).get("external", []):
+            if not mount.get("propagated") or mount["mount_point"] in configured:
+                continue
             host = mount.get("host_path")
-            if mount.get("propagated") and not (host and os.path.exists(host)):
+            # A whole file system must be mounted there again, not just leave its empty directory.
+            present = host and (os.path.ismount(host) if mount["root"] == "/" else os.path.exists(host))
+            if not present:
                 raise ModuleError(
                     "%s came into the container from the host by propagation (%s %s); a restore binds it "
                     "from the host again, but %s: mount it there first (layer 4 does for its ramdisk)"
@@ -721,9 +726,7 @@ class Checkpointer:
                         mount["mount_point"],
                         mount["fstype"],
                         mount["source"],
-                        "the host path %s does not exist" % mount["host_path"]
-                        if mount.get("host_path")
-                        else "the dump found no host path for it",
+                        "nothing is mounted at %s" % host if host else "the dump found no host path for it",
                     )
                 )
         cp_name = os.path.basename(checkpoint)

@@ -268,6 +268,17 @@ def test_restore_of_a_hosttocontainer_volume_keeps_the_hosts_mounts(
 
     new = unique()
     names.append(new)
+    # the ramdisk not mounted again (a host after a reboot): refused, nothing created
+    subprocess.run(["umount", str(ramdisk)], check=True)
+    refused = run_module(
+        tmp_path, {"state": "restored", "checkpoint": dumped["checkpoint_dir"], "new_container": new}
+    )
+    assert refused.get("failed") is True
+    assert f"nothing is mounted at {ramdisk}" in refused["msg"]
+    assert docker("inspect", new, check=False).returncode != 0
+    mount("-t", "tmpfs", "-o", "size=8m", "tmpfs", str(ramdisk))
+    (ramdisk / "accounts").write_text("ledger state\n")
+
     staging = f"/run/strata-ops/restore/{new}"
     try:
         restored = run_module(
