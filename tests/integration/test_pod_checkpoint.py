@@ -395,12 +395,14 @@ def cri(testbed):
     return workload[0]
 
 
-@pytest.fixture
-def cri_pod(cri, tmp_path):
+@pytest.fixture(params=["pod-network", "host-network"])
+def cri_pod(cri, tmp_path, request):
     """A pod on containerd's CRI, made as the kubelet makes one: a sandbox, then a container
-    labelled with the pod; host network (no CNI here) and a PID namespace per container."""
+    labelled with the pod, a PID namespace per container; the pod's own network namespace
+    (the test bed's CNI bridge) or the host's (hostNetwork: true)."""
     pod = unique()
-    namespaces = {"network": 2, "pid": 1, "ipc": 0}  # NODE, CONTAINER, POD: the kubelet's defaults
+    # CRI namespace modes: POD 0, CONTAINER 1, NODE 2; the kubelet's defaults for pid and ipc
+    namespaces = {"network": 2 if request.param == "host-network" else 0, "pid": 1, "ipc": 0}
     pod_config = tmp_path / "pod.json"
     pod_config.write_text(
         json.dumps(
@@ -430,7 +432,7 @@ def cri_pod(cri, tmp_path):
         cid = crictl("create", sandbox, str(container_config), str(pod_config))
         crictl("start", cid)
         log = tmp_path / "logs" / "counter.log"
-        yield {"pod": pod, "id": cid, "log": log}
+        yield {"pod": pod, "id": cid, "log": log, "network": request.param}
     finally:
         crictl("rmp", "--force", sandbox, check=False)
 
@@ -473,7 +475,13 @@ def test_pod_container_found_through_crictl_and_dumped(cri_pod, tmp_path):
     assert "mnt[/etc/hosts]:/etc/hosts" in result["command"]
     assert "mnt[/etc/resolv.conf]:/etc/resolv.conf" in result["command"]
     assert "--leave-running" in result["command"]
-    assert not any(arg.startswith("net[") for arg in result["command"])  # host network: nothing to map
+    net_args = [arg for arg in result["command"] if arg.startswith("net[")]
+    if cri_pod["network"] == "host-network":
+        assert net_args == []  # nothing to map
+    else:
+        # the pod's network namespace stays outside the dump, under the key runc restores it by
+        inode = os.readlink(f"/proc/{target['pid']}/ns/net").split("[")[1].rstrip("]")
+        assert net_args == [f"net[{inode}]:extRootNetNS"]
     assert_crit_checked(result)
     wait_cri_count(cri_pod["log"], after + 3)  # left running
 

@@ -19,6 +19,7 @@ LAB_KUBECONFIG=$STRATA_CACHE/controlplane/strata-lab.kubeconfig
 TESTBED_POOL=strata-testbed
 # The CRI runtime of the pod checkpoint tests (cri/start): containerd on a socket of its own.
 CRI_SOCKET=/run/strata-cri/containerd.sock
+CRI_POD_SUBNET=10.213.0.0/24
 
 # Debian packages the host needs for the tests; each line: package (why).
 HOST_PACKAGES=(
@@ -30,6 +31,7 @@ HOST_PACKAGES=(
   libnet1 libnftables1 libnl-3-200 libprotobuf-c1 libbsd0 libgnutls30  # CRIU 4 shared libraries
   python3-protobuf  # crit (CRIU's image tool, from the same suite as CRIU) decodes with it
   containerd        # the CRI runtime of the pod checkpoint tests (docker.io brings it too)
+  containernetworking-plugins  # its pods' network (bridge, host-local, loopback)
 )
 
 say() { printf 'testbed: %s\n' "$*" >&2; }
