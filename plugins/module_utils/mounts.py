@@ -144,6 +144,12 @@ def is_below(path, mount_point):
     return mount_point in ("/", path) or path.startswith(mount_point.rstrip("/") + "/")
 
 
+def mount_points_now(mountinfo=MOUNTINFO):
+    """The mount points of this mount namespace. Unlike os.path.ismount this also sees a bind
+    mount of a directory of the same file system."""
+    return set(m["mount_point"] for m in parse_mountinfo(_read(mountinfo)))
+
+
 def shared_submounts(path, mounts):
     """Mounts strictly below ``path`` whose parent mount is shared.
 

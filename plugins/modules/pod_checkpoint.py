@@ -717,7 +717,8 @@ class Checkpointer:
                 continue
             host = mount.get("host_path")
             # A whole file system must be mounted there again, not just leave its empty directory.
-            present = host and (os.path.ismount(host) if mount["root"] == "/" else os.path.exists(host))
+            whole = mount["root"] == "/"
+            present = host and (host in mnt.mount_points_now() if whole else os.path.exists(host))
             if not present:
                 raise ModuleError(
                     "%s came into the container from the host by propagation (%s %s); a restore binds it "
@@ -895,8 +896,9 @@ class Checkpointer:
                     os.rmdir(top)
 
     def unstage_binds(self, staged):
+        mounted = mnt.mount_points_now()
         for entry in staged:
-            if os.path.ismount(entry["staging"]):
+            if entry["staging"] in mounted:
                 self.run(["umount", "-R", entry["staging"]])
             with contextlib.suppress(OSError):
                 os.rmdir(entry["staging"])

@@ -279,7 +279,9 @@ def test_restore_of_a_hosttocontainer_volume_keeps_the_hosts_mounts(
     mount("-t", "tmpfs", "-o", "size=8m", "tmpfs", str(ramdisk))
     (ramdisk / "accounts").write_text("ledger state\n")
 
-    staging = f"/run/strata-ops/restore/{new}"
+    again = unique()
+    names.append(again)
+    stagings = [f"/run/strata-ops/restore/{name}" for name in (new, again)]
     try:
         restored = run_module(
             tmp_path, {"state": "restored", "checkpoint": dumped["checkpoint_dir"], "new_container": new}
@@ -289,19 +291,31 @@ def test_restore_of_a_hosttocontainer_volume_keeps_the_hosts_mounts(
         assert str(ramdisk) in host_mount_points()
         assert (ramdisk / "accounts").read_text() == "ledger state\n"
         assert restored["staged_binds"] == [
-            {"source": str(shared_volume), "staging": f"{staging}/0", "submounts": [str(ramdisk)]}
+            {"source": str(shared_volume), "staging": f"{stagings[0]}/0", "submounts": [str(ramdisk)]}
         ]
         assert docker("exec", new, "cat", "/x/ramdisk/accounts").stdout == "ledger state\n"
         wait_count(new, 1)
         first = int(docker("logs", new).stdout.split()[0])
         assert first <= after + 2, (first, after)
+
+        # once that container is gone, the next restore takes its view down
+        docker("rm", "-f", new)
+        second = run_module(
+            tmp_path, {"state": "restored", "checkpoint": dumped["checkpoint_dir"], "new_container": again}
+        )
+        assert second.get("failed") is not True, second
+        assert f"{stagings[0]}/0" not in host_mount_points()
+        assert not os.path.exists(stagings[0])
+        assert f"{stagings[1]}/0" in host_mount_points()
+        assert str(ramdisk) in host_mount_points()
     finally:
-        docker("rm", "-f", new, check=False)
-        # never rmtree a staging view: it is the host's volume
-        subprocess.run(["umount", "-R", "-l", f"{staging}/0"], check=False)
-        for directory in (f"{staging}/0", staging):
-            with contextlib.suppress(OSError):
-                os.rmdir(directory)
+        for name, staging in zip((new, again), stagings):
+            docker("rm", "-f", name, check=False)
+            # never rmtree a staging view: it is the host's volume
+            subprocess.run(["umount", "-R", "-l", f"{staging}/0"], check=False, capture_output=True)
+            for directory in (f"{staging}/0", staging):
+                with contextlib.suppress(OSError):
+                    os.rmdir(directory)
 
 
 def test_check_mode_reports_command_and_writes_nothing(counter, tmp_path):

@@ -217,3 +217,12 @@ def test_shared_submounts_are_what_a_restore_would_unmount_on_the_host():
     # the same tree with private parents: a detach of the copy stays in the copy
     private = sf.parse_mountinfo(MOUNTINFO.replace(" shared:", " private:"))
     assert sf.shared_submounts("/srv/kind", private) == []
+
+
+def test_mount_points_now_sees_binds_of_the_same_file_system(tmp_path):
+    mountinfo = tmp_path / "mountinfo"
+    bind = "90 22 254:0 /srv/data /run/strata-ops/restore/app/0 rw - ext4 /dev/vda rw\n"
+    mountinfo.write_text(MOUNTINFO + bind)
+    points = sf.mount_points_now(str(mountinfo))
+    assert "/run/strata-ops/restore/app/0" in points  # os.path.ismount would say False here
+    assert "/mnt/with space" in points
