@@ -144,10 +144,16 @@ def is_below(path, mount_point):
     return mount_point in ("/", path) or path.startswith(mount_point.rstrip("/") + "/")
 
 
+def read_mountinfo(mountinfo=MOUNTINFO):
+    """The mounts of this mount namespace (OSError when mountinfo cannot be read)."""
+    with open(mountinfo) as handle:
+        return parse_mountinfo(handle.read())
+
+
 def mount_points_now(mountinfo=MOUNTINFO):
     """The mount points of this mount namespace. Unlike os.path.ismount this also sees a bind
     mount of a directory of the same file system."""
-    return set(m["mount_point"] for m in parse_mountinfo(_read(mountinfo)))
+    return set(m["mount_point"] for m in read_mountinfo(mountinfo))
 
 
 def shared_submounts(path, mounts):

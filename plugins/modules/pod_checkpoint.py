@@ -446,8 +446,7 @@ class Checkpointer:
             ) from None
         root, internal, external = criu.classify_mounts(mounts)
         if any(m.get("propagated") for m in external):
-            with open("/proc/self/mountinfo") as handle:
-                host_mounts = mnt.parse_mountinfo(handle.read())
+            host_mounts = mnt.read_mountinfo()
             for mount in external:
                 if mount.get("propagated"):
                     mount["host_path"] = criu.host_path(mount, host_mounts)
@@ -502,21 +501,26 @@ class Checkpointer:
             "rss_bytes": criu.rss_bytes(tree),
         }
 
+    def cuda_checkpoint(self):
+        """cuda_checkpoint_path or the first cuda-checkpoint on PATH; None when there is none."""
+        path = self.p["cuda_checkpoint_path"] or criu.find_executable("cuda-checkpoint")
+        return path if path and os.path.isfile(path) else None
+
+    def cuda_plugin(self):
+        """CRIU's CUDA plugin in criu_plugin_dir; None when it is not installed."""
+        path = os.path.join(self.p["criu_plugin_dir"], CUDA_PLUGIN)
+        return path if os.path.isfile(path) else None
+
     def gpu_facts(self, tree):
         """The GPU plan for a process tree (see criu.gpu_plan) and the cuda-checkpoint to use."""
-        p = self.p
         nvidia = criu.nvidia_gpu_present()
         cuda_pids = criu.cuda_pids_of(tree)
-        plugin = os.path.join(p["criu_plugin_dir"], CUDA_PLUGIN)
-        cuda_checkpoint = p["cuda_checkpoint_path"] or criu.find_executable("cuda-checkpoint")
-        if cuda_checkpoint and not os.path.isfile(cuda_checkpoint):
-            cuda_checkpoint = None
+        plugin = self.cuda_plugin()
+        cuda_checkpoint = self.cuda_checkpoint()
         has_action = True
         if nvidia and cuda_pids and cuda_checkpoint:
             has_action = criu.cuda_checkpoint_has_action(self.run, cuda_checkpoint)
-        gpu = criu.gpu_plan(
-            nvidia, cuda_pids, plugin if os.path.isfile(plugin) else None, cuda_checkpoint, has_action
-        )
+        gpu = criu.gpu_plan(nvidia, cuda_pids, plugin, cuda_checkpoint, has_action)
         gpu["states"] = []
         gpu["cuda_pids"] = cuda_pids
         return gpu, cuda_checkpoint
@@ -712,13 +716,16 @@ class Checkpointer:
                 % (checkpoint, manifest.get("target", {}).get("runtime"))
             )
         configured = manifest["target"].get("mount_points", [])
-        for mount in manifest.get("mounts", {}).get("external", []):
-            if not mount.get("propagated") or mount["mount_point"] in configured:
-                continue
+        propagated = [
+            m
+            for m in manifest.get("mounts", {}).get("external", [])
+            if m.get("propagated") and m["mount_point"] not in configured
+        ]
+        mounted = mnt.mount_points_now() if propagated else set()
+        for mount in propagated:
             host = mount.get("host_path")
             # A whole file system must be mounted there again, not just leave its empty directory.
-            whole = mount["root"] == "/"
-            present = host and (host in mnt.mount_points_now() if whole else os.path.exists(host))
+            present = host and (host in mounted if mount["root"] == "/" else os.path.exists(host))
             if not present:
                 raise ModuleError(
                     "%s came into the container from the host by propagation (%s %s); a restore binds it "
@@ -817,13 +824,13 @@ class Checkpointer:
                     )
                 ) from None
             doc = api.inspect(new_id)
+            if gpu["gpu"]["path"] != "none":
+                gpu["gpu"]["cuda_pids"] = criu.cuda_pids_of(criu.process_tree(doc["State"]["Pid"]))
             if gpu["gpu"]["path"] == "cuda-checkpoint":
                 # Restored in the "checkpointed" CUDA state: bring the GPU state back, then unlock.
-                gpu["gpu"]["cuda_pids"] = criu.cuda_pids_of(criu.process_tree(doc["State"]["Pid"]))
                 self._cuda_step(gpu, "restore")
                 self._cuda_step(gpu, "unlock")
             elif gpu["gpu"]["path"] == "criu-cuda-plugin":
-                gpu["gpu"]["cuda_pids"] = criu.cuda_pids_of(criu.process_tree(doc["State"]["Pid"]))
                 self._cuda_step(gpu, label="after restore (plugin)")
         except BaseException:
             if new_id:
@@ -850,8 +857,7 @@ class Checkpointer:
         volume's source vanished from the host. A slave view (rbind, then make-rslave) still
         receives the host's mounts but sends nothing back.
         """
-        with open("/proc/self/mountinfo") as handle:
-            host_mounts = mnt.parse_mountinfo(handle.read())
+        host_mounts = mnt.read_mountinfo()
         staged = []
         for source in ctr.bind_sources(create):
             below = mnt.shared_submounts(source, host_mounts)
@@ -917,17 +923,17 @@ class Checkpointer:
                 "GPU host, into a container that gets the GPU (docker run --gpus)"
                 % (checkpoint, path, criu.NVIDIA_GPUS_DIR)
             )
-        cuda_checkpoint = self.p["cuda_checkpoint_path"] or criu.find_executable("cuda-checkpoint")
-        if not cuda_checkpoint or not os.path.isfile(cuda_checkpoint):
+        cuda_checkpoint = self.cuda_checkpoint()
+        if not cuda_checkpoint:
             raise criu.GpuError(
                 "%s holds CUDA state but cuda-checkpoint is not installed here (cuda_checkpoint_path, or "
                 "on PATH; for the CUDA plugin also on dockerd's PATH)" % checkpoint
             )
-        plugin = os.path.join(self.p["criu_plugin_dir"], CUDA_PLUGIN)
-        if path == "criu-cuda-plugin" and not os.path.isfile(plugin):
+        if path == "criu-cuda-plugin" and not self.cuda_plugin():
             raise criu.GpuError(
                 "%s was dumped with CRIU's CUDA plugin, which its restore needs too: %s is missing "
-                "(runc's CRIU loads its plugins from there)" % (checkpoint, plugin)
+                "(runc's CRIU loads its plugins from there)"
+                % (checkpoint, os.path.join(self.p["criu_plugin_dir"], CUDA_PLUGIN))
             )
         plan["cuda_checkpoint"] = cuda_checkpoint
         gpu["reason"] = (

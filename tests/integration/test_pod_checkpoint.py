@@ -48,11 +48,15 @@ def _missing(reason):
     pytest.skip(reason)
 
 
-def docker(*args, check=True):
-    proc = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+def run_cli(argv, check=True):
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
-        raise AssertionError("docker {} failed: {}".format(" ".join(args), proc.stderr))
+        raise AssertionError("{} failed: {}".format(" ".join(argv), proc.stderr))
     return proc
+
+
+def docker(*args, check=True):
+    return run_cli(["docker", *args], check)
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +222,7 @@ def test_dump_leaves_running_and_restores_into_new_container(counter, tmp_path, 
 
 
 def mount(*args):
-    subprocess.run(["mount", *args], check=True, capture_output=True)
+    run_cli(["mount", *args])
 
 
 def host_mount_points():
@@ -384,15 +388,8 @@ def test_pod_container_found_among_docker_containers_by_kubelet_labels(testbed, 
 
 
 def crictl(*args, check=True):
-    proc = subprocess.run(
-        [CRICTL, "--runtime-endpoint", CRI_ENDPOINT, "--image-endpoint", CRI_ENDPOINT, *args],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError("crictl {} failed: {}".format(" ".join(args), proc.stderr))
-    return proc.stdout.strip()
+    argv = [CRICTL, "--runtime-endpoint", CRI_ENDPOINT, "--image-endpoint", CRI_ENDPOINT, *args]
+    return run_cli(argv, check).stdout.strip()
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,8 @@ LAB_KUBECONFIG=$STRATA_CACHE/controlplane/strata-lab.kubeconfig
 TESTBED_POOL=strata-testbed
 # The CRI runtime of the pod checkpoint tests (cri/start): containerd on a socket of its own.
 CRI_SOCKET=/run/strata-cri/containerd.sock
+CRI_CONFIG=$STRATA_CACHE/cri/config.toml
+CRICTL=$STRATA_CACHE/bin/crictl
 CRI_POD_SUBNET=10.213.0.0/24
 
 # Debian packages the host needs for the tests; each line: package (why).
@@ -58,6 +60,7 @@ apt_install() {
 }
 
 docker_answers() { docker info >/dev/null 2>&1; }
+cri_answers() { ctr --address "$CRI_SOCKET" version >/dev/null 2>&1; }
 
 # An apt configuration of its own for another Debian suite, so that packages of
 # trixie/sid can be downloaded and unpacked with dpkg -x without touching the host's apt.
