@@ -164,6 +164,17 @@ def find_executable(name, path_env=None, extra_dirs=()):
     return None
 
 
+def locate(configured=None):
+    """``configured`` or the first criu on PATH (or in /usr/sbin, /sbin); CriuNotFound otherwise."""
+    path = configured or find_executable("criu", extra_dirs=("/usr/sbin", "/sbin"))
+    if not path or not os.path.exists(path):
+        raise CriuNotFound(
+            "criu not found%s: install CRIU >= %s (Debian trixie's criu package) or set criu_path"
+            % (" at %s" % path if path else " on PATH", version_string(MIN_VERSION))
+        )
+    return path
+
+
 # ---------------------------------------------------------------------------------------------
 # mountinfo -> external mounts
 
@@ -328,27 +339,6 @@ def rss_bytes(pids, proc="/proc"):
     return total
 
 
-def uses_cuda(pid, proc="/proc"):
-    """True when the process maps libcuda or holds an /dev/nvidia* device open."""
-    try:
-        with open(os.path.join(proc, str(pid), "maps")) as handle:
-            if "libcuda.so" in handle.read():
-                return True
-    except OSError:
-        pass
-    fd_dir = os.path.join(proc, str(pid), "fd")
-    try:
-        for fd in os.listdir(fd_dir):
-            try:
-                if os.readlink(os.path.join(fd_dir, fd)).startswith("/dev/nvidia"):
-                    return True
-            except OSError:
-                continue
-    except OSError:
-        pass
-    return False
-
-
 def descriptors(pid, proc="/proc"):
     """What runc stores as descriptors.json: the targets of fds 0, 1, 2 of the root task."""
     out = []
@@ -358,108 +348,6 @@ def descriptors(pid, proc="/proc"):
         except OSError:
             out.append("/dev/null")
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# GPU plan
-
-
-# What CRIU's CUDA plugin itself checks before it does anything: without this directory it
-# disables itself ("No GPU device found").
-NVIDIA_GPUS_DIR = "/proc/driver/nvidia/gpus"
-CUDA_PLUGIN_NAME = "cuda_plugin"
-
-
-def nvidia_gpu_present(gpus_dir=NVIDIA_GPUS_DIR):
-    return os.path.isdir(gpus_dir)
-
-
-def cuda_checkpoint_has_action(run_command, cuda_checkpoint):
-    """True when cuda-checkpoint offers --action (lock/checkpoint/restore/unlock): r555+ drivers.
-
-    CRIU's CUDA plugin asks the same question (``cuda-checkpoint -h``) and disables itself
-    when the answer is no.
-    """
-    _rc, out, err = run_command([cuda_checkpoint, "-h"])
-    return "--action" in (out or "") + (err or "")
-
-
-def gpu_plan(nvidia_present, cuda_pids, plugin_file, cuda_checkpoint, has_action=True):
-    """Which GPU path a dump takes, as data.
-
-    Returns dict(taken, path, reason): path is 'criu-cuda-plugin' (CRIU's plugin drives
-    cuda-checkpoint itself: we must not lock the process a second time), 'cuda-checkpoint'
-    (no plugin: lock -> checkpoint -> dump -> restore -> unlock done here) or 'none'.
-    Raises GpuError where a dump would silently leave the GPU state out: the plugin runs
-    ``cuda-checkpoint`` from PATH and turns itself off when it is missing or too old.
-    """
-    if not nvidia_present:
-        return {
-            "taken": False,
-            "path": "none",
-            "reason": "no NVIDIA GPU on this host (no %s): the GPU path was not taken" % NVIDIA_GPUS_DIR,
-        }
-    if not cuda_pids:
-        return {
-            "taken": False,
-            "path": "none",
-            "reason": "an NVIDIA GPU is present but no process of the tree uses CUDA",
-        }
-    if not cuda_checkpoint:
-        raise GpuError(
-            "processes %s use CUDA but cuda-checkpoint is not installed (cuda_checkpoint_path, or on "
-            "PATH)%s: a dump would not contain the GPU state. Install NVIDIA's cuda-checkpoint (driver "
-            "r555 or newer)."
-            % (
-                cuda_pids,
-                "; CRIU's CUDA plugin %s runs it and turns itself off without it" % plugin_file
-                if plugin_file
-                else "",
-            )
-        )
-    if not has_action:
-        raise GpuError(
-            "%s has no --action (lock/checkpoint/restore/unlock): the NVIDIA driver is older than r555, "
-            "which CRIU's CUDA plugin and this module need. Upgrade the driver." % cuda_checkpoint
-        )
-    if plugin_file:
-        if os.path.basename(cuda_checkpoint) != "cuda-checkpoint":
-            raise GpuError(
-                "CRIU's CUDA plugin runs 'cuda-checkpoint' by that name from PATH; %s has another name: "
-                "install or link it as cuda-checkpoint" % cuda_checkpoint
-            )
-        return {
-            "taken": True,
-            "path": "criu-cuda-plugin",
-            "reason": "CUDA processes %s; CRIU's CUDA plugin %s drives %s"
-            % (cuda_pids, plugin_file, cuda_checkpoint),
-        }
-    return {
-        "taken": True,
-        "path": "cuda-checkpoint",
-        "reason": "CUDA processes %s; no CRIU CUDA plugin, so %s locks and checkpoints them "
-        "around the dump" % (cuda_pids, cuda_checkpoint),
-    }
-
-
-def cuda_pids_of(tree, proc="/proc"):
-    return [pid for pid in tree if uses_cuda(pid, proc)]
-
-
-def cuda_state(run_command, cuda_checkpoint, pid):
-    rc, out, err = run_command([cuda_checkpoint, "--get-state", "--pid", str(pid)])
-    if rc != 0:
-        return "unknown (%s)" % (err or out).strip()[:120]
-    return out.strip() or "unknown"
-
-
-def cuda_action(run_command, cuda_checkpoint, pid, action):
-    rc, out, err = run_command([cuda_checkpoint, "--action", action, "--pid", str(pid)])
-    if rc != 0:
-        raise GpuError(
-            "cuda-checkpoint --action %s --pid %s failed (rc=%s): %s"
-            % (action, pid, rc, (err or out).strip()[:300])
-        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -232,56 +232,6 @@ def test_read_stats_prefers_crit_and_cross_checks(tmp_path):
     assert "boom" in check
 
 
-PLUGIN = "/usr/lib/criu/cuda_plugin.so"
-CUDA_CKPT = "/usr/bin/cuda-checkpoint"
-
-
-def test_gpu_plan_without_gpu_or_cuda_says_why():
-    none = criu.gpu_plan(False, [], None, None)
-    assert (none["taken"], none["path"]) == (False, "none")
-    assert "no NVIDIA GPU" in none["reason"]
-    assert "GPU path was not taken" in none["reason"]
-    idle = criu.gpu_plan(True, [], PLUGIN, None)
-    assert idle["taken"] is False
-    assert "no process" in idle["reason"]
-
-
-def test_gpu_plan_prefers_the_plugin_and_never_locks_twice():
-    plugin = criu.gpu_plan(True, [7], PLUGIN, CUDA_CKPT)
-    assert (plugin["taken"], plugin["path"]) == (True, "criu-cuda-plugin")
-    direct = criu.gpu_plan(True, [7], None, CUDA_CKPT)
-    assert direct["path"] == "cuda-checkpoint"
-
-
-@pytest.mark.parametrize(
-    ("plugin", "cuda_checkpoint", "has_action", "expected"),
-    [
-        (None, None, True, "cuda-checkpoint is not installed"),
-        # the plugin execs cuda-checkpoint from PATH and turns itself off without it
-        (PLUGIN, None, True, "turns itself off without it"),
-        (PLUGIN, CUDA_CKPT, False, "older than r555"),
-        (None, CUDA_CKPT, False, "older than r555"),
-        (PLUGIN, "/opt/nv/cuda-checkpoint-570", True, "by that name from PATH"),
-    ],
-)
-def test_gpu_plan_refuses_a_dump_without_gpu_state(plugin, cuda_checkpoint, has_action, expected):
-    with pytest.raises(criu.GpuError, match=expected):
-        criu.gpu_plan(True, [7], plugin, cuda_checkpoint, has_action)
-
-
-def test_cuda_checkpoint_has_action_reads_its_help():
-    r555 = "Usage: cuda-checkpoint --action <lock|checkpoint|restore|unlock> --pid <pid>"
-    r550 = "Usage: cuda-checkpoint --toggle --pid <pid>"
-    assert criu.cuda_checkpoint_has_action(lambda argv: (0, r555, ""), CUDA_CKPT)
-    assert not criu.cuda_checkpoint_has_action(lambda argv: (0, r550, ""), CUDA_CKPT)
-
-
-def test_nvidia_gpu_present_is_the_plugins_check(tmp_path):
-    assert not criu.nvidia_gpu_present(str(tmp_path / "gpus"))
-    (tmp_path / "gpus").mkdir()
-    assert criu.nvidia_gpu_present(str(tmp_path / "gpus"))
-
-
 def crit_stub(images):
     """A run_command that answers `crit decode -i DIR/IMAGE` with the given decoded entries."""
 

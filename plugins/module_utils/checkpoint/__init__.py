@@ -1,0 +1,18 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Checkpoint and restore of pods and processes (strata.ops.pod_checkpoint), split by concern:
+target (what to dump), dump, restore, staging (bind sources a restore must not unmount), gpu,
+manifest, kubelet."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.strata.ops.plugins.module_utils.criu import CriuError
+
+
+class InvalidRequest(CriuError):
+    """Options that cannot work together or name nothing to do."""
+
+
+class BadCheckpoint(CriuError):
+    """A directory that is not a usable pod_checkpoint dump."""

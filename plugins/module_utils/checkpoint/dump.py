@@ -1,0 +1,320 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""state=dumped: plan a ``criu dump`` from facts read on the host, run it, write the manifest."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import json
+import os
+import shutil
+import time
+
+from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
+from ansible_collections.strata.ops.plugins.module_utils import criu
+from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import InvalidRequest
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu as gpu_mod
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint.target import default_name, find_target
+
+DIRECT_GPU_PATHS = (gpu_mod.CudaCheckpointTool.kind, gpu_mod.CudaDriverAPI.kind)
+
+
+def _restore_binds(create, external, configured):
+    """The mounts the host propagated into the container after it started (a tmpfs mounted on
+    the host under a HostToContainer volume) are in no container config: the new container gets
+    them as binds of the same host paths, so that runc hands them to CRIU on restore."""
+    extra = [
+        {
+            "Type": "bind",
+            "Source": m["host_path"],
+            "Target": m["mount_point"],
+            "BindOptions": {"Propagation": "rslave"},
+        }
+        for m in external
+        if m.get("propagated") and m.get("host_path") and m["mount_point"] not in configured
+    ]
+    if extra:
+        host = create.setdefault("HostConfig", {})
+        host["Mounts"] = list(host.get("Mounts") or []) + extra
+
+
+def _read_text(path):
+    try:
+        with open(path, errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def _netns(pid):
+    """The target's network namespace inode when it differs from ours, else None."""
+    try:
+        netns = os.readlink("/proc/%d/ns/net" % pid)
+        own = os.readlink("/proc/self/ns/net")
+    except OSError:
+        return None
+    return netns.split("[")[-1].rstrip("]") if netns != own else None
+
+
+class Dumper:
+    """One dump. ``run_command(argv, environ_update=None) -> (rc, out, err)`` runs criu, crictl and
+    cuda-checkpoint; ``docker`` makes a Docker API client from a socket path; ``find_freezer``
+    finds what freezes CUDA processes (gpu.find_freezer); ``clock`` times the dump."""
+
+    def __init__(
+        self,
+        params,
+        check_mode,
+        run_command,
+        *,
+        docker=ctr.DockerAPI,
+        find_freezer=gpu_mod.find_freezer,
+        clock=time.monotonic,
+        gpus_dir=gpu_mod.NVIDIA_GPUS_DIR,
+    ):
+        self.p = params
+        self.check_mode = check_mode
+        self.run = run_command
+        self.docker = docker
+        self.find_freezer = find_freezer
+        self.clock = clock
+        self.gpus_dir = gpus_dir
+
+    def plan(self):
+        p = self.p
+        if not p["images_dir"]:
+            raise InvalidRequest("images_dir is required to write a dump")
+        binary = criu.locate(p["criu_path"])
+        version = criu.check_version(self.run, binary)
+        target = find_target(p, self.run, self.docker)
+        pid = target["pid"]
+        try:
+            mounts = mnt.read_mountinfo("/proc/%d/mountinfo" % pid)
+        except OSError as exc:
+            raise criu.TargetGone(
+                "cannot read /proc/%d/mountinfo: %s (did the process exit?)" % (pid, exc)
+            ) from None
+        root, internal, external = criu.classify_mounts(mounts)
+        if any(m.get("propagated") for m in external):
+            host_mounts = mnt.read_mountinfo()
+            for mount in external:
+                if mount.get("propagated"):
+                    mount["host_path"] = criu.host_path(mount, host_mounts)
+            if target["runtime"] == "docker":
+                _restore_binds(target["create"], external, target["mount_points"])
+        tree = criu.process_tree(pid)
+        inode = _netns(pid)
+        gpu, freezer = self.gpu_facts(tree)
+        name = default_name(p, target)
+        dump_dir = os.path.join(p["images_dir"], "%s-%s" % (name, mf.stamp()))
+        argv = criu.build_dump_args(
+            binary,
+            pid,
+            dump_dir,
+            criu.external_mount_args(external, p["external_mounts"], version),
+            leave_running=p["leave_running"],
+            manage_cgroups=p["manage_cgroups"],
+            tcp_established=p["tcp_established"],
+            # Docker recreates the network namespace itself on restore (as docker checkpoint
+            # does: empty netns); runc under CRI joins the pod's netns by runc's key.
+            empty_netns=inode is not None and target["runtime"] == "docker",
+            netns_inode=inode if target["runtime"] != "docker" else None,
+            plugin_dir=p["criu_plugin_dir"] if gpu["path"] == "criu-cuda-plugin" else None,
+        )
+        env = None
+        if gpu["path"] == "criu-cuda-plugin":
+            # The plugin runs cuda-checkpoint by name: the one found here must come first on PATH.
+            env = {"PATH": os.path.dirname(freezer.path) + os.pathsep + os.environ.get("PATH", "")}
+        return {
+            "binary": binary,
+            "version": version,
+            "target": target,
+            "name": name,
+            "dump_dir": dump_dir,
+            "argv": argv,
+            "env": env,
+            "tree": tree,
+            "mounts": {
+                "root": mf.mount_view(root) if root else None,
+                "external": [mf.mount_view(m) for m in external],
+                "internal": [mf.mount_view(m) for m in internal],
+            },
+            "gpu": gpu,
+            "freezer": freezer,
+            "rss_bytes": criu.rss_bytes(tree),
+        }
+
+    def gpu_facts(self, tree):
+        """The GPU plan for a process tree (see gpu.gpu_plan) and the freezer it uses."""
+        p = self.p
+        nvidia = gpu_mod.nvidia_gpu_present(self.gpus_dir)
+        cuda_pids = gpu_mod.cuda_pids_of(tree)
+        freezer, facts = None, {}
+        if nvidia and cuda_pids:
+            freezer, facts = self.find_freezer(
+                self.run, gpu_mod.cuda_checkpoint_binary(p["cuda_checkpoint_path"]), p["cuda_driver_library"]
+            )
+        gpu = gpu_mod.gpu_plan(nvidia, cuda_pids, gpu_mod.cuda_plugin(p["criu_plugin_dir"]), freezer, facts)
+        gpu["states"] = []
+        gpu["cuda_pids"] = cuda_pids
+        return gpu, freezer
+
+    def _free_space_check(self, rss):
+        vfs = os.statvfs(self.p["images_dir"])
+        free = vfs.f_bavail * vfs.f_frsize
+        if free < rss:
+            raise criu.NoSpace(
+                "%s has %d bytes free but the process tree's resident memory is %d bytes (the dump "
+                "is about that size): free space there or point images_dir at a larger file system"
+                % (self.p["images_dir"], free, rss)
+            )
+
+    def _failure(self, plan, rc, err):
+        """The typed error for a failed criu dump, with CRIU's own words."""
+        p, pid = self.p, plan["target"]["pid"]
+        log = os.path.join(plan["dump_dir"], "dump.log")
+        tail = criu.log_tail(log)
+        error = criu.classify_dump_failure(tail + _read_text(log), err, criu.alive(pid))
+        if error is criu.NoSpace:
+            return error(
+                "criu dump ran out of space in %s: free space there or point images_dir at a larger file "
+                "system (CRIU: %s)" % (p["images_dir"], tail.splitlines()[-1:] or err)
+            )
+        if error is criu.TargetGone:
+            return error(
+                "process %s (or one of its descendants) exited during the dump (criu rc=%s); nothing "
+                "usable was written. Re-run when the workload is up. CRIU log: %s" % (pid, rc, tail or err)
+            )
+        return error("criu dump of PID %s failed (rc=%s). CRIU log (%s):\n%s" % (pid, rc, log, tail or err))
+
+    def dump(self, plan):
+        """Run criu (with the GPU steps around it); returns the wall time in seconds."""
+        dump_dir, pid = plan["dump_dir"], plan["target"]["pid"]
+        gpu, freezer = plan["gpu"], plan["freezer"]
+        locked_at = None
+        os.makedirs(dump_dir)
+        started = self.clock()
+        try:
+            with open(os.path.join(dump_dir, "descriptors.json"), "w") as handle:
+                json.dump(criu.descriptors(pid), handle)  # what runc restore expects
+            if gpu["taken"]:
+                gpu_mod.step(freezer, gpu, label="before dump")
+            if gpu["path"] in DIRECT_GPU_PATHS:
+                locked_at = self.clock()
+                gpu_mod.step(freezer, gpu, "lock", timeout_ms=self.p["cuda_lock_timeout"] * 1000)
+                gpu_mod.step(freezer, gpu, "checkpoint")
+            rc, _out, err = self.run(plan["argv"], environ_update=plan["env"])
+            wall = self.clock() - started
+            if rc != 0:
+                raise self._failure(plan, rc, err)
+        except BaseException as exc:
+            shutil.rmtree(dump_dir, ignore_errors=True)
+            if locked_at is not None and criu.alive(pid):
+                self._thaw_after_failure(gpu, freezer, exc)
+            raise
+        if locked_at is not None and self.p["leave_running"] and criu.alive(pid):
+            gpu_mod.thaw(freezer, gpu)
+            gpu["locked_s"] = round(self.clock() - locked_at, 3)
+        elif gpu["path"] == "criu-cuda-plugin" and criu.alive(pid):
+            gpu_mod.step(freezer, gpu, label="after dump (plugin)")
+        return wall
+
+    @staticmethod
+    def _thaw_after_failure(gpu, freezer, exc):
+        """A failed dump must not leave CUDA processes frozen; say so if they stay frozen."""
+        try:
+            gpu_mod.thaw(freezer, gpu)
+        except criu.GpuError as thaw_error:
+            raise criu.GpuError(
+                "%s; then bringing the CUDA processes back failed too: %s. They may stay frozen until "
+                "cuda-checkpoint --action restore/unlock --pid PID runs for each of %s"
+                % (exc, thaw_error, gpu["cuda_pids"])
+            ) from None
+
+    def check_images(self, plan):
+        """Decode the stats and the image set with crit; a plugin dump without the plugin is removed."""
+        dump_dir = plan["dump_dir"]
+        crit = self.p["crit_path"] or criu.find_executable("crit")
+        stats, source, check = criu.read_stats(self.run, dump_dir, crit)
+        try:
+            crit_check = criu.crit_check_images(self.run, crit, dump_dir)
+            plugin_ran = gpu_mod.CUDA_PLUGIN_NAME in crit_check.get("plugins", [])
+            if plan["gpu"]["path"] == "criu-cuda-plugin" and crit_check["checked"] and not plugin_ran:
+                raise criu.GpuError(
+                    "CRIU's CUDA plugin did not record itself in %s/inventory.img (plugins: %s): it "
+                    "turned itself off, so the dump lacks the GPU state and was removed. See the "
+                    "cuda_plugin lines of dump.log; the plugin needs %s and cuda-checkpoint on PATH"
+                    % (dump_dir, crit_check["plugins"], gpu_mod.NVIDIA_GPUS_DIR)
+                )
+        except criu.CriuError:
+            shutil.rmtree(dump_dir, ignore_errors=True)
+            raise
+        return stats, source, check, crit_check
+
+    def manifest(self, plan, wall, images):
+        """The manifest.json of a finished dump; ``images`` is what check_images read."""
+        stats, source, check, crit_check = images
+        p, dump_dir, target = self.p, plan["dump_dir"], dict(plan["target"])
+        names = os.listdir(dump_dir)
+        sizes = {
+            "images_bytes": criu.dir_size(dump_dir),
+            "files": len(names),
+            "pages_bytes": sum(
+                os.path.getsize(os.path.join(dump_dir, f)) for f in names if f.startswith("pages-")
+            ),
+        }
+        return {
+            "format": 1,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "name": plan["name"],
+            "target": target,
+            "pod": {"name": p["pod"], "namespace": p["namespace"], "container": p["container"]}
+            if p["pod"]
+            else None,
+            "pid": target["pid"],
+            "tree": plan["tree"],
+            "rss_bytes": plan["rss_bytes"],
+            "container_id": target.get("container_id"),
+            "image": target.get("image"),
+            "image_id": target.get("image_id"),
+            "mounts": plan["mounts"],
+            "criu": {
+                "path": plan["binary"],
+                "version": criu.version_string(plan["version"]),
+                "options": plan["argv"][1:],
+            },
+            "leave_running": p["leave_running"],
+            "gpu": plan["gpu"],
+            "sizes": sizes,
+            "dump_wall_s": round(wall, 3),
+            "stats": criu.summarize_dump_stats(stats),
+            "stats_raw": stats.get("dump", {}),
+            "stats_source": source,
+            "stats_check": check,
+            "crit_check": crit_check,
+        }
+
+    def run_state(self):
+        """state=dumped: the module's result."""
+        plan = self.plan()
+        result = {
+            "changed": True,
+            "command": plan["argv"],
+            "checkpoint_dir": plan["dump_dir"],
+            "gpu": plan["gpu"],
+        }
+        if self.check_mode:
+            result["pruned"] = []
+            result["msg"] = "check mode: would run %s" % " ".join(plan["argv"])
+            return result
+        os.makedirs(self.p["images_dir"], exist_ok=True)
+        self._free_space_check(plan["rss_bytes"])
+        wall = self.dump(plan)
+        manifest = self.manifest(plan, wall, self.check_images(plan))
+        mf.write(plan["dump_dir"], manifest)
+        pruned = mf.prune(self.p["images_dir"], plan["name"], self.p["keep"], plan["dump_dir"])
+        result.update(manifest=manifest, pruned=pruned)
+        return result

@@ -1,0 +1,354 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The GPU half of a checkpoint: which CUDA processes a tree holds, and what freezes them.
+
+A CUDA process is checkpointed in four steps that NVIDIA's driver implements (CUDA driver API,
+"CUDA Checkpointing", driver r570+; ``cuda-checkpoint --action`` since r555):
+
+    lock        -> running GPU work finishes, new work blocks        (running -> locked)
+    checkpoint  -> GPU memory is copied into host memory, released   (locked -> checkpointed)
+    ... CRIU dumps (and later restores) the process ...
+    restore     -> GPU memory and contexts come back                 (checkpointed -> locked)
+    unlock      -> the process runs on the GPU again                 (locked -> running)
+
+Two tools drive those steps, with the same words and the same state names:
+
+* ``CudaCheckpointTool``: NVIDIA's ``cuda-checkpoint`` binary. CRIU's CUDA plugin runs it by that
+  name from PATH (criu ``plugins/cuda/cuda_plugin.c``), so a plugin dump needs it.
+* ``CudaDriverAPI``: the same calls made through ``libcuda`` with ctypes
+  (``cuCheckpointProcessLock`` ... ``cuCheckpointProcessGetState``), which is what
+  cuda-checkpoint itself calls. It serves hosts that have an r570+ driver but no cuda-checkpoint
+  binary (it is not part of the driver packages; NVIDIA ships it separately).
+
+``gpu_plan`` turns the facts into the path a dump takes, or refuses where CRIU would silently
+write a dump without the GPU state.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ctypes
+import os
+import time
+
+from ansible_collections.strata.ops.plugins.module_utils.criu import GpuError, find_executable
+
+# What CRIU's CUDA plugin checks before it does anything: without this directory it disables
+# itself ("No GPU device found").
+NVIDIA_GPUS_DIR = "/proc/driver/nvidia/gpus"
+CUDA_PLUGIN_NAME = "cuda_plugin"
+CUDA_PLUGIN_FILE = "cuda_plugin.so"
+CUDA_CHECKPOINT = "cuda-checkpoint"
+LIBCUDA = "libcuda.so.1"
+
+ACTIONS = ("lock", "checkpoint", "restore", "unlock")
+# CUprocessState (cuda.h): the words `cuda-checkpoint --get-state` prints, which CRIU's plugin
+# reads back (get_task_state_enum in plugins/cuda/cuda_plugin.c).
+PROCESS_STATES = {0: "running", 1: "locked", 2: "checkpointed", 3: "failed"}
+# The driver entry points of the checkpoint API, one per action, plus the state query.
+DRIVER_API_CALLS = {
+    "lock": "cuCheckpointProcessLock",
+    "checkpoint": "cuCheckpointProcessCheckpoint",
+    "restore": "cuCheckpointProcessRestore",
+    "unlock": "cuCheckpointProcessUnlock",
+}
+DRIVER_API_SYMBOLS = (*DRIVER_API_CALLS.values(), "cuCheckpointProcessGetState")
+# CUresult codes the checkpoint calls document (cuda.h), named when cuGetErrorName cannot be asked.
+CU_RESULT_NAMES = {
+    0: "CUDA_SUCCESS",
+    1: "CUDA_ERROR_INVALID_VALUE",
+    3: "CUDA_ERROR_NOT_INITIALIZED",
+    100: "CUDA_ERROR_NO_DEVICE",
+    401: "CUDA_ERROR_ILLEGAL_STATE",
+    500: "CUDA_ERROR_NOT_FOUND",
+    801: "CUDA_ERROR_NOT_SUPPORTED",
+    909: "CUDA_ERROR_TIMEOUT",
+    999: "CUDA_ERROR_UNKNOWN",
+}
+
+
+def nvidia_gpu_present(gpus_dir=NVIDIA_GPUS_DIR):
+    return os.path.isdir(gpus_dir)
+
+
+def uses_cuda(pid, proc="/proc"):
+    """True when the process maps libcuda or holds an /dev/nvidia* device open."""
+    try:
+        with open(os.path.join(proc, str(pid), "maps")) as handle:
+            if "libcuda.so" in handle.read():
+                return True
+    except OSError:
+        pass
+    fd_dir = os.path.join(proc, str(pid), "fd")
+    try:
+        for fd in os.listdir(fd_dir):
+            try:
+                if os.readlink(os.path.join(fd_dir, fd)).startswith("/dev/nvidia"):
+                    return True
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return False
+
+
+def cuda_pids_of(tree, proc="/proc"):
+    return [pid for pid in tree if uses_cuda(pid, proc)]
+
+
+class CudaCheckpointTool:
+    """NVIDIA's cuda-checkpoint binary, run through ``run_command(argv) -> (rc, out, err)``."""
+
+    kind = "cuda-checkpoint"
+
+    def __init__(self, run_command, path):
+        self.run = run_command
+        self.path = path
+
+    def has_action(self):
+        """True when it offers --action (lock/checkpoint/restore/unlock): r555+ drivers.
+
+        CRIU's CUDA plugin asks the same question (``cuda-checkpoint -h``) and disables itself
+        when the answer is no.
+        """
+        _rc, out, err = self.run([self.path, "-h"])
+        return "--action" in (out or "") + (err or "")
+
+    def state(self, pid):
+        rc, out, err = self.run([self.path, "--get-state", "--pid", str(pid)])
+        if rc != 0:
+            return "unknown (%s)" % (err or out).strip()[:120]
+        return out.strip() or "unknown"
+
+    def action(self, pid, action, timeout_ms=0):
+        argv = [self.path, "--action", action, "--pid", str(pid)]
+        if action == "lock" and timeout_ms:
+            argv += ["--timeout", str(timeout_ms)]  # milliseconds, as CRIU's plugin passes it
+        rc, out, err = self.run(argv)
+        if rc != 0:
+            raise GpuError("%s failed (rc=%s): %s" % (" ".join(argv), rc, (err or out).strip()[:300]))
+
+
+class _LockArgs(ctypes.Structure):
+    # CUcheckpointLockArgs (cuda.h): reserved fields must be zero, which ctypes guarantees.
+    _fields_ = [
+        ("timeoutMs", ctypes.c_uint),
+        ("reserved0", ctypes.c_uint),
+        ("reserved1", ctypes.c_uint64 * 7),
+    ]
+
+
+def probe_driver_api(library=LIBCUDA, loader=ctypes.CDLL):
+    """Whether ``library`` loads and exports the checkpoint API; returns (lib or None, facts)."""
+    facts = {"library": library, "loaded": False, "exports": {}, "complete": False}
+    try:
+        lib = loader(library)
+    except OSError as exc:
+        facts["error"] = str(exc)
+        return None, facts
+    facts["loaded"] = True
+    facts["exports"] = dict((name, hasattr(lib, name)) for name in DRIVER_API_SYMBOLS)
+    facts["complete"] = all(facts["exports"].values())
+    if hasattr(lib, "cuDriverGetVersion"):
+        version = ctypes.c_int(0)
+        if lib.cuDriverGetVersion(ctypes.byref(version)) == 0:
+            # 12080 -> "12.8": the CUDA version the driver supports, not the driver's own number.
+            facts["cuda_version"] = "%d.%d" % (version.value // 1000, version.value % 1000 // 10)
+    return (lib if facts["complete"] else None), facts
+
+
+class CudaDriverAPI:
+    """The checkpoint API of libcuda called with ctypes: what cuda-checkpoint itself calls."""
+
+    kind = "cuda-driver-api"
+
+    def __init__(self, lib, library=LIBCUDA):
+        self.lib = lib
+        self.path = library
+        self.initialized = False
+        for name in DRIVER_API_SYMBOLS:
+            getattr(lib, name).restype = ctypes.c_int
+        for name in DRIVER_API_CALLS.values():
+            getattr(lib, name).argtypes = [ctypes.c_int, ctypes.c_void_p]
+        lib.cuCheckpointProcessGetState.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+
+    def result_name(self, code):
+        name = ctypes.c_char_p()
+        if hasattr(self.lib, "cuGetErrorName") and self.lib.cuGetErrorName(code, ctypes.byref(name)) == 0:
+            return name.value.decode("ascii", "replace")
+        return CU_RESULT_NAMES.get(code, "CUresult %d" % code)
+
+    def _init(self):
+        # The checkpoint calls answer CUDA_ERROR_NOT_INITIALIZED until cuInit ran in this process.
+        if not self.initialized:
+            code = self.lib.cuInit(0)
+            if code != 0:
+                raise GpuError(
+                    "cuInit(0) in %s failed: %s; the NVIDIA driver is not usable from this process "
+                    "(is /dev/nvidiactl there and readable?)" % (self.path, self.result_name(code))
+                )
+            self.initialized = True
+
+    def state(self, pid):
+        try:
+            self._init()
+        except GpuError as exc:
+            return "unknown (%s)" % exc
+        value = ctypes.c_int(-1)
+        code = self.lib.cuCheckpointProcessGetState(int(pid), ctypes.byref(value))
+        if code != 0:
+            return "unknown (cuCheckpointProcessGetState: %s)" % self.result_name(code)
+        return PROCESS_STATES.get(value.value, "unknown (CUprocessState %d)" % value.value)
+
+    def action(self, pid, action, timeout_ms=0):
+        self._init()
+        call = DRIVER_API_CALLS[action]
+        args = None
+        if action == "lock":
+            args = ctypes.byref(_LockArgs(timeoutMs=int(timeout_ms or 0)))
+        code = getattr(self.lib, call)(int(pid), args)
+        if code != 0:
+            raise GpuError(
+                "%s(pid=%s) in %s failed: %s%s"
+                % (
+                    call,
+                    pid,
+                    self.path,
+                    self.result_name(code),
+                    " (the process did not reach a point to lock within %d ms)" % timeout_ms
+                    if code == 909
+                    else "",
+                )
+            )
+
+
+def find_freezer(run_command, cuda_checkpoint_path, driver_library=LIBCUDA, loader=ctypes.CDLL):
+    """The tool that freezes CUDA processes here, and the facts behind the choice.
+
+    cuda-checkpoint with --action comes first (CRIU's plugin needs it anyway); without one, the
+    driver API of libcuda. Returns (freezer or None, facts).
+    """
+    facts = {"cuda_checkpoint": cuda_checkpoint_path, "has_action": None, "driver_api": None}
+    if cuda_checkpoint_path:
+        tool = CudaCheckpointTool(run_command, cuda_checkpoint_path)
+        facts["has_action"] = tool.has_action()
+        if facts["has_action"]:
+            return tool, facts
+    lib, facts["driver_api"] = probe_driver_api(driver_library, loader)
+    if lib is not None:
+        return CudaDriverAPI(lib, driver_library), facts
+    return None, facts
+
+
+def missing_freezer_reason(facts):
+    if facts["cuda_checkpoint"] and not facts["has_action"]:
+        tool = "%s has no --action (driver older than r555)" % facts["cuda_checkpoint"]
+    else:
+        tool = "cuda-checkpoint is not installed (cuda_checkpoint_path, or on PATH)"
+    api = facts["driver_api"] or {}
+    if not api.get("loaded"):
+        lib = "%s does not load (%s)" % (api.get("library", LIBCUDA), api.get("error", "not found"))
+    else:
+        missing = sorted(name for name, found in api["exports"].items() if not found)
+        lib = "%s lacks %s (driver older than r570)" % (api["library"], ", ".join(missing))
+    return "%s and %s" % (tool, lib)
+
+
+def gpu_plan(nvidia_present, cuda_pids, plugin_file, freezer, facts):
+    """Which GPU path a dump takes, as data: dict(taken, path, reason).
+
+    path is 'criu-cuda-plugin' (CRIU's plugin drives cuda-checkpoint itself: we must not lock
+    the process a second time), 'cuda-checkpoint' or 'cuda-driver-api' (this module locks and
+    checkpoints around the dump, then restores and unlocks) or 'none'. Raises GpuError where a
+    dump would silently leave the GPU state out.
+    """
+    if not nvidia_present:
+        return {
+            "taken": False,
+            "path": "none",
+            "reason": "no NVIDIA GPU on this host (no %s): the GPU path was not taken" % NVIDIA_GPUS_DIR,
+        }
+    if not cuda_pids:
+        return {
+            "taken": False,
+            "path": "none",
+            "reason": "an NVIDIA GPU is present but no process of the tree uses CUDA",
+        }
+    if freezer is None:
+        raise GpuError(
+            "processes %s use CUDA but nothing here can checkpoint them: %s. A dump would not "
+            "contain the GPU state. Install NVIDIA's cuda-checkpoint (driver r555 or newer) or a "
+            "driver r570 or newer.%s"
+            % (
+                cuda_pids,
+                missing_freezer_reason(facts),
+                " CRIU's CUDA plugin %s runs cuda-checkpoint and turns itself off without it." % plugin_file
+                if plugin_file
+                else "",
+            )
+        )
+    if freezer.kind == CudaCheckpointTool.kind and plugin_file:
+        if os.path.basename(freezer.path) != CUDA_CHECKPOINT:
+            raise GpuError(
+                "CRIU's CUDA plugin runs 'cuda-checkpoint' by that name from PATH; %s has another name: "
+                "install or link it as cuda-checkpoint" % freezer.path
+            )
+        return {
+            "taken": True,
+            "path": "criu-cuda-plugin",
+            "reason": "CUDA processes %s; CRIU's CUDA plugin %s drives %s"
+            % (cuda_pids, plugin_file, freezer.path),
+        }
+    if freezer.kind == CudaDriverAPI.kind:
+        why = (
+            "CRIU's CUDA plugin %s needs cuda-checkpoint, which is missing" % plugin_file
+            if plugin_file
+            else "no cuda-checkpoint here"
+        )
+        return {
+            "taken": True,
+            "path": CudaDriverAPI.kind,
+            "reason": "CUDA processes %s; %s, so the driver's checkpoint API in %s locks and checkpoints "
+            "them around the dump" % (cuda_pids, why, freezer.path),
+        }
+    return {
+        "taken": True,
+        "path": CudaCheckpointTool.kind,
+        "reason": "CUDA processes %s; no CRIU CUDA plugin, so %s locks and checkpoints them "
+        "around the dump" % (cuda_pids, freezer.path),
+    }
+
+
+def step(freezer, gpu, action=None, *, label=None, timeout_ms=0, clock=time.monotonic, pids=None):
+    """Run one action (or none) on every CUDA process of ``gpu`` (or ``pids``), then record each
+    one's state in gpu["states"]."""
+    for pid in gpu["cuda_pids"] if pids is None else pids:
+        entry = {"step": action or label, "pid": pid}
+        if action:
+            started = clock()
+            freezer.action(pid, action, timeout_ms)
+            entry["seconds"] = round(clock() - started, 3)
+        entry["state"] = freezer.state(pid)
+        gpu["states"].append(entry)
+
+
+def thaw(freezer, gpu):
+    """Bring every CUDA process of ``gpu`` back to running from wherever the steps left it
+    (checkpointed: restore, then unlock; locked: unlock), recording each step."""
+    for pid in gpu["cuda_pids"]:
+        state = freezer.state(pid)
+        actions = {"checkpointed": ("restore", "unlock"), "locked": ("unlock",)}.get(state, ())
+        for action in actions:
+            step(freezer, gpu, action, pids=[pid])
+
+
+def cuda_checkpoint_binary(configured=None):
+    """``configured`` or the first cuda-checkpoint on PATH; None when there is none."""
+    path = configured or find_executable(CUDA_CHECKPOINT)
+    return path if path and os.path.isfile(path) else None
+
+
+def cuda_plugin(plugin_dir):
+    """CRIU's CUDA plugin in ``plugin_dir``; None when it is not installed."""
+    path = os.path.join(plugin_dir, CUDA_PLUGIN_FILE)
+    return path if os.path.isfile(path) else None

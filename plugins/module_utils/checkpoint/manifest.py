@@ -1,0 +1,89 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Dump directories and their manifest.json: names, lookup, atomic writes, retention."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import json
+import os
+import shutil
+
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, InvalidRequest
+
+MANIFEST = "manifest.json"
+
+
+def stamp(now=None):
+    """UTC time as the suffix of a dump directory: 20250101T000000.000Z (sorts by time)."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%S.") + "%03dZ" % (now.microsecond // 1000)
+
+
+def dumps_of(images_dir, name):
+    """Dump directories of ``name`` in images_dir (those with a manifest), oldest first."""
+    try:
+        entries = os.listdir(images_dir)
+    except OSError:
+        return []
+    prefix = name + "-"
+    found = [
+        os.path.join(images_dir, e)
+        for e in entries
+        if e.startswith(prefix)
+        and e[len(prefix) :][:1].isdigit()
+        and os.path.isfile(os.path.join(images_dir, e, MANIFEST))
+    ]
+    return sorted(found)
+
+
+def mount_view(mount):
+    view = dict((k, mount[k]) for k in ("mount_point", "fstype", "source", "root"))
+    if mount.get("propagated"):
+        view.update(propagated=True, host_path=mount.get("host_path"))
+    return view
+
+
+def choose(checkpoint, images_dir, name):
+    """The dump directory to restore: ``checkpoint``, or the newest dump of ``name``."""
+    if not checkpoint:
+        if not images_dir or not name:
+            raise InvalidRequest(
+                "state=restored needs checkpoint, or images_dir and name to pick the newest dump"
+            )
+        dumps = dumps_of(images_dir, name)
+        if not dumps:
+            raise InvalidRequest("no dump of %r in %s (no %s-*/%s)" % (name, images_dir, name, MANIFEST))
+        checkpoint = dumps[-1]
+    return checkpoint.rstrip("/")
+
+
+def load(checkpoint):
+    try:
+        with open(os.path.join(checkpoint, MANIFEST)) as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise BadCheckpoint(
+            "%s is not a pod_checkpoint dump (%s: %s)" % (checkpoint, MANIFEST, exc)
+        ) from None
+
+
+def write(dump_dir, manifest):
+    """Write manifest.json last and atomically: a dump directory without one is no dump."""
+    tmp = os.path.join(dump_dir, MANIFEST + ".tmp")
+    with open(tmp, "w") as handle:
+        json.dump(manifest, handle, indent=2, sort_keys=True)
+    os.rename(tmp, os.path.join(dump_dir, MANIFEST))
+
+
+def prune(images_dir, name, keep, current):
+    """Remove the oldest dumps of ``name`` beyond ``keep`` (0 keeps all); never ``current``."""
+    pruned = []
+    dumps = dumps_of(images_dir, name)
+    if keep > 0 and len(dumps) > keep:
+        for old in dumps[: len(dumps) - keep]:
+            if old != current:
+                shutil.rmtree(old)
+                pruned.append(old)
+    return pruned

@@ -1,0 +1,263 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""state=restored: a Docker container dump restored into a NEW container (docker start --checkpoint)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import copy
+import os
+import shutil
+
+from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
+from ansible_collections.strata.ops.plugins.module_utils import criu
+from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, InvalidRequest
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu as gpu_mod
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint.staging import BindStaging
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint.target import docker_api
+
+# Label on a restored container: the dump it came from (a rerun with the same dump is a no-op).
+RESTORE_LABEL = "strata.ops.checkpoint"
+
+
+def check_propagated_mounts(manifest, read_mountinfo=mnt.read_mountinfo, exists=os.path.exists):
+    """Mounts the host propagated into the container must be mounted on the host again first."""
+    configured = manifest["target"].get("mount_points", [])
+    propagated = [
+        m
+        for m in manifest.get("mounts", {}).get("external", [])
+        if m.get("propagated") and m["mount_point"] not in configured
+    ]
+    mounted = set(m["mount_point"] for m in read_mountinfo()) if propagated else set()
+    for mount in propagated:
+        host = mount.get("host_path")
+        # A whole file system must be mounted there again, not just leave its empty directory.
+        present = host and (host in mounted if mount["root"] == "/" else exists(host))
+        if not present:
+            raise BadCheckpoint(
+                "%s came into the container from the host by propagation (%s %s); a restore binds it "
+                "from the host again, but %s: mount it there first (layer 4 does for its ramdisk)"
+                % (
+                    mount["mount_point"],
+                    mount["fstype"],
+                    mount["source"],
+                    "nothing is mounted at %s" % host if host else "the dump found no host path for it",
+                )
+            )
+
+
+class Restorer:
+    """One restore. ``run_command`` mounts and runs cuda-checkpoint; ``docker`` makes the Docker
+    API client; ``staging`` is a BindStaging; ``find_freezer`` finds what thaws CUDA processes."""
+
+    def __init__(
+        self,
+        params,
+        check_mode,
+        run_command,
+        *,
+        docker=ctr.DockerAPI,
+        staging=None,
+        find_freezer=gpu_mod.find_freezer,
+        read_mountinfo=mnt.read_mountinfo,
+        gpus_dir=gpu_mod.NVIDIA_GPUS_DIR,
+    ):
+        self.p = params
+        self.check_mode = check_mode
+        self.run = run_command
+        self.docker = docker
+        self.staging = staging or BindStaging(run_command, read_mountinfo)
+        self.find_freezer = find_freezer
+        self.read_mountinfo = read_mountinfo
+        self.gpus_dir = gpus_dir
+
+    def gpu_plan(self, manifest, checkpoint):
+        """What restoring a dump with CUDA state needs here, checked before anything is created.
+
+        Returns (gpu result, freezer or None)."""
+        p = self.p
+        path = (manifest.get("gpu") or {}).get("path", "none")
+        gpu = {"path": path, "states": [], "cuda_pids": []}
+        if path == "none":
+            gpu["reason"] = "the dump holds no CUDA state"
+            return gpu, None
+        if not gpu_mod.nvidia_gpu_present(self.gpus_dir):
+            raise criu.GpuError(
+                "%s holds CUDA state (taken by %s) but this host has no NVIDIA GPU (no %s): restore it on a "
+                "GPU host, into a container that gets the GPU (docker run --gpus)"
+                % (checkpoint, path, self.gpus_dir)
+            )
+        binary = gpu_mod.cuda_checkpoint_binary(p["cuda_checkpoint_path"])
+        if path == "criu-cuda-plugin":
+            if not binary:
+                raise criu.GpuError(
+                    "%s was dumped with CRIU's CUDA plugin, which runs cuda-checkpoint on restore too: it is "
+                    "not installed here (cuda_checkpoint_path, or on PATH; also on dockerd's PATH)"
+                    % checkpoint
+                )
+            if not gpu_mod.cuda_plugin(p["criu_plugin_dir"]):
+                raise criu.GpuError(
+                    "%s was dumped with CRIU's CUDA plugin, which its restore needs too: %s is missing "
+                    "(runc's CRIU loads its plugins from there)"
+                    % (checkpoint, os.path.join(p["criu_plugin_dir"], gpu_mod.CUDA_PLUGIN_FILE))
+                )
+            gpu["reason"] = "CRIU's CUDA plugin restores the GPU state"
+            return gpu, gpu_mod.CudaCheckpointTool(self.run, binary)
+        freezer, facts = self.find_freezer(self.run, binary, p["cuda_driver_library"])
+        if freezer is None:
+            raise criu.GpuError(
+                "%s holds CUDA state that must be restored and unlocked after the restore, but %s"
+                % (checkpoint, gpu_mod.missing_freezer_reason(facts))
+            )
+        gpu["reason"] = "%s restores and unlocks the CUDA processes after the restore" % freezer.path
+        return gpu, freezer
+
+    def _existing(self, api, checkpoint, command, manifest):
+        """The result when new_container exists: done if it runs from this dump, else a conflict."""
+        p = self.p
+        try:
+            existing = api.inspect(p["new_container"])
+        except ctr.TargetNotFound:
+            return None
+        labels = existing.get("Config", {}).get("Labels") or {}
+        if existing["State"].get("Running") and labels.get(RESTORE_LABEL) == checkpoint:
+            return {
+                "changed": False,
+                "command": command,
+                "checkpoint_dir": checkpoint,
+                "manifest": manifest,
+                "restored": {
+                    "container_id": existing["Id"],
+                    "name": p["new_container"],
+                    "pid": existing["State"]["Pid"],
+                    "checkpoint": checkpoint,
+                },
+            }
+        raise ctr.ContainerConflict(
+            "a container named %s already exists (%s%s): restore needs a new container. Choose "
+            "another new_container or remove it (docker rm -f %s)"
+            % (
+                p["new_container"],
+                existing["State"].get("Status"),
+                ", restored from %s" % labels[RESTORE_LABEL] if RESTORE_LABEL in labels else "",
+                p["new_container"],
+            )
+        )
+
+    def run_state(self):
+        """state=restored: the module's result."""
+        p = self.p
+        if not p["new_container"]:
+            raise InvalidRequest("state=restored needs new_container: the name of the container to create")
+        checkpoint = mf.choose(p["checkpoint"], p["images_dir"], p["name"])
+        manifest = mf.load(checkpoint)
+        runtime = manifest.get("target", {}).get("runtime")
+        if runtime != "docker":
+            raise BadCheckpoint(
+                "%s is a dump of a %s target; state=restored restores Docker container dumps only"
+                % (checkpoint, runtime)
+            )
+        check_propagated_mounts(manifest, self.read_mountinfo)
+        cp_name = os.path.basename(checkpoint)
+        api = docker_api(p, self.docker)
+        info = api.info()
+        root = info.get("DockerRootDir", "/var/lib/docker")
+        create = copy.deepcopy(manifest["target"]["create"])
+        create["Labels"] = dict(create.get("Labels") or {}, **{RESTORE_LABEL: checkpoint})
+        command = [
+            "docker create --name %s %s" % (p["new_container"], create["Image"]),
+            "cp -a %s %s/containers/<new id>/checkpoints/%s" % (checkpoint, root, cp_name),
+            "docker start --checkpoint %s %s" % (cp_name, p["new_container"]),
+        ]
+        done = self._existing(api, checkpoint, command, manifest)
+        if done:
+            return done
+        if not info.get("ExperimentalBuild"):
+            raise ctr.RuntimeUnavailable(
+                "dockerd runs without experimental features, so it cannot start a container from a "
+                'checkpoint: start dockerd with --experimental (or "experimental": true in daemon.json)'
+            )
+        gpu, freezer = self.gpu_plan(manifest, checkpoint)
+        staged = self.staging.plan(create, p["new_container"])
+        command[0:0] = [
+            "mount --rbind %s %s && mount --make-rslave %s" % (s["source"], s["staging"], s["staging"])
+            for s in staged
+        ]
+        result = {
+            "changed": True,
+            "command": command,
+            "checkpoint_dir": checkpoint,
+            "manifest": manifest,
+            "gpu": gpu,
+            "staged_binds": staged,
+        }
+        if self.check_mode:
+            return result
+        result["restored"] = self._restore(
+            api, root, create, checkpoint, manifest, staged=staged, gpu=gpu, freezer=freezer
+        )
+        return result
+
+    def _container_exists(self, api):
+        def exists(name):
+            try:
+                api.inspect(name)
+            except ctr.TargetNotFound:
+                return False
+            return True
+
+        return exists
+
+    def _restore(self, api, root, create, checkpoint, manifest, *, staged, gpu, freezer):
+        p = self.p
+        cp_name = os.path.basename(checkpoint)
+        new_id = None
+        self.staging.prune(self._container_exists(api))
+        try:
+            self.staging.stage(create, staged)
+            new_id = api.create(p["new_container"], create)["Id"]
+            if not os.path.isdir(os.path.join(root, "containers", new_id)):
+                raise ctr.RuntimeUnavailable(
+                    "%s/containers/%s does not exist on this host: run the module on the Docker host, "
+                    "as root" % (root, new_id)
+                )
+            shutil.copytree(
+                checkpoint, os.path.join(root, "containers", new_id, "checkpoints", cp_name), symlinks=True
+            )
+            try:
+                api.start(new_id, checkpoint=cp_name)
+            except ctr.ContainerError as exc:
+                raise ctr.ContainerError(
+                    "restoring %s into %s failed: %s. runc runs the criu on dockerd's PATH: it must be "
+                    "CRIU >= 4.0 as well; the new container must offer every external mount of the dump (%s)"
+                    % (
+                        checkpoint,
+                        p["new_container"],
+                        exc,
+                        ", ".join(m["mount_point"] for m in manifest["mounts"]["external"]),
+                    )
+                ) from None
+            doc = api.inspect(new_id)
+            if freezer is not None:
+                gpu["cuda_pids"] = gpu_mod.cuda_pids_of(criu.process_tree(doc["State"]["Pid"]))
+                if gpu["path"] == "criu-cuda-plugin":
+                    gpu_mod.step(freezer, gpu, label="after restore (plugin)")
+                else:
+                    # Restored in the "checkpointed" CUDA state: bring the GPU state back, then unlock.
+                    gpu_mod.thaw(freezer, gpu)
+        except BaseException:
+            if new_id:
+                with contextlib.suppress(ctr.ContainerError):
+                    api.remove(new_id)
+            self.staging.unstage(staged)
+            raise
+        return {
+            "container_id": new_id,
+            "name": p["new_container"],
+            "pid": doc["State"].get("Pid"),
+            "running": doc["State"].get("Running"),
+            "checkpoint": checkpoint,
+        }
