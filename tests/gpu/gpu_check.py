@@ -1,0 +1,528 @@
+"""The GPU checkpoint check that tests/gpu/run runs on a machine with an NVIDIA GPU.
+
+1. Probe: driver, nvidia-smi, cuda-checkpoint anywhere on the machine, libcuda's checkpoint API,
+   CRIU (carried as the test bed unpacks it) and `criu check`, CRIU's CUDA plugin, Docker, PyTorch.
+2. Freeze cycle: a CUDA process holds a known pattern in GPU memory and counts; the module's own
+   freezer (gpu.find_freezer: cuda-checkpoint, else the driver API through ctypes) locks and
+   checkpoints it; nvidia-smi must show its GPU memory released and the counter must stop; then
+   restore and unlock, and the counter goes on and the pattern is intact.
+3. Where CRIU runs: the module's dump (checkpoint.dump.Dumper, the code pod_checkpoint runs) of
+   the process with N GiB of GPU memory, then `criu restore` of the images into a new process and
+   the thaw; frozen time, dump rate, restore time, for each size asked (8 and 40 GiB).
+
+Everything goes to OUT/log.txt and OUT/figures.json. --self-test runs the same steps without a
+GPU (a CPU worker, the fake libcuda of the unit tests): it checks the script, never the GPU.
+"""
+
+import argparse
+import ctypes
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, ".collections"))
+sys.path.insert(0, REPO)
+
+from ansible_collections.strata.ops.plugins.module_utils import criu  # noqa: E402
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu  # noqa: E402
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint.dump import Dumper  # noqa: E402
+
+GIB = 1 << 30
+# Where `run` carries the test bed's unpacked CRIU (tests/gpu/prepare copies it there).
+CARRY = os.path.join(REPO, ".tmp", "gpu-carry")
+PLUGIN_DIRS = ("/usr/lib/criu", "/usr/local/lib/criu", "/usr/lib64/criu")
+
+
+class Report:
+    """log.txt (every line, with seconds since start) and figures.json (rewritten on each record)."""
+
+    def __init__(self, out, budget):
+        self.out = out
+        self.start = time.monotonic()
+        self.budget = budget
+        self.figures = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.log_file = open(os.path.join(out, "log.txt"), "a")  # noqa: SIM115 - open for the whole run
+
+    def elapsed(self):
+        return time.monotonic() - self.start
+
+    def left(self):
+        return self.budget - self.elapsed()
+
+    def log(self, text):
+        line = f"[{self.elapsed():7.2f}] {text}"
+        print(line, flush=True)
+        self.log_file.write(line + "\n")
+        self.log_file.flush()
+
+    def record(self, key, value):
+        self.figures[key] = value
+        self.figures["elapsed_s"] = round(self.elapsed(), 2)
+        with open(os.path.join(self.out, "figures.json.tmp"), "w") as handle:
+            json.dump(self.figures, handle, indent=2, sort_keys=True, default=str)
+        os.rename(os.path.join(self.out, "figures.json.tmp"), os.path.join(self.out, "figures.json"))
+
+
+def run(argv, environ_update=None, timeout=900):
+    """AnsibleModule.run_command's contract: argv -> (rc, stdout, stderr), never raises on rc."""
+    env = dict(os.environ, **(environ_update or {}))
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    except FileNotFoundError as exc:
+        return 127, "", str(exc)
+    except subprocess.TimeoutExpired:
+        return 124, "", f"timed out after {timeout} s"
+    return done.returncode, done.stdout, done.stderr
+
+
+# ---- 1. probe ----------------------------------------------------------------------------------
+
+
+def find_cuda_checkpoint():
+    found = set()
+    on_path = shutil.which("cuda-checkpoint")
+    if on_path:
+        found.add(os.path.realpath(on_path))
+    _rc, out, _err = run(
+        [
+            "find",
+            "/",
+            "-xdev",
+            "(",
+            "-path",
+            "/proc",
+            "-o",
+            "-path",
+            "/sys",
+            ")",
+            "-prune",
+            "-o",
+            "-name",
+            "cuda-checkpoint*",
+            "-type",
+            "f",
+            "-print",
+        ],
+        timeout=60,
+    )
+    found.update(line for line in out.splitlines() if line)
+    return on_path, sorted(found)
+
+
+def carried_criu(out):
+    """A wrapper that runs the carried CRIU with its own glibc, as tests/testbed/up writes it."""
+    roots = sorted(glob.glob(os.path.join(CARRY, "criu-*")))
+    if not roots:
+        return shutil.which("criu")
+    root = roots[-1]
+    os.makedirs(os.path.join(out, "bin"), exist_ok=True)
+    wrapper = os.path.join(out, "bin", "criu")
+    libdir = os.path.join(root, "usr/lib/x86_64-linux-gnu")
+    with open(wrapper, "w") as handle:
+        handle.write(
+            f'#!/bin/sh\nexec "{libdir}/ld-linux-x86-64.so.2" --library-path "{libdir}:/lib/x86_64-linux-gnu:'
+            f'/usr/lib/x86_64-linux-gnu" "{root}/usr/sbin/criu" "$@"\n'
+        )
+    os.chmod(wrapper, 0o755)
+    return wrapper
+
+
+def python_with_torch():
+    for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3", "/opt/conda/bin/python"):
+        if candidate and os.path.exists(candidate):
+            rc, out, _ = run([candidate, "-c", "import torch; print(torch.__version__)"], timeout=120)
+            if rc == 0:
+                return candidate, out.strip()
+    return None, None
+
+
+def probe(report, args):
+    facts = {}
+    rc, out, err = run(
+        [
+            "nvidia-smi",
+            "--query-gpu=name,driver_version,memory.total,memory.used",
+            "--format=csv,noheader,nounits",
+        ],
+        timeout=60,
+    )
+    facts["nvidia_smi"] = {
+        "rc": rc,
+        "gpus": [line.split(", ") for line in out.strip().splitlines()] if rc == 0 else [],
+        "error": err.strip()[:300],
+    }
+    full = run(["nvidia-smi"], timeout=60)[1]
+    with open(os.path.join(report.out, "nvidia-smi.txt"), "w") as handle:
+        handle.write(full)
+    try:
+        with open("/proc/driver/nvidia/version") as handle:
+            facts["driver"] = handle.read().strip().splitlines()[0]
+    except OSError as exc:
+        facts["driver"] = f"no /proc/driver/nvidia/version ({exc.strerror})"
+    facts["gpus_dir"] = gpu.nvidia_gpu_present()
+    on_path, everywhere = find_cuda_checkpoint()
+    facts["cuda_checkpoint"] = {"on_path": on_path, "found": everywhere}
+    if on_path:
+        facts["cuda_checkpoint"]["has_action"] = gpu.CudaCheckpointTool(run, on_path).has_action()
+        facts["cuda_checkpoint"]["help"] = run([on_path, "-h"])[1][:2000]
+    _lib, facts["libcuda"] = gpu.probe_driver_api(args.libcuda)
+    facts["ldconfig_libcuda"] = [
+        line.strip() for line in run(["ldconfig", "-p"])[1].splitlines() if "libcuda" in line
+    ]
+    criu_bin = carried_criu(report.out)
+    facts["criu"] = {"path": criu_bin}
+    if criu_bin:
+        rc, out, err = run([criu_bin, "--version"])
+        facts["criu"]["version"] = out.strip() or err.strip()
+        rc, out, err = run([criu_bin, "check"])
+        facts["criu"]["check"] = {"rc": rc, "output": (out + err).strip()[-1500:]}
+    facts["cuda_plugin"] = [d for d in PLUGIN_DIRS if gpu.cuda_plugin(d)]
+    rc, out, err = run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=30)
+    facts["docker"] = out.strip() if rc == 0 else f"not usable: {(err or out).strip()[:200]}"
+    python, torch_version = python_with_torch()
+    facts["torch"] = {"python": python, "version": torch_version}
+    if python:
+        rc, out, _err = run(
+            [
+                python,
+                "-c",
+                "import torch; print(torch.version.cuda, torch.cuda.is_available(), "
+                "torch.cuda.device_count())",
+            ],
+            timeout=120,
+        )
+        facts["torch"]["cuda"] = out.strip()
+    for key, value in facts.items():
+        report.log(f"probe {key}: {json.dumps(value, default=str)[:600]}")
+    report.record("probe", facts)
+    return facts, criu_bin, python
+
+
+# ---- the worker -----------------------------------------------------------------------------------
+
+
+class Worker:
+    def __init__(self, report, args, gib, name):
+        self.status_path = os.path.join(report.out, f"{name}.status.json")
+        self.log_path = os.path.join(report.out, f"{name}.log")
+        argv = [
+            args.python,
+            os.path.join(HERE, "cuda_worker.py"),
+            "--gib",
+            str(gib),
+            "--status",
+            self.status_path,
+            "--device",
+            args.device,
+        ]
+        if args.self_test:
+            argv += ["--load-library", args.libcuda]
+        with open(self.log_path, "w") as log, open(os.devnull) as null:
+            # A session of its own and no terminal: CRIU dumps it without --shell-job.
+            self.proc = subprocess.Popen(argv, stdin=null, stdout=log, stderr=log, start_new_session=True)
+        self.pid = self.proc.pid
+
+    def status(self):
+        try:
+            with open(self.status_path) as handle:
+                return json.load(handle)
+        except (OSError, ValueError):
+            return {}
+
+    def wait(self, predicate, timeout, what):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.status()
+            if status and predicate(status):
+                return status
+            if self.proc.poll() is not None and not criu.alive(self.pid):
+                raise RuntimeError(
+                    f"the worker exited (rc={self.proc.returncode}) waiting for {what}: see {self.log_path}"
+                )
+            time.sleep(0.05)
+        raise RuntimeError(f"timed out after {timeout} s waiting for {what} (last status {self.status()})")
+
+    def kill(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        # Reap our own child at once: a zombie keeps its PID, which a restore needs free.
+        deadline = time.monotonic() + 30
+        while self.proc.poll() is None or criu.alive(self.pid):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"process {self.pid} did not go after SIGKILL")
+            time.sleep(0.05)
+
+
+def gpu_memory_of(pid):
+    """MiB nvidia-smi lists for pid, 0 when it lists none, None without nvidia-smi."""
+    rc, out, _ = run(
+        ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"], timeout=60
+    )
+    if rc != 0:
+        return None
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if parts and parts[0] == str(pid):
+            return int(parts[1])
+    return 0
+
+
+def counter_frozen(worker, seconds=1.0):
+    before = worker.status().get("count")
+    time.sleep(seconds)
+    return before == worker.status().get("count"), before
+
+
+def fake_cuda_pids(args, pid):
+    """Self-test only: make the fake libcuda treat ``pid`` as its CUDA process."""
+    os.environ["FAKE_LIBCUDA_PIDS"] = str(pid)
+    ctypes.CDLL(args.libcuda).fake_reset()
+
+
+# ---- 2. the freeze cycle ----------------------------------------------------------------------------
+
+
+def freeze_cycle(report, args):
+    fig = {"gib": args.freeze_gib, "device": args.device}
+    worker = Worker(report, args, args.freeze_gib, "freeze")
+    try:
+        ready = worker.wait(lambda s: s.get("count", 0) > 5, 300, "the worker to run")
+        fig["pattern_ok_at_start"] = ready["pattern_ok"]
+        fig["gpu_mib_before"] = gpu_memory_of(worker.pid)
+        if args.self_test:
+            fake_cuda_pids(args, worker.pid)
+        freezer, facts = gpu.find_freezer(run, gpu.cuda_checkpoint_binary(), args.libcuda)
+        fig["freezer_facts"] = facts
+        if freezer is None:
+            fig["skipped"] = f"nothing here can freeze CUDA: {gpu.missing_freezer_reason(facts)}"
+            report.log("freeze cycle skipped: " + fig["skipped"])
+            return fig
+        fig["freezer"] = {"kind": freezer.kind, "path": freezer.path}
+        state = {"cuda_pids": [worker.pid], "states": []}
+        gpu.step(freezer, state, label="start")
+        gpu.step(freezer, state, "lock", timeout_ms=args.lock_timeout * 1000)
+        fig["frozen_after_lock"], count_locked = counter_frozen(worker)
+        gpu.step(freezer, state, "checkpoint")
+        fig["gpu_mib_checkpointed"] = gpu_memory_of(worker.pid)
+        gpu.step(freezer, state, "restore")
+        gpu.step(freezer, state, "unlock")
+        fig["states"] = state["states"]
+        after = worker.wait(lambda s: s["count"] > (count_locked or 0) + 5, 60, "the counter to go on")
+        fig["counter_went_on"] = True
+        checked = worker.wait(
+            lambda s: s["verified_at"] > after["count"], 120, "a pattern check after unlock"
+        )
+        fig["pattern_ok_after"] = checked["pattern_ok"]
+        fig["gpu_mib_after"] = gpu_memory_of(worker.pid)
+        report.log(f"freeze cycle: {json.dumps(fig, default=str)}")
+        return fig
+    except (RuntimeError, criu.CriuError) as exc:
+        fig["error"] = str(exc)
+        report.log(f"freeze cycle FAILED: {exc}")
+        return fig
+    finally:
+        worker.kill()
+
+
+# ---- 3. dump and restore through CRIU ---------------------------------------------------------------
+
+
+def dump_params(pid, args):
+    """pod_checkpoint's parameters for a host process, with the module's defaults."""
+    return {
+        "pid": pid,
+        "pod": None,
+        "namespace": "default",
+        "container": None,
+        "runtime": "auto",
+        "cri_endpoint": None,
+        "docker_socket": "/var/run/docker.sock",
+        "images_dir": args.images_dir,
+        "name": "gpu-check",
+        "keep": 1,
+        "leave_running": True,
+        "tcp_established": False,
+        "manage_cgroups": True,
+        "external_mounts": "facts",
+        "criu_path": args.criu,
+        "crit_path": None,
+        "criu_plugin_dir": args.plugin_dir,
+        "cuda_checkpoint_path": None,
+        "cuda_driver_library": args.libcuda,
+        "cuda_lock_timeout": args.lock_timeout,
+    }
+
+
+def dump_and_restore(report, args, gib):
+    fig = {"gib": gib, "device": args.device}
+    need_disk = gib * GIB * 1.15 + 4 * GIB
+    os.makedirs(args.images_dir, exist_ok=True)
+    vfs = os.statvfs(args.images_dir)
+    if vfs.f_bavail * vfs.f_frsize < need_disk:
+        free = vfs.f_bavail * vfs.f_frsize / GIB
+        fig["skipped"] = (
+            f"{args.images_dir} has {free:.1f} GiB free, the dump needs about {need_disk / GIB:.1f} GiB"
+        )
+        report.log("dump {} GiB skipped: {}".format(gib, fig["skipped"]))
+        return fig
+    worker = Worker(report, args, gib, f"dump-{gib}")
+    restored = None
+    try:
+        worker.wait(
+            lambda s: s.get("count", 0) > 5 and s.get("pattern_ok"), 600, f"the worker to fill {gib} GiB"
+        )
+        fig["gpu_mib"] = gpu_memory_of(worker.pid)
+        if args.self_test:
+            fake_cuda_pids(args, worker.pid)
+        started = time.monotonic()
+        params = dump_params(worker.pid, args)
+        result = Dumper(params, False, run, gpus_dir=args.gpus_dir).run_state()
+        fig["module_wall_s"] = round(time.monotonic() - started, 3)
+        manifest = result["manifest"]
+        fig["gpu"] = {k: manifest["gpu"].get(k) for k in ("path", "reason", "states", "locked_s", "taken")}
+        fig["dump_wall_s"] = manifest["dump_wall_s"]
+        fig["images_bytes"] = manifest["sizes"]["images_bytes"]
+        fig["criu_stats"] = manifest["stats"]
+        fig["dump_rate_gib_s"] = round(fig["images_bytes"] / GIB / max(manifest["dump_wall_s"], 1e-6), 3)
+        original = worker.status()
+        report.log(f"dump {gib} GiB: {json.dumps(fig, default=str)}")
+        worker.kill()
+        dump_dir = result["checkpoint_dir"]
+        argv = [
+            args.criu,
+            "restore",
+            "-D",
+            dump_dir,
+            "--restore-detached",
+            "--manage-cgroups",
+            "--log-file",
+            "restore.log",
+            "-v4",
+        ]
+        if manifest["gpu"]["path"] == "criu-cuda-plugin":
+            argv += ["--libdir", args.plugin_dir]
+        started = time.monotonic()
+        rc, out, err = run(argv)
+        fig["criu_restore_s"] = round(time.monotonic() - started, 3)
+        if rc != 0:
+            raise RuntimeError(
+                "criu restore failed (rc={}): {}; log: {}".format(
+                    rc, (err or out).strip()[-500:], criu.log_tail(os.path.join(dump_dir, "restore.log"))
+                )
+            )
+        restored = worker.pid
+        thaw = {"cuda_pids": [restored], "states": []}
+        if manifest["gpu"]["path"] in ("cuda-checkpoint", "cuda-driver-api"):
+            freezer, _facts = gpu.find_freezer(run, gpu.cuda_checkpoint_binary(), args.libcuda)
+            gpu.thaw(freezer, thaw)
+        fig["thaw_states"] = thaw["states"]
+        fig["restore_to_running_s"] = round(time.monotonic() - started, 3)
+        # The restored process carries the original's memory: its start time, and a counter that goes
+        # on from the dump; a freshly started one would have a new ready_at and count from 1.
+        first = worker.wait(lambda s: s["time"] > original["time"], 120, "the restored process to count")
+        fig["same_process_state"] = first["ready_at"] == original["ready_at"]
+        fig["counter_at_dump_about"], fig["counter_first_after_restore"] = original["count"], first["count"]
+        after = worker.wait(lambda s: s["count"] > first["count"] + 5, 120, "the restored counter to go on")
+        fig["counter_went_on"] = after["count"] > first["count"]
+        checked = worker.wait(
+            lambda s: s["verified_at"] > after["count"], 300, "a pattern check after restore"
+        )
+        fig["pattern_ok_after_restore"] = checked["pattern_ok"]
+        report.log(
+            "restore {} GiB: {}".format(
+                gib,
+                json.dumps(
+                    {k: fig[k] for k in fig if "restore" in k or "thaw" in k or "counter" in k}, default=str
+                ),
+            )
+        )
+    except (RuntimeError, criu.CriuError) as exc:
+        fig["error"] = str(exc)
+        report.log(f"dump/restore {gib} GiB FAILED: {exc}")
+    finally:
+        worker.kill()
+        shutil.rmtree(args.images_dir, ignore_errors=True)
+    return fig
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--budget", type=float, default=450, help="seconds for the whole check")
+    parser.add_argument("--sizes", default="8,40", help="GiB of GPU memory per CRIU dump")
+    parser.add_argument("--freeze-gib", type=float, default=1)
+    parser.add_argument("--lock-timeout", type=int, default=10)
+    parser.add_argument("--libcuda", default=gpu.LIBCUDA)
+    parser.add_argument("--images-dir", default="/var/tmp/strata-gpu-dumps")
+    parser.add_argument("--self-test", action="store_true", help="no GPU: check this script only")
+    args = parser.parse_args()
+    args.gpus_dir = gpu.NVIDIA_GPUS_DIR
+    os.makedirs(args.out, exist_ok=True)
+    report = Report(args.out, args.budget)
+    report.record("self_test", args.self_test)
+    args.device = "cpu" if args.self_test else "cuda"
+    if args.self_test:
+        from tests.unit.fakes.cuda import build_libcuda  # noqa: PLC0415 - the unit tests' fake
+
+        # Named libcuda.so.1 and mapped by the worker, so that the module finds a CUDA process; a
+        # directory stands in for /proc/driver/nvidia/gpus. The dump then takes the driver-API path.
+        fake_dir = os.path.join(args.out, "fake-cuda")
+        os.makedirs(os.path.join(fake_dir, "gpus"), exist_ok=True)
+        args.libcuda = os.path.join(fake_dir, "libcuda.so.1")
+        shutil.copy(build_libcuda(fake_dir), args.libcuda)
+        args.gpus_dir = os.path.join(fake_dir, "gpus")
+        report.log(f"SELF-TEST: no GPU is used; CPU worker, fake libcuda {args.libcuda}.")
+        report.log("No figure here is a GPU figure.")
+    facts, args.criu, python = probe(report, args)
+    args.python = sys.executable if args.self_test else python
+    if not args.python:
+        report.log("no python with PyTorch here: the CUDA worker cannot run")
+        report.record("result", "no PyTorch")
+        return 1
+    if not args.self_test and not facts["gpus_dir"]:
+        report.log(f"no NVIDIA GPU ({gpu.NVIDIA_GPUS_DIR} missing): nothing GPU-related can run")
+        report.record("result", "no GPU")
+        return 1
+    report.record("freeze", freeze_cycle(report, args))
+    dumps = {}
+    args.plugin_dir = (facts["cuda_plugin"] or PLUGIN_DIRS)[0]
+    if not args.criu or facts["criu"].get("check", {}).get("rc") not in (0, None):
+        report.log("criu check did not pass here; the dumps are tried anyway and their errors recorded")
+    total = facts["nvidia_smi"]["gpus"]
+    for size in [float(s) for s in args.sizes.split(",") if s]:
+        gib = size if args.self_test else int(size)
+        if total and not args.self_test and float(total[0][2]) < gib * 1024 + 2048:
+            dumps[str(gib)] = {"skipped": f"the GPU has {total[0][2]} MiB"}
+            continue
+        # A dump and restore take about 6 s per GiB on a disk of ~0.5 GB/s, with the fill.
+        if report.left() < 30 + gib * 6:
+            dumps[str(gib)] = {"skipped": f"{report.left():.0f} s of the budget left"}
+            report.log("dump {} GiB skipped: {}".format(gib, dumps[str(gib)]["skipped"]))
+            continue
+        if not args.criu:
+            dumps[str(gib)] = {"skipped": "no CRIU here"}
+            continue
+        dumps[str(gib)] = dump_and_restore(report, args, gib)
+        report.record("dumps", dumps)
+    report.record("dumps", dumps)
+    failed = [k for k, v in dumps.items() if "error" in v] + (
+        ["freeze"] if "error" in report.figures["freeze"] else []
+    )
+    report.record("result", f"failed: {failed}" if failed else "done")
+    report.log("done in {:.1f} s; failed parts: {}".format(report.elapsed(), failed or "none"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

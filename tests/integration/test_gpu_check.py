@@ -1,0 +1,68 @@
+"""tests/gpu/run, the GPU checkpoint check, kept runnable: its --self-test here.
+
+The self-test runs every step of the GPU check without a GPU: a CPU worker that maps the unit
+tests' fake libcuda (so the module sees a CUDA process), a directory in place of
+/proc/driver/nvidia/gpus, and the real CRIU of the test bed for the dump and the restore. It
+proves the script and the module's driver-API path around a real criu dump; it proves nothing
+about a GPU (docs/gpu-checkpoint.md). Needs root and the test bed's CRIU; fails under CI=true
+without them, skips otherwise.
+"""
+
+import json
+import os
+import subprocess
+
+from .conftest import REPO, skip_or_fail
+
+
+def test_gpu_check_self_test_runs_every_step(tmp_path):
+    skip_or_fail(None if os.geteuid() == 0 else "CRIU needs root")
+    prepare = [os.path.join(REPO, "tests", "gpu", "prepare")]
+    criu_root = subprocess.run(prepare, capture_output=True, text=True, check=False)
+    skip_or_fail(None if criu_root.returncode == 0 else "tests/gpu/prepare: " + criu_root.stderr.strip())
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), GPU_CHECK_BUDGET="120")
+    argv = [
+        os.path.join(REPO, "tests", "gpu", "run"),
+        "--self-test",
+        "--sizes",
+        "0.25",
+        "--freeze-gib",
+        "0.1",
+        "--images-dir",
+        str(tmp_path / "dumps"),
+    ]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    log = (out / "log.txt").read_text()
+    assert proc.returncode == 0, log + proc.stderr
+    figures = json.loads((out / "figures.json").read_text())
+    assert figures["self_test"] is True and figures["result"] == "done"
+    assert "No figure here is a GPU figure" in log
+    probe = figures["probe"]
+    assert probe["criu"]["check"]["rc"] == 0, probe["criu"]
+    assert probe["libcuda"]["complete"] is True
+    freeze = figures["freeze"]
+    assert freeze["freezer"]["kind"] == "cuda-driver-api"
+    assert [(s["step"], s["state"]) for s in freeze["states"]] == [
+        ("start", "running"),
+        ("lock", "locked"),
+        ("checkpoint", "checkpointed"),
+        ("restore", "locked"),
+        ("unlock", "running"),
+    ]
+    assert freeze["counter_went_on"] and freeze["pattern_ok_after"]
+    dump = figures["dumps"]["0.25"]
+    # the module's own dump took the driver-API path around the real criu dump
+    assert dump["gpu"]["path"] == "cuda-driver-api" and dump["gpu"]["locked_s"] > 0
+    assert [s["step"] for s in dump["gpu"]["states"]] == [
+        "before dump",
+        "lock",
+        "checkpoint",
+        "restore",
+        "unlock",
+    ]
+    assert dump["images_bytes"] > 0.25 * (1 << 30)
+    # the restored process is the dumped one: same memory, counter going on, pattern intact
+    assert dump["same_process_state"] and dump["counter_went_on"] and dump["pattern_ok_after_restore"]
+    # a freshly started worker would count from 1
+    assert dump["counter_first_after_restore"] > 5
