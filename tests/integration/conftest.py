@@ -9,6 +9,8 @@ Helpers (``from .conftest import ...``):
     zfs(*args), destroy_tree(name)   from tests/testbed/zfs_testbed.py
     run_module(name, args)  run plugins/modules/<name>.py as Ansible does (ANSIBLE_MODULE_ARGS)
     run_adhoc(name, args)   run strata.ops.<name> through `ansible localhost -c local`
+    adhoc_result(name, args)  the same, returning the task's result dict (json callback)
+    assert_clean_failure(result)  failed through fail_json, not a crash ("Module failed: ...")
 """
 
 import json
@@ -64,6 +66,33 @@ def run_module(name, args, check_mode=False, diff=False):
         return json.loads(proc.stdout)
     except ValueError:
         raise AssertionError(f"module printed no JSON: {proc.stdout}\n{proc.stderr}") from None
+
+
+def adhoc_result(name, args, *options):
+    """The result dict of ``strata.ops.<name>`` run as ``run_adhoc`` runs it, read from the
+    json callback (what a playbook would register)."""
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+    )
+    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
+    argv = [ansible, "localhost", "-c", "local", "-m", "strata.ops." + name, "-a", json.dumps(args), *options]
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    try:
+        return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    except (ValueError, KeyError, IndexError):
+        raise AssertionError(f"no result from ansible: {proc.stdout}\n{proc.stderr}") from None
+
+
+def assert_clean_failure(result):
+    """A failure the module reported itself: ansible-core 2.19 reports a module that crashed as
+    msg "Task failed: Module failed: <exception>" (no traceback), so a Traceback is not the test."""
+    assert result.get("failed") is True, result
+    assert not result["msg"].startswith("Task failed: Module failed"), result["msg"]
+    assert "Traceback" not in result["msg"], result["msg"]
+    assert "error" in result or result.get("changed") is not None, result
 
 
 def run_adhoc(name, args, *options):

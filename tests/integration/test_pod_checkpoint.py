@@ -27,7 +27,7 @@ import uuid
 
 import pytest
 
-from .conftest import TESTBED_BIN
+from .conftest import TESTBED_BIN, adhoc_result, assert_clean_failure
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODULE = os.path.join(REPO, "plugins", "modules", "pod_checkpoint.py")
@@ -611,6 +611,22 @@ def test_no_space_left_in_images_dir(counter, tmp_path):
         assert docker("inspect", "-f", "{{.State.Running}}", counter["name"]).stdout.strip() == "true"
     finally:
         subprocess.run(["umount", str(tiny)], check=False)
+
+
+@pytest.mark.parametrize("where", ["regular-file", "proc", "sys"])
+def test_images_dir_that_cannot_hold_a_dump_is_refused(tmp_path, where):
+    """Through Ansible itself, so a crash would show as ansible-core's "Module failed:" text."""
+    images = {
+        "regular-file": str(tmp_path / "a-file"),
+        "proc": "/proc/strata-dumps",
+        "sys": "/sys/fs/strata-dumps",
+    }[where]
+    (tmp_path / "a-file").write_text("not a directory\n")
+    result = adhoc_result("pod_checkpoint", {"pid": os.getpid(), "images_dir": images, "criu_path": CRIU})
+    assert_clean_failure(result)
+    assert result["msg"].startswith(f"images_dir {images} ")
+    assert ("is not a directory" if where == "regular-file" else "kernel file system") in result["msg"]
+    assert (tmp_path / "a-file").read_text() == "not a directory\n"
 
 
 def test_restore_onto_running_name_is_refused(counter, tmp_path, experimental):

@@ -87,6 +87,7 @@ class Dumper:
         p = self.p
         if not p["images_dir"]:
             raise InvalidRequest("images_dir is required to write a dump")
+        mf.check_images_dir(p["images_dir"])
         binary = criu.locate(p["criu_path"])
         version = criu.check_version(self.run, binary)
         target = find_target(p, self.run, self.docker)
@@ -310,7 +311,7 @@ class Dumper:
             result["pruned"] = []
             result["msg"] = "check mode: would run %s" % " ".join(plan["argv"])
             return result
-        os.makedirs(self.p["images_dir"], exist_ok=True)
+        mf.make_images_dir(self.p["images_dir"])
         self._free_space_check(plan["rss_bytes"])
         wall = self.dump(plan)
         manifest = self.manifest(plan, wall, self.check_images(plan))

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 
+from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, InvalidRequest
 
 MANIFEST = "manifest.json"
@@ -36,6 +37,60 @@ def dumps_of(images_dir, name):
         and os.path.isfile(os.path.join(images_dir, e, MANIFEST))
     ]
     return sorted(found)
+
+
+# File systems that cannot hold a dump: the kernel's views (/proc, /sys, /dev ...), never disks.
+KERNEL_FSTYPES = frozenset(
+    [
+        "proc",
+        "sysfs",
+        "devtmpfs",
+        "devpts",
+        "cgroup",
+        "cgroup2",
+        "securityfs",
+        "debugfs",
+        "tracefs",
+        "pstore",
+        "bpf",
+        "configfs",
+        "fusectl",
+        "binfmt_misc",
+        "mqueue",
+        "hugetlbfs",
+    ]
+)
+
+
+def check_images_dir(path, read_mountinfo=mnt.read_mountinfo):
+    """Refuse an images_dir that cannot hold dump directories, before anything is done."""
+    real = os.path.realpath(path)
+    if os.path.exists(real) and not os.path.isdir(real):
+        raise InvalidRequest(
+            "images_dir %s is not a directory (it is a file): point images_dir at a directory (it is "
+            "created when missing) on a file system with room for the process's memory" % path
+        )
+    holder = None
+    for mount in read_mountinfo():
+        if mnt.is_below(real, mount["mount_point"]) and (
+            holder is None or len(mount["mount_point"]) >= len(holder["mount_point"])
+        ):
+            holder = mount
+    if holder and holder["fstype"] in KERNEL_FSTYPES:
+        raise InvalidRequest(
+            "images_dir %s is on %s (%s), a kernel file system that cannot hold a dump: point images_dir "
+            "at a directory on a disk file system with room for the process's memory"
+            % (path, holder["mount_point"], holder["fstype"])
+        )
+
+
+def make_images_dir(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise InvalidRequest(
+            "cannot create images_dir %s: %s. Create it or choose another directory" % (path, exc.strerror)
+        ) from None
 
 
 def mount_view(mount):
