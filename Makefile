@@ -11,7 +11,7 @@ PYTHON ?= python3
 # Integration test files mostly wait (pods terminating, rate-limited downloads, boots).
 INTEGRATION_WORKERS ?= 3
 
-.PHONY: all venv testbed testbed-base demo test lint ruff ansible-lint sanity unit integration molecule components bench lock clean
+.PHONY: all venv testbed testbed-base demo test lint ruff ansible-lint changelog-lint sanity unit integration molecule components bench lock clean
 
 all: venv
 
@@ -38,7 +38,7 @@ testbed-base:
 demo: venv testbed
 	tests/demo
 
-lint: ruff ansible-lint
+lint: ruff ansible-lint changelog-lint
 
 ruff: venv
 	ruff check .
@@ -46,6 +46,11 @@ ruff: venv
 
 ansible-lint: venv
 	ansible-lint --profile production
+
+# Every change lands with a fragment in changelogs/fragments/; releases are generated from them.
+changelog-lint: venv
+	antsibull-changelog lint
+	antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
 
 sanity: venv
 	tests/sanity/run
