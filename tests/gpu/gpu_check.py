@@ -137,7 +137,7 @@ def carried_criu(out):
 def python_with_torch():
     for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3", "/opt/conda/bin/python"):
         if candidate and os.path.exists(candidate):
-            rc, out, _ = run([candidate, "-c", "import torch; print(torch.__version__)"], timeout=120)
+            rc, out, _err = run([candidate, "-c", "import torch; print(torch.__version__)"], timeout=120)
             if rc == 0:
                 return candidate, out.strip()
     return None, None
@@ -264,7 +264,7 @@ class Worker:
 
 def gpu_memory_of(pid):
     """MiB nvidia-smi lists for pid, 0 when it lists none, None without nvidia-smi."""
-    rc, out, _ = run(
+    rc, out, _err = run(
         ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"], timeout=60
     )
     if rc != 0:

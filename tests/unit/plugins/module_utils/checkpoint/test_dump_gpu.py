@@ -7,8 +7,8 @@ import pytest
 from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.dump import Dumper
-from tests.unit.fakes import FakeRun
 from tests.unit.fakes.cuda import FakeCudaCheckpoint
+from tests.unit.fakes.run import FakeRun
 
 PID = os.getpid()  # alive, as the dumped process is when leave_running is on
 
@@ -42,7 +42,7 @@ def test_direct_path_locks_checkpoints_then_dumps_then_thaws(tmp_path, leave_run
     if leave_running:
         expected += [("cuda-checkpoint", "restore"), ("cuda-checkpoint", "unlock")]
     assert steps == expected
-    lock = next(argv for argv, _ in run.calls if "lock" in argv)
+    lock = next(argv for argv, _kwargs in run.calls if "lock" in argv)
     assert lock[-2:] == ["--timeout", "10000"]
     by_step = [(s["step"], s["state"]) for s in plan["gpu"]["states"]]
     assert by_step[:3] == [("before dump", "running"), ("lock", "locked"), ("checkpoint", "checkpointed")]
@@ -61,7 +61,7 @@ def test_failed_dump_still_thaws_the_process_and_removes_the_directory(tmp_path)
     with pytest.raises(criu.CriuError, match=f"criu dump of PID {PID} failed"):
         Dumper(params(), False, run).dump(plan)
     assert cuda.states[PID] == "running"
-    assert [a for a, _ in cuda.actions()] == ["lock", "checkpoint", "restore", "unlock"]
+    assert [a for a, _pid in cuda.actions()] == ["lock", "checkpoint", "restore", "unlock"]
     assert not os.path.exists(plan["dump_dir"])
 
 
@@ -73,7 +73,7 @@ def test_a_failed_lock_never_reaches_criu(tmp_path):
         Dumper(params(), False, run).dump(plan)
     assert ("criu", "dump") not in run.programs()
     assert not os.path.exists(plan["dump_dir"])
-    assert cuda.states[PID] == "running" and [a for a, _ in cuda.actions()] == ["lock"]
+    assert cuda.states[PID] == "running" and [a for a, _pid in cuda.actions()] == ["lock"]
 
 
 def test_a_dump_that_fails_after_the_lock_unlocks_and_says_when_it_cannot(tmp_path):
@@ -82,7 +82,7 @@ def test_a_dump_that_fails_after_the_lock_unlocks_and_says_when_it_cannot(tmp_pa
     plan = plan_for(tmp_path, "cuda-checkpoint", gpu.CudaCheckpointTool(run, cuda.path))
     with pytest.raises(criu.GpuError, match="CUDA_ERROR_UNKNOWN"):
         Dumper(params(), False, run).dump(plan)
-    assert [a for a, _ in cuda.actions()] == ["lock", "checkpoint", "unlock"]
+    assert [a for a, _pid in cuda.actions()] == ["lock", "checkpoint", "unlock"]
     assert cuda.states[PID] == "running"
     cuda = FakeCudaCheckpoint([PID], fail={"unlock": (1, "Could not unlock: CUDA_ERROR_UNKNOWN\n")})
     run = FakeRun(criu=lambda argv, **kw: (1, "", "Dumping FAILED"), cuda_checkpoint=cuda)

@@ -48,7 +48,7 @@ def test_gpu_plan_without_gpu_or_cuda_says_why():
 
 
 def test_gpu_plan_prefers_the_plugin_and_never_locks_twice(libcuda):
-    binary, _ = tool()
+    binary, _fake = tool()
     plugin = gpu.gpu_plan(True, [7], PLUGIN, binary, {})
     assert (plugin["taken"], plugin["path"]) == (True, "criu-cuda-plugin")
     assert gpu.gpu_plan(True, [7], None, binary, {})["path"] == "cuda-checkpoint"
@@ -72,7 +72,7 @@ def test_gpu_plan_refuses_a_dump_without_gpu_state(old_libcuda):
     facts = {"cuda_checkpoint": CUDA_CKPT, "has_action": False, "driver_api": {"library": "libcuda.so.1"}}
     with pytest.raises(criu.GpuError, match=r"older than r555.*libcuda\.so\.1 does not load"):
         gpu.gpu_plan(True, [7], None, None, facts)
-    renamed, _ = tool(path="/opt/nv/cuda-checkpoint-570")
+    renamed, _fake = tool(path="/opt/nv/cuda-checkpoint-570")
     renamed.path = "/opt/nv/cuda-checkpoint-570"
     with pytest.raises(criu.GpuError, match="by that name from PATH"):
         gpu.gpu_plan(True, [7], PLUGIN, renamed, {})
@@ -103,7 +103,7 @@ def test_cuda_checkpoint_tool_drives_the_binary_like_criu_does():
 
 
 def test_cuda_checkpoint_without_action_is_r550():
-    binary, _ = tool(has_action=False)
+    binary, _fake = tool(has_action=False)
     assert not binary.has_action()
 
 
@@ -126,7 +126,7 @@ def test_probe_driver_api_reads_exports_and_version(libcuda, old_libcuda, tmp_pa
 
 def test_driver_api_walks_the_documented_states(libcuda):
     libcuda.reset([7, 8])
-    lib, _ = gpu.probe_driver_api(libcuda.path)
+    lib, _facts = gpu.probe_driver_api(libcuda.path)
     api = gpu.CudaDriverAPI(lib, libcuda.path)
     assert api.state(7) == "running"
     for action, state in (("lock", "locked"), ("checkpoint", "checkpointed"), ("restore", "locked")):
@@ -143,7 +143,7 @@ def test_driver_api_walks_the_documented_states(libcuda):
 
 def test_driver_api_errors_name_the_call_and_the_result(libcuda):
     libcuda.reset([7])
-    lib, _ = gpu.probe_driver_api(libcuda.path)
+    lib, _facts = gpu.probe_driver_api(libcuda.path)
     api = gpu.CudaDriverAPI(lib, libcuda.path)
     with pytest.raises(
         criu.GpuError, match=r"cuCheckpointProcessCheckpoint\(pid=7\).*CUDA_ERROR_ILLEGAL_STATE"
@@ -177,7 +177,7 @@ def test_find_freezer_prefers_the_binary_then_the_driver(libcuda, old_libcuda):
 
 
 def test_step_records_state_and_time_per_process():
-    binary, _ = tool(pids=(7, 8))
+    binary, _fake = tool(pids=(7, 8))
     ticks = iter([0.0, 0.25, 1.0, 1.5])
     state = {"cuda_pids": [7, 8], "states": []}
     gpu.step(binary, state, "lock", timeout_ms=1000, clock=lambda: next(ticks))

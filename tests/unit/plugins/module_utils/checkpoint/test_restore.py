@@ -15,9 +15,9 @@ from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, InvalidRequest
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.restore import RESTORE_LABEL, Restorer
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.staging import BindStaging
-from tests.unit.fakes import FakeRun
 from tests.unit.fakes.cuda import FakeCudaCheckpoint, build_libcuda
 from tests.unit.fakes.docker import FakeDockerAPI
+from tests.unit.fakes.run import FakeRun
 
 # The host as a systemd host shows it: every mount shared; layer 4's ramdisk below the volume source.
 HOST_MOUNTINFO = """\
@@ -138,7 +138,7 @@ def test_restore_binds_a_shared_source_through_a_slave_view_first(tmp_path):
     assert result["staged_binds"] == [
         {"source": SOURCE, "staging": staging, "submounts": [SOURCE + "/ramdisk"]}
     ]
-    assert [argv for argv, _ in run.calls] == [
+    assert [argv for argv, _kwargs in run.calls] == [
         ["mount", "--rbind", SOURCE, staging],
         ["mount", "--make-rslave", staging],
     ]
@@ -160,7 +160,7 @@ def test_restore_binds_a_shared_source_through_a_slave_view_first(tmp_path):
 
 def test_check_mode_plans_the_staging_and_creates_nothing(tmp_path):
     docker = FakeDockerAPI(tmp_path / "docker")
-    worker, run, _ = restorer(tmp_path, write_dump(tmp_path), docker, check_mode=True)
+    worker, run, _mounted = restorer(tmp_path, write_dump(tmp_path), docker, check_mode=True)
     result = worker.run_state()
     assert result["changed"] is True
     assert result["command"][0].startswith(f"mount --rbind {SOURCE} ")
@@ -184,7 +184,7 @@ def test_a_failed_bind_restores_nothing(tmp_path):
     docker = FakeDockerAPI(tmp_path / "docker")
     mounted = set()
     run = mount_run(mounted, fail="--make-rslave")
-    worker, _, _ = restorer(tmp_path, write_dump(tmp_path), docker, run=run)
+    worker, _run, _mounted = restorer(tmp_path, write_dump(tmp_path), docker, run=run)
     with pytest.raises(ctr.ContainerError, match=r"mount --make-rslave .* failed .*nothing was restored"):
         worker.run_state()
     assert "create" not in docker.verbs()
@@ -200,7 +200,7 @@ def test_a_later_restore_takes_down_the_views_of_containers_that_are_gone(tmp_pa
     worker.p["new_container"] = "app-second"
     worker.run_state()
     assert first_view not in mounted
-    assert ["umount", "-R", first_view] in [argv for argv, _ in run.calls]
+    assert ["umount", "-R", first_view] in [argv for argv, _kwargs in run.calls]
     assert not os.path.exists(os.path.dirname(first_view))
     assert str(tmp_path / "staging" / "app-second" / "0") in mounted
 
@@ -248,7 +248,7 @@ def test_refusals_come_before_anything_is_created(tmp_path, case, error, message
     overrides = {"new_container": None} if case == "no-new-container" else {}
     # after a reboot the ramdisk is not mounted on the host any more
     host = "".join(line + "\n" for line in HOST_MOUNTINFO.splitlines() if "ramdisk" not in line)
-    worker, run, _ = restorer(
+    worker, run, _mounted = restorer(
         tmp_path, checkpoint, docker, host=host if case == "ramdisk-gone" else HOST_MOUNTINFO, **overrides
     )
     with pytest.raises(error) as info:
@@ -265,7 +265,7 @@ def test_a_rerun_with_the_same_dump_is_done(tmp_path):
         "Config": {"Labels": {RESTORE_LABEL: checkpoint}},
         "State": {"Running": True, "Pid": 9},
     }
-    worker, run, _ = restorer(tmp_path, checkpoint, docker)
+    worker, run, _mounted = restorer(tmp_path, checkpoint, docker)
     result = worker.run_state()
     assert result["changed"] is False and result["restored"]["pid"] == 9
     assert run.calls == [] and "create" not in docker.verbs()
@@ -300,7 +300,7 @@ def test_a_driver_api_dump_is_restored_then_unlocked_after_the_start(tmp_path, c
     tool = tmp_path / "bin" / "cuda-checkpoint"
     tool.parent.mkdir()
     tool.write_text("#!/bin/sh\n")
-    worker, _, _ = restorer(
+    worker, _run, _mounted = restorer(
         tmp_path,
         write_dump(tmp_path, gpu_path="cuda-driver-api"),
         docker,
@@ -310,7 +310,7 @@ def test_a_driver_api_dump_is_restored_then_unlocked_after_the_start(tmp_path, c
     )
     result = worker.run_state()
     assert result["gpu"]["cuda_pids"] == [os.getpid()]
-    assert [a for a, _ in cuda.actions()] == ["restore", "unlock"]
+    assert [a for a, _pid in cuda.actions()] == ["restore", "unlock"]
     assert cuda.states[os.getpid()] == "running"
     # the thaw comes after the container started from the checkpoint
     assert running_at_thaw == [True, True]
@@ -319,7 +319,7 @@ def test_a_driver_api_dump_is_restored_then_unlocked_after_the_start(tmp_path, c
 def test_a_plugin_dump_needs_the_plugin_and_the_binary_here(tmp_path, cuda_process):
     docker = FakeDockerAPI(tmp_path / "docker")
     checkpoint = write_dump(tmp_path, gpu_path="criu-cuda-plugin")
-    worker, _, _ = restorer(tmp_path, checkpoint, docker, gpus_dir=cuda_process)
+    worker, _run, _mounted = restorer(tmp_path, checkpoint, docker, gpus_dir=cuda_process)
     with pytest.raises(criu.GpuError, match="runs cuda-checkpoint on restore too: it is not installed here"):
         worker.run_state()
     tool = tmp_path / "bin" / "cuda-checkpoint"
