@@ -1,11 +1,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Solana/Agave snapshot archives: names, local scan, freshness verdict, JSON-RPC client.
 
-Archive names (as agave writes them, and as RPC nodes redirect to them):
+Archive names follow agave's own rule (see ``parse_archive_name``):
 
-* full:        ``snapshot-<slot>-<hash>.tar.zst`` (also ``.tar.lz4``; older ``.tar.bz2``,
-  ``.tar.gz``, plain ``.tar``)
-* incremental: ``incremental-snapshot-<base slot>-<slot>-<hash>.tar.zst`` (or ``.tar.lz4`` ...)
+* full:        ``snapshot-<slot>-<hash>.tar.zst`` (or ``.tar.lz4``)
+* incremental: ``incremental-snapshot-<base slot>-<slot>-<hash>.tar.zst`` (or ``.tar.lz4``)
 
 ``<hash>`` is the base58 bank hash of that slot: it identifies the bank, it is NOT a checksum
 of the file. An incremental snapshot is usable only together with the full snapshot of its base
@@ -33,31 +32,41 @@ from ansible_collections.strata.ops.plugins.module_utils import transfer as tran
 
 try:  # Python 3
     from urllib.error import HTTPError, URLError
+    from urllib.parse import urlsplit
 except ImportError:  # pragma: no cover - Python 2 is not a target
-    HTTPError = URLError = None
+    HTTPError = URLError = urlsplit = None
 
 KIND_FULL = "full"
 KIND_INCREMENTAL = "incremental"
 DEFAULT_MAX_LAG_SLOTS = 20000
-ARCHIVE_EXTENSIONS = ("tar.zst", "tar.lz4", "tar.bz2", "tar.gz", "tar")
 VERDICT_FRESH = "fresh"
 VERDICT_STALE = "stale"
 VERDICT_MISSING = "missing"
 VERDICT_UNKNOWN = "unknown"
+VERDICT_AHEAD = "ahead"  # the local slot is above the tip: wrong cluster, lagging RPC or wrong directory
+VERDICT_UNUSABLE = "unusable"  # agave would load an archive that cannot be loaded
+FAILING_VERDICTS = (VERDICT_AHEAD, VERDICT_UNUSABLE)
 
-_BASE58 = "[1-9A-HJ-NP-Za-km-z]{32,44}"
-_EXT = r"(?P<ext>tar\.zst|tar\.lz4|tar\.bz2|tar\.gz|tar)"
-FULL_RE = re.compile(r"^snapshot-(?P<slot>[0-9]{1,20})-(?P<hash>" + _BASE58 + r")\." + _EXT + "$")
+# Agave's own rule, snapshots/src/paths.rs (FULL_SNAPSHOT_ARCHIVE_FILENAME_REGEX and
+# INCREMENTAL_SNAPSHOT_ARCHIVE_FILENAME_REGEX; [[:digit:]] and [[:alnum:]] are ASCII classes in
+# Rust's regex crate). After the match agave parses the slots as u64, the hash as a
+# solana_hash::Hash (at most 44 base58 characters decoding to 32 bytes) and the extension as an
+# ArchiveFormat: only tar.zst and tar.lz4 (tar.bz2, tar.gz and tar are no longer read).
+_EXT = r"(?P<ext>tar\.zst|tar\.lz4)"
+FULL_RE = re.compile(r"^snapshot-(?P<slot>[0-9]+)-(?P<hash>[0-9A-Za-z]+)\." + _EXT + r"\Z")
 INCREMENTAL_RE = re.compile(
-    r"^incremental-snapshot-(?P<base>[0-9]{1,20})-(?P<slot>[0-9]{1,20})-(?P<hash>"
-    + _BASE58
-    + r")\."
-    + _EXT
-    + "$"
+    r"^incremental-snapshot-(?P<base>[0-9]+)-(?P<slot>[0-9]+)-(?P<hash>[0-9A-Za-z]+)\." + _EXT + r"\Z"
 )
-# Names that look like an archive we would use but are not one: reported as malformed.
-_LOOKS_LIKE_ARCHIVE = re.compile(r"^(incremental-)?snapshot-.*\.tar(\.[a-z0-9]+)?$")
-# Downloads in progress and agave's own work files: never counted, reported as ignored.
+# Agave also loads archives from this subdirectory (SNAPSHOT_ARCHIVE_DOWNLOAD_DIR, paths.rs).
+REMOTE_DIR = "remote"
+_U64_MAX = 2**64 - 1
+_HASH_MAX_CHARS = 44
+_HASH_BYTES = 32
+_BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+# Names that start like an archive but break agave's rule: reported with the reason.
+_LOOKS_LIKE_ARCHIVE = re.compile(r"^(incremental-)?snapshot-")
+_OTHER_EXT = re.compile(r"^(?:snapshot-|incremental-snapshot-[0-9]+-)[0-9]+-[0-9A-Za-z]+\.(?P<ext>.+)\Z")
+# Downloads in progress and agave's own work files: reported as such.
 _TEMPORARY_RE = re.compile(
     r"(^\.|^tmp-|^tmp_|\.tmp$|\.partial$|\.part$|\.aria2$|\.ctl$|\.download$|\.incomplete$|~$)"
 )
@@ -96,45 +105,57 @@ class RpcRemoteError(RpcError):
         self.code = code
 
 
+def is_base58_hash(text):
+    """True when ``text`` parses as a solana_hash::Hash: <= 44 base58 characters, 32 bytes."""
+    if len(text) > _HASH_MAX_CHARS:
+        return False
+    value = 0
+    for char in text:
+        digit = _BASE58.find(char)
+        if digit < 0:
+            return False
+        value = value * 58 + digit
+    leading_zero_bytes = len(text) - len(text.lstrip("1"))  # each leading "1" is a zero byte
+    return leading_zero_bytes + (value.bit_length() + 7) // 8 == _HASH_BYTES
+
+
 def parse_archive_name(name):
-    """Parse an archive file name; return a dict or None when it is not a snapshot archive.
+    """Parse an archive file name as agave does; return a dict, or None for other names.
 
     The dict has kind, slot, base_slot (incrementals; None for full), hash, ext and name.
-    Raises SnapshotNameError for names that look like an archive but do not parse (wrong
-    hash alphabet, missing slot, incremental whose slot is not after its base ...).
+    Raises SnapshotNameError, with the reason agave skips it, for a name that starts like an
+    archive but is not one agave loads (other extension, hash or slot that does not parse).
     """
     base = os.path.basename(name)
-    match = FULL_RE.match(base)
-    if match:
-        return dict(
-            kind=KIND_FULL,
-            slot=int(match.group("slot")),
-            base_slot=None,
-            hash=match.group("hash"),
-            ext=match.group("ext"),
-            name=base,
-        )
-    match = INCREMENTAL_RE.match(base)
-    if match:
-        slot, base_slot = int(match.group("slot")), int(match.group("base"))
-        if slot <= base_slot:
+    match = FULL_RE.match(base) or INCREMENTAL_RE.match(base)
+    if match is None:
+        if not _LOOKS_LIKE_ARCHIVE.match(base):
+            return None
+        other = _OTHER_EXT.match(base)
+        if other:
             raise SnapshotNameError(
-                "%s: incremental slot %d is not after its base slot %d" % (base, slot, base_slot)
+                "%s: agave loads only .tar.zst and .tar.lz4 archives, not .%s" % (base, other.group("ext"))
             )
-        return dict(
-            kind=KIND_INCREMENTAL,
-            slot=slot,
-            base_slot=base_slot,
-            hash=match.group("hash"),
-            ext=match.group("ext"),
-            name=base,
-        )
-    if _LOOKS_LIKE_ARCHIVE.match(base):
         raise SnapshotNameError(
-            "%s looks like a snapshot archive but is not named snapshot-<slot>-<base58 hash>"
-            ".tar.<zst|lz4|...> or incremental-snapshot-<base slot>-<slot>-<hash>.tar.<...>" % base
+            "%s: not named snapshot-<slot>-<hash>.tar.zst|.tar.lz4 or"
+            " incremental-snapshot-<base slot>-<slot>-<hash>.tar.zst|.tar.lz4, as agave expects" % base
         )
-    return None
+    slots = [int(match.group(g)) for g in ("base", "slot") if g in match.groupdict()]
+    if max(slots) > _U64_MAX:
+        raise SnapshotNameError("%s: a slot does not fit in 64 bits, agave skips it" % base)
+    if not is_base58_hash(match.group("hash")):
+        raise SnapshotNameError(
+            "%s: %s is not a 32-byte base58 hash, agave skips it" % (base, match.group("hash"))
+        )
+    incremental = "base" in match.groupdict()
+    return dict(
+        kind=KIND_INCREMENTAL if incremental else KIND_FULL,
+        slot=slots[-1],
+        base_slot=slots[0] if incremental else None,
+        hash=match.group("hash"),
+        ext=match.group("ext"),
+        name=base,
+    )
 
 
 def is_temporary_name(name):
@@ -142,72 +163,103 @@ def is_temporary_name(name):
 
 
 def scan_snapshot_dir(path, listdir=os.listdir, stat=os.stat):
-    """Classify the files of a snapshot directory.
+    """The archives agave would load from ``path`` (and its ``remote/``), chosen as agave does.
 
-    Returns a dict: full (list, newest first), incremental (usable: base present; newest
-    first), orphan_incrementals (base missing), malformed (names), ignored (temporary and
-    other files), best_full, best_incremental (for best_full's slot; None when none).
+    Agave takes the full archive of the highest slot and, of the incrementals on that slot, the
+    highest one, by name only (snapshots/src/paths.rs, get_highest_full_snapshot_archive_info
+    and get_highest_incremental_snapshot_archive_info): an empty file or a directory with that
+    name is still its choice, so it is chosen here too and carries a ``problem``.
+
+    Returns a dict: full (every full archive, newest first), incremental (those whose base is
+    present, newest first), orphan_incrementals (base missing), best_full, best_incremental
+    (None when none), not_used (every other entry: name, path, reason).
     """
-    full, incrementals, malformed, ignored = [], [], [], []
-    for name in sorted(listdir(path)):
-        full_path = os.path.join(path, name)
-        if is_temporary_name(name):
-            ignored.append(name)
-            continue
-        try:
-            info = parse_archive_name(name)
-        except SnapshotNameError:
-            malformed.append(name)
-            continue
-        if info is None:
-            ignored.append(name)
-            continue
-        try:
-            st = stat(full_path)
-        except OSError:
-            ignored.append(name)
-            continue
-        if not _is_regular(st) or st.st_size == 0:
-            # An empty archive is a download that never started writing, not a snapshot.
-            malformed.append(name)
-            continue
-        info["path"] = full_path
-        info["size"] = st.st_size
-        (full if info["kind"] == KIND_FULL else incrementals).append(info)
-    full.sort(key=lambda i: (i["slot"], i["name"]), reverse=True)
+    archives, not_used = [], []
+    remote = os.path.join(path, REMOTE_DIR)
+    for directory in (path, remote) if os.path.isdir(remote) else (path,):
+        for name in sorted(listdir(directory)):
+            full_path = os.path.join(directory, name)
+            if full_path == remote:
+                continue
+            if is_temporary_name(name):
+                not_used.append(_unused(name, full_path, "a download in progress or a work file"))
+                continue
+            try:
+                info = parse_archive_name(name)
+            except SnapshotNameError as exc:
+                not_used.append(_unused(name, full_path, exc.msg))
+                continue
+            if info is None:
+                not_used.append(_unused(name, full_path, "not a snapshot archive name"))
+                continue
+            info.update(path=full_path, size=None, problem=None)
+            try:
+                st = stat(full_path)
+            except OSError as exc:
+                info["problem"] = "cannot be read (%s)" % (exc.strerror or exc)
+            else:
+                if not stat_mod.S_ISREG(st.st_mode):
+                    info["problem"] = "not a regular file"
+                elif st.st_size == 0:
+                    info["problem"] = "empty (0 bytes)"
+                info["size"] = st.st_size
+            if info["kind"] == KIND_INCREMENTAL and info["slot"] <= info["base_slot"] and not info["problem"]:
+                info["problem"] = "its slot is not after its base slot"
+            archives.append(info)
+    full = _newest_first(a for a in archives if a["kind"] == KIND_FULL)
     full_slots = set(i["slot"] for i in full)
-    usable = [i for i in incrementals if i["base_slot"] in full_slots]
-    orphans = [i for i in incrementals if i["base_slot"] not in full_slots]
-    usable.sort(key=lambda i: (i["slot"], i["name"]), reverse=True)
-    orphans.sort(key=lambda i: (i["slot"], i["name"]), reverse=True)
+    incrementals = [a for a in archives if a["kind"] == KIND_INCREMENTAL]
+    usable = _newest_first(i for i in incrementals if i["base_slot"] in full_slots)
+    orphans = _newest_first(i for i in incrementals if i["base_slot"] not in full_slots)
     best_full = full[0] if full else None
-    best_incremental = None
-    if best_full is not None:
-        for info in usable:
-            if info["base_slot"] == best_full["slot"]:
-                best_incremental = info
-                break
+    on_best = [i for i in usable if best_full and i["base_slot"] == best_full["slot"]]
+    best_incremental = on_best[0] if on_best else None
+    for group, best in ((full, best_full), (on_best, best_incremental)):
+        for info in group[1:]:
+            reason = (
+                "same slot as %s: agave takes one of them by directory order" % best["name"]
+                if info["slot"] == best["slot"]
+                else "older than %s" % best["name"]
+            )
+            not_used.append(_unused(info["name"], info["path"], reason))
+    for info in usable:
+        if info not in on_best:
+            not_used.append(
+                _unused(
+                    info["name"],
+                    info["path"],
+                    "built on the full archive of slot %d, not on the newest one (slot %d)"
+                    % (info["base_slot"], best_full["slot"]),
+                )
+            )
+    for info in orphans:
+        reason = "its base full archive (slot %d) is not present" % info["base_slot"]
+        not_used.append(_unused(info["name"], info["path"], reason))
     return dict(
         full=full,
         incremental=usable,
         orphan_incrementals=orphans,
-        malformed=malformed,
-        ignored=ignored,
         best_full=best_full,
         best_incremental=best_incremental,
+        not_used=sorted(not_used, key=lambda u: u["path"]),
     )
 
 
-def _is_regular(st):
-    return stat_mod.S_ISREG(st.st_mode)
+def _newest_first(items):
+    return sorted(items, key=lambda i: (i["slot"], i["name"], i["path"]), reverse=True)
+
+
+def _unused(name, path, reason):
+    return dict(name=name, path=path, reason=reason)
 
 
 def freshness_verdict(local_slot, tip_slot, max_lag_slots=DEFAULT_MAX_LAG_SLOTS):
     """Return (verdict, lag) for the newest usable local slot against the cluster tip.
 
-    missing: no usable local snapshot; unknown: no tip (no endpoint answered);
-    fresh: tip - local <= max_lag_slots; stale otherwise. lag is None unless both are known.
-    A local slot ahead of the tip (lagging endpoints) has a negative lag and is fresh.
+    missing: no usable local snapshot; unknown: no tip (no endpoint answered); ahead: the
+    local slot is above the tip (never fresh: the endpoints lag or serve another cluster, or
+    the directory holds another cluster's snapshots); fresh: tip - local <= max_lag_slots;
+    stale otherwise. lag is None unless both are known.
     """
     if max_lag_slots < 0:
         raise SnapshotError("max_lag_slots must be 0 or more, got %d" % max_lag_slots)
@@ -216,7 +268,28 @@ def freshness_verdict(local_slot, tip_slot, max_lag_slots=DEFAULT_MAX_LAG_SLOTS)
     if tip_slot is None:
         return VERDICT_UNKNOWN, None
     lag = tip_slot - local_slot
+    if lag < 0:
+        return VERDICT_AHEAD, lag
     return (VERDICT_FRESH if lag <= max_lag_slots else VERDICT_STALE), lag
+
+
+def check_urls(option, urls):
+    """Raise SnapshotError naming every entry of ``option`` that is not an http(s) URL with a host."""
+    bad = []
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # a port out of range
+            ok = False
+        if not ok:
+            bad.append(url)
+    if bad:
+        raise SnapshotError(
+            "%s: %s: each entry must be an http:// or https:// URL with a host, for example"
+            " http://127.0.0.1:8899 or https://api.mainnet-beta.solana.com"
+            % (option, ", ".join(repr(u) for u in bad))
+        )
 
 
 # --- JSON-RPC --------------------------------------------------------------------------------
@@ -290,21 +363,25 @@ def _valid_slot(value):
 
 
 def query_endpoint(url, timeout=5.0, commitment="finalized", snapshot_slots=True, post=http_post_json):
-    """Ask one endpoint for its slot and, where offered, its highest snapshot slots."""
+    """Ask one endpoint for its cluster (getGenesisHash), its slot and, where offered, its
+    highest snapshot slots."""
     started = time.time()
-    entry = dict(url=url, ok=False, slot=None, error=None, highest_snapshot=None, elapsed=None)
+    entry = dict(
+        url=url, ok=False, slot=None, genesis_hash=None, error=None, highest_snapshot=None, elapsed=None
+    )
     try:
+        genesis = rpc_call(url, "getGenesisHash", timeout=timeout, post=post)
+        if not (isinstance(genesis, str) and is_base58_hash(genesis)):
+            raise RpcProtocolError("%s: getGenesisHash answered %r, not a base58 hash" % (url, genesis))
         slot = rpc_call(url, "getSlot", [{"commitment": commitment}], timeout=timeout, post=post)
         if not _valid_slot(slot):
             raise RpcProtocolError("%s: getSlot answered %r, not a slot number" % (url, slot))
-        entry.update(ok=True, slot=slot)
+        entry.update(ok=True, slot=slot, genesis_hash=genesis)
         if snapshot_slots:
             try:
                 highest = rpc_call(url, "getHighestSnapshotSlot", [], timeout=timeout, post=post)
-            except RpcRemoteError as exc:
-                # Not offered (older nodes: method not found) or no snapshot on that node.
-                entry["highest_snapshot_error"] = exc.msg
             except RpcError as exc:
+                # Not offered (older nodes: method not found) or no snapshot on that node.
                 entry["highest_snapshot_error"] = exc.msg
             else:
                 if (
@@ -318,7 +395,7 @@ def query_endpoint(url, timeout=5.0, commitment="finalized", snapshot_slots=True
                 else:
                     entry["highest_snapshot_error"] = "getHighestSnapshotSlot answered %r" % (highest,)
     except RpcError as exc:
-        entry.update(ok=False, slot=None, error=exc.msg)
+        entry.update(ok=False, slot=None, genesis_hash=None, error=exc.msg)
     entry["elapsed"] = round(time.time() - started, 3)
     return entry
 
@@ -328,6 +405,7 @@ def query_endpoints(urls, timeout=5.0, commitment="finalized", snapshot_slots=Tr
 
     The whole call takes about one timeout per method at most, not one per endpoint.
     """
+    limit = 3 * timeout + 5  # three methods per endpoint
     results = [None] * len(urls)
 
     def work(index, url):
@@ -337,7 +415,7 @@ def query_endpoints(urls, timeout=5.0, commitment="finalized", snapshot_slots=Tr
     for thread in threads:
         thread.daemon = True
         thread.start()
-    deadline = time.time() + 2 * timeout + 5
+    deadline = time.time() + limit
     for index, thread in enumerate(threads):
         thread.join(max(0.0, deadline - time.time()))
         if results[index] is None:
@@ -345,17 +423,44 @@ def query_endpoints(urls, timeout=5.0, commitment="finalized", snapshot_slots=Tr
                 url=urls[index],
                 ok=False,
                 slot=None,
+                genesis_hash=None,
                 highest_snapshot=None,
                 elapsed=None,
-                error="%s: no answer within %.1f s" % (urls[index], 2 * timeout + 5),
+                error="%s: no answer within %.1f s" % (urls[index], limit),
             )
     return results
 
 
 def cluster_tip(entries):
-    """The tip: the highest slot among the endpoints that answered (None when none did)."""
-    slots = [e["slot"] for e in entries if e.get("ok")]
-    return max(slots) if slots else None
+    """The tip: the highest slot among the endpoints that answered (None when none did).
+
+    Raises SnapshotError when they answered with different genesis hashes: their slots belong
+    to different clusters, and no tip can be taken from them.
+    """
+    answered = [e for e in entries if e.get("ok")]
+    clusters = {}
+    for entry in answered:
+        clusters.setdefault(entry["genesis_hash"], []).append(entry["url"])
+    if len(clusters) > 1:
+        raise SnapshotError(
+            "the RPC endpoints are on different clusters (getGenesisHash differs: %s): give only"
+            " endpoints of the cluster the validator runs on"
+            % "; ".join(
+                "%s answers %s" % (", ".join(urls), genesis) for genesis, urls in sorted(clusters.items())
+            ),
+            endpoints=entries,
+        )
+    return max(e["slot"] for e in answered) if answered else None
+
+
+def failed_endpoints_warning(entries):
+    """A warning when some endpoints gave no usable answer while others did (None otherwise)."""
+    failed = [e for e in entries if not e.get("ok")]
+    if not failed or len(failed) == len(entries):
+        return None
+    return "RPC endpoints without a usable answer, the tip is from the others: %s" % "; ".join(
+        e["error"] for e in failed
+    )
 
 
 def best_remote_snapshot(entries):
@@ -383,27 +488,36 @@ def freshness_report(
     max_lag_slots=DEFAULT_MAX_LAG_SLOTS,
     timeout=5.0,
     commitment="finalized",
+    warn=None,
 ):
-    """Everything snapshot_freshness returns (read-only)."""
+    """Everything snapshot_freshness returns (read-only); ``msg`` says the verdict in words."""
     if not os.path.isdir(snapshot_dir):
         raise SnapshotError(
             "snapshot_dir %s does not exist or is not a directory: create it (layer 4,"
             " workload_storage) or fix the path" % snapshot_dir
         )
+    check_urls("rpc_endpoints", endpoints)
     try:
         scan = scan_snapshot_dir(snapshot_dir)
     except OSError as exc:
         raise SnapshotError("cannot list %s: %s" % (snapshot_dir, exc)) from None
     entries = query_endpoints(endpoints, timeout=timeout, commitment=commitment) if endpoints else []
     tip = cluster_tip(entries)
+    warning = failed_endpoints_warning(entries)
+    if warning and warn:
+        warn(warning)
     full = scan["best_full"]
     incremental = scan["best_incremental"]
     full_slot = full["slot"] if full else None
     incremental_slot = incremental["slot"] if incremental else None
     local_slot = incremental_slot if incremental_slot is not None else full_slot
     verdict, lag = freshness_verdict(local_slot, tip, max_lag_slots)
+    broken = [a for a in (full, incremental) if a and a["problem"]]
+    if broken:
+        verdict = VERDICT_UNUSABLE
     full_lag = tip - full_slot if tip is not None and full_slot is not None else None
-    return dict(
+    answered = [e for e in entries if e["ok"]]
+    report = dict(
         changed=False,
         verdict=verdict,
         snapshot_dir=snapshot_dir,
@@ -413,18 +527,51 @@ def freshness_report(
         full_snapshot=_public(full),
         incremental_snapshot=_public(incremental),
         tip_slot=tip,
+        genesis_hash=answered[0]["genesis_hash"] if answered else None,
         lag_slots=lag,
         full_lag_slots=full_lag,
         max_lag_slots=max_lag_slots,
         best_remote_snapshot=best_remote_snapshot(entries),
         endpoints=entries,
-        endpoints_answered=[e["url"] for e in entries if e["ok"]],
+        endpoints_answered=[e["url"] for e in answered],
         endpoints_failed=[e["url"] for e in entries if not e["ok"]],
         full_snapshots=[_public(i) for i in scan["full"]],
         incremental_snapshots=[_public(i) for i in scan["incremental"]],
         orphan_incrementals=[i["name"] for i in scan["orphan_incrementals"]],
-        malformed_files=scan["malformed"],
-        ignored_files=scan["ignored"],
+        not_used=scan["not_used"],
+    )
+    report["msg"] = _verdict_message(report, broken)
+    return report
+
+
+def _verdict_message(report, broken):
+    verdict, local, tip, lag = (report[k] for k in ("verdict", "local_slot", "tip_slot", "lag_slots"))
+    entries, snapshot_dir = report["endpoints"], report["snapshot_dir"]
+    if verdict == VERDICT_MISSING:
+        return "missing: %s holds no full snapshot archive agave would load (see not_used)" % snapshot_dir
+    if verdict == VERDICT_UNUSABLE:
+        return (
+            "unusable: agave would load %s (the newest archive by name), but it is %s: remove or"
+            " replace it, then run again" % (broken[0]["path"], broken[0]["problem"])
+        )
+    if verdict == VERDICT_UNKNOWN:
+        return "unknown: local slot %d, but no RPC endpoint answered (%s)" % (
+            local,
+            "; ".join(e["error"] for e in entries) or "none given",
+        )
+    if verdict == VERDICT_AHEAD:
+        return (
+            "ahead: the local slot %d is %d slots above the tip %d of %s: the endpoints lag or"
+            " serve another cluster, or %s holds another cluster's snapshots; fix rpc_endpoints or"
+            " snapshot_dir (a download does not help)"
+            % (local, -lag, tip, ", ".join(e["url"] for e in entries if e["ok"]), snapshot_dir)
+        )
+    return "%s: local slot %d is %d slots behind the tip %d (limit %d)" % (
+        verdict,
+        local,
+        lag,
+        tip,
+        report["max_lag_slots"],
     )
 
 
@@ -432,7 +579,9 @@ def _public(info):
     if info is None:
         return None
     return dict(
-        (k, info[k]) for k in ("name", "path", "kind", "slot", "base_slot", "hash", "size") if k in info
+        (k, info[k])
+        for k in ("name", "path", "kind", "slot", "base_slot", "hash", "size", "problem")
+        if k in info
     )
 
 
@@ -514,21 +663,40 @@ def discover_candidates(sources, timeout=10.0, transfer=None):
     return candidates, errors
 
 
-def plan_fetch(candidates, tip, max_lag_slots, min_speed, speeds, *, want_incremental=True):
+REJECT_HINTS = dict(
+    slow="lower min_speed or add faster sources",
+    length="the sources disagree on an archive's length: drop the odd one",
+    behind="raise max_lag_slots or add sources with newer snapshots",
+    ahead="the sources and rpc_endpoints are not on the same cluster, or the endpoints lag: check both",
+)
+
+
+def plan_fetch(candidates, tip, max_lag_slots, min_speed, speeds, *, want_incremental=True, tip_checked=True):
     """Choose the full archive (and the incremental on it) to fetch, and from which sources.
 
     Sources slower than min_speed are left out; of the archives within max_lag_slots of the
-    tip (counting the incremental when there is one), the newest wins, then the fastest.
-    Returns (plan or None, rejected {url: reason}).
+    tip (counting the incremental when there is one), the newest wins, then the fastest. An
+    archive above a checked tip is refused: its source serves another cluster or the
+    endpoints lag. Without a checked tip, ``tip`` is the newest slot on offer.
+    Returns (plan or None, rejected {url: reason}, the REJECT_HINTS keys of those reasons).
     """
     rejected = {}
+    kinds = set()
+
+    def reject(url, kind, reason):
+        if url not in rejected:
+            rejected[url] = reason
+            kinds.add(kind)
+
     usable = []
     for cand in candidates:
         speed = speeds.get(cand["source"])
         if min_speed and speed is not None and speed < min_speed:
-            rejected[cand["url"]] = "measured %.2f MiB/s, below min_speed %.2f MiB/s" % (
-                speed / 1048576.0,
-                min_speed / 1048576.0,
+            reject(
+                cand["url"],
+                "slow",
+                "measured %.2f MiB/s, below min_speed %.2f MiB/s"
+                % (speed / 1048576.0, min_speed / 1048576.0),
             )
             continue
         usable.append(cand)
@@ -541,10 +709,10 @@ def plan_fetch(candidates, tip, max_lag_slots, min_speed, speeds, *, want_increm
             biggest = max(lengths, key=lambda n: sum(1 for m in members if m["length"] == n))
             for m in members:
                 if m["length"] != biggest:
-                    rejected[m["url"]] = "serves %s with %d bytes, other sources %d" % (
-                        name,
-                        m["length"],
-                        biggest,
+                    reject(
+                        m["url"],
+                        "length",
+                        "serves %s with %d bytes, other sources %d" % (name, m["length"], biggest),
                     )
             groups[(kind, name)] = [m for m in members if m["length"] == biggest]
     options = []
@@ -562,22 +730,51 @@ def plan_fetch(candidates, tip, max_lag_slots, min_speed, speeds, *, want_increm
         speed = sum(speeds.get(m["source"]) or 0 for m in members)
         options.append((effective, slot, speed, name, members, best_inc))
     if not options:
-        return None, rejected
+        return None, rejected, kinds
     options.sort(key=lambda o: (o[0], o[1], o[2]), reverse=True)
-    within = [o for o in options if tip is None or tip - o[0] <= max_lag_slots]
-    for o in options:
-        if o not in within:
-            for m in o[4]:
-                rejected.setdefault(
-                    m["url"], "slot %d is %d slots behind the tip %d" % (o[0], tip - o[0], tip)
+    reference = "the tip %d" % tip if tip_checked else "the newest archive on offer (slot %d)" % tip
+    within = []
+    for option in options:
+        effective, archives = option[0], option[4] + (option[5] or [])
+        if tip_checked and effective > tip:
+            for m in archives:
+                reject(m["url"], "ahead", "slot %d is above the cluster tip %d" % (effective, tip))
+        elif tip - effective > max_lag_slots:
+            for m in archives:
+                reject(
+                    m["url"],
+                    "behind",
+                    "slot %d is %d slots behind %s" % (effective, tip - effective, reference),
                 )
+        else:
+            within.append(option)
     if not within:
-        return None, rejected
+        return None, rejected, kinds
     effective, members, best_inc = within[0][0], within[0][4], within[0][5]
     plan = dict(effective_slot=effective, full=_archive_plan(members), incremental=None)
     if best_inc:
         plan["incremental"] = _archive_plan(best_inc)
-    return plan, rejected
+    return plan, rejected, kinds
+
+
+def no_plan_message(candidates, errors, rejected, kinds, limit=6):
+    """Why nothing can be fetched, with the reasons themselves (not only in the result keys)."""
+    reasons = ["%s: %s" % (src, "; ".join(errs)) for src, errs in sorted(errors.items())]
+    reasons += ["%s: %s" % (url, why) for url, why in sorted(rejected.items())]
+    shown = "; ".join(reasons[:limit])
+    if len(reasons) > limit:
+        shown += "; and %d more (see source_errors and rejected)" % (len(reasons) - limit)
+    hints = [REJECT_HINTS[k] for k in sorted(kinds)]
+    if errors:
+        hints.append(
+            "fix the failing sources (an RPC node's base URL such as http://host:8899, or an archive's URL)"
+        )
+    head = (
+        "none of the %d archives found can be used" % len(candidates)
+        if candidates
+        else "no source offers a snapshot archive"
+    )
+    return "%s: %s. To fix: %s" % (head, shown or "no reason recorded", "; ".join(hints) or "add sources")
 
 
 def _archive_plan(members):
@@ -593,11 +790,12 @@ def _archive_plan(members):
     )
 
 
-def prune_archives(snapshot_dir, keep, keep_names=()):
+def prune_archives(snapshot_dir, keep, keep_names=(), warn=None):
     """Delete full archives beyond the newest ``keep`` and incrementals not built on a kept one.
 
     Of the incrementals on kept full archives, the newest ``keep`` stay. Never deletes a name
-    in ``keep_names``. Returns the deleted names.
+    in ``keep_names`` nor anything but a file. Returns the deleted names; a file that cannot be
+    deleted is a warning (the new archive is in place already).
     """
     scan = scan_snapshot_dir(snapshot_dir)
     kept_full = scan["full"][:keep]
@@ -608,15 +806,20 @@ def prune_archives(snapshot_dir, keep, keep_names=()):
     doomed += scan["orphan_incrementals"]
     deleted = []
     for info in doomed:
-        if info["name"] in keep_names:
+        if info["name"] in keep_names or info["problem"] == "not a regular file":
             continue
-        os.unlink(info["path"])
+        try:
+            os.unlink(info["path"])
+        except OSError as exc:
+            if warn:
+                warn("could not delete the old archive %s: %s" % (info["path"], exc.strerror or exc))
+            continue
         deleted.append(info["name"])
     return sorted(deleted)
 
 
-def fetch_snapshots(params, check_mode=False, transfer=None):
-    """Everything snapshot_fetch does; returns its result dict."""
+def fetch_snapshots(params, check_mode=False, transfer=None, warn=None):
+    """Everything snapshot_fetch does; returns its result dict. Warnings go to ``warn``."""
     transfer = transfer or transfer_mod
     directory = params["snapshot_dir"]
     if not os.path.isdir(directory):
@@ -624,17 +827,43 @@ def fetch_snapshots(params, check_mode=False, transfer=None):
             "snapshot_dir %s does not exist or is not a directory: create it (layer 4,"
             " workload_storage) or fix the path" % directory
         )
+    check_urls("sources", params["sources"])
+    check_urls("rpc_endpoints", params["rpc_endpoints"])
     status_file = params.get("status_file")
+    transfer.write_status(status_file, dict(state="discovering", updated=time.time(), pid=os.getpid()))
+    try:
+        return _fetch(params, check_mode, transfer, warn or (lambda _msg: None))
+    except (SnapshotError, transfer.TransferError):
+        transfer.write_status(status_file, dict(state="failed", updated=time.time(), pid=os.getpid()))
+        raise
+
+
+def _fetch(params, check_mode, transfer, warn):
+    directory, status_file = params["snapshot_dir"], params.get("status_file")
     started = time.time()
-    transfer.write_status(status_file, dict(state="discovering", updated=started, pid=os.getpid()))
-    candidates, errors = discover_candidates(params["sources"], params["timeout"], transfer)
-    entries = []
-    tip = None
-    if params.get("rpc_endpoints"):
-        entries = query_endpoints(params["rpc_endpoints"], timeout=params["timeout"])
+    entries, tip, genesis = [], None, None
+    if params["rpc_endpoints"]:
+        entries = query_endpoints(params["rpc_endpoints"], timeout=params["timeout"], snapshot_slots=False)
         tip = cluster_tip(entries)
-    if tip is None and candidates:
-        tip = max(c["slot"] for c in candidates)  # no endpoint: the newest archive offered
+        if tip is None:
+            raise SnapshotError(
+                "no RPC endpoint answered, so no archive's lag can be checked (%s): fix rpc_endpoints,"
+                " or leave it empty to take the newest archive on offer unchecked"
+                % "; ".join(e["error"] for e in entries),
+                endpoints=entries,
+            )
+        genesis = next(e["genesis_hash"] for e in entries if e["ok"])
+        warning = failed_endpoints_warning(entries)
+        if warning:
+            warn(warning)
+    candidates, errors = discover_candidates(params["sources"], params["timeout"], transfer)
+    tip_checked = tip is not None
+    if not tip_checked:
+        warn(
+            "no rpc_endpoints: the lag is measured against the newest archive on offer, not against"
+            " the cluster's tip (tip_checked=false); give rpc_endpoints to check it"
+        )
+        tip = max(c["slot"] for c in candidates) if candidates else None
     speeds = {}
     if params["speed_test_seconds"] > 0:
         transfer.write_status(status_file, dict(state="measuring", updated=time.time(), pid=os.getpid()))
@@ -651,17 +880,21 @@ def fetch_snapshots(params, check_mode=False, transfer=None):
             except transfer.TransferError as exc:
                 errors.setdefault(source, []).append(exc.msg)
                 candidates = [c for c in candidates if c["source"] != source]
-    plan, rejected = plan_fetch(
+    plan, rejected, kinds = plan_fetch(
         candidates,
         tip,
         params["max_lag_slots"],
         params["min_speed"],
         speeds,
         want_incremental=params["incremental"],
+        tip_checked=tip_checked,
     )
     result = dict(
         changed=False,
-        tip_slot=tip,
+        tip_slot=tip if tip_checked else None,
+        tip_checked=tip_checked,
+        genesis_hash=genesis,
+        newest_offered_slot=max(c["slot"] for c in candidates) if candidates else None,
         endpoints=entries,
         candidates=[
             dict(
@@ -678,13 +911,12 @@ def fetch_snapshots(params, check_mode=False, transfer=None):
         status_file=status_file,
     )
     if plan is None:
-        transfer.write_status(status_file, dict(state="failed", updated=time.time(), pid=os.getpid()))
         raise SnapshotError(
-            "no source offers a snapshot within %d slots of the tip %s at min_speed %.1f MiB/s or more"
-            " (%d archives found, %d sources failed): add sources, or raise max_lag_slots / lower"
-            " min_speed"
-            % (params["max_lag_slots"], tip, params["min_speed"] / 1048576.0, len(candidates), len(errors)),
-            **dict((k, result[k]) for k in ("candidates", "source_errors", "rejected", "speeds", "tip_slot")),
+            no_plan_message(candidates, errors, rejected, kinds),
+            **dict(
+                (k, result[k])
+                for k in ("candidates", "source_errors", "rejected", "speeds", "tip_slot", "tip_checked")
+            ),
         )
     todo = [a for a in (plan["full"], plan["incremental"]) if a]
     todo = [a for a in todo if not os.path.exists(os.path.join(directory, a["name"]))]
@@ -699,11 +931,38 @@ def fetch_snapshots(params, check_mode=False, transfer=None):
     result["changed"] = True
     if check_mode:
         return result
+    _download(params, directory, todo, result, transfer)
+    keep_names = [a["name"] for a in (plan["full"], plan["incremental"]) if a]
+    result["deleted"] = prune_archives(directory, params["keep"], keep_names, warn)
+    elapsed = time.time() - started
+    total = sum(d["size"] for d in result["downloads"])
+    fetched = sum(d["fetched_bytes"] for d in result["downloads"])
+    result.update(
+        size=total, elapsed_s=round(elapsed, 3), mean_rate_bytes_per_s=int(fetched / max(elapsed, 1e-3))
+    )
+    transfer.write_status(
+        status_file,
+        dict(
+            state="done",
+            updated=time.time(),
+            pid=os.getpid(),
+            bytes_done=total,
+            bytes_total=total,
+            percent=100.0,
+            downloads=[d["name"] for d in result["downloads"]],
+        ),
+    )
+    return result
+
+
+def _download(params, directory, todo, result, transfer):
+    """Fetch, verify and rename each archive of ``todo``; append their stats to result["downloads"]."""
+    status_file = params.get("status_file")
     needed = 0
     for archive in todo:
         tmp = os.path.join(directory, TEMP_PREFIX + archive["name"])
         done = transfer.load_control(tmp, archive["name"], archive["length"])[0]
-        needed += archive["length"] - done.total()
+        needed += archive["length"] - done.total() + transfer.CONTROL_FILE_SPACE
     transfer.prepare_space(directory, needed, params["reserve_bytes"])
 
     for archive in todo:
@@ -731,13 +990,6 @@ def fetch_snapshots(params, check_mode=False, transfer=None):
         transfer.write_status(
             status_file, dict(state="verifying", name=archive["name"], updated=time.time(), pid=os.getpid())
         )
-        size = os.path.getsize(tmp)
-        if size != archive["length"]:
-            transfer.discard(tmp)
-            raise transfer.IntegrityError(
-                "%s has %d bytes after the download, the sources announced %d: discarded, run again"
-                % (archive["name"], size, archive["length"])
-            )
         try:
             if params["verify_archive"]:
                 stats["verified_by"] = transfer.verify_archive(tmp, archive["ext"])
@@ -762,27 +1014,6 @@ def fetch_snapshots(params, check_mode=False, transfer=None):
         stats["kind"] = archive["kind"]
         stats["slot"] = archive["slot"]
         result["downloads"].append(stats)
-    keep_names = [a["name"] for a in (plan["full"], plan["incremental"]) if a]
-    result["deleted"] = prune_archives(directory, params["keep"], keep_names)
-    elapsed = time.time() - started
-    total = sum(d["size"] for d in result["downloads"])
-    fetched = sum(d["fetched_bytes"] for d in result["downloads"])
-    result.update(
-        size=total, elapsed_s=round(elapsed, 3), mean_rate_bytes_per_s=int(fetched / max(elapsed, 1e-3))
-    )
-    transfer.write_status(
-        status_file,
-        dict(
-            state="done",
-            updated=time.time(),
-            pid=os.getpid(),
-            bytes_done=total,
-            bytes_total=total,
-            percent=100.0,
-            downloads=[d["name"] for d in result["downloads"]],
-        ),
-    )
-    return result
 
 
 def _expected_checksum(params, archive, transfer):

@@ -15,7 +15,11 @@
   interruption (even ``kill -9``) a new run fetches only the ranges it does not list.
 * A source whose rate stays below ``min_speed`` after a grace period is dropped and its pieces
   go back to the queue for the others. A source that keeps failing is dropped too.
-* A source without Range support can only be used alone, as one stream from byte 0.
+* A source without Range support can only be used alone, as one stream from byte 0; its answer
+  must announce the archive's length (``Content-Length``), and a body that ends early is a
+  failed attempt, never a shorter file.
+* A write that fails (a full disk: ENOSPC, EDQUOT) stops the whole download at once with
+  ``DiskSpaceError``: the bytes recorded in the control file stay for the next run.
 
 Helpers raise ``TransferError`` (or a subclass); a module's ``main()`` catches it once.
 """
@@ -24,16 +28,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import bz2
+import contextlib
 import errno
-import gzip
 import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
-import tarfile
 import threading
 import time
 
@@ -49,6 +51,9 @@ MIB = 1024 * 1024
 STEAL_MIN_BYTES = MIB  # smallest range handed over to an idle connection near the end
 STEAL_SECONDS = 0.25  # a range is split only when that ends it this much sooner
 SYNC_INTERVAL = 0.5  # seconds between data syncs and control file updates
+# Room the control file needs beside the data: itself and its replacement while it is swapped.
+CONTROL_FILE_SPACE = 2 * 64 * 1024
+_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 USER_AGENT = "strata.ops-transfer/1"
 
 
@@ -71,6 +76,10 @@ class DiskSpaceError(TransferError):
     pass
 
 
+class LocalWriteError(TransferError):
+    """Writing the temporary or control file failed for another reason than space (EIO, EROFS ...)."""
+
+
 class IntegrityError(TransferError):
     pass
 
@@ -79,11 +88,18 @@ class IntegrityError(TransferError):
 
 
 def _connect(url, timeout):
+    """A connection for ``url``; SourceError for a URL no request can go to (a redirect may name one)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise SourceError("%s: only http:// and https:// sources are supported" % url)
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:  # a port out of range
+        raise SourceError("%s: %s" % (url, exc)) from None
+    if not host:
+        raise SourceError("%s: no host in the URL" % url)
     cls = httplib.HTTPSConnection if parts.scheme == "https" else httplib.HTTPConnection
-    return cls(parts.hostname, parts.port, timeout=timeout)
+    return cls(host, port, timeout=timeout)
 
 
 def _path(url):
@@ -511,6 +527,7 @@ class Download:
         self.fetched = 0
         self.discarded = 0
         self.fd = None
+        self.write_error = None  # the OSError of a failed local write: stops every connection
 
     def _drop(self, source, reason):
         if not source.dropped:
@@ -524,10 +541,11 @@ class Download:
             while True:
                 with self.lock:
                     task = None
-                    if not source.dropped:
+                    stopped = source.dropped or self.write_error is not None
+                    if not stopped:
                         now = time.time()
                         task = self.sched.take(now, source.connection_rate(now, self.speed_window))
-                    idle_but_needed = task is None and not source.dropped and self.sched.busy()
+                    idle_but_needed = task is None and not stopped and self.sched.busy()
                     if task is not None:
                         if source.active == 0:  # idle time is not slowness: measure from here
                             source.started = time.time()
@@ -561,6 +579,13 @@ class Download:
                 if not self.running:
                     self.finished.set()
 
+    def _stop(self, exc):
+        """A local write failed: every connection stops; the source is not to blame."""
+        with self.lock:
+            if self.write_error is None:
+                self.write_error = exc
+        self.finished.set()
+
     def _fetch(self, source, task, conn, buf):
         """Fetch ``task`` over ``conn`` (a new one when None); return the connection to reuse."""
         headers = {"User-Agent": USER_AGENT}
@@ -575,6 +600,14 @@ class Download:
         if self.single_stream:
             if resp.status != 200:
                 raise SourceError("%s: HTTP %d" % (source.url, resp.status))
+            announced = resp.getheader("Content-Length") or ""
+            if not announced.isdigit() or int(announced) != self.length:
+                self._drop(
+                    source,
+                    "answers with Content-Length %s, not the %d bytes the archive has"
+                    % (announced or "(none)", self.length),
+                )
+                raise SourceError("%s: wrong Content-Length" % source.url)
         else:
             match = _CONTENT_RANGE.match(resp.getheader("Content-Range") or "")
             if resp.status != 206 or not match or int(match.group(1)) != task.pos:
@@ -592,21 +625,27 @@ class Download:
         while True:
             with self.lock:
                 want = min(len(buf), task.end - task.pos)
+                stop = source.dropped or self.write_error is not None
             if want <= 0:
                 break
-            if source.dropped:
+            if stop:
                 conn.close()
                 return None
             got = resp.readinto(buf[:want])
             if not got:
-                raise SourceError("%s: connection closed at byte %d" % (source.url, task.pos))
+                raise SourceError(_short_body(source.url, task.pos))
             with self.lock:  # another connection may have taken over the end meanwhile
                 keep = max(0, min(got, task.end - task.pos))
                 self.discarded += got - keep
             # A range is only ever taken over from at least min_share (>= CHUNK) past task.pos,
             # so [task.pos, task.pos + keep) stays this connection's while it writes.
             if keep:
-                os.pwrite(fd, buf[:keep], task.pos)
+                try:
+                    _pwrite_all(fd, buf[:keep], task.pos)
+                except OSError as exc:
+                    self._stop(exc)
+                    conn.close()
+                    return None
             with self.lock:
                 self.done.add(task.pos, task.pos + keep)
                 task.pos += keep
@@ -618,11 +657,12 @@ class Download:
         return conn
 
     def _skip(self, source, resp, count, buf):
-        while count > 0:
-            got = resp.readinto(buf[: min(len(buf), count)])
+        skipped = 0
+        while skipped < count:
+            got = resp.readinto(buf[: min(len(buf), count - skipped)])
             if not got:
-                raise SourceError("%s: connection closed at byte %d" % (source.url, count))
-            count -= got
+                raise SourceError(_short_body(source.url, skipped))
+            skipped += got
             with self.lock:
                 self.discarded += got
 
@@ -668,54 +708,35 @@ class Download:
                 Scheduler.piece_size_for(missing_bytes, conns, self.min_split),
                 min_split=self.min_split,
             )
-        flags = os.O_RDWR | os.O_CREAT
-        self.fd = os.open(self.tmp_path, flags, 0o644)
         try:
-            if os.fstat(self.fd).st_size != self.length:
-                os.ftruncate(self.fd, self.length)
-            save_control(self.tmp_path, self.name, self.length, self.done, fetched_before)
-            threads = []
-            self.running = conns
-            self.finished.clear()
-            for i in range(conns):
-                source = self.sources[i % len(self.sources)]
-                t = threading.Thread(target=self._worker, args=(source,))
-                t.daemon = True
-                threads.append(t)
-            for t in threads:
-                t.start()
-            last_flush = last_progress = 0.0
-            while any(t.is_alive() for t in threads):
-                self.finished.wait(0.25)  # set by the last connection to stop: no idle wait at the end
-                now = time.time()
-                with self.lock:
-                    for s in self.sources:
-                        if s.started is not None and s.active:
-                            s.samples.append((now, s.bytes))
-                            rate = s.rate(now, self.speed_window)
-                            if (
-                                self.min_speed
-                                and not s.dropped
-                                and s.active
-                                and now - s.started >= self.speed_grace
-                                and rate is not None
-                                and rate < self.min_speed
-                            ):
-                                self._drop(
-                                    s,
-                                    "slower than min_speed: %.2f MiB/s < %.2f MiB/s"
-                                    % (rate / MIB, self.min_speed / MIB),
-                                )
-                if now - last_flush >= self.sync_interval:
-                    self._flush(fetched_before)
-                    last_flush = now
-                if self.progress and now - last_progress >= 0.5:
-                    last_progress = now
-                    with self.lock:
-                        status = self.status("downloading", started, now)
-                    self.progress(status)
+            self.fd = os.open(self.tmp_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise self._write_failure(exc, None, started) from None
+        threads = []
+        try:
+            try:
+                if os.fstat(self.fd).st_size != self.length:
+                    os.ftruncate(self.fd, self.length)
+                save_control(self.tmp_path, self.name, self.length, self.done, fetched_before)
+                self.running = conns
+                self.finished.clear()
+                for i in range(conns):
+                    source = self.sources[i % len(self.sources)]
+                    t = threading.Thread(target=self._worker, args=(source,))
+                    t.daemon = True
+                    threads.append(t)
+                for t in threads:
+                    t.start()
+                self._watch(threads, started, fetched_before)
+            except OSError as exc:  # a sync or the control file failed: stop the connections too
+                self._stop(exc)
+            for t in threads:  # each stops within one read once write_error is set
+                t.join()
             transfer_end = time.time()
-            self._flush(fetched_before)
+            try:
+                self._flush(fetched_before)
+            except OSError as exc:
+                self._stop(exc)
         finally:
             os.close(self.fd)
             self.fd = None
@@ -740,6 +761,8 @@ class Download:
             ],
             sources_ignored=self.ignored,
         )
+        if self.write_error is not None:
+            raise self._write_failure(self.write_error, stats, started)
         if not self.done.covers(self.length):
             reasons = dict((s.url, s.dropped or "stopped") for s in self.sources)
             left = self.length - self.done.total()
@@ -747,11 +770,50 @@ class Download:
             cls = TooSlowError if all_slow else SourceError
             raise cls(
                 "%s: %d of %d bytes still missing after every source was dropped (%s); the partial"
-                " file is kept and a new run resumes it: add faster sources or lower min_speed"
-                % (self.name, left, self.length, "; ".join("%s: %s" % kv for kv in reasons.items())),
+                " file is kept and a new run resumes it: %s"
+                % (
+                    self.name,
+                    left,
+                    self.length,
+                    "; ".join("%s: %s" % kv for kv in reasons.items()),
+                    "add faster sources or lower min_speed" if all_slow else "fix or replace these sources",
+                ),
                 transfer=stats,
             )
         return stats
+
+    def _watch(self, threads, started, fetched_before):
+        """Until the connections end: drop slow sources, sync and record, report progress."""
+        last_flush = last_progress = 0.0
+        while any(t.is_alive() for t in threads) and self.write_error is None:
+            self.finished.wait(0.25)  # set by the last connection to stop: no idle wait at the end
+            now = time.time()
+            with self.lock:
+                for s in self.sources:
+                    if s.started is not None and s.active:
+                        s.samples.append((now, s.bytes))
+                        rate = s.rate(now, self.speed_window)
+                        if (
+                            self.min_speed
+                            and not s.dropped
+                            and s.active
+                            and now - s.started >= self.speed_grace
+                            and rate is not None
+                            and rate < self.min_speed
+                        ):
+                            self._drop(
+                                s,
+                                "slower than min_speed: %.2f MiB/s < %.2f MiB/s"
+                                % (rate / MIB, self.min_speed / MIB),
+                            )
+            if now - last_flush >= self.sync_interval:
+                self._flush(fetched_before)
+                last_flush = now
+            if self.progress and now - last_progress >= 0.5:
+                last_progress = now
+                with self.lock:
+                    status = self.status("downloading", started, now)
+                self.progress(status)
 
     def _flush(self, fetched_before):
         with self.lock:
@@ -761,14 +823,78 @@ class Download:
             os.fdatasync(self.fd)  # the data first, then the record that says it is there
         save_control(self.tmp_path, self.name, self.length, done, fetched)
 
+    def _write_failure(self, exc, stats, started):
+        """The error for a failed local write: what is kept (what the control file records) and
+        what to do. A full disk is DiskSpaceError; nothing recorded means nothing is kept."""
+        ctl = control_path(self.tmp_path)
+        _unlink_quietly(ctl + ".new")  # a half-written replacement: the previous record stays valid
+        recorded = load_control(self.tmp_path, self.name, self.length)[0].total()
+        if recorded:
+            kept = [self.tmp_path, ctl]
+            left = "%d of %d bytes are kept in %s (recorded in %s): a new run resumes from there" % (
+                recorded,
+                self.length,
+                self.tmp_path,
+                os.path.basename(ctl),
+            )
+        else:
+            kept = []
+            for path in (self.tmp_path, ctl):
+                _unlink_quietly(path)
+            left = "nothing was recorded, nothing is kept"
+        details = dict(kept_files=kept, recorded_bytes=recorded, changed=bool(kept))
+        if stats is not None:
+            details["transfer"] = stats
+        directory = os.path.dirname(self.tmp_path) or "."
+        if exc.errno in _SPACE_ERRNOS:
+            return DiskSpaceError(
+                "no space left in %s (%s) while downloading %s, %.1f s in; %s. Free space there"
+                " (older snapshots, keep=1) or grow the dataset, then run again"
+                % (directory, exc.strerror, self.name, time.time() - started, left),
+                free_bytes=_free_or_none(directory),
+                **details,
+            )
+        return LocalWriteError(
+            "%s: cannot write the download of %s (%s); %s"
+            % (self.tmp_path, self.name, exc.strerror or exc, left),
+            **details,
+        )
+
+
+def _pwrite_all(fd, data, pos):
+    """os.pwrite until every byte is written: a short write (a file system filling up) is not the end."""
+    while data:
+        written = os.pwrite(fd, data, pos)
+        data, pos = data[written:], pos + written
+
+
+def _short_body(url, pos):
+    return (
+        "%s: the body ended at byte %d, short of what it announced (the connection closed or"
+        " the server sent less)" % (url, pos)
+    )
+
+
+def _unlink_quietly(path):
+    with contextlib.suppress(OSError):  # gone already, or nothing more can be done about it here
+        os.unlink(path)
+
+
+def _free_or_none(directory):
+    try:
+        return free_bytes(directory)
+    except OSError:
+        return None
+
 
 def prepare_space(directory, needed, reserve=0):
     """Raise DiskSpaceError unless ``needed + reserve`` bytes are free in ``directory``."""
     free = free_bytes(directory)
     if free < needed + reserve:
         raise DiskSpaceError(
-            "%s has %d bytes free, the download needs %d more (plus %d reserved): free space there"
-            " (older snapshots, keep=1) or grow the dataset" % (directory, free, needed, reserve),
+            "%s has %d bytes free, the download needs %d more (the archives and their control files,"
+            " plus %d reserved); nothing was written: free space there (older snapshots, keep=1) or"
+            " grow the dataset" % (directory, free, needed, reserve),
             free_bytes=free,
             needed_bytes=needed,
         )
@@ -788,40 +914,26 @@ def discard(tmp_path):
 
 
 def verify_archive(path, ext, timeout=None):
-    """Test the compressed stream end to end; return how ('zstd -t', 'python bz2', ...)."""
-    if ext in ("tar.zst", "tar.lz4"):
-        tool = "zstd" if ext == "tar.zst" else "lz4"
-        binary = shutil.which(tool)
-        if binary is None:
-            raise IntegrityError(
-                "cannot test %s: the %s command is not installed on this host (base_system installs it),"
-                " or set verify_archive=false" % (os.path.basename(path), tool)
-            )
-        proc = subprocess.run(
-            [binary, "-t", "-q", path],
-            capture_output=True,
-            timeout=timeout,
-            check=False,
+    """Test the compressed stream end to end (the two formats agave reads); return how."""
+    tool = {"tar.zst": "zstd", "tar.lz4": "lz4"}[ext]
+    binary = shutil.which(tool)
+    if binary is None:
+        raise IntegrityError(
+            "cannot test %s: the %s command is not installed on this host (base_system installs it),"
+            " or set verify_archive=false" % (os.path.basename(path), tool)
         )
-        if proc.returncode != 0:
-            raise IntegrityError(
-                "%s failed the %s -t integrity test: %s"
-                % (os.path.basename(path), tool, proc.stderr.decode("utf-8", "replace").strip()[-300:])
-            )
-        return "%s -t" % tool
-    opener = {"tar.bz2": bz2.open, "tar.gz": gzip.open}.get(ext)
-    try:
-        if opener is not None:
-            with opener(path, "rb") as handle:
-                while handle.read(MIB):
-                    pass
-            return "python %s" % ext.split(".")[1]
-        with tarfile.open(path, "r:") as archive:
-            for _member in archive:
-                pass
-        return "python tarfile"
-    except (OSError, EOFError, tarfile.TarError, ValueError) as exc:
-        raise IntegrityError("%s failed the integrity test: %s" % (os.path.basename(path), exc)) from None
+    proc = subprocess.run(
+        [binary, "-t", "-q", path],
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise IntegrityError(
+            "%s failed the %s -t integrity test: %s"
+            % (os.path.basename(path), tool, proc.stderr.decode("utf-8", "replace").strip()[-300:])
+        )
+    return "%s -t" % tool
 
 
 def file_sha256(path):
@@ -845,7 +957,13 @@ def parse_checksum_text(text, name):
 
 def finalize(tmp_path, final_path):
     """Rename the verified temporary file to its final name, atomically, and sync the directory."""
-    os.rename(tmp_path, final_path)
+    try:
+        os.rename(tmp_path, final_path)
+    except OSError as exc:
+        raise LocalWriteError(
+            "cannot rename the verified download %s to %s (%s): it stays under its temporary name"
+            % (tmp_path, final_path, exc.strerror or exc)
+        ) from None
     try:
         dir_fd = os.open(os.path.dirname(final_path) or ".", os.O_RDONLY)
         try:

@@ -15,9 +15,16 @@ description:
     C(/snapshot.tar.bz2) and C(/incremental-snapshot.tar.bz2); the redirect's Location names
     the archive and its slot, as solana-snapshot-finder reads them. A plain URL names its
     archive in its last path element.
+  - Only archives agave loads are considered (C(.tar.zst) or C(.tar.lz4), named as agave
+    names them; see M(strata.ops.snapshot_freshness)).
   - Measures each source's speed (C(connections_per_server) streams for
     C(speed_test_seconds)), leaves out sources below C(min_speed), and picks the newest full
     archive (with the newest incremental archive on it) within C(max_lag_slots) of the tip.
+  - The tip comes from C(rpc_endpoints) (C(getSlot), finalized; endpoints whose
+    C(getGenesisHash) differ are refused as different clusters, and an archive above the tip
+    is refused as another cluster's). Without C(rpc_endpoints) no tip is checked; the lag is
+    measured against the newest archive on offer, the result says C(tip_checked=false) and a
+    warning says so.
   - Downloads with several connections spread over every source serving the same archive
     (like aria2c with C(-x) C(-s) C(-k)) into a hidden temporary file in C(snapshot_dir). A
     control file next to it records the finished byte ranges, so a run that was interrupted
@@ -25,8 +32,12 @@ description:
     C(min_speed) during the download is dropped and the others take over its ranges; near the
     end, idle connections take over parts of the ranges still in flight so that all finish
     together.
-  - Checks free space before starting; verifies the length, the compressed stream
-    (C(zstd -t) / C(lz4 -t); Python for C(.bz2), C(.gz), C(.tar)) and a SHA-256 when one is
+  - Checks free space before starting (the archives and room for their control files). A
+    disk that fills up during the download stops it at once with a message about space, and the
+    bytes already recorded stay for the next run, which resumes.
+  - Verifies the length (a source without Range support must announce the archive's length
+    in C(Content-Length), and a body that ends early is never taken for the file), the
+    compressed stream (C(zstd -t) / C(lz4 -t)) and a SHA-256 when one is
     given or a source serves C(<archive>.sha256); only then renames the file atomically to
     its final name. No partial file ever carries a final archive name.
   - Keeps the newest C(keep) full archives (and incrementals on them), deleting older ones
@@ -53,14 +64,17 @@ options:
   sources:
     description:
       - RPC node base URLs (C(http://1.2.3.4:8899)) and/or plain archive URLs
-        (C(https://mirror/snapshot-<slot>-<hash>.tar.zst)).
+        (C(https://mirror/snapshot-<slot>-<hash>.tar.zst)). Only C(http://) and C(https://) URLs
+        are accepted.
     type: list
     elements: str
     required: true
   rpc_endpoints:
     description:
-      - JSON-RPC URLs for the tip (C(getSlot), finalized). Without them the newest slot any
-        source offers is taken as the tip.
+      - JSON-RPC URLs for the tip (C(getSlot), finalized), for example C(http://10.0.0.5:8899).
+      - Without them no tip is checked (C(tip_checked=false), with a warning), and the newest slot
+        any source offers stands in for the tip. When they are given but none answers, the task
+        fails with their errors.
     type: list
     elements: str
     default: []
@@ -198,9 +212,28 @@ deleted:
   type: list
   elements: str
 tip_slot:
-  description: The tip the lag was measured against.
+  description: The cluster's tip from rpc_endpoints; null when no tip was checked (no rpc_endpoints).
   returned: always
   type: int
+tip_checked:
+  description:
+    - Whether the lag was measured against the cluster's tip (rpc_endpoints given and
+      answering); false means against the newest archive on offer.
+  returned: always
+  type: bool
+genesis_hash:
+  description: The cluster's genesis hash from rpc_endpoints; null without them.
+  returned: always
+  type: str
+newest_offered_slot:
+  description: The highest slot among the archives found; null when none was found.
+  returned: always
+  type: int
+endpoints:
+  description: One entry per rpc_endpoint (url, ok, genesis_hash, slot, error, elapsed).
+  returned: always
+  type: list
+  elements: dict
 candidates:
   description: Every archive found (source, url, name, kind, slot, base_slot, length, ranges).
   returned: always
@@ -215,9 +248,20 @@ source_errors:
   returned: always
   type: dict
 rejected:
-  description: Per archive URL, why it was not used (speed, lag, length mismatch).
+  description: Per archive URL, why it was not used (speed, lag, above the tip, length mismatch).
   returned: always
   type: dict
+kept_files:
+  description:
+    - After a failed write (a full disk), the partial download and its control file that stay
+      for the next run to resume; empty when nothing was recorded.
+  returned: when the download stopped on a local write error
+  type: list
+  elements: str
+recorded_bytes:
+  description: After a failed write, the bytes the control file records (what a new run does not fetch again).
+  returned: when the download stopped on a local write error
+  type: int
 size:
   description: Bytes downloaded into final archives by this run.
   returned: when something was downloaded
@@ -276,7 +320,7 @@ def main():
     if not params["sources"]:
         module.fail_json(msg="sources is empty: give RPC node URLs or archive URLs to download from")
     try:
-        result = fetch_snapshots(params, check_mode=module.check_mode)
+        result = fetch_snapshots(params, check_mode=module.check_mode, warn=module.warn)
     except (SnapshotError, TransferError) as exc:
         module.fail_json(msg=exc.msg, **exc.details)
     module.exit_json(**result)

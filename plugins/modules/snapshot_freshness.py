@@ -11,21 +11,31 @@ module: snapshot_freshness
 short_description: Tell whether the local Solana snapshot is close enough to the cluster tip
 version_added: "0.1.0"
 description:
-  - Scans the snapshot directory for full archives C(snapshot-<slot>-<hash>.tar.zst) (also
-    C(.tar.lz4); older C(.tar.bz2), C(.tar.gz), C(.tar)) and incremental archives
-    C(incremental-snapshot-<base>-<slot>-<hash>.tar.zst).
-  - The newest full archive is the one the validator would load; an incremental archive
-    counts only when it builds on that full archive (its base slot is present). Partial and
-    temporary files (downloads in progress, agave's C(tmp-*) work files, hidden files) are
-    ignored; names that look like archives but do not parse are reported as malformed.
-  - Asks every JSON-RPC endpoint at once for C(getSlot) (commitment C(finalized) by default)
-    with a per-endpoint timeout, and for C(getHighestSnapshotSlot) where the node offers it.
-    The tip is the highest slot among the endpoints that answered; those that did not are
-    reported with the reason.
+  - Chooses the archives in the snapshot directory (and its C(remote/) subdirectory) exactly as
+    agave does when it starts (its C(FULL_SNAPSHOT_ARCHIVE_FILENAME_REGEX) and
+    C(INCREMENTAL_SNAPSHOT_ARCHIVE_FILENAME_REGEX), snapshots/src/paths.rs), that is full archives
+    C(snapshot-<slot>-<hash>.tar.zst) or C(.tar.lz4), incremental archives
+    C(incremental-snapshot-<base>-<slot>-<hash>.tar.zst) or C(.tar.lz4), where the hash is a
+    32-byte base58 hash (any length agave parses). Agave no longer reads C(.tar.bz2),
+    C(.tar.gz) or C(.tar) archives.
+  - The full archive of the highest slot is the one agave loads, and of the incremental
+    archives on that slot the highest one. Agave chooses by name only, so an empty file or a
+    directory with the winning name makes the verdict C(unusable). Every other entry is
+    listed in C(not_used) with the reason agave does not load it.
+  - Asks every JSON-RPC endpoint at once for C(getGenesisHash), C(getSlot) (commitment
+    C(finalized) by default) with a per-endpoint timeout, and for C(getHighestSnapshotSlot)
+    where the node offers it. The tip is the highest slot among the endpoints that answered;
+    those that did not are reported with the reason (and a warning when others answered).
+    Endpoints that answer with different genesis hashes are on different clusters, so the module
+    fails naming them instead of taking a tip from them.
   - The verdict compares the newest usable local slot (the incremental one when present,
     else the full one) with the tip. Agave makes a full snapshot every 100,000 slots and an
     incremental one every 100, so the default 20,000-slot rule is met only through
     incrementals; both lags are returned.
+  - A local slot above the tip is never fresh (verdict C(ahead)), since the endpoints lag or serve
+    another cluster, or the directory holds another cluster's snapshots. The verdicts
+    C(ahead) and C(unusable) fail the task, with the whole report in the result, because
+    starting the validator there is wrong and a download does not repair it.
   - Read-only; never changes anything.
 author:
   - strata.ops maintainers (!UNKNOWN)
@@ -48,7 +58,8 @@ options:
     required: true
   rpc_endpoints:
     description:
-      - JSON-RPC URLs to ask for the tip, for example C(https://api.mainnet-beta.solana.com).
+      - JSON-RPC URLs to ask for the tip, for example C(https://api.mainnet-beta.solana.com) or
+        C(http://10.0.0.5:8899); a URL without C(http://) or C(https://) is refused.
       - With none (or none answering) the verdict is C(unknown) unless no snapshot is present.
     type: list
     elements: str
@@ -100,11 +111,18 @@ EXAMPLES = r"""
 RETURN = r"""
 verdict:
   description:
-    - C(fresh) (lag within max_lag_slots), C(stale), C(missing) (no usable local snapshot), or
-      C(unknown) (a snapshot is present but no endpoint answered).
+    - C(fresh) (lag within max_lag_slots), C(stale), C(missing) (no archive agave would load),
+      C(unknown) (a snapshot is present but no endpoint answered), C(ahead) (the local slot is
+      above the tip; the task fails) or C(unusable) (the archive agave would load is empty, not
+      a file, or an incremental not after its base; the task fails).
   returned: always
   type: str
-  choices: [fresh, stale, missing, unknown]
+  choices: [fresh, stale, missing, unknown, ahead, unusable]
+msg:
+  description: The verdict in words, with what to do for C(ahead) and C(unusable).
+  returned: always
+  type: str
+  sample: "fresh: local slot 348125400 is 5600 slots behind the tip 348131000 (limit 20000)"
 local_slot:
   description: Newest usable local slot (incremental when present, else full); null when missing.
   returned: always
@@ -121,7 +139,9 @@ incremental_slot:
   type: int
   sample: 348125400
 full_snapshot:
-  description: The newest full archive (name, path, kind, slot, base_slot, hash, size); null when none.
+  description:
+    - The full archive agave would load (name, path, kind, slot, base_slot, hash, size, and
+      problem, null unless it cannot be loaded), or null when none.
   returned: always
   type: dict
 incremental_snapshot:
@@ -133,8 +153,13 @@ tip_slot:
   returned: always
   type: int
   sample: 348131000
+genesis_hash:
+  description: The cluster's genesis hash, as the endpoints that answered gave it; null when none answered.
+  returned: always
+  type: str
+  sample: 5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d
 lag_slots:
-  description: tip_slot minus local_slot; null unless both are known.
+  description: tip_slot minus local_slot (negative when C(ahead)); null unless both are known.
   returned: always
   type: int
   sample: 5600
@@ -154,7 +179,9 @@ best_remote_snapshot:
   type: dict
   sample: {full: 348100000, incremental: 348130900, slot: 348130900, endpoint: https://rpc.example}
 endpoints:
-  description: One entry per endpoint, in the order given (url, ok, slot, error, highest_snapshot, elapsed).
+  description:
+    - One entry per endpoint, in the order given (url, ok, genesis_hash, slot, error,
+      highest_snapshot, elapsed).
   returned: always
   type: list
   elements: dict
@@ -169,7 +196,7 @@ endpoints_failed:
   type: list
   elements: str
 full_snapshots:
-  description: Every full archive found, newest first.
+  description: Every full archive agave could load by its name, newest first.
   returned: always
   type: list
   elements: dict
@@ -183,16 +210,16 @@ orphan_incrementals:
   returned: always
   type: list
   elements: str
-malformed_files:
-  description: Names that look like archives but do not parse, and empty archives (not counted).
+not_used:
+  description:
+    - Every entry of the directory (and of C(remote/)) agave would not load, with the reason
+      (name, path, reason) - older archives, incrementals on another full archive, other
+      extensions, hashes or slots agave does not parse, downloads in progress, other files.
   returned: always
   type: list
-  elements: str
-ignored_files:
-  description: Temporary, partial and unrelated files (not counted).
-  returned: always
-  type: list
-  elements: str
+  elements: dict
+  sample: [{name: snapshot-1-x.tar.bz2, path: /srv/kind/solana/snapshots/snapshot-1-x.tar.bz2,
+            reason: "snapshot-1-x.tar.bz2: agave loads only .tar.zst and .tar.lz4 archives, not .tar.bz2"}]
 snapshot_dir:
   description: The directory scanned.
   returned: always
@@ -201,7 +228,11 @@ snapshot_dir:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.ops.plugins.module_utils.snapshots import SnapshotError, freshness_report
+from ansible_collections.strata.ops.plugins.module_utils.snapshots import (
+    FAILING_VERDICTS,
+    SnapshotError,
+    freshness_report,
+)
 
 
 def main():
@@ -227,9 +258,12 @@ def main():
             max_lag_slots=params["max_lag_slots"],
             timeout=params["timeout"],
             commitment=params["commitment"],
+            warn=module.warn,
         )
     except SnapshotError as exc:
         module.fail_json(msg=exc.msg, **exc.details)
+    if result["verdict"] in FAILING_VERDICTS:
+        module.fail_json(**result)
     module.exit_json(**result)
 
 

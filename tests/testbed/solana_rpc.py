@@ -4,6 +4,10 @@
 Implements only what strata.ops asks a node, with the request and answer shapes documented at
 https://solana.com/docs/rpc (JSON-RPC 2.0 over HTTP POST, ``Content-Type: application/json``):
 
+``getGenesisHash`` (no params; https://solana.com/docs/rpc/http/getgenesishash)
+    -> ``{"jsonrpc": "2.0", "result": "<base58 genesis hash>", "id": <id>}``: the cluster's
+    genesis hash (``genesis_hash``, mainnet-beta's by default; give another to play another
+    cluster). Params other than none or ``[]`` answer ``-32602``, as a real node does.
 ``getSlot`` params ``[{"commitment": "processed"|"confirmed"|"finalized"}]`` (optional)
     -> ``{"jsonrpc": "2.0", "result": <u64 slot>, "id": <id>}``
     The processed slot advances ``slots_per_second`` (2.5, mainnet's pace) from ``start_slot``;
@@ -24,6 +28,8 @@ Use from tests::
 
     with SolanaRpcStandIn(start_slot=350_000_000) as rpc:
         rpc.url  # http://127.0.0.1:<port>
+    with SolanaRpcStandIn(genesis_hash=DEVNET_GENESIS) as other:  # another cluster
+        ...
 
 or as a process: ``python3 tests/testbed/solana_rpc.py --port 8899 --start-slot 350000000``.
 """
@@ -35,6 +41,10 @@ import time
 from http_stand_in import HTTPStandIn, QuietHandler
 
 MODES = ("ok", "garbage", "error", "http500", "slow", "wrong_type")
+# The real clusters' genesis hashes (what getGenesisHash answers on each).
+MAINNET_GENESIS = "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d"
+DEVNET_GENESIS = "EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG"
+TESTNET_GENESIS = "4uhcVJyU9pJkvQyS88uRDiswHXSCkY3zQawwpjk2NsNY"
 
 
 class SolanaRpcStandIn(HTTPStandIn):
@@ -47,6 +57,7 @@ class SolanaRpcStandIn(HTTPStandIn):
         delay=0.0,
         highest_snapshot=None,
         offer_snapshot_slot=True,
+        genesis_hash=MAINNET_GENESIS,
         host="127.0.0.1",
         port=0,
     ):
@@ -58,6 +69,7 @@ class SolanaRpcStandIn(HTTPStandIn):
         self.delay = delay
         self.highest_snapshot = highest_snapshot  # {"full": n, "incremental": m|None} or None
         self.offer_snapshot_slot = offer_snapshot_slot
+        self.genesis_hash = genesis_hash
         self.started = time.monotonic()
         self.requests = []
         super().__init__(self._handler(), host=host, port=port)
@@ -78,6 +90,10 @@ class SolanaRpcStandIn(HTTPStandIn):
         method, params = request["method"], request.get("params") or []
         if self.mode == "error":
             return _error(rid, -32005, "Node is behind by 1200 slots", {"numSlotsBehind": 1200})
+        if method == "getGenesisHash":
+            if params:
+                return _error(rid, -32602, "Invalid params: No parameters were expected")
+            return {"jsonrpc": "2.0", "result": self.genesis_hash, "id": rid}
         if method == "getSlot":
             commitment = "finalized"
             if params:
@@ -146,6 +162,7 @@ def main():
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--full", type=int, help="getHighestSnapshotSlot full slot")
     parser.add_argument("--incremental", type=int, help="getHighestSnapshotSlot incremental slot")
+    parser.add_argument("--genesis-hash", default=MAINNET_GENESIS, help="getGenesisHash answer (the cluster)")
     args = parser.parse_args()
     highest = {"full": args.full, "incremental": args.incremental} if args.full is not None else None
     rpc = SolanaRpcStandIn(
@@ -154,6 +171,7 @@ def main():
         mode=args.mode,
         delay=args.delay,
         highest_snapshot=highest,
+        genesis_hash=args.genesis_hash,
         port=args.port,
     ).start()
     print(f"stand-in Solana RPC on {rpc.url}", flush=True)

@@ -199,6 +199,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     delay = 0.0  # seconds per block sent: a per-connection cap
     ranges = True
     cut_first = False  # the first answer stops half way (a dropped connection)
+    cut_every = False  # every answer stops half way and closes: a Content-Length that lies
     served = None
 
     def log_message(self, *args):
@@ -218,7 +219,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         stop = end
         with self.lock:
             self.served.append((start, end))
-            if self.cut_first and len(self.served) == 1:
+            if self.cut_every or (self.cut_first and len(self.served) == 1):
                 stop = start + (end - start) // 2
         try:
             for pos in range(start, stop, BLOCK):
@@ -302,3 +303,42 @@ def test_single_stream_retry_starts_over(serve, small_chunks, tmp_path):
         assert handle.read() == data  # the second answer starts at byte 0 again: skipped, not shifted
     assert stats["single_stream"] and len(handler.served) == 2
     assert stats["discarded_bytes"] == len(data) // 2
+
+
+def test_single_stream_refuses_a_content_length_other_than_the_archives(serve, small_chunks, tmp_path):
+    # the source now serves more than the archive it announced: its first bytes are not the archive
+    data = os.urandom(MIB + 100)
+    url, handler = serve(data, ranges=False)
+    tmp = str(tmp_path / "a.part")
+    with pytest.raises(t.SourceError) as err:
+        t.Download([dict(url=url, ranges=False)], tmp, "a.tar.zst", MIB).run()
+    assert f"answers with Content-Length {MIB + 100}, not the {MIB} bytes the archive has" in err.value.msg
+    assert len(handler.served) == 1  # dropped at once: asking again gives the same answer
+    assert "faster sources" not in err.value.msg
+
+
+def test_single_stream_short_body_is_a_failed_attempt_with_its_reason(serve, small_chunks, tmp_path):
+    data = os.urandom(MIB)
+    url, handler = serve(data, ranges=False, cut_every=True)  # Content-Length MIB, half the body
+    tmp = str(tmp_path / "a.part")
+    with pytest.raises(t.SourceError) as err:
+        t.Download([dict(url=url, ranges=False)], tmp, "a.tar.zst", len(data)).run()
+    msg = err.value.msg
+    assert f"the body ended at byte {MIB // 2}, short of what it announced" in msg
+    assert "failed 3 times" in msg and len(handler.served) == 3
+    assert "add faster sources or lower min_speed" not in msg  # slowness was not the reason
+    assert msg.endswith("fix or replace these sources")
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("http://127.0.0.1:99999/a.tar.zst", "Port out of range"),
+        ("http:///a.tar.zst", "no host in the URL"),
+        ("ftp://127.0.0.1/a.tar.zst", "only http:// and https://"),
+    ],
+)
+def test_unusable_urls_are_source_errors(url, fragment):
+    # a redirect's Location can name any of these: a failed source, never a crash
+    with pytest.raises(t.SourceError, match=fragment):
+        t.probe(url, timeout=1)
