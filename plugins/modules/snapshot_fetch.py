@@ -282,8 +282,8 @@ status_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.ops.plugins.module_utils.snapshots import SnapshotError, fetch_snapshots
-from ansible_collections.strata.ops.plugins.module_utils.transfer import TransferError
+from ansible_collections.strata.ops.plugins.module_utils.common import run_module
+from ansible_collections.strata.ops.plugins.module_utils.snapshots.fetch import fetch_snapshots
 
 
 def main():
@@ -310,20 +310,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    params = module.params
-    for name in ("connections_per_server", "split", "keep"):
-        if params[name] < 1:
-            module.fail_json(msg="%s must be 1 or more (got %d)" % (name, params[name]))
-    for name in ("max_lag_slots", "min_split_size", "reserve_bytes"):
-        if params[name] < 0:
-            module.fail_json(msg="%s must be 0 or more (got %d)" % (name, params[name]))
-    if not params["sources"]:
-        module.fail_json(msg="sources is empty: give RPC node URLs or archive URLs to download from")
-    try:
-        result = fetch_snapshots(params, check_mode=module.check_mode, warn=module.warn)
-    except (SnapshotError, TransferError) as exc:
-        module.fail_json(msg=exc.msg, **exc.details)
-    module.exit_json(**result)
+    run_module(module, lambda: fetch_snapshots(module.params, check_mode=module.check_mode, warn=module.warn))
 
 
 if __name__ == "__main__":

@@ -228,11 +228,8 @@ snapshot_dir:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.ops.plugins.module_utils.snapshots import (
-    FAILING_VERDICTS,
-    SnapshotError,
-    freshness_report,
-)
+from ansible_collections.strata.ops.plugins.module_utils.common import run_module
+from ansible_collections.strata.ops.plugins.module_utils.snapshots import freshness
 
 
 def main():
@@ -246,25 +243,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    params = module.params
-    if params["max_lag_slots"] < 0:
-        module.fail_json(msg="max_lag_slots must be 0 or more (got %d)" % params["max_lag_slots"])
-    if params["timeout"] <= 0:
-        module.fail_json(msg="timeout must be a positive number of seconds (got %s)" % params["timeout"])
-    try:
-        result = freshness_report(
-            params["snapshot_dir"],
-            params["rpc_endpoints"],
-            max_lag_slots=params["max_lag_slots"],
-            timeout=params["timeout"],
-            commitment=params["commitment"],
-            warn=module.warn,
-        )
-    except SnapshotError as exc:
-        module.fail_json(msg=exc.msg, **exc.details)
-    if result["verdict"] in FAILING_VERDICTS:
-        module.fail_json(**result)
-    module.exit_json(**result)
+    run_module(module, lambda: freshness.run(module.params, module.warn))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Unit tests for module_utils/snapshots.py: archive names, directory scan, verdict, RPC answers."""
+"""Unit tests for module_utils/snapshots/: archive names, directory scan, verdict, RPC answers."""
 
 import io
 import json
@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from ansible_collections.strata.ops.plugins.module_utils import snapshots as s
+from ansible_collections.strata.ops.plugins.module_utils import snapshots
+from ansible_collections.strata.ops.plugins.module_utils.snapshots import fetch, freshness, names, rpc, scan
 
 H = "7jMmeXZSNcWPrB2RsTdeXfXrsyW5c1BfPjqoLW2X5T7V"  # a base58 bank hash (44 characters)
 ZERO = "1" * 32  # Hash::default(): 32 zero bytes, the shortest hash agave parses
@@ -33,7 +34,7 @@ GENESIS_B = "EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG"
     ],
 )
 def test_parse_names_agave_loads(name, expected):
-    info = s.parse_archive_name(name)
+    info = names.parse_archive_name(name)
     assert (info["kind"], info["slot"], info["base_slot"], info["ext"], info["hash"]) == expected
     assert info["name"] == os.path.basename(name)
 
@@ -60,13 +61,13 @@ def test_parse_names_agave_loads(name, expected):
     ],
 )
 def test_parse_names_agave_skips(name, reason):
-    with pytest.raises(s.SnapshotNameError, match=re.escape(reason)):
-        s.parse_archive_name(name)
+    with pytest.raises(names.SnapshotNameError, match=re.escape(reason)):
+        names.parse_archive_name(name)
 
 
 @pytest.mark.parametrize("name", ["genesis.tar.bz2", "snapshots", "README", "ledger.tar", "remote"])
 def test_parse_unrelated_names(name):
-    assert s.parse_archive_name(name) is None
+    assert names.parse_archive_name(name) is None
 
 
 @pytest.mark.parametrize(
@@ -81,7 +82,7 @@ def test_parse_unrelated_names(name):
     ],
 )
 def test_temporary_names(name):
-    assert s.is_temporary_name(name)
+    assert names.is_temporary_name(name)
 
 
 def _touch(directory, name, size=10):
@@ -90,8 +91,8 @@ def _touch(directory, name, size=10):
     return path
 
 
-def _reasons(scan):
-    return {u["name"]: u["reason"] for u in scan["not_used"]}
+def _reasons(found):
+    return {u["name"]: u["reason"] for u in found["not_used"]}
 
 
 def test_scan_chooses_as_agave_and_says_why_the_rest_is_not_used(tmp_path):
@@ -106,12 +107,12 @@ def test_scan_chooses_as_agave_and_says_why_the_rest_is_not_used(tmp_path):
     _touch(tmp_path, f"snapshot-5000-{H}.tar.bz2")  # newer, but agave no longer reads .tar.bz2
     (tmp_path / "tmp-snapshot-archive-77").mkdir()
     _touch(tmp_path, "genesis.tar.bz2")
-    scan = s.scan_snapshot_dir(str(tmp_path))
-    assert scan["best_full"]["slot"] == 1000
-    assert scan["best_incremental"]["slot"] == 1100
-    assert [i["slot"] for i in scan["incremental"]] == [1200, 1100, 1050]
-    assert [i["name"] for i in scan["orphan_incrementals"]] == [f"incremental-snapshot-800-1300-{H}.tar.zst"]
-    reasons = _reasons(scan)
+    found = scan.scan_snapshot_dir(str(tmp_path))
+    assert found["best_full"]["slot"] == 1000
+    assert found["best_incremental"]["slot"] == 1100
+    assert [i["slot"] for i in found["incremental"]] == [1200, 1100, 1050]
+    assert [i["name"] for i in found["orphan_incrementals"]] == [f"incremental-snapshot-800-1300-{H}.tar.zst"]
+    reasons = _reasons(found)
     assert set(reasons) == set(os.listdir(tmp_path)) - {
         f"snapshot-1000-{H}.tar.zst",
         f"incremental-snapshot-1000-1100-{H}.tar.zst",
@@ -136,17 +137,17 @@ def test_scan_reads_agaves_remote_directory(tmp_path):
     _touch(tmp_path, f"snapshot-900-{H}.tar.zst")
     _touch(tmp_path / "remote", f"snapshot-1000-{H}.tar.zst")
     _touch(tmp_path / "remote", f"incremental-snapshot-1000-1100-{H}.tar.zst")
-    scan = s.scan_snapshot_dir(str(tmp_path))
-    assert scan["best_full"]["path"] == str(tmp_path / "remote" / f"snapshot-1000-{H}.tar.zst")
-    assert scan["best_incremental"]["slot"] == 1100
-    assert [u["name"] for u in scan["not_used"]] == [f"snapshot-900-{H}.tar.zst"]
+    found = scan.scan_snapshot_dir(str(tmp_path))
+    assert found["best_full"]["path"] == str(tmp_path / "remote" / f"snapshot-1000-{H}.tar.zst")
+    assert found["best_incremental"]["slot"] == 1100
+    assert [u["name"] for u in found["not_used"]] == [f"snapshot-900-{H}.tar.zst"]
 
 
 def test_scan_only_orphan_incremental(tmp_path):
     _touch(tmp_path, f"incremental-snapshot-800-1300-{H}.tar.zst")
-    scan = s.scan_snapshot_dir(str(tmp_path))
-    assert scan["best_full"] is None and scan["best_incremental"] is None
-    assert len(scan["orphan_incrementals"]) == 1
+    found = scan.scan_snapshot_dir(str(tmp_path))
+    assert found["best_full"] is None and found["best_incremental"] is None
+    assert len(found["orphan_incrementals"]) == 1
 
 
 @pytest.mark.parametrize(
@@ -161,35 +162,35 @@ def test_scan_takes_the_newest_name_even_when_it_cannot_be_loaded(tmp_path, make
     # agave chooses by name only: a broken newest archive is its choice, not the next one
     _touch(tmp_path, f"snapshot-900-{H}.tar.zst")
     make(tmp_path / f"snapshot-1000-{H}.tar.zst")
-    scan = s.scan_snapshot_dir(str(tmp_path))
-    assert scan["best_full"]["slot"] == 1000
-    assert scan["best_full"]["problem"].startswith(problem)
+    found = scan.scan_snapshot_dir(str(tmp_path))
+    assert found["best_full"]["slot"] == 1000
+    assert found["best_full"]["problem"].startswith(problem)
 
 
 def test_scan_flags_an_incremental_not_after_its_base(tmp_path):
     _touch(tmp_path, f"snapshot-1000-{H}.tar.zst")
     _touch(tmp_path, f"incremental-snapshot-1000-1000-{H}.tar.zst")
-    best = s.scan_snapshot_dir(str(tmp_path))["best_incremental"]
+    best = scan.scan_snapshot_dir(str(tmp_path))["best_incremental"]
     assert best["problem"] == "its slot is not after its base slot"
 
 
 def test_scan_same_slot_twice(tmp_path):
     _touch(tmp_path, f"snapshot-1000-{H}.tar.zst")
     _touch(tmp_path, f"snapshot-1000-{ZERO}.tar.lz4")
-    scan = s.scan_snapshot_dir(str(tmp_path))
-    other = scan["not_used"][0]
-    assert scan["best_full"]["slot"] == 1000 and len(scan["not_used"]) == 1
+    found = scan.scan_snapshot_dir(str(tmp_path))
+    other = found["not_used"][0]
+    assert found["best_full"]["slot"] == 1000 and len(found["not_used"]) == 1
     assert (
         other["reason"]
-        == f"same slot as {scan['best_full']['name']}: agave takes one of them by directory order"
+        == f"same slot as {found['best_full']['name']}: agave takes one of them by directory order"
     )
 
 
 def test_report_unusable_names_the_file_agave_would_load(tmp_path):
     _touch(tmp_path, f"snapshot-900-{H}.tar.zst")
     (tmp_path / f"snapshot-1000-{H}.tar.zst").write_bytes(b"")
-    report = s.freshness_report(str(tmp_path), [])
-    assert report["verdict"] == "unusable" and report["verdict"] in s.FAILING_VERDICTS
+    report = freshness.freshness_report(str(tmp_path), [])
+    assert report["verdict"] == "unusable" and report["verdict"] in freshness.FAILING_VERDICTS
     assert report["full_snapshot"]["problem"] == "empty (0 bytes)"
     assert str(tmp_path / f"snapshot-1000-{H}.tar.zst") in report["msg"] and "remove" in report["msg"]
 
@@ -208,12 +209,12 @@ def test_report_unusable_names_the_file_agave_would_load(tmp_path):
     ],
 )
 def test_verdict(local, tip, limit, verdict, lag):
-    assert s.freshness_verdict(local, tip, limit) == (verdict, lag)
+    assert freshness.freshness_verdict(local, tip, limit) == (verdict, lag)
 
 
 def test_verdict_rejects_negative_limit():
-    with pytest.raises(s.SnapshotError):
-        s.freshness_verdict(1, 2, -1)
+    with pytest.raises(snapshots.SnapshotError):
+        freshness.freshness_verdict(1, 2, -1)
 
 
 def _post(answers):
@@ -239,7 +240,7 @@ def _answers(**extra):
 
 
 def test_query_endpoint_ok_with_snapshot_slot():
-    entry = s.query_endpoint(
+    entry = rpc.query_endpoint(
         "http://rpc",
         post=_post(
             _answers(
@@ -256,7 +257,7 @@ def test_query_endpoint_ok_with_snapshot_slot():
 
 
 def test_query_endpoint_method_not_offered():
-    entry = s.query_endpoint(
+    entry = rpc.query_endpoint(
         "http://rpc",
         post=_post(
             _answers(
@@ -286,14 +287,14 @@ def test_query_endpoint_method_not_offered():
     ],
 )
 def test_query_endpoint_bad_answers(answer, fragment):
-    entry = s.query_endpoint("http://rpc", post=_post(_answers(getSlot=answer)))
+    entry = rpc.query_endpoint("http://rpc", post=_post(_answers(getSlot=answer)))
     assert entry["ok"] is False and entry["slot"] is None
     assert fragment in entry["error"]
 
 
 @pytest.mark.parametrize("genesis", [123, "not-base58!", "2" * 32, None])
 def test_query_endpoint_bad_genesis_hash(genesis):
-    entry = s.query_endpoint(
+    entry = rpc.query_endpoint(
         "http://rpc", post=_post(_answers(getGenesisHash={"jsonrpc": "2.0", "id": 1, "result": genesis}))
     )
     assert entry["ok"] is False and "getGenesisHash answered" in entry["error"]
@@ -316,10 +317,10 @@ def test_tip_and_best_remote():
         _entry("b", False, None, genesis=None),
         _entry("c", True, 12, highest={"full": 4, "incremental": 9}),
     ]
-    assert s.cluster_tip(entries) == 12
-    assert s.best_remote_snapshot(entries) == {"full": 4, "incremental": 9, "slot": 9, "endpoint": "c"}
-    assert s.cluster_tip([entries[1]]) is None
-    assert s.best_remote_snapshot([entries[1]]) is None
+    assert rpc.cluster_tip(entries) == 12
+    assert rpc.best_remote_snapshot(entries) == {"full": 4, "incremental": 9, "slot": 9, "endpoint": "c"}
+    assert rpc.cluster_tip([entries[1]]) is None
+    assert rpc.best_remote_snapshot([entries[1]]) is None
 
 
 def test_tip_refuses_endpoints_of_different_clusters():
@@ -329,8 +330,8 @@ def test_tip_refuses_endpoints_of_different_clusters():
         _entry("http://b", True, 900, genesis=GENESIS_B),
         _entry("http://c", True, 11),
     ]
-    with pytest.raises(s.SnapshotError) as err:
-        s.cluster_tip(entries)
+    with pytest.raises(snapshots.SnapshotError) as err:
+        rpc.cluster_tip(entries)
     assert "different clusters" in err.value.msg
     assert f"http://a, http://c answers {GENESIS_A}" in err.value.msg
     assert f"http://b answers {GENESIS_B}" in err.value.msg
@@ -338,19 +339,19 @@ def test_tip_refuses_endpoints_of_different_clusters():
 
 def test_failed_endpoints_warning_only_when_others_answered():
     ok, bad = _entry("a", True, 10), dict(_entry("b", False, None), error="b: timed out")
-    assert s.failed_endpoints_warning([ok, bad]) == (
+    assert rpc.failed_endpoints_warning([ok, bad]) == (
         "RPC endpoints without a usable answer, the tip is from the others: b: timed out"
     )
-    assert s.failed_endpoints_warning([ok]) is None
-    assert s.failed_endpoints_warning([bad]) is None  # then the verdict itself says so
+    assert rpc.failed_endpoints_warning([ok]) is None
+    assert rpc.failed_endpoints_warning([bad]) is None  # then the verdict itself says so
 
 
 @pytest.mark.parametrize(
     "url", ["127.0.0.1:8899", "localhost:8899", "ftp://mirror/a.tar.zst", "http://", "http://h:0"]
 )
 def test_check_urls_says_what_form_is_expected(url):
-    with pytest.raises(s.SnapshotError) as err:
-        s.check_urls("rpc_endpoints", ["http://127.0.0.1:8899", url])
+    with pytest.raises(snapshots.SnapshotError) as err:
+        rpc.check_urls("rpc_endpoints", ["http://127.0.0.1:8899", url])
     assert err.value.msg.startswith(f"rpc_endpoints: {url!r}:")
     assert "http://127.0.0.1:8899 or https://" in err.value.msg
 
@@ -376,16 +377,16 @@ def _candidate(kind, slot, base=None, source="http://m", length=100):
 
 def test_plan_refuses_archives_above_a_checked_tip():
     full, inc = _candidate("full", 1000), _candidate("incremental", 1100, base=1000)
-    plan, rejected, kinds = s.plan_fetch([full, inc], 1050, 20000, 0, {})
+    plan, rejected, kinds = fetch.plan_fetch([full, inc], 1050, 20000, 0, {})
     assert plan is None and kinds == {"ahead"}
     assert rejected[inc["url"]] == "slot 1100 is above the cluster tip 1050"
-    plan, _rejected, _kinds = s.plan_fetch([full, inc], 1100, 20000, 0, {})
+    plan, _rejected, _kinds = fetch.plan_fetch([full, inc], 1100, 20000, 0, {})
     assert plan["effective_slot"] == 1100
 
 
 def test_plan_without_a_checked_tip_measures_against_the_newest_offer():
     old, new = _candidate("full", 1000, source="http://a"), _candidate("full", 50000, source="http://b")
-    plan, rejected, kinds = s.plan_fetch([old, new], 50000, 20000, 0, {}, tip_checked=False)
+    plan, rejected, kinds = fetch.plan_fetch([old, new], 50000, 20000, 0, {}, tip_checked=False)
     assert plan["full"]["slot"] == 50000 and kinds == {"behind"}
     assert rejected[old["url"]] == "slot 1000 is 49000 slots behind the newest archive on offer (slot 50000)"
 
@@ -394,19 +395,19 @@ def test_no_plan_message_carries_the_reasons():
     errors = {
         "http://a": ["http://a/snapshot.tar.bz2: expected a redirect to a snapshot archive, got HTTP 404"]
     }
-    msg = s.no_plan_message([], errors, {}, set())
+    msg = fetch.no_plan_message([], errors, {}, set())
     assert msg.startswith(
         "no source offers a snapshot archive: http://a: http://a/snapshot.tar.bz2: expected"
     )
     assert "fix the failing sources" in msg and "None" not in msg
     many = dict((f"http://m{i}/x", "slot 1 is 30000 slots behind the tip 30001") for i in range(8))
-    msg = s.no_plan_message([1] * 8, {}, many, {"behind"})
+    msg = fetch.no_plan_message([1] * 8, {}, many, {"behind"})
     assert "and 2 more (see source_errors and rejected)" in msg and "raise max_lag_slots" in msg
 
 
 def test_report_missing_dir(tmp_path):
-    with pytest.raises(s.SnapshotError, match="does not exist"):
-        s.freshness_report(str(tmp_path / "nope"), [])
+    with pytest.raises(snapshots.SnapshotError, match="does not exist"):
+        freshness.freshness_report(str(tmp_path / "nope"), [])
 
 
 def test_prune_keeps_the_newest_and_leaves_directories_alone(tmp_path):
@@ -415,7 +416,7 @@ def test_prune_keeps_the_newest_and_leaves_directories_alone(tmp_path):
     _touch(tmp_path, f"incremental-snapshot-800-850-{H}.tar.zst")
     (tmp_path / f"snapshot-700-{H}.tar.zst").mkdir()  # agave's rule counts it; deleting is not ours
     warnings = []
-    deleted = s.prune_archives(str(tmp_path), 2, warn=warnings.append)
+    deleted = fetch.prune_archives(str(tmp_path), 2, warn=warnings.append)
     assert deleted == [f"incremental-snapshot-800-850-{H}.tar.zst", f"snapshot-800-{H}.tar.zst"]
     assert sorted(os.listdir(tmp_path)) == sorted(
         [f"snapshot-1000-{H}.tar.zst", f"snapshot-900-{H}.tar.zst", f"snapshot-700-{H}.tar.zst"]

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils import transfer as t
+from ansible_collections.strata.ops.plugins.module_utils.transfer import download, scheduler
 
 MIB = t.MIB
 
@@ -254,9 +255,10 @@ def serve():
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(t, "CHUNK", BLOCK)
-    monkeypatch.setattr(t, "STEAL_MIN_BYTES", 4 * BLOCK)
-    monkeypatch.setattr(t, "STEAL_SECONDS", 0.0)
+    for module in (scheduler, download):  # each reads CHUNK as its own global
+        monkeypatch.setattr(module, "CHUNK", BLOCK)
+    monkeypatch.setattr(scheduler, "STEAL_MIN_BYTES", 4 * BLOCK)
+    monkeypatch.setattr(scheduler, "STEAL_SECONDS", 0.0)
 
 
 def test_download_from_a_fast_and_a_slow_mirror(serve, small_chunks, tmp_path):
@@ -342,3 +344,13 @@ def test_unusable_urls_are_source_errors(url, fragment):
     # a redirect's Location can name any of these: a failed source, never a crash
     with pytest.raises(t.SourceError, match=fragment):
         t.probe(url, timeout=1)
+
+
+def test_the_package_names_everything_snapshot_fetch_uses():
+    """snapshots.fetch is given this package as its transfer API (tests replace it)."""
+    from ansible_collections.strata.ops.plugins.module_utils.snapshots import fetch  # noqa: PLC0415
+
+    with open(fetch.__file__) as handle:
+        used = set(re.findall(r"\btransfer\.([A-Za-z_]\w*)", handle.read()))
+    assert used
+    assert used <= set(t.__all__), sorted(used - set(t.__all__))

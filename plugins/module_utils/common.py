@@ -1,0 +1,58 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one error type of the collection and the one way a module ends.
+
+Every helper in module_utils raises a ``StrataError`` (or a subclass): ``msg`` tells the operator
+what is wrong and how to fix it, ``kind`` names the failure for callers (the result's ``error``:
+a short word such as ``unreachable``, or the class name), and ``details`` become keys of the
+failure result (what was found, what was done before the failure). Warnings travel the same way:
+a result's or an error's ``warnings`` list is handed to ``module.warn``, never returned as a key.
+
+A module's ``main()`` builds its AnsibleModule and hands the work to ``run_module``:
+
+    def main():
+        module = AnsibleModule(argument_spec=..., supports_check_mode=True)
+        run_module(module, lambda: Worker(module.params, module.check_mode, module.run_command).run())
+"""
+
+
+class StrataError(Exception):
+    """What went wrong (``msg``), its ``kind`` and the ``details`` that go into the result."""
+
+    kind = None  # subclasses set a short word; otherwise the class name is the kind
+
+    def __init__(self, msg, kind=None, **details):
+        super().__init__(msg)
+        self.msg = msg
+        self.kind = kind or self.kind or type(self).__name__
+        self.details = details
+
+    def __str__(self):
+        return self.msg
+
+
+class InvalidArgument(StrataError):
+    """Options that cannot work: a value out of range, or a combination that names nothing to do.
+    Raised before anything is changed."""
+
+
+def warn_all(module, warnings):
+    for text in warnings or ():
+        module.warn(text)
+
+
+def fail(module, exc, **result):
+    """fail_json from a StrataError: msg, error=<kind>, its details (its warnings warned)."""
+    details = dict(result, **exc.details)
+    warn_all(module, details.pop("warnings", None))
+    module.fail_json(msg=exc.msg, error=exc.kind, **details)
+
+
+def run_module(module, work):
+    """Run ``work()`` (returns the result dict) and end the module: exit_json, or fail_json for a
+    StrataError. Anything else is a bug and is left to ansible-core's own crash report."""
+    try:
+        result = work()
+    except StrataError as exc:
+        fail(module, exc)
+    warn_all(module, result.pop("warnings", None))
+    module.exit_json(**result)
