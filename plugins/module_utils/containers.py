@@ -16,6 +16,8 @@ __metaclass__ = type
 import json
 import socket
 
+from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
+
 try:  # Python 3
     from http.client import HTTPConnection
     from urllib.parse import quote, urlencode
@@ -30,8 +32,8 @@ LABEL_NAMESPACE = "io.kubernetes.pod.namespace"
 LABEL_CONTAINER = "io.kubernetes.container.name"
 
 
-class ContainerError(Exception):
-    """Base class: the message tells the operator what is wrong and how to fix it."""
+class ContainerError(StrataError):
+    """Base of the container runtime errors."""
 
 
 class RuntimeUnavailable(ContainerError):

@@ -23,6 +23,7 @@ import os
 import re
 import struct
 
+from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
 from ansible_collections.strata.ops.plugins.module_utils.mounts import is_below
 
 MIN_VERSION = (4, 0)
@@ -87,8 +88,8 @@ RESTORE_STATS_FIELDS = {
 }
 
 
-class CriuError(Exception):
-    """Base class: the message tells the operator what is wrong and how to fix it."""
+class CriuError(StrataError):
+    """Base of the CRIU errors."""
 
 
 class CriuNotFound(CriuError):

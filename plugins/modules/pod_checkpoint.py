@@ -325,12 +325,9 @@ kubelet:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
-from ansible_collections.strata.ops.plugins.module_utils import criu
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import InvalidRequest
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint.dump import Dumper
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import module as checkpoint
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.gpu import LIBCUDA
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint.kubelet import kubelet_checkpoint
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint.restore import Restorer
+from ansible_collections.strata.ops.plugins.module_utils.common import run_module
 
 
 def main():
@@ -370,25 +367,7 @@ def main():
         required_if=[("method", "kubelet", ("kubelet_url", "pod", "container"))],
         supports_check_mode=True,
     )
-    p = module.params
-    try:
-        if p["keep"] < 0:
-            raise InvalidRequest("keep must be 0 (keep all) or more, got %d" % p["keep"])
-        if p["cuda_lock_timeout"] < 0:
-            raise InvalidRequest(
-                "cuda_lock_timeout must be 0 (no timeout) or more seconds, got %d" % p["cuda_lock_timeout"]
-            )
-        if p["method"] == "kubelet":
-            result = kubelet_checkpoint(p, module.check_mode)
-        elif p["state"] == "restored":
-            result = Restorer(p, module.check_mode, module.run_command).run_state()
-        else:
-            if p["pid"] is None and not p["pod"] and not p["container"]:
-                raise InvalidRequest("say what to dump: pod (with namespace/container), container, or pid")
-            result = Dumper(p, module.check_mode, module.run_command).run_state()
-    except (criu.CriuError, ctr.ContainerError) as exc:
-        module.fail_json(msg=str(exc), error=type(exc).__name__)
-    module.exit_json(**result)
+    run_module(module, lambda: checkpoint.run(module.params, module.check_mode, module.run_command))
 
 
 if __name__ == "__main__":

@@ -10,9 +10,5 @@ __metaclass__ = type
 from ansible_collections.strata.ops.plugins.module_utils.criu import CriuError
 
 
-class InvalidRequest(CriuError):
-    """Options that cannot work together or name nothing to do."""
-
-
 class BadCheckpoint(CriuError):
     """A directory that is not a usable pod_checkpoint dump."""

@@ -14,10 +14,10 @@ import time
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import InvalidRequest
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu as gpu_mod
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.target import default_name, find_target
+from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
 
 DIRECT_GPU_PATHS = (gpu_mod.CudaCheckpointTool.kind, gpu_mod.CudaDriverAPI.kind)
 
@@ -86,7 +86,7 @@ class Dumper:
     def plan(self):
         p = self.p
         if not p["images_dir"]:
-            raise InvalidRequest("images_dir is required to write a dump")
+            raise InvalidArgument("images_dir is required to write a dump")
         mf.check_images_dir(p["images_dir"])
         binary = criu.locate(p["criu_path"])
         version = criu.check_version(self.run, binary)

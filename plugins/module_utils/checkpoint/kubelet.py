@@ -12,12 +12,12 @@ __metaclass__ = type
 import json
 
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import InvalidRequest
+from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
 
 
 def checkpoint_url(params):
     if not (params["kubelet_url"] and params["pod"] and params["container"]):
-        raise InvalidRequest("method=kubelet needs kubelet_url, pod and container")
+        raise InvalidArgument("method=kubelet needs kubelet_url, pod and container")
     return "%s/checkpoint/%s/%s/%s" % (
         params["kubelet_url"].rstrip("/"),
         params["namespace"],

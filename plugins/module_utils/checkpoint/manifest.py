@@ -11,7 +11,8 @@ import os
 import shutil
 
 from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, InvalidRequest
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint
+from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
 
 MANIFEST = "manifest.json"
 
@@ -66,7 +67,7 @@ def check_images_dir(path, read_mountinfo=mnt.read_mountinfo):
     """Refuse an images_dir that cannot hold dump directories, before anything is done."""
     real = os.path.realpath(path)
     if os.path.exists(real) and not os.path.isdir(real):
-        raise InvalidRequest(
+        raise InvalidArgument(
             "images_dir %s is not a directory (it is a file): point images_dir at a directory (it is "
             "created when missing) on a file system with room for the process's memory" % path
         )
@@ -77,7 +78,7 @@ def check_images_dir(path, read_mountinfo=mnt.read_mountinfo):
         ):
             holder = mount
     if holder and holder["fstype"] in KERNEL_FSTYPES:
-        raise InvalidRequest(
+        raise InvalidArgument(
             "images_dir %s is on %s (%s), a kernel file system that cannot hold a dump: point images_dir "
             "at a directory on a disk file system with room for the process's memory"
             % (path, holder["mount_point"], holder["fstype"])
@@ -88,7 +89,7 @@ def make_images_dir(path):
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
-        raise InvalidRequest(
+        raise InvalidArgument(
             "cannot create images_dir %s: %s. Create it or choose another directory" % (path, exc.strerror)
         ) from None
 
@@ -104,12 +105,12 @@ def choose(checkpoint, images_dir, name):
     """The dump directory to restore: ``checkpoint``, or the newest dump of ``name``."""
     if not checkpoint:
         if not images_dir or not name:
-            raise InvalidRequest(
+            raise InvalidArgument(
                 "state=restored needs checkpoint, or images_dir and name to pick the newest dump"
             )
         dumps = dumps_of(images_dir, name)
         if not dumps:
-            raise InvalidRequest("no dump of %r in %s (no %s-*/%s)" % (name, images_dir, name, MANIFEST))
+            raise InvalidArgument("no dump of %r in %s (no %s-*/%s)" % (name, images_dir, name, MANIFEST))
         checkpoint = dumps[-1]
     return checkpoint.rstrip("/")
 

@@ -13,11 +13,12 @@ import shutil
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, InvalidRequest
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu as gpu_mod
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.staging import BindStaging
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.target import docker_api
+from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
 
 # Label on a restored container: the dump it came from (a rerun with the same dump is a no-op).
 RESTORE_LABEL = "strata.ops.checkpoint"
@@ -151,7 +152,7 @@ class Restorer:
         """state=restored: the module's result."""
         p = self.p
         if not p["new_container"]:
-            raise InvalidRequest("state=restored needs new_container: the name of the container to create")
+            raise InvalidArgument("state=restored needs new_container: the name of the container to create")
         checkpoint = mf.choose(p["checkpoint"], p["images_dir"], p["name"])
         manifest = mf.load(checkpoint)
         runtime = manifest.get("target", {}).get("runtime")

@@ -12,9 +12,10 @@ import pytest
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, InvalidRequest
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.restore import RESTORE_LABEL, Restorer
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.staging import BindStaging
+from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
 from tests.unit.fakes.cuda import FakeCudaCheckpoint, build_libcuda
 from tests.unit.fakes.docker import FakeDockerAPI
 from tests.unit.fakes.run import FakeRun
@@ -221,7 +222,7 @@ def test_a_later_restore_takes_down_the_views_of_containers_that_are_gone(tmp_pa
         ),
         ("not-experimental", ctr.RuntimeUnavailable, "start dockerd with --experimental"),
         ("name-taken", ctr.ContainerConflict, "a container named app-restored already exists (exited"),
-        ("no-new-container", InvalidRequest, "state=restored needs new_container"),
+        ("no-new-container", InvalidArgument, "state=restored needs new_container"),
         (
             "gpu-dump-no-gpu",
             criu.GpuError,

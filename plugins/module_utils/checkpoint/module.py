@@ -1,0 +1,25 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What strata.ops.pod_checkpoint does with its parameters: check them, then dump, restore or ask
+the kubelet."""
+
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint.dump import Dumper
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint.kubelet import kubelet_checkpoint
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint.restore import Restorer
+from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
+
+
+def run(params, check_mode, run_command):
+    """The module's result for ``params``; errors are StrataErrors."""
+    if params["keep"] < 0:
+        raise InvalidArgument("keep must be 0 (keep all) or more, got %d" % params["keep"])
+    if params["cuda_lock_timeout"] < 0:
+        raise InvalidArgument(
+            "cuda_lock_timeout must be 0 (no timeout) or more seconds, got %d" % params["cuda_lock_timeout"]
+        )
+    if params["method"] == "kubelet":
+        return kubelet_checkpoint(params, check_mode)
+    if params["state"] == "restored":
+        return Restorer(params, check_mode, run_command).run_state()
+    if params["pid"] is None and not params["pod"] and not params["container"]:
+        raise InvalidArgument("say what to dump: pod (with namespace/container), container, or pid")
+    return Dumper(params, check_mode, run_command).run_state()
