@@ -2,8 +2,10 @@
 """What backs a storage path: /proc/self/mountinfo and /etc/fstab parsing, path classification.
 
 The logic behind ``strata.ops.storage_facts`` (the module file holds only its documentation,
-argument spec and a call to ``describe_paths``). Parsers are pure functions over file text;
-``describe_path`` takes ``stat``/``statvfs`` callables so it is testable without real mounts.
+argument spec and a call to ``storage_report``), including the refusal layers 2 and 4 share:
+a path that holds something a new dataset or tmpfs would hide or displace. Parsers are pure
+functions over file text; ``describe_path`` takes ``stat``/``statvfs`` callables so it is
+testable without real mounts.
 Helpers raise ``MountsError``; the module's ``main()`` catches it once.
 """
 
@@ -267,12 +269,62 @@ def describe_path(path, mounts, fstab_entries, stat=os.stat, statvfs=os.statvfs)
     return info
 
 
+def expectation_conflict(fact, want, listdir=os.listdir):
+    """Why the path of ``fact`` (a describe_path result) cannot become what ``want`` says without
+    hiding or displacing what is there now; None when it can.
+
+    ``want`` is ``{"kind": "zfs", "dataset": NAME}`` or ``{"kind": "tmpfs"}``. A plain directory
+    is a conflict only when it holds something (mounting over it would hide that); a missing
+    path or an empty directory is not.
+    """
+    path, kind = fact["path"], fact["kind"]
+    dataset = want.get("dataset")
+    should = "should be the ZFS dataset %s" % dataset if want["kind"] == "zfs" else "should be a tmpfs"
+    if kind == "directory":
+        parent = fact["parent_mount"]
+        on = parent.get("dataset") or parent["mount_point"]
+        try:
+            held = listdir(fact["resolved"])
+        except OSError as exc:
+            return "%s is a plain directory on %s that cannot be listed (%s) but %s" % (
+                path,
+                on,
+                exc.strerror or exc,
+                should,
+            )
+        if not held:
+            return None
+        if want["kind"] == "zfs":
+            return "%s is a plain directory with files on %s but %s" % (path, on, should)
+        return "%s is a plain directory with files on %s that a tmpfs mounted there would hide" % (path, on)
+    mounted_here = fact["mount_point"] == fact["resolved"]
+    if want["kind"] == "zfs":
+        if kind == "zfs" and fact["dataset"] != dataset:
+            return "%s is the ZFS dataset %s but should be %s" % (path, fact["dataset"], dataset)
+        if kind in ("tmpfs", "other") and mounted_here:
+            return "%s is a %s mount but %s" % (path, fact["fstype"], should)
+    elif kind in ("zfs", "other") and mounted_here:
+        return "%s is already used by %s %s but %s" % (path, fact["fstype"], fact["source"], should)
+    return None
+
+
 def _read(path):
     try:
         with open(path) as handle:
             return handle.read()
     except OSError:
         return ""
+
+
+def storage_report(paths, expect=(), mountinfo_path=MOUNTINFO, fstab_path=FSTAB, listdir=os.listdir):
+    """What storage_facts returns: ``{"paths": {path: fact}, "conflicts": [...]}`` for ``paths``
+    and the paths of ``expect`` (``[{"path", "kind": zfs|tmpfs, "dataset"}]``), with one
+    conflict message per expected path that holds something else (see expectation_conflict)."""
+    paths = list(paths)
+    paths += [item["path"] for item in expect if item["path"] not in paths]
+    facts = describe_paths(paths, mountinfo_path, fstab_path)
+    conflicts = [expectation_conflict(facts[item["path"]], item, listdir) for item in expect]
+    return {"paths": facts, "conflicts": [c for c in conflicts if c]}
 
 
 def describe_paths(paths, mountinfo_path=MOUNTINFO, fstab_path=FSTAB):

@@ -95,10 +95,143 @@ SIZE_PROPERTIES = frozenset(
         "special_small_blocks",
     ]
 )
+# "none" is a value of these (zfs_prop.c: "<size> | none"); quota and refquota refuse 0 instead.
+NONE_SIZE_PROPERTIES = frozenset(["quota", "refquota", "reservation", "refreservation"])
+# Counts: a number or "none" (unlimited), printed as "none" by ``zfs get -p``.
+COUNT_PROPERTIES = frozenset(["filesystem_limit", "snapshot_limit"])
+
+# -- What the zfs CLI accepts as a property value, per dialect ----------------------------------
+# Index properties take exactly one of these strings (libzfs zprop_string_to_index compares
+# case-sensitively). OpenZFS: the tables of module/zcommon/zfs_prop.c, as the union over its
+# releases (a release that does not know a newer value refuses it when applied, and the result
+# then says what was done). zfs-fuse: the values its `zfs set` usage lists (pool v23), checked
+# on the test bed.
+_ON_OFF = ("on", "off")
+_GZIP = ("gzip", *("gzip-%d" % level for level in range(1, 10)))
+_ZSTD_FAST_LEVELS = [*range(1, 11), *range(20, 101, 10), 500, 1000]
+_ZSTD = (
+    "zstd",
+    "zstd-fast",
+    *("zstd-%d" % level for level in range(1, 20)),
+    *("zstd-fast-%d" % level for level in _ZSTD_FAST_LEVELS),
+)
+_INDEX_COMMON = {
+    "aclinherit": ("discard", "noallow", "restricted", "passthrough", "secure", "passthrough-x"),
+    "atime": _ON_OFF,
+    "canmount": ("on", "off", "noauto"),
+    "casesensitivity": ("sensitive", "insensitive", "mixed"),
+    "copies": ("1", "2", "3"),
+    "devices": _ON_OFF,
+    "exec": _ON_OFF,
+    "logbias": ("latency", "throughput"),
+    "nbmand": _ON_OFF,
+    "normalization": ("none", "formC", "formD", "formKC", "formKD"),
+    "primarycache": ("all", "none", "metadata"),
+    "readonly": _ON_OFF,
+    "secondarycache": ("all", "none", "metadata"),
+    "setuid": _ON_OFF,
+    "utf8only": _ON_OFF,
+    "vscan": _ON_OFF,
+    "zoned": _ON_OFF,
+}
+INDEX_VALUES = {
+    DIALECT_ZFS_FUSE: dict(
+        _INDEX_COMMON,
+        aclmode=("discard", "groupmask", "passthrough"),
+        checksum=("on", "off", "fletcher2", "fletcher4", "sha256"),
+        compression=("on", "off", "lzjb", *_GZIP, "zle"),
+        dedup=("on", "off", "verify", "sha256", "sha256,verify"),
+        snapdir=("hidden", "visible"),
+        version=("1", "2", "3", "4", "current"),
+        xattr=_ON_OFF,
+    ),
+    DIALECT_OPENZFS: dict(
+        _INDEX_COMMON,
+        aclmode=("discard", "groupmask", "passthrough", "restricted"),
+        acltype=("off", "nfsv4", "posix", "disabled", "noacl", "posixacl"),
+        checksum=(
+            "on",
+            "off",
+            "fletcher2",
+            "fletcher4",
+            "sha256",
+            "noparity",
+            "sha512",
+            "skein",
+            "edonr",
+            "blake3",
+        ),
+        compression=("on", "off", "lzjb", *_GZIP, "zle", "lz4", *_ZSTD),
+        dedup=(
+            "on",
+            "off",
+            "verify",
+            "sha256",
+            "sha256,verify",
+            "sha512",
+            "sha512,verify",
+            "skein",
+            "skein,verify",
+            "edonr,verify",
+            "blake3",
+            "blake3,verify",
+        ),
+        dnodesize=("legacy", "auto", "1k", "2k", "4k", "8k", "16k"),
+        encryption=(
+            "on",
+            "off",
+            *("aes-%d-%s" % (bits, mode) for mode in ("ccm", "gcm") for bits in (128, 192, 256)),
+        ),
+        jailed=_ON_OFF,
+        keyformat=("none", "raw", "hex", "passphrase"),
+        overlay=_ON_OFF,
+        redundant_metadata=("all", "most", "some", "none"),
+        relatime=_ON_OFF,
+        snapdev=("hidden", "visible"),
+        snapdir=("hidden", "visible", "disabled"),
+        sync=("standard", "always", "disabled"),
+        version=("1", "2", "3", "4", "5", "current"),
+        volmode=("default", "full", "geom", "dev", "none"),
+        xattr=("on", "off", "sa", "dir"),
+    ),
+}
+# How the CLI's usage names the long lists (zfs_prop.c registration strings).
+_INDEX_USAGE = {
+    (DIALECT_ZFS_FUSE, "compression"): "on | off | lzjb | gzip | gzip-[1-9] | zle",
+    (DIALECT_OPENZFS, "compression"): "on | off | lzjb | gzip | gzip-[1-9] | zle | lz4 | zstd | zstd-[1-19]"
+    " | zstd-fast | zstd-fast-[1-10,20,30,40,50,60,70,80,90,100,500,1000]",
+}
+# Largest recordsize: SPA_OLD_MAXBLOCKSIZE (128K) on pool v23; SPA_MAXBLOCKSIZE (16M) with
+# OpenZFS' large_blocks feature (a pool without it refuses more than 128K when applied).
+MAX_RECORDSIZE = {DIALECT_ZFS_FUSE: 128 * 1024, DIALECT_OPENZFS: 16 * 1024 * 1024}
+# Settable name@id properties (zfs_userquota_prop_prefixes); zfs-fuse knows the first two.
+QUOTA_AT_PREFIXES = {
+    DIALECT_ZFS_FUSE: ("userquota@", "groupquota@"),
+    DIALECT_OPENZFS: (
+        "userquota@",
+        "groupquota@",
+        "userobjquota@",
+        "groupobjquota@",
+        "projectquota@",
+        "projectobjquota@",
+    ),
+}
+READ_ONLY_AT_PREFIXES = ("userused@", "groupused@", "userobjused@", "groupobjused@", "projectused@")
+READ_ONLY_AT_PREFIXES += ("projectobjused@", "written@", "written#")
+ZFS_MAXPROPLEN = 4096  # MAXPATHLEN: longest value libzfs accepts ("... is too long")
+ZAP_MAXNAMELEN = 256  # longest property name + 1 (user properties)
 
 _COMPONENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-_PROPERTY_RE = re.compile(r"^[A-Za-z0-9_.:@+-]+$")
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTPEZ]?)(?:I?B)?\s*$", re.IGNORECASE)
+_NATIVE_PROPERTY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+# A user property: lowercase letters, digits and - _ . : with at least one ':' (zfs_prop_user).
+_USER_PROPERTY_RE = re.compile(r"^[a-z0-9_.:-]*:[a-z0-9_.:-]*$")
+# zfs_nicestrtonum (libzfs_util.c): a number, then an optional suffix of B K M G T P E Z, where
+# K..Z may be followed by B or (OpenZFS only) iB, case-insensitively.
+_NUMBER_RE = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(.*)$")
+_SUFFIX_RE = {
+    DIALECT_OPENZFS: re.compile(r"^(?:B|[KMGTPEZ](?:I?B)?)?$", re.IGNORECASE),
+    DIALECT_ZFS_FUSE: re.compile(r"^(?:B|[KMGTPEZ]B?)?$", re.IGNORECASE),
+}
 _MISSING_RE = re.compile(r"^cannot open '([^']+)': dataset does not exist$")
 _UNITS = "KMGTPEZ"
 MAX_NAME_LENGTH = 255
@@ -170,17 +303,20 @@ def validate_dataset_name(name):
 
 
 def parse_size(value):
-    """Parse a ZFS size ("10G", "1.5T", "131072", 4096) to bytes; None when not a size."""
+    """Parse a ZFS size ("10G", "1.5T", ".5M", "131072", 4096) to bytes; None when not a size."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    match = _SIZE_RE.match(str(value))
-    if not match:
+    match = _NUMBER_RE.match(str(value).strip())
+    if not match or not _SUFFIX_RE[DIALECT_OPENZFS].match(match.group(2)):
         return None
-    number, unit = match.groups()
-    factor = 1024 ** (_UNITS.index(unit.upper()) + 1) if unit else 1
-    return int(float(number) * factor)
+    number, suffix = match.groups()
+    unit = suffix[:1].upper()
+    factor = 1024 ** (_UNITS.index(unit) + 1) if unit and unit != "B" else 1
+    if "." in number:
+        return int(float(number) * factor)
+    return int(number) * factor
 
 
 def normalize_value(prop, value):
@@ -188,8 +324,8 @@ def normalize_value(prop, value):
     if isinstance(value, bool):  # YAML turns on/off into booleans
         return "on" if value else "off"
     text = str(value).strip()
-    if prop in SIZE_PROPERTIES:
-        if text.lower() == "none":
+    if prop in SIZE_PROPERTIES or prop in COUNT_PROPERTIES:
+        if text == "none" and prop in SIZE_PROPERTIES:
             return "0"
         size = parse_size(text)
         if size is not None:
@@ -197,6 +333,114 @@ def normalize_value(prop, value):
     if prop == "mountpoint" and len(text) > 1 and text.endswith("/"):
         return text.rstrip("/")
     return text
+
+
+def _shown(value):
+    """A requested value as the operator wrote it (YAML booleans as on/off)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "null" if value is None else str(value)
+
+
+def property_name_problem(prop, dialect=None):
+    """Why ``prop`` is no property name the zfs CLI would take (None when it is one)."""
+    if not isinstance(prop, str) or not prop:
+        return "invalid property name %r" % (prop,)
+    if "@" in prop or "#" in prop:
+        prefix = prop.split("@", 1)[0] + "@" if "@" in prop else prop
+        if prop.startswith(READ_ONLY_AT_PREFIXES):
+            return "property %r is read-only (ZFS reports it, nobody sets it); remove it" % prop
+        settable = QUOTA_AT_PREFIXES[dialect or DIALECT_OPENZFS]
+        if prefix not in settable or prop == prefix:
+            return "invalid property name %r: of the name@id properties this ZFS sets only %s" % (
+                prop,
+                ", ".join(p + "<user|group|project>" for p in settable),
+            )
+        return None
+    if ":" in prop:
+        if not _USER_PROPERTY_RE.match(prop):
+            return (
+                "invalid user property name %r: use lowercase letters, digits and - _ . : only"
+                " (for example com.example:owner)" % prop
+            )
+        if len(prop) >= ZAP_MAXNAMELEN:
+            return "user property name %r is too long (at most %d characters)" % (prop, ZAP_MAXNAMELEN - 1)
+        return None
+    if not _NATIVE_PROPERTY_RE.match(prop):
+        return "invalid property name %r: native properties are lowercase (for example compression)" % prop
+    if prop in READ_ONLY_PROPERTIES:
+        return "property %r is read-only (ZFS reports it, nobody sets it); remove it from properties" % prop
+    return None
+
+
+def _nice(size):
+    """128K, 16M: a power-of-two size as zfs prints it."""
+    for unit in reversed(_UNITS):
+        factor = 1024 ** (_UNITS.index(unit) + 1)
+        if size >= factor and size % factor == 0:
+            return "%d%s" % (size // factor, unit)
+    return str(size)
+
+
+def _size_problem(prop, text, dialect):
+    """Why zfs_nicestrtonum and zfs_valid_proplist (libzfs) refuse ``text`` for a number property."""
+    if text == "none":
+        if prop in NONE_SIZE_PROPERTIES or prop in COUNT_PROPERTIES or "@" in prop:
+            return None
+        return "'%s' takes a number, not 'none'" % prop
+    match = _NUMBER_RE.match(text)
+    if not match:
+        return "bad numeric value %r: give a whole number of bytes or a size such as 64K, 10G" % text
+    if not _SUFFIX_RE[dialect].match(match.group(2)):
+        return "invalid numeric suffix %r%s" % (
+            match.group(2),
+            " (this zfs takes B, K, M, G, T, P, E, Z, optionally followed by B)"
+            if dialect == DIALECT_ZFS_FUSE
+            else " (use B, K, M, G, T, P, E or Z, optionally followed by B or iB)",
+        )
+    size = parse_size(text)
+    if size >= 2**64:
+        return "numeric value %r is too large" % text
+    if prop in ("quota", "refquota") and size == 0:
+        return "use 'none' to disable quota/refquota"
+    if prop == "recordsize":
+        largest = MAX_RECORDSIZE[dialect]
+        if size < 512 or size > largest or size & (size - 1):
+            return "'recordsize' must be a power of 2 from 512 to %s" % _nice(largest)
+    return None
+
+
+def value_problem(prop, value, dialect):
+    """Why this dialect's ``zfs set PROP=VALUE`` would refuse ``value`` (None when it would not).
+
+    The rules are libzfs' (zprop_parse_value, zfs_valid_proplist) for the properties listed in
+    INDEX_VALUES, the number properties and mountpoint; other native properties are checked by
+    the CLI when applied.
+    """
+    if value is None or isinstance(value, (dict, list)):
+        return "needs a string, number or boolean value, got %r" % (value,)
+    text = ("on" if value else "off") if isinstance(value, bool) else str(value).strip()
+    if not text:
+        return "the value is empty"
+    if "\n" in text or "\r" in text:
+        return "the value has a line break ('zfs get -H' prints one line per property)"
+    if len(text) >= ZFS_MAXPROPLEN:
+        return "the value is too long (at most %d characters)" % (ZFS_MAXPROPLEN - 1)
+    if ":" in prop:
+        return None
+    choices = INDEX_VALUES[dialect].get(prop)
+    if choices is not None:
+        if text in choices:
+            return None
+        return "'%s' must be one of '%s'" % (prop, _INDEX_USAGE.get((dialect, prop)) or " | ".join(choices))
+    if prop in SIZE_PROPERTIES or prop in COUNT_PROPERTIES or "@" in prop:
+        return _size_problem(prop, text, dialect)
+    if prop == "mountpoint" and text not in ("none", "legacy"):
+        if not text.startswith("/"):
+            return "'mountpoint' must be an absolute path, 'none', or 'legacy'"
+        if any(len(part) >= ZAP_MAXNAMELEN for part in text.split("/")):
+            return "a component of mountpoint %r is too long" % text
+    return None
 
 
 def source_kind(source):
@@ -248,13 +492,17 @@ def missing_from_stderr(stderr):
 
 
 class ZfsState:
-    """What one ``zfs get`` pass saw."""
+    """What one ``zfs get`` pass saw, plus names known to exist from a ``zfs list``."""
 
     def __init__(self, datasets):
         self.datasets = datasets
+        self.known = set()
+
+    def add_existing(self, names):
+        self.known.update(names)
 
     def exists(self, name):
-        return name in self.datasets
+        return name in self.datasets or name in self.known
 
     def get(self, name):
         return self.datasets.get(name)
@@ -288,8 +536,11 @@ def normalize_request(item):
     }
 
 
-def validate_requests(requests, pools, pool=None):
-    """Syntax and pool membership of every request; raise one error listing all problems."""
+def validate_requests(requests, pools, pool=None, dialect=None):
+    """Syntax and pool membership of every request; raise one error listing all problems.
+
+    Without a dialect, property names are checked against OpenZFS' (the larger set).
+    """
     errors = []
     seen = set()
     if pool is not None and pool not in pools:
@@ -321,13 +572,9 @@ def validate_requests(requests, pools, pool=None):
             if "/" not in name:
                 errors.append("dataset %r is a pool root; destroying pools is not done here" % name)
         for prop in req["properties"]:
-            if not isinstance(prop, str) or not _PROPERTY_RE.match(prop):
-                errors.append("dataset %r: invalid property name %r" % (name, prop))
-            elif prop.lower() in READ_ONLY_PROPERTIES:
-                errors.append(
-                    "dataset %r: property %r is read-only (ZFS reports it, nobody sets it);"
-                    " remove it from properties" % (name, prop)
-                )
+            problem = property_name_problem(prop, dialect)
+            if problem:
+                errors.append("dataset %r: %s" % (name, problem))
     absent = [r["name"] for r in requests if r["state"] == "absent"]
     for req in requests:
         if req["state"] != "present":
@@ -353,14 +600,17 @@ def _reference_properties(state, name):
     return None
 
 
-def plan(requests, state, pools, pool=None, origins=None):
+def plan(requests, state, pools, pool=None, origins=None, *, dialect=DIALECT_OPENZFS):
     """Validate and compute one action per request.
 
     Each action: ``{"name", "state", "action": created|updated|destroyed|unchanged,
     "recursive", "properties" (desired, normalised), "changed_properties": {p: {before, after}},
-    "destroys": [...]}``. Raises ZfsValidationError before anything changes.
+    "destroys": [...], "parents": [...]}``; ``parents`` are the missing ancestors a created
+    dataset brings with it (``state`` must know which ancestors exist, see ZfsState.add_existing).
+    Property values are checked with ``dialect``'s rules. Raises ZfsValidationError before
+    anything changes.
     """
-    validate_requests(requests, pools, pool)
+    validate_requests(requests, pools, pool, dialect)
     absent_names = set(r["name"] for r in requests if r["state"] == "absent")
     errors = []
     actions = []
@@ -374,6 +624,7 @@ def plan(requests, state, pools, pool=None, origins=None):
             "properties": {},
             "changed_properties": {},
             "destroys": [],
+            "parents": [],
         }
         if req["state"] == "present":
             reference = _reference_properties(state, name)
@@ -384,7 +635,7 @@ def plan(requests, state, pools, pool=None, origins=None):
                 native = ":" not in prop and "@" not in prop
                 if native and reference is not None:
                     ref = reference["properties"].get(prop)
-                    if ref is None and prop not in SIZE_PROPERTIES:
+                    if ref is None:
                         errors.append(
                             "dataset %r: property %r is not supported by this ZFS"
                             " (it is not in 'zfs get all' of %s)" % (name, prop, reference["name"])
@@ -400,6 +651,13 @@ def plan(requests, state, pools, pool=None, origins=None):
                             "dataset %r: property %r is read-only on this ZFS; remove it" % (name, prop)
                         )
                         continue
+                problem = value_problem(prop, raw, dialect)
+                if problem:
+                    errors.append(
+                        "dataset %r: %s=%s is refused by this ZFS (%s): %s"
+                        % (name, prop, _shown(raw), dialect, problem)
+                    )
+                    continue
                 if entry is None:
                     action["changed_properties"][prop] = {"before": None, "after": desired}
                     continue
@@ -474,7 +732,39 @@ def plan(requests, state, pools, pool=None, origins=None):
         raise ZfsValidationError(
             "invalid datasets request, nothing was changed: " + "; ".join(errors), errors=errors
         )
+    _assign_parents(actions, state)
     return actions
+
+
+def ancestors(name):
+    """The datasets between the pool root and ``name``, shallowest first (both excluded)."""
+    parts = name.split("/")
+    return ["/".join(parts[:depth]) for depth in range(2, len(parts))]
+
+
+def _apply_order(actions):
+    """Destroys deepest first, then creates and updates shallowest first."""
+    destroys = sorted((a for a in actions if a["action"] == "destroyed"), key=lambda a: -a["name"].count("/"))
+    writes = sorted(
+        (a for a in actions if a["action"] in ("created", "updated")), key=lambda a: a["name"].count("/")
+    )
+    return destroys + writes
+
+
+def _assign_parents(actions, state):
+    """Give each created dataset the missing ancestors it creates first (as ``zfs create -p``
+    would), in apply order, so that each missing ancestor is created exactly once."""
+    requested = set(a["name"] for a in actions if a["state"] == "present")
+    claimed = set()
+    for action in _apply_order(actions):
+        if action["action"] != "created":
+            continue
+        action["parents"] = [
+            anc
+            for anc in ancestors(action["name"])
+            if not state.exists(anc) and anc not in requested | claimed
+        ]
+        claimed.update(action["parents"])
 
 
 def action_diff(action, state):
@@ -505,15 +795,20 @@ def load_libzfs_core(dev_zfs="/dev/zfs"):
     try:
         import libzfs_core  # noqa: PLC0415 - optional dependency, checked at run time
 
-        # pyzfs loads libzfs_core.so lazily on some versions: touch a function to be sure.
+        # pyzfs loads libzfs_core.so lazily on some versions: touch what we use to be sure.
         libzfs_core.lzc_create  # noqa: B018
+        libzfs_core.exceptions.ZFSError  # noqa: B018
     except (ImportError, OSError, AttributeError) as exc:
         return None, "libzfs_core (pyzfs) is not usable: %s" % exc
     return libzfs_core, None
 
 
 class ZfsBackend:
-    """Runs zfs/zpool. ``run_command(argv) -> (rc, out, err)``."""
+    """Runs zfs/zpool. ``run_command(argv) -> (rc, out, err)``.
+
+    Every change that succeeded is appended to ``journal`` (``{"action": created|set|destroyed,
+    "name", "properties"}``), so a run that stops part way can say exactly what it did.
+    """
 
     def __init__(self, run_command, zfs="zfs", zpool="zpool", lzc=None, lzc_reason=None):
         self._run = run_command
@@ -523,6 +818,7 @@ class ZfsBackend:
         self.lzc_reason = lzc_reason
         self._dialect = None
         self.commands = []
+        self.journal = []
         self.busy_retries = 8
         self.busy_delay = 0.25
         self._sleep = time.sleep
@@ -530,6 +826,9 @@ class ZfsBackend:
     @property
     def write_path(self):
         return WRITE_PATH_LZC if self.lzc is not None else WRITE_PATH_CLI
+
+    def _did(self, action, name, properties=None):
+        self.journal.append({"action": action, "name": name, "properties": dict(properties or {})})
 
     def run(self, argv, check=True, what=None):
         rc, out, err = self._run(argv)
@@ -580,6 +879,16 @@ class ZfsBackend:
                 )
         return ZfsState(parse_get_output(out))
 
+    def existing(self, names):
+        """The subset of ``names`` that exist, from one ``zfs list``."""
+        argv = [self.zfs, "list", "-H", "-o", "name", *sorted(set(names))]
+        rc, out, err = self.run(argv, check=False)
+        if rc != 0 and missing_from_stderr(err) is None:
+            raise ZfsCommandError(
+                "zfs list failed (rc=%s): %s" % (rc, err.strip()), cmd=argv, rc=rc, stderr=err
+            )
+        return set(line.strip() for line in out.splitlines() if line.strip())
+
     def origins(self, pools):
         """{dataset or snapshot: origin} for everything in the pools (finds clones)."""
         argv = [self.zfs, "list", "-H", "-r", "-o", "name,origin", "-t", "filesystem,volume,snapshot"]
@@ -593,59 +902,115 @@ class ZfsBackend:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def create(self, name, properties, state=None):
-        """Create ``name`` (and missing parents) with properties. Returns the path used."""
-        if self.lzc is not None:
-            try:
-                return self._lzc_create(name, properties, state)
-            except ZfsError:
-                raise
-            except Exception as exc:  # pyzfs raises its own ZFSError family
-                raise ZfsError("libzfs_core create of %r failed: %s" % (name, exc)) from exc
-        argv = [self.zfs, "create", "-p"]
+    def create(self, name, properties, parents=()):
+        """Create the missing ``parents`` (shallowest first, bare and mounted, as ``zfs create -p``
+        makes them), then ``name`` with ``properties``. Returns the path that created ``name``."""
+        for parent in parents:
+            self._create_one(parent, {})
+        return self._create_one(name, properties)
+
+    def _create_one(self, name, properties):
+        # lzc_create takes properties only in the kernel's encoding (index values as numbers,
+        # zfs_prop.c) and encryption keys as raw bytes: a dataset with create-only properties
+        # is created by `zfs create -o`, which encodes them and reads keys, so none is ever
+        # set afterwards.
+        if self.lzc is not None and not CREATE_ONLY_PROPERTIES.intersection(properties):
+            return self._lzc_create(name, properties)
+        argv = [self.zfs, "create"]
         for prop, value in sorted(properties.items()):
             argv += ["-o", "%s=%s" % (prop, value)]
-        self.run([*argv, name])
+        argv.append(name)
+        rc, out, err = self.run(argv, check=False)
+        # "filesystem successfully created, but not mounted": it exists all the same.
+        if rc == 0 or "successfully created" in err:
+            self._did("created", name, properties)
+        if rc != 0:
+            raise ZfsCommandError(
+                "%s failed (rc=%s): %s" % (" ".join(argv), rc, (err or out).strip()),
+                cmd=argv,
+                rc=rc,
+                stdout=out,
+                stderr=err,
+            )
         return WRITE_PATH_CLI
 
-    def _lzc_create(self, name, properties, state):
-        # lzc_create neither creates parents nor mounts, and wants properties in kernel form:
-        # create the chain bare, set properties with the CLI, then mount like zfs create does.
-        chain = []
-        current = name
-        while current is not None and (state is None or not state.exists(current)) and "/" in current:
-            chain.append(current)
-            current = parent_of(current)
-        for item in reversed(chain):
-            self.lzc.lzc_create(item.encode("utf-8"))
-        if properties:
-            self.set(name, properties, cli=True)
-        _rc, out, _err = self.run(
-            [self.zfs, "get", "-H", "-o", "value", "canmount,mountpoint", name], what="zfs get mountpoint"
-        )
-        values = out.split()
-        if len(values) == 2 and values[0] == "on" and values[1].startswith("/"):
-            self.run([self.zfs, "mount", name])
+    def _lzc_create(self, name, properties):
+        # lzc_create makes a bare filesystem and never mounts it (zfs create does both): set
+        # the properties through the CLI, which encodes them, then mount it as zfs create would.
+        try:
+            self.lzc.lzc_create(name.encode("utf-8"), "zfs", {})
+        except self.lzc.exceptions.ZFSError as exc:
+            raise ZfsError("libzfs_core create of %r failed: %s" % (name, _lzc_reason(exc))) from exc
+        self._did("created", name)
+        self.set(name, properties)
+        self._mount_like_create(name)
         return WRITE_PATH_LZC
 
-    def set(self, name, properties, cli=False):
+    def _mount_like_create(self, name):
+        # zfs create mounts a new filesystem whose canmount is on and whose mountpoint is a path
+        # (zfs_main.c zfs_do_create; zfs_mount skips none and legacy).
+        _rc, out, _err = self.run(
+            [self.zfs, "get", "-H", "-o", "value", "canmount,mountpoint", name],
+            what="zfs get canmount,mountpoint",
+        )
+        values = out.splitlines()
+        if len(values) == 2 and values[0] == "on" and values[1].startswith("/"):
+            self.run([self.zfs, "mount", name])
+
+    def set(self, name, properties):
         if not properties:
             return WRITE_PATH_CLI
-        items = ["%s=%s" % (prop, value) for prop, value in sorted(properties.items())]
-        if self.dialect() == DIALECT_OPENZFS:
-            self.run([self.zfs, "set", *items, name])
-        else:
-            for item in items:  # zfs-fuse takes one property=value per call
-                self.run([self.zfs, "set", item, name])
+        items = sorted(properties.items())
+        if self.dialect() == DIALECT_ZFS_FUSE:
+            for prop, value in items:  # zfs-fuse takes one property=value per call
+                self.run([self.zfs, "set", "%s=%s" % (prop, value), name])
+                self._did("set", name, {prop: value})
+            return WRITE_PATH_CLI
+        try:
+            self.run([self.zfs, "set"] + ["%s=%s" % item for item in items] + [name])
+        except ZfsCommandError:
+            # The kernel applies a list one property at a time (zfs_set_prop_nvlist) and may
+            # stop part way: journal the properties that now have their new value.
+            self._journal_set(name, properties)
+            raise
+        self._did("set", name, properties)
         return WRITE_PATH_CLI
 
-    def destroy(self, name, recursive=False):
+    def _journal_set(self, name, properties):
+        argv = [self.zfs, "get", "-Hp", "-o", "property,value,source", ",".join(sorted(properties)), name]
+        rc, out, _err = self.run(argv, check=False)
+        if rc != 0:
+            return
+        now = {}
+        for line in out.splitlines():
+            fields = line.split("\t")
+            if len(fields) >= 3 and fields[-1] == "local":
+                now[fields[0]] = "\t".join(fields[1:-1])
+        done = dict((p, v) for p, v in properties.items() if now.get(p) == v)
+        if done:
+            self._did("set", name, done)
+
+    def _journal_destroyed(self, names):
+        # zfs destroy -r goes child by child and may stop part way: journal what is gone.
+        names = list(names)
+        try:
+            left = self.existing(names)
+        except ZfsError:
+            return
+        for gone in names:
+            if gone not in left:
+                self._did("destroyed", gone)
+
+    def destroy(self, name, recursive=False, destroys=None):
+        """Destroy ``name`` (with everything below it when recursive; ``destroys`` lists those,
+        to journal what went when a recursive destroy stops part way)."""
         if self.lzc is not None and not recursive:
             self.run([self.zfs, "unmount", name], check=False)
             try:
                 self.lzc.lzc_destroy(name.encode("utf-8"))
-            except Exception as exc:
-                raise ZfsError("libzfs_core destroy of %r failed: %s" % (name, exc)) from exc
+            except self.lzc.exceptions.ZFSError as exc:
+                raise ZfsError("libzfs_core destroy of %r failed: %s" % (name, _lzc_reason(exc))) from exc
+            self._did("destroyed", name)
             return WRITE_PATH_LZC
         argv = [self.zfs, "destroy"] + (["-r"] if recursive else []) + [name]
         # zfs-fuse answers "dataset is busy" while it is still releasing just-unmounted
@@ -653,10 +1018,13 @@ class ZfsBackend:
         for attempt in range(self.busy_retries + 1):
             rc, out, err = self.run(argv, check=False)
             if rc == 0:
+                self._did("destroyed", name)
                 return WRITE_PATH_CLI
             if "dataset is busy" not in err or attempt == self.busy_retries:
                 break
             self._sleep(self.busy_delay * (attempt + 1))
+        if recursive and destroys:
+            self._journal_destroyed(d for d in destroys if "@" not in d)
         raise ZfsCommandError(
             "%s failed (rc=%s): %s" % (" ".join(argv), rc, (err or out).strip()),
             cmd=argv,
@@ -666,33 +1034,54 @@ class ZfsBackend:
         )
 
 
+def _lzc_reason(exc):
+    """pyzfs' exceptions (libzfs_core/exceptions.py) carry a message and an errno."""
+    message = getattr(exc, "message", None) or str(exc)
+    return "%s (errno %s)" % (message, getattr(exc, "errno", "?"))
+
+
 # --------------------------------------------------------------------------------------------
 # Orchestration used by the zfs_dataset module
 # --------------------------------------------------------------------------------------------
 
 
-def _apply(backend, actions, state):
-    """Destroy deepest first, then create/update shallowest first."""
-    done = []
-    destroys = sorted((a for a in actions if a["action"] == "destroyed"), key=lambda a: -a["name"].count("/"))
-    writes = sorted(
-        (a for a in actions if a["action"] in ("created", "updated")), key=lambda a: a["name"].count("/")
-    )
+def journal_details(journal):
+    """Result keys that say what a run changed: ``changed``, ``done`` (one line per change, in
+    order), ``created``, ``destroyed`` and ``properties_set`` ({dataset: {property: value}})."""
+    details = {"changed": bool(journal), "done": [], "created": [], "destroyed": [], "properties_set": {}}
+    for entry in journal:
+        name, props = entry["name"], entry["properties"]
+        listed = ", ".join("%s=%s" % item for item in sorted(props.items()))
+        if entry["action"] == "set":
+            details["done"].append("set %s on %s" % (listed, name))
+        else:
+            details["done"].append("%s %s%s" % (entry["action"], name, " (%s)" % listed if listed else ""))
+            details[entry["action"]].append(name)
+        if props:
+            details["properties_set"].setdefault(name, {}).update(props)
+    return details
+
+
+def _apply(backend, actions):
+    """Apply in _apply_order; on a failure, say exactly what was done before it."""
     try:
-        for action in destroys:
-            action["write_path"] = backend.destroy(action["name"], recursive=action["recursive"])
-            done.append("%s %s" % (action["action"], action["name"]))
-        for action in writes:
-            if action["action"] == "created":
-                action["write_path"] = backend.create(action["name"], action["properties"], state)
+        for action in _apply_order(actions):
+            name = action["name"]
+            if action["action"] == "destroyed":
+                action["write_path"] = backend.destroy(name, action["recursive"], action["destroys"])
+            elif action["action"] == "created":
+                action["write_path"] = backend.create(name, action["properties"], action["parents"])
             else:
                 changed = dict((p, action["properties"][p]) for p in action["changed_properties"])
-                action["write_path"] = backend.set(action["name"], changed)
-            done.append("%s %s" % (action["action"], action["name"]))
+                action["write_path"] = backend.set(name, changed)
     except ZfsError as exc:
-        # Say what already happened: the run stopped part way.
-        exc.details["changed"] = bool(done)
-        exc.details["done"] = done
+        details = journal_details(backend.journal)
+        exc.details.update(details)
+        exc.msg += (
+            " -- stopped part way; done before the failure: %s." % "; ".join(details["done"])
+            if details["done"]
+            else " -- nothing was changed."
+        )
         raise
 
 
@@ -701,16 +1090,26 @@ def ensure_datasets(backend, items, pool=None, check_mode=False, want_diff=False
     requests = [normalize_request(item) for item in items]
     pools = backend.pools()
     validate_requests(requests, pools, pool)
+    dialect = backend.dialect(pools[0] if pools else None)
     names = [r["name"] for r in requests] + sorted(set(pool_of(r["name"]) for r in requests))
     state = backend.read(names)
+    # Which ancestors of datasets to be created exist: the plan creates the missing ones.
+    unknown = set(
+        anc
+        for r in requests
+        if r["state"] == "present" and not state.exists(r["name"])
+        for anc in ancestors(r["name"])
+        if not state.exists(anc)
+    )
+    if unknown:
+        state.add_existing(backend.existing(unknown))
     origins = None
     if any(r["state"] == "absent" and r["recursive"] and state.exists(r["name"]) for r in requests):
         origins = backend.origins(set(pool_of(r["name"]) for r in requests))
-    actions = plan(requests, state, pools, pool=pool, origins=origins)
-    dialect = backend.dialect(pools[0] if pools else None)
+    actions = plan(requests, state, pools, pool=pool, origins=origins, dialect=dialect)
     changed = any(a["action"] != "unchanged" for a in actions)
     if not check_mode:
-        _apply(backend, actions, state)
+        _apply(backend, actions)
     datasets = []
     for action in actions:
         item = {
@@ -721,6 +1120,8 @@ def ensure_datasets(backend, items, pool=None, check_mode=False, want_diff=False
         }
         if action["state"] == "present":
             item["properties"] = action["properties"]
+        if action["action"] == "created":
+            item["parents"] = action["parents"]
         if action["action"] == "destroyed":
             item["destroys"] = action["destroys"]
         if "write_path" in action:

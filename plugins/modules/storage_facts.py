@@ -23,6 +23,9 @@ description:
   - C(missing) - nothing exists at the path.
   - Also reports the path's C(/etc/fstab) entry, parsed, and the systemd ordering that entry
     asks for through C(x-systemd.*) options.
+  - With I(expect), also says which of those paths cannot become what is expected there without
+    hiding or displacing what is there now (C(conflicts)) - the check layers 2 and 4 run before
+    they create a dataset or mount a tmpfs.
   - Read-only; never changes anything.
 author:
   - strata.ops maintainers (!UNKNOWN)
@@ -43,9 +46,33 @@ options:
   paths:
     description:
       - Absolute paths to inspect. Symbolic links are resolved first.
+      - At least one of I(paths) and I(expect) is needed.
     type: list
     elements: path
-    required: true
+  expect:
+    description:
+      - What each path should become. Its path is inspected too (as if listed in I(paths)), and
+        C(conflicts) names it when it holds something else.
+      - For C(kind=zfs) that is a plain directory with files in it (the dataset's mount would
+        hide them), another dataset mounted there, or a tmpfs or other mount there.
+      - For C(kind=tmpfs) that is a plain directory with files in it, or a ZFS dataset or other
+        mount already there (a tmpfs already there is fine, whatever its size).
+      - A missing path or an empty directory is never a conflict.
+    type: list
+    elements: dict
+    suboptions:
+      path:
+        description: Absolute path.
+        type: path
+        required: true
+      kind:
+        description: What should be mounted at the path.
+        type: str
+        choices: [zfs, tmpfs]
+        default: zfs
+      dataset:
+        description: The ZFS dataset that should be mounted there (required with C(kind=zfs)).
+        type: str
 notes:
   - Runs on the host that owns the storage. A path that is a mount point but shows another
     device than its mountinfo entry (for example a stale mount) is reported by its device.
@@ -63,6 +90,14 @@ EXAMPLES = r"""
       - /srv/solana
   register: storage
 
+- name: Refuse to hide files or another mount under the cluster root (layer 2)
+  strata.ops.storage_facts:
+    expect:
+      - path: /srv/kind
+        dataset: biscayne/DATA/srv/kind
+  register: root
+  failed_when: root.conflicts | length > 0
+
 - name: Layer 4 invariants
   ansible.builtin.assert:
     that:
@@ -74,6 +109,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+conflicts:
+  description:
+    - One message per I(expect) entry whose path holds something else, saying what it is and
+      what it should be; empty when there is none (or no I(expect)).
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - /srv/kind is a plain directory with files on / but should be the ZFS dataset biscayne/DATA/srv/kind
 paths:
   description:
     - One entry per requested path, keyed by the path as given.
@@ -161,19 +205,32 @@ paths:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.ops.plugins.module_utils.mounts import MountsError, describe_paths
+from ansible_collections.strata.ops.plugins.module_utils.mounts import MountsError, storage_report
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(paths=dict(type="list", elements="path", required=True)),
+        argument_spec=dict(
+            paths=dict(type="list", elements="path"),
+            expect=dict(
+                type="list",
+                elements="dict",
+                options=dict(
+                    path=dict(type="path", required=True),
+                    kind=dict(type="str", choices=["zfs", "tmpfs"], default="zfs"),
+                    dataset=dict(type="str"),
+                ),
+                required_if=[("kind", "zfs", ("dataset",))],
+            ),
+        ),
+        required_one_of=[("paths", "expect")],
         supports_check_mode=True,
     )
     try:
-        paths = describe_paths(module.params["paths"])
+        report = storage_report(module.params["paths"] or [], module.params["expect"] or [])
     except MountsError as exc:
         module.fail_json(msg=str(exc))
-    module.exit_json(changed=False, paths=paths)
+    module.exit_json(changed=False, **report)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,27 @@ version_added: "0.1.0"
 description:
   - Creates, updates and destroys ZFS filesystems. All requested datasets are read in one
     C(zfs get -Hp) pass, every request is validated (name syntax, pool exists, pool membership,
+    property names, every property value by the rules of this host's C(zfs) command line,
     read-only and create-only properties, children and snapshots) before anything changes, and
-    only then are the changes applied.
+    only then are the changes applied. An invalid request changes nothing, also in check mode.
+  - Property values are checked as the C(zfs) command line of the probed dialect checks them
+    (on/off and other fixed choices, for example the compression algorithms, which zfs-fuse has
+    fewer of than OpenZFS; sizes with their suffixes and C(none); recordsize powers of two; a
+    mountpoint that is an absolute path, C(none) or C(legacy); name and value lengths).
   - Only properties whose source is C(local) count as set. A desired value that the dataset only
     inherits or has by default is set locally, so the dataset keeps it when its parent changes.
+  - Missing parents of a new dataset are created first, bare and mounted, as C(zfs create -p)
+    creates them; each dataset's result names them in I(parents).
   - Writes go through pyzfs (C(libzfs_core)) when it imports and a kernel ZFS answers on
-    C(/dev/zfs); otherwise through the C(zfs) command line. Both OpenZFS and zfs-fuse (pool
-    version 23) command lines are supported; the dialect is probed once. The result says which
-    write path and dialect were used.
+    C(/dev/zfs); otherwise through the C(zfs) command line. A dataset created through
+    C(libzfs_core) gets its properties through C(zfs set) and is mounted with C(zfs mount) as
+    C(zfs create) would mount it; a dataset with create-only properties is created with
+    C(zfs create -o). Both OpenZFS and zfs-fuse (pool version 23) command lines are supported;
+    the dialect is probed once. The result says which write path and dialect were used.
+  - When the C(zfs) command refuses a change that could not be foreseen (for example a quota
+    below the space already used), the run stops there and its failure says exactly what was
+    done before (I(done), I(created), I(properties_set), I(destroyed)), with C(changed=true) when
+    anything was.
   - Runs on the host that owns the pool.
 author:
   - strata.ops maintainers (!UNKNOWN)
@@ -61,8 +74,9 @@ options:
         description:
           - ZFS properties to set locally, for example C(mountpoint), C(compression), C(quota),
             C(recordsize) or user properties such as C(com.example:owner).
-          - Sizes may be given as C(10G), C(128K) or bytes; they are compared in bytes.
-            YAML booleans become C(on) / C(off).
+          - Sizes may be given as C(10G), C(128K) or bytes, with the suffixes this host's C(zfs)
+            takes (zfs-fuse does not take C(KiB)-style suffixes); they are compared in bytes.
+            YAML booleans become C(on) / C(off); choices are case-sensitive, as for C(zfs set).
           - Read-only properties (C(used), C(creation), C(volblocksize), ...) are refused.
             Create-only properties (C(casesensitivity), C(normalization), C(utf8only)) are refused
             when the existing dataset has another value.
@@ -152,6 +166,12 @@ datasets:
       description: Everything that was destroyed with the dataset (action=destroyed only).
       type: list
       elements: str
+    parents:
+      description: Missing parent datasets created before this one, shallowest first
+        (action=created only).
+      type: list
+      elements: str
+      sample: [biscayne/DATA/srv/kind]
     write_path:
       description: The path that carried out this dataset's change (absent when nothing ran).
       type: str
@@ -177,6 +197,35 @@ dialect:
   returned: success
   type: str
   choices: [openzfs, zfs-fuse]
+done:
+  description: When a change failed part way, every change made before it, in order.
+  returned: failure after the first change was attempted
+  type: list
+  elements: str
+  sample:
+    - created biscayne/DATA/srv/kind/solana (compression=lz4)
+    - set atime=off on biscayne/DATA/srv/kind
+created:
+  description: When a change failed part way, the datasets created before it.
+  returned: failure after the first change was attempted
+  type: list
+  elements: str
+destroyed:
+  description: When a change failed part way, the datasets destroyed before it.
+  returned: failure after the first change was attempted
+  type: list
+  elements: str
+properties_set:
+  description: When a change failed part way, the properties set before it, per dataset
+    (including those a new dataset was created with).
+  returned: failure after the first change was attempted
+  type: dict
+  sample: {"biscayne/DATA/srv/kind": {"atime": "off"}}
+errors:
+  description: When the request is invalid, one entry per problem (nothing was changed).
+  returned: failure of validation
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule

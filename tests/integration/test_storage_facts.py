@@ -17,7 +17,16 @@ import uuid
 
 import pytest
 
-from .conftest import POOL, destroy_tree, run_adhoc, run_module, skip_or_fail, zfs
+from .conftest import (
+    POOL,
+    adhoc_result,
+    assert_clean_failure,
+    destroy_tree,
+    run_adhoc,
+    run_module,
+    skip_or_fail,
+    zfs,
+)
 
 pytestmark = pytest.mark.needs("zfs")
 
@@ -101,3 +110,78 @@ def test_through_ansible_cli(layout):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS" in proc.stdout
     assert "tmpfs" in proc.stdout
+
+
+# --- expect: what a new dataset or tmpfs would hide or displace (layers 2 and 4) --------------
+
+
+def test_expect_reports_what_would_be_hidden_or_displaced(layout):
+    mnt, ds = layout["mnt"], layout["dataset"]
+    trap = os.path.join(mnt, "solana")
+    empty = os.path.join(mnt, "kind", "empty")
+    os.makedirs(empty, exist_ok=True)
+    with open(os.path.join(trap, "validator-keypair.json"), "w") as handle:
+        handle.write("{}")
+    try:
+        result = run_module(
+            "storage_facts",
+            {
+                "paths": [mnt],
+                "expect": [
+                    {"path": trap, "dataset": ds + "/solana"},
+                    {"path": os.path.join(mnt, "kind"), "dataset": ds + "/other"},
+                    {"path": os.path.join(mnt, "kind"), "dataset": ds + "/kind"},
+                    {"path": layout["ramdisk"], "kind": "tmpfs"},
+                    {"path": os.path.join(mnt, "kind"), "kind": "tmpfs"},
+                    {"path": empty, "dataset": ds + "/kind/empty"},
+                    {"path": os.path.join(mnt, "missing", "x"), "dataset": ds + "/missing/x"},
+                ],
+            },
+            check_mode=True,
+        )
+    finally:
+        os.remove(os.path.join(trap, "validator-keypair.json"))
+        os.rmdir(empty)
+    assert result.get("failed") is not True, result
+    assert result["changed"] is False
+    assert result["conflicts"] == [
+        f"{trap} is a plain directory with files on {ds} but should be the ZFS dataset {ds}/solana",
+        f"{mnt}/kind is the ZFS dataset {ds}/kind but should be {ds}/other",
+        f"{mnt}/kind is already used by fuse.zfs {ds}/kind but should be a tmpfs",
+    ]
+    assert set(result["paths"]) >= {mnt, trap, layout["ramdisk"], empty}
+
+
+def test_expect_of_another_dataset_where_one_is_mounted(layout):
+    kind = os.path.join(layout["mnt"], "kind")
+    result = run_module("storage_facts", {"expect": [{"path": kind, "dataset": layout["dataset"] + "/x"}]})
+    assert result["conflicts"] == [
+        f"{kind} is the ZFS dataset {layout['dataset']}/kind but should be {layout['dataset']}/x"
+    ]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        pytest.param(
+            {"expect": [{"path": "/srv/kind"}]},
+            "kind is zfs but all of the following are missing: dataset",
+            id="no-dataset",
+        ),
+        pytest.param(
+            {"expect": [{"path": "srv/kind", "dataset": "a/b"}]},
+            "paths must be absolute; got srv/kind",
+            id="relative",
+        ),
+        pytest.param(
+            {"expect": [{"path": "/x", "kind": "nfs"}]},
+            "value of kind must be one of: zfs, tmpfs",
+            id="bad-kind",
+        ),
+    ],
+)
+def test_bad_expect_fails_cleanly(zfs_pool, args, message):
+    result = adhoc_result("storage_facts", args)
+    assert_clean_failure(result)
+    assert "Module failed:" not in result["msg"], result["msg"]
+    assert message in result["msg"], result["msg"]

@@ -140,6 +140,8 @@ class Run:
         self.changed = self.failures = 0
         self.failed_msgs = []
         self.changed_tasks = []
+        self.deprecations = []  # (task, message): the json callback keeps them in the results
+        self.warnings = []
         for doc in docs:
             stats = doc["stats"].get(node, {})
             self.changed += stats.get("changed", 0)
@@ -151,6 +153,11 @@ class Run:
                         continue
                     if result.get("failed") or result.get("unreachable"):
                         self.failed_msgs.append(str(result.get("msg", result)))
+                    task_name = task["task"]["name"]
+                    self.deprecations += [
+                        (task_name, d.get("msg", d)) for d in result.get("deprecations") or []
+                    ]
+                    self.warnings += [(task_name, w) for w in result.get("warnings") or []]
                     if result.get("changed"):
                         # "role : task name" -> "task name"
                         self.changed_tasks.append(task["task"]["name"].split(" : ", 1)[-1])
@@ -348,6 +355,28 @@ def test_layer_1_check_mode_with_changed_settings_reports_and_changes_nothing(no
     assert "Write the docker daemon config" in run.changed_tasks, run
 
 
+@pytest.mark.parametrize("trap", ["files", "dataset"])
+def test_layer_2_refuses_a_cluster_root_that_holds_something_else(node, trap):
+    """The same refusal as layer 4's: found from the mount table and device numbers, a populated
+    plain /srv/kind on the root file system (or another dataset there) would be hidden by the
+    cluster-root dataset's mount."""
+    node.at("l1")
+    if trap == "files":
+        node.sh(f"mkdir -p {ROOT} && echo data > {ROOT}/ledger-file")
+        expected = f"{ROOT} is a plain directory with files on / but should be the ZFS dataset {ROOT_DS}"
+    else:
+        node.sh(f"zfs create -o mountpoint={ROOT} {POOL}/trap")
+        expected = f"{ROOT} is the ZFS dataset {POOL}/trap but should be {ROOT_DS}"
+    try:
+        run = refused(node, L2)
+        says(run.msg, expected, "Layer 2 cannot converge", "layer2_host_storage.yml", "Nothing was changed")
+    finally:
+        if trap == "dataset":
+            node.sh(f"for i in $(seq 30); do zfs destroy -r {POOL}/trap && break; sleep 0.3; done")
+        node.sh(f"rm -rf {ROOT}")
+        node.restored("l1")
+
+
 def test_layer_2_check_mode_on_a_layer_1_host_reports_and_changes_nothing(node):
     node.at("l1")
     run = dry(node, L2)
@@ -397,6 +426,20 @@ def test_trap_another_dataset_mounted_where_the_workload_dataset_belongs(node):
     finally:
         node.sh(f"for i in $(seq 30); do zfs destroy -r {POOL}/trap && break; sleep 0.3; done; rmdir {WL}")
         node.restored("l2")
+
+
+def test_layer_4_run_prints_no_deprecation_warnings(node):
+    """ansible-core 2.19 prints a deprecation for a module that passes warnings to exit_json."""
+    node.at("l2")
+    run = node.converge(L4)
+    assert any(
+        task.startswith("Mount the ramdisk where nothing is mounted yet") for task in run.changed_tasks
+    ), run
+    assert run.deprecations == [], run.deprecations
+    assert run.warnings == [], run.warnings
+    assert "DEPRECATION WARNING" not in run.raw, run.raw
+    node.state = "converged"
+    node.baseline.setdefault("converged", node.normalised())
 
 
 # --- layers 2 and 4 converged ------------------------------------------------------------------
@@ -505,7 +548,7 @@ def test_ramdisk_path_already_used_by_another_mount(node, other):
     node.sh(f"umount {RAMDISK}")
     if other == "zfs":
         node.sh(f"zfs create -o mountpoint={RAMDISK} {POOL}/other")
-        expected = f"{RAMDISK} is already used by fuse.zfs {POOL}/other"
+        expected = f"{RAMDISK} is already used by fuse.zfs {POOL}/other but should be a tmpfs"
     else:
         node.sh(f"mkdir -p /var/tmp/other && mount --bind /var/tmp/other {RAMDISK}")
         expected = f"{RAMDISK} is already used by "
@@ -514,7 +557,7 @@ def test_ramdisk_path_already_used_by_another_mount(node, other):
         says(
             run.msg,
             expected,
-            "should be the tmpfs ramdisk",
+            "should be a tmpfs",
             "layer4_workload_storage.yml",
             "Nothing was changed",
         )
@@ -535,7 +578,7 @@ def test_files_in_the_ramdisk_directory_that_the_tmpfs_would_hide(node):
         says(
             run.msg,
             f"{RAMDISK} is a plain directory with files on {WL_DS}",
-            "that the ramdisk would hide",
+            "that a tmpfs mounted there would hide",
             "layer4_workload_storage.yml",
             "Nothing was changed",
         )

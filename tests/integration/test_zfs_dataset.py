@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from .conftest import POOL, destroy_tree, run_adhoc, run_module, zfs
+from .conftest import POOL, adhoc_result, assert_clean_failure, destroy_tree, run_adhoc, run_module, zfs
 
 pytestmark = pytest.mark.needs("zfs")
 
@@ -200,3 +200,117 @@ def test_through_ansible_cli(root):
     assert "CHANGED" in proc.stdout
     assert "created" in proc.stdout
     assert not exists(name + "/cli")
+
+
+# --- every value is checked before the first change; bad input fails cleanly (issue 13) -------
+
+
+def assert_refused_cleanly(result):
+    assert_clean_failure(result)
+    assert "Module failed:" not in result["msg"], result["msg"]
+    assert result.get("changed", False) is False, result
+    assert "nothing was changed" in result["msg"], result["msg"]
+
+
+def test_bad_value_beside_a_good_one_changes_nothing(root):
+    name, _mnt = root
+    zfs("create", name + "/data")
+    result = adhoc_result(
+        "zfs_dataset", {"datasets": [{"name": name + "/data", "properties": {"atime": "off", "quota": -1}}]}
+    )
+    assert_refused_cleanly(result)
+    assert (
+        f"dataset '{name}/data': quota=-1 is refused by this ZFS (zfs-fuse): bad numeric value '-1'"
+        in result["msg"]
+    )
+    assert prop(name + "/data", "atime") == ["on", "default"]
+
+
+@pytest.mark.parametrize("check", [False, True], ids=["apply", "check-mode"])
+def test_one_bad_compression_among_twenty_datasets_creates_nothing(root, check):
+    name, _mnt = root
+    datasets = [{"name": f"{name}/many/d{i:02d}", "properties": {"compression": "on"}} for i in range(20)]
+    datasets[10]["properties"]["compression"] = "lz5"
+    result = adhoc_result(
+        "zfs_dataset", {"pool": POOL, "datasets": datasets}, *(["--check"] if check else [])
+    )
+    assert_refused_cleanly(result)
+    assert f"dataset '{name}/many/d10': compression=lz5 is refused" in result["msg"]
+    assert "'compression' must be one of 'on | off | lzjb | gzip | gzip-[1-9] | zle'" in result["msg"]
+    assert not exists(name + "/many")
+
+
+@pytest.mark.parametrize(
+    "properties, message",
+    [
+        pytest.param(
+            {"compression": "lz4"},
+            "compression=lz4 is refused by this ZFS (zfs-fuse): 'compression' must be one of",
+            id="compression=lz4",
+        ),
+        pytest.param(
+            {"recordsize": "1M"}, "'recordsize' must be a power of 2 from 512 to 128K", id="recordsize=1M"
+        ),
+        pytest.param({"recordsize": "96K"}, "'recordsize' must be a power of 2", id="recordsize=96K"),
+        pytest.param({"quota": 0}, "use 'none' to disable quota/refquota", id="quota=0"),
+        pytest.param({"quota": "64KiB"}, "invalid numeric suffix 'KiB'", id="quota=64KiB"),
+        pytest.param(
+            {"quota": None},
+            "quota=null is refused by this ZFS (zfs-fuse): needs a string, number or boolean",
+            id="quota=None",
+        ),
+        pytest.param({"quota": [1]}, "needs a string, number or boolean", id="quota=[1]"),
+        pytest.param(
+            {"mountpoint": "srv/x"},
+            "'mountpoint' must be an absolute path, 'none', or 'legacy'",
+            id="mountpoint=srv/x",
+        ),
+        pytest.param({"atime": "yes"}, "'atime' must be one of 'on | off'", id="atime=yes"),
+        pytest.param({"Compression": "on"}, "native properties are lowercase", id="Compression=on"),
+        pytest.param(
+            {"COM.EXAMPLE:x": "y"}, "use lowercase letters, digits and - _ . : only", id="COM.EXAMPLE:x=y"
+        ),
+        pytest.param({"sync": "always"}, "'sync' is not supported by this ZFS", id="sync=always"),
+    ],
+)
+def test_values_the_zfs_cli_refuses_are_refused_before_any_change(root, properties, message):
+    name, _mnt = root
+    result = adhoc_result(
+        "zfs_dataset",
+        {"datasets": [{"name": name + "/p/ok"}, {"name": name + "/p/bad", "properties": properties}]},
+    )
+    assert_refused_cleanly(result)
+    assert message in result["msg"], result["msg"]
+    assert not exists(name + "/p")
+
+
+def test_failure_part_way_says_exactly_what_was_done(root):
+    """A quota below the space already used is refused by zfs only when it is set: atime (set
+    first, zfs-fuse takes one property per call) stays set, and the result says so."""
+    name, _mnt = root
+    zfs("create", name + "/used")
+    result = adhoc_result(
+        "zfs_dataset", {"datasets": [{"name": name + "/used", "properties": {"atime": "off", "quota": "1K"}}]}
+    )
+    assert result["failed"] is True, result
+    assert "Module failed:" not in result["msg"]
+    assert result["changed"] is True
+    assert result["properties_set"] == {name + "/used": {"atime": "off"}}
+    assert result["done"] == [f"set atime=off on {name}/used"]
+    assert result["created"] == [] and result["destroyed"] == []
+    assert "size is less than current used or reserved space" in result["msg"]
+    assert f"done before the failure: set atime=off on {name}/used" in result["msg"]
+    assert prop(name + "/used", "atime") == ["off", "local"]
+    assert prop(name + "/used", "quota") == ["0", "default"]
+
+
+def test_missing_parents_are_created_mounted_and_reported(root):
+    name, mnt = root
+    result = ensure({"datasets": [{"name": name + "/a/b/c", "properties": {"atime": "off"}}]})
+    assert result.get("failed") is not True, result
+    (item,) = result["datasets"]
+    assert item["parents"] == [name + "/a", name + "/a/b"]
+    for path in ("/a", "/a/b", "/a/b/c"):
+        assert os.path.ismount(mnt + path), path
+    assert prop(name + "/a", "atime") == ["on", "default"]
+    assert prop(name + "/a/b/c", "atime") == ["off", "local"]

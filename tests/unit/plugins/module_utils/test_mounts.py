@@ -226,3 +226,97 @@ def test_mount_points_now_sees_binds_of_the_same_file_system(tmp_path):
     points = sf.mount_points_now(str(mountinfo))
     assert "/run/strata-ops/restore/app/0" in points  # os.path.ismount would say False here
     assert "/mnt/with space" in points
+
+
+# -- what a new dataset or tmpfs would hide or displace (layers 2 and 4) ------------------------
+
+HELD = {"/srv/solana": ["validator-keypair.json"], "/var/lib": [".hidden"], "/srv/kind/empty": []}
+DEVICES["/srv/kind/empty"] = (0, 51)
+
+
+def listdir(path):
+    if path == "/srv/locked":
+        raise PermissionError(13, "Permission denied", path)
+    return HELD[path]
+
+
+ZFS = "zfs"
+
+
+@pytest.mark.parametrize(
+    "path, want, conflict",
+    [
+        # the /srv/solana trap and layer 2's populated /srv/kind on the root file system
+        (
+            "/srv/solana",
+            {"kind": ZFS, "dataset": "biscayne/DATA/srv/solana"},
+            "/srv/solana is a plain directory with files on biscayne/DATA/srv"
+            " but should be the ZFS dataset biscayne/DATA/srv/solana",
+        ),
+        (
+            "/var/lib",
+            {"kind": ZFS, "dataset": "biscayne/DATA/var"},
+            "/var/lib is a plain directory with files on / but should be the ZFS dataset biscayne/DATA/var",
+        ),
+        (
+            "/srv/solana",
+            {"kind": "tmpfs"},
+            "/srv/solana is a plain directory with files on biscayne/DATA/srv"
+            " that a tmpfs mounted there would hide",
+        ),
+        ("/srv/kind/empty", {"kind": ZFS, "dataset": "biscayne/DATA/srv/kind/empty"}, None),
+        ("/srv/kind/solana/nothing-here", {"kind": ZFS, "dataset": "biscayne/x"}, None),
+        ("/srv/kind/solana", {"kind": ZFS, "dataset": "biscayne/DATA/srv/kind/solana"}, None),
+        (
+            "/srv/kind/solana",
+            {"kind": ZFS, "dataset": "biscayne/DATA/srv/kind/other"},
+            "/srv/kind/solana is the ZFS dataset biscayne/DATA/srv/kind/solana but should be"
+            " biscayne/DATA/srv/kind/other",
+        ),
+        (
+            "/srv/kind/solana/ramdisk",
+            {"kind": ZFS, "dataset": "biscayne/DATA/srv/kind/solana/ramdisk"},
+            "/srv/kind/solana/ramdisk is a tmpfs mount but should be the ZFS dataset"
+            " biscayne/DATA/srv/kind/solana/ramdisk",
+        ),
+        ("/srv/kind/solana/ramdisk", {"kind": "tmpfs"}, None),
+        (
+            "/tank/fuse",
+            {"kind": "tmpfs"},
+            "/tank/fuse is already used by fuse.zfs strata-testbed/fuse but should be a tmpfs",
+        ),
+    ],
+)
+def test_expectation_conflict(path, want, conflict):
+    assert sf.expectation_conflict(describe(path), want, listdir) == conflict
+
+
+def test_a_directory_that_cannot_be_listed_is_a_conflict():
+    DEVICES["/srv/locked"] = (0, 50)
+    try:
+        conflict = sf.expectation_conflict(describe("/srv/locked"), {"kind": ZFS, "dataset": "b/x"}, listdir)
+    finally:
+        del DEVICES["/srv/locked"]
+    assert conflict == (
+        "/srv/locked is a plain directory on biscayne/DATA/srv that cannot be listed (Permission denied)"
+        " but should be the ZFS dataset b/x"
+    )
+
+
+def test_storage_report_inspects_expected_paths_too(tmp_path):
+    populated, empty = tmp_path / "kind", tmp_path / "empty"
+    populated.mkdir()
+    empty.mkdir()
+    (populated / ".keep").write_text("x")
+    report = sf.storage_report(
+        ["/"],
+        [
+            {"path": str(populated), "kind": ZFS, "dataset": "lab/DATA/srv/kind"},
+            {"path": str(empty), "kind": "tmpfs", "dataset": None},
+        ],
+        fstab_path=str(tmp_path / "fstab"),
+    )
+    assert set(report["paths"]) == {"/", str(populated), str(empty)}
+    (conflict,) = report["conflicts"]  # from this machine's own mount table
+    assert conflict.startswith(f"{populated} is a plain directory with files on ")
+    assert conflict.endswith(" but should be the ZFS dataset lab/DATA/srv/kind")

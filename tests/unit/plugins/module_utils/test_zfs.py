@@ -2,7 +2,6 @@
 
 import os
 import sys
-import types
 
 import pytest
 import yaml
@@ -69,6 +68,37 @@ def test_invalid_names(name):
     assert zfs.validate_dataset_name(name)
 
 
+@pytest.mark.parametrize("dialect, prop, value", DATA["values"]["valid"])
+def test_values_the_cli_takes(dialect, prop, value):
+    assert zfs.value_problem(prop, value, dialect) is None
+
+
+@pytest.mark.parametrize("dialect, prop, value, message", DATA["values"]["invalid"])
+def test_values_the_cli_refuses(dialect, prop, value, message):
+    problem = zfs.value_problem(prop, value, dialect)
+    assert problem is not None, (prop, value)
+    assert message in problem
+
+
+def test_value_length_limits():
+    assert zfs.value_problem("com.example:x", "a" * 4095, "openzfs") is None
+    assert "too long" in zfs.value_problem("com.example:x", "a" * 4096, "openzfs")
+    assert "too long" in zfs.value_problem("mountpoint", "/" + "a" * 256, "openzfs")
+    assert zfs.property_name_problem("com.example:" + "a" * 243) is None  # 255 characters
+    assert "too long" in zfs.property_name_problem("com.example:" + "a" * 244)
+
+
+@pytest.mark.parametrize("dialect, prop", DATA["property_names"]["valid"])
+def test_property_names_the_cli_takes(dialect, prop):
+    assert zfs.property_name_problem(prop, dialect) is None
+
+
+@pytest.mark.parametrize("dialect, prop, message", DATA["property_names"]["invalid"])
+def test_property_names_the_cli_refuses(dialect, prop, message):
+    problem = zfs.property_name_problem(prop, dialect)
+    assert problem is not None and message in problem, problem
+
+
 def test_missing_from_stderr():
     err = "cannot open 'tank/a': dataset does not exist\ncannot open 'x/y': dataset does not exist\n"
     assert zfs.missing_from_stderr(err) == ["tank/a", "x/y"]
@@ -82,7 +112,12 @@ def test_missing_from_stderr():
 def test_plan(case):
     requests = [zfs.normalize_request(r) for r in case["requests"]]
     state = state_of(case["output"])
-    args = dict(pools=case["pools"], pool=case.get("pool"), origins=case.get("origins"))
+    args = dict(
+        pools=case["pools"],
+        pool=case.get("pool"),
+        origins=case.get("origins"),
+        dialect=case.get("dialect", "openzfs"),
+    )
     if "error" in case or "errors" in case:
         with pytest.raises(zfs.ZfsValidationError) as info:
             zfs.plan(requests, state, **args)
@@ -98,6 +133,8 @@ def test_plan(case):
         assert sorted(actions[name]["changed_properties"]) == expected["changed"]
         if "destroys" in expected:
             assert actions[name]["destroys"] == expected["destroys"]
+        if "parents" in expected:
+            assert actions[name]["parents"] == expected["parents"]
 
 
 def test_diff_shows_before_and_after():
@@ -142,6 +179,10 @@ class FakeZfs:
             missing = [n for n in names if (f"{n}\t") not in self.output]
             err = "".join(f"cannot open '{n}': dataset does not exist\n" for n in missing)
             return (1 if missing else 0), self.output, err
+        if argv[1] == "list" and argv[3:5] == ["-o", "name"]:  # which of these exist
+            found = [n for n in argv[5:] if f"{n}\t" in self.output]
+            err = "".join(f"cannot open '{n}': dataset does not exist\n" for n in argv[5:] if n not in found)
+            return (1 if err else 0), "".join(n + "\n" for n in found), err
         if argv[1] == "list":
             return 0, "tank\t-\n", ""
         return 0, "", ""
@@ -183,13 +224,28 @@ def test_read_tolerates_missing_datasets_only():
         zfs.ZfsBackend(fake).read(["tank/data"])
 
 
-def test_create_cli_passes_properties():
+def test_create_cli_creates_missing_parents_then_the_dataset_with_its_properties():
     fake = FakeZfs(zfs.DIALECT_ZFS_FUSE, "")
-    path = zfs.ZfsBackend(fake).create("tank/a/b", {"mountpoint": "/srv/b", "quota": "1024"})
+    backend = zfs.ZfsBackend(fake)
+    path = backend.create("tank/a/b", {"mountpoint": "/srv/b", "quota": "1024"}, parents=["tank/a"])
     assert path == "cli"
     assert fake.writes() == [
-        ["zfs", "create", "-p", "-o", "mountpoint=/srv/b", "-o", "quota=1024", "tank/a/b"]
+        ["zfs", "create", "tank/a"],
+        ["zfs", "create", "-o", "mountpoint=/srv/b", "-o", "quota=1024", "tank/a/b"],
     ]
+    assert [(e["action"], e["name"]) for e in backend.journal] == [
+        ("created", "tank/a"),
+        ("created", "tank/a/b"),
+    ]
+
+
+def test_create_that_could_not_mount_is_journaled_as_created():
+    not_mounted = (1, "", "filesystem successfully created, but not mounted\n")
+    fake = FakeZfs(zfs.DIALECT_OPENZFS, "", fail={"zfs create": not_mounted})
+    backend = zfs.ZfsBackend(fake)
+    with pytest.raises(zfs.ZfsCommandError, match="not mounted"):
+        backend.create("tank/a", {"atime": "off"})
+    assert backend.journal == [{"action": "created", "name": "tank/a", "properties": {"atime": "off"}}]
 
 
 def test_destroy_retries_busy_then_fails_with_the_message():
@@ -239,7 +295,103 @@ def test_ensure_applies_in_order_and_reports_partial_failure():
         )
     assert info.value.details["changed"] is True
     assert info.value.details["done"] == ["destroyed tank/leaf"]
+    assert info.value.details["destroyed"] == ["tank/leaf"]
+    assert info.value.details["created"] == []
     assert "out of space" in info.value.msg
+    assert "done before the failure: destroyed tank/leaf." in info.value.msg
+
+
+def test_failure_on_zfs_fuse_after_some_properties_reports_exactly_those():
+    """zfs-fuse takes one property per `zfs set`: the ones before the refused one are set."""
+    refused = (1, "", "cannot set property for 'strata-testbed/srv': size is less than current used\n")
+    fake = FakeZfs(zfs.DIALECT_ZFS_FUSE, DATA["outputs"]["zfs-fuse"], pools=["strata-testbed"])
+    fake.fail = {"zfs set": [(0, "", ""), refused]}
+    with pytest.raises(zfs.ZfsError) as info:
+        zfs.ensure_datasets(
+            zfs.ZfsBackend(fake),
+            [
+                {"name": "strata-testbed/srv", "properties": {"atime": "off", "quota": "512M"}},
+                {"name": "strata-testbed/srv/kind", "properties": {"com.example:note": "x"}},
+            ],
+        )
+    details = info.value.details
+    assert details["changed"] is True
+    assert details["properties_set"] == {"strata-testbed/srv": {"atime": "off"}}
+    assert details["done"] == ["set atime=off on strata-testbed/srv"]
+    assert "size is less than current used" in info.value.msg
+    assert [c for c in fake.writes() if c[1] == "set"] == [
+        ["zfs", "set", "atime=off", "strata-testbed/srv"],
+        ["zfs", "set", "quota=536870912", "strata-testbed/srv"],
+    ]
+
+
+def test_nothing_done_says_so():
+    fake = FakeZfs(
+        zfs.DIALECT_OPENZFS, DATA["outputs"]["openzfs"], fail={"zfs set": (1, "", "pool is busy\n")}
+    )
+    with pytest.raises(zfs.ZfsError) as info:
+        zfs.ensure_datasets(
+            zfs.ZfsBackend(fake), [{"name": "tank/data", "properties": {"compression": "zstd"}}]
+        )
+    assert info.value.details["changed"] is False
+    assert info.value.msg.endswith("-- nothing was changed.")
+
+
+# -- every value is checked before the first change (issue 13) ---------------------------------
+
+
+def test_bad_value_beside_a_good_one_changes_nothing():
+    fake = FakeZfs(zfs.DIALECT_ZFS_FUSE, DATA["outputs"]["zfs-fuse"], pools=["strata-testbed"])
+    with pytest.raises(zfs.ZfsValidationError) as info:
+        zfs.ensure_datasets(
+            zfs.ZfsBackend(fake),
+            [{"name": "strata-testbed/srv", "properties": {"atime": "off", "quota": -1}}],
+        )
+    assert fake.writes() == []
+    assert "nothing was changed" in info.value.msg
+    assert "quota=-1 is refused by this ZFS (zfs-fuse): bad numeric value '-1'" in info.value.msg
+    assert "changed" not in info.value.details
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_one_bad_compression_among_twenty_datasets_creates_none(check_mode):
+    fake = FakeZfs(zfs.DIALECT_OPENZFS, DATA["outputs"]["openzfs"])
+    items = [{"name": f"tank/new/d{i:02d}", "properties": {"compression": "lz4"}} for i in range(20)]
+    items[10]["properties"]["compression"] = "lz5"
+    with pytest.raises(zfs.ZfsValidationError) as info:
+        zfs.ensure_datasets(zfs.ZfsBackend(fake), items, check_mode=check_mode)
+    assert fake.writes() == []
+    assert "dataset 'tank/new/d10': compression=lz5 is refused" in info.value.msg
+    assert len(info.value.details["errors"]) == 1
+
+
+def test_values_follow_the_dialect():
+    fake = FakeZfs(zfs.DIALECT_ZFS_FUSE, DATA["outputs"]["zfs-fuse"], pools=["strata-testbed"])
+    with pytest.raises(zfs.ZfsValidationError, match=r"compression=lz4 is refused by this ZFS \(zfs-fuse\)"):
+        zfs.ensure_datasets(
+            zfs.ZfsBackend(fake), [{"name": "strata-testbed/new", "properties": {"compression": "lz4"}}]
+        )
+    fake = FakeZfs(zfs.DIALECT_OPENZFS, DATA["outputs"]["openzfs"])
+    result = zfs.ensure_datasets(
+        zfs.ZfsBackend(fake), [{"name": "tank/new", "properties": {"compression": "lz4"}}]
+    )
+    assert result["datasets"][0]["action"] == "created"
+
+
+def test_created_datasets_report_the_parents_they_create():
+    fake = FakeZfs(zfs.DIALECT_OPENZFS, DATA["outputs"]["openzfs"])
+    result = zfs.ensure_datasets(
+        zfs.ZfsBackend(fake), [{"name": "tank/new/a/x"}, {"name": "tank/new/b"}, {"name": "tank/data/c"}]
+    )
+    parents = dict((d["name"], d["parents"]) for d in result["datasets"])
+    assert parents == {"tank/new/a/x": ["tank/new/a"], "tank/new/b": ["tank/new"], "tank/data/c": []}
+    assert [c for c in fake.writes() if c[1] == "create"] == [
+        ["zfs", "create", "tank/new"],
+        ["zfs", "create", "tank/new/b"],
+        ["zfs", "create", "tank/data/c"],
+        ["zfs", "create", "tank/new/a"],
+        ["zfs", "create", "tank/new/a/x"],
+    ]
 
 
 def test_ensure_validates_before_reading():
@@ -265,42 +417,3 @@ def test_load_libzfs_core_import_error(tmp_path, monkeypatch):
     lzc, reason = zfs.load_libzfs_core(str(dev))
     assert lzc is None
     assert "not usable" in reason
-
-
-def test_load_libzfs_core_ok(tmp_path, monkeypatch):
-    dev = tmp_path / "zfs"
-    dev.write_text("")
-    fake = types.ModuleType("libzfs_core")
-    fake.lzc_create = lambda name, ds_type="zfs", props=None: None
-    monkeypatch.setitem(sys.modules, "libzfs_core", fake)
-    assert zfs.load_libzfs_core(str(dev)) == (fake, None)
-
-
-def test_lzc_create_and_destroy():
-    created, destroyed = [], []
-    lzc = types.SimpleNamespace(lzc_create=created.append, lzc_destroy=destroyed.append)
-    fake = FakeZfs(
-        zfs.DIALECT_OPENZFS,
-        DATA["outputs"]["openzfs"],
-        fail={"zfs get": (0, "on\t/srv/leaf/x/y\n", "")},
-    )
-    backend = zfs.ZfsBackend(fake, lzc=lzc)
-    assert backend.write_path == "libzfs_core"
-    state = state_of("openzfs")
-    assert backend.create("tank/leaf/x/y", {"atime": "off"}, state) == "libzfs_core"
-    assert created == [b"tank/leaf/x", b"tank/leaf/x/y"]
-    assert ["zfs", "set", "atime=off", "tank/leaf/x/y"] in fake.calls
-    assert ["zfs", "mount", "tank/leaf/x/y"] in fake.calls
-    assert backend.destroy("tank/leaf") == "libzfs_core"
-    assert destroyed == [b"tank/leaf"]
-    # recursive destroys stay on the CLI (zfs destroy -r)
-    assert backend.destroy("tank/data", recursive=True) == "cli"
-
-
-def test_lzc_errors_become_zfs_errors():
-    def boom(_name):
-        raise OSError(17, "File exists")
-
-    backend = zfs.ZfsBackend(FakeZfs(zfs.DIALECT_OPENZFS, ""), lzc=types.SimpleNamespace(lzc_create=boom))
-    with pytest.raises(zfs.ZfsError, match="libzfs_core create of 'tank/a' failed"):
-        backend.create("tank/a", {}, zfs.ZfsState({}))
