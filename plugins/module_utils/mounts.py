@@ -1,7 +1,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What backs a storage path: /proc/self/mountinfo and /etc/fstab parsing, path classification.
 
-The logic behind ``strata.ops.storage_facts`` (the module file holds only its documentation,
+The logic behind ``strata.ops.storage_info`` (the module file holds only its documentation,
 argument spec and a call to ``storage_report``), including the refusal layers 2 and 4 share:
 a path that holds something a new dataset or tmpfs would hide or displace. Parsers are pure
 functions over file text; ``describe_path`` takes ``stat``/``statvfs`` callables so it is
@@ -15,7 +15,8 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.strata.ops.plugins.module_utils.zfs import parent_of
+from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
+from ansible_collections.strata.ops.plugins.module_utils.zfs.properties import parent_of
 
 MOUNTINFO = "/proc/self/mountinfo"
 FSTAB = "/etc/fstab"
@@ -32,8 +33,8 @@ SYSTEMD_LIST_OPTIONS = {
 _SIZE_SUFFIX = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5, "e": 1024**6}
 
 
-class MountsError(Exception):
-    """A request describe_paths cannot answer (the message says why)."""
+class MountsError(StrataError):
+    """A path or mount table that cannot be read or used."""
 
 
 def unescape(field):
@@ -203,7 +204,7 @@ def _mount_summary(mount):
 
 
 def describe_path(path, mounts, fstab_entries, stat=os.stat, statvfs=os.statvfs):
-    """Everything storage_facts reports for one path."""
+    """Everything storage_info reports for one path."""
     resolved = os.path.realpath(path)
     # Every key is always there (null when it does not apply), so playbooks can test
     # fact.dataset or fact.mount_point on any kind without 'default'.
@@ -317,7 +318,7 @@ def _read(path):
 
 
 def storage_report(paths, expect=(), mountinfo_path=MOUNTINFO, fstab_path=FSTAB, listdir=os.listdir):
-    """What storage_facts returns: ``{"paths": {path: fact}, "conflicts": [...]}`` for ``paths``
+    """What storage_info returns: ``{"paths": {path: fact}, "conflicts": [...]}`` for ``paths``
     and the paths of ``expect`` (``[{"path", "kind": zfs|tmpfs, "dataset"}]``), with one
     conflict message per expected path that holds something else (see expectation_conflict)."""
     paths = list(paths)
@@ -341,7 +342,7 @@ def describe_paths(paths, mountinfo_path=MOUNTINFO, fstab_path=FSTAB):
             mountinfo = handle.read()
     except OSError as exc:
         raise MountsError(
-            "%s is not readable (%s): storage_facts needs Linux with /proc mounted"
+            "%s is not readable (%s): storage_info needs Linux with /proc mounted"
             % (mountinfo_path, exc.strerror or exc)
         ) from None
     mounts = parse_mountinfo(mountinfo)

@@ -98,7 +98,7 @@ options:
 notes:
   - The pool itself is not created here; a missing pool is an error that changes nothing.
 seealso:
-  - module: strata.ops.storage_facts
+  - module: strata.ops.storage_info
 """
 
 EXAMPLES = r"""
@@ -230,12 +230,8 @@ errors:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.ops.plugins.module_utils.zfs import (
-    ZfsBackend,
-    ZfsError,
-    ensure_datasets,
-    load_libzfs_core,
-)
+from ansible_collections.strata.ops.plugins.module_utils.common import run_module
+from ansible_collections.strata.ops.plugins.module_utils.zfs import ensure
 
 
 def main():
@@ -256,26 +252,16 @@ def main():
         ),
         supports_check_mode=True,
     )
-    zfs = module.get_bin_path("zfs")
-    zpool = module.get_bin_path("zpool")
-    if not zfs or not zpool:
-        module.fail_json(
-            msg="the zfs and zpool commands were not found on this host; install ZFS (OpenZFS or"
-            " zfs-fuse, done by the base_system role) first"
-        )
-    lzc, lzc_reason = load_libzfs_core()
-    backend = ZfsBackend(module.run_command, zfs=zfs, zpool=zpool, lzc=lzc, lzc_reason=lzc_reason)
-    try:
-        result = ensure_datasets(
-            backend,
-            module.params["datasets"],
-            pool=module.params["pool"],
-            check_mode=module.check_mode,
-            want_diff=module._diff,
-        )
-    except ZfsError as exc:
-        module.fail_json(msg=exc.msg, write_path=backend.write_path, commands=backend.commands, **exc.details)
-    module.exit_json(**result)
+    run_module(
+        module,
+        lambda: ensure.run(
+            module.params,
+            module.check_mode,
+            module._diff,
+            module.run_command,
+            get_bin_path=module.get_bin_path,
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Unit tests for module_utils/mounts (behind storage_facts): mountinfo and fstab parsing,
+"""Unit tests for module_utils/mounts (behind storage_info): mountinfo and fstab parsing,
 path classification."""
 
 import os

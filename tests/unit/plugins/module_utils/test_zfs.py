@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/zfs.py: parsing both CLI dialects, planning, backend."""
+"""Unit tests for plugins/module_utils/zfs/: parsing both CLI dialects, planning, backend."""
 
 import os
 import sys
@@ -7,13 +7,17 @@ import pytest
 import yaml
 
 from ansible_collections.strata.ops.plugins.module_utils import zfs
+from ansible_collections.strata.ops.plugins.module_utils.zfs import backend as zfs_backend
+from ansible_collections.strata.ops.plugins.module_utils.zfs import ensure as zfs_ensure
+from ansible_collections.strata.ops.plugins.module_utils.zfs import plan as zfs_plan
+from ansible_collections.strata.ops.plugins.module_utils.zfs import properties as zfs_props
 
 with open(os.path.join(os.path.dirname(__file__), "test_zfs.yaml")) as _handle:
     DATA = yaml.safe_load(_handle)
 
 
 def state_of(output):
-    return zfs.ZfsState(zfs.parse_get_output(DATA["outputs"][output]))
+    return zfs_plan.ZfsState(zfs_backend.parse_get_output(DATA["outputs"][output]))
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -35,7 +39,7 @@ def test_parse_get_output(case):
 
 def test_parse_rejects_garbage():
     with pytest.raises(zfs.ZfsError):
-        zfs.parse_get_output("not zfs output\n")
+        zfs_backend.parse_get_output("not zfs output\n")
 
 
 @pytest.mark.parametrize(
@@ -50,59 +54,59 @@ def test_parse_rejects_garbage():
     ],
 )
 def test_source_kind(source, kind):
-    assert zfs.source_kind(source) == kind
+    assert zfs_props.source_kind(source) == kind
 
 
 @pytest.mark.parametrize("prop, value, expected", DATA["normalize"])
 def test_normalize_value(prop, value, expected):
-    assert zfs.normalize_value(prop, value) == expected
+    assert zfs_props.normalize_value(prop, value) == expected
 
 
 @pytest.mark.parametrize("name", DATA["names"]["valid"])
 def test_valid_names(name):
-    assert zfs.validate_dataset_name(name) is None
+    assert zfs_props.validate_dataset_name(name) is None
 
 
 @pytest.mark.parametrize("name", DATA["names"]["invalid"])
 def test_invalid_names(name):
-    assert zfs.validate_dataset_name(name)
+    assert zfs_props.validate_dataset_name(name)
 
 
 @pytest.mark.parametrize("dialect, prop, value", DATA["values"]["valid"])
 def test_values_the_cli_takes(dialect, prop, value):
-    assert zfs.value_problem(prop, value, dialect) is None
+    assert zfs_props.value_problem(prop, value, dialect) is None
 
 
 @pytest.mark.parametrize("dialect, prop, value, message", DATA["values"]["invalid"])
 def test_values_the_cli_refuses(dialect, prop, value, message):
-    problem = zfs.value_problem(prop, value, dialect)
+    problem = zfs_props.value_problem(prop, value, dialect)
     assert problem is not None, (prop, value)
     assert message in problem
 
 
 def test_value_length_limits():
-    assert zfs.value_problem("com.example:x", "a" * 4095, "openzfs") is None
-    assert "too long" in zfs.value_problem("com.example:x", "a" * 4096, "openzfs")
-    assert "too long" in zfs.value_problem("mountpoint", "/" + "a" * 256, "openzfs")
-    assert zfs.property_name_problem("com.example:" + "a" * 243) is None  # 255 characters
-    assert "too long" in zfs.property_name_problem("com.example:" + "a" * 244)
+    assert zfs_props.value_problem("com.example:x", "a" * 4095, "openzfs") is None
+    assert "too long" in zfs_props.value_problem("com.example:x", "a" * 4096, "openzfs")
+    assert "too long" in zfs_props.value_problem("mountpoint", "/" + "a" * 256, "openzfs")
+    assert zfs_props.property_name_problem("com.example:" + "a" * 243) is None  # 255 characters
+    assert "too long" in zfs_props.property_name_problem("com.example:" + "a" * 244)
 
 
 @pytest.mark.parametrize("dialect, prop", DATA["property_names"]["valid"])
 def test_property_names_the_cli_takes(dialect, prop):
-    assert zfs.property_name_problem(prop, dialect) is None
+    assert zfs_props.property_name_problem(prop, dialect) is None
 
 
 @pytest.mark.parametrize("dialect, prop, message", DATA["property_names"]["invalid"])
 def test_property_names_the_cli_refuses(dialect, prop, message):
-    problem = zfs.property_name_problem(prop, dialect)
+    problem = zfs_props.property_name_problem(prop, dialect)
     assert problem is not None and message in problem, problem
 
 
 def test_missing_from_stderr():
     err = "cannot open 'tank/a': dataset does not exist\ncannot open 'x/y': dataset does not exist\n"
-    assert zfs.missing_from_stderr(err) == ["tank/a", "x/y"]
-    assert zfs.missing_from_stderr("permission denied\n") is None
+    assert zfs_backend.missing_from_stderr(err) == ["tank/a", "x/y"]
+    assert zfs_backend.missing_from_stderr("permission denied\n") is None
 
 
 # -- planning ------------------------------------------------------------------------------
@@ -110,7 +114,7 @@ def test_missing_from_stderr():
 
 @pytest.mark.parametrize("case", DATA["plan"], ids=lambda c: c["id"])
 def test_plan(case):
-    requests = [zfs.normalize_request(r) for r in case["requests"]]
+    requests = [zfs_plan.normalize_request(r) for r in case["requests"]]
     state = state_of(case["output"])
     args = dict(
         pools=case["pools"],
@@ -120,14 +124,14 @@ def test_plan(case):
     )
     if "error" in case or "errors" in case:
         with pytest.raises(zfs.ZfsValidationError) as info:
-            zfs.plan(requests, state, **args)
+            zfs_plan.plan(requests, state, **args)
         assert "nothing was changed" in info.value.msg
         if "error" in case:
             assert case["error"] in info.value.msg
         if "errors" in case:
             assert len(info.value.details["errors"]) == case["errors"], info.value.details["errors"]
         return
-    actions = dict((a["name"], a) for a in zfs.plan(requests, state, **args))
+    actions = dict((a["name"], a) for a in zfs_plan.plan(requests, state, **args))
     for name, expected in case["expect"].items():
         assert actions[name]["action"] == expected["action"], actions[name]
         assert sorted(actions[name]["changed_properties"]) == expected["changed"]
@@ -139,9 +143,9 @@ def test_plan(case):
 
 def test_diff_shows_before_and_after():
     state = state_of("openzfs")
-    requests = [zfs.normalize_request({"name": "tank/data", "properties": {"compression": "zstd"}})]
-    (action,) = zfs.plan(requests, state, pools=["tank"])
-    diff = zfs.action_diff(action, state)
+    requests = [zfs_plan.normalize_request({"name": "tank/data", "properties": {"compression": "zstd"}})]
+    (action,) = zfs_plan.plan(requests, state, pools=["tank"])
+    diff = zfs_plan.action_diff(action, state)
     assert diff["before"] == {"state": "present", "properties": {"compression": "lz4"}}
     assert diff["after"] == {"state": "present", "properties": {"compression": "zstd"}}
     assert diff["before_header"] == "tank/data"
@@ -197,7 +201,7 @@ class FakeZfs:
 )
 def test_dialect_probe_runs_once(dialect, expected):
     fake = FakeZfs(dialect, DATA["outputs"]["openzfs"])
-    backend = zfs.ZfsBackend(fake)
+    backend = zfs_backend.ZfsBackend(fake)
     assert backend.dialect("tank") == expected
     assert backend.dialect("tank") == expected
     assert len([c for c in fake.calls if "-p" in c]) == 1
@@ -206,7 +210,7 @@ def test_dialect_probe_runs_once(dialect, expected):
 def test_set_uses_one_call_on_openzfs_and_one_per_property_on_zfs_fuse():
     for dialect, calls in ((zfs.DIALECT_OPENZFS, 1), (zfs.DIALECT_ZFS_FUSE, 2)):
         fake = FakeZfs(dialect, DATA["outputs"]["openzfs"])
-        zfs.ZfsBackend(fake).set("tank/a", {"atime": "off", "compression": "lz4"})
+        zfs_backend.ZfsBackend(fake).set("tank/a", {"atime": "off", "compression": "lz4"})
         sets = [c for c in fake.calls if c[1] == "set"]
         assert len(sets) == calls
         assert sets[0][-1] == "tank/a"
@@ -214,19 +218,19 @@ def test_set_uses_one_call_on_openzfs_and_one_per_property_on_zfs_fuse():
 
 def test_read_tolerates_missing_datasets_only():
     fake = FakeZfs(zfs.DIALECT_OPENZFS, DATA["outputs"]["openzfs"])
-    state = zfs.ZfsBackend(fake).read(["tank/data", "tank/nope", "tank"])
+    state = zfs_backend.ZfsBackend(fake).read(["tank/data", "tank/nope", "tank"])
     assert state.exists("tank/data")
     assert not state.exists("tank/nope")
     get = next(c for c in fake.calls if c[1] == "get")
     assert get[:8] == ["zfs", "get", "-Hp", "-d", "1", "-o", "name,property,value,source", "all"]
     fake = FakeZfs(zfs.DIALECT_OPENZFS, "", fail={"zfs get": (1, "", "permission denied\n")})
     with pytest.raises(zfs.ZfsCommandError, match="permission denied"):
-        zfs.ZfsBackend(fake).read(["tank/data"])
+        zfs_backend.ZfsBackend(fake).read(["tank/data"])
 
 
 def test_create_cli_creates_missing_parents_then_the_dataset_with_its_properties():
     fake = FakeZfs(zfs.DIALECT_ZFS_FUSE, "")
-    backend = zfs.ZfsBackend(fake)
+    backend = zfs_backend.ZfsBackend(fake)
     path = backend.create("tank/a/b", {"mountpoint": "/srv/b", "quota": "1024"}, parents=["tank/a"])
     assert path == "cli"
     assert fake.writes() == [
@@ -242,7 +246,7 @@ def test_create_cli_creates_missing_parents_then_the_dataset_with_its_properties
 def test_create_that_could_not_mount_is_journaled_as_created():
     not_mounted = (1, "", "filesystem successfully created, but not mounted\n")
     fake = FakeZfs(zfs.DIALECT_OPENZFS, "", fail={"zfs create": not_mounted})
-    backend = zfs.ZfsBackend(fake)
+    backend = zfs_backend.ZfsBackend(fake)
     with pytest.raises(zfs.ZfsCommandError, match="not mounted"):
         backend.create("tank/a", {"atime": "off"})
     assert backend.journal == [{"action": "created", "name": "tank/a", "properties": {"atime": "off"}}]
@@ -251,13 +255,13 @@ def test_create_that_could_not_mount_is_journaled_as_created():
 def test_destroy_retries_busy_then_fails_with_the_message():
     busy = (1, "", "cannot destroy 'tank/a': dataset is busy\n")
     fake = FakeZfs(zfs.DIALECT_ZFS_FUSE, "", fail={"zfs destroy": [busy, busy, (0, "", "")]})
-    backend = zfs.ZfsBackend(fake)
+    backend = zfs_backend.ZfsBackend(fake)
     backend._sleep = lambda _s: None
     assert backend.destroy("tank/a", recursive=True) == "cli"
     assert len(fake.writes()) == 3
     assert fake.writes()[0] == ["zfs", "destroy", "-r", "tank/a"]
     fake = FakeZfs(zfs.DIALECT_ZFS_FUSE, "", fail={"zfs destroy": [busy]})
-    backend = zfs.ZfsBackend(fake)
+    backend = zfs_backend.ZfsBackend(fake)
     backend._sleep = lambda _s: None
     with pytest.raises(zfs.ZfsCommandError, match="dataset is busy"):
         backend.destroy("tank/a")
@@ -265,8 +269,8 @@ def test_destroy_retries_busy_then_fails_with_the_message():
 
 def test_ensure_check_mode_changes_nothing_and_reports_diff():
     fake = FakeZfs(zfs.DIALECT_OPENZFS, DATA["outputs"]["openzfs"])
-    result = zfs.ensure_datasets(
-        zfs.ZfsBackend(fake),
+    result = zfs_ensure.ensure_datasets(
+        zfs_backend.ZfsBackend(fake),
         [
             {"name": "tank/data", "properties": {"compression": "zstd"}},
             {"name": "tank/new"},
@@ -289,8 +293,8 @@ def test_ensure_applies_in_order_and_reports_partial_failure():
         fail={"zfs create": (1, "", "cannot create 'tank/new': out of space\n")},
     )
     with pytest.raises(zfs.ZfsError) as info:
-        zfs.ensure_datasets(
-            zfs.ZfsBackend(fake),
+        zfs_ensure.ensure_datasets(
+            zfs_backend.ZfsBackend(fake),
             [{"name": "tank/new"}, {"name": "tank/leaf", "state": "absent"}],
         )
     assert info.value.details["changed"] is True
@@ -307,8 +311,8 @@ def test_failure_on_zfs_fuse_after_some_properties_reports_exactly_those():
     fake = FakeZfs(zfs.DIALECT_ZFS_FUSE, DATA["outputs"]["zfs-fuse"], pools=["strata-testbed"])
     fake.fail = {"zfs set": [(0, "", ""), refused]}
     with pytest.raises(zfs.ZfsError) as info:
-        zfs.ensure_datasets(
-            zfs.ZfsBackend(fake),
+        zfs_ensure.ensure_datasets(
+            zfs_backend.ZfsBackend(fake),
             [
                 {"name": "strata-testbed/srv", "properties": {"atime": "off", "quota": "512M"}},
                 {"name": "strata-testbed/srv/kind", "properties": {"com.example:note": "x"}},
@@ -330,8 +334,8 @@ def test_nothing_done_says_so():
         zfs.DIALECT_OPENZFS, DATA["outputs"]["openzfs"], fail={"zfs set": (1, "", "pool is busy\n")}
     )
     with pytest.raises(zfs.ZfsError) as info:
-        zfs.ensure_datasets(
-            zfs.ZfsBackend(fake), [{"name": "tank/data", "properties": {"compression": "zstd"}}]
+        zfs_ensure.ensure_datasets(
+            zfs_backend.ZfsBackend(fake), [{"name": "tank/data", "properties": {"compression": "zstd"}}]
         )
     assert info.value.details["changed"] is False
     assert info.value.msg.endswith("-- nothing was changed.")
@@ -343,8 +347,8 @@ def test_nothing_done_says_so():
 def test_bad_value_beside_a_good_one_changes_nothing():
     fake = FakeZfs(zfs.DIALECT_ZFS_FUSE, DATA["outputs"]["zfs-fuse"], pools=["strata-testbed"])
     with pytest.raises(zfs.ZfsValidationError) as info:
-        zfs.ensure_datasets(
-            zfs.ZfsBackend(fake),
+        zfs_ensure.ensure_datasets(
+            zfs_backend.ZfsBackend(fake),
             [{"name": "strata-testbed/srv", "properties": {"atime": "off", "quota": -1}}],
         )
     assert fake.writes() == []
@@ -359,7 +363,7 @@ def test_one_bad_compression_among_twenty_datasets_creates_none(check_mode):
     items = [{"name": f"tank/new/d{i:02d}", "properties": {"compression": "lz4"}} for i in range(20)]
     items[10]["properties"]["compression"] = "lz5"
     with pytest.raises(zfs.ZfsValidationError) as info:
-        zfs.ensure_datasets(zfs.ZfsBackend(fake), items, check_mode=check_mode)
+        zfs_ensure.ensure_datasets(zfs_backend.ZfsBackend(fake), items, check_mode=check_mode)
     assert fake.writes() == []
     assert "dataset 'tank/new/d10': compression=lz5 is refused" in info.value.msg
     assert len(info.value.details["errors"]) == 1
@@ -368,20 +372,22 @@ def test_one_bad_compression_among_twenty_datasets_creates_none(check_mode):
 def test_values_follow_the_dialect():
     fake = FakeZfs(zfs.DIALECT_ZFS_FUSE, DATA["outputs"]["zfs-fuse"], pools=["strata-testbed"])
     with pytest.raises(zfs.ZfsValidationError, match=r"compression=lz4 is refused by this ZFS \(zfs-fuse\)"):
-        zfs.ensure_datasets(
-            zfs.ZfsBackend(fake), [{"name": "strata-testbed/new", "properties": {"compression": "lz4"}}]
+        zfs_ensure.ensure_datasets(
+            zfs_backend.ZfsBackend(fake),
+            [{"name": "strata-testbed/new", "properties": {"compression": "lz4"}}],
         )
     fake = FakeZfs(zfs.DIALECT_OPENZFS, DATA["outputs"]["openzfs"])
-    result = zfs.ensure_datasets(
-        zfs.ZfsBackend(fake), [{"name": "tank/new", "properties": {"compression": "lz4"}}]
+    result = zfs_ensure.ensure_datasets(
+        zfs_backend.ZfsBackend(fake), [{"name": "tank/new", "properties": {"compression": "lz4"}}]
     )
     assert result["datasets"][0]["action"] == "created"
 
 
 def test_created_datasets_report_the_parents_they_create():
     fake = FakeZfs(zfs.DIALECT_OPENZFS, DATA["outputs"]["openzfs"])
-    result = zfs.ensure_datasets(
-        zfs.ZfsBackend(fake), [{"name": "tank/new/a/x"}, {"name": "tank/new/b"}, {"name": "tank/data/c"}]
+    result = zfs_ensure.ensure_datasets(
+        zfs_backend.ZfsBackend(fake),
+        [{"name": "tank/new/a/x"}, {"name": "tank/new/b"}, {"name": "tank/data/c"}],
     )
     parents = dict((d["name"], d["parents"]) for d in result["datasets"])
     assert parents == {"tank/new/a/x": ["tank/new/a"], "tank/new/b": ["tank/new"], "tank/data/c": []}
@@ -397,7 +403,7 @@ def test_created_datasets_report_the_parents_they_create():
 def test_ensure_validates_before_reading():
     fake = FakeZfs(zfs.DIALECT_OPENZFS, DATA["outputs"]["openzfs"])
     with pytest.raises(zfs.ZfsValidationError, match="pool 'biscayne'"):
-        zfs.ensure_datasets(zfs.ZfsBackend(fake), [{"name": "biscayne/x"}])
+        zfs_ensure.ensure_datasets(zfs_backend.ZfsBackend(fake), [{"name": "biscayne/x"}])
     assert [c[0] for c in fake.calls] == ["zpool"]
 
 
@@ -405,7 +411,7 @@ def test_ensure_validates_before_reading():
 
 
 def test_load_libzfs_core_without_dev_zfs(tmp_path):
-    lzc, reason = zfs.load_libzfs_core(str(tmp_path / "zfs"))
+    lzc, reason = zfs_backend.load_libzfs_core(str(tmp_path / "zfs"))
     assert lzc is None
     assert "missing" in reason
 
@@ -414,6 +420,6 @@ def test_load_libzfs_core_import_error(tmp_path, monkeypatch):
     dev = tmp_path / "zfs"
     dev.write_text("")
     monkeypatch.setitem(sys.modules, "libzfs_core", None)  # import raises ImportError
-    lzc, reason = zfs.load_libzfs_core(str(dev))
+    lzc, reason = zfs_backend.load_libzfs_core(str(dev))
     assert lzc is None
     assert "not usable" in reason

@@ -1,4 +1,4 @@
-"""The libzfs_core (pyzfs) write path of module_utils/zfs.py, against fakes of pyzfs and of an
+"""The libzfs_core (pyzfs) write path of module_utils/zfs/, against fakes of pyzfs and of an
 OpenZFS host's zfs/zpool commands that share one dataset table.
 
 There is no kernel ZFS here, so pyzfs cannot run. ``FakeLibzfsCore`` mirrors the parts of
@@ -29,6 +29,8 @@ import types
 import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils import zfs
+from ansible_collections.strata.ops.plugins.module_utils.zfs import backend as zfs_backend
+from ansible_collections.strata.ops.plugins.module_utils.zfs import ensure as zfs_ensure
 
 MAXNAMELEN = 255  # libzfs_core/_constants.py
 _NAME_CHARS = set(
@@ -382,7 +384,7 @@ def world(lzc=True):
     host.add("tank/DATA/srv", mountpoint="/srv", mounted=True)
     host.add("tank/home", mountpoint="/home", mounted=True)
     lib = FakeLibzfsCore(host) if lzc else None
-    return host, lib, zfs.ZfsBackend(host, lzc=lib)
+    return host, lib, zfs_backend.ZfsBackend(host, lzc=lib)
 
 
 # -- the fake itself behaves like pyzfs ---------------------------------------------------------
@@ -423,7 +425,7 @@ def test_load_libzfs_core_takes_a_module_with_pyzfs_api(tmp_path, monkeypatch):
     dev.write_text("")
     lib = FakeLibzfsCore(FakeZfsHost())
     monkeypatch.setitem(sys.modules, "libzfs_core", lib)
-    assert zfs.load_libzfs_core(str(dev)) == (lib, None)
+    assert zfs_backend.load_libzfs_core(str(dev)) == (lib, None)
 
 
 # -- creating below an existing grandparent (issue 13) ------------------------------------------
@@ -431,7 +433,7 @@ def test_load_libzfs_core_takes_a_module_with_pyzfs_api(tmp_path, monkeypatch):
 
 def test_lzc_creates_only_the_missing_parents_below_an_existing_grandparent():
     host, lib, backend = world()
-    result = zfs.ensure_datasets(backend, [{"name": "tank/DATA/srv/kind/solana"}], pool="tank")
+    result = zfs_ensure.ensure_datasets(backend, [{"name": "tank/DATA/srv/kind/solana"}], pool="tank")
     assert [c[1] for c in lib.calls] == [b"tank/DATA/srv/kind", b"tank/DATA/srv/kind/solana"]
     assert all(c[2] == "zfs" for c in lib.calls)
     (item,) = result["datasets"]
@@ -473,16 +475,16 @@ def test_lzc_creates_only_the_missing_parents_below_an_existing_grandparent():
 def test_lzc_and_cli_paths_leave_the_same_tree(request_):
     cli_host, _none, cli = world(lzc=False)
     lzc_host, _lib, lzc = world()
-    zfs.ensure_datasets(cli, request_)
-    zfs.ensure_datasets(lzc, request_)
+    zfs_ensure.ensure_datasets(cli, request_)
+    zfs_ensure.ensure_datasets(lzc, request_)
     assert lzc_host.tree() == cli_host.tree()
-    again = zfs.ensure_datasets(lzc, request_)
+    again = zfs_ensure.ensure_datasets(lzc, request_)
     assert again["changed"] is False
 
 
 def test_create_only_properties_are_never_set_after_creation():
     host, lib, backend = world()
-    result = zfs.ensure_datasets(
+    result = zfs_ensure.ensure_datasets(
         backend,
         [{"name": "tank/DATA/srv/ci/data", "properties": {"casesensitivity": "mixed", "atime": "off"}}],
     )
@@ -508,7 +510,9 @@ def test_lzc_failure_part_way_says_what_was_done():
         "cannot set property for 'tank/DATA/srv/a/b': pool I/O is suspended\n"
     )
     with pytest.raises(zfs.ZfsError) as info:
-        zfs.ensure_datasets(backend, [{"name": "tank/DATA/srv/a/b", "properties": {"compression": "lz4"}}])
+        zfs_ensure.ensure_datasets(
+            backend, [{"name": "tank/DATA/srv/a/b", "properties": {"compression": "lz4"}}]
+        )
     details = info.value.details
     assert details["changed"] is True
     assert details["created"] == ["tank/DATA/srv/a", "tank/DATA/srv/a/b"]
@@ -532,7 +536,7 @@ def test_lzc_errors_become_zfs_errors():
 def test_lzc_destroy_unmounts_first_and_is_journaled():
     host, lib, backend = world()
     host.add("tank/DATA/srv/old", mounted=True)
-    result = zfs.ensure_datasets(backend, [{"name": "tank/DATA/srv/old", "state": "absent"}])
+    result = zfs_ensure.ensure_datasets(backend, [{"name": "tank/DATA/srv/old", "state": "absent"}])
     assert result["datasets"][0]["write_path"] == "libzfs_core"
     assert ("lzc_destroy", b"tank/DATA/srv/old") in lib.calls
     assert "tank/DATA/srv/old" not in host.datasets
@@ -548,7 +552,9 @@ def test_openzfs_set_that_stops_part_way_journals_what_changed():
     host, _none, backend = world(lzc=False)
     host.refuse_property["quota"] = "size is less than current used or reserved space"
     with pytest.raises(zfs.ZfsError) as info:
-        zfs.ensure_datasets(backend, [{"name": "tank/home", "properties": {"atime": "off", "quota": "1K"}}])
+        zfs_ensure.ensure_datasets(
+            backend, [{"name": "tank/home", "properties": {"atime": "off", "quota": "1K"}}]
+        )
     details = info.value.details
     assert details["changed"] is True
     assert details["properties_set"] == {"tank/home": {"atime": "off"}}
@@ -563,6 +569,6 @@ def test_recursive_destroy_that_stops_part_way_journals_what_is_gone():
         host.add(child)
     host.busy.add("tank/home/old/b")
     with pytest.raises(zfs.ZfsError, match="dataset is busy") as info:
-        zfs.ensure_datasets(backend, [{"name": "tank/home/old", "state": "absent", "recursive": True}])
+        zfs_ensure.ensure_datasets(backend, [{"name": "tank/home/old", "state": "absent", "recursive": True}])
     assert info.value.details["destroyed"] == ["tank/home/old/a"]
     assert info.value.details["changed"] is True

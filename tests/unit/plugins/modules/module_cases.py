@@ -14,6 +14,9 @@ process with AnsibleModule.run_command, exit_json and fail_json replaced.
             out: "Version: 3.17\\n"
       output: {failed: true, error: CriuTooOld}  # exact values
       output_contains: {msg: ["needs CRIU >= 4.0"]}   # substrings; for lists: a prefix
+      output_items_contain: {conflicts: [[plain directory, ZFS]]}  # item i contains the string(s) i
+      output_at: [[[paths, "{tmp}", kind], directory]]  # a value deep in the result
+      bin_paths: {zfs: /sbin/zfs}                # what AnsibleModule.get_bin_path finds
 Placeholders: {tmp} (the test's tmp_path), {pid} (this process; an int where it is a whole input value).
 """
 
@@ -89,6 +92,10 @@ def run_case(main, case, tmp_path, monkeypatch):
         kwargs.pop("exception", None)
         raise ModuleExit(dict(kwargs, failed=True, msg=msg))
 
+    bin_paths = case.get("bin_paths") or {}
+    monkeypatch.setattr(
+        basic.AnsibleModule, "get_bin_path", lambda _module, name, *_a, **_k: bin_paths.get(name)
+    )
     monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
     monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
     args = dict(case["input"], _ansible_check_mode=(case.get("flags") or {}).get("check", False))
@@ -105,4 +112,15 @@ def run_case(main, case, tmp_path, monkeypatch):
         else:
             for part in parts:
                 assert part in (got or ""), f"{key}: {part!r} not in {got!r}"
+    for key, parts in (case.get("output_items_contain") or {}).items():
+        got = result.get(key) or []
+        assert len(got) == len(parts), f"{key}: {got!r} has not {len(parts)} items"
+        for item, wanted in zip(got, parts):
+            for part in wanted if isinstance(wanted, list) else [wanted]:
+                assert part in item, f"{key}: {part!r} not in {item!r}"
+    for keys, value in case.get("output_at") or []:
+        got = result
+        for key in keys:
+            got = got[key]
+        assert got == value, f"{keys}: {got!r} != {value!r}"
     return result

@@ -7,7 +7,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: storage_facts
+module: storage_info
 short_description: Report what backs each storage path (ZFS dataset, tmpfs, other mount, plain directory)
 version_added: "0.1.0"
 description:
@@ -74,6 +74,9 @@ options:
         description: The ZFS dataset that should be mounted there (required with C(kind=zfs)).
         type: str
 notes:
+  - Called C(strata.ops.storage_facts) before 0.2.0. It returns C(paths), not C(ansible_facts), so by
+    Ansible's naming it is an C(_info) module; the old name still works (with a deprecation warning)
+    until 2.0.0.
   - Runs on the host that owns the storage. A path that is a mount point but shows another
     device than its mountinfo entry (for example a stale mount) is reported by its device.
 seealso:
@@ -82,7 +85,7 @@ seealso:
 
 EXAMPLES = r"""
 - name: Inspect the workload storage (kind validator host)
-  strata.ops.storage_facts:
+  strata.ops.storage_info:
     paths:
       - /srv/kind
       - /srv/kind/solana
@@ -91,7 +94,7 @@ EXAMPLES = r"""
   register: storage
 
 - name: Refuse to hide files or another mount under the cluster root (layer 2)
-  strata.ops.storage_facts:
+  strata.ops.storage_info:
     expect:
       - path: /srv/kind
         dataset: biscayne/DATA/srv/kind
@@ -205,7 +208,8 @@ paths:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.ops.plugins.module_utils.mounts import MountsError, storage_report
+from ansible_collections.strata.ops.plugins.module_utils.common import run_module
+from ansible_collections.strata.ops.plugins.module_utils.mounts import storage_report
 
 
 def main():
@@ -226,11 +230,10 @@ def main():
         required_one_of=[("paths", "expect")],
         supports_check_mode=True,
     )
-    try:
-        report = storage_report(module.params["paths"] or [], module.params["expect"] or [])
-    except MountsError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=False, **report)
+    params = module.params
+    run_module(
+        module, lambda: dict(changed=False, **storage_report(params["paths"] or [], params["expect"] or []))
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""strata.ops.storage_facts against real mounts: a zfs-fuse dataset, a tmpfs, the trap.
+"""strata.ops.storage_info against real mounts: a zfs-fuse dataset, a tmpfs, the trap.
 
 Builds the kind validator shape under a unique dataset ``strata-testbed/sf-<random>`` mounted
 in pytest's tmp dir:
@@ -58,7 +58,7 @@ def layout(zfs_pool, tmp_path_factory):
 
 
 def facts(paths, check_mode=False):
-    result = run_module("storage_facts", {"paths": paths}, check_mode=check_mode)
+    result = run_module("storage_info", {"paths": paths}, check_mode=check_mode)
     assert result.get("failed") is not True, result
     assert result["changed"] is False
     return result["paths"]
@@ -106,7 +106,7 @@ def test_many_paths_and_root(layout):
 
 
 def test_through_ansible_cli(layout):
-    proc = run_adhoc("storage_facts", {"paths": [layout["ramdisk"]]})
+    proc = run_adhoc("storage_info", {"paths": [layout["ramdisk"]]})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS" in proc.stdout
     assert "tmpfs" in proc.stdout
@@ -124,7 +124,7 @@ def test_expect_reports_what_would_be_hidden_or_displaced(layout):
         handle.write("{}")
     try:
         result = run_module(
-            "storage_facts",
+            "storage_info",
             {
                 "paths": [mnt],
                 "expect": [
@@ -154,7 +154,7 @@ def test_expect_reports_what_would_be_hidden_or_displaced(layout):
 
 def test_expect_of_another_dataset_where_one_is_mounted(layout):
     kind = os.path.join(layout["mnt"], "kind")
-    result = run_module("storage_facts", {"expect": [{"path": kind, "dataset": layout["dataset"] + "/x"}]})
+    result = run_module("storage_info", {"expect": [{"path": kind, "dataset": layout["dataset"] + "/x"}]})
     assert result["conflicts"] == [
         f"{kind} is the ZFS dataset {layout['dataset']}/kind but should be {layout['dataset']}/x"
     ]
@@ -181,7 +181,15 @@ def test_expect_of_another_dataset_where_one_is_mounted(layout):
     ],
 )
 def test_bad_expect_fails_cleanly(zfs_pool, args, message):
-    result = adhoc_result("storage_facts", args)
+    result = adhoc_result("storage_info", args)
     assert_clean_failure(result)
     assert "Module failed:" not in result["msg"], result["msg"]
     assert message in result["msg"], result["msg"]
+
+
+def test_the_old_name_still_runs_with_a_deprecation(layout):
+    """storage_facts is routed to storage_info (meta/runtime.yml) until 2.0.0."""
+    proc = run_adhoc("storage_facts", {"paths": [layout["ramdisk"]]})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "storage_facts" in proc.stderr and "deprecated" in proc.stderr.lower(), proc.stderr
+    assert '"kind": "tmpfs"' in proc.stdout or "kind: tmpfs" in proc.stdout, proc.stdout

@@ -1,0 +1,128 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""strata.ops.zfs_dataset: read, plan, apply, and report exactly what was done."""
+
+from ansible_collections.strata.ops.plugins.module_utils.zfs import ZfsError
+from ansible_collections.strata.ops.plugins.module_utils.zfs.backend import ZfsBackend, load_libzfs_core
+from ansible_collections.strata.ops.plugins.module_utils.zfs.plan import (
+    _apply_order,
+    action_diff,
+    ancestors,
+    normalize_request,
+    plan,
+    validate_requests,
+)
+from ansible_collections.strata.ops.plugins.module_utils.zfs.properties import pool_of
+
+
+def journal_details(journal):
+    """Result keys that say what a run changed: ``changed``, ``done`` (one line per change, in
+    order), ``created``, ``destroyed`` and ``properties_set`` ({dataset: {property: value}})."""
+    details = {"changed": bool(journal), "done": [], "created": [], "destroyed": [], "properties_set": {}}
+    for entry in journal:
+        name, props = entry["name"], entry["properties"]
+        listed = ", ".join("%s=%s" % item for item in sorted(props.items()))
+        if entry["action"] == "set":
+            details["done"].append("set %s on %s" % (listed, name))
+        else:
+            details["done"].append("%s %s%s" % (entry["action"], name, " (%s)" % listed if listed else ""))
+            details[entry["action"]].append(name)
+        if props:
+            details["properties_set"].setdefault(name, {}).update(props)
+    return details
+
+
+def _apply(backend, actions):
+    """Apply in _apply_order; on a failure, say exactly what was done before it."""
+    try:
+        for action in _apply_order(actions):
+            name = action["name"]
+            if action["action"] == "destroyed":
+                action["write_path"] = backend.destroy(name, action["recursive"], action["destroys"])
+            elif action["action"] == "created":
+                action["write_path"] = backend.create(name, action["properties"], action["parents"])
+            else:
+                changed = dict((p, action["properties"][p]) for p in action["changed_properties"])
+                action["write_path"] = backend.set(name, changed)
+    except ZfsError as exc:
+        details = journal_details(backend.journal)
+        exc.details.update(details)
+        exc.msg += (
+            " -- stopped part way; done before the failure: %s." % "; ".join(details["done"])
+            if details["done"]
+            else " -- nothing was changed."
+        )
+        raise
+
+
+def ensure_datasets(backend, items, pool=None, check_mode=False, want_diff=False):
+    """Converge many datasets in one call. Returns the module result (without 'failed')."""
+    requests = [normalize_request(item) for item in items]
+    pools = backend.pools()
+    validate_requests(requests, pools, pool)
+    dialect = backend.dialect(pools[0] if pools else None)
+    names = [r["name"] for r in requests] + sorted(set(pool_of(r["name"]) for r in requests))
+    state = backend.read(names)
+    # Which ancestors of datasets to be created exist: the plan creates the missing ones.
+    unknown = set(
+        anc
+        for r in requests
+        if r["state"] == "present" and not state.exists(r["name"])
+        for anc in ancestors(r["name"])
+        if not state.exists(anc)
+    )
+    if unknown:
+        state.add_existing(backend.existing(unknown))
+    origins = None
+    if any(r["state"] == "absent" and r["recursive"] and state.exists(r["name"]) for r in requests):
+        origins = backend.origins(set(pool_of(r["name"]) for r in requests))
+    actions = plan(requests, state, pools, pool=pool, origins=origins, dialect=dialect)
+    changed = any(a["action"] != "unchanged" for a in actions)
+    if not check_mode:
+        _apply(backend, actions)
+    datasets = []
+    for action in actions:
+        item = {
+            "name": action["name"],
+            "state": action["state"],
+            "action": action["action"],
+            "changed_properties": action["changed_properties"],
+        }
+        if action["state"] == "present":
+            item["properties"] = action["properties"]
+        if action["action"] == "created":
+            item["parents"] = action["parents"]
+        if action["action"] == "destroyed":
+            item["destroys"] = action["destroys"]
+        if "write_path" in action:
+            item["write_path"] = action["write_path"]
+        datasets.append(item)
+    result = {
+        "changed": changed,
+        "datasets": datasets,
+        "write_path": backend.write_path,
+        "dialect": dialect,
+    }
+    if backend.lzc_reason:
+        result["write_path_reason"] = backend.lzc_reason
+    if want_diff:
+        result["diff"] = [action_diff(a, state) for a in actions if a["action"] != "unchanged"]
+    return result
+
+
+def run(params, check_mode, want_diff, run_command, *, get_bin_path, load_lzc=load_libzfs_core):
+    """strata.ops.zfs_dataset: the result; a ZfsError carries the write path and the commands run."""
+    zfs, zpool = get_bin_path("zfs"), get_bin_path("zpool")
+    if not zfs or not zpool:
+        raise ZfsError(
+            "the zfs and zpool commands were not found on this host; install ZFS (OpenZFS or"
+            " zfs-fuse, done by the base_system role) first"
+        )
+    lzc, lzc_reason = load_lzc()
+    backend = ZfsBackend(run_command, zfs=zfs, zpool=zpool, lzc=lzc, lzc_reason=lzc_reason)
+    try:
+        return ensure_datasets(
+            backend, params["datasets"], pool=params["pool"], check_mode=check_mode, want_diff=want_diff
+        )
+    except ZfsError as exc:
+        exc.details.update(write_path=backend.write_path, commands=backend.commands)
+        raise

@@ -1,0 +1,304 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The changes a request needs, as pure data (so check mode and diff are exact), from one read of
+the datasets' state."""
+
+from ansible_collections.strata.ops.plugins.module_utils.zfs import DIALECT_OPENZFS, ZfsValidationError
+from ansible_collections.strata.ops.plugins.module_utils.zfs.properties import (
+    CREATE_ONLY_PROPERTIES,
+    SETTABLE_WITHOUT_SOURCE,
+    _shown,
+    is_within,
+    normalize_value,
+    pool_of,
+    property_name_problem,
+    source_kind,
+    validate_dataset_name,
+    value_problem,
+)
+
+
+class ZfsState:
+    """What one ``zfs get`` pass saw, plus names known to exist from a ``zfs list``."""
+
+    def __init__(self, datasets):
+        self.datasets = datasets
+        self.known = set()
+
+    def add_existing(self, names):
+        self.known.update(names)
+
+    def exists(self, name):
+        return name in self.datasets or name in self.known
+
+    def get(self, name):
+        return self.datasets.get(name)
+
+    def children(self, name):
+        prefix = name + "/"
+        return sorted(n for n in self.datasets if n.startswith(prefix) and "@" not in n)
+
+    def snapshots(self, name):
+        prefix = name + "@"
+        return sorted(n for n in self.datasets if n.startswith(prefix))
+
+    def property(self, name, prop):
+        entry = self.datasets.get(name)
+        if entry is None:
+            return None
+        return entry["properties"].get(prop)
+
+
+def normalize_request(item):
+    return {
+        "name": item["name"],
+        "state": item.get("state") or "present",
+        "properties": dict(item.get("properties") or {}),
+        "recursive": bool(item.get("recursive", False)),
+    }
+
+
+def validate_requests(requests, pools, pool=None, dialect=None):
+    """Syntax and pool membership of every request; raise one error listing all problems.
+
+    Without a dialect, property names are checked against OpenZFS' (the larger set).
+    """
+    errors = []
+    seen = set()
+    if pool is not None and pool not in pools:
+        raise ZfsValidationError(
+            "ZFS pool %r does not exist on this host (pools: %s). Create or import it first"
+            " (zpool create / zpool import %s); nothing was changed."
+            % (pool, ", ".join(pools) or "none", pool),
+            pools=pools,
+        )
+    for req in requests:
+        name = req["name"]
+        problem = validate_dataset_name(name)
+        if problem:
+            errors.append(problem)
+            continue
+        if name in seen:
+            errors.append("dataset %r is listed more than once" % name)
+        seen.add(name)
+        if pool is not None and pool_of(name) != pool:
+            errors.append("dataset %r is outside pool %r: names must start with '%s/'" % (name, pool, pool))
+        elif pool_of(name) not in pools:
+            errors.append(
+                "pool %r of dataset %r does not exist on this host (pools: %s); create or import"
+                " it first (zpool create / zpool import)" % (pool_of(name), name, ", ".join(pools) or "none")
+            )
+        if req["state"] == "absent":
+            if req["properties"]:
+                errors.append("dataset %r: properties make no sense with state=absent" % name)
+            if "/" not in name:
+                errors.append("dataset %r is a pool root; destroying pools is not done here" % name)
+        for prop in req["properties"]:
+            problem = property_name_problem(prop, dialect)
+            if problem:
+                errors.append("dataset %r: %s" % (name, problem))
+    absent = [r["name"] for r in requests if r["state"] == "absent"]
+    for req in requests:
+        if req["state"] != "present":
+            continue
+        for other in absent:
+            if other != req["name"] and is_within(req["name"], other):
+                errors.append(
+                    "dataset %r is requested present below %r which is requested absent"
+                    % (req["name"], other)
+                )
+    if errors:
+        raise ZfsValidationError(
+            "invalid datasets request, nothing was changed: " + "; ".join(errors), errors=errors
+        )
+
+
+def _reference_properties(state, name):
+    """A dataset whose property list tells which native properties exist and are settable."""
+    for candidate in (name, pool_of(name)):
+        entry = state.get(candidate)
+        if entry is not None and entry["type"] in ("filesystem", "volume"):
+            return entry
+    return None
+
+
+def plan(requests, state, pools, pool=None, origins=None, *, dialect=DIALECT_OPENZFS):
+    """Validate and compute one action per request.
+
+    Each action: ``{"name", "state", "action": created|updated|destroyed|unchanged,
+    "recursive", "properties" (desired, normalised), "changed_properties": {p: {before, after}},
+    "destroys": [...], "parents": [...]}``; ``parents`` are the missing ancestors a created
+    dataset brings with it (``state`` must know which ancestors exist, see ZfsState.add_existing).
+    Property values are checked with ``dialect``'s rules. Raises ZfsValidationError before
+    anything changes.
+    """
+    validate_requests(requests, pools, pool, dialect)
+    absent_names = set(r["name"] for r in requests if r["state"] == "absent")
+    errors = []
+    actions = []
+    for req in requests:
+        name = req["name"]
+        entry = state.get(name)
+        action = {
+            "name": name,
+            "state": req["state"],
+            "recursive": req["recursive"],
+            "properties": {},
+            "changed_properties": {},
+            "destroys": [],
+            "parents": [],
+        }
+        if req["state"] == "present":
+            reference = _reference_properties(state, name)
+            for prop, raw in sorted(req["properties"].items()):
+                desired = normalize_value(prop, raw)
+                action["properties"][prop] = desired
+                current = entry["properties"].get(prop) if entry else None
+                native = ":" not in prop and "@" not in prop
+                if native and reference is not None:
+                    ref = reference["properties"].get(prop)
+                    if ref is None:
+                        errors.append(
+                            "dataset %r: property %r is not supported by this ZFS"
+                            " (it is not in 'zfs get all' of %s)" % (name, prop, reference["name"])
+                        )
+                        continue
+                    if (
+                        ref is not None
+                        and ref["source"] == "-"
+                        and prop not in CREATE_ONLY_PROPERTIES
+                        and prop not in SETTABLE_WITHOUT_SOURCE
+                    ):
+                        errors.append(
+                            "dataset %r: property %r is read-only on this ZFS; remove it" % (name, prop)
+                        )
+                        continue
+                problem = value_problem(prop, raw, dialect)
+                if problem:
+                    errors.append(
+                        "dataset %r: %s=%s is refused by this ZFS (%s): %s"
+                        % (name, prop, _shown(raw), dialect, problem)
+                    )
+                    continue
+                if entry is None:
+                    action["changed_properties"][prop] = {"before": None, "after": desired}
+                    continue
+                if (
+                    current is not None
+                    and current["value"] == desired
+                    and (
+                        source_kind(current["source"]) in ("local", "received")
+                        or (prop in CREATE_ONLY_PROPERTIES and current["source"] == "-")
+                    )
+                ):
+                    continue
+                if prop in CREATE_ONLY_PROPERTIES:
+                    errors.append(
+                        "dataset %r: property %r can only be set when the dataset is created"
+                        " (it is %r); recreate the dataset or drop the property"
+                        % (name, prop, current["value"] if current else None)
+                    )
+                    continue
+                action["changed_properties"][prop] = {
+                    "before": current["value"] if current else None,
+                    "before_source": current["source"] if current else None,
+                    "after": desired,
+                }
+            if entry is None:
+                action["action"] = "created"
+            elif action["changed_properties"]:
+                action["action"] = "updated"
+            else:
+                action["action"] = "unchanged"
+        elif entry is None:
+            action["action"] = "unchanged"
+        else:
+            children = [c for c in state.children(name) if c not in absent_names]
+            snapshots = state.snapshots(name)
+            if not req["recursive"] and (children or snapshots):
+                errors.append(
+                    "dataset %r has %s; set recursive: true to destroy it with everything below"
+                    " it (zfs destroy -r)"
+                    % (
+                        name,
+                        " and ".join(
+                            part
+                            for part in (
+                                children and "children (%s)" % ", ".join(children),
+                                snapshots and "snapshots (%s)" % ", ".join(snapshots),
+                            )
+                            if part
+                        ),
+                    )
+                )
+                continue
+            if req["recursive"] and origins is not None:
+                outside = sorted(
+                    clone
+                    for clone, origin in origins.items()
+                    if origin not in ("-", "") and is_within(origin, name) and not is_within(clone, name)
+                )
+                if outside:
+                    errors.append(
+                        "dataset %r has snapshots with clones outside it (%s); zfs destroy -R would"
+                        " destroy them too, which is never done here: promote or destroy those"
+                        " clones first" % (name, ", ".join(outside))
+                    )
+                    continue
+                action["destroys"] = sorted(n for n in origins if is_within(n, name))
+            else:
+                action["destroys"] = [name]
+            action["action"] = "destroyed"
+        actions.append(action)
+    if errors:
+        raise ZfsValidationError(
+            "invalid datasets request, nothing was changed: " + "; ".join(errors), errors=errors
+        )
+    _assign_parents(actions, state)
+    return actions
+
+
+def ancestors(name):
+    """The datasets between the pool root and ``name``, shallowest first (both excluded)."""
+    parts = name.split("/")
+    return ["/".join(parts[:depth]) for depth in range(2, len(parts))]
+
+
+def _apply_order(actions):
+    """Destroys deepest first, then creates and updates shallowest first."""
+    destroys = sorted((a for a in actions if a["action"] == "destroyed"), key=lambda a: -a["name"].count("/"))
+    writes = sorted(
+        (a for a in actions if a["action"] in ("created", "updated")), key=lambda a: a["name"].count("/")
+    )
+    return destroys + writes
+
+
+def _assign_parents(actions, state):
+    """Give each created dataset the missing ancestors it creates first (as ``zfs create -p``
+    would), in apply order, so that each missing ancestor is created exactly once."""
+    requested = set(a["name"] for a in actions if a["state"] == "present")
+    claimed = set()
+    for action in _apply_order(actions):
+        if action["action"] != "created":
+            continue
+        action["parents"] = [
+            anc
+            for anc in ancestors(action["name"])
+            if not state.exists(anc) and anc not in requested | claimed
+        ]
+        claimed.update(action["parents"])
+
+
+def action_diff(action, state):
+    """Ansible diff (before/after) for one action."""
+    name = action["name"]
+    entry = state.get(name)
+    before = {"state": "present" if entry else "absent"}
+    after = {"state": action["state"]}
+    if action["state"] == "present":
+        props = sorted(action["properties"])
+        if entry:
+            before["properties"] = dict((p, (entry["properties"].get(p) or {}).get("value")) for p in props)
+        after["properties"] = dict((p, action["properties"][p]) for p in props)
+    elif action["destroys"]:
+        before["destroys"] = action["destroys"]
+    return {"before_header": name, "after_header": name, "before": before, "after": after}
