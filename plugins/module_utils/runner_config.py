@@ -3,7 +3,9 @@
 
 What the Kubernetes executor reads (https://docs.gitlab.com/runner/executors/kubernetes/):
 
-* ``[runners.kubernetes.node_selector]`` — a map, ``"label" = "value"``.
+* ``[runners.kubernetes.node_selector]`` — a map of strings, ``"label" = "value"``; a job pod
+  goes only to a node with ALL of them, so isolation replaces the entries (the recorded bytes
+  bring the old ones back).
 * ``[runners.kubernetes.node_tolerations]`` — a MAP: ``"key=value" = "Effect"`` (``"key" =
   "Effect"`` for a key-only toleration, operator Exists). The array-of-tables form
   ``[[runners.kubernetes.node_tolerations]]`` is not what the runner reads: job pods get no
@@ -12,6 +14,10 @@ What the Kubernetes executor reads (https://docs.gitlab.com/runner/executors/kub
   ``[runners.kubernetes.resources.requests]`` block is ignored by the executor: rejected, with
   the keys to use instead.
 * top-level ``concurrent``.
+
+``settings_problems`` checks the values to write as gitlab-runner and Kubernetes would:
+``concurrent`` a positive integer, the requests Kubernetes quantities (``quantity_problem``, a
+port of apimachinery's ``ParseQuantity``), the node selector's entries label keys and values.
 
 ``restore`` is not an edit: the recorded bytes are written back as they were.
 
@@ -22,6 +28,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import re
 import traceback
 
 try:
@@ -53,8 +60,154 @@ RESOURCE_KEYS = {
 }
 
 
+# The quantity grammar of Kubernetes (k8s.io/apimachinery pkg/api/resource: ParseQuantity in
+# quantity.go, the suffixes in suffix.go), which gitlab-runner's Kubernetes executor parses
+# cpu_request and memory_request with.
+_DIGITS = "0123456789"
+_SUFFIX_CHARS = "eEinumkKMGTP"
+_DECIMAL_SUFFIXES = {"": 0, "n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+_BINARY_SUFFIXES = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}  # powers of 2
+_NANO = -9
+_INT64_MAX = 2**63 - 1
+# Label keys and values (k8s.io/apimachinery pkg/api/validate/content: IsLabelKey, IsLabelValue):
+# what the API server checks a pod's nodeSelector, a node's labels and taints with.
+_LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")  # used with fullmatch
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+LABEL_RULE = (
+    "a label key is an optional DNS subdomain prefix and '/' and a name of at most 63 characters "
+    "(alphanumeric, '-', '_' or '.', starting and ending with an alphanumeric); a value is empty or "
+    "such a name"
+)
+
+
 class RunnerConfigError(Exception):
     """config.toml does not parse, holds a form the runner ignores, or cannot be edited."""
+
+
+def _scan_quantity(text):
+    """(negative, digits) as ParseQuantity reads ``text``, or None where it fails."""
+    if not text:
+        return None
+    pos, end = 0, len(text)
+    negative = text[0] == "-"
+    if text[0] in "+-":
+        pos = 1
+    start = pos
+    while pos < end and text[pos] in _DIGITS:
+        pos += 1
+    num, denom = text[start:pos], ""
+    if pos < end and text[pos] == ".":
+        pos += 1
+        start = pos
+        while pos < end and text[pos] in _DIGITS:
+            pos += 1
+        denom = text[start:pos]
+    suffix_start = pos
+    while pos < end and text[pos] in _SUFFIX_CHARS:
+        pos += 1
+    if pos < end and text[pos] in "+-":
+        pos += 1
+    while pos < end and text[pos] in _DIGITS:
+        pos += 1
+    if pos < end:
+        return None
+    suffix = text[suffix_start:]
+    if suffix in _DECIMAL_SUFFIXES or suffix in _BINARY_SUFFIXES:
+        exponent = _DECIMAL_SUFFIXES.get(suffix, 0)
+    elif len(suffix) > 1 and suffix[0] in "eE" and re.fullmatch(r"[+-]?[0-9]+", suffix[1:]):
+        exponent = int(suffix[1:])
+        if not -_INT64_MAX - 1 <= exponent <= _INT64_MAX:  # strconv.ParseInt(..., 10, 64) fails
+            return None
+        exponent = (exponent + 2**31) % 2**32 - 2**31  # Go keeps it as an int32
+    else:
+        return None
+    digits = num + denom
+    # Without a digit the number is 0 on ParseQuantity's fast path; its slow path (taken for
+    # exponents below nano, and for Pi and Ei, whose precision estimate is negative there) parses
+    # the number part alone and fails.
+    if not digits and (exponent < _NANO or _BINARY_SUFFIXES.get(suffix, 0) >= 50):
+        return None
+    return negative, digits
+
+
+def quantity_problem(value):
+    """None when ``value`` is a Kubernetes quantity a resource request may hold (it parses and
+    is not negative), else what is wrong with it."""
+    if not isinstance(value, str):
+        return "is not a string"
+    scanned = _scan_quantity(value)
+    if scanned is None:
+        return (
+            "is not a Kubernetes quantity: a number with an optional suffix and no spaces, such as "
+            '"500m" or "2" (cpu), "2Gi" or "2G" (memory); suffixes Ki Mi Gi Ti Pi Ei, n u m k M G T P E, '
+            "or an exponent like 2e9"
+        )
+    negative, digits = scanned
+    if negative and digits.strip("0"):
+        return "is negative: Kubernetes refuses a negative request"
+    return None
+
+
+def label_key_problem(key):
+    """None when ``key`` is a valid Kubernetes label key (or taint/toleration key)."""
+    if not isinstance(key, str):
+        return "is not a string"
+    parts = key.split("/")
+    if len(parts) > 2:
+        return "has more than one '/'"
+    if len(parts) == 2 and not (len(parts[0]) <= 253 and _DNS1123_SUBDOMAIN.fullmatch(parts[0])):
+        return "has a prefix that is not a DNS subdomain (lower case alphanumeric, '-' and '.')"
+    name = parts[-1]
+    if len(name) > 63 or not _LABEL_NAME.fullmatch(name):
+        return "is not a label name"
+    return None
+
+
+def label_value_problem(value):
+    """None when ``value`` is a valid Kubernetes label value (or taint value)."""
+    if not isinstance(value, str):
+        return "is not a string"
+    if value and (len(value) > 63 or not _LABEL_NAME.fullmatch(value)):
+        return "is not a label value"
+    return None
+
+
+def settings_problems(concurrent=None, node_selector=None, cpu_request=None, memory_request=None):
+    """What is wrong with the values ``apply_isolation`` would write, as gitlab-runner and
+    Kubernetes would find it (an empty list when nothing is)."""
+    problems = []
+    # gitlab-runner's global `concurrent`: jobs at once across all runners; 0 is not "unlimited"
+    # (docs.gitlab.com/runner/configuration/advanced-configuration, the global section), and a
+    # TOML integer is 64-bit.
+    if concurrent is not None and (
+        isinstance(concurrent, bool) or not isinstance(concurrent, int) or not 0 < concurrent <= _INT64_MAX
+    ):
+        problems.append("concurrent must be a positive integer (jobs at once), got %r" % (concurrent,))
+    for name, value in (("cpu_request", cpu_request), ("memory_request", memory_request)):
+        if value is None:
+            continue
+        problem = quantity_problem(value)
+        if problem:
+            problems.append("%s %r %s" % (name, value, problem))
+    if node_selector is not None:
+        problems.extend(labels_problems("node_selector", node_selector))
+    return problems
+
+
+def labels_problems(name, labels):
+    """What is wrong with the map ``labels`` as Kubernetes labels (a list; empty when nothing)."""
+    if not isinstance(labels, dict):
+        return ['%s must be a map of "label" = "value"' % name]
+    problems = []
+    for key, value in labels.items():
+        problem = label_key_problem(key)
+        if problem:
+            problems.append("%s key %r %s (%s)" % (name, key, problem, LABEL_RULE))
+            continue
+        problem = label_value_problem(value)
+        if problem:
+            problems.append("%s value %r of %r %s (%s)" % (name, value, key, problem, LABEL_RULE))
+    return problems
 
 
 def require_tomlkit():
@@ -118,9 +271,12 @@ def validate(doc, source="config.toml"):
                 '"NoSchedule")' % label
             )
         selector = kube.get("node_selector")
-        if selector is not None and not isinstance(selector, dict):
+        if selector is not None and not (
+            isinstance(selector, dict) and all(isinstance(v, str) for v in selector.values())
+        ):
             problems.append(
-                '%s: runners.kubernetes.node_selector must be a table of "label" = "value"' % label
+                '%s: runners.kubernetes.node_selector must be a table of "label" = "value" (strings: '
+                "gitlab-runner reads a map of string to string)" % label
             )
         resources = kube.get("resources")
         if resources is not None:
@@ -185,6 +341,20 @@ def _set_map(container, name, values):
     return changed
 
 
+def _replace_map(container, name, values):
+    """Make the sub-table ``name`` of ``container`` hold exactly ``values`` (in that order);
+    returns True when something changed."""
+    table = container.get(name)
+    if table is None:
+        return _set_map(container, name, values)
+    if dict(table) == values and list(table) == list(values):
+        return False
+    for key in [k for k in table if k not in values]:
+        del table[key]
+    _set_map(container, name, values)
+    return True
+
+
 def _set_key(container, key, value):
     if container.get(key) == value:
         return False
@@ -209,12 +379,19 @@ def apply_isolation(
     """Edit ``doc`` in place for isolation; returns the names of the runners changed (and
     ``concurrent`` as ``"<global>"`` when that changed).
 
-    ``node_tolerations`` is a map ``{"key=value": "Effect"}``. Only ``[[runners]]`` entries with
-    ``executor = "kubernetes"`` are edited, and only those named in ``runner_names`` when given.
+    ``node_selector`` REPLACES the entries of ``[runners.kubernetes.node_selector]``: the
+    executor requires every entry on the node a job pod runs on, so a label kept from before
+    would have to be on the dedicated node too. ``node_tolerations`` (a map
+    ``{"key=value": "Effect"}``) is merged into the existing ones. Only ``[[runners]]`` entries
+    with ``executor = "kubernetes"`` are edited, and only those named in ``runner_names`` when
+    given.
     """
     require_tomlkit()
+    problems = settings_problems(concurrent, node_selector, cpu_request, memory_request)
+    if problems:
+        raise RunnerConfigError("%s: not written, %s" % (source, "; ".join(problems)))
     changed = []
-    if concurrent is not None and _set_key(doc, "concurrent", int(concurrent)):
+    if concurrent is not None and _set_key(doc, "concurrent", concurrent):
         changed.append("<global>")
     runners = _runners(doc, source)
     names = set(runner_names or [])
@@ -246,7 +423,7 @@ def apply_isolation(
         if memory_request is not None:
             edits |= _set_key(kube, "memory_request", str(memory_request))
         if node_selector:
-            edits |= _set_map(kube, "node_selector", dict(node_selector))
+            edits |= _replace_map(kube, "node_selector", dict(node_selector))
         if node_tolerations:
             edits |= _set_map(kube, "node_tolerations", dict(node_tolerations))
         if edits:

@@ -1,31 +1,39 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The logic of strata.ops.runner_isolation: dedicate a node to an experiment, and undo it.
 
-``isolated`` checks everything it will touch first (config.toml parses and uses the forms the
-runner reads, the node and the workloads exist, the runners exist and the token works), then,
-under the state file's lock:
+``isolated`` checks everything it will touch first (the option values as gitlab-runner and
+Kubernetes would; config.toml parses and uses the forms the runner reads; the node carries every
+label the runner's node_selector will select; the node and the workloads exist; the runners
+exist and the token works), then, under the state file's lock:
 
 1. records what it will change in the 0600 state file (runners' paused flags and fields,
-   config.toml bytes, the node's taints/labels/cordon, the workloads' tolerations) — once:
-   a second ``isolated`` keeps the first record, so ``restored`` always returns to the state
-   before the first run, also after a crash anywhere after this step;
+   config.toml bytes and the bytes it will write, the node's taints/labels/cordon, the
+   workloads' tolerations and replicas) — once: a second ``isolated`` keeps the first record,
+   so ``restored`` always returns to the state before the first run, also after a crash
+   anywhere after this step;
 2. pauses the runners (``PUT /runners/:id`` with ``paused`` only) and waits until they run no
    job (jobs are never cancelled);
 3. edits config.toml (or the Helm chart's ConfigMap); gitlab-runner reloads it by itself and is
-   never restarted;
+   never restarted. The node_selector is replaced, not merged (see runner_config);
 4. labels the node, adds the toleration to the workloads and waits until they have rolled out,
    then taints (and cordons) the node — a workload that must stay on the node (a hostPath-bound
    MinIO) tolerates the taint before it exists, and none of its pods is still to be placed
-   when the node is cordoned.
+   when the node is cordoned. A toleration changes the pod template, which restarts the pods:
+   a workload with an ``exit_command`` is stopped through safe_shutdown's graceful stop first
+   (exit command, scale to 0, watch until its pods are gone), then scaled back and watched
+   until Ready; the replicas it is brought back to are in the state file while it is down.
 
-``restored`` undoes it in the reverse order: config.toml byte-for-byte, the node's taint (and
-cordon) BEFORE the workloads' tolerations, so a pod bound to the node stays schedulable, then
-the labels, then the runners' paused flags; then it removes the state file. Without a state
-file there is nothing to restore (changed=false).
+``restored`` undoes it in the reverse order: config.toml byte-for-byte (refused, with the diff,
+when the file is no longer what ``isolated`` wrote: an edit made meanwhile would be lost), the
+node's taint (and cordon) BEFORE the workloads' tolerations, so a pod bound to the node stays
+schedulable, then waits until the workloads are Ready again, then the labels, then the runners'
+paused flags; then it removes the state file and its lock file. Without a state file there is
+nothing to restore (changed=false) and nothing is created.
 
 Kubernetes access goes through the collection's shared client (``k8s.py``: ``K8sClient``,
-typed ``K8sError``s); GitLab access through ``gitlab.py``; config.toml edits through
-``runner_config.py``; the state file through ``state.py``.
+typed ``K8sError``s), graceful stops through ``shutdown.py``; GitLab access through
+``gitlab.py``; config.toml edits and checks through ``runner_config.py``; the state file
+through ``state.py``.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -33,7 +41,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import base64
+import binascii
 import datetime
+import difflib
 import hashlib
 import os
 import time
@@ -41,6 +51,7 @@ import time
 from ansible_collections.strata.ops.plugins.module_utils import gitlab as gl
 from ansible_collections.strata.ops.plugins.module_utils import k8s
 from ansible_collections.strata.ops.plugins.module_utils import runner_config as rc
+from ansible_collections.strata.ops.plugins.module_utils import shutdown as sd
 from ansible_collections.strata.ops.plugins.module_utils import state as st
 
 HELM_WARNING = (
@@ -49,6 +60,8 @@ HELM_WARNING = (
     "isolation; run the isolation again after it, or put these settings into the chart's values"
 )
 STATE_OPERATION = "strata.ops.runner_isolation"
+# keys of the state file's config record that are not the target's
+RECORDED_BYTES = ("content_b64", "sha256", "written_b64")
 # options that change the runner config (node_tolerations follows the taint when there is one)
 CONFIG_OPTIONS = ("concurrent", "node_selector", "cpu_request", "memory_request", "config_runner_names")
 
@@ -66,7 +79,10 @@ def _b64(data):
 
 
 def _unb64(text):
-    return base64.b64decode(text.encode("ascii"))
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (AttributeError, UnicodeEncodeError, binascii.Error) as exc:
+        raise st.StateError("the recorded runner config is not base64 (%s)" % exc) from None
 
 
 def _sha256(data):
@@ -167,6 +183,122 @@ def _ref(w):
     return "%s %s/%s" % (w["kind"], w["namespace"], w["name"])
 
 
+def config_edits(written, current, label):
+    """A unified diff from the bytes ``isolated`` wrote to ``current`` (None: the file is gone)."""
+
+    def lines(data):
+        return [] if data is None else data.decode("utf-8", "replace").splitlines(True)
+
+    return "".join(
+        difflib.unified_diff(
+            lines(written), lines(current), "%s (as state=isolated wrote it)" % label, "%s (now)" % label
+        )
+    )
+
+
+def selector_missing(selector, labels):
+    """The entries of a node selector that ``labels`` do not carry."""
+    return {k: v for k, v in (selector or {}).items() if (labels or {}).get(k) != v}
+
+
+# numeric options: (name, smallest value, what it is)
+LIMITS = (
+    ("job_wait_timeout", 0, "seconds"),
+    ("job_poll_interval", 0.01, "seconds"),
+    ("gitlab_timeout", 1, "seconds"),
+    ("gitlab_max_retries", 0, "retries"),
+    ("gitlab_max_retry_wait", 0, "seconds"),
+    ("rollout_timeout", 0, "seconds"),
+    ("lock_timeout", 0, "seconds"),
+)
+
+
+def input_problems(p):
+    """What is wrong with the module's parameters ``p`` (a list; empty when nothing), checked
+    before anything is read or changed."""
+    problems = [
+        "%s must be %s %s or more, got %s" % (name, least, unit, p[name])
+        for name, least, unit in LIMITS
+        if p.get(name) is not None and p[name] < least
+    ]
+    graceful = []
+    for w in p.get("workloads") or []:
+        if w.get("exit_command") is not None and not w["exit_command"]:
+            problems.append(
+                "exit_command of %s is empty: give the command as a list, or leave it out" % _ref(w)
+            )
+        elif w.get("exit_command"):
+            graceful.append(_ref(w))
+            if (w.get("exit_timeout") or 0) < 1:
+                problems.append("exit_timeout of %s must be 1 second or more" % _ref(w))
+    if graceful and p.get("rollout_timeout", 1) < 1:
+        problems.append(
+            "rollout_timeout must be 1 second or more when a workload has an exit_command (%s): its "
+            "graceful stop waits until its pods are gone, and then until it is Ready again"
+            % ", ".join(graceful)
+        )
+    if p.get("state") != "isolated":
+        return problems
+    problems.extend(
+        rc.settings_problems(
+            p.get("concurrent"), p.get("node_selector"), p.get("cpu_request"), p.get("memory_request")
+        )
+    )
+    # a taint's key and value follow the label rules (validateNodeTaints in Kubernetes)
+    taint = p.get("taint") or {}
+    for part, check in (("key", rc.label_key_problem), ("value", rc.label_value_problem)):
+        problem = check(taint.get(part) or "")
+        if problem:
+            problems.append("taint.%s %r %s (%s)" % (part, taint.get(part), problem, rc.LABEL_RULE))
+    problems.extend(rc.labels_problems("node_labels", p.get("node_labels") or {}))
+    return problems
+
+
+RECORD_SHAPE = {
+    "settings": dict,
+    "runners": list,
+    "workloads": list,
+}
+SETTINGS_SHAPE = {"taint": (dict, type(None)), "node_labels": dict, "cordon": bool, "config": dict}
+
+
+def record_problems(recorded):
+    """What makes a state file unusable for ``restored`` (a list; empty when it is usable)."""
+    problems = []
+    if recorded.get("operation") != STATE_OPERATION:
+        return ["it is not a runner isolation state file (operation %r)" % recorded.get("operation")]
+    for key, kind in RECORD_SHAPE.items():
+        if not isinstance(recorded.get(key), kind):
+            problems.append("%r is missing or not a %s" % (key, kind.__name__))
+    settings = recorded.get("settings") if isinstance(recorded.get("settings"), dict) else {}
+    for key, kind in SETTINGS_SHAPE.items():
+        if not isinstance(settings.get(key), kind):
+            problems.append("settings.%s is missing or has the wrong type" % key)
+    for runner in recorded.get("runners") or []:
+        if not (isinstance(runner, dict) and "id" in runner and isinstance(runner.get("paused"), bool)):
+            problems.append("a runner entry lacks its id or paused flag")
+    for w in recorded.get("workloads") or []:
+        if not (
+            isinstance(w, dict) and all(isinstance(w.get(k), str) for k in ("kind", "namespace", "name"))
+        ):
+            problems.append("a workload entry lacks its kind, namespace or name")
+    node = recorded.get("node")
+    if node is not None and not (
+        isinstance(node, dict)
+        and isinstance(node.get("name"), str)
+        and isinstance(node.get("taints"), list)
+        and isinstance(node.get("labels"), dict)
+        and settings.get("taint")
+    ):
+        problems.append("the node record lacks its name, taints, labels or the taint setting")
+    config = recorded.get("config")
+    if config is not None and not (
+        isinstance(config, dict) and config.get("mode") in ("file", "configmap") and "content_b64" in config
+    ):
+        problems.append("the runner config record lacks its mode or content")
+    return problems
+
+
 # --- the operation ---------------------------------------------------------------------------
 class RunnerIsolation:
     def __init__(self, module, gitlab=None, kube=None, sleep=time.sleep):
@@ -181,6 +313,9 @@ class RunnerIsolation:
         self.recorded = False  # the state file holds a record (after this run's first step)
         self.changes = []  # human-readable list of what changed (or would)
         self.warnings = []  # also given to module.warn at once, so a failure result shows them
+        self.restarts = []  # workloads whose pods this run restarts (or would, in check mode)
+        self.config_edits = None  # the diff of an edit made to the runner config while isolated
+        self.graceful_stop = None  # what safe_shutdown reported when a graceful stop or start failed
         self.diff = {"before": {}, "after": {}}
 
     # lazily built clients: restore needs only what was recorded
@@ -214,14 +349,24 @@ class RunnerIsolation:
 
     def run(self):
         """The module's result (with the diff of the runner config in diff mode)."""
+        problems = input_problems(self.p)
+        if problems:
+            raise IsolationError("nothing was changed: " + "; ".join(problems))
         result = self.isolated() if self.p["state"] == "isolated" else self.restored()
+        result["restarts"] = self.restarts
+        if self.config_edits is not None:
+            result["config_edits"] = self.config_edits
         if self.module._diff and (self.diff["before"] or self.diff["after"]):
             result["diff"] = self.diff
         return result
 
     def failure_details(self):
         """What a failed run had done, for the failure result."""
-        details = {"changes": self.changes, "state_path": self.state_file.path}
+        details = {"changes": self.changes, "state_path": self.state_file.path, "restarts": self.restarts}
+        if self.config_edits is not None:
+            details["config_edits"] = self.config_edits
+        if self.graceful_stop is not None:
+            details["graceful_stop"] = self.graceful_stop
         if self.recorded:
             details["restore_hint"] = (
                 "the state before the isolation is recorded in %s: state=restored puts it back"
@@ -232,10 +377,11 @@ class RunnerIsolation:
     # --- inputs ---------------------------------------------------------------------------
     def _taint(self):
         taint = dict(self.p["taint"] or {})
-        taint.setdefault("effect", "NoSchedule")
-        if not taint.get("key"):
-            raise IsolationError("taint.key must not be empty")
-        return {"key": taint["key"], "value": taint.get("value") or "", "effect": taint["effect"]}
+        return {
+            "key": taint["key"],
+            "value": taint.get("value") or "",
+            "effect": taint.get("effect") or "NoSchedule",
+        }
 
     def _settings(self, target):
         """What this run applies; stored in the state file and compared on a second run. The
@@ -256,7 +402,13 @@ class RunnerIsolation:
             "node_labels": dict(p["node_labels"] or {}),
             "cordon": bool(p["cordon"]),
             "workloads": [
-                {"kind": w["kind"], "namespace": w["namespace"], "name": w["name"]}
+                {
+                    "kind": w["kind"],
+                    "namespace": w["namespace"],
+                    "name": w["name"],
+                    "exit_command": w.get("exit_command") or None,
+                    "exit_timeout": w.get("exit_timeout"),
+                }
                 for w in p["workloads"] or []
             ],
             "config": {
@@ -328,18 +480,12 @@ class RunnerIsolation:
         for what in k8s.retry_on_conflict(attempt):
             self._changed(what)
 
-    def _patch_tolerations(self, w, compute, what, missing_ok=False):
+    def _patch_tolerations(self, w, compute):
         """``compute(current tolerations)`` -> the new ones; patches the pod template when they
-        differ (which rolls the workload's pods)."""
+        differ (which rolls the workload's pods). True when it did (or would)."""
 
         def attempt():
-            try:
-                obj = self.kube.get(w["kind"], w["name"], w["namespace"])
-            except k8s.K8sNotFound:
-                if not missing_ok:
-                    raise
-                self._warn("%s no longer exists" % _ref(w))
-                return False
+            obj = self.kube.get(w["kind"], w["name"], w["namespace"])
             current = template_tolerations(obj)
             new = compute(current)
             if new == current:
@@ -352,12 +498,87 @@ class RunnerIsolation:
                 self.kube.patch(w["kind"], w["name"], patch, w["namespace"], patch_type="merge")
             return True
 
-        if k8s.retry_on_conflict(attempt):
-            self._changed("%s %s" % (what, _ref(w)))
+        return k8s.retry_on_conflict(attempt)
 
-    def _wait_rolled_out(self, workloads):
-        """Wait (watch, no polling) until every workload has all its replicas updated and ready,
-        so that no pod of theirs is still to be placed when the node is tainted and cordoned."""
+    def _retolerate(self, w, compute, what, recorded, missing_ok=False):
+        """Change the tolerations of workload ``w`` by ``compute``. That restarts its pods: a
+        workload with an exit_command is stopped gracefully first (safe_shutdown: exit command,
+        scale to 0, watch until its pods are gone) and brought back afterwards; the replicas to
+        bring it back to are in the state file (``stopped``) while it is down, so a run killed
+        in between brings it back too. Returns the workloads to wait for (none, or ``w``)."""
+        ref = _ref(w)
+        try:
+            obj = self.kube.get(w["kind"], w["name"], w["namespace"])
+        except k8s.K8sNotFound:
+            if not missing_ok:
+                raise
+            self._warn("%s no longer exists" % ref)
+            return []
+        current = template_tolerations(obj)
+        replicas = sd.spec_replicas(obj)
+        stopped = recorded.setdefault("stopped", {})
+        graceful = bool(w.get("exit_command"))
+        if compute(current) != current:
+            if replicas:
+                how = (
+                    "graceful: exit command, scaled to 0 until its pods are gone, then back to %d" % replicas
+                    if graceful
+                    else "the changed pod template rolls its %d pod(s) (no exit command given)" % replicas
+                )
+                self.restarts.append({"workload": ref, "replicas": replicas, "how": how})
+            if graceful and replicas and not self.check_mode:
+                stopped[ref] = replicas
+                self.state_file.write(recorded)  # before the stop: a killed run brings it back
+                self._graceful("stopped", w, replicas)
+            if self._patch_tolerations(w, compute):
+                self._changed("%s %s" % (what, ref))
+        if ref in stopped and not self.check_mode:
+            self._graceful("running", w, stopped[ref])
+            del stopped[ref]
+            self.state_file.write(recorded)
+        return [w]
+
+    def _graceful(self, state, w, replicas):
+        """safe_shutdown's stop (exit command, scale to 0, watch until no pod is left) or start
+        (scale to ``replicas``, watch until they are Ready) of workload ``w``."""
+        ref = _ref(w)
+        params = {
+            "state": state,
+            "kind": w["kind"],
+            "name": w["name"],
+            "namespace": w["namespace"],
+            "replicas": replicas,
+            "timeout": self.p["rollout_timeout"],
+            "exit_command": w.get("exit_command"),
+            "exit_timeout": w.get("exit_timeout"),
+            "exit_failure_ok": False,
+            "exit_in": "host",
+        }
+        worker = sd.SafeShutdown(self.kube, params, run_command=self.module.run_command)
+        try:
+            result = worker.run()
+        except k8s.K8sError as exc:
+            self.graceful_stop = dict(exc.details, msg=str(exc))
+            raise IsolationError(
+                "the graceful %s of %s failed: %s. The state file keeps what to bring back: run "
+                "state=%s again once that is fixed, or state=restored"
+                % ("stop" if state == "stopped" else "start", ref, exc, self.p["state"])
+            ) from None
+        finally:
+            for text in getattr(worker, "warnings", ()):  # safe_shutdown's own (how the exit waits)
+                self._warn(text)
+        if state == "stopped":
+            self._changed(
+                "stopped %s through its exit command (%s, scaled from %d to 0, %d pod(s) gone)"
+                % (ref, " ".join(w["exit_command"]), replicas, len(result.get("pods") or []))
+            )
+        elif result.get("changed"):  # not when its stop failed before the scale
+            self._changed("scaled %s back to %d (Ready)" % (ref, replicas))
+
+    def _wait_ready(self, workloads, after):
+        """Wait (watch, no polling) until every workload has all its replicas updated and ready:
+        on isolation so that no pod of theirs is still to be placed when the node is tainted
+        and cordoned, on restore so that it returns with the workloads serving again."""
         timeout = self.p["rollout_timeout"]
         if self.check_mode or not timeout:
             return
@@ -369,13 +590,21 @@ class RunnerIsolation:
                     w["namespace"],
                     field_selector="metadata.name=" + w["name"],
                     timeout=timeout,
-                    description="%s to roll out with the toleration" % _ref(w),
+                    description="%s to be Ready %s" % (_ref(w), after),
                 )
             except k8s.K8sTimeout as exc:
                 raise IsolationError(
-                    "%s did not roll out within %s s (rollout_timeout) after the toleration was added: %s. "
-                    "The node is not tainted or cordoned yet; fix the workload and run again, or "
-                    "state=restored to undo" % (_ref(w), timeout, exc)
+                    "%s was not Ready within %s s (rollout_timeout) %s: %s. %s"
+                    % (
+                        _ref(w),
+                        timeout,
+                        after,
+                        exc,
+                        "The node is not tainted or cordoned yet; fix the workload and run again, or "
+                        "state=restored to undo"
+                        if self.p["state"] == "isolated"
+                        else "Fix the workload and run state=restored again: it finishes the rest",
+                    )
                 ) from None
 
     # --- isolated ---------------------------------------------------------------------------
@@ -393,20 +622,23 @@ class RunnerIsolation:
             raise IsolationError("workloads need node (their toleration is that of the node's taint)")
 
         # 0. read and check everything before any change (and before the state file)
-        config_bytes = None
+        config_bytes = written = None
         if target:
             config_bytes = self._read_config(target)[0]
             if config_bytes is None:
                 raise IsolationError("%s does not exist" % self._config_label(target))
-            rc.edit(config_bytes, source=self._config_label(target), **wanted)  # parse + validate + dry edit
+            # parse + validate + dry edit: what step 3 writes (unless the file changes meanwhile)
+            written = rc.edit(config_bytes, source=self._config_label(target), **wanted)[0].encode("utf-8")
         node = node_view(self.kube.get_node(settings["node"])) if settings["node"] else None
-        workloads = [
-            dict(w, tolerations=template_tolerations(self.kube.get(w["kind"], w["name"], w["namespace"])))
-            for w in settings["workloads"]
-        ]
+        if node and wanted["node_selector"]:
+            self._check_selector(node, settings)
+        workloads = []
+        for w in settings["workloads"]:
+            obj = self.kube.get(w["kind"], w["name"], w["namespace"])
+            workloads.append(dict(w, tolerations=template_tolerations(obj), replicas=sd.spec_replicas(obj)))
         runners = [self.gitlab.get_runner(rid) for rid in settings["runners"]]
 
-        with self.state_file.lock(timeout=self.p["lock_timeout"]):
+        with self.state_file.lock(timeout=self.p["lock_timeout"], create=not self.check_mode):
             recorded = self.state_file.read()
             already = recorded is not None
             if already:
@@ -425,10 +657,14 @@ class RunnerIsolation:
                     "config": None,
                     "node": None,
                     "workloads": workloads,
+                    "stopped": {},
                 }
                 if target:
                     recorded["config"] = dict(
-                        target, content_b64=_b64(config_bytes), sha256=_sha256(config_bytes)
+                        target,
+                        content_b64=_b64(config_bytes),
+                        sha256=_sha256(config_bytes),
+                        written_b64=_b64(written),
                     )
                 if node:
                     recorded["node"] = {k: node[k] for k in ("name", "taints", "labels", "unschedulable")}
@@ -442,21 +678,18 @@ class RunnerIsolation:
             if target:
                 self._edit_config(target, wanted)
             if settings["node"]:
-                self._patch_node(settings["node"], lambda n: self._label_patch(n, settings))
-            tol = toleration_for(settings["taint"]) if settings["node"] else None
-            for w in settings["workloads"]:
-                self._patch_tolerations(
-                    w, lambda current: tolerations_with(current, tol), "added the toleration to"
-                )
-            self._wait_rolled_out(settings["workloads"])
+                self._label_node(settings)
+            self._wait_ready(self._tolerate_workloads(settings, recorded), "with the toleration")
             if settings["node"]:
-                self._patch_node(settings["node"], lambda n: self._taint_patch(n, settings))
+                self._taint_node(settings)
 
         if already and self.changes:
             self._warn(
                 "the isolation was already recorded (%s); the first record was kept and the missing "
                 "changes were made again" % recorded.get("recorded_at")
             )
+        if self.check_mode and self.restarts:
+            self._warn(self._restart_warning("adding the toleration of the taint"))
         return {
             "changed": bool(self.changes),
             "state": "isolated",
@@ -468,14 +701,46 @@ class RunnerIsolation:
             "runners": [{"id": r["id"], "paused_before": r["paused"]} for r in recorded["runners"]],
         }
 
+    def _restart_warning(self, why):
+        return "%s restarts the pods of: %s" % (
+            why,
+            "; ".join("%s (%s)" % (r["workload"], r["how"]) for r in self.restarts),
+        )
+
+    def _check_selector(self, node, settings):
+        """The runner's job pods go only to a node with every label of the selector: refuse
+        before any change when the node will not carry them (node_labels included)."""
+        labels = dict(node["labels"], **settings["node_labels"])
+        missing = selector_missing(settings["config"]["node_selector"], labels)
+        if missing:
+            raise IsolationError(
+                "node %s does not carry %s, which the runner's node_selector would select: its job pods "
+                "would stay Pending. Add the labels with node_labels, or set node_selector to labels the "
+                "node has. Nothing was changed"
+                % (node["name"], ", ".join("%s=%s" % kv for kv in sorted(missing.items())))
+            )
+
+    def _label_node(self, settings):
+        self._patch_node(settings["node"], lambda n: self._label_patch(n, settings))
+
+    def _tolerate_workloads(self, settings, recorded):
+        tol = toleration_for(settings["taint"])
+        waits = []
+        for w in settings["workloads"]:
+            waits += self._retolerate(
+                w, lambda current: tolerations_with(current, tol), "added the toleration to", recorded
+            )
+        return waits
+
+    def _taint_node(self, settings):
+        self._patch_node(settings["node"], lambda n: self._taint_patch(n, settings))
+
     def _check_same_settings(self, recorded, settings, target):
         if recorded.get("operation") != STATE_OPERATION:
             raise IsolationError("%s is not a runner isolation state file" % self.state_file.path)
         before = dict(recorded.get("settings") or {})
         differ = sorted(k for k in settings if before.get(k) != settings[k])
-        rec_target = dict(recorded.get("config") or {})
-        for k in ("content_b64", "sha256"):
-            rec_target.pop(k, None)
+        rec_target = {k: v for k, v in (recorded.get("config") or {}).items() if k not in RECORDED_BYTES}
         if (rec_target or None) != target:
             differ.append("config target")
         if differ:
@@ -556,18 +821,26 @@ class RunnerIsolation:
 
     # --- restored ---------------------------------------------------------------------------
     def restored(self):
-        with self.state_file.lock(timeout=self.p["lock_timeout"]):
+        nothing = {
+            "changed": False,
+            "state": "restored",
+            "state_path": self.state_file.path,
+            "changes": [],
+            "msg": "no isolation recorded in %s: nothing to restore" % self.state_file.path,
+        }
+        if not self.state_file.exists():
+            return nothing  # and nothing created: no directory, no lock file
+        with self.state_file.lock(timeout=self.p["lock_timeout"], create=not self.check_mode):
             recorded = self.state_file.read()
-            if recorded is None:
-                return {
-                    "changed": False,
-                    "state": "restored",
-                    "state_path": self.state_file.path,
-                    "changes": [],
-                    "msg": "no isolation recorded in %s: nothing to restore" % self.state_file.path,
-                }
-            if recorded.get("operation") != STATE_OPERATION:
-                raise IsolationError("%s is not a runner isolation state file" % self.state_file.path)
+            if recorded is None:  # another run restored it meanwhile
+                return nothing
+            problems = record_problems(recorded)
+            if problems:
+                raise st.StateError(
+                    "the runner isolation state file %s cannot be used: %s. It was edited by hand or "
+                    "written by another program; nothing was restored"
+                    % (self.state_file.path, "; ".join(problems))
+                )
             self.recorded = True
             self._gitlab_url = self._gitlab_url or recorded.get("gitlab_url")
             settings = recorded["settings"]
@@ -580,43 +853,67 @@ class RunnerIsolation:
                 self._patch_node(
                     rec_node["name"], lambda n: self._untaint_patch(n, rec_node, settings), missing_ok=True
                 )
-            tol = toleration_for(settings["taint"]) if rec_node else None
-            for w in recorded.get("workloads") or []:
-                self._patch_tolerations(
-                    w,
-                    lambda current, w=w: tolerations_restored(current, w.get("tolerations"), tol),
-                    "removed the toleration from",
-                    missing_ok=True,
-                )
+            self._wait_ready(self._untolerate_workloads(recorded), "with its tolerations restored")
             if rec_node:
                 self._patch_node(
                     rec_node["name"], lambda n: self._unlabel_patch(n, rec_node, settings), missing_ok=True
                 )
-            for runner in recorded.get("runners") or []:
+            for runner in recorded["runners"]:
                 self._restore_runner(runner)
             if not self.check_mode:
                 self.state_file.remove()
             self._changed("removed the state file %s" % self.state_file.path)
+        if self.check_mode and self.restarts:
+            self._warn(self._restart_warning("removing the toleration of the taint"))
         return {
             "changed": True,
             "state": "restored",
             "state_path": self.state_file.path,
             "recorded_at": recorded.get("recorded_at"),
             "changes": self.changes,
-            "runners": [{"id": r["id"], "paused": r["paused"]} for r in recorded.get("runners") or []],
+            "runners": [{"id": r["id"], "paused": r["paused"]} for r in recorded["runners"]],
         }
 
+    def _untolerate_workloads(self, recorded):
+        settings = recorded["settings"]
+        tol = toleration_for(settings["taint"]) if recorded.get("node") else None
+        graceful = {_ref(w): w for w in settings.get("workloads") or []}  # exit_command, exit_timeout
+        waits = []
+        for rec in recorded["workloads"]:
+            w = dict(graceful.get(_ref(rec)) or {}, **rec)
+            waits += self._retolerate(
+                w,
+                lambda current, rec=rec: tolerations_restored(current, rec.get("tolerations"), tol),
+                "removed the toleration from",
+                recorded,
+                missing_ok=True,
+            )
+        return waits
+
     def _restore_config(self, rec):
-        target = {k: v for k, v in rec.items() if k not in ("content_b64", "sha256")}
+        target = {k: v for k, v in rec.items() if k not in RECORDED_BYTES}
         original = _unb64(rec["content_b64"])
         current, rv = self._read_config(target)
         if current == original:
             return
+        label = self._config_label(target)
+        written = _unb64(rec["written_b64"]) if rec.get("written_b64") else None
+        if written is not None and current != written:
+            self.config_edits = config_edits(written, current, label)
+            if not self.p["discard_config_edits"]:
+                raise IsolationError(
+                    "%s was changed after state=isolated wrote it, and restoring the recorded bytes would "
+                    "lose that change:\n%sNothing was restored. Revert the change (or note it), run "
+                    "state=restored, then make the change again on the restored file; or set "
+                    "discard_config_edits=true to restore the recorded bytes and drop it"
+                    % (label, self.config_edits)
+                )
+            self._warn("discarded this change made to %s while isolated:\n%s" % (label, self.config_edits))
         if not self.check_mode:
             self._write_config(target, original, rv)
         self.diff["before"]["config"] = None if current is None else current.decode("utf-8", "replace")
         self.diff["after"]["config"] = original.decode("utf-8", "replace")
-        self._changed("restored %s byte-for-byte" % self._config_label(target))
+        self._changed("restored %s byte-for-byte" % label)
 
     @staticmethod
     def _untaint_patch(node, rec, settings):

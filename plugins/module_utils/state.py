@@ -3,12 +3,18 @@
 
 * ``StateFile(path).lock()`` is a context manager holding an exclusive ``fcntl.flock`` on
   ``<path>.lock`` (created 0600), so two runs of the same operation never interleave. It waits
-  up to ``timeout`` seconds and raises ``StateLockedError`` after that.
+  up to ``timeout`` seconds and raises ``StateLockedError`` after that. With ``create=False``
+  (check mode, "nothing to restore") it creates neither the directory nor the lock file: when
+  there is no lock file it yields without one, since such a run writes nothing.
+* The lock file may be removed by its holder (``remove()`` does): a run that got the lock on a
+  lock file that is no longer at ``<path>.lock`` (same device and inode) lets it go and tries
+  again, so two runs never hold two different files.
 * ``write(data)`` writes JSON to a temporary file in the same directory (created 0600 with
   ``O_EXCL``), fsyncs it, renames it over ``path`` and fsyncs the directory: a reader (or a run
   after ``kill -9``) sees the old file or the new one, never a torn one.
 * ``read()`` returns the decoded data, or None when there is no file.
-* ``remove()`` deletes the file (and fsyncs the directory); gone already is fine.
+* ``remove()`` deletes the file and its lock file (call it holding the lock) and fsyncs the
+  directory; gone already is fine. The directory stays: it may hold other state files.
 
 Helpers raise ``StateError`` (or a subclass); a module's ``main()`` catches it once.
 """
@@ -70,30 +76,59 @@ class StateFile:
                     raise StateError("cannot create %s: %s" % (self.directory, exc)) from None
 
     @contextmanager
-    def lock(self, timeout=30.0, poll=0.1):
-        self.ensure_directory()
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StateError("cannot open the lock file %s: %s" % (self.lock_path, exc)) from None
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    def lock(self, timeout=30.0, poll=0.1, create=True):
+        if create:
+            self.ensure_directory()
+        deadline = time.monotonic() + timeout
+        while True:
+            fd = self._open_lock(create)
+            if fd is None:
+                yield self  # no lock file and none may be made: nothing to exclude
+                return
+            try:
+                self._flock(fd, deadline, poll, timeout)
+                if self._is_current_lock(fd):
                     break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise StateError("cannot lock %s: %s" % (self.lock_path, exc)) from None
-                    if time.monotonic() >= deadline:
-                        raise StateLockedError(
-                            "%s is locked by another run (waited %.0f s): wait for it to finish"
-                            % (self.lock_path, timeout)
-                        ) from None
-                    time.sleep(poll)
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # its holder removed that lock file meanwhile: lock the new one
+        try:
             yield self
         finally:
             os.close(fd)  # closing the descriptor releases the flock
+
+    def _open_lock(self, create):
+        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        try:
+            return os.open(self.lock_path, flags, 0o600)
+        except OSError as exc:
+            if not create and exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                return None
+            raise StateError("cannot open the lock file %s: %s" % (self.lock_path, exc)) from None
+
+    def _flock(self, fd, deadline, poll, timeout):
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise StateError("cannot lock %s: %s" % (self.lock_path, exc)) from None
+                if time.monotonic() >= deadline:
+                    raise StateLockedError(
+                        "%s is locked by another run (waited %.0f s): wait for it to finish"
+                        % (self.lock_path, timeout)
+                    ) from None
+                time.sleep(poll)
+
+    def _is_current_lock(self, fd):
+        try:
+            now = os.stat(self.lock_path)
+        except OSError:
+            return False
+        held = os.fstat(fd)
+        return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
 
     def read(self):
         try:
@@ -144,14 +179,18 @@ class StateFile:
         _fsync_dir(self.directory)
 
     def remove(self):
-        try:
-            os.unlink(self.path)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise StateError("cannot remove the %s file %s: %s" % (self.kind, self.path, exc)) from None
-            return False
+        """Remove the state file and then its lock file; True when the state file was there."""
+        removed = False
+        for path in (self.path, self.lock_path):
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise StateError("cannot remove the %s file %s: %s" % (self.kind, path, exc)) from None
+            else:
+                removed = removed or path == self.path
         _fsync_dir(self.directory)
-        return True
+        return removed
 
 
 def atomic_write_bytes(path, data, mode=None):

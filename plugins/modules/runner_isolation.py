@@ -11,28 +11,41 @@ module: runner_isolation
 short_description: Dedicate a Kubernetes node and the GitLab CI runners to an experiment, and undo it exactly
 version_added: "0.1.0"
 description:
-  - With O(state=isolated) the module first checks everything it will touch (the runner
-    config parses and uses the forms gitlab-runner reads, the node and the workloads exist, the
-    runners exist and the token works). Then, under an exclusive lock on the state file, it
+  - With O(state=isolated) the module first checks everything it will touch (the option values
+    as gitlab-runner and Kubernetes would read them, the runner config parses and uses the forms
+    gitlab-runner reads, the node carries every label the runner's node selector will select,
+    the node and the workloads exist, the runners exist and the token works). Bad input fails
+    the task before anything is changed. Then, under an exclusive lock on the state file, it
     records the current state in a C(0600) JSON state file (the runners' paused flags and
-    fields, the runner config's bytes, the node's taints, labels and cordon, the workloads'
-    tolerations), and only then changes anything.
+    fields, the runner config's bytes and the bytes it will write, the node's taints, labels and
+    cordon, the workloads' tolerations and replicas), and only then changes anything.
   - It pauses the named runners (C(PUT /runners/:id) with C(paused) and nothing else; the
     deprecated C(active) is never sent) and waits until they run no job
     (C(GET /runners/:id/jobs?status=running)) or O(job_wait_timeout) passes. Jobs are never
     cancelled.
   - It edits gitlab-runner's C(config.toml) with comments and order kept - C(concurrent),
-    C(node_selector), C(node_tolerations) in the MAP form the Kubernetes executor reads
-    (C([runners.kubernetes.node_tolerations]) with C("key=value" = "Effect")), C(cpu_request) and
-    C(memory_request). gitlab-runner reloads the file by itself; it is never restarted.
+    C(node_selector) (replaced, see O(node_selector)), C(node_tolerations) in the MAP form the
+    Kubernetes executor reads (C([runners.kubernetes.node_tolerations]) with
+    C("key=value" = "Effect")), C(cpu_request) and C(memory_request). gitlab-runner reloads the
+    file by itself; it is never restarted.
   - It labels the node, adds the toleration of the taint to the named Deployments and
-    StatefulSets (their pod templates, so their pods roll), waits until they have rolled out
-    (O(rollout_timeout)), then taints the node and, with O(cordon=true), cordons it.
+    StatefulSets (their pod templates, so their pods restart), waits until they are Ready
+    (O(rollout_timeout)), then taints the node and, with O(cordon=true), cordons it. A workload
+    with an C(exit_command) (a validator) is not rolled; it is stopped gracefully first, as
+    M(strata.ops.safe_shutdown) does (the exit command, scale to 0, a watch until its pods are
+    gone), then given the toleration and scaled back to its replicas. Check mode names the
+    workloads whose pods would restart (RV(restarts) and a warning).
   - O(state=restored) puts back what was recorded - the config byte-for-byte, the node's taint
     and cordon BEFORE the workloads' tolerations (a pod bound to the node, such as a hostPath
-    MinIO, stays schedulable), then the labels and the runners' paused flags - and removes the
-    state file. It works after a crash in the middle of O(state=isolated), since the state file
-    is written before the first change. Without a state file it changes nothing.
+    MinIO, stays schedulable, and workloads with an C(exit_command) are stopped gracefully again),
+    waits until the workloads are Ready, then the labels and the runners' paused flags - and
+    removes the state file and its lock file. It works after a crash anywhere in
+    O(state=isolated), since the state file is written before the first change. Without a
+    state file it changes nothing and creates nothing.
+  - When the runner config is no longer what O(state=isolated) wrote (someone edited it
+    meanwhile), O(state=restored) fails before restoring anything and shows the change as a
+    diff (RV(config_edits)), since writing the recorded bytes back would lose it; see
+    O(discard_config_edits).
   - A second O(state=isolated) while isolated keeps the first record (never overwrites it) and
     only makes the changes that are missing; with other settings it fails and asks for
     O(state=restored) first.
@@ -48,8 +61,9 @@ attributes:
   check_mode:
     support: full
     details:
-      - Reads and checks everything and reports what would change; writes no state file and does
-        not wait for running jobs (it returns them).
+      - Reads and checks everything and reports what would change, including the workloads whose
+        pods would restart (RV(restarts), and a warning); writes no state file, creates no
+        directory or lock file, and does not wait for running jobs (it returns them).
   diff_mode:
     support: partial
     details: The runner config's text before and after; not the Kubernetes or GitLab changes.
@@ -147,13 +161,20 @@ options:
     type: list
     elements: str
   concurrent:
-    description: The global C(concurrent) to set (C(1) runs the experiment's jobs one at a time).
+    description:
+      - The global C(concurrent) to set (C(1) runs the experiment's jobs one at a time). A positive
+        integer (gitlab-runner does not take C(0) as unlimited).
     type: int
   node_selector:
     description:
-      - C([runners.kubernetes.node_selector]) entries to set (merged into the existing ones).
+      - The C([runners.kubernetes.node_selector]) entries while isolated, label to value. They
+        REPLACE the entries there (restored byte-for-byte later), since the executor puts a job pod
+        only on a node with every entry, so an old entry would have to be on O(node) too.
       - Defaults to the label C(kubernetes.io/hostname) with the value O(node) when O(node) and a
         runner config (O(config_path) or O(config_configmap)) are given.
+      - With O(node), the run fails before any change when O(node) (with O(node_labels) added)
+        does not carry every entry.
+      - Keys and values must be Kubernetes label keys and values.
       - This and O(concurrent), O(cpu_request), O(memory_request) and O(config_runner_names) need
         a runner config; without one the run fails before any change.
     type: dict
@@ -164,16 +185,23 @@ options:
     type: bool
     default: true
   cpu_request:
-    description: C(cpu_request) of the job pods, for example C(2000m).
+    description:
+      - C(cpu_request) of the job pods, a Kubernetes quantity, for example C(2000m) or C(2).
+        Checked with the grammar gitlab-runner parses it with (Kubernetes' C(ParseQuantity));
+        C(lots) or a negative value fail before any change.
     type: str
   memory_request:
-    description: C(memory_request) of the job pods, for example C(2Gi).
+    description:
+      - C(memory_request) of the job pods, a Kubernetes quantity, for example C(2Gi) or C(2G)
+        (not C(2 GB)).
     type: str
   node:
     description: The Kubernetes node to dedicate to the experiment.
     type: str
   taint:
-    description: The taint put on O(node) (and tolerated by the runner's job pods and O(workloads)).
+    description:
+      - The taint put on O(node) (and tolerated by the runner's job pods and O(workloads)). Its
+        key and value follow the rules of Kubernetes label keys and values.
     type: dict
     default: {key: experiment, value: dedicated, effect: NoSchedule}
     suboptions:
@@ -191,7 +219,7 @@ options:
         choices: [NoSchedule, PreferNoSchedule, NoExecute]
         default: NoSchedule
   node_labels:
-    description: Labels to set on O(node).
+    description: Labels to set on O(node) (Kubernetes label keys and values).
     type: dict
     default: {}
   cordon:
@@ -203,7 +231,8 @@ options:
   workloads:
     description:
       - Deployments and StatefulSets that must keep running on O(node) (for example a MinIO bound
-        to it by hostPath); the toleration is added to their pod templates, which rolls their pods.
+        to it by hostPath); the toleration is added to their pod templates, which restarts their
+        pods (and removed again on O(state=restored)).
     type: list
     elements: dict
     default: []
@@ -221,18 +250,45 @@ options:
         description: Its name.
         type: str
         required: true
+      exit_command:
+        description:
+          - The workload's graceful exit command as an argument list (no shell), for example
+            C([agave-validator, --ledger, /srv/kind/solana/ledger, exit, --force]). When given,
+            the restart the toleration change causes goes through the graceful stop of
+            M(strata.ops.safe_shutdown) - this command, a scale to 0 and a watch until its pods are
+            gone - and the workload is scaled back to its replicas afterwards, instead of being
+            rolled.
+          - It runs where this module runs (the admin socket must be reachable there), only
+            when the workload has replicas. When it fails nothing is scaled and the task fails.
+        type: list
+        elements: str
+      exit_timeout:
+        description: Seconds O(workloads[].exit_command) may run (then SIGTERM, SIGKILL 5 s later).
+        type: int
+        default: 120
   rollout_timeout:
     description:
       - Seconds to wait, after the toleration is added to O(workloads), until each has all its
         replicas updated and ready, before O(node) is tainted and cordoned (a pod still to be
-        placed would stay Pending on a cordoned node). The run fails at the timeout with the
-        node untouched. C(0) does not wait.
+        placed would stay Pending on a cordoned node); and on O(state=restored), after the
+        toleration is removed, until they are Ready again. The run fails at the timeout (an
+        isolation with the node untouched). C(0) does not wait.
+      - Also the timeout of each graceful stop and start (O(workloads[].exit_command)), which
+        needs it to be 1 or more.
     type: int
     default: 600
   lock_timeout:
     description: Seconds to wait for another run holding the state file's lock.
     type: float
     default: 30
+  discard_config_edits:
+    description:
+      - For O(state=restored) when the runner config was changed after O(state=isolated) wrote it.
+        V(false) fails before anything is restored and shows the change (RV(config_edits)); make
+        the change again after the restore, or set V(true) to write the recorded bytes anyway,
+        which drops the change (it is shown in a warning and in RV(config_edits)).
+    type: bool
+    default: false
 requirements:
   - tomlkit (to edit the runner config with its comments kept)
 notes:
@@ -274,6 +330,18 @@ EXAMPLES = r"""
       - {kind: StatefulSet, namespace: minio, name: minio}
     kubeconfig: "{{ strata_kubeconfig }}"
   delegate_to: localhost
+
+- name: Keep a validator on the node; its restart goes through its graceful exit (runs on the kind host)
+  strata.ops.runner_isolation:
+    state: isolated
+    state_path: /var/lib/strata-ops/validator_isolation.json
+    node: kind-control-plane
+    workloads:
+      - kind: Deployment
+        namespace: laconic-solana
+        name: solana-validator
+        exit_command: [agave-validator, --ledger, /srv/kind/solana/ledger, exit, --force]
+    kubeconfig: "{{ strata_kubeconfig }}"
 
 - name: Undo it after the experiment
   strata.ops.runner_isolation:
@@ -340,6 +408,29 @@ runners:
   type: list
   elements: dict
   sample: [{id: 7, paused_before: false}]
+restarts:
+  description:
+    - The workloads whose pods the toleration change restarted (or would, in check mode), with
+      their replicas and how - rolled by the template change, or stopped gracefully through the
+      exit command and scaled back. Also in a failed result.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - workload: StatefulSet minio/minio
+      replicas: 4
+      how: the changed pod template rolls its 4 pod(s) (no exit command given)
+config_edits:
+  description:
+    - A unified diff from what O(state=isolated) wrote to the runner config to what it holds now,
+      when it was changed meanwhile. Returned with the failure (or, with
+      O(discard_config_edits=true), with the result and a warning).
+  returned: when the runner config was changed while isolated
+  type: str
+graceful_stop:
+  description: In a failed result, what the graceful stop or start of a workload reported.
+  returned: on failure of a graceful stop or start
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
@@ -405,10 +496,13 @@ def main():
                 kind=dict(type="str", choices=["Deployment", "StatefulSet"], default="Deployment"),
                 namespace=dict(type="str", required=True),
                 name=dict(type="str", required=True),
+                exit_command=dict(type="list", elements="str"),
+                exit_timeout=dict(type="int", default=120),
             ),
         ),
         rollout_timeout=dict(type="int", default=600),
         lock_timeout=dict(type="float", default=30),
+        discard_config_edits=dict(type="bool", default=False),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,

@@ -11,12 +11,14 @@ tainted, labelled or cordoned here. Without a control plane the tests are skippe
 under CI=true).
 """
 
+import contextlib
 import json
 import os
 import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from types import SimpleNamespace
@@ -26,7 +28,7 @@ import pytest
 from ansible_collections.strata.ops.plugins.module_utils import gitlab as gl
 from ansible_collections.strata.ops.plugins.module_utils import k8s, state
 
-from .conftest import COLLECTIONS, REPO, run_module
+from .conftest import COLLECTIONS, REPO, adhoc_result, assert_clean_failure, run_module
 from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 from .k8s_fixtures import recap, run_playbook
 
@@ -69,6 +71,19 @@ def template(app, node, tolerations=None):
 
 def ready(client, kind, name, ns, timeout=60):
     return client.watch_until(kind, k8s.named_ready([name], k8s.workload_is_ready), ns, timeout=timeout)
+
+
+def slow_rollout(bed, seconds=3):
+    """web's roll-outs then take ``seconds`` at least: its old pod goes only once the new one
+    has been Ready that long (minReadySeconds; no template change, so no roll-out now)."""
+    bed.client.patch("Deployment", "web", {"spec": {"minReadySeconds": seconds}}, bed.ns, patch_type="merge")
+
+
+def assert_ready_now(bed, names=(("Deployment", "web"), ("StatefulSet", "minio"))):
+    """The workloads are Ready when restored returns (read once, no waiting here)."""
+    for kind, name in names:
+        obj = bed.client.get(kind, name, bed.ns)
+        assert k8s.workload_is_ready(obj), (kind, name, obj.get("status"))
 
 
 @pytest.fixture
@@ -219,6 +234,7 @@ def assert_nothing_changed(bed, a, before, config_text=CONFIG):
 
 
 def test_isolate_then_restore_exactly(bed):
+    slow_rollout(bed)
     before = snapshot(bed)
     original = bed.config.read_bytes()
     bed.gitlab.add_job(7, 501, duration=1.0)  # a running job: waited for, never cancelled
@@ -273,6 +289,8 @@ def test_isolate_then_restore_exactly(bed):
     bed.gitlab.requests.clear()
     restored = run_module("runner_isolation", dict(a, state="restored"), diff=True)
     assert restored["changed"] is True, restored
+    # restored returned only once both workloads rolled back and are Ready on the node again
+    assert_ready_now(bed)
     assert bed.config.read_bytes() == original
     assert snapshot(bed) == before
     assert paused(bed.gitlab) == {7: False, 8: False, 9: True}
@@ -283,9 +301,6 @@ def test_isolate_then_restore_exactly(bed):
     untainted = changes.index(f"removed the taint experiment=dedicated:NoSchedule from node {bed.node}")
     tol_steps = [i for i, c in enumerate(changes) if c.startswith("removed the toleration")]
     assert len(tol_steps) == 2 and untainted < min(tol_steps), changes  # taint first: MinIO stays schedulable
-    # both workloads roll back to their old tolerations and are placed on the node again
-    ready(bed.client, "Deployment", "web", bed.ns)
-    ready(bed.client, "StatefulSet", "minio", bed.ns)
     assert placed_pods(bed) == {("web", bed.node, "Running", False), ("minio", bed.node, "Running", False)}
 
     twice = run_module("runner_isolation", dict(a, state="restored"))
@@ -302,7 +317,15 @@ def test_token_from_environment_and_check_mode(bed, monkeypatch):
     assert "[runners.kubernetes.node_tolerations]" in result["diff"]["after"]["config"]
     assert TOKEN not in json.dumps(result)
     assert all(r["token_ok"] for r in bed.gitlab.requests)  # the environment's token was sent
+    # the restarts the toleration causes are named (both workloads roll: no exit command given)
+    assert [r["workload"] for r in result["restarts"]] == [
+        f"Deployment {bed.ns}/web",
+        f"StatefulSet {bed.ns}/minio",
+    ]
+    assert all("rolls its 1 pod(s)" in r["how"] for r in result["restarts"]), result["restarts"]
+    assert f"restarts the pods of: Deployment {bed.ns}/web" in json.dumps(result["warnings"])
     assert_nothing_changed(bed, a, before)
+    assert not os.path.exists(os.path.dirname(a["state_path"]))  # no state directory, no .lock file
 
 
 def test_wrong_token(bed):
@@ -573,6 +596,360 @@ def test_runner_config_options_need_a_config(bed):
     assert result["failed"] is True and "neither config_path nor config_configmap" in result["msg"], result
     assert "concurrent, cpu_request, memory_request" in result["msg"]
     assert not bed.gitlab.requests and not os.path.exists(a["state_path"])
+
+
+# A breakpoint for a real module process: run plugins/modules/runner_isolation.py as Ansible does,
+# and SIGSTOP it when the named method of module_utils/runner_isolation.py returns, so that a test
+# sees the state of that moment and kills it there with SIGKILL.
+STOP_AFTER = """
+import os, runpy, signal, sys
+target, sys.argv = sys.argv[1], sys.argv[2:]
+
+def stop_after(frame, event, arg):
+    code = frame.f_code
+    if event == "return" and code.co_name == target and code.co_filename.endswith("runner_isolation.py"):
+        sys.setprofile(None)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+sys.setprofile(stop_after)
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def process_state(pid):
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0]
+
+
+def run_until_stopped(bed, a, step, timeout=180):
+    """The module, started as Ansible starts it, stopped right after ``step`` returned."""
+    args_file = bed.tmp / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": a}))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STOP_AFTER, step, MODULE, str(args_file)],
+        env=dict(os.environ, PYTHONPATH=COLLECTIONS),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + timeout
+    while process_state(proc.pid) != "T":
+        if proc.poll() is not None:
+            raise AssertionError(f"the module ended before {step} returned: {proc.communicate()}")
+        assert time.monotonic() < deadline, f"the module did not reach the end of {step}"
+        time.sleep(0.05)
+    return proc
+
+
+def kill9(proc):
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("step", ["_edit_config", "_tolerate_workloads", "_taint_node"])
+def test_killed_after_a_later_step_then_restore(bed, step):
+    """kill -9 right after config.toml was written, after the tolerations were added, and after
+    the node was tainted: state=restored puts back exactly what the state file recorded."""
+    slow_rollout(bed)
+    before, original = snapshot(bed), bed.config.read_bytes()
+    a = args(bed)
+    proc = run_until_stopped(bed, a, step)
+    try:
+        at_kill = snapshot(bed)
+        text = bed.config.read_text()
+        assert f'"kubernetes.io/hostname" = "{bed.node}"' in text and "concurrent = 1" in text
+        assert paused(bed.gitlab) == {7: True, 8: True, 9: True}
+        tolerated = step != "_edit_config"
+        assert (at_kill["web"] == [TOLERATION]) is tolerated, at_kill
+        assert (at_kill["minio"] == [*before["minio"], TOLERATION]) is tolerated, at_kill
+        assert (at_kill["labels"] != before["labels"]) is tolerated
+        tainted = at_kill["taints"] != before["taints"]
+        assert tainted is (step == "_taint_node") and at_kill["unschedulable"] is tainted, at_kill
+    finally:
+        kill9(proc)
+    assert os.path.exists(a["state_path"])
+
+    restored = run_module("runner_isolation", dict(a, state="restored"))
+    assert restored["changed"] is True and not restored.get("failed"), restored
+    assert_ready_now(bed)
+    assert bed.config.read_bytes() == original
+    assert paused(bed.gitlab) == {7: False, 8: False, 9: True}
+    assert snapshot(bed) == before
+    assert not os.path.exists(a["state_path"]) and not os.path.exists(a["state_path"] + ".lock")
+
+
+def test_existing_node_selector_is_replaced_then_restored(bed):
+    """A node_selector already in config.toml is not merged with the pin (job pods would need
+    both labels on the experiment node): the pin replaces it, and exit restores the bytes."""
+    text = CONFIG + '    [runners.kubernetes.node_selector]\n      "disktype" = "ssd"\n'
+    bed.config.write_text(text)
+    original = bed.config.read_bytes()
+    a = args(bed, workloads=[], runners=[])
+    result = run_module("runner_isolation", a)
+    assert not result.get("failed"), result
+    during = bed.config.read_text()
+    assert f'[runners.kubernetes.node_selector]\n      "kubernetes.io/hostname" = "{bed.node}"\n' in during
+    assert "disktype" not in during
+    restored = run_module("runner_isolation", dict(a, state="restored"))
+    assert restored["changed"] is True and bed.config.read_bytes() == original
+
+
+def test_selector_the_node_does_not_carry_is_refused(bed):
+    before = snapshot(bed)
+    a = args(bed, node_selector={"disktype": "ssd"})
+    result = adhoc_result("runner_isolation", a)
+    assert_clean_failure(result)
+    assert f"node {bed.node} does not carry disktype=ssd" in result["msg"], result
+    assert "Nothing was changed" in result["msg"]
+    assert_nothing_changed(bed, a, before)
+    # with the label set by the isolation itself, it is accepted
+    a = args(bed, node_selector={"disktype": "ssd"}, node_labels={"disktype": "ssd"}, workloads=[])
+    assert not run_module("runner_isolation", a).get("failed")
+    assert run_module("runner_isolation", dict(a, state="restored"))["changed"] is True
+    assert snapshot(bed) == before
+
+
+def test_config_edited_while_isolated(bed):
+    """An edit made to config.toml while isolated is not dropped silently: exit refuses with the
+    diff and restores nothing, until the operator says to discard it."""
+    before = snapshot(bed)
+    a = args(bed, workloads=[])
+    assert not run_module("runner_isolation", a).get("failed")
+    during = snapshot(bed)
+    edited = bed.config.read_text().replace("check_interval = 3", "check_interval = 5")
+    bed.config.write_text(edited)
+
+    refused = adhoc_result("runner_isolation", dict(a, state="restored"))
+    assert_clean_failure(refused)
+    assert "was changed after state=isolated wrote it" in refused["msg"], refused
+    assert "-check_interval = 3\n+check_interval = 5\n" in refused["msg"]
+    assert "-check_interval = 3\n+check_interval = 5\n" in refused["config_edits"]
+    assert "discard_config_edits=true" in refused["msg"]
+    assert bed.config.read_text() == edited and snapshot(bed) == during  # nothing was restored
+    assert paused(bed.gitlab) == {7: True, 8: True, 9: True} and os.path.exists(a["state_path"])
+
+    restored = adhoc_result("runner_isolation", dict(a, state="restored", discard_config_edits=True))
+    assert restored.get("failed") is not True and restored["changed"] is True, restored
+    assert "+check_interval = 5" in json.dumps(restored["warnings"])
+    assert bed.config.read_text() == CONFIG and snapshot(bed) == before
+    assert paused(bed.gitlab) == {7: False, 8: False, 9: True}
+
+
+def test_nothing_to_restore_leaves_nothing(tmp_path):
+    """No state file: restored changes nothing and creates neither the state directory nor a
+    .lock file (no cluster or GitLab is asked)."""
+    state_path = tmp_path / "absent" / "deeper" / "isolation.json"
+    result = adhoc_result("runner_isolation", {"state": "restored", "state_path": str(state_path)})
+    assert result.get("failed") is not True and result["changed"] is False, result
+    assert "nothing to restore" in result["msg"]
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "there").mkdir()
+    result = adhoc_result(
+        "runner_isolation", {"state": "restored", "state_path": str(tmp_path / "there" / "s.json")}
+    )
+    assert result["changed"] is False and list((tmp_path / "there").iterdir()) == []
+
+
+@pytest.fixture
+def bad_input_bed(controlplane, gitlab, tmp_path):
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(CONFIG)
+    return SimpleNamespace(kubeconfig=controlplane, gitlab=gitlab, config=config_file, tmp=tmp_path)
+
+
+BAD_RECORD = {"operation": "strata.ops.runner_isolation", "recorded_at": "2026-02-20T22:14:03Z"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ({"concurrent": -3}, "concurrent must be a positive integer (jobs at once), got -3"),
+        ({"cpu_request": "lots"}, "cpu_request 'lots' is not a Kubernetes quantity"),
+        ({"memory_request": "2 GB"}, "memory_request '2 GB' is not a Kubernetes quantity"),
+        ({"cpu_request": "-500m"}, "cpu_request '-500m' is negative"),
+        ({"node_selector": {"zone": None}}, "node_selector value None of 'zone' is not a string"),
+        ({"node_labels": {"strata ops": "x"}}, "node_labels key 'strata ops' is not a label name"),
+        ({"taint": {"key": "experiment", "value": "a b"}}, "taint.value 'a b' is not a label value"),
+        ({"job_poll_interval": -1}, "job_poll_interval must be 0.01 seconds or more, got -1.0"),
+        (
+            {"workloads": [{"namespace": "n", "name": "v", "exit_command": []}]},
+            "exit_command of Deployment n/v is empty",
+        ),
+        ({"state": "restored", "record": BAD_RECORD}, "'settings' is missing"),
+        (
+            {
+                "state": "restored",
+                "record": {
+                    **BAD_RECORD,
+                    "settings": {"taint": None, "node_labels": {}, "cordon": False, "config": {}},
+                    "runners": [],
+                    "workloads": [],
+                    "config": {"mode": "file", "path": "CONFIG", "content_b64": "@@not base64@@"},
+                },
+            },
+            "the recorded runner config is not base64",
+        ),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_bad_input_fails_cleanly_before_anything(bad_input_bed, extra, fragment):
+    """Bad input ends in fail_json with what is wrong (not a crash: ansible-core 2.19 would say
+    "Module failed: <exception>"), before anything is read from GitLab or changed."""
+    b = bad_input_bed
+    state_path = b.tmp / "state" / "isolation.json"
+    a = {
+        "state_path": str(state_path),
+        "gitlab_url": b.gitlab.url,
+        "gitlab_token": TOKEN,
+        "runners": [7],
+        "config_path": str(b.config),
+        "node": "ri-never-asked",
+        "kubeconfig": b.kubeconfig,
+    }
+    record = extra.pop("record", None)
+    if record is not None:
+        state_path.parent.mkdir()
+        record = json.loads(json.dumps(record).replace('"CONFIG"', json.dumps(str(b.config))))
+        state_path.write_text(json.dumps(record))
+    result = adhoc_result("runner_isolation", dict(a, **extra))
+    assert_clean_failure(result)
+    assert "Module failed" not in result["msg"], result["msg"]
+    assert fragment in result["msg"], result["msg"]
+    assert b.config.read_text() == CONFIG
+    assert not b.gitlab.requests  # nothing was asked, nothing was paused
+    if record is None:
+        assert not state_path.parent.exists()
+    else:
+        assert json.loads(state_path.read_text()) == record  # kept for the operator to look at
+
+
+def watch_pods(kubeconfig, ns, app, done, seen):
+    """Record every set of pods of ``app`` (by uid, terminating ones included) until ``done``."""
+    client = k8s.get_client(kubeconfig)
+
+    def predicate(items):
+        seen.append(sorted(p["metadata"]["uid"] for p in items))
+        return done.is_set()
+
+    with contextlib.suppress(k8s.K8sTimeout):
+        client.watch_until("Pod", predicate, ns, label_selector="app=" + app, timeout=300)
+
+
+def test_validator_restart_goes_through_its_exit_command(bed):
+    """A workload with an exit_command is not rolled by the toleration change: it is stopped
+    through the command (safe_shutdown's graceful stop), given the toleration at 0 replicas and
+    scaled back; exit does the same the other way and returns with it Ready. Check mode says
+    which workloads would restart."""
+    ns, marker = bed.ns, bed.tmp / "exits"
+    selector = {"matchLabels": {"app": "validator"}}
+    body = {"replicas": 1, "selector": selector, "template": template("validator", bed.node)}
+    bed.client.create("Deployment", {"metadata": {"name": "validator"}, "spec": body}, ns)
+    ready(bed.client, "Deployment", "validator", ns)
+    validator = {
+        "kind": "Deployment",
+        "namespace": ns,
+        "name": "validator",
+        "exit_command": ["/bin/sh", "-c", f"echo exit >> {marker}"],
+        "exit_timeout": 30,
+    }
+    a = args(bed, runners=[], workloads=[validator])
+    del a["config_path"], a["concurrent"], a["cpu_request"], a["memory_request"]
+
+    check = run_module("runner_isolation", a, check_mode=True)
+    assert check["changed"] is True and not check.get("failed"), check
+    assert check["restarts"] == [
+        {
+            "workload": f"Deployment {ns}/validator",
+            "replicas": 1,
+            "how": "graceful: exit command, scaled to 0 until its pods are gone, then back to 1",
+        }
+    ]
+    assert f"restarts the pods of: Deployment {ns}/validator (graceful" in json.dumps(check["warnings"])
+    assert not marker.exists() and template_tolerations(bed.client.get("Deployment", "validator", ns)) is None
+
+    for wanted, expected in (("isolated", [TOLERATION]), ("restored", None)):
+        done, seen = threading.Event(), []
+        watcher = threading.Thread(target=watch_pods, args=(bed.kubeconfig, ns, "validator", done, seen))
+        watcher.start()
+        try:
+            result = run_module("runner_isolation", dict(a, state=wanted))
+            assert not result.get("failed"), result
+            # Ready when the module returned; no pod started while the old one was still there
+            assert_ready_now(bed, [("Deployment", "validator")])
+        finally:
+            done.set()
+            for pod in bed.client.list("Pod", ns, label_selector="app=validator")[0][:1]:  # an event for it
+                name = pod["metadata"]["name"]
+                bed.client.patch("Pod", name, {"metadata": {"labels": {"seen": "1"}}}, ns, patch_type="merge")
+            watcher.join(60)
+        ref = f"Deployment {ns}/validator"
+        steps = [c for c in result["changes"] if ref in c]
+        assert steps[0].startswith(f"stopped {ref} through its exit command (/bin/sh -c echo exit"), steps
+        assert steps[1].endswith(f"the toleration {'to' if wanted == 'isolated' else 'from'} {ref}"), steps
+        assert steps[2] == f"scaled {ref} back to 1 (Ready)", steps
+        assert max(len(uids) for uids in seen) == 1, seen  # never two pods at once: a stop, not a roll
+        assert len({u for uids in seen for u in uids}) == 2, seen  # the old pod went, a new one came
+        assert template_tolerations(bed.client.get("Deployment", "validator", ns)) == expected
+    assert marker.read_text() == "exit\nexit\n"  # once on enter, once on exit
+
+
+def test_killed_while_the_validator_is_stopped_then_restore(bed):
+    """kill -9 after the graceful stop (validator at 0 replicas): restore brings it back to its
+    replicas, Ready, from the state file."""
+    ns = bed.ns
+    body = {
+        "replicas": 2,
+        "selector": {"matchLabels": {"app": "validator"}},
+        "template": template("validator", bed.node),
+    }
+    bed.client.create("Deployment", {"metadata": {"name": "validator"}, "spec": body}, ns)
+    ready(bed.client, "Deployment", "validator", ns)
+    validator = {"kind": "Deployment", "namespace": ns, "name": "validator", "exit_command": ["/bin/true"]}
+    a = args(bed, runners=[], workloads=[validator])
+    del a["config_path"], a["concurrent"], a["cpu_request"], a["memory_request"]
+    proc = run_until_stopped(bed, a, "_graceful")
+    try:
+        assert bed.client.get("Deployment", "validator", ns)["spec"]["replicas"] == 0
+        assert json.loads(read_bytes(a["state_path"]))["stopped"] == {f"Deployment {ns}/validator": 2}
+    finally:
+        kill9(proc)
+    restored = run_module("runner_isolation", dict(a, state="restored"))
+    assert not restored.get("failed"), restored
+    obj = bed.client.get("Deployment", "validator", ns)
+    assert obj["spec"]["replicas"] == 2 and k8s.workload_is_ready(obj), obj["status"]
+    assert template_tolerations(obj) is None
+    assert f"scaled Deployment {ns}/validator back to 2 (Ready)" in restored["changes"]
+
+
+def test_failing_exit_command_stops_before_the_scale(bed):
+    """The exit command fails: a clean failure naming it, the validator NOT scaled and the node
+    not tainted; restore then leaves it running as it was."""
+    ns = bed.ns
+    body = {
+        "replicas": 1,
+        "selector": {"matchLabels": {"app": "validator"}},
+        "template": template("validator", bed.node),
+    }
+    bed.client.create("Deployment", {"metadata": {"name": "validator"}, "spec": body}, ns)
+    ready(bed.client, "Deployment", "validator", ns)
+    before = snapshot(bed)
+    validator = {"kind": "Deployment", "namespace": ns, "name": "validator", "exit_command": ["/bin/false"]}
+    a = args(bed, runners=[], workloads=[validator], node_labels={}, cordon=False)
+    del a["config_path"], a["concurrent"], a["cpu_request"], a["memory_request"]
+    result = adhoc_result("runner_isolation", a)
+    assert_clean_failure(result)
+    assert (
+        f"the graceful stop of Deployment {ns}/validator failed: the exit command /bin/false" in result["msg"]
+    )
+    assert "was NOT scaled" in result["msg"] and "state=restored" in result["restore_hint"]
+    assert result["graceful_stop"]["exit_command"]["rc"] == 1
+    obj = bed.client.get("Deployment", "validator", ns)
+    assert obj["spec"]["replicas"] == 1 and template_tolerations(obj) is None
+    assert snapshot(bed) == before  # not tainted
+    restored = run_module("runner_isolation", dict(a, state="restored"))
+    assert not restored.get("failed"), restored
+    assert not [c for c in restored["changes"] if "validator" in c], restored["changes"]
+    assert snapshot(bed) == before and not os.path.exists(a["state_path"])
 
 
 # --- the stand-in and the client alone (no control plane needed) ------------------------------

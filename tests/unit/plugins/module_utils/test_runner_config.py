@@ -150,3 +150,121 @@ def test_no_kubernetes_runner_to_edit():
     ):
         rc.edit(shell_only, **SETTINGS)
     assert rc.edit(shell_only, concurrent=1)[1] == ["<global>"]  # concurrent alone needs none
+
+
+def test_node_selector_replaced_not_merged():
+    """A job pod goes only to a node with EVERY selected label: an old entry kept beside the pin
+    would need that label on the experiment node too, so the pin replaces the entries."""
+    text = CONFIG.replace(
+        "    [runners.kubernetes.pod_labels]",
+        '    [runners.kubernetes.node_selector]\n      "disktype" = "ssd"\n      "zone" = "a"\n'
+        "    [runners.kubernetes.pod_labels]",
+    )
+    new, changed = rc.edit(text, **SETTINGS)
+    assert changed == ["<global>", "k8s"]
+    kube = rc.parse(new)["runners"][0]["kubernetes"]
+    assert dict(kube["node_selector"]) == {"kubernetes.io/hostname": "talos-say-ls6"}
+    assert new.count("[runners.kubernetes.node_selector]") == 1
+    assert dict(kube["pod_labels"]) == {"team": "ci"}  # the tables after it are untouched
+    assert rc.edit(new, **SETTINGS) == (new, [])  # idempotent
+
+
+def test_existing_selector_must_map_strings():
+    bad = CONFIG.replace(
+        "    [runners.kubernetes.pod_labels]",
+        "    [runners.kubernetes.node_selector]\n      zone = 1\n    [runners.kubernetes.pod_labels]",
+    )
+    with pytest.raises(rc.RunnerConfigError, match="map of string to string"):
+        rc.parse(bad)
+
+
+# Each verified against k8s.io/apimachinery v0.36.4 resource.ParseQuantity (the Go module of the
+# test bed's control plane), with the sign it reports: requests may not be negative.
+VALID_QUANTITIES = [
+    "500m",
+    "2",
+    "2Gi",
+    "2G",
+    "2000m",
+    "0.5",
+    "1.5Gi",
+    "1e3",
+    "1E3",
+    "1E",
+    "+1",
+    "-0",
+    "0",
+    ".5",
+]
+VALID_QUANTITIES += ["1.", "1.G", ".", "-", "1e-9223372036854775808", "100n", "12Mi", "1Ki", "5e+2", "Ti"]
+INVALID_QUANTITIES = [
+    "2 GB",
+    "lots",
+    "",
+    " 1",
+    "1 ",
+    "2GB",
+    "2gi",
+    "1e",
+    "1ee5",
+    "1Ki.",
+    "1e-",
+    ".e-10",
+    "Pi",
+]
+INVALID_QUANTITIES += ["Ei", "1e9223372036854775808", ".e2147483648", "\u0661", "0x10", "1_000", "2Gi\n"]
+
+
+@pytest.mark.parametrize("value", VALID_QUANTITIES)
+def test_quantity_accepted_as_parsequantity_does(value):
+    assert rc.quantity_problem(value) is None
+
+
+@pytest.mark.parametrize("value", INVALID_QUANTITIES)
+def test_quantity_refused_as_parsequantity_does(value):
+    assert "is not a Kubernetes quantity" in rc.quantity_problem(value)
+
+
+@pytest.mark.parametrize("value", ["-1", "-500m", "-0.1", "-1e-30"])
+def test_negative_request_refused(value):
+    assert "negative" in rc.quantity_problem(value)
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"concurrent": -3}, "concurrent must be a positive integer (jobs at once), got -3"),
+        ({"concurrent": 0}, "concurrent must be a positive integer"),
+        ({"concurrent": 2**63}, "concurrent must be a positive integer"),
+        ({"cpu_request": "lots"}, "cpu_request 'lots' is not a Kubernetes quantity"),
+        ({"memory_request": "2 GB"}, "memory_request '2 GB' is not a Kubernetes quantity"),
+        ({"cpu_request": ""}, "cpu_request '' is not a Kubernetes quantity"),
+        ({"node_selector": {"zone": None}}, "node_selector value None of 'zone' is not a string"),
+        ({"node_selector": {"zone": 1}}, "node_selector value 1 of 'zone' is not a string"),
+        ({"node_selector": {"zone": {"a": "b"}}}, "is not a string"),
+        ({"node_selector": {"bad key": "x"}}, "node_selector key 'bad key' is not a label name"),
+        ({"node_selector": {"a/b/c": "x"}}, "has more than one '/'"),
+        ({"node_selector": {"Example.com/x": "x"}}, "prefix that is not a DNS subdomain"),
+        ({"node_selector": {"zone": "-a"}}, "is not a label value"),
+        ({"node_selector": {"zone": "a" * 64}}, "is not a label value"),
+    ],
+    ids=lambda v: str(v)[:40],
+)
+def test_bad_settings_refused_before_anything_is_written(settings, fragment):
+    """What gitlab-runner or Kubernetes would refuse (concurrent -3, cpu 'lots', memory '2 GB',
+    a selector it cannot read) fails the edit with the reason; nothing is written."""
+    with pytest.raises(rc.RunnerConfigError) as err:
+        rc.edit(CONFIG, **settings)
+    assert fragment in str(err.value)
+    assert "not written" in str(err.value)
+
+
+def test_label_rules():
+    for key in ("kubernetes.io/hostname", "strata.ops/experiment", "zone", "a.b_c-d", "A" * 63):
+        assert rc.label_key_problem(key) is None, key
+    for key in ("", "/x", "x/", "-x", "a" * 64, "a b", "x\n"):
+        assert rc.label_key_problem(key), key
+    for value in ("", "dedicated", "talos-say-ls6", "A.b_c"):
+        assert rc.label_value_problem(value) is None, value
+    for value in ("a b", "-a", "a-", "x\n", None):
+        assert rc.label_value_problem(value), value

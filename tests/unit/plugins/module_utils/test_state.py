@@ -75,3 +75,58 @@ def test_atomic_write_bytes_keeps_mode_and_bytes(tmp_path):
     fresh = tmp_path / "fresh"
     state.atomic_write_bytes(str(fresh), b"x", mode=0o600)
     assert mode(fresh) == 0o600
+
+
+def test_lock_without_create_makes_nothing(tmp_path):
+    """Check mode and "nothing to restore" leave no directory and no lock file behind."""
+    sf = state.StateFile(str(tmp_path / "missing" / "s.json"))
+    with sf.lock(timeout=0.1, create=False):
+        assert sf.read() is None
+    assert not (tmp_path / "missing").exists()
+    (tmp_path / "missing").mkdir()
+    with sf.lock(timeout=0.1, create=False):
+        pass
+    assert list((tmp_path / "missing").iterdir()) == []
+
+
+def test_remove_takes_the_lock_file_too(tmp_path):
+    sf = state.StateFile(str(tmp_path / "s.json"))
+    with sf.lock():
+        sf.write({"a": 1})
+        assert sf.remove() is True
+    assert list(tmp_path.iterdir()) == []
+    with sf.lock():
+        assert sf.remove() is False  # no state file: only the lock file goes
+    assert list(tmp_path.iterdir()) == []
+
+
+def _wait_for_lock(path, start, got, release):
+    start.wait(10)
+    with state.StateFile(path).lock(timeout=10):
+        got.set()
+        release.wait(10)
+
+
+def test_a_waiter_on_a_removed_lock_file_locks_the_new_one(tmp_path):
+    """A run waiting for the lock while its holder removes the lock file must not end up holding
+    the removed file while a third run holds a new one."""
+    path = str(tmp_path / "s.json")
+    sf = state.StateFile(path)
+    ctx = multiprocessing.get_context("fork")
+    start, got, release = ctx.Event(), ctx.Event(), ctx.Event()
+    # forked before the lock is taken, so that it does not share the locked descriptor
+    waiter = ctx.Process(target=_wait_for_lock, args=(path, start, got, release))
+    waiter.start()
+    try:
+        with sf.lock():
+            start.set()
+            assert not got.wait(0.5)  # it waits on the current lock file
+            sf.write({"a": 1})
+            sf.remove()
+        assert got.wait(10)  # it has the lock, on a new lock file at the path
+        assert os.path.exists(sf.lock_path)
+        with pytest.raises(state.StateLockedError), sf.lock(timeout=0.3):  # a third run is excluded
+            pass
+    finally:
+        release.set()
+        waiter.join(10)
