@@ -21,8 +21,9 @@ options:
         logged or returned.
       - When omitted, C($KUBECONFIG) (its first entry), else C(~/.kube/config); inside a pod
         with neither, the pod's service account (in-cluster configuration).
-      - A missing or unreadable file, a client certificate that has expired, or one the API
-        server rejects fails the task with a message saying which.
+      - A missing or unreadable file, embedded C(*-data) that is not base64, a client
+        certificate that has expired, or one the API server rejects fails the task with a
+        message saying which.
     type: path
   context:
     description:
@@ -31,9 +32,9 @@ options:
     type: str
   api_timeout:
     description:
-      - Seconds to wait for the API server to accept a connection and to answer one request.
-        An API server that does not answer fails the task naming its URL and why
-        (connection refused, timeout, TLS).
+      - Seconds to wait for the API server to accept a connection and to answer one request
+        (1 or more; 0 or less fails the task before anything is asked). An API server that
+        does not answer fails the task naming its URL and why (connection refused, timeout, TLS).
       - Waits (watches) have their own timeouts.
     type: int
     default: 10

@@ -39,13 +39,17 @@ except ImportError:  # pragma: no cover - Python 2 is not supported, kept for sa
 K8S_IMPORT_ERROR = None
 try:
     import urllib3
+    import yaml
     from kubernetes import config as k8s_config
     from kubernetes.client import Configuration as K8sConfiguration
     from kubernetes.client import rest as k8s_rest
     from kubernetes.config.config_exception import ConfigException
 except ImportError as _exc:  # the module reports it with missing_required_lib
     K8S_IMPORT_ERROR = _exc
-    ConfigException = Exception
+
+    class ConfigException(Exception):  # never raised: get_client stops first without the library
+        pass
+
 
 HAS_K8S = K8S_IMPORT_ERROR is None
 DEFAULT_KUBECONFIG = "~/.kube/config"
@@ -103,6 +107,12 @@ class K8sError(Exception):
 
 class K8sMissingLibrary(K8sError):
     reason = "missing_library"
+
+
+class K8sArgumentError(K8sError):
+    """A connection option has a value the client cannot use (details: option)."""
+
+    reason = "argument"
 
 
 class K8sConfigError(K8sError):
@@ -280,6 +290,57 @@ def _context_names(path):
     return names, (active or {}).get("name")
 
 
+def check_api_timeout(api_timeout):
+    """api_timeout as a positive number of seconds; K8sArgumentError otherwise (urllib3 refuses
+    a timeout <= 0 with a bare ValueError, and 0 must not mean "the default")."""
+    if isinstance(api_timeout, bool) or not isinstance(api_timeout, (int, float)) or api_timeout <= 0:
+        raise K8sArgumentError(
+            "api_timeout must be 1 second or more, got {!r}: it is how long each request to the API "
+            "server may take (waits have their own timeouts); leave it out for the default {} s".format(
+                api_timeout, DEFAULT_API_TIMEOUT
+            ),
+            option="api_timeout",
+        )
+    return api_timeout
+
+
+# Embedded data of a kubeconfig's cluster and user entries: the kubernetes client decodes them
+# with base64.standard_b64decode when it loads the kubeconfig (kube_config.FileOrData).
+EMBEDDED_DATA = {
+    "cluster": ("clusters", ("certificate-authority-data",)),
+    "user": ("users", ("client-certificate-data", "client-key-data")),
+}
+
+
+def undecodable_data(path, context):
+    """['<key> of <cluster|user> <name>', ...]: the embedded *-data entries of the context's
+    cluster and user that are not base64 as the kubernetes client decodes them."""
+    try:
+        with open(path) as handle:
+            doc = yaml.safe_load(handle) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    found = []
+    refs = {}
+    for entry in doc.get("contexts") or []:
+        if isinstance(entry, dict) and entry.get("name") == context:
+            refs = entry.get("context") or {}
+    for ref, (section, keys) in EMBEDDED_DATA.items():
+        for entry in doc.get(section) or []:
+            if not isinstance(entry, dict) or entry.get("name") != refs.get(ref):
+                continue
+            body = entry.get(ref) or {}
+            for key in keys:
+                value = body.get(key)
+                if not value:
+                    continue
+                try:
+                    base64.standard_b64decode(value.encode() if isinstance(value, str) else value)
+                except (ValueError, TypeError, AttributeError) as exc:
+                    found.append("{} of {} {!r} ({})".format(key, ref, entry.get("name"), exc))
+    return found
+
+
 def get_client(kubeconfig=None, context=None, api_timeout=DEFAULT_API_TIMEOUT, in_cluster=None, probe=True):
     """A ready K8sClient.
 
@@ -290,6 +351,7 @@ def get_client(kubeconfig=None, context=None, api_timeout=DEFAULT_API_TIMEOUT, i
     """
     if not HAS_K8S:
         raise K8sMissingLibrary(missing_library_message())
+    check_api_timeout(api_timeout)
     cfg = K8sConfiguration()
     if in_cluster is None:
         in_cluster = (
@@ -337,6 +399,19 @@ def get_client(kubeconfig=None, context=None, api_timeout=DEFAULT_API_TIMEOUT, i
                 kubeconfig=path,
                 context=used_context,
             ) from None
+        except (ValueError, TypeError) as exc:  # binascii.Error from embedded *-data, and the like
+            bad = undecodable_data(path, used_context)
+            raise K8sConfigError(
+                "kubeconfig {}, context {!r}: {}; embedded *-data entries hold the base64 of the PEM "
+                "file (base64 -w0 ca.crt): fix them or regenerate the kubeconfig ({})".format(
+                    path,
+                    used_context,
+                    "not base64: " + "; ".join(bad) if bad else "cannot be loaded ({})".format(exc),
+                    LAB_HINT,
+                ),
+                kubeconfig=path,
+                context=used_context,
+            ) from None
         source = "kubeconfig {}, context {!r}".format(path, used_context)
         if cfg.cert_file:
             try:
@@ -363,7 +438,7 @@ def client_from_module(module, probe=True):
     return get_client(
         kubeconfig=params.get("kubeconfig"),
         context=params.get("context"),
-        api_timeout=params.get("api_timeout") or DEFAULT_API_TIMEOUT,
+        api_timeout=params.get("api_timeout"),
         probe=probe,
     )
 
@@ -569,21 +644,29 @@ class K8sClient:
                 item.setdefault("apiVersion", api_version)
         return items, (result.get("metadata") or {}).get("resourceVersion")
 
-    def get_node(self, name):
-        """A Node; when it does not exist the error lists the nodes that do."""
+    def _get_listing_others(self, kind, name, none_text):
+        """A cluster-scoped object; when it does not exist the error lists those that do."""
         try:
-            return self.get("Node", name)
+            return self.get(kind, name)
         except K8sNotFound:
-            nodes, _rv = self.list("Node")
-            existing = sorted(object_key(n)[1] for n in nodes)
+            items, _rv = self.list(kind)
+            existing = sorted(object_key(i)[1] for i in items)
             raise K8sNotFound(
-                "node {!r} does not exist in the cluster ({}); nodes: {}".format(
-                    name, self.source, ", ".join(existing) or "none (no node registered yet)"
+                "{} {!r} does not exist in the cluster ({}); {}s: {}".format(
+                    kind.lower(), name, self.source, kind.lower(), ", ".join(existing) or none_text
                 ),
-                kind="Node",
+                kind=kind,
                 name=name,
                 existing=existing,
             ) from None
+
+    def get_node(self, name):
+        """A Node; when it does not exist the error lists the nodes that do."""
+        return self._get_listing_others("Node", name, "none (no node registered yet)")
+
+    def get_namespace(self, name):
+        """A Namespace; when it does not exist the error lists the namespaces that do."""
+        return self._get_listing_others("Namespace", name, "none")
 
     # ---- writes
 
@@ -895,19 +978,25 @@ def node_summary(node):
     }
 
 
-def node_problems(node):
+def node_problems(node, cordon_expected=False):
+    """Problems of one node; a cordon is one unless ``cordon_expected`` (an experiment's)."""
     name = (node.get("metadata") or {}).get("name")
     found = []
     ready = condition(node, "Ready")
     if not ready or ready.get("status") != "True":
         why = (ready or {}).get("reason") or (ready or {}).get("message") or "no Ready condition"
         found.append(problem("Node", name, "not Ready ({})".format(why)))
-    if (node.get("spec") or {}).get("unschedulable"):
+    if (node.get("spec") or {}).get("unschedulable") and not cordon_expected:
         found.append(problem("Node", name, "cordoned (spec.unschedulable); kubectl uncordon {}".format(name)))
     for ctype in PRESSURE_CONDITIONS:
         if is_true(node, ctype):
             found.append(problem("Node", name, ctype))
     return found
+
+
+# Taints Kubernetes puts on nodes itself (the node lifecycle controller, from conditions and the
+# cordon; k8s.io/api/core/v1 well_known_taints.go): not ours to expect or to call unexpected.
+KUBERNETES_TAINT_PREFIX = "node.kubernetes.io/"
 
 
 def _taint_key(taint):
@@ -916,7 +1005,9 @@ def _taint_key(taint):
 
 def expected_node_problems(nodes, expected):
     """Problems where nodes lack an expected node, label or taint (or carry a taint they
-    should not, when ``taints`` is given for them). expected: name -> {labels, taints}."""
+    should not, when ``taints`` is given for them: Kubernetes' own node.kubernetes.io/ taints
+    aside), or are not cordoned as ``unschedulable`` says. expected: name -> {labels, taints,
+    unschedulable}."""
     by_name = dict((n["name"], n) for n in nodes)
     found = []
     for name in sorted(expected or {}):
@@ -932,7 +1023,11 @@ def expected_node_problems(nodes, expected):
                     problem("Node", name, "label {}={} expected, found {}".format(key, value, have or "none"))
                 )
         if want.get("taints") is not None:
-            have = set(_taint_key(t) for t in node["taints"])
+            have = set(
+                _taint_key(t)
+                for t in node["taints"]
+                if not (t.get("key") or "").startswith(KUBERNETES_TAINT_PREFIX)
+            )
             wanted = set(_taint_key(t) for t in want["taints"])
             for key, value, effect in sorted(wanted - have, key=str):
                 found.append(problem("Node", name, "taint {}={}:{} missing".format(key, value or "", effect)))
@@ -940,7 +1035,41 @@ def expected_node_problems(nodes, expected):
                 found.append(
                     problem("Node", name, "unexpected taint {}={}:{}".format(key, value or "", effect))
                 )
+        if want.get("unschedulable") and not node["unschedulable"]:
+            found.append(problem("Node", name, "expected to be cordoned (spec.unschedulable), is not"))
     return found
+
+
+def check_expected_nodes(expected):
+    """K8sArgumentError unless expected_nodes is name -> {labels: dict, taints: [{key, value,
+    effect}], unschedulable: bool} (each key optional)."""
+    for name, want in (expected or {}).items():
+        where = "expected_nodes[{!r}]".format(name)
+        if want is None:
+            continue
+        if not isinstance(want, dict) or set(want) - {"labels", "taints", "unschedulable"}:
+            raise K8sArgumentError(
+                "{} must be a dict with labels, taints and/or unschedulable, got {!r}".format(where, want),
+                option="expected_nodes",
+            )
+        if not isinstance(want.get("labels") or {}, dict):
+            raise K8sArgumentError(
+                "{}.labels must be a dict of label: value".format(where), option="expected_nodes"
+            )
+        taints = want.get("taints")
+        if taints is not None and not (
+            isinstance(taints, list)
+            and all(isinstance(t, dict) and t.get("key") and t.get("effect") for t in taints)
+        ):
+            raise K8sArgumentError(
+                "{}.taints must be a list of {{key, value, effect}} (key and effect required), "
+                "got {!r}".format(where, taints),
+                option="expected_nodes",
+            )
+        if not isinstance(want.get("unschedulable", False), bool):
+            raise K8sArgumentError(
+                "{}.unschedulable must be true or false".format(where), option="expected_nodes"
+            )
 
 
 def pod_problems(pod, restart_threshold=3):
@@ -1110,8 +1239,10 @@ def summarize_problems(problems, counts):
 def health_report(client, params):
     """The report of the ``cluster_health`` module: GET (and watch) requests only.
 
-    params: namespaces, nodes, expected_nodes, wait_timeout, restart_threshold,
-    host_path_root, kind_mount_root, expected_pvs (missing keys mean "not given").
+    params: namespaces, allow_missing_namespaces, nodes, expected_nodes, wait_timeout,
+    restart_threshold, host_path_root, kind_mount_root, expected_pvs (missing keys mean "not
+    given"). A namespace that does not exist fails (K8sNotFound listing those that do) unless
+    allow_missing_namespaces; then it is reported in missing_namespaces.
     """
     namespaces = params.get("namespaces") or None
     only_nodes = params.get("nodes") or None
@@ -1122,6 +1253,14 @@ def health_report(client, params):
     threshold = params.get("restart_threshold")
     threshold = 3 if threshold is None else threshold
 
+    missing_namespaces = []
+    for name in namespaces or []:
+        try:
+            client.get_namespace(name)
+        except K8sNotFound:
+            if not params.get("allow_missing_namespaces"):
+                raise
+            missing_namespaces.append(name)
     for name in only_nodes or []:
         client.get_node(name)  # unknown node: K8sNotFound listing the nodes that exist
     wanted = sorted(set(only_nodes or []) | set(expected_nodes))
@@ -1141,11 +1280,13 @@ def health_report(client, params):
     if not nodes and not only_nodes:
         problems.append(problem("Cluster", client.host, "no node is registered"))
     for node in nodes:
-        problems.extend(node_problems(node))
+        cordon_expected = bool((expected_nodes.get(object_key(node)[1]) or {}).get("unschedulable"))
+        problems.extend(node_problems(node, cordon_expected))
     problems.extend(expected_node_problems(node_info, expected_nodes))
 
     pods, workloads = [], []
-    for namespace in namespaces or [None]:
+    scopes = [None] if namespaces is None else [n for n in namespaces if n not in missing_namespaces]
+    for namespace in scopes:
         pods.extend(client.list("Pod", namespace)[0])
         for kind in ("Deployment", "StatefulSet"):
             workloads.extend(client.list(kind, namespace)[0])
@@ -1199,5 +1340,6 @@ def health_report(client, params):
         "workloads": [workload_summary(w) for w in workloads],
         "pods": phases,
         "persistent_volumes": pv_info,
+        "missing_namespaces": missing_namespaces,
         "api_server": client.host,
     }

@@ -4,7 +4,8 @@
 The runbook's rule: never restart or kill the kind node container while the workload runs.
 So a stop is (optionally) the workload's own exit command on the host, then a scale to 0,
 then a WATCH until no pod owned by the workload exists any more; a node restart is refused
-while a pod of a protected workload is bound to that node.
+while any pod that matters is bound to that node (every pod but those the operator named
+restartable, DaemonSet, static and finished pods; a protected workload's pod always matters).
 
 Shape:
 
@@ -13,9 +14,11 @@ Shape:
   chain, Deployment -> ReplicaSet -> Pod or StatefulSet -> Pod, with the workload's selector
   as fallback for pods of ReplicaSets created while we wait), ``PodTracker`` (the predicate
   given to ``K8sClient.watch_until``; it records when each pod was first seen, started
-  terminating and was gone), ``restart_blockers``, ``describe_pods``.
+  terminating and was gone), ``restart_blockers`` / ``restart_exempt``, ``describe_pods``,
+  ``agave_exit_plan`` (the wait flag agave's exit needs by its version).
 * ``SafeShutdown(client, params, ...)`` runs one state (``stopped``, ``running``,
-  ``node_restarted``) and returns the module's result; every failure is a ``K8sError``
+  ``node_restarted``, ``exited``: the exit command alone, with no client) and returns the
+  module's result (warnings in ``.warnings``); every failure is a ``K8sError``
   subclass (``ShutdownError`` for what is not the API's fault) whose details carry what was
   done so far, so ``main()`` catches once and calls ``fail_from_exception``.
 """
@@ -25,6 +28,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
+import os
+import re
 import threading
 import time
 
@@ -41,7 +46,11 @@ from ansible_collections.strata.ops.plugins.module_utils.k8s import (
 )
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
-STATES = ("stopped", "running", "node_restarted")
+# What restartable may name: pods of these owners, or one bare pod.
+RESTARTABLE_KINDS = ("Deployment", "StatefulSet", "ReplicaSet", "Job", "Pod")
+STATES = ("stopped", "running", "node_restarted", "exited")
+# kubelet marks the API object of a static pod with this annotation (kubectl drain skips them).
+MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 DEFAULT_DOCKER_HOST = "unix://" + ctr.DEFAULT_DOCKER_SOCKET
 
@@ -246,6 +255,8 @@ def describe_pods(briefs, limit=10):
             text += " (terminating, deletionTimestamp {})".format(pod["deletion_timestamp"])
         if pod.get("workload"):
             text += " of " + pod["workload"]
+        if pod.get("why"):
+            text += " ({})".format(pod["why"])
         words.append(text)
     if len(briefs) > limit:
         words.append("and {} more".format(len(briefs) - limit))
@@ -354,20 +365,70 @@ def named_workload_ready(name):
     return predicate
 
 
-def restart_blockers(pods, ownerships, node):
-    """Pods bound to ``node`` (spec.nodeName, not labels) owned by one of the protected
-    workloads, each with the workload named."""
-    found = []
+class PodRef:
+    """A bare pod named in ``restartable`` (kind Pod): matches that pod only."""
+
+    def __init__(self, name, namespace):
+        self.name = name
+        self.namespace = namespace
+
+    def __str__(self):
+        return workload_ref("Pod", self.name, self.namespace)
+
+    def owns(self, pod):
+        meta = _meta(pod)
+        return meta.get("name") == self.name and meta.get("namespace") == self.namespace
+
+
+def restart_exempt(pod):
+    """Why a pod bound to a node may go down with it (None when it matters), by kubectl drain's
+    rules (k8s.io/kubectl/pkg/drain/filters.go): a DaemonSet's pod is recreated on the node by its
+    controller, a mirror pod is the node's own static pod, and a finished pod runs nothing."""
+    if (controller_ref(pod) or {}).get("kind") == "DaemonSet":
+        return "DaemonSet pod"
+    if MIRROR_POD_ANNOTATION in (_meta(pod).get("annotations") or {}):
+        return "static pod"
+    phase = (pod.get("status") or {}).get("phase")
+    if phase in ("Succeeded", "Failed"):
+        return "finished, " + phase
+    return None
+
+
+def owner_text(pod):
+    """'ReplicaSet ns/web-5d8f7' (the pod's controller) or 'no controller'."""
+    ref = controller_ref(pod)
+    if not ref:
+        return "no controller"
+    return workload_ref(ref.get("kind"), ref.get("name"), _meta(pod).get("namespace"))
+
+
+def restart_blockers(pods, node, protected=(), restartable=()):
+    """(blockers, going): the pods bound to ``node`` (spec.nodeName, not labels) split into those
+    that refuse its restart and those that may go down with it; each brief names its
+    ``workload`` and ``why``.
+
+    A pod of a ``protected`` workload always blocks. Any other pod blocks too unless a
+    ``restartable`` entry (an Ownership or PodRef) covers it or ``restart_exempt`` lets it go:
+    nothing that matters runs on the node during a restart unless the operator named it."""
+    blockers, going = [], []
     for pod in pods:
         if (pod.get("spec") or {}).get("nodeName") != node:
             continue
-        for own in ownerships:
-            if own.owns(pod):
-                brief = pod_brief(pod)
-                brief["workload"] = str(own)
-                found.append(brief)
-                break
-    return found
+        guard = next((own for own in protected if own.owns(pod)), None)
+        allowed = next((own for own in restartable if own.owns(pod)), None)
+        exempt = restart_exempt(pod)
+        if guard is not None:
+            owner, why, target = guard, "protected", blockers
+        elif allowed is not None:
+            owner, why, target = allowed, "restartable", going
+        elif exempt:
+            owner, why, target = owner_text(pod), exempt, going
+        else:
+            owner, why, target = owner_text(pod), "not restartable", blockers
+        brief = pod_brief(pod)
+        brief.update(workload=str(owner), why=why)
+        target.append(brief)
+    return blockers, going
 
 
 def docker_socket_path(docker_host):
@@ -458,6 +519,63 @@ def run_exit_command(run_command, argv, timeout, clock=time.monotonic, wall=time
     return result
 
 
+# agave-validator's exit subcommand (anza-xyz/agave validator/src/commands/exit): before 3.0 it
+# returns right after the exit request unless given --wait-for-exit; 3.0 made waiting for the
+# process the default (--no-wait-for-exit opts out) and deprecated --wait-for-exit; 4.0 removed it.
+AGAVE_CLIS = ("agave-validator", "solana-validator")
+AGAVE_WAITS_BY_DEFAULT = (3, 0)
+AGAVE_WAIT_FLAG = "--wait-for-exit"
+AGAVE_WAIT_CHOICES = (AGAVE_WAIT_FLAG, "--no-wait-for-exit", "--monitor", "-m")
+AGAVE_VERSION = re.compile(r"\b(?:agave|solana)-validator\s+v?(\d+)\.(\d+)\.(\d+)")
+
+
+def is_agave_exit(argv):
+    """Whether argv is agave-validator's (or solana-validator's) exit subcommand."""
+    return bool(argv) and os.path.basename(argv[0]) in AGAVE_CLIS and "exit" in argv[1:]
+
+
+def agave_exit_plan(argv, version_text):
+    """{argv, agave_version, wait[, warning]}: ``argv`` as it must run so that it returns only
+    once the validator process has exited, for the version ``<cli> --version`` printed
+    (``version_text``; None when argv is not an agave exit). ``wait`` says which way ran."""
+    argv = list(argv)
+    if version_text is None:
+        return {"argv": argv, "agave_version": None, "wait": "as given (not an agave-validator exit)"}
+    match = AGAVE_VERSION.search(version_text)
+    if not match:
+        return {
+            "argv": argv,
+            "agave_version": None,
+            "wait": "run as given: the agave version is unknown ({} --version: {})".format(
+                argv[0], version_text.strip()[:200] or "no output"
+            ),
+            "warning": True,
+        }
+    version = tuple(int(x) for x in match.groups())
+    text = ".".join(match.groups())
+    given = [a for a in argv if a in AGAVE_WAIT_CHOICES]
+    if version >= AGAVE_WAITS_BY_DEFAULT:
+        wait = "agave {} waits for the validator process to exit by default".format(text)
+        if AGAVE_WAIT_FLAG in argv:
+            argv = [a for a in argv if a != AGAVE_WAIT_FLAG]
+            wait += "; --wait-for-exit left out (deprecated in 3.0, refused by 4.x)"
+        elif given:
+            wait = "agave {}: as given ({})".format(text, " ".join(given))
+        return {"argv": argv, "agave_version": text, "wait": wait}
+    if given:
+        return {
+            "argv": argv,
+            "agave_version": text,
+            "wait": "agave {}: as given ({})".format(text, " ".join(given)),
+        }
+    return {
+        "argv": [*argv, AGAVE_WAIT_FLAG],
+        "agave_version": text,
+        "wait": "agave {} before 3.0: --wait-for-exit added, without it exit returns before the "
+        "validator process has exited".format(text),
+    }
+
+
 # --------------------------------------------------------------------------- the states
 
 
@@ -477,6 +595,7 @@ class SafeShutdown:
         self.clock = clock
         self.start = clock()
         self.tracker = None
+        self.warnings = []  # the module passes each to module.warn, on success and on failure
 
     # ---- lookups
 
@@ -532,6 +651,19 @@ class SafeShutdown:
             replicasets, _rv = self.client.list("ReplicaSet", meta.get("namespace"), label_selector=selector)
         return Ownership(workload, replicasets)
 
+    def named_owners(self, entries):
+        """Ownerships (PodRef for kind Pod) of protected / restartable entries; a named workload
+        that does not exist fails, listing those that do."""
+        found = []
+        for entry in entries or []:
+            kind = entry.get("kind") or "Deployment"
+            namespace = entry.get("namespace") or self.p["namespace"]
+            if kind == "Pod":
+                found.append(PodRef(entry["name"], namespace))
+            else:
+                found.append(self.ownership(self.get_workload(kind, entry["name"], namespace)))
+        return found
+
     def owned_pods(self, ownership):
         pods, _rv = self.client.list(
             "Pod", ownership.namespace, label_selector=selector_string(ownership.selector) or None
@@ -551,6 +683,64 @@ class SafeShutdown:
             "namespace": meta.get("namespace"),
         }
 
+    # ---- the graceful exit (stopped, exited)
+
+    def exit_plan(self):
+        """How exit_command will run here: {argv, agave_version, wait} (see agave_exit_plan)."""
+        argv = list(self.p.get("exit_command") or [])
+        if self.p.get("exit_in") == "pod":
+            raise ShutdownError(
+                "exit_in: pod is not supported yet (it needs the pods/exec API of a real kubelet): run "
+                "the exit command where the admin socket is, with this module's state=exited on the "
+                "workload host (exit_in: host). Nothing was changed."
+            )
+        version_text = None
+        if is_agave_exit(argv):
+            try:
+                rc, out, err = self.run_command([argv[0], "--version"], handle_exceptions=False)
+                version_text = (out or "") if rc == 0 else "rc {}: {}".format(rc, (err or out or "").strip())
+            except OSError as exc:
+                version_text = "{}: {}".format(argv[0], exc.strerror or exc)
+        plan = agave_exit_plan(argv, version_text)
+        if plan.pop("warning", None):
+            self.warnings.append("exit_command: " + plan["wait"])
+        return plan
+
+    def run_exit(self, plan, result, untouched, **details):
+        """Run the planned exit command into result["exit_command"]; ExitCommandFailed (saying
+        ``untouched``) when it failed and exit_failure_ok is not set."""
+        outcome = run_exit_command(self.run_command, plan["argv"], self.p["exit_timeout"])
+        outcome.update(agave_version=plan["agave_version"], wait=plan["wait"])
+        result["exit_command"] = outcome
+        result["changed"] = True
+        if not outcome["ok"] and not self.p.get("exit_failure_ok"):
+            raise ExitCommandFailed(
+                "the exit command {} {} ({}). {}. Fix the command (is the workload's admin socket where "
+                "it expects it?), raise exit_timeout, or set exit_failure_ok: true to go on anyway".format(
+                    " ".join(plan["argv"]), outcome["error"], plan["wait"], untouched
+                ),
+                **dict(result, **details),
+            )
+        return outcome
+
+    # ---- exited
+
+    def exited(self):
+        """Only the graceful exit, run here (where the admin socket is); no Kubernetes call."""
+        plan = self.exit_plan()
+        result = {"changed": True, "state": "exited", "exit_command": None}
+        if self.check_mode:
+            result["msg"] = "check mode: would run {} here ({})".format(" ".join(plan["argv"]), plan["wait"])
+            return result
+        outcome = self.run_exit(plan, result, "Nothing else was done (this state scales nothing)")
+        result["msg"] = "exit command {} ran here ({}): {} after {} s".format(
+            " ".join(plan["argv"]),
+            plan["wait"],
+            "rc {}".format(outcome["rc"]) if outcome["ok"] else outcome["error"],
+            outcome["elapsed"],
+        )
+        return result
+
     # ---- stopped
 
     def stopped(self):
@@ -564,15 +754,8 @@ class SafeShutdown:
         tracker = self.tracker = PodTracker(own, clock=self.clock)
         pods, _rv = self.client.list("Pod", namespace, label_selector=selector)
         tracker.observe(pods)
-        exit_argv = p.get("exit_command") or []
-        if exit_argv and p.get("exit_in") == "pod":
-            raise ShutdownError(
-                "exit_in: pod is not supported yet (it needs the pods/exec API of a real kubelet): "
-                "run the exit command in the pod with kubernetes.core.k8s_exec before this task, or "
-                "run it on the host against the admin socket under the workload's host path "
-                "(exit_in: host). Nothing was changed."
-            )
-        run_exit = bool(exit_argv) and before > 0
+        run_exit = bool(p.get("exit_command")) and before > 0
+        plan = self.exit_plan() if run_exit else None
         result = self._base(workload)
         result.update(
             replicas_before=before,
@@ -585,7 +768,7 @@ class SafeShutdown:
             present = tracker.still_present()
             steps = []
             if run_exit:
-                steps.append("run {}".format(" ".join(exit_argv)))
+                steps.append("run {} ({})".format(" ".join(plan["argv"]), plan["wait"]))
             if before:
                 steps.append("scale {} from {} to 0".format(ref, before))
             if present or before:
@@ -603,18 +786,13 @@ class SafeShutdown:
             )
             return result
         if run_exit:
-            outcome = run_exit_command(self.run_command, exit_argv, p["exit_timeout"])
-            result["exit_command"] = outcome
-            result["changed"] = True
-            if not outcome["ok"] and not p.get("exit_failure_ok"):
-                raise ExitCommandFailed(
-                    "the exit command {} {}. {} was NOT scaled (replicas still {}) and nothing else "
-                    "was touched. Fix the command (is the workload's admin socket where it expects "
-                    "it?), raise exit_timeout, or set exit_failure_ok: true to scale down anyway".format(
-                        " ".join(exit_argv), outcome["error"], ref, before
-                    ),
-                    **dict(result, replicas_after=before, pods=tracker.pods()),
-                )
+            self.run_exit(
+                plan,
+                result,
+                "{} was NOT scaled (replicas still {}) and nothing else was touched".format(ref, before),
+                replicas_after=before,
+                pods=tracker.pods(),
+            )
         deadline = self.clock() + p["timeout"]
         if before != 0:
             self.client.scale(kind, name, namespace, 0)
@@ -769,13 +947,10 @@ class SafeShutdown:
         node = p["node"]
         container = p.get("node_container") or node
         self.client.get_node(node)  # an unknown node fails here, listing the nodes there are
-        ownerships = []
-        for entry in p.get("protected") or []:
-            kind = entry.get("kind") or "Deployment"
-            namespace = entry.get("namespace") or p["namespace"]
-            ownerships.append(self.ownership(self.get_workload(kind, entry["name"], namespace)))
+        protected = self.named_owners(p.get("protected"))
+        restartable = self.named_owners(p.get("restartable"))
         on_node, _rv = self.client.list("Pod", None, field_selector="spec.nodeName=" + node)
-        blockers = restart_blockers(on_node, ownerships, node)
+        blockers, going = restart_blockers(on_node, node, protected, restartable)
         docker = self.docker or ctr.DockerAPI(docker_socket_path(p.get("docker_host")))
         try:
             doc = docker.inspect(container)
@@ -796,9 +971,11 @@ class SafeShutdown:
             "state": "node_restarted",
             "node": node,
             "node_container": container,
-            "protected": [str(o) for o in ownerships],
+            "protected": [str(o) for o in protected],
+            "restartable": [str(o) for o in restartable],
             "pods_on_node": [pod_brief(x) for x in on_node],
             "blockers": blockers,
+            "going_down": going,
             "forced": bool(blockers) and bool(p.get("force")),
             "started_at_before": started_before,
             "started_at_after": None,
@@ -807,27 +984,33 @@ class SafeShutdown:
                 "after": {"node_container": container, "started_at": "(restarted)"},
             },
         }
-        if not ownerships:
-            result["warnings"] = [
-                "no protected workload given: nothing guards this restart; list the workloads that "
-                "must never run during a node restart in protected"
-            ]
         if blockers and not p.get("force"):
             raise RestartRefused(
-                "refusing to restart node container {} (node {}): pods of protected workloads are "
-                "bound to it: {}. Stop them first (strata.ops.safe_shutdown state=stopped for each, or "
-                "playbooks/stop.yml) and run this again, or set force: true to restart anyway and "
-                "break them. Nothing was restarted.".format(container, node, describe_pods(blockers)),
+                "refusing to restart node container {} (node {}): pods that matter are bound to it: {}. "
+                "Stop their workloads first (strata.ops.safe_shutdown state=stopped, or playbooks/stop.yml) "
+                "and run this again; name in restartable the workloads or pods that may go down with the "
+                "node (DaemonSet pods, static pods and finished pods never block); or set force: true to "
+                "restart anyway and break them. Nothing was restarted.".format(
+                    container, node, describe_pods(blockers)
+                ),
                 **result,
             )
+        if blockers:
+            self.warnings.append(
+                "force: restarting node container {} breaks these running pods: {}".format(
+                    container, describe_pods(blockers)
+                )
+            )
+        going_text = describe_pods(going)
         if self.check_mode:
             result["changed"] = True
-            result["msg"] = "check mode: would restart node container {} (node {}){}".format(
+            result["msg"] = "check mode: would restart node container {} (node {}){}{}".format(
                 container,
                 node,
                 " and BREAK these running pods (force): {}".format(describe_pods(blockers))
                 if blockers
-                else "; no pod of a protected workload is on it",
+                else "; no pod that matters is on it",
+                "; going down with it: " + going_text if going else "",
             )
             return result
         deadline = self.clock() + p["timeout"]
@@ -858,11 +1041,12 @@ class SafeShutdown:
         result["diff"]["after"]["started_at"] = started_after
         if p.get("wait_node_ready", True):
             self._wait_node_back(node, container, started_after, deadline, result)
-        result["msg"] = "node container {} (node {}) restarted{}{}".format(
+        result["msg"] = "node container {} (node {}) restarted{}{}{}".format(
             container,
             node,
             " and the node is Ready again" if p.get("wait_node_ready", True) else "",
             "; forced, broke: {}".format(describe_pods(blockers)) if blockers else "",
+            "; went down with it: " + going_text if going else "",
         )
         return result
 
@@ -918,6 +1102,8 @@ class SafeShutdown:
             result = self.stopped()
         elif state == "running":
             result = self.running()
+        elif state == "exited":
+            result = self.exited()
         else:
             result = self.node_restarted()
         return self.stamp(result)

@@ -44,8 +44,16 @@ options:
     description:
       - Check pods, Deployments and StatefulSets only in these namespaces (all when omitted),
         and only the PVs bound to claims in them (plus those in O(expected_pvs)).
+      - A name that is not a namespace of the cluster fails the task with the list of
+        namespaces that exist (unless O(allow_missing_namespaces=true)).
     type: list
     elements: str
+  allow_missing_namespaces:
+    description:
+      - Report a namespace of O(namespaces) that does not exist in RV(missing_namespaces)
+        instead of failing, for callers that read a namespace before they create it.
+    type: bool
+    default: false
   nodes:
     description:
       - Check only these nodes. A name that is not a node of the cluster fails the task with
@@ -56,6 +64,9 @@ options:
     description:
       - Nodes that must be registered, each with the labels it must carry and, when C(taints)
         is given, exactly those taints (list of C(key), C(value), C(effect)).
+      - C(unschedulable=true) says the node must be cordoned (an experiment's node); its cordon
+        is then not a problem.
+      - Any other shape fails the task before the API server is asked.
       - 'Example: C({strata-lab-2: {labels: {strata.io/role: experiment}, taints: [{key: experiment,
         value: dedicated, effect: NoSchedule}]}}).'
     type: dict
@@ -180,6 +191,11 @@ persistent_volumes:
   returned: always
   type: list
   elements: dict
+missing_namespaces:
+  description: Namespaces of O(namespaces) that do not exist (only with O(allow_missing_namespaces)).
+  returned: always
+  type: list
+  elements: str
 api_server:
   description: URL of the API server that answered.
   returned: always
@@ -191,6 +207,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.strata.ops.plugins.module_utils.k8s import (
     K8S_AUTH_ARGSPEC,
     K8sError,
+    check_expected_nodes,
     client_from_module,
     fail_from_exception,
     health_report,
@@ -201,6 +218,7 @@ def main():
     argument_spec = dict(K8S_AUTH_ARGSPEC)
     argument_spec.update(
         namespaces=dict(type="list", elements="str"),
+        allow_missing_namespaces=dict(type="bool", default=False),
         nodes=dict(type="list", elements="str"),
         expected_nodes=dict(type="dict"),
         wait_timeout=dict(type="int", default=0),
@@ -212,6 +230,7 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     try:
+        check_expected_nodes(module.params["expected_nodes"])
         client = client_from_module(module)
         report = health_report(client, module.params)
     except K8sError as exc:

@@ -29,11 +29,23 @@ description:
   - O(state=running) - scales to O(replicas) and waits (with watches) until the workload is
     ready and that many pods owned by it are Ready.
   - O(state=node_restarted) - restarts the Docker container of a kind node (Docker Engine API on
-    the local socket) only when no pod owned by a O(protected) workload is bound to the node
-    (by C(spec.nodeName), not by labels); otherwise refuses, naming the pods. O(force) restarts
-    anyway (check mode says exactly which pods it would break). After the restart it waits until
-    the container runs again and, with O(wait_node_ready), until the node's kubelet has renewed
-    its Lease and the node is Ready.
+    the local socket) only when no pod that matters is bound to the node (by C(spec.nodeName),
+    not by labels). Every pod there matters unless a O(restartable) entry names it or its
+    workload, or it is a DaemonSet pod, a static (mirror) pod or a finished pod (the pods
+    C(kubectl drain) leaves alone); a pod of a O(protected) workload always matters. Otherwise it
+    refuses, naming the pods. O(force) restarts anyway (check mode says exactly which pods it
+    would break, and which go down with the node). After the restart it waits until the
+    container runs again and, with O(wait_node_ready), until the node's kubelet has renewed its
+    Lease and the node is Ready.
+  - O(state=exited) - only the graceful exit - runs O(exit_command) on the machine the task runs
+    on (the workload host, where the admin socket is) with the same deadline, SIGTERM and SIGKILL
+    as O(state=stopped), and returns; it needs no kubeconfig and changes nothing in the cluster.
+    The flows run it on the workload host, then O(state=stopped) on the controller.
+  - 'For C(agave-validator ... exit) (or C(solana-validator)) the module reads C(--version) first:
+    agave before 3.0 returns right after the exit request unless given C(--wait-for-exit), so the
+    module adds it; 3.0 and later wait by default (C(--wait-for-exit) is left out there: deprecated
+    in 3.0, refused by 4.x). A wait choice already in the command is kept. RV(exit_command.wait)
+    says which way ran.'
 author:
   - strata.ops maintainers (!UNKNOWN)
 extends_documentation_fragment:
@@ -42,8 +54,9 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Reads the workload, its pods and (for a restart) the protections and the container,
-      and reports what would be done; runs no exit command, scales nothing, restarts nothing.
+    details: Reads the workload, its pods and (for a restart) the pods on the node and the
+      container, and reports what would be done; runs no exit command (only C(agave-validator
+      --version)), scales nothing, restarts nothing.
   diff_mode:
     support: full
     details: C(replicas) before and after for O(state=stopped) and O(state=running); the node
@@ -52,16 +65,17 @@ attributes:
     support: full
     platforms: posix
     details: The Kubernetes API is reached from where the task runs; O(exit_command) runs and the
-      Docker socket is used on that same machine.
+      Docker socket is used on that same machine. O(state=exited) does not use the API.
 options:
   state:
     description:
       - V(stopped) - exit command (optional), scale to 0, wait until no pod of the workload exists.
       - V(running) - scale to O(replicas) and wait until they are Ready.
-      - V(node_restarted) - restart the kind node container, refused while protected pods run on it.
+      - V(node_restarted) - restart the kind node container, refused while a pod that matters runs on it.
+      - V(exited) - run O(exit_command) here and nothing else (on the workload host).
     type: str
     required: true
-    choices: [stopped, running, node_restarted]
+    choices: [stopped, running, node_restarted, exited]
   kind:
     description:
       - Kind of the workload. An unknown kind is refused by the argument check; a workload that
@@ -92,12 +106,13 @@ options:
     default: 300
   exit_command:
     description:
-      - Graceful exit command run before scaling to 0, as an argument list (no shell), for
-        example C([agave-validator, --ledger, /srv/kind/solana/ledger, exit, --force]), which
-        talks to the validator's admin socket under its ledger directory and waits for it to
-        exit.
-      - Runs only when the workload has replicas (not when it is stopped already), and not in
-        check mode.
+      - Graceful exit command run before scaling to 0 (O(state=stopped)) or alone
+        (O(state=exited), where it is required), as an argument list (no shell), for example
+        C([agave-validator, --ledger, /srv/kind/solana/ledger, exit, --force]), which talks to the
+        validator's admin socket under its ledger directory and waits for it to exit (the wait
+        flag is added for agave before 3.0, see above).
+      - With O(state=stopped) it runs only when the workload has replicas (not when it is
+        stopped already); never in check mode.
       - When it fails (non-zero exit, not found) or outlives O(exit_timeout) the task fails and
         nothing is scaled, unless O(exit_failure_ok=true).
     type: list
@@ -116,10 +131,10 @@ options:
   exit_in:
     description:
       - Where O(exit_command) runs. V(host) runs it on the machine the task runs on (against the
-        admin socket under the workload's host path); this is what the lab tests.
+        admin socket under the workload's host path); run the task there, with O(state=exited)
+        when the Kubernetes API is reached from the controller.
       - V(pod) (exec in the workload's container through the pods/exec API, for clusters with a real
-        kubelet) is not supported yet and fails with a hint; run the command with
-        C(kubernetes.core.k8s_exec) before this task instead.
+        kubelet) is not supported yet and fails with a hint before anything runs.
     type: str
     choices: [host, pod]
     default: host
@@ -150,9 +165,10 @@ options:
     default: true
   protected:
     description:
-      - Workloads that must not run on the node during a restart. The restart is refused while
-        any pod owned by one of them is bound to O(node) (C(spec.nodeName)), Terminating pods
-        included. A protected workload that does not exist fails the task.
+      - Workloads that must not run on the node during a restart, even when O(restartable) names
+        them. The restart is refused while any pod owned by one of them is bound to O(node)
+        (C(spec.nodeName)), Terminating pods included. A protected workload that does not exist
+        fails the task.
     type: list
     elements: dict
     default: []
@@ -169,18 +185,41 @@ options:
       namespace:
         description: Its namespace; O(namespace) when omitted.
         type: str
+  restartable:
+    description:
+      - The operator's opt-out for O(state=node_restarted) - workloads (or single pods, kind
+        V(Pod)) whose pods may go down with the node. Any other pod bound to the node refuses the
+        restart, except DaemonSet pods, static pods and finished pods.
+      - A named workload that does not exist fails the task, listing those that do.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      kind:
+        description: Kind of the workload, or V(Pod) for one bare pod.
+        type: str
+        choices: [Deployment, StatefulSet, ReplicaSet, Job, Pod]
+        default: Deployment
+      name:
+        description: Its name.
+        type: str
+        required: true
+      namespace:
+        description: Its namespace; O(namespace) when omitted.
+        type: str
   force:
     description:
-      - Restart the node even though pods of protected workloads are bound to it. In check mode the
-        result names exactly the pods it would break.
+      - Restart the node even though pods that matter are bound to it (a warning names them). In
+        check mode the result names exactly the pods it would break.
     type: bool
     default: false
 notes:
   - 'Where it runs: the Kubernetes API is called from the machine the task runs on, and
-    O(exit_command) and the Docker socket are local to it. For O(state=stopped) without an exit
-    command and O(state=running), run it on the controller (C(delegate_to: localhost)). With
-    O(exit_command) or O(state=node_restarted), run it on the host of the kind node (where the
-    admin socket and the Docker socket are), with a kubeconfig there.'
+    O(exit_command) and the Docker socket are local to it. Run O(state=exited) on the workload
+    host (where the admin socket is), then O(state=stopped) and O(state=running) on the
+    controller (C(delegate_to: localhost)), as roles/workload_deploy does. O(state=node_restarted),
+    or O(state=stopped) with O(exit_command), runs on the host of the kind node (where the admin
+    socket and the Docker socket are), with a kubeconfig there.'
   - Safe to run again - a stopped workload with no pod left reports C(changed=false); a timed-out
     stop can simply be run again with a larger O(timeout).
 seealso:
@@ -216,7 +255,15 @@ EXAMPLES = r"""
     exit_command: [agave-validator, --ledger, /srv/kind/solana/ledger, exit, --force]
     exit_timeout: 180
 
-- name: Restart the kind node, refused while the validator's pod is bound to it
+# The flows' way: the exit on the workload host (admin socket), the scale on the controller.
+- name: Graceful exit through the admin socket on the kind host (agave before 3.0 gets --wait-for-exit)
+  strata.ops.safe_shutdown:
+    state: exited
+    exit_command: [agave-validator, --ledger, /srv/kind/solana/ledger, exit, --force]
+    exit_timeout: 180
+  register: exit_run
+
+- name: Restart the kind node, refused while the validator (or any pod not named) is bound to it
   strata.ops.safe_shutdown:
     kubeconfig: /home/rix/.kube/config
     state: node_restarted
@@ -225,6 +272,10 @@ EXAMPLES = r"""
     protected:
       - kind: Deployment
         name: laconic-70ce4c4b47e23b85-deployment
+    # kind's own pods, which may go down with its node
+    restartable:
+      - {namespace: kube-system, name: coredns}
+      - {namespace: local-path-storage, name: local-path-provisioner}
 
 - name: What a forced restart would break (check mode changes nothing)
   strata.ops.safe_shutdown:
@@ -295,7 +346,7 @@ replicas_after:
   sample: 0
 diff:
   description: Before and after (also without C(--diff)); see the diff_mode attribute.
-  returned: always
+  returned: state is not exited
   type: dict
   sample: {"before": {"replicas": 1}, "after": {"replicas": 0}}
 pods:
@@ -353,14 +404,24 @@ scaled_at:
   returned: state is stopped
   type: str
 exit_command:
-  description: The exit command's run; null when it did not run.
-  returned: state is stopped
+  description: The exit command's run; null when it did not run (and in check mode).
+  returned: state is stopped or exited
   type: dict
   contains:
     argv:
-      description: The command.
+      description: The command as it ran (with C(--wait-for-exit) added for agave before 3.0).
       type: list
       elements: str
+    agave_version:
+      description: The agave version C(--version) printed; null when the command is not an
+        agave exit or the version is unknown.
+      type: str
+      sample: 2.2.14
+    wait:
+      description: How the command waits for the process to exit.
+      type: str
+      sample: "agave 2.2.14 before 3.0: --wait-for-exit added, without it exit returns before the
+        validator process has exited"
     rc:
       description: Its exit status (null when it could not start).
       type: int
@@ -410,14 +471,25 @@ protected:
   returned: state is node_restarted
   type: list
   elements: str
+restartable:
+  description: The O(restartable) entries (C(Kind namespace/name)).
+  returned: state is node_restarted
+  type: list
+  elements: str
 pods_on_node:
   description: Every pod bound to the node before the restart (any workload).
   returned: state is node_restarted
   type: list
   elements: dict
 blockers:
-  description: Pods of protected workloads bound to the node (with C(workload)); what a forced
-    restart breaks.
+  description: Pods that matter bound to the node, with C(workload) (its owner) and C(why)
+    (V(protected) or V(not restartable)); what a forced restart breaks.
+  returned: state is node_restarted
+  type: list
+  elements: dict
+going_down:
+  description: Pods bound to the node that go down with it, with C(workload) and C(why)
+    (V(restartable), V(DaemonSet pod), V(static pod), or finished).
   returned: state is node_restarted
   type: list
   elements: dict
@@ -448,6 +520,7 @@ from ansible_collections.strata.ops.plugins.module_utils.k8s import (
 )
 from ansible_collections.strata.ops.plugins.module_utils.shutdown import (
     DEFAULT_DOCKER_HOST,
+    RESTARTABLE_KINDS,
     STATES,
     WORKLOAD_KINDS,
     SafeShutdown,
@@ -482,6 +555,16 @@ def main():
                 namespace=dict(type="str"),
             ),
         ),
+        restartable=dict(
+            type="list",
+            elements="dict",
+            default=[],
+            options=dict(
+                kind=dict(type="str", choices=list(RESTARTABLE_KINDS), default="Deployment"),
+                name=dict(type="str", required=True),
+                namespace=dict(type="str"),
+            ),
+        ),
         force=dict(type="bool", default=False),
     )
     module = AnsibleModule(
@@ -490,6 +573,7 @@ def main():
             ("state", "stopped", ("name",)),
             ("state", "running", ("name",)),
             ("state", "node_restarted", ("node",)),
+            ("state", "exited", ("exit_command",)),
         ],
         supports_check_mode=True,
     )
@@ -498,19 +582,21 @@ def main():
             module.fail_json(msg="%s must be 1 second or more, got %d" % (option, module.params[option]))
     if module.params["exit_command"] is not None and not module.params["exit_command"]:
         module.fail_json(msg="exit_command is empty: give the command as a list, or leave the option out")
+    worker = None
     try:
-        client = client_from_module(module)
+        # the graceful exit alone runs on the workload host: no API server, no kubeconfig there
+        client = None if module.params["state"] == "exited" else client_from_module(module)
         worker = SafeShutdown(
             client, module.params, run_command=module.run_command, check_mode=module.check_mode
         )
         result = worker.run()
     except K8sError as exc:
-        for text in exc.details.pop("warnings", None) or []:
+        for text in worker.warnings if worker else []:
             module.warn(text)
         fail_from_exception(module, exc)
     except ctr.ContainerError as exc:
         module.fail_json(msg=str(exc), error="docker")
-    for text in result.pop("warnings", None) or []:
+    for text in worker.warnings:
         module.warn(text)
     # The stop's caller waits for this process to exit. Most of the interpreter's exit time is
     # the final garbage collection over the kubernetes client's thousands of model classes

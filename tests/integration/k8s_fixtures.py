@@ -11,9 +11,16 @@ test; otherwise the test is skipped with the reason.
                     be new), nodes strata-lab-1/2 registered; {"kubeconfig", "stdout"}
     k8s_namespace   per test: a unique namespace, deleted afterwards
 
-Helpers: run_playbook(name, *args) (one at a time across pytest-xdist workers: the lab hosts
-         and their /etc/fstab are shared), recap(stdout) -> {host: {ok, changed, failed, ...}},
+Helpers: run_playbook(name, *args, env=None) (one at a time across pytest-xdist workers: the
+         lab hosts and their /etc/fstab are shared), recap(stdout) -> {host: {ok, changed, ...}},
          kubeconfig_variant(path, tmp_path, **changes) writes a modified copy of a kubeconfig.
+
+The validator stand-in (agave cannot run here): VALIDATOR_SERVER listens on <ledger>/admin.rpc
+and exits a moment after an "exit" request, recording when; agave_cli(version) is the text of an
+`agave-validator` CLI that behaves as agave's `exit` subcommand does in that version
+(anza-xyz/agave validator/src/commands/exit): before 3.0 it returns right after the request
+unless given --wait-for-exit; 3.0 waits by default (--no-wait-for-exit opts out, --wait-for-exit
+is accepted with a deprecation warning); 4.0 refuses --wait-for-exit.
 """
 
 import contextlib
@@ -22,6 +29,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import uuid
 
 import pytest
@@ -32,6 +40,8 @@ from ansible_collections.strata.ops.plugins.module_utils import k8s
 from .conftest import CACHE, REPO, skip_or_fail
 
 __all__ = [
+    "VALIDATOR_SERVER",
+    "agave_cli",
     "controlplane",
     "k8s_client",
     "k8s_namespace",
@@ -53,8 +63,10 @@ def lab_lock():
         yield
 
 
-def run_playbook(name, *args, timeout=600):
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+def run_playbook(name, *args, timeout=600, env=None):
+    env = dict(
+        os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1", **(env or {})
+    )
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     argv = ["ansible-playbook", "-i", INVENTORY, os.path.join(REPO, "playbooks", name), *args]
     with lab_lock():
@@ -143,3 +155,67 @@ def k8s_namespace(k8s_client, request):
     k8s_client.create("Namespace", {"metadata": {"name": name, "labels": {"strata.io/test": "integration"}}})
     yield name
     k8s_client.delete("Namespace", name)
+
+
+# The stand-in validator: listens on <ledger>/admin.rpc; on "exit" it answers, takes a moment to
+# shut down (mode "hang": never), records when it exited, and exits (closing the connection).
+VALIDATOR_SERVER = textwrap.dedent(
+    """\
+    import os, socket, sys, time
+    ledger, mode = sys.argv[1], sys.argv[2]
+    path = os.path.join(ledger, "admin.rpc")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    print("ready", flush=True)
+    conn, _addr = srv.accept()
+    if conn.recv(64).strip() == b"exit":
+        conn.sendall(b"exiting\\n")
+        if mode == "hang":
+            time.sleep(3600)
+        time.sleep(1.0)
+        os.unlink(path)
+        with open(os.path.join(ledger, "exited_at"), "w") as handle:
+            handle.write(repr(time.time()))
+        os._exit(0)
+    """
+)
+
+
+def agave_cli(version, python="/usr/bin/env python3"):
+    """Text of an executable `agave-validator` stand-in of that version (see the module doc)."""
+    return textwrap.dedent(
+        """\
+        #!{python}
+        import os, socket, sys
+        VERSION = {version!r}
+        major = int(VERSION.split(".")[0])
+        args = sys.argv[1:]
+        if args == ["--version"]:
+            print("agave-validator %s (src:00000000; feat:0, client:Agave)" % VERSION)
+            sys.exit(0)
+        ledger = args[args.index("--ledger") + 1]
+        if "exit" not in args:
+            sys.exit("stand-in: only the exit subcommand")
+        if "--wait-for-exit" in args and major >= 4:
+            sys.exit("error: unexpected argument '--wait-for-exit' found")
+        if "--wait-for-exit" in args and major == 3:
+            print("WARN: The --wait-for-exit flag has been deprecated, waiting for exit is now the "
+                  "default behavior", file=sys.stderr)
+        wait = "--wait-for-exit" in args if major < 3 else "--no-wait-for-exit" not in args
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(os.path.join(ledger, "admin.rpc"))
+        except OSError as exc:
+            print("exit request failed: %s" % exc)
+            sys.exit(1)
+        sock.sendall(b"exit\\n")
+        sock.recv(64)
+        print("Exit request sent")
+        if wait:
+            print("Waiting for agave-validator process to terminate")
+            while sock.recv(4096):
+                pass
+            print("Done, agave-validator process has terminated")
+        """
+    ).format(python=python, version=version)

@@ -6,13 +6,14 @@ import datetime
 import os
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from ansible_collections.strata.ops.plugins.module_utils import k8s
 
-from .conftest import run_module
+from .conftest import adhoc_result, assert_clean_failure, run_module, skip_or_fail
 from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 from .k8s_fixtures import CACHE, kubeconfig_variant
 
@@ -266,8 +267,11 @@ def expired_client_cert():
 
 
 def test_expired_kubeconfig(controlplane, tmp_path):
+    # kwokctl writes the cluster's CA there: part of the test bed, so CI fails without it
     if not os.path.exists(os.path.join(PKI, "ca.key")):
-        pytest.skip(f"the control plane's CA key is not at {PKI}")
+        skip_or_fail(
+            f"the control plane's CA key is not at {PKI} (tests/testbed/controlplane/start makes it)"
+        )
     path = kubeconfig_variant(controlplane, tmp_path, user=expired_client_cert())
     result = health(path)
     assert result["failed"] is True
@@ -297,3 +301,67 @@ def test_unknown_node(lab_cluster):
     assert result["error"] == "not_found"
     assert "node 'strata-lab-9' does not exist" in result["msg"]
     assert "strata-lab-1" in result["existing"]
+
+
+def test_unknown_namespace_fails_with_the_namespaces(lab_cluster):
+    """It said "healthy" with 0 pods before: a namespace that does not exist is a typo."""
+    result = health(lab_cluster["kubeconfig"], namespaces=["kube-system", "no-such-namespace"])
+    assert result["failed"] is True, result
+    assert result["error"] == "not_found"
+    assert "namespace 'no-such-namespace' does not exist in the cluster" in result["msg"]
+    assert "kube-system" in result["existing"] and "default" in result["existing"]
+    allowed = health(
+        lab_cluster["kubeconfig"],
+        namespaces=["no-such-namespace"],
+        allow_missing_namespaces=True,
+        nodes=LAB_NODES,
+    )
+    assert allowed.get("failed") is not True, allowed
+    assert allowed["missing_namespaces"] == ["no-such-namespace"]
+    assert allowed["pods"] == {} and allowed["workloads"] == []
+
+
+def bad_ca_kubeconfig(path, tmp_path):
+    with open(path) as handle:
+        doc = yaml.safe_load(handle)
+    doc["clusters"][0]["cluster"]["certificate-authority-data"] = "this is not base64!"
+    out = tmp_path / "bad-ca.kubeconfig"
+    out.write_text(yaml.safe_dump(doc))
+    out.chmod(0o600)
+    return str(out), doc["clusters"][0]["name"]
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "fragment"),
+    [
+        ({"api_timeout": -1}, "argument", "api_timeout must be 1 second or more, got -1"),
+        ({"api_timeout": 0}, "argument", "api_timeout must be 1 second or more, got 0"),
+        (
+            {"expected_nodes": {"strata-lab-1": "worker"}},
+            "argument",
+            "expected_nodes['strata-lab-1'] must be a dict",
+        ),
+        (
+            {"expected_nodes": {"strata-lab-1": {"taints": [{"key": "x"}]}}},
+            "argument",
+            "key and effect required",
+        ),
+    ],
+)
+def test_bad_input_fails_cleanly_through_ansible(controlplane, args, error, fragment):
+    """ansible-core 2.19 shows a crashed module only as "Module failed: <exception>"."""
+    result = adhoc_result("cluster_health", dict(args, kubeconfig=controlplane))
+    assert_clean_failure(result)
+    assert "Module failed" not in result["msg"]
+    assert result["error"] == error
+    assert fragment in result["msg"]
+
+
+def test_ca_data_that_is_not_base64_fails_cleanly(controlplane, tmp_path):
+    path, cluster = bad_ca_kubeconfig(controlplane, tmp_path)
+    result = adhoc_result("cluster_health", {"kubeconfig": path})
+    assert_clean_failure(result)
+    assert "Module failed" not in result["msg"]
+    assert result["error"] == "kubeconfig"
+    assert f"not base64: certificate-authority-data of cluster {cluster!r}" in result["msg"]
+    assert "this is not base64" not in result["msg"]  # the kubeconfig's content is never echoed

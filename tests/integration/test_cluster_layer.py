@@ -11,7 +11,7 @@ from lab_k8s import deployment
 
 from ansible_collections.strata.ops.plugins.module_utils import k8s
 
-from .conftest import REPO
+from .conftest import CACHE, REPO, adhoc_result
 from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 from .k8s_fixtures import recap, run_playbook
 
@@ -95,6 +95,157 @@ def test_deployment_respects_the_dedicated_taint(lab_cluster, k8s_client, k8s_na
     assert k8s_client.scale("Deployment", "experiment", ns, 0) == (2, 0)
     gone = k8s_client.watch_until("Pod", k8s.no_items, ns, label_selector="app=experiment", timeout=60)
     assert gone["items"] == []
+
+
+# ---------------------------------------------------------------- no cluster: fail, naming what is missing
+
+
+def flat(proc):
+    """stdout with whitespace runs made one space (the default callback wraps long messages)."""
+    return " ".join(proc.stdout.split())
+
+
+def test_kind_engine_without_kind_fails_naming_what_is_missing(lab_cluster, tmp_path):
+    """The lab hosts have no kind: layer 3 used to print "skipped" and pass with no cluster."""
+    kubeconfig = tmp_path / "kind.kubeconfig"
+    proc = run_playbook(
+        "layer3_cluster.yml",
+        "-e",
+        "strata_cluster_engine=kind",
+        "-e",
+        f"strata_kubeconfig={kubeconfig}",
+        "-e",
+        "cluster_kind_name=strata-it-kind",
+    )
+    out = flat(proc)
+    assert proc.returncode != 0, out[-3000:]
+    for host in ("strata-lab-1", "strata-lab-2"):
+        assert f"strata_cluster_engine is kind, but the kind CLI (kind) does not run on {host}" in out
+    assert f"So there is no kind cluster strata-it-kind and no kubeconfig {kubeconfig}" in out
+    assert not kubeconfig.exists()
+    for host in ("strata-lab-1", "strata-lab-2"):  # nothing was created on the hosts
+        probe = subprocess.run(
+            ["docker", "exec", host, "test", "-e", "/etc/strata/kind-config.yaml"], check=False
+        )
+        assert probe.returncode == 1
+
+
+CONTROLLER_PLAY = """
+- name: Layer 3, the controller half only
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  tasks:
+    - name: Experiment state, lab cluster, invariants
+      ansible.builtin.include_role:
+        name: strata.ops.cluster
+        tasks_from: controller
+"""
+
+
+def test_controller_without_a_kubeconfig_fails_naming_cluster_and_kubeconfig(tmp_path):
+    """The controller half alone (the host play passed, say, but fetched nothing): it used to say
+    "Layer 3 invariants skipped" and pass."""
+    (tmp_path / "play.yml").write_text(CONTROLLER_PLAY)
+    kubeconfig = tmp_path / "absent.kubeconfig"
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    extra = [
+        "-e",
+        f"strata_kubeconfig={kubeconfig}",
+        "-e",
+        f"strata_experiment_state_path={tmp_path}/none.json",
+    ]
+    for engine, fragment in (
+        ("kind", "The kind cluster strata-it-kind was not created on strata-lab-1, strata-lab-2"),
+        ("k3s", "The k3s server strata-lab-1 did not hand out its kubeconfig"),
+    ):
+        proc = subprocess.run(
+            ["ansible-playbook", "-i", os.path.join(REPO, "inventories", "lab"), str(tmp_path / "play.yml"),
+             "-e", f"strata_cluster_engine={engine}", "-e", "cluster_kind_name=strata-it-kind", *extra],
+            cwd=REPO, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        out = flat(proc)
+        assert proc.returncode != 0, out[-3000:]
+        assert f"There is no {engine} cluster to check: {kubeconfig} does not exist." in out
+        assert fragment in out
+        assert "the layer 3 invariants were not checked" in out
+
+
+# ---------------------------------------------------------------- an experiment's node
+
+EXPERIMENT_TAINT = {"key": "strata.io/experiment", "value": "it-layer3", "effect": "NoSchedule"}
+
+
+def node_state(client, name):
+    """(taints without the node lifecycle controller's own, cordoned); a cordon must come with
+    the controller's node.kubernetes.io/unschedulable taint, and layer 3 must leave it there."""
+    node = client.get_node(name)
+    taints = node["spec"].get("taints", [])
+    cordoned = bool(node["spec"].get("unschedulable"))
+    kubernetes = [t["key"] for t in taints if t["key"].startswith("node.kubernetes.io/")]
+    assert kubernetes == (["node.kubernetes.io/unschedulable"] if cordoned else []), taints
+    return [t for t in taints if not t["key"].startswith("node.kubernetes.io/")], cordoned
+
+
+def wait_cordon_taint(client, name, present):
+    """The node lifecycle controller adds (removes) node.kubernetes.io/unschedulable soon after a
+    cordon (uncordon): wait for it with a watch."""
+
+    def settled(items):
+        taints = items[0]["spec"].get("taints", []) if items else []
+        return any(t["key"] == "node.kubernetes.io/unschedulable" for t in taints) is present
+
+    client.watch_until("Node", settled, field_selector="metadata.name=" + name, timeout=60)
+
+
+def test_layer3_keeps_an_active_experiments_taint_and_cordon(lab_cluster, tmp_path):
+    """runner isolation taints and cordons strata-lab-1; layer 3 (check mode and a real run) used
+    to fail on "unexpected taint" and remove it. A cluster of its own: other tests use the lab's."""
+    cluster = "strata-it-exp"
+    env = {"STRATA_LAB_CLUSTER": cluster}
+    kubeconfig = os.path.join(CACHE, "controlplane", cluster + ".kubeconfig")
+    state = tmp_path / "isolation.json"
+    extra = ("-e", f"strata_experiment_state_path={state}")
+    isolation = {"state_path": str(state), "kubeconfig": kubeconfig, "node": "strata-lab-1"}
+    try:
+        first = run_playbook("layer3_cluster.yml", *extra, env=env)
+        assert first.returncode == 0, flat(first)[-3000:]
+        client = k8s.get_client(kubeconfig)
+        entered = adhoc_result(
+            "runner_isolation", dict(isolation, state="isolated", taint=EXPERIMENT_TAINT, cordon=True)
+        )
+        assert entered.get("failed") is not True, entered
+        wait_cordon_taint(client, "strata-lab-1", True)
+        assert node_state(client, "strata-lab-1") == ([EXPERIMENT_TAINT], True)
+
+        for args in (("--check", "--diff"), ()):
+            proc = run_playbook("layer3_cluster.yml", *extra, *args, env=env)
+            out = flat(proc)
+            assert proc.returncode == 0, out[-3000:]
+            assert recap(proc.stdout)["localhost"]["changed"] == 0, out[-3000:]
+            assert "An experiment isolates node strata-lab-1" in out
+            assert "keeps its taint strata.io/experiment=it-layer3:NoSchedule and cordon" in out
+            assert node_state(client, "strata-lab-1") == ([EXPERIMENT_TAINT], True)
+            assert node_state(client, "strata-lab-2") == ([TAINT], False)
+
+        exited = adhoc_result("runner_isolation", dict(isolation, state="restored"))
+        assert exited.get("failed") is not True, exited
+        wait_cordon_taint(client, "strata-lab-1", False)
+        assert node_state(client, "strata-lab-1") == ([], False)
+        after = run_playbook("layer3_cluster.yml", *extra, env=env)
+        assert after.returncode == 0, flat(after)[-3000:]
+        assert "An experiment isolates" not in flat(after)
+        assert recap(after.stdout)["localhost"]["changed"] == 0
+    finally:
+        subprocess.run(
+            [os.path.join(REPO, "tests", "testbed", "controlplane", "stop")],
+            env=dict(os.environ, CLUSTER_NAME=cluster),
+            capture_output=True,
+            check=False,
+        )
 
 
 # ---------------------------------------------------------------- k3s and kind templates

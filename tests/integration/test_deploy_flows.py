@@ -14,6 +14,7 @@ refused and listed wipes, recover, redeploy, stop + fix_pv_mounts, teardown.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from ansible_collections.strata.ops.plugins.module_utils import k8s
 
 from .conftest import REPO, skip_or_fail
 from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
-from .k8s_fixtures import recap, run_playbook
+from .k8s_fixtures import VALIDATOR_SERVER, agave_cli, recap, run_playbook
 
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 from snapshot_server import NginxSnapshotServer, nginx_binary
@@ -343,6 +344,81 @@ def wait_for(client, kind, ns, predicate, timeout=30):
 
 def gone(name):
     return lambda items: name not in [i["metadata"]["name"] for i in items]
+
+
+class HostValidator:
+    """The stand-in validator (k8s_fixtures.VALIDATOR_SERVER, admin socket under its ledger) and
+    an agave 2.2 CLI (before 3.0: exit returns at once unless given --wait-for-exit), both inside
+    the lab host, where the flows run the graceful exit."""
+
+    def __init__(self, tmp_path, mode="normal", version="2.2.14"):
+        self.base = f"/tmp/strata-it-agave-{uuid.uuid4().hex[:6]}"
+        files = tmp_path / self.base.rsplit("/", 1)[-1]
+        (files / "ledger").mkdir(parents=True)
+        (files / "validator.py").write_text(VALIDATOR_SERVER)
+        (files / "agave-validator").write_text(agave_cli(version, python="/usr/bin/python3"))
+        (files / "agave-validator").chmod(0o755)
+        docker("cp", str(files), f"{HOST}:{self.base}")
+        server = f"python3 {self.base}/validator.py {self.base}/ledger {mode}"
+        self.pid = on_host(f"nohup {server} >{self.base}/server.log 2>&1 & echo $!").stdout.strip()
+        on_host(
+            f"for i in $(seq 100); do grep -q ready {self.base}/server.log && exit 0; sleep 0.1; done; exit 1"
+        )
+
+    def extra_vars(self, tmp_path, **more):
+        path = tmp_path / f"exit-{self.base.rsplit('-', 1)[-1]}.json"
+        argv = [f"{self.base}/agave-validator", "--ledger", f"{self.base}/ledger", "exit", "--force"]
+        path.write_text(json.dumps(dict(workload_deploy_exit_command=argv, **more)))
+        return f"@{path}"
+
+    def alive(self):
+        return on_host(f"kill -0 {self.pid}", check=False).returncode == 0
+
+    def exited_at(self):
+        proc = on_host(f"cat {self.base}/ledger/exited_at", check=False)
+        return float(proc.stdout) if proc.returncode == 0 else None
+
+    def remove(self):
+        on_host(f"kill -9 {self.pid} 2>/dev/null; rm -rf {self.base}", check=False)
+
+
+def test_stop_runs_the_graceful_exit_through_the_module_on_the_host(bed, tmp_path):
+    """stop.yml runs the exit with safe_shutdown state=exited on the workload host (its deadline,
+    SIGTERM, SIGKILL; agave's wait flag), not with ansible.builtin.command beside it."""
+    client, ns = bed["client"], bed["ns"]
+    assert_running(client, ns)
+    hung = HostValidator(tmp_path, mode="hang")
+    try:
+        proc = play(bed, "stop.yml", "-e", hung.extra_vars(tmp_path, workload_deploy_exit_timeout=2))
+        out = text(proc)
+        assert proc.returncode != 0, out[-3000:]
+        assert "did not finish within exit_timeout (2 s) and was killed" in out
+        assert "Nothing else was done (this state scales nothing)" in out
+        assert client.get("Deployment", WORKLOAD, ns)["spec"]["replicas"] == 1
+        assert_running(client, ns)
+        assert hung.alive()  # the workload itself is left alone
+    finally:
+        hung.remove()
+
+    validator = HostValidator(tmp_path)
+    try:
+        started = time.time()
+        proc = ok(
+            play(bed, "stop.yml", "-e", validator.extra_vars(tmp_path)), "stop.yml with the exit command"
+        )
+        out = text(proc)
+        assert "ran here (agave 2.2.14 before 3.0: --wait-for-exit added" in out, out[-3000:]
+        assert float(re.search(r"rc 0 after ([0-9.]+) s", out).group(1)) >= 1.0  # it waited
+        exited_at = validator.exited_at()
+        assert exited_at is not None and started < exited_at < time.time()
+        assert not validator.alive()
+        assert "1 pod(s) gone, scaled from 1 to 0" in out
+        assert pods(client, ns) == [] and client.get("Deployment", WORKLOAD, ns)["spec"]["replicas"] == 0
+    finally:
+        validator.remove()
+    # running again for the tests that follow
+    client.scale("Deployment", WORKLOAD, ns, 1)
+    wait_for(client, "Pod", ns, lambda items: len(items) == 1 and ready(items[0]), timeout=60)
 
 
 def test_stop_then_fix_pv_mounts_repairs_a_wrong_pv(bed):

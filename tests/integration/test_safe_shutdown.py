@@ -37,9 +37,17 @@ from lab_k8s import create_kwok_node, deployment
 
 from ansible_collections.strata.ops.plugins.module_utils import k8s, shutdown
 
-from .conftest import COLLECTIONS, REPO, run_adhoc, run_module, skip_or_fail
+from .conftest import (
+    COLLECTIONS,
+    REPO,
+    adhoc_result,
+    assert_clean_failure,
+    run_adhoc,
+    run_module,
+    skip_or_fail,
+)
 from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
-from .k8s_fixtures import kubeconfig_variant
+from .k8s_fixtures import VALIDATOR_SERVER, agave_cli, kubeconfig_variant
 
 pytestmark = pytest.mark.needs("k8s")
 
@@ -47,30 +55,6 @@ IMAGE = os.environ.get("STRATA_SHUTDOWN_IMAGE", "strata-ops-host:latest")
 TAINT = {"key": "strata.io/test", "value": "safe-shutdown", "effect": "NoSchedule"}
 DELAY_ANNOTATION = "pod-delete.stage.kwok.x-k8s.io/delay"
 MODULE = os.path.join(REPO, "plugins", "modules", "safe_shutdown.py")
-
-# The stand-in validator: listens on <ledger>/admin.rpc; on "exit" it answers, takes a moment
-# to shut down, records when it exited, and exits (which closes the client's connection).
-SERVER = textwrap.dedent(
-    """\
-    import os, socket, sys, time
-    ledger, mode = sys.argv[1], sys.argv[2]
-    path = os.path.join(ledger, "admin.rpc")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
-    srv.listen(1)
-    print("ready", flush=True)
-    conn, _addr = srv.accept()
-    if conn.recv(64).strip() == b"exit":
-        conn.sendall(b"exiting\\n")
-        if mode == "hang":
-            time.sleep(3600)
-        time.sleep(1.0)
-        os.unlink(path)
-        with open(os.path.join(ledger, "exited_at"), "w") as handle:
-            handle.write(repr(time.time()))
-        os._exit(0)
-    """
-)
 
 # The exit client: like `agave-validator --ledger DIR exit --force`, it connects to the admin
 # socket, asks for exit and returns only when the server process is gone (EOF on the socket).
@@ -444,6 +428,7 @@ def test_node_restart_refused_while_protected_pod_runs_then_allowed(
 ):
     make_deployment(k8s_client, k8s_namespace, "validator", kind_node)
     make_deployment(k8s_client, k8s_namespace, "elsewhere", kind_node + "-b")
+    only_this_namespace_on(k8s_client, kind_node, k8s_namespace)
     [pod] = pods_of(k8s_client, k8s_namespace, "validator")
     pod_name = pod["metadata"]["name"]
     started, running = started_at(kind_node)
@@ -476,10 +461,11 @@ def test_node_restart_refused_while_protected_pod_runs_then_allowed(
 
     stopped = shut(controlplane, state="stopped", name="validator", namespace=k8s_namespace, timeout=60)
     assert stopped.get("failed") is not True, stopped
-    # a pod with the protected workload's labels but not owned by it does not block
+    # a pod with the protected workload's labels but not owned by it: restartable by name
     bare_pod(k8s_client, k8s_namespace, "lookalike", kind_node, {"app": "validator"})
+    only_this_namespace_on(k8s_client, kind_node, k8s_namespace)
 
-    done = shut(controlplane, **restart)
+    done = shut(controlplane, restartable=[{"kind": "Pod", "name": "lookalike"}], **restart)
     assert done.get("failed") is not True, done
     assert done["changed"] is True and done["blockers"] == [] and done["forced"] is False
     assert "lookalike" in [p["name"] for p in done["pods_on_node"]]
@@ -491,6 +477,86 @@ def test_node_restart_refused_while_protected_pod_runs_then_allowed(
     assert len([p for p in pods_of(k8s_client, k8s_namespace, "elsewhere") if k8s.pod_is_ready(p)]) == 1
 
 
+def only_this_namespace_on(client, node, namespace):
+    """Wait (watch) until the pods of earlier tests (their namespaces are being deleted) have left
+    the node, so that only this test's pods decide about its restart."""
+    client.watch_until(
+        "Pod",
+        lambda items: all(p["metadata"]["namespace"] == namespace for p in items),
+        field_selector="spec.nodeName=" + node,
+        timeout=60,
+        description=f"only pods of {namespace} on {node}",
+    )
+
+
+def daemonset_on(client, ns, name, node):
+    """A DaemonSet whose pod (made by the real DaemonSet controller) runs on ``node`` only."""
+    client.create(
+        "DaemonSet",
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {
+                        "nodeSelector": {"kubernetes.io/hostname": node},
+                        "tolerations": [{"key": TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}],
+                        "terminationGracePeriodSeconds": 0,
+                        "containers": [{"name": "agent", "image": "registry.invalid/agent:1"}],
+                    },
+                },
+            },
+        },
+        ns,
+    )
+    return client.watch_until(
+        "Pod", k8s.all_items(k8s.pod_is_ready), ns, label_selector="app=" + name, timeout=60
+    )["items"][0]["metadata"]["name"]
+
+
+def test_node_restart_refused_by_default_while_any_pod_that_matters_runs_there(
+    controlplane, k8s_client, k8s_namespace, kind_node
+):
+    """No protected list: a running workload's pod still refuses the restart (it used to go ahead
+    with a warning); DaemonSet pods never do; restartable is the operator's opt-out."""
+    make_deployment(k8s_client, k8s_namespace, "validator", kind_node)
+    [pod] = pods_of(k8s_client, k8s_namespace, "validator")
+    agent = daemonset_on(k8s_client, k8s_namespace, "node-agent", kind_node)
+    only_this_namespace_on(k8s_client, kind_node, k8s_namespace)
+    started, _running = started_at(kind_node)
+    restart = {
+        "state": "node_restarted",
+        "node": kind_node,
+        "namespace": k8s_namespace,
+        "node_stop_timeout": 5,
+    }
+
+    refused = shut(controlplane, **restart)
+    assert refused.get("failed") is True, refused
+    assert refused["error"] == "refused"
+    assert f"{k8s_namespace}/{pod['metadata']['name']} on node {kind_node} of ReplicaSet" in refused["msg"]
+    assert "(not restartable)" in refused["msg"]
+    assert agent not in refused["msg"].split("bound to it:")[1].split(". Stop")[0]
+    assert [b["name"] for b in refused["blockers"]] == [pod["metadata"]["name"]]
+    assert started_at(kind_node) == (started, True)
+
+    allowed = dict(restart, restartable=[{"name": "validator"}])
+    would = shut(controlplane, check_mode=True, **allowed)
+    assert would.get("failed") is not True, would
+    assert would["changed"] is True and would["blockers"] == []
+    assert sorted((g["name"], g["why"]) for g in would["going_down"]) == sorted(
+        [(pod["metadata"]["name"], "restartable"), (agent, "DaemonSet pod")]
+    )
+    assert "going down with it:" in would["msg"] and "(DaemonSet pod)" in would["msg"]
+    assert started_at(kind_node) == (started, True)
+
+    done = shut(controlplane, timeout=60, **allowed)
+    assert done.get("failed") is not True, done
+    assert done["changed"] is True and done["forced"] is False
+    assert started_at(kind_node)[0] != started
+
+
 # --------------------------------------------------------------------------- exit command
 
 
@@ -500,7 +566,7 @@ class Validators:
 
     def __init__(self, scripts):
         self.scripts = scripts
-        (scripts / "validator.py").write_text(SERVER)
+        (scripts / "validator.py").write_text(VALIDATOR_SERVER)
         (scripts / "agave-exit.py").write_text(EXIT_CLIENT)
         self.started = []
 
@@ -518,6 +584,14 @@ class Validators:
 
     def exit_argv(self, ledger):
         return [sys.executable, str(self.scripts / "agave-exit.py"), "--ledger", ledger, "exit", "--force"]
+
+    def agave_argv(self, version, ledger):
+        """`<dir>/agave-validator --ledger LEDGER exit --force` of an agave stand-in of that version."""
+        cli = self.scripts / version / "agave-validator"
+        cli.parent.mkdir(exist_ok=True)
+        cli.write_text(agave_cli(version, python=sys.executable))
+        cli.chmod(0o755)
+        return [str(cli), "--ledger", ledger, "exit", "--force"]
 
     def cleanup(self):
         for proc, ledger in self.started:
@@ -632,3 +706,72 @@ def test_running_scales_back_and_waits_ready(controlplane, k8s_client, k8s_names
     assert len([p for p in pods_of(k8s_client, k8s_namespace, "validator") if k8s.pod_is_ready(p)]) == 2
     again = shut(controlplane, state="running", name="validator", namespace=k8s_namespace, replicas=2)
     assert again["changed"] is False, again
+
+
+# --------------------------------------------------------------------------- agave's wait flag
+
+
+def test_stop_with_agave_2_waits_for_the_process_before_scaling(
+    controlplane, k8s_client, k8s_namespace, kind_node, validators
+):
+    """agave before 3.0 returns right after the exit request: the module adds --wait-for-exit, so
+    the validator process is gone before the scale to 0 (without it, it exits a second later)."""
+    make_deployment(k8s_client, k8s_namespace, "validator", kind_node)
+    server, ledger = validators.start()
+    result = shut(
+        controlplane,
+        state="stopped",
+        name="validator",
+        namespace=k8s_namespace,
+        exit_command=validators.agave_argv("2.2.14", ledger),
+        exit_timeout=30,
+    )
+    assert result.get("failed") is not True, result
+    outcome = result["exit_command"]
+    assert outcome["argv"][-1] == "--wait-for-exit"
+    assert outcome["agave_version"] == "2.2.14"
+    assert outcome["wait"].startswith("agave 2.2.14 before 3.0: --wait-for-exit added")
+    assert "Done, agave-validator process has terminated" in outcome["stdout"]
+    with open(os.path.join(ledger, "exited_at")) as handle:
+        exited_at = float(handle.read())
+    assert exited_at <= shutdown.parse_time(result["scaled_at"]).timestamp() + 0.001
+    assert server.wait(5) == 0
+
+
+@pytest.mark.parametrize("version", ["3.0.7", "4.0.1"])
+def test_exited_with_agave_3_and_later_waits_by_default(validators, version):
+    """state=exited through Ansible (it needs no cluster); 4.x refuses --wait-for-exit, so it is
+    left out even when the command has it."""
+    server, ledger = validators.start()
+    argv = [*validators.agave_argv(version, ledger), "--wait-for-exit"]
+    result = adhoc_result("safe_shutdown", {"state": "exited", "exit_command": argv, "exit_timeout": 30})
+    assert result.get("failed") is not True, result
+    assert result["changed"] is True
+    assert result["exit_command"]["argv"] == argv[:-1]
+    assert f"agave {version} waits for the validator process to exit by default" in result["msg"]
+    assert "--wait-for-exit left out" in result["exit_command"]["wait"]
+    assert os.path.exists(os.path.join(ledger, "exited_at"))  # gone when the module returned
+    assert server.wait(5) == 0
+
+
+def test_exited_timeout_kills_the_command_and_fails_cleanly(validators):
+    server, ledger = validators.start("hang")
+    argv = validators.agave_argv("2.2.14", ledger)
+    result = adhoc_result("safe_shutdown", {"state": "exited", "exit_command": argv, "exit_timeout": 2})
+    assert_clean_failure(result)
+    assert result["error"] == "exit_command"
+    assert "did not finish within exit_timeout (2 s) and was killed" in result["msg"]
+    assert "Nothing else was done" in result["msg"]
+    assert result["exit_command"]["timed_out"] is True
+    assert server.poll() is None  # the workload itself is left alone
+
+
+def test_bad_connection_input_fails_cleanly(controlplane, tmp_path):
+    for args, fragment in (
+        ({"kubeconfig": controlplane, "api_timeout": -1}, "api_timeout must be 1 second or more, got -1"),
+        ({"kubeconfig": controlplane, "api_timeout": 0}, "api_timeout must be 1 second or more, got 0"),
+    ):
+        result = adhoc_result("safe_shutdown", dict(args, state="stopped", name="validator"))
+        assert_clean_failure(result)
+        assert "Module failed" not in result["msg"]
+        assert fragment in result["msg"]

@@ -3,6 +3,7 @@ validity, kubeconfig and HTTP error mapping, and watch_until's list/watch/re-lis
 
 import datetime
 import json
+import re
 
 import pytest
 import urllib3
@@ -495,3 +496,136 @@ def test_retry_on_conflict_gives_up_and_passes_other_errors():
 
     with pytest.raises(k8s.K8sNotFound):
         k8s.retry_on_conflict(missing, sleep=lambda s: None)
+
+
+# ---------------------------------------------------------------- bad input: clear errors, no crash
+
+
+@pytest.mark.parametrize("value", [-1, 0, 0.0, None, True, "10"])
+def test_api_timeout_must_be_a_positive_number(tmp_path, value):
+    with pytest.raises(k8s.K8sArgumentError) as err:
+        k8s.get_client(write_kubeconfig(tmp_path), api_timeout=value, probe=False)
+    assert f"api_timeout must be 1 second or more, got {value!r}" in str(err.value)
+    assert err.value.reason == "argument"
+    assert err.value.details == {"option": "api_timeout"}
+
+
+def test_api_timeout_zero_from_a_module_is_not_the_default(tmp_path):
+    class Module:
+        def __init__(self, api_timeout):
+            self.params = {
+                "kubeconfig": write_kubeconfig(tmp_path),
+                "context": None,
+                "api_timeout": api_timeout,
+            }
+
+    with pytest.raises(k8s.K8sArgumentError, match="got 0"):
+        k8s.client_from_module(Module(0), probe=False)
+    assert k8s.client_from_module(Module(3), probe=False).api_timeout == 3
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "named"),
+    [
+        ("cluster", "certificate-authority-data", "certificate-authority-data of cluster 'c'"),
+        ("user", "client-certificate-data", "client-certificate-data of user 'u'"),
+        ("user", "client-key-data", "client-key-data of user 'u'"),
+    ],
+)
+def test_embedded_data_that_is_not_base64_is_named(tmp_path, section, key, named):
+    path = write_kubeconfig(tmp_path)
+    with open(path) as handle:
+        doc = yaml.safe_load(handle)
+    entry = doc["clusters"][0]["cluster"] if section == "cluster" else doc["users"][0]["user"]
+    entry[key] = "this is not base64!"
+    with open(path, "w") as handle:
+        yaml.safe_dump(doc, handle)
+    with pytest.raises(k8s.K8sConfigError) as err:
+        k8s.get_client(path, probe=False)
+    text = str(err.value)
+    assert f"kubeconfig {path}, context 'a': not base64: {named}" in text
+    assert "base64 -w0" in text
+    assert err.value.details == {"kubeconfig": path, "context": "a"}
+
+
+def test_expected_nodes_shape_is_checked():
+    k8s.check_expected_nodes(None)
+    k8s.check_expected_nodes({"a": None, "b": {"labels": {"x": "1"}, "taints": [], "unschedulable": True}})
+    for bad, fragment in (
+        ({"a": "worker"}, "expected_nodes['a'] must be a dict"),
+        ({"a": {"label": {}}}, "must be a dict with labels, taints"),
+        ({"a": {"labels": ["x"]}}, "expected_nodes['a'].labels must be a dict"),
+        ({"a": {"taints": [{"key": "k"}]}}, "key and effect required"),
+        ({"a": {"taints": "k=v:NoSchedule"}}, "must be a list of"),
+        ({"a": {"unschedulable": "yes"}}, "unschedulable must be true or false"),
+    ):
+        with pytest.raises(k8s.K8sArgumentError, match=re.escape(fragment)):
+            k8s.check_expected_nodes(bad)
+
+
+def test_kubernetes_own_taints_are_neither_expected_nor_unexpected():
+    """A cordoned node gets node.kubernetes.io/unschedulable from the node lifecycle controller."""
+    mine = {"key": "experiment", "value": "dedicated", "effect": "NoSchedule"}
+    cordon = {
+        "key": "node.kubernetes.io/unschedulable",
+        "effect": "NoSchedule",
+        "timeAdded": "2026-12-01T21:19:52Z",
+    }
+    nodes = [k8s.node_summary(node("a", unschedulable=True, taints=[mine, cordon]))]
+    assert k8s.expected_node_problems(nodes, {"a": {"taints": [mine], "unschedulable": True}}) == []
+    got = k8s.expected_node_problems(nodes, {"a": {"taints": []}})
+    assert [p["reason"] for p in got] == ["unexpected taint experiment=dedicated:NoSchedule"]
+
+
+def test_expected_cordon():
+    nodes = [k8s.node_summary(node("a", unschedulable=True)), k8s.node_summary(node("b"))]
+    assert k8s.expected_node_problems(nodes, {"a": {"unschedulable": True}}) == []
+    got = k8s.expected_node_problems(nodes, {"b": {"unschedulable": True}})
+    assert [p["reason"] for p in got] == ["expected to be cordoned (spec.unschedulable), is not"]
+    assert k8s.node_problems(node("a", unschedulable=True), cordon_expected=True) == []
+
+
+def ns_list(*names):
+    items = [{"metadata": {"name": n}} for n in names]
+    return FakeResponse(200, {"metadata": {"resourceVersion": "5"}, "items": items})
+
+
+def empty_list():
+    return FakeResponse(200, {"metadata": {"resourceVersion": "5"}, "items": []})
+
+
+def test_unknown_namespace_lists_namespaces(tmp_path):
+    client = fake_client(
+        tmp_path, FakeResponse(404, {"message": "not found"}), ns_list("kube-system", "default")
+    )
+    with pytest.raises(k8s.K8sNotFound) as err:
+        k8s.health_report(client, {"namespaces": ["valdator"]})
+    assert "namespace 'valdator' does not exist in the cluster" in str(err.value)
+    assert "namespaces: default, kube-system" in str(err.value)
+    assert err.value.details["existing"] == ["default", "kube-system"]
+    assert [c[1].split("/api/v1/")[-1].split("?")[0] for c in client.pool.calls] == [
+        "namespaces/valdator",
+        "namespaces",
+    ]
+
+
+def test_missing_namespace_allowed_is_reported_and_not_listed(tmp_path):
+    # the namespace (404, then the list for the message), nodes, then PVs only: no pod or workload
+    # list, which would be of every namespace
+    nodes = FakeResponse(200, {"metadata": {}, "items": [node("n1")]})
+    client = fake_client(
+        tmp_path, FakeResponse(404, {"message": "not found"}), ns_list("default"), nodes, empty_list()
+    )
+    report = k8s.health_report(
+        client,
+        {"namespaces": ["new"], "allow_missing_namespaces": True, "expected_pvs": {"pv": "/srv/kind/x"}},
+    )
+    assert report["missing_namespaces"] == ["new"]
+    assert report["pods"] == {} and report["workloads"] == []
+    assert [p["reason"] for p in report["problems"]] == ["expected PV does not exist (host path /srv/kind/x)"]
+    assert [c[1].split("/api/v1/")[-1].split("?")[0] for c in client.pool.calls] == [
+        "namespaces/new",
+        "namespaces",
+        "nodes",
+        "persistentvolumes",
+    ]

@@ -123,7 +123,7 @@ def test_deployment_owns_pods_of_its_replicasets_only():
     # same labels, but its ReplicaSet is known to belong to another Deployment
     other = pod("validator-canary-1b2c3-x", ("ReplicaSet", "validator-canary-1b2c3", "rs-other"))
     # a bare pod carrying the label: labels alone never make a pod ours
-    bare = pod("debug-shell")
+    bare = pod("debug-shell", node="kind-node")
     elsewhere = pod("validator-5d8f7-zzz", ("ReplicaSet", "validator-5d8f7", "rs-ours"), ns="other-ns")
     assert [p["metadata"]["name"] for p in own.pods([ours, old, other, bare, elsewhere])] == [
         "validator-5d8f7-abc",
@@ -227,15 +227,43 @@ def test_restart_blockers_by_node_name_not_labels():
     pods = [
         pod("validator-5d8f7-a", owner, node="kind-node"),
         pod("validator-5d8f7-b", owner, node="other-node"),  # ours, elsewhere
-        pod("lookalike", node="kind-node"),  # our labels, not ours
+        pod("lookalike", node="kind-node"),  # our labels, not ours: restartable by name here
         pod("validator-5d8f7-c", owner, node="kind-node", deleting="2026-11-30T10:00:00Z"),
     ]
-    found = sd.restart_blockers(pods, [own], "kind-node")
+    found, going = sd.restart_blockers(pods, "kind-node", [own], [sd.PodRef("lookalike", NS)])
     assert [b["name"] for b in found] == ["validator-5d8f7-a", "validator-5d8f7-c"]
-    assert found[0]["workload"] == "Deployment val/validator"
+    assert (found[0]["workload"], found[0]["why"]) == ("Deployment val/validator", "protected")
+    assert [(g["name"], g["workload"], g["why"]) for g in going] == [
+        ("lookalike", "Pod val/lookalike", "restartable")
+    ]
     text = sd.describe_pods(found)
-    assert "val/validator-5d8f7-a on node kind-node of Deployment val/validator" in text
+    assert "val/validator-5d8f7-a on node kind-node of Deployment val/validator (protected)" in text
     assert "terminating, deletionTimestamp 2026-11-30T10:00:00Z" in text
+
+
+def daemon_pod(name, node="kind-node"):
+    found = pod(name, ("DaemonSet", "kube-proxy", "ds-uid"), node=node, ns="kube-system")
+    return found
+
+
+def test_every_pod_that_matters_blocks_without_any_list():
+    """No protected, no restartable: any pod but DaemonSet, static and finished pods blocks."""
+    mirror = pod("etcd-kind-node", ("Node", "kind-node", "node-uid"), node="kind-node", ns="kube-system")
+    mirror["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "abc"}
+    done = pod("migrate-x", ("Job", "migrate", "job-uid"), node="kind-node")
+    done["status"]["phase"] = "Succeeded"
+    bare = pod("debug-shell", node="kind-node")
+    pods = [RUNNING_POD, daemon_pod("kube-proxy-x"), mirror, done, bare]
+    found, going = sd.restart_blockers(pods, "kind-node")
+    assert [(b["name"], b["workload"], b["why"]) for b in found] == [
+        ("validator-5d8f7-a", "ReplicaSet val/validator-5d8f7", "not restartable"),
+        ("debug-shell", "no controller", "not restartable"),
+    ]
+    assert [(g["name"], g["why"]) for g in going] == [
+        ("kube-proxy-x", "DaemonSet pod"),
+        ("etcd-kind-node", "static pod"),
+        ("migrate-x", "finished, Succeeded"),
+    ]
 
 
 def test_describe_pods_limits_the_list():
@@ -404,6 +432,7 @@ def params(**kw):
         "node_stop_timeout": 5,
         "wait_node_ready": True,
         "protected": [],
+        "restartable": [],
         "force": False,
     }
     base.update(kw)
@@ -436,11 +465,23 @@ def test_unknown_namespace_says_so():
 
 def test_stopped_check_mode_reports_and_writes_nothing():
     client = FakeClient([workload(), RS_OURS, RUNNING_POD])
-    result = sd.SafeShutdown(client, params(exit_command=["agave-validator", "exit"]), check_mode=True).run()
+    ran = []
+    worker = sd.SafeShutdown(
+        client,
+        params(exit_command=["agave-validator", "exit"]),
+        run_command=agave_cli("2.2.14", ran),
+        check_mode=True,
+    )
+    result = worker.run()
     assert client.writes == [] and client.watched == []
+    assert ran == [["agave-validator", "--version"]]  # read-only, also in check mode
     assert result["changed"] is True
     assert result["diff"] == {"before": {"replicas": 1}, "after": {"replicas": 0}}
-    assert result["msg"].startswith("check mode: would run agave-validator exit, then scale Deployment val/")
+    assert result["msg"].startswith(
+        "check mode: would run agave-validator exit --wait-for-exit (agave 2.2.14 before 3.0: "
+        "--wait-for-exit added, without it exit returns before the validator process has exited), "
+        "then scale Deployment val/"
+    )
     assert "val/validator-5d8f7-a on node kind-node" in result["msg"]
     assert result["exit_command"] is None
 
@@ -450,6 +491,8 @@ def test_exit_in_pod_is_refused_before_anything_happens():
     with pytest.raises(sd.ShutdownError, match="exit_in: pod is not supported yet"):
         sd.SafeShutdown(client, params(exit_command=["x"], exit_in="pod"), check_mode=True).run()
     assert client.writes == []
+    with pytest.raises(sd.ShutdownError, match="state=exited on the workload host"):
+        sd.SafeShutdown(None, params(state="exited", exit_command=["x"], exit_in="pod")).run()
 
 
 def test_stopped_already_stopped_is_not_a_change():
@@ -617,4 +660,171 @@ def test_module_file_argument_spec_matches_the_documentation():
         "exit_timeout",
     ):
         assert option in doc["options"]
-    assert doc["options"]["state"]["choices"] == ["stopped", "running", "node_restarted"]
+    assert doc["options"]["state"]["choices"] == ["stopped", "running", "node_restarted", "exited"]
+    assert doc["options"]["restartable"]["suboptions"]["kind"]["choices"] == list(sd.RESTARTABLE_KINDS)
+
+
+# --------------------------------------------------------------------------- restart: what matters
+
+
+def test_node_restart_refused_without_any_list_while_a_pod_runs_there():
+    """The old default restarted with a warning when no protected list was given."""
+    client = FakeClient([workload(), RS_OURS, RUNNING_POD])
+    docker = FakeDocker()
+    worker = sd.SafeShutdown(client, params(state="node_restarted", node="kind-node"), docker=docker)
+    with pytest.raises(sd.RestartRefused) as err:
+        worker.run()
+    text = str(err.value)
+    assert (
+        "pods that matter are bound to it: val/validator-5d8f7-a on node kind-node of ReplicaSet "
+        "val/validator-5d8f7 (not restartable)" in text
+    )
+    assert "name in restartable the workloads or pods that may go down with the node" in text
+    assert "Nothing was restarted" in text
+    assert docker.restarts == []
+    assert worker.warnings == []
+
+
+def test_node_restart_with_the_workload_named_restartable():
+    client = FakeClient(
+        [workload(), RS_OURS, RUNNING_POD, daemon_pod("kube-proxy-x")],
+        script={"Node": [[{"metadata": {"name": "kind-node"}, "status": {"conditions": []}}]]},
+    )
+    docker = FakeDocker()
+    p = params(state="node_restarted", node="kind-node", restartable=[{"name": "validator"}])
+    would = sd.SafeShutdown(client, p, docker=docker, check_mode=True).run()
+    assert docker.restarts == []
+    assert would["blockers"] == [] and would["forced"] is False
+    assert would["restartable"] == ["Deployment val/validator"]
+    assert [(g["name"], g["why"]) for g in would["going_down"]] == [
+        ("validator-5d8f7-a", "restartable"),
+        ("kube-proxy-x", "DaemonSet pod"),
+    ]
+    assert would["msg"] == (
+        "check mode: would restart node container kind-node (node kind-node); no pod that matters is "
+        "on it; going down with it: val/validator-5d8f7-a on node kind-node of Deployment val/validator "
+        "(restartable), kube-system/kube-proxy-x on node kind-node of DaemonSet kube-system/kube-proxy "
+        "(DaemonSet pod)"
+    )
+    done = sd.SafeShutdown(client, dict(p, wait_node_ready=False), docker=docker).run()
+    assert docker.restarts == [("kind-node", 5)]
+    assert "went down with it: val/validator-5d8f7-a" in done["msg"]
+
+
+def test_protected_wins_over_restartable_and_force_warns():
+    client = FakeClient([workload(), RS_OURS, RUNNING_POD])
+    both = [{"name": "validator"}]
+    with pytest.raises(sd.RestartRefused, match=r"of Deployment val/validator \(protected\)"):
+        sd.SafeShutdown(
+            client,
+            params(state="node_restarted", node="kind-node", protected=both, restartable=both),
+            docker=FakeDocker(),
+        ).run()
+    worker = sd.SafeShutdown(
+        client,
+        params(state="node_restarted", node="kind-node", force=True),
+        docker=FakeDocker(),
+        check_mode=True,
+    )
+    result = worker.run()
+    assert result["forced"] is True
+    assert worker.warnings == [
+        "force: restarting node container kind-node breaks these running pods: val/validator-5d8f7-a "
+        "on node kind-node of ReplicaSet val/validator-5d8f7 (not restartable)"
+    ]
+
+
+def test_restartable_workload_that_does_not_exist_fails_listing_those_that_do():
+    client = FakeClient([workload(), RS_OURS, RUNNING_POD])
+    p = params(state="node_restarted", node="kind-node", restartable=[{"kind": "StatefulSet", "name": "db"}])
+    with pytest.raises(k8s.K8sNotFound, match="StatefulSet val/db does not exist"):
+        sd.SafeShutdown(client, p, docker=FakeDocker()).run()
+
+
+# --------------------------------------------------------------------------- agave's exit
+
+
+def agave_cli(version, ran=None):
+    """run_command of a machine whose agave-validator --version prints this version (the format
+    agave prints); any other command is run for real."""
+
+    def run_command(argv, before_communicate_callback=None, handle_exceptions=True):
+        assert handle_exceptions is False
+        if argv[1:] == ["--version"]:
+            if ran is not None:
+                ran.append(list(argv))
+            return 0, f"agave-validator {version} (src:0d3b0a46; feat:3294202862, client:Agave)\n", ""
+        return popen_run_command(argv, before_communicate_callback, handle_exceptions)
+
+    return run_command
+
+
+EXIT = ["agave-validator", "--ledger", "/srv/kind/solana/ledger", "exit", "--force"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "version_text", "ran", "wait"),
+    [
+        (EXIT, "agave-validator 2.2.14 (src:0d3b0a46; feat:3294202862, client:Agave)",
+         [*EXIT, "--wait-for-exit"], "agave 2.2.14 before 3.0: --wait-for-exit added"),
+        (EXIT, "solana-validator 1.18.26 (src:d9f20e95; feat:3241752014, client:SolanaLabs)",
+         [*EXIT, "--wait-for-exit"], "agave 1.18.26 before 3.0"),
+        (EXIT, "agave-validator 3.0.7 (src:1; feat:2, client:Agave)", EXIT,
+         "agave 3.0.7 waits for the validator process to exit by default"),
+        ([*EXIT, "--wait-for-exit"], "agave-validator 4.0.0 (src:1)", EXIT,
+         "--wait-for-exit left out (deprecated in 3.0, refused by 4.x)"),
+        ([*EXIT, "--no-wait-for-exit"], "agave-validator 2.3.1 (src:1)", [*EXIT, "--no-wait-for-exit"],
+         "agave 2.3.1: as given (--no-wait-for-exit)"),
+        ([*EXIT, "--monitor", "--no-wait-for-exit"], "agave-validator 3.1.0 (src:1)",
+         [*EXIT, "--monitor", "--no-wait-for-exit"], "agave 3.1.0: as given (--monitor --no-wait-for-exit)"),
+        (["/opt/agave/bin/agave-validator", "-l", "/l", "exit"], "agave-validator 2.1.0", None,
+         "--wait-for-exit added"),
+        (["sh", "-c", "exit 0"], None, ["sh", "-c", "exit 0"], "as given (not an agave-validator exit)"),
+    ],
+)  # fmt: skip
+def test_agave_exit_plan(argv, version_text, ran, wait):
+    plan = sd.agave_exit_plan(argv, version_text)
+    assert plan["argv"] == (ran if ran is not None else [*argv, "--wait-for-exit"])
+    assert wait in plan["wait"]
+    assert "warning" not in plan
+
+
+def test_agave_exit_plan_unknown_version_runs_as_given_with_a_warning():
+    plan = sd.agave_exit_plan(EXIT, "rc 127: agave-validator: not found")
+    assert plan["argv"] == EXIT and plan["agave_version"] is None and plan["warning"] is True
+    assert "agave version is unknown (agave-validator --version: rc 127" in plan["wait"]
+    assert sd.is_agave_exit(EXIT) and not sd.is_agave_exit(["agave-validator", "monitor"])
+
+
+# --------------------------------------------------------------------------- state exited
+
+
+def test_exited_runs_only_the_exit_command_and_says_how_it_waited(tmp_path):
+    marker = tmp_path / "ran"
+    argv = [sys.executable, "-c", f"open({str(marker)!r}, 'w').write('x')"]
+    would = sd.SafeShutdown(None, params(state="exited", exit_command=argv), check_mode=True).run()
+    assert would["changed"] is True and would["exit_command"] is None
+    assert would["msg"].startswith("check mode: would run ")
+    assert not marker.exists()
+    result = sd.SafeShutdown(
+        None, params(state="exited", exit_command=argv), run_command=popen_run_command
+    ).run()
+    assert marker.exists()
+    assert result["exit_command"]["ok"] is True and result["exit_command"]["wait"].startswith("as given")
+    assert result["msg"].startswith("exit command ") and "ran here (as given" in result["msg"]
+
+
+def test_exited_agave_2_gets_the_wait_flag_and_a_failure_stops_there():
+    ran = []
+    worker = sd.SafeShutdown(
+        None,
+        params(state="exited", exit_command=["agave-validator", "exit"]),
+        run_command=agave_cli("2.2.14", ran),
+    )
+    with pytest.raises(sd.ExitCommandFailed) as err:  # no agave-validator on this machine
+        worker.run()
+    details = err.value.details["exit_command"]
+    assert details["argv"] == ["agave-validator", "exit", "--wait-for-exit"]
+    assert details["agave_version"] == "2.2.14"
+    assert "Nothing else was done (this state scales nothing)" in str(err.value)
+    assert "agave 2.2.14 before 3.0: --wait-for-exit added" in str(err.value)
