@@ -565,7 +565,7 @@ class RunnerIsolation:
                 % ("stop" if state == "stopped" else "start", ref, exc, self.p["state"])
             ) from None
         finally:
-            for text in getattr(worker, "warnings", ()):  # safe_shutdown's own (how the exit waits)
+            for text in worker.warnings:  # safe_shutdown's own (how the exit waits)
                 self._warn(text)
         if state == "stopped":
             self._changed(
