@@ -7,10 +7,6 @@ C(platform), its C(platforms). The fragment supplies the descriptions, which val
 requires, so they read the same in every module.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 
 class ModuleDocFragment:
     DOCUMENTATION = r"""

@@ -2,14 +2,10 @@
 """Connection options shared by every strata.ops module that talks to the Kubernetes API.
 
 Use with ``extends_documentation_fragment: [strata.ops.k8s_auth]``; the argument spec is
-``plugins/module_utils/k8s.py``'s ``K8S_AUTH_ARGSPEC`` and the client is built with
+``plugins/module_utils/k8s/kubeconfig.py``'s ``K8S_AUTH_ARGSPEC`` and the client is built with
 ``client_from_module(module)``. In a play, ``module_defaults: {group/strata.ops.k8s: ...}``
 sets them once for the whole action group.
 """
-
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 
 class ModuleDocFragment:

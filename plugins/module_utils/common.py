@@ -14,6 +14,16 @@ A module's ``main()`` builds its AnsibleModule and hands the work to ``run_modul
         run_module(module, lambda: Worker(module.params, module.check_mode, module.run_command).run())
 """
 
+import datetime
+import time
+
+
+def utc_iso(wall=None):
+    """A wall-clock time (time.time(), default now) as RFC 3339 UTC with milliseconds:
+    2025-01-01T00:00:00.000Z, what results, state files and manifests carry."""
+    stamp = datetime.datetime.fromtimestamp(time.time() if wall is None else wall, tz=datetime.timezone.utc)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
 
 class StrataError(Exception):
     """What went wrong (``msg``), its ``kind`` and the ``details`` that go into the result."""

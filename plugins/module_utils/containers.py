@@ -9,21 +9,12 @@ through ``crictl`` when it is installed.
 Helpers raise ``ContainerError`` (or a subclass); a module's ``main()`` catches it once.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import json
 import socket
+from http.client import HTTPConnection
+from urllib.parse import quote, urlencode
 
 from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
-
-try:  # Python 3
-    from http.client import HTTPConnection
-    from urllib.parse import quote, urlencode
-except ImportError:  # pragma: no cover - Python 2 is not supported by the module
-    HTTPConnection = object
-    quote = urlencode = None
 
 DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
 API_VERSION = "v1.41"  # Docker 20.10; newer engines accept it
@@ -68,7 +59,7 @@ class DockerAPI:
         self.timeout = timeout
 
     def request(self, method, path, query=None, body=None, ok=(200, 201, 204, 304), *, timeout=None):
-        url = "/%s%s" % (API_VERSION, path)
+        url = f"/{API_VERSION}{path}"
         if query:
             url += "?" + urlencode(query)
         conn = _UnixHTTPConnection(self.socket_path, self.timeout if timeout is None else timeout)
@@ -79,8 +70,8 @@ class DockerAPI:
             raw = response.read()
         except (OSError, socket.timeout) as exc:
             raise RuntimeUnavailable(
-                "cannot talk to Docker on %s: %s. Is dockerd running, and does this user may use the socket?"
-                % (self.socket_path, exc)
+                f"cannot talk to Docker on {self.socket_path}: {exc}. "
+                "Is dockerd running, and does this user may use the socket?"
             ) from None
         finally:
             conn.close()
@@ -91,19 +82,21 @@ class DockerAPI:
         if response.status not in ok:
             message = data.get("message") if isinstance(data, dict) else data
             error = TargetNotFound if response.status == 404 else ContainerError
-            raise error("Docker API %s %s: HTTP %s: %s" % (method, path, response.status, message))
+            raise error(f"Docker API {method} {path}: HTTP {response.status}: {message}")
         return data
 
     def info(self):
         return self.request("GET", "/info")
 
     def inspect(self, ref):
-        return self.request("GET", "/containers/%s/json" % quote(ref, safe=""))
+        return self.request("GET", f"/containers/{quote(ref, safe='')}/json")
 
     def list(self, labels=None, all_containers=True):
         query = {"all": "1" if all_containers else "0"}
         if labels:
-            query["filters"] = json.dumps({"label": ["%s=%s" % kv for kv in sorted(labels.items())]})
+            query["filters"] = json.dumps(
+                {"label": [f"{key}={value}" for key, value in sorted(labels.items())]}
+            )
         return self.request("GET", "/containers/json", query=query)
 
     def create(self, name, config):
@@ -111,21 +104,21 @@ class DockerAPI:
 
     def start(self, ref, checkpoint=None):
         query = {"checkpoint": checkpoint} if checkpoint else None
-        return self.request("POST", "/containers/%s/start" % quote(ref, safe=""), query=query)
+        return self.request("POST", f"/containers/{quote(ref, safe='')}/start", query=query)
 
     def restart(self, ref, stop_timeout=10):
         """docker restart: stop (the container's stop signal, SIGKILL after ``stop_timeout``
         seconds), then start. Returns when Docker has started it again."""
         return self.request(
             "POST",
-            "/containers/%s/restart" % quote(ref, safe=""),
+            f"/containers/{quote(ref, safe='')}/restart",
             query={"t": str(int(stop_timeout))},
             timeout=self.timeout + stop_timeout,
         )
 
     def remove(self, ref, force=True):
         return self.request(
-            "DELETE", "/containers/%s" % quote(ref, safe=""), query={"force": "1" if force else "0"}
+            "DELETE", f"/containers/{quote(ref, safe='')}", query={"force": "1" if force else "0"}
         )
 
 
@@ -140,16 +133,16 @@ def find_docker_container(api, pod=None, namespace=None, container=None):
         # kubelet also runs a pause ("POD") container per pod; it never holds the workload.
         found = [c for c in found if c.get("Labels", {}).get(LABEL_CONTAINER, "POD") != "POD"]
         if not found:
+            carried = ", ".join(f"{key}={value}" for key, value in sorted(labels.items()))
             raise TargetNotFound(
-                "no running Docker container carries %s: check pod/namespace/container "
-                "(kubectl get pod %s -n %s)"
-                % (", ".join("%s=%s" % kv for kv in sorted(labels.items())), pod, namespace or "default")
+                f"no running Docker container carries {carried}: check pod/namespace/container "
+                f"(kubectl get pod {pod} -n {namespace or 'default'})"
             )
         if len(found) > 1:
             names = sorted(c.get("Labels", {}).get(LABEL_CONTAINER, "?") for c in found)
             raise TargetNotFound(
-                "pod %s/%s has several containers (%s): set container to one of them"
-                % (namespace or "default", pod, ", ".join(names))
+                f"pod {namespace or 'default'}/{pod} has several containers ({', '.join(names)}): "
+                "set container to one of them"
             )
         ref = found[0]["Id"]
     else:
@@ -158,13 +151,14 @@ def find_docker_container(api, pod=None, namespace=None, container=None):
         doc = api.inspect(ref)
     except TargetNotFound:
         raise TargetNotFound(
-            "no Docker container named or with id %r (docker ps -a lists them)" % ref
+            f"no Docker container named or with id {ref!r} (docker ps -a lists them)"
         ) from None
     state = doc.get("State", {})
     if not state.get("Running") or not state.get("Pid"):
+        name = doc.get("Name", ref).lstrip("/")
         raise TargetNotFound(
-            "container %s is %s, not running: only a running container can be checkpointed"
-            % (doc.get("Name", ref).lstrip("/"), state.get("Status", "stopped"))
+            f"container {name} is {state.get('Status', 'stopped')}, not running: only a running container "
+            "can be checkpointed"
         )
     return doc
 
@@ -252,33 +246,33 @@ def replace_bind_source(create, old, new):
 def crictl_target(run_command, crictl, pod, namespace, container):
     """Container id, pid and image of a CRI container through crictl (``crictl``: its argv
     prefix, the binary and any --runtime-endpoint)."""
-    argv = [*crictl, "ps", "-o", "json", "--label", "%s=%s" % (LABEL_POD, pod)]
-    argv += ["--label", "%s=%s" % (LABEL_NAMESPACE, namespace or "default")]
+    argv = [*crictl, "ps", "-o", "json", "--label", f"{LABEL_POD}={pod}"]
+    argv += ["--label", f"{LABEL_NAMESPACE}={namespace or 'default'}"]
     if container:
-        argv += ["--name", "^%s$" % container]
+        argv += ["--name", f"^{container}$"]
     rc, out, err = run_command(argv)
     if rc != 0:
         raise RuntimeUnavailable(
-            "%s failed (rc=%s): %s. Is the CRI runtime up, and is this its endpoint? Set cri_endpoint "
-            "(crictl --runtime-endpoint) to the runtime's socket" % (" ".join(argv), rc, (err or out).strip())
+            f"{' '.join(argv)} failed (rc={rc}): {(err or out).strip()}. Is the CRI runtime up, and is this "
+            "its endpoint? Set cri_endpoint (crictl --runtime-endpoint) to the runtime's socket"
         )
     containers = (json.loads(out or "{}").get("containers")) or []
     if not containers:
+        named = f" named {container}" if container else ""
         raise TargetNotFound(
-            "crictl finds no running container of pod %s/%s%s"
-            % (namespace or "default", pod, " named %s" % container if container else "")
+            f"crictl finds no running container of pod {namespace or 'default'}/{pod}{named}"
         )
     if len(containers) > 1:
         names = sorted(c.get("metadata", {}).get("name", "?") for c in containers)
-        raise TargetNotFound("pod %s/%s has several containers (%s): set container" % (namespace, pod, names))
+        raise TargetNotFound(f"pod {namespace}/{pod} has several containers ({names}): set container")
     cid = containers[0]["id"]
     rc, out, err = run_command([*crictl, "inspect", "-o", "json", cid])
     if rc != 0:
-        raise RuntimeUnavailable("crictl inspect %s failed: %s" % (cid, (err or out).strip()))
+        raise RuntimeUnavailable(f"crictl inspect {cid} failed: {(err or out).strip()}")
     doc = json.loads(out)
     pid = (doc.get("info") or {}).get("pid")
     if not pid:
-        raise TargetNotFound("crictl inspect %s reports no pid: is the container running?" % cid)
+        raise TargetNotFound(f"crictl inspect {cid} reports no pid: is the container running?")
     return {
         "runtime": "cri",
         "container_id": cid,

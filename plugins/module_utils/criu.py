@@ -14,10 +14,6 @@ run through a ``run_command(argv) -> (rc, stdout, stderr)`` callable, normally
 ``AnsibleModule.run_command``, so the logic is testable without CRIU.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import json
 import os
 import re
@@ -124,7 +120,7 @@ def parse_version(text):
     """``criu --version`` output to a tuple of ints: 'Version: 4.1.1' -> (4, 1, 1)."""
     match = re.search(r"Version:\s*(\d+)\.(\d+)(?:\.(\d+))?", text or "")
     if not match:
-        raise CriuError("cannot read a CRIU version from %r" % (text or "").strip()[:200])
+        raise CriuError(f"cannot read a CRIU version from {(text or '').strip()[:200]!r}")
     return tuple(int(part) for part in match.groups() if part is not None)
 
 
@@ -137,18 +133,19 @@ def check_version(run_command, criu):
     try:
         rc, out, err = run_command([criu, "--version"])
     except OSError as exc:
-        raise CriuNotFound("cannot run %s: %s" % (criu, exc)) from None
+        raise CriuNotFound(f"cannot run {criu}: {exc}") from None
     if rc != 0:
+        output = (err or out).strip()[:300]
         raise CriuNotFound(
-            "%s --version failed (rc=%s): %s. Point criu_path at a working CRIU >= %s"
-            % (criu, rc, (err or out).strip()[:300], version_string(MIN_VERSION))
+            f"{criu} --version failed (rc={rc}): {output}. "
+            f"Point criu_path at a working CRIU >= {version_string(MIN_VERSION)}"
         )
     version = parse_version(out)
     if version[:2] < MIN_VERSION:
         raise CriuTooOld(
-            "%s is CRIU %s; pod_checkpoint needs CRIU >= %s because %s. Install CRIU 4.x "
-            "(Debian trixie's criu, or upstream) and set criu_path to it."
-            % (criu, version_string(version), version_string(MIN_VERSION), MIN_VERSION_REASON)
+            f"{criu} is CRIU {version_string(version)}; "
+            f"pod_checkpoint needs CRIU >= {version_string(MIN_VERSION)} because {MIN_VERSION_REASON}. "
+            "Install CRIU 4.x (Debian trixie's criu, or upstream) and set criu_path to it."
         )
     return version
 
@@ -169,9 +166,10 @@ def locate(configured=None):
     """``configured`` or the first criu on PATH (or in /usr/sbin, /sbin); CriuNotFound otherwise."""
     path = configured or find_executable("criu", extra_dirs=("/usr/sbin", "/sbin"))
     if not path or not os.path.exists(path):
+        where = f" at {path}" if path else " on PATH"
         raise CriuNotFound(
-            "criu not found%s: install CRIU >= %s (Debian trixie's criu package) or set criu_path"
-            % (" at %s" % path if path else " on PATH", version_string(MIN_VERSION))
+            f"criu not found{where}: install CRIU >= {version_string(MIN_VERSION)} "
+            "(Debian trixie's criu package) or set criu_path"
         )
     return path
 
@@ -252,7 +250,7 @@ def external_mount_args(external, mode="facts", version=(4, 0)):
         if path in seen:
             continue
         seen.add(path)
-        args += ["--external", "mnt[%s]:%s" % (path, path)]
+        args += ["--external", f"mnt[{path}]:{path}"]
     return args
 
 
@@ -285,7 +283,7 @@ def build_dump_args(
     if empty_netns:
         argv += ["--empty-ns", "net"]
     elif netns_inode:
-        argv += ["--external", "net[%s]:%s" % (netns_inode, RUNC_NETNS_KEY)]
+        argv += ["--external", f"net[{netns_inode}]:{RUNC_NETNS_KEY}"]
     if plugin_dir:
         argv += ["--libdir", plugin_dir]
     argv += list(external_args) + list(extra)
@@ -387,7 +385,7 @@ def _fields(data):
             value = struct.unpack_from("<I", data, pos)[0]
             pos += 4
         else:
-            raise ValueError("unsupported wire type %d" % wire)
+            raise ValueError(f"unsupported wire type {wire}")
         out[number] = value
     return out
 
@@ -395,12 +393,12 @@ def _fields(data):
 def parse_stats(data):
     """Decode CRIU's stats-dump / stats-restore file (bytes) into {'dump': {...}} etc."""
     if len(data) < 12:
-        raise CriuError("stats file is too short (%d bytes): the dump did not finish" % len(data))
+        raise CriuError(f"stats file is too short ({len(data)} bytes): the dump did not finish")
     magic1, magic2 = struct.unpack_from("<II", data, 0)
     pos = 8 if magic1 == IMG_SERVICE_MAGIC else 4
     magic = magic2 if magic1 == IMG_SERVICE_MAGIC else magic1
     if magic != STATS_MAGIC:
-        raise CriuError("not a CRIU stats file (magic 0x%08x)" % magic)
+        raise CriuError(f"not a CRIU stats file (magic 0x{magic:08x})")
     (size,) = struct.unpack_from("<I", data, pos)
     try:
         entry = _fields(data[pos + 4 : pos + 4 + size])
@@ -410,7 +408,7 @@ def parse_stats(data):
                 fields = _fields(entry[number])
                 out[name] = dict((names[k], v) for k, v in sorted(fields.items()) if k in names)
     except (ValueError, struct.error) as exc:
-        raise CriuError("corrupt CRIU stats file: %s" % exc) from None
+        raise CriuError(f"corrupt CRIU stats file: {exc}") from None
     return out
 
 
@@ -452,7 +450,7 @@ def read_stats(run_command, images_dir, crit=None, name="stats-dump"):
         with open(path, "rb") as handle:
             builtin = parse_stats(handle.read())
     except OSError as exc:
-        raise CriuError("CRIU wrote no %s in %s: %s" % (name, images_dir, exc)) from None
+        raise CriuError(f"CRIU wrote no {name} in {images_dir}: {exc}") from None
     if not crit:
         return builtin, "builtin", "crit not installed: decoded by the built-in reader"
     rc, out, err = run_command([crit, "decode", "-i", path])
@@ -460,14 +458,14 @@ def read_stats(run_command, images_dir, crit=None, name="stats-dump"):
         return (
             builtin,
             "builtin",
-            "crit decode failed (%s): built-in reader used" % (err or out).strip()[:200],
+            f"crit decode failed ({(err or out).strip()[:200]}): built-in reader used",
         )
     try:
         decoded = parse_crit_stats(out)
     except ValueError:
         return builtin, "builtin", "crit printed no JSON: built-in reader used"
     if decoded != builtin:
-        return decoded, "crit", "MISMATCH with the built-in reader: %s" % builtin
+        return decoded, "crit", f"MISMATCH with the built-in reader: {builtin}"
     return decoded, "crit", "match"
 
 
@@ -475,12 +473,12 @@ def _crit_decode(run_command, crit, images_dir, image):
     rc, out, err = run_command([crit, "decode", "-i", os.path.join(images_dir, image)])
     if rc != 0:
         raise CriuDumpFailed(
-            "crit cannot read %s in %s: %s (the dump is unusable)" % (image, images_dir, (err or out).strip())
+            f"crit cannot read {image} in {images_dir}: {(err or out).strip()} (the dump is unusable)"
         )
     try:
         return json.loads(out).get("entries", [])
     except ValueError:
-        raise CriuDumpFailed("crit printed no JSON for %s in %s" % (image, images_dir)) from None
+        raise CriuDumpFailed(f"crit printed no JSON for {image} in {images_dir}") from None
 
 
 def crit_check_images(run_command, crit, images_dir, root_pid_ns=1):
@@ -490,7 +488,7 @@ def crit_check_images(run_command, crit, images_dir, root_pid_ns=1):
         return {"checked": False, "reason": "crit not installed"}
     entries = _crit_decode(run_command, crit, images_dir, "pstree.img")
     if not entries:
-        raise CriuDumpFailed("pstree.img in %s has no tasks (the dump is unusable)" % images_dir)
+        raise CriuDumpFailed(f"pstree.img in {images_dir} has no tasks (the dump is unusable)")
     inventory = _crit_decode(run_command, crit, images_dir, "inventory.img")
     plugins = ((inventory[0] if inventory else {}).get("plugins_entry") or {}).get("plugins") or []
     return {

@@ -16,17 +16,15 @@ Plain HTTP through ``ansible.module_utils.urls.open_url``; the token goes in the
 Helpers raise ``GitLabError`` (or a subclass); a module's ``main()`` catches it once.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import email.utils
 import json
 import time
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote, urlencode
 
-from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
-from ansible.module_utils.six.moves.urllib.parse import quote, urlencode
 from ansible.module_utils.urls import open_url
+
+from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
 
 PER_PAGE = 20
 # Runner fields never copied into results or state files (older GitLab returned the
@@ -34,11 +32,11 @@ PER_PAGE = 20
 SECRET_FIELDS = ("token", "authentication_token", "registration_token", "token_expires_at")
 
 
-class GitLabError(Exception):
-    """A request to the GitLab API failed."""
+class GitLabError(StrataError):
+    """A request to the GitLab API failed (``status``: the HTTP status, when there was one)."""
 
-    def __init__(self, msg, status=None):
-        super(GitLabError, self).__init__(msg)
+    def __init__(self, msg, status=None, **details):
+        super().__init__(msg, status=status, **details)
         self.status = status
 
 
@@ -153,16 +151,16 @@ class GitLabClient:
                 raise self._error(status, method, path, detail) from None
             except URLError as exc:
                 raise GitLabError(
-                    "%s %s: cannot reach GitLab at %s: %s" % (method, path, self.api, exc.reason)
+                    f"{method} {path}: cannot reach GitLab at {self.api}: {exc.reason}"
                 ) from None
             except (OSError, ValueError) as exc:  # timeouts, resets, bad URLs
-                raise GitLabError("%s %s: request to %s failed: %s" % (method, path, self.api, exc)) from None
+                raise GitLabError(f"{method} {path}: request to {self.api} failed: {exc}") from None
         if not raw:
             return None, resp_headers
         try:
             return json.loads(raw.decode("utf-8")), resp_headers
         except ValueError:
-            raise GitLabError("%s %s: GitLab answered something that is not JSON" % (method, path)) from None
+            raise GitLabError(f"{method} {path}: GitLab answered something that is not JSON") from None
 
     @staticmethod
     def _detail(exc):
@@ -179,29 +177,29 @@ class GitLabClient:
         return str(body)
 
     def _error(self, status, method, path, detail):
-        where = "%s %s" % (method, path)
+        where = f"{method} {path}"
         suffix = (": " + detail) if detail else ""
         if status == 401:
             return GitLabAuthError(
-                "%s: 401 Unauthorized: the token is missing, wrong, expired or revoked%s" % (where, suffix),
+                f"{where}: 401 Unauthorized: the token is missing, wrong, expired or revoked{suffix}",
                 status,
             )
         if status == 403:
             return GitLabForbiddenError(
-                "%s: 403 Forbidden: the token may not do this (listing all runners needs an "
+                f"{where}: 403 Forbidden: the token may not do this (listing all runners needs an "
                 "administrator; a runner can be changed by an administrator or a maintainer of its "
-                "group/project; the token needs the api scope)%s" % (where, suffix),
+                f"group/project; the token needs the api scope){suffix}",
                 status,
             )
         if status == 404:
             return GitLabNotFoundError(
-                "%s: 404 Not Found: no such runner visible to this token%s" % (where, suffix), status
+                f"{where}: 404 Not Found: no such runner visible to this token{suffix}", status
             )
         if status == 429:
             return GitLabRateLimitError(
-                "%s: 429 Too Many Requests after %d retries%s" % (where, self.max_retries, suffix), status
+                f"{where}: 429 Too Many Requests after {self.max_retries} retries{suffix}", status
             )
-        return GitLabError("%s: HTTP %s%s" % (where, status, suffix), status)
+        return GitLabError(f"{where}: HTTP {status}{suffix}", status)
 
     def paginate(self, path, query=None):
         """Every item of a list endpoint, following X-Next-Page with per_page=20."""
@@ -212,7 +210,7 @@ class GitLabClient:
             params.update(page=page, per_page=PER_PAGE)
             body, headers = self.request("GET", path, params)
             if not isinstance(body, list):
-                raise GitLabError("GET %s: expected a list, got %s" % (path, type(body).__name__))
+                raise GitLabError(f"GET {path}: expected a list, got {type(body).__name__}")
             items.extend(body)
             next_page = (headers.get("x-next-page") or "").strip()
             if not next_page:
@@ -220,11 +218,9 @@ class GitLabClient:
             try:
                 next_page = int(next_page)
             except ValueError:
-                raise GitLabError("GET %s: bad X-Next-Page header %r" % (path, next_page)) from None
+                raise GitLabError(f"GET {path}: bad X-Next-Page header {next_page!r}") from None
             if next_page <= page:
-                raise GitLabError(
-                    "GET %s: X-Next-Page %d does not advance from page %d" % (path, next_page, page)
-                )
+                raise GitLabError(f"GET {path}: X-Next-Page {next_page} does not advance from page {page}")
             page = next_page
 
     # --- runners ------------------------------------------------------------------------------
@@ -243,20 +239,20 @@ class GitLabClient:
         return [public_fields(r) for r in self.paginate(path, query)]
 
     def get_runner(self, runner_id):
-        body = self.request("GET", "/runners/%s" % quote(str(runner_id)))[0]
+        body = self.request("GET", f"/runners/{quote(str(runner_id))}")[0]
         if not isinstance(body, dict):
-            raise GitLabError("GET /runners/%s: expected an object" % runner_id)
+            raise GitLabError(f"GET /runners/{runner_id}: expected an object")
         return public_fields(body)
 
     def set_paused(self, runner_id, paused):
         """``PUT /runners/:id`` with ``{"paused": bool}`` only; returns the runner after it."""
-        body = self.request("PUT", "/runners/%s" % quote(str(runner_id)), body={"paused": bool(paused)})[0]
+        body = self.request("PUT", f"/runners/{quote(str(runner_id))}", body={"paused": bool(paused)})[0]
         if not isinstance(body, dict):
-            raise GitLabError("PUT /runners/%s: expected an object" % runner_id)
+            raise GitLabError(f"PUT /runners/{runner_id}: expected an object")
         return public_fields(body)
 
     def running_jobs(self, runner_id):
-        jobs = self.paginate("/runners/%s/jobs" % quote(str(runner_id)), {"status": "running"})
+        jobs = self.paginate(f"/runners/{quote(str(runner_id))}/jobs", {"status": "running"})
         return [
             {
                 "id": j.get("id"),

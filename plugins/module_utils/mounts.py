@@ -9,10 +9,6 @@ testable without real mounts.
 Helpers raise ``MountsError``; the module's ``main()`` catches it once.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import os
 
 from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
@@ -237,11 +233,11 @@ def describe_path(path, mounts, fstab_entries, stat=os.stat, statvfs=os.statvfs)
         info["nearest_existing"] = ancestor
         return info
     major, minor = os.major(st.st_dev), os.minor(st.st_dev)
-    info["device"] = "%d:%d" % (major, minor)
+    info["device"] = f"{major}:{minor}"
     mount = find_mount(mounts, resolved, major, minor)
     if mount is None:
         info["kind"] = "other"
-        info["warning"] = "no mountinfo entry has device %s above this path" % info["device"]
+        info["warning"] = f"no mountinfo entry has device {info['device']} above this path"
         return info
     summary = _mount_summary(mount)
     if mount["mount_point"] != resolved:
@@ -280,32 +276,28 @@ def expectation_conflict(fact, want, listdir=os.listdir):
     """
     path, kind = fact["path"], fact["kind"]
     dataset = want.get("dataset")
-    should = "should be the ZFS dataset %s" % dataset if want["kind"] == "zfs" else "should be a tmpfs"
+    should = f"should be the ZFS dataset {dataset}" if want["kind"] == "zfs" else "should be a tmpfs"
     if kind == "directory":
         parent = fact["parent_mount"]
         on = parent.get("dataset") or parent["mount_point"]
         try:
             held = listdir(fact["resolved"])
         except OSError as exc:
-            return "%s is a plain directory on %s that cannot be listed (%s) but %s" % (
-                path,
-                on,
-                exc.strerror or exc,
-                should,
-            )
+            reason = exc.strerror or exc
+            return f"{path} is a plain directory on {on} that cannot be listed ({reason}) but {should}"
         if not held:
             return None
         if want["kind"] == "zfs":
-            return "%s is a plain directory with files on %s but %s" % (path, on, should)
-        return "%s is a plain directory with files on %s that a tmpfs mounted there would hide" % (path, on)
+            return f"{path} is a plain directory with files on {on} but {should}"
+        return f"{path} is a plain directory with files on {on} that a tmpfs mounted there would hide"
     mounted_here = fact["mount_point"] == fact["resolved"]
     if want["kind"] == "zfs":
         if kind == "zfs" and fact["dataset"] != dataset:
-            return "%s is the ZFS dataset %s but should be %s" % (path, fact["dataset"], dataset)
+            return f"{path} is the ZFS dataset {fact['dataset']} but should be {dataset}"
         if kind in ("tmpfs", "other") and mounted_here:
-            return "%s is a %s mount but %s" % (path, fact["fstype"], should)
+            return f"{path} is a {fact['fstype']} mount but {should}"
     elif kind in ("zfs", "other") and mounted_here:
-        return "%s is already used by %s %s but %s" % (path, fact["fstype"], fact["source"], should)
+        return f"{path} is already used by {fact['fstype']} {fact['source']} but {should}"
     return None
 
 
@@ -336,14 +328,14 @@ def describe_paths(paths, mountinfo_path=MOUNTINFO, fstab_path=FSTAB):
     """
     relative = [p for p in paths if not os.path.isabs(p)]
     if relative:
-        raise MountsError("paths must be absolute; got %s" % ", ".join(relative))
+        raise MountsError(f"paths must be absolute; got {', '.join(relative)}")
     try:
         with open(mountinfo_path) as handle:
             mountinfo = handle.read()
     except OSError as exc:
+        reason = exc.strerror or exc
         raise MountsError(
-            "%s is not readable (%s): storage_info needs Linux with /proc mounted"
-            % (mountinfo_path, exc.strerror or exc)
+            f"{mountinfo_path} is not readable ({reason}): storage_info needs Linux with /proc mounted"
         ) from None
     mounts = parse_mountinfo(mountinfo)
     fstab_entries = parse_fstab(_read(fstab_path))

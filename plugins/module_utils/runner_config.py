@@ -24,12 +24,10 @@ port of apimachinery's ``ParseQuantity``), the node selector's entries label key
 Helpers raise ``RunnerConfigError``; a module's ``main()`` catches it once.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import re
 import traceback
+
+from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
 
 try:
     import tomlkit
@@ -80,7 +78,7 @@ LABEL_RULE = (
 )
 
 
-class RunnerConfigError(Exception):
+class RunnerConfigError(StrataError):
     """config.toml does not parse, holds a form the runner ignores, or cannot be edited."""
 
 
@@ -182,13 +180,13 @@ def settings_problems(concurrent=None, node_selector=None, cpu_request=None, mem
     if concurrent is not None and (
         isinstance(concurrent, bool) or not isinstance(concurrent, int) or not 0 < concurrent <= _INT64_MAX
     ):
-        problems.append("concurrent must be a positive integer (jobs at once), got %r" % (concurrent,))
+        problems.append(f"concurrent must be a positive integer (jobs at once), got {concurrent!r}")
     for name, value in (("cpu_request", cpu_request), ("memory_request", memory_request)):
         if value is None:
             continue
         problem = quantity_problem(value)
         if problem:
-            problems.append("%s %r %s" % (name, value, problem))
+            problems.append(f"{name} {value!r} {problem}")
     if node_selector is not None:
         problems.extend(labels_problems("node_selector", node_selector))
     return problems
@@ -197,16 +195,16 @@ def settings_problems(concurrent=None, node_selector=None, cpu_request=None, mem
 def labels_problems(name, labels):
     """What is wrong with the map ``labels`` as Kubernetes labels (a list; empty when nothing)."""
     if not isinstance(labels, dict):
-        return ['%s must be a map of "label" = "value"' % name]
+        return [f'{name} must be a map of "label" = "value"']
     problems = []
     for key, value in labels.items():
         problem = label_key_problem(key)
         if problem:
-            problems.append("%s key %r %s (%s)" % (name, key, problem, LABEL_RULE))
+            problems.append(f"{name} key {key!r} {problem} ({LABEL_RULE})")
             continue
         problem = label_value_problem(value)
         if problem:
-            problems.append("%s value %r of %r %s (%s)" % (name, value, key, problem, LABEL_RULE))
+            problems.append(f"{name} value {value!r} of {key!r} {problem} ({LABEL_RULE})")
     return problems
 
 
@@ -217,7 +215,7 @@ def require_tomlkit():
 
 def toleration_key(key, value=None):
     """The map key of one toleration: ``key=value``, or ``key`` alone (operator Exists)."""
-    return "%s=%s" % (key, value) if value not in (None, "") else key
+    return f"{key}={value}" if value not in (None, "") else key
 
 
 def parse(text, source="config.toml"):
@@ -227,12 +225,12 @@ def parse(text, source="config.toml"):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise RunnerConfigError("%s is not UTF-8 text: %s" % (source, exc)) from None
+            raise RunnerConfigError(f"{source} is not UTF-8 text: {exc}") from None
     try:
         doc = tomlkit.parse(text)
     except _TomlParseError as exc:
         raise RunnerConfigError(
-            "%s does not parse as TOML (line %s, column %s): %s" % (source, exc.line, exc.col, exc)
+            f"{source} does not parse as TOML (line {exc.line}, column {exc.col}): {exc}"
         ) from None
     validate(doc, source)
     return doc
@@ -244,9 +242,9 @@ def _runners(doc, source):
         return []
     if isinstance(runners, _AoT) or (isinstance(runners, list) and all(isinstance(r, dict) for r in runners)):
         return list(runners)
+    found = "plain table [runners]" if isinstance(runners, dict) else type(runners).__name__
     raise RunnerConfigError(
-        "%s: 'runners' must be an array of tables ([[runners]], one per runner), found a %s"
-        % (source, "plain table [runners]" if isinstance(runners, dict) else type(runners).__name__)
+        f"{source}: 'runners' must be an array of tables ([[runners]], one per runner), found a {found}"
     )
 
 
@@ -254,29 +252,30 @@ def validate(doc, source="config.toml"):
     """Raise RunnerConfigError for the forms the Kubernetes executor ignores."""
     problems = []
     for index, runner in enumerate(_runners(doc, source)):
-        label = "[[runners]] #%d (name %r)" % (index + 1, runner.get("name"))
+        runner_name = runner.get("name")
+        label = f"[[runners]] #{index + 1} (name {runner_name!r})"
         kube = runner.get("kubernetes")
         if kube is None:
             continue
         if not isinstance(kube, dict):
-            problems.append("%s: runners.kubernetes must be a table" % label)
+            problems.append(f"{label}: runners.kubernetes must be a table")
             continue
         tolerations = kube.get("node_tolerations")
         if tolerations is not None and not isinstance(tolerations, dict):
             problems.append(
-                "%s: [[runners.kubernetes.node_tolerations]] (an array of tables) is not read by "
+                f"{label}: [[runners.kubernetes.node_tolerations]] (an array of tables) is not read by "
                 "gitlab-runner's Kubernetes executor: job pods get no toleration and stay Pending on a "
                 "tainted node. Use the map form: [runners.kubernetes.node_tolerations] with one line "
                 'per toleration, "key=value" = "Effect" (for example "experiment=dedicated" = '
-                '"NoSchedule")' % label
+                '"NoSchedule")'
             )
         selector = kube.get("node_selector")
         if selector is not None and not (
             isinstance(selector, dict) and all(isinstance(v, str) for v in selector.values())
         ):
             problems.append(
-                '%s: runners.kubernetes.node_selector must be a table of "label" = "value" (strings: '
-                "gitlab-runner reads a map of string to string)" % label
+                f'{label}: runners.kubernetes.node_selector must be a table of "label" = "value" (strings: '
+                "gitlab-runner reads a map of string to string)"
             )
         resources = kube.get("resources")
         if resources is not None:
@@ -287,15 +286,16 @@ def validate(doc, source="config.toml"):
                         for name in keys:
                             new = RESOURCE_KEYS.get((section, name))
                             if new:
-                                hints.append("resources.%s.%s -> %s" % (section, name, new))
+                                hints.append(f"resources.{section}.{name} -> {new}")
+            renamed = (" (" + ", ".join(hints) + ")") if hints else ""
             problems.append(
-                "%s: [runners.kubernetes.resources.requests] (and .limits) is ignored by the Kubernetes "
-                "executor, so the job pods would run without those requests. Use the executor's keys in "
-                "[runners.kubernetes] instead: cpu_request, memory_request, cpu_limit, memory_limit%s"
-                % (label, (" (" + ", ".join(hints) + ")") if hints else "")
+                f"{label}: [runners.kubernetes.resources.requests] (and .limits) is ignored by the "
+                "Kubernetes executor, so the job pods would run without those requests. Use the executor's "
+                "keys in [runners.kubernetes] instead: cpu_request, memory_request, cpu_limit, "
+                f"memory_limit{renamed}"
             )
     if problems:
-        raise RunnerConfigError("%s: %s" % (source, "; ".join(problems)))
+        raise RunnerConfigError(f"{source}: {'; '.join(problems)}")
 
 
 def _child_indent(container):
@@ -389,7 +389,7 @@ def apply_isolation(
     require_tomlkit()
     problems = settings_problems(concurrent, node_selector, cpu_request, memory_request)
     if problems:
-        raise RunnerConfigError("%s: not written, %s" % (source, "; ".join(problems)))
+        raise RunnerConfigError(f"{source}: not written, {'; '.join(problems)}")
     changed = []
     if concurrent is not None and _set_key(doc, "concurrent", concurrent):
         changed.append("<global>")
@@ -400,17 +400,14 @@ def apply_isolation(
     ]
     missing = names - {r.get("name") for r in selected}
     if missing:
+        wanted = ", ".join(sorted(repr(n) for n in missing))
+        found = ", ".join(repr(r.get("name")) for r in runners) or "none"
         raise RunnerConfigError(
-            '%s: no [[runners]] entry with executor = "kubernetes" named %s (found: %s)'
-            % (
-                source,
-                ", ".join(sorted(repr(n) for n in missing)),
-                ", ".join(repr(r.get("name")) for r in runners) or "none",
-            )
+            f'{source}: no [[runners]] entry with executor = "kubernetes" named {wanted} (found: {found})'
         )
     wants_runner_edit = node_selector or node_tolerations or cpu_request or memory_request
     if wants_runner_edit and not selected:
-        raise RunnerConfigError('%s: no [[runners]] entry with executor = "kubernetes" to edit' % source)
+        raise RunnerConfigError(f'{source}: no [[runners]] entry with executor = "kubernetes" to edit')
     for runner in selected:
         kube = runner.get("kubernetes")
         if kube is None:

@@ -30,19 +30,14 @@ schedulable, then waits until the workloads are Ready again, then the labels, th
 paused flags; then it removes the state file and its lock file. Without a state file there is
 nothing to restore (changed=false) and nothing is created.
 
-Kubernetes access goes through the collection's shared client (``k8s.py``: ``K8sClient``,
+Kubernetes access goes through the collection's shared client (``k8s/``: ``K8sClient``,
 typed ``K8sError``s), graceful stops through ``shutdown.py``; GitLab access through
 ``gitlab.py``; config.toml edits and checks through ``runner_config.py``; the state file
 through ``state.py``.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import base64
 import binascii
-import datetime
 import difflib
 import hashlib
 import os
@@ -53,6 +48,18 @@ from ansible_collections.strata.ops.plugins.module_utils import k8s
 from ansible_collections.strata.ops.plugins.module_utils import runner_config as rc
 from ansible_collections.strata.ops.plugins.module_utils import shutdown as sd
 from ansible_collections.strata.ops.plugins.module_utils import state as st
+from ansible_collections.strata.ops.plugins.module_utils.common import StrataError, utc_iso
+from ansible_collections.strata.ops.plugins.module_utils.k8s.objects import (
+    same_taint,
+    taint_text,
+    taints_restored,
+    taints_with,
+    template_tolerations,
+    toleration_for,
+    tolerations_restored,
+    tolerations_with,
+    workload_ref,
+)
 
 HELM_WARNING = (
     "config.toml was changed in the ConfigMap %s/%s (key %s) that the gitlab-runner Helm chart "
@@ -66,12 +73,8 @@ RECORDED_BYTES = ("content_b64", "sha256", "written_b64")
 CONFIG_OPTIONS = ("concurrent", "node_selector", "cpu_request", "memory_request", "config_runner_names")
 
 
-class IsolationError(Exception):
+class IsolationError(StrataError):
     """The isolation cannot be done or undone as asked."""
-
-
-def _now():
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _b64(data):
@@ -82,74 +85,11 @@ def _unb64(text):
     try:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (AttributeError, UnicodeEncodeError, binascii.Error) as exc:
-        raise st.StateError("the recorded runner config is not base64 (%s)" % exc) from None
+        raise st.StateError(f"the recorded runner config is not base64 ({exc})") from None
 
 
 def _sha256(data):
     return hashlib.sha256(data).hexdigest()
-
-
-# --- pure helpers (unit-testable) ------------------------------------------------------------
-def taint_matches(taint, key, effect):
-    return taint.get("key") == key and taint.get("effect") == effect
-
-
-def taints_with(taints, taint):
-    """``taints`` with ``taint`` (key, value, effect) in place of any of the same key and effect."""
-    kept = [t for t in taints if not taint_matches(t, taint["key"], taint["effect"])]
-    new = {"key": taint["key"], "effect": taint["effect"]}
-    if taint.get("value"):
-        new["value"] = taint["value"]
-    return [*kept, new]
-
-
-def taints_restored(current, recorded, key, effect):
-    """``current`` with the (key, effect) taints put back to what ``recorded`` had: exactly
-    ``recorded`` (order included) when the node's other taints did not change meanwhile."""
-    others = [t for t in current if not taint_matches(t, key, effect)]
-    if others == [t for t in recorded if not taint_matches(t, key, effect)]:
-        return list(recorded)
-    return others + [t for t in recorded if taint_matches(t, key, effect)]
-
-
-def toleration_for(taint):
-    tol = {"key": taint["key"], "effect": taint["effect"]}
-    if taint.get("value"):
-        tol.update(operator="Equal", value=taint["value"])
-    else:
-        tol["operator"] = "Exists"
-    return tol
-
-
-def _same_toleration(a, b):
-    def norm(t):
-        return (
-            t.get("key"),
-            t.get("operator") or "Equal",
-            t.get("value") or "",
-            t.get("effect") or "",
-            t.get("tolerationSeconds"),
-        )
-
-    return norm(a) == norm(b)
-
-
-def tolerations_with(tolerations, tol):
-    tolerations = list(tolerations or [])
-    if any(_same_toleration(t, tol) for t in tolerations):
-        return tolerations
-    return [*tolerations, tol]
-
-
-def tolerations_restored(current, recorded, tol):
-    """``current`` without ``tol`` unless ``recorded`` had it; None when nothing is left and
-    nothing was recorded (the field was absent)."""
-    if any(_same_toleration(t, tol) for t in recorded or []):
-        return current
-    left = [t for t in current or [] if not _same_toleration(t, tol)]
-    if not left and recorded is None:
-        return None
-    return left
 
 
 def runner_paused(runner):
@@ -170,17 +110,8 @@ def node_view(node):
     }
 
 
-def template_tolerations(obj):
-    """The pod template's tolerations of a Deployment/StatefulSet (None when the field is absent)."""
-    return (((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("tolerations")
-
-
-def taint_text(taint):
-    return "%s%s:%s" % (taint["key"], ("=" + taint["value"]) if taint.get("value") else "", taint["effect"])
-
-
 def _ref(w):
-    return "%s %s/%s" % (w["kind"], w["namespace"], w["name"])
+    return workload_ref(w["kind"], w["name"], w["namespace"])
 
 
 def config_edits(written, current, label):
@@ -191,7 +122,7 @@ def config_edits(written, current, label):
 
     return "".join(
         difflib.unified_diff(
-            lines(written), lines(current), "%s (as state=isolated wrote it)" % label, "%s (now)" % label
+            lines(written), lines(current), f"{label} (as state=isolated wrote it)", f"{label} (now)"
         )
     )
 
@@ -217,7 +148,7 @@ def input_problems(p):
     """What is wrong with the module's parameters ``p`` (a list; empty when nothing), checked
     before anything is read or changed."""
     problems = [
-        "%s must be %s %s or more, got %s" % (name, least, unit, p[name])
+        f"{name} must be {least} {unit} or more, got {p[name]}"
         for name, least, unit in LIMITS
         if p.get(name) is not None and p[name] < least
     ]
@@ -225,20 +156,22 @@ def input_problems(p):
     for w in p.get("workloads") or []:
         if w.get("exit_command") is not None and not w["exit_command"]:
             problems.append(
-                "exit_command of %s is empty: give the command as a list, or leave it out" % _ref(w)
+                f"exit_command of {_ref(w)} is empty: give the command as a list, or leave it out"
             )
         elif w.get("exit_command"):
             graceful.append(_ref(w))
             if (w.get("exit_timeout") or 0) < 1:
-                problems.append("exit_timeout of %s must be 1 second or more" % _ref(w))
+                problems.append(f"exit_timeout of {_ref(w)} must be 1 second or more")
     if graceful and p.get("rollout_timeout", 1) < 1:
         problems.append(
-            "rollout_timeout must be 1 second or more when a workload has an exit_command (%s): its "
-            "graceful stop waits until its pods are gone, and then until it is Ready again"
-            % ", ".join(graceful)
+            "rollout_timeout must be 1 second or more when a workload has an exit_command "
+            f"({', '.join(graceful)}): its graceful stop waits until its pods are gone, and then until it "
+            "is Ready again"
         )
     if p.get("state") != "isolated":
         return problems
+    if p.get("runners") and not p.get("gitlab_url"):
+        problems.append("runners needs gitlab_url: the GitLab whose runners to pause")
     problems.extend(
         rc.settings_problems(
             p.get("concurrent"), p.get("node_selector"), p.get("cpu_request"), p.get("memory_request")
@@ -249,7 +182,7 @@ def input_problems(p):
     for part, check in (("key", rc.label_key_problem), ("value", rc.label_value_problem)):
         problem = check(taint.get(part) or "")
         if problem:
-            problems.append("taint.%s %r %s (%s)" % (part, taint.get(part), problem, rc.LABEL_RULE))
+            problems.append(f"taint.{part} {taint.get(part)!r} {problem} ({rc.LABEL_RULE})")
     problems.extend(rc.labels_problems("node_labels", p.get("node_labels") or {}))
     return problems
 
@@ -266,14 +199,14 @@ def record_problems(recorded):
     """What makes a state file unusable for ``restored`` (a list; empty when it is usable)."""
     problems = []
     if recorded.get("operation") != STATE_OPERATION:
-        return ["it is not a runner isolation state file (operation %r)" % recorded.get("operation")]
+        return [f"it is not a runner isolation state file (operation {recorded.get('operation')!r})"]
     for key, kind in RECORD_SHAPE.items():
         if not isinstance(recorded.get(key), kind):
-            problems.append("%r is missing or not a %s" % (key, kind.__name__))
+            problems.append(f"{key!r} is missing or not a {kind.__name__}")
     settings = recorded.get("settings") if isinstance(recorded.get("settings"), dict) else {}
     for key, kind in SETTINGS_SHAPE.items():
         if not isinstance(settings.get(key), kind):
-            problems.append("settings.%s is missing or has the wrong type" % key)
+            problems.append(f"settings.{key} is missing or has the wrong type")
     for runner in recorded.get("runners") or []:
         if not (isinstance(runner, dict) and "id" in runner and isinstance(runner.get("paused"), bool)):
             problems.append("a runner entry lacks its id or paused flag")
@@ -301,14 +234,33 @@ def record_problems(recorded):
 
 # --- the operation ---------------------------------------------------------------------------
 class RunnerIsolation:
-    def __init__(self, module, gitlab=None, kube=None, sleep=time.sleep):
-        self.module = module
-        self.p = module.params
-        self.check_mode = module.check_mode
+    """One run of strata.ops.runner_isolation. ``kube`` makes the Kubernetes client when first
+    needed (restore needs only what was recorded); ``gitlab`` is a GitLab client (default: one
+    from the parameters, when first needed); ``run_command`` runs workloads' exit commands;
+    ``warn`` shows a warning at once (it also lands in ``warnings``)."""
+
+    def __init__(
+        self,
+        params,
+        check_mode,
+        *,
+        diff=False,
+        kube=None,
+        gitlab=None,
+        run_command=None,
+        warn=None,
+        sleep=time.sleep,
+    ):
+        self.p = params
+        self.check_mode = check_mode
+        self.want_diff = diff
+        self.run_command = run_command
+        self.warn_now = warn
         self.sleep = sleep
         self.state_file = st.StateFile(self.p["state_path"], kind="runner isolation state")
         self._gitlab = gitlab
-        self._kube = kube
+        self._kube_factory = kube
+        self._kube = None
         self._gitlab_url = self.p["gitlab_url"]  # restored falls back to the recorded one
         self.recorded = False  # the state file holds a record (after this run's first step)
         self.changes = []  # human-readable list of what changed (or would)
@@ -336,7 +288,7 @@ class RunnerIsolation:
     @property
     def kube(self):
         if self._kube is None:
-            self._kube = k8s.client_from_module(self.module)
+            self._kube = self._kube_factory()
         return self._kube
 
     def _changed(self, what):
@@ -345,18 +297,24 @@ class RunnerIsolation:
     def _warn(self, msg):
         if msg not in self.warnings:
             self.warnings.append(msg)
-            self.module.warn(msg)
+            if self.warn_now:
+                self.warn_now(msg)
 
     def run(self):
-        """The module's result (with the diff of the runner config in diff mode)."""
-        problems = input_problems(self.p)
-        if problems:
-            raise IsolationError("nothing was changed: " + "; ".join(problems))
-        result = self.isolated() if self.p["state"] == "isolated" else self.restored()
+        """The module's result (with the diff of the runner config in diff mode). A failure
+        carries what the run had done (``failure_details``)."""
+        try:
+            problems = input_problems(self.p)
+            if problems:
+                raise IsolationError("nothing was changed: " + "; ".join(problems))
+            result = self.isolated() if self.p["state"] == "isolated" else self.restored()
+        except StrataError as exc:
+            exc.details.update(self.failure_details())
+            raise
         result["restarts"] = self.restarts
         if self.config_edits is not None:
             result["config_edits"] = self.config_edits
-        if self.module._diff and (self.diff["before"] or self.diff["after"]):
+        if self.want_diff and (self.diff["before"] or self.diff["after"]):
             result["diff"] = self.diff
         return result
 
@@ -369,8 +327,8 @@ class RunnerIsolation:
             details["graceful_stop"] = self.graceful_stop
         if self.recorded:
             details["restore_hint"] = (
-                "the state before the isolation is recorded in %s: state=restored puts it back"
-                % self.state_file.path
+                f"the state before the isolation is recorded in {self.state_file.path}: "
+                "state=restored puts it back"
             )
         return details
 
@@ -437,7 +395,7 @@ class RunnerIsolation:
                 with open(target["path"], "rb") as handle:
                     return handle.read(), None
             except OSError as exc:
-                raise IsolationError("cannot read the runner config %s: %s" % (target["path"], exc)) from None
+                raise IsolationError(f"cannot read the runner config {target['path']}: {exc}") from None
         obj = self.kube.get("ConfigMap", target["name"], target["namespace"])
         value = (obj.get("data") or {}).get(target["key"])
         rv = (obj.get("metadata") or {}).get("resourceVersion")
@@ -456,7 +414,7 @@ class RunnerIsolation:
     def _config_label(target):
         if target["mode"] == "file":
             return target["path"]
-        return "ConfigMap %s/%s key %s" % (target["namespace"], target["name"], target["key"])
+        return f"ConfigMap {target['namespace']}/{target['name']} key {target['key']}"
 
     # --- Kubernetes changes (read, compute, patch with the read resourceVersion; retried on 409)
     def _patch_node(self, name, compute, missing_ok=False):
@@ -469,7 +427,7 @@ class RunnerIsolation:
             except k8s.K8sNotFound:
                 if not missing_ok:
                     raise
-                self._warn("node %s no longer exists: its taint, labels and cordon went with it" % name)
+                self._warn(f"node {name} no longer exists: its taint, labels and cordon went with it")
                 return []
             patch, done = compute(node)
             if done and not self.check_mode:
@@ -512,7 +470,7 @@ class RunnerIsolation:
         except k8s.K8sNotFound:
             if not missing_ok:
                 raise
-            self._warn("%s no longer exists" % ref)
+            self._warn(f"{ref} no longer exists")
             return []
         current = template_tolerations(obj)
         replicas = sd.spec_replicas(obj)
@@ -521,9 +479,9 @@ class RunnerIsolation:
         if compute(current) != current:
             if replicas:
                 how = (
-                    "graceful: exit command, scaled to 0 until its pods are gone, then back to %d" % replicas
+                    f"graceful: exit command, scaled to 0 until its pods are gone, then back to {replicas}"
                     if graceful
-                    else "the changed pod template rolls its %d pod(s) (no exit command given)" % replicas
+                    else f"the changed pod template rolls its {replicas} pod(s) (no exit command given)"
                 )
                 self.restarts.append({"workload": ref, "replicas": replicas, "how": how})
             if graceful and replicas and not self.check_mode:
@@ -531,7 +489,7 @@ class RunnerIsolation:
                 self.state_file.write(recorded)  # before the stop: a killed run brings it back
                 self._graceful("stopped", w, replicas)
             if self._patch_tolerations(w, compute):
-                self._changed("%s %s" % (what, ref))
+                self._changed(f"{what} {ref}")
         if ref in stopped and not self.check_mode:
             self._graceful("running", w, stopped[ref])
             del stopped[ref]
@@ -554,26 +512,28 @@ class RunnerIsolation:
             "exit_failure_ok": False,
             "exit_in": "host",
         }
-        worker = sd.SafeShutdown(self.kube, params, run_command=self.module.run_command)
+        worker = sd.SafeShutdown(self.kube, params, run_command=self.run_command)
         try:
             result = worker.run()
         except k8s.K8sError as exc:
             self.graceful_stop = dict(exc.details, msg=str(exc))
+            action = "stop" if state == "stopped" else "start"
             raise IsolationError(
-                "the graceful %s of %s failed: %s. The state file keeps what to bring back: run "
-                "state=%s again once that is fixed, or state=restored"
-                % ("stop" if state == "stopped" else "start", ref, exc, self.p["state"])
+                f"the graceful {action} of {ref} failed: {exc}. The state file keeps what to bring back: "
+                f"run state={self.p['state']} again once that is fixed, or state=restored"
             ) from None
         finally:
             for text in worker.warnings:  # safe_shutdown's own (how the exit waits)
                 self._warn(text)
         if state == "stopped":
+            exit_command = " ".join(w["exit_command"])
+            pods_gone = len(result.get("pods") or [])
             self._changed(
-                "stopped %s through its exit command (%s, scaled from %d to 0, %d pod(s) gone)"
-                % (ref, " ".join(w["exit_command"]), replicas, len(result.get("pods") or []))
+                f"stopped {ref} through its exit command ({exit_command}, "
+                f"scaled from {replicas} to 0, {pods_gone} pod(s) gone)"
             )
         elif result.get("changed"):  # not when its stop failed before the scale
-            self._changed("scaled %s back to %d (Ready)" % (ref, replicas))
+            self._changed(f"scaled {ref} back to {replicas} (Ready)")
 
     def _wait_ready(self, workloads, after):
         """Wait (watch, no polling) until every workload has all its replicas updated and ready:
@@ -590,21 +550,17 @@ class RunnerIsolation:
                     w["namespace"],
                     field_selector="metadata.name=" + w["name"],
                     timeout=timeout,
-                    description="%s to be Ready %s" % (_ref(w), after),
+                    description=f"{_ref(w)} to be Ready {after}",
                 )
             except k8s.K8sTimeout as exc:
+                advice = (
+                    "The node is not tainted or cordoned yet; fix the workload and run again, or "
+                    "state=restored to undo"
+                    if self.p["state"] == "isolated"
+                    else "Fix the workload and run state=restored again: it finishes the rest"
+                )
                 raise IsolationError(
-                    "%s was not Ready within %s s (rollout_timeout) %s: %s. %s"
-                    % (
-                        _ref(w),
-                        timeout,
-                        after,
-                        exc,
-                        "The node is not tainted or cordoned yet; fix the workload and run again, or "
-                        "state=restored to undo"
-                        if self.p["state"] == "isolated"
-                        else "Fix the workload and run state=restored again: it finishes the rest",
-                    )
+                    f"{_ref(w)} was not Ready within {timeout} s (rollout_timeout) {after}: {exc}. {advice}"
                 ) from None
 
     # --- isolated ---------------------------------------------------------------------------
@@ -613,8 +569,8 @@ class RunnerIsolation:
         given = [k for k in CONFIG_OPTIONS if self.p[k] is not None]
         if given and not target:
             raise IsolationError(
-                "%s change the runner config, but neither config_path nor config_configmap says where "
-                "it is" % ", ".join(given)
+                f"{', '.join(given)} change the runner config, but neither config_path nor config_configmap "
+                "says where it is"
             )
         settings = self._settings(target)
         wanted = settings["config"]
@@ -626,7 +582,7 @@ class RunnerIsolation:
         if target:
             config_bytes = self._read_config(target)[0]
             if config_bytes is None:
-                raise IsolationError("%s does not exist" % self._config_label(target))
+                raise IsolationError(f"{self._config_label(target)} does not exist")
             # parse + validate + dry edit: what step 3 writes (unless the file changes meanwhile)
             written = rc.edit(config_bytes, source=self._config_label(target), **wanted)[0].encode("utf-8")
         node = node_view(self.kube.get_node(settings["node"])) if settings["node"] else None
@@ -648,7 +604,7 @@ class RunnerIsolation:
                 recorded = {
                     "operation": STATE_OPERATION,
                     "format": st.FORMAT_VERSION,
-                    "recorded_at": _now(),
+                    "recorded_at": utc_iso(),
                     "settings": settings,
                     "gitlab_url": self._gitlab_url if runners else None,
                     "runners": [
@@ -671,7 +627,7 @@ class RunnerIsolation:
                 if not self.check_mode:
                     self.state_file.write(recorded)  # before the first change
                     self.recorded = True
-                self._changed("recorded the state in %s" % self.state_file.path)
+                self._changed(f"recorded the state in {self.state_file.path}")
 
             self._pause_runners(settings["runners"])
             jobs = self._wait_for_jobs(settings["runners"])
@@ -685,8 +641,8 @@ class RunnerIsolation:
 
         if already and self.changes:
             self._warn(
-                "the isolation was already recorded (%s); the first record was kept and the missing "
-                "changes were made again" % recorded.get("recorded_at")
+                f"the isolation was already recorded ({recorded.get('recorded_at')}); the first record was "
+                "kept and the missing changes were made again"
             )
         if self.check_mode and self.restarts:
             self._warn(self._restart_warning("adding the toleration of the taint"))
@@ -702,10 +658,8 @@ class RunnerIsolation:
         }
 
     def _restart_warning(self, why):
-        return "%s restarts the pods of: %s" % (
-            why,
-            "; ".join("%s (%s)" % (r["workload"], r["how"]) for r in self.restarts),
-        )
+        workloads = "; ".join(f"{r['workload']} ({r['how']})" for r in self.restarts)
+        return f"{why} restarts the pods of: {workloads}"
 
     def _check_selector(self, node, settings):
         """The runner's job pods go only to a node with every label of the selector: refuse
@@ -713,11 +667,11 @@ class RunnerIsolation:
         labels = dict(node["labels"], **settings["node_labels"])
         missing = selector_missing(settings["config"]["node_selector"], labels)
         if missing:
+            absent = ", ".join(f"{key}={value}" for key, value in sorted(missing.items()))
             raise IsolationError(
-                "node %s does not carry %s, which the runner's node_selector would select: its job pods "
-                "would stay Pending. Add the labels with node_labels, or set node_selector to labels the "
-                "node has. Nothing was changed"
-                % (node["name"], ", ".join("%s=%s" % kv for kv in sorted(missing.items())))
+                f"node {node['name']} does not carry {absent}, which the runner's node_selector would "
+                "select: its job pods would stay Pending. Add the labels with node_labels, or set "
+                "node_selector to labels the node has. Nothing was changed"
             )
 
     def _label_node(self, settings):
@@ -737,7 +691,7 @@ class RunnerIsolation:
 
     def _check_same_settings(self, recorded, settings, target):
         if recorded.get("operation") != STATE_OPERATION:
-            raise IsolationError("%s is not a runner isolation state file" % self.state_file.path)
+            raise IsolationError(f"{self.state_file.path} is not a runner isolation state file")
         before = dict(recorded.get("settings") or {})
         differ = sorted(k for k in settings if before.get(k) != settings[k])
         rec_target = {k: v for k, v in (recorded.get("config") or {}).items() if k not in RECORDED_BYTES}
@@ -745,8 +699,8 @@ class RunnerIsolation:
             differ.append("config target")
         if differ:
             raise IsolationError(
-                "already isolated since %s with other settings (%s differ): run state=restored first, "
-                "then isolate with the new settings" % (recorded.get("recorded_at"), ", ".join(differ))
+                f"already isolated since {recorded.get('recorded_at')} with other settings "
+                f"({', '.join(differ)} differ): run state=restored first, then isolate with the new settings"
             )
 
     def _pause_runners(self, ids):
@@ -756,7 +710,7 @@ class RunnerIsolation:
                 continue
             if not self.check_mode:
                 self.gitlab.set_paused(rid, True)
-            self._changed("paused runner %s" % rid)
+            self._changed(f"paused runner {rid}")
 
     def _wait_for_jobs(self, ids):
         """Running jobs left on the runners (empty after a successful wait)."""
@@ -771,18 +725,19 @@ class RunnerIsolation:
             if not running or self.check_mode:
                 return running
             if time.monotonic() >= deadline:
-                listing = ", ".join("job %s on runner %s" % (j["id"], j["runner_id"]) for j in running)
+                listing = ", ".join(f"job {j['id']} on runner {j['runner_id']}" for j in running)
+                job_wait_timeout = self.p["job_wait_timeout"]
                 raise IsolationError(
-                    "the paused runners still run %d job(s) after %s s (%s): jobs are never cancelled; "
-                    "wait for them or cancel them in GitLab, then run again (the runners stay paused; "
-                    "state=restored undoes everything)" % (len(running), self.p["job_wait_timeout"], listing)
+                    f"the paused runners still run {len(running)} job(s) after {job_wait_timeout} s "
+                    f"({listing}): jobs are never cancelled; wait for them or cancel them in GitLab, "
+                    "then run again (the runners stay paused; state=restored undoes everything)"
                 )
             self.sleep(self.p["job_poll_interval"])
 
     def _edit_config(self, target, wanted):
         current, rv = self._read_config(target)
         if current is None:
-            raise IsolationError("%s does not exist" % self._config_label(target))
+            raise IsolationError(f"{self._config_label(target)} does not exist")
         new_text = rc.edit(current, source=self._config_label(target), **wanted)[0]
         new = new_text.encode("utf-8")
         if new == current:
@@ -791,7 +746,7 @@ class RunnerIsolation:
             self._write_config(target, new, rv)
         self.diff["before"]["config"] = current.decode("utf-8")
         self.diff["after"]["config"] = new_text
-        self._changed("edited %s" % self._config_label(target))
+        self._changed(f"edited {self._config_label(target)}")
         if target["mode"] == "configmap":
             self._warn(HELM_WARNING % (target["namespace"], target["name"], target["key"]))
 
@@ -801,7 +756,7 @@ class RunnerIsolation:
         if not labels:
             return {}, []
         return {"metadata": {"labels": labels}}, [
-            "labelled node %s (%s)" % (node["name"], ", ".join(sorted(labels)))
+            f"labelled node {node['name']} ({', '.join(sorted(labels))})"
         ]
 
     @staticmethod
@@ -809,14 +764,14 @@ class RunnerIsolation:
         taint = settings["taint"]
         spec, done = {}, []
         new_taints = taints_with(node["taints"], taint)
-        if [t for t in node["taints"] if taint_matches(t, taint["key"], taint["effect"])] != [
-            t for t in new_taints if taint_matches(t, taint["key"], taint["effect"])
+        if [t for t in node["taints"] if same_taint(t, taint)] != [
+            t for t in new_taints if same_taint(t, taint)
         ]:
             spec["taints"] = new_taints
-            done.append("tainted node %s (%s)" % (node["name"], taint_text(taint)))
+            done.append(f"tainted node {node['name']} ({taint_text(taint)})")
         if settings["cordon"] and not node["unschedulable"]:
             spec["unschedulable"] = True
-            done.append("cordoned node %s" % node["name"])
+            done.append(f"cordoned node {node['name']}")
         return {"spec": spec}, done
 
     # --- restored ---------------------------------------------------------------------------
@@ -826,7 +781,7 @@ class RunnerIsolation:
             "state": "restored",
             "state_path": self.state_file.path,
             "changes": [],
-            "msg": "no isolation recorded in %s: nothing to restore" % self.state_file.path,
+            "msg": f"no isolation recorded in {self.state_file.path}: nothing to restore",
         }
         if not self.state_file.exists():
             return nothing  # and nothing created: no directory, no lock file
@@ -837,9 +792,9 @@ class RunnerIsolation:
             problems = record_problems(recorded)
             if problems:
                 raise st.StateError(
-                    "the runner isolation state file %s cannot be used: %s. It was edited by hand or "
-                    "written by another program; nothing was restored"
-                    % (self.state_file.path, "; ".join(problems))
+                    f"the runner isolation state file {self.state_file.path} cannot be used: "
+                    f"{'; '.join(problems)}. It was edited by hand or written by another program; "
+                    "nothing was restored"
                 )
             self.recorded = True
             self._gitlab_url = self._gitlab_url or recorded.get("gitlab_url")
@@ -862,7 +817,7 @@ class RunnerIsolation:
                 self._restore_runner(runner)
             if not self.check_mode:
                 self.state_file.remove()
-            self._changed("removed the state file %s" % self.state_file.path)
+            self._changed(f"removed the state file {self.state_file.path}")
         if self.check_mode and self.restarts:
             self._warn(self._restart_warning("removing the toleration of the taint"))
         return {
@@ -902,30 +857,30 @@ class RunnerIsolation:
             self.config_edits = config_edits(written, current, label)
             if not self.p["discard_config_edits"]:
                 raise IsolationError(
-                    "%s was changed after state=isolated wrote it, and restoring the recorded bytes would "
-                    "lose that change:\n%sNothing was restored. Revert the change (or note it), run "
-                    "state=restored, then make the change again on the restored file; or set "
-                    "discard_config_edits=true to restore the recorded bytes and drop it"
-                    % (label, self.config_edits)
+                    f"{label} was changed after state=isolated wrote it, and restoring the recorded bytes "
+                    f"would lose that change:\n{self.config_edits}Nothing was restored. "
+                    "Revert the change (or note it), run state=restored, then make the change again "
+                    "on the restored file; or set discard_config_edits=true to restore the recorded bytes "
+                    "and drop it"
                 )
-            self._warn("discarded this change made to %s while isolated:\n%s" % (label, self.config_edits))
+            self._warn(f"discarded this change made to {label} while isolated:\n{self.config_edits}")
         if not self.check_mode:
             self._write_config(target, original, rv)
         self.diff["before"]["config"] = None if current is None else current.decode("utf-8", "replace")
         self.diff["after"]["config"] = original.decode("utf-8", "replace")
-        self._changed("restored %s byte-for-byte" % label)
+        self._changed(f"restored {label} byte-for-byte")
 
     @staticmethod
     def _untaint_patch(node, rec, settings):
         taint = settings["taint"]
         spec, done = {}, []
-        new_taints = taints_restored(node["taints"], rec["taints"], taint["key"], taint["effect"])
+        new_taints = taints_restored(node["taints"], rec["taints"], taint)
         if new_taints != node["taints"]:
             spec["taints"] = new_taints
-            done.append("removed the taint %s from node %s" % (taint_text(taint), node["name"]))
+            done.append(f"removed the taint {taint_text(taint)} from node {node['name']}")
         if settings["cordon"] and node["unschedulable"] != rec["unschedulable"]:
             spec["unschedulable"] = rec["unschedulable"] or None
-            done.append("uncordoned node %s" % node["name"])
+            done.append(f"uncordoned node {node['name']}")
         return {"spec": spec}, done
 
     @staticmethod
@@ -938,20 +893,18 @@ class RunnerIsolation:
         if not labels:
             return {}, []
         return {"metadata": {"labels": labels}}, [
-            "restored the labels %s of node %s" % (", ".join(sorted(labels)), node["name"])
+            f"restored the labels {', '.join(sorted(labels))} of node {node['name']}"
         ]
 
     def _restore_runner(self, rec):
         try:
             runner = self.gitlab.get_runner(rec["id"])
         except gl.GitLabNotFoundError:
-            self._warn("runner %s no longer exists" % rec["id"])
+            self._warn(f"runner {rec['id']} no longer exists")
             return
         if runner_paused(runner) == rec["paused"]:
             return
         if not self.check_mode:
             self.gitlab.set_paused(rec["id"], rec["paused"])
-        self._changed("%s runner %s" % ("paused" if rec["paused"] else "unpaused", rec["id"]))
-
-
-ERRORS = (IsolationError, gl.GitLabError, rc.RunnerConfigError, st.StateError)
+        action = "paused" if rec["paused"] else "unpaused"
+        self._changed(f"{action} runner {rec['id']}")

@@ -19,10 +19,6 @@
 Helpers raise ``StateError`` (or a subclass); a module's ``main()`` catches it once.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import errno
 import fcntl
 import json
@@ -30,10 +26,12 @@ import os
 import time
 from contextlib import contextmanager, suppress
 
+from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
+
 FORMAT_VERSION = 1
 
 
-class StateError(Exception):
+class StateError(StrataError):
     """A state file cannot be read, written or locked."""
 
 
@@ -73,7 +71,7 @@ class StateFile:
                 os.makedirs(self.directory, 0o700)
             except OSError as exc:
                 if exc.errno != errno.EEXIST:
-                    raise StateError("cannot create %s: %s" % (self.directory, exc)) from None
+                    raise StateError(f"cannot create {self.directory}: {exc}") from None
 
     @contextmanager
     def lock(self, timeout=30.0, poll=0.1, create=True):
@@ -105,7 +103,7 @@ class StateFile:
         except OSError as exc:
             if not create and exc.errno in (errno.ENOENT, errno.ENOTDIR):
                 return None
-            raise StateError("cannot open the lock file %s: %s" % (self.lock_path, exc)) from None
+            raise StateError(f"cannot open the lock file {self.lock_path}: {exc}") from None
 
     def _flock(self, fd, deadline, poll, timeout):
         while True:
@@ -114,11 +112,11 @@ class StateFile:
                 return
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise StateError("cannot lock %s: %s" % (self.lock_path, exc)) from None
+                    raise StateError(f"cannot lock {self.lock_path}: {exc}") from None
                 if time.monotonic() >= deadline:
                     raise StateLockedError(
-                        "%s is locked by another run (waited %.0f s): wait for it to finish"
-                        % (self.lock_path, timeout)
+                        f"{self.lock_path} is locked by another run (waited {timeout:.0f} s): "
+                        "wait for it to finish"
                     ) from None
                 time.sleep(poll)
 
@@ -137,27 +135,27 @@ class StateFile:
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 return None
-            raise StateError("cannot read the %s file %s: %s" % (self.kind, self.path, exc)) from None
+            raise StateError(f"cannot read the {self.kind} file {self.path}: {exc}") from None
         try:
             data = json.loads(raw.decode("utf-8"))
         except ValueError as exc:
             raise StateError(
-                "the %s file %s is not valid JSON (%s): it was not written by this collection, "
-                "or edited by hand" % (self.kind, self.path, exc)
+                f"the {self.kind} file {self.path} is not valid JSON ({exc}): "
+                "it was not written by this collection, or edited by hand"
             ) from None
         if not isinstance(data, dict):
-            raise StateError("the %s file %s does not hold a JSON object" % (self.kind, self.path))
+            raise StateError(f"the {self.kind} file {self.path} does not hold a JSON object")
         return data
 
     def write(self, data):
         self.ensure_directory()
         payload = json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n"
-        tmp = "%s.tmp.%d" % (self.path, os.getpid())
+        tmp = f"{self.path}.tmp.{os.getpid()}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
             if exc.errno != errno.EEXIST:
-                raise StateError("cannot create %s: %s" % (tmp, exc)) from None
+                raise StateError(f"cannot create {tmp}: {exc}") from None
             os.unlink(tmp)  # left by a killed run with the same pid
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -169,13 +167,13 @@ class StateFile:
         except OSError as exc:
             os.close(fd)
             os.unlink(tmp)
-            raise StateError("cannot write %s: %s" % (tmp, exc)) from None
+            raise StateError(f"cannot write {tmp}: {exc}") from None
         os.close(fd)
         try:
             os.rename(tmp, self.path)
         except OSError as exc:
             os.unlink(tmp)
-            raise StateError("cannot rename %s to %s: %s" % (tmp, self.path, exc)) from None
+            raise StateError(f"cannot rename {tmp} to {self.path}: {exc}") from None
         _fsync_dir(self.directory)
 
     def remove(self):
@@ -186,7 +184,7 @@ class StateFile:
                 os.unlink(path)
             except OSError as exc:
                 if exc.errno != errno.ENOENT:
-                    raise StateError("cannot remove the %s file %s: %s" % (self.kind, path, exc)) from None
+                    raise StateError(f"cannot remove the {self.kind} file {path}: {exc}") from None
             else:
                 removed = removed or path == self.path
         _fsync_dir(self.directory)
@@ -201,7 +199,7 @@ def atomic_write_bytes(path, data, mode=None):
         st = os.stat(path)
     except OSError:
         st = None
-    tmp = "%s.strata-tmp.%d" % (path, os.getpid())
+    tmp = f"{path}.strata-tmp.{os.getpid()}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -221,5 +219,5 @@ def atomic_write_bytes(path, data, mode=None):
     except OSError as exc:
         with suppress(OSError):
             os.unlink(tmp)
-        raise StateError("cannot write %s: %s" % (path, exc)) from None
+        raise StateError(f"cannot write {path}: {exc}") from None
     _fsync_dir(directory)

@@ -1,9 +1,6 @@
 #!/usr/bin/python
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
@@ -204,14 +201,9 @@ api_server:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.ops.plugins.module_utils.k8s import (
-    K8S_AUTH_ARGSPEC,
-    K8sError,
-    check_expected_nodes,
-    client_from_module,
-    fail_from_exception,
-    health_report,
-)
+from ansible_collections.strata.ops.plugins.module_utils import health
+from ansible_collections.strata.ops.plugins.module_utils.common import run_module
+from ansible_collections.strata.ops.plugins.module_utils.k8s import K8S_AUTH_ARGSPEC, client_from_module
 
 
 def main():
@@ -229,15 +221,7 @@ def main():
         fail_on_problems=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    try:
-        check_expected_nodes(module.params["expected_nodes"])
-        client = client_from_module(module)
-        report = health_report(client, module.params)
-    except K8sError as exc:
-        fail_from_exception(module, exc)
-    if module.params["fail_on_problems"] and not report["healthy"]:
-        module.fail_json(msg=report["summary"], changed=False, **report)
-    module.exit_json(changed=False, **report)
+    run_module(module, lambda: health.run(module.params, lambda: client_from_module(module)))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,6 @@
 #!/usr/bin/python
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
@@ -436,11 +433,8 @@ graceful_stop:
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
 from ansible_collections.strata.ops.plugins.module_utils import runner_isolation as ri
-from ansible_collections.strata.ops.plugins.module_utils.k8s import (
-    K8S_AUTH_ARGSPEC,
-    K8sError,
-    fail_from_exception,
-)
+from ansible_collections.strata.ops.plugins.module_utils.common import run_module
+from ansible_collections.strata.ops.plugins.module_utils.k8s import K8S_AUTH_ARGSPEC, client_from_module
 
 
 def main():
@@ -509,16 +503,15 @@ def main():
         mutually_exclusive=[("config_path", "config_configmap")],
         supports_check_mode=True,
     )
-    if module.params["state"] == "isolated" and module.params["runners"] and not module.params["gitlab_url"]:
-        module.fail_json(msg="runners needs gitlab_url")
-    worker = ri.RunnerIsolation(module)
-    try:
-        result = worker.run()
-    except K8sError as exc:
-        fail_from_exception(module, exc, **worker.failure_details())
-    except ri.ERRORS as exc:
-        module.fail_json(msg=str(exc), error=type(exc).__name__, **worker.failure_details())
-    module.exit_json(**result)
+    worker = ri.RunnerIsolation(
+        module.params,
+        module.check_mode,
+        diff=module._diff,
+        kube=lambda: client_from_module(module),
+        run_command=module.run_command,
+        warn=module.warn,
+    )
+    run_module(module, worker.run)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,6 @@
 #!/usr/bin/python
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
@@ -507,23 +504,16 @@ started_at_after:
   type: str
 """
 
-import gc
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
-from ansible_collections.strata.ops.plugins.module_utils.k8s import (
-    K8S_AUTH_ARGSPEC,
-    K8sError,
-    client_from_module,
-    fail_from_exception,
-)
+from ansible_collections.strata.ops.plugins.module_utils import shutdown
+from ansible_collections.strata.ops.plugins.module_utils.common import run_module
+from ansible_collections.strata.ops.plugins.module_utils.k8s import K8S_AUTH_ARGSPEC, client_from_module
 from ansible_collections.strata.ops.plugins.module_utils.shutdown import (
     DEFAULT_DOCKER_HOST,
     RESTARTABLE_KINDS,
     STATES,
     WORKLOAD_KINDS,
-    SafeShutdown,
 )
 
 
@@ -577,32 +567,12 @@ def main():
         ],
         supports_check_mode=True,
     )
-    for option in ("timeout", "exit_timeout"):
-        if module.params[option] < 1:
-            module.fail_json(msg="%s must be 1 second or more, got %d" % (option, module.params[option]))
-    if module.params["exit_command"] is not None and not module.params["exit_command"]:
-        module.fail_json(msg="exit_command is empty: give the command as a list, or leave the option out")
-    worker = None
-    try:
-        # the graceful exit alone runs on the workload host: no API server, no kubeconfig there
-        client = None if module.params["state"] == "exited" else client_from_module(module)
-        worker = SafeShutdown(
-            client, module.params, run_command=module.run_command, check_mode=module.check_mode
-        )
-        result = worker.run()
-    except K8sError as exc:
-        for text in worker.warnings if worker else []:
-            module.warn(text)
-        fail_from_exception(module, exc)
-    except ctr.ContainerError as exc:
-        module.fail_json(msg=str(exc), error="docker")
-    for text in worker.warnings:
-        module.warn(text)
-    # The stop's caller waits for this process to exit. Most of the interpreter's exit time is
-    # the final garbage collection over the kubernetes client's thousands of model classes
-    # (0.15-0.3 s measured); frozen objects are skipped by it (about 0.02 s).
-    gc.freeze()
-    module.exit_json(**result)
+    run_module(
+        module,
+        lambda: shutdown.run(
+            module.params, module.check_mode, module.run_command, lambda: client_from_module(module)
+        ),
+    )
 
 
 if __name__ == "__main__":

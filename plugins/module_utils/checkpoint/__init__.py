@@ -3,10 +3,6 @@
 target (what to dump), dump, restore, staging (bind sources a restore must not unmount), gpu,
 manifest, kubelet."""
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 from ansible_collections.strata.ops.plugins.module_utils.criu import CriuError
 
 

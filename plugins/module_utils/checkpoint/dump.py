@@ -1,11 +1,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """state=dumped: plan a ``criu dump`` from facts read on the host, run it, write the manifest."""
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
-import datetime
 import json
 import os
 import shutil
@@ -17,7 +12,7 @@ from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu as gpu_mod
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.target import default_name, find_target
-from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
+from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, utc_iso
 
 DIRECT_GPU_PATHS = (gpu_mod.CudaCheckpointTool.kind, gpu_mod.CudaDriverAPI.kind)
 
@@ -52,7 +47,7 @@ def _read_text(path):
 def _netns(pid):
     """The target's network namespace inode when it differs from ours, else None."""
     try:
-        netns = os.readlink("/proc/%d/ns/net" % pid)
+        netns = os.readlink(f"/proc/{pid}/ns/net")
         own = os.readlink("/proc/self/ns/net")
     except OSError:
         return None
@@ -93,10 +88,10 @@ class Dumper:
         target = find_target(p, self.run, self.docker)
         pid = target["pid"]
         try:
-            mounts = mnt.read_mountinfo("/proc/%d/mountinfo" % pid)
+            mounts = mnt.read_mountinfo(f"/proc/{pid}/mountinfo")
         except OSError as exc:
             raise criu.TargetGone(
-                "cannot read /proc/%d/mountinfo: %s (did the process exit?)" % (pid, exc)
+                f"cannot read /proc/{pid}/mountinfo: {exc} (did the process exit?)"
             ) from None
         root, internal, external = criu.classify_mounts(mounts)
         if any(m.get("propagated") for m in external):
@@ -110,7 +105,7 @@ class Dumper:
         inode = _netns(pid)
         gpu, freezer = self.gpu_facts(tree)
         name = default_name(p, target)
-        dump_dir = os.path.join(p["images_dir"], "%s-%s" % (name, mf.stamp()))
+        dump_dir = os.path.join(p["images_dir"], f"{name}-{mf.stamp()}")
         argv = criu.build_dump_args(
             binary,
             pid,
@@ -167,10 +162,10 @@ class Dumper:
         vfs = os.statvfs(self.p["images_dir"])
         free = vfs.f_bavail * vfs.f_frsize
         if free < rss:
+            images_dir = self.p["images_dir"]
             raise criu.NoSpace(
-                "%s has %d bytes free but the process tree's resident memory is %d bytes (the dump "
-                "is about that size): free space there or point images_dir at a larger file system"
-                % (self.p["images_dir"], free, rss)
+                f"{images_dir} has {free} bytes free but the process tree's resident memory is {rss} bytes "
+                "(the dump is about that size): free space there or point images_dir at a larger file system"
             )
 
     def _failure(self, plan, rc, err):
@@ -181,15 +176,15 @@ class Dumper:
         error = criu.classify_dump_failure(tail + _read_text(log), err, criu.alive(pid))
         if error is criu.NoSpace:
             return error(
-                "criu dump ran out of space in %s: free space there or point images_dir at a larger file "
-                "system (CRIU: %s)" % (p["images_dir"], tail.splitlines()[-1:] or err)
+                f"criu dump ran out of space in {p['images_dir']}: free space there or point images_dir "
+                f"at a larger file system (CRIU: {tail.splitlines()[-1:] or err})"
             )
         if error is criu.TargetGone:
             return error(
-                "process %s (or one of its descendants) exited during the dump (criu rc=%s); nothing "
-                "usable was written. Re-run when the workload is up. CRIU log: %s" % (pid, rc, tail or err)
+                f"process {pid} (or one of its descendants) exited during the dump (criu rc={rc}); nothing "
+                f"usable was written. Re-run when the workload is up. CRIU log: {tail or err}"
             )
-        return error("criu dump of PID %s failed (rc=%s). CRIU log (%s):\n%s" % (pid, rc, log, tail or err))
+        return error(f"criu dump of PID {pid} failed (rc={rc}). CRIU log ({log}):\n{tail or err}")
 
     def dump(self, plan):
         """Run criu (with the GPU steps around it); returns the wall time in seconds."""
@@ -230,9 +225,9 @@ class Dumper:
             gpu_mod.thaw(freezer, gpu)
         except criu.GpuError as thaw_error:
             raise criu.GpuError(
-                "%s; then bringing the CUDA processes back failed too: %s. They may stay frozen until "
-                "cuda-checkpoint --action restore/unlock --pid PID runs for each of %s"
-                % (exc, thaw_error, gpu["cuda_pids"])
+                f"{exc}; then bringing the CUDA processes back failed too: {thaw_error}. They may stay "
+                "frozen until cuda-checkpoint --action restore/unlock --pid PID runs for each of "
+                f"{gpu['cuda_pids']}"
             ) from None
 
     def check_images(self, plan):
@@ -245,10 +240,10 @@ class Dumper:
             plugin_ran = gpu_mod.CUDA_PLUGIN_NAME in crit_check.get("plugins", [])
             if plan["gpu"]["path"] == "criu-cuda-plugin" and crit_check["checked"] and not plugin_ran:
                 raise criu.GpuError(
-                    "CRIU's CUDA plugin did not record itself in %s/inventory.img (plugins: %s): it "
-                    "turned itself off, so the dump lacks the GPU state and was removed. See the "
-                    "cuda_plugin lines of dump.log; the plugin needs %s and cuda-checkpoint on PATH"
-                    % (dump_dir, crit_check["plugins"], gpu_mod.NVIDIA_GPUS_DIR)
+                    f"CRIU's CUDA plugin did not record itself in {dump_dir}/inventory.img "
+                    f"(plugins: {crit_check['plugins']}): it turned itself off, so the dump lacks the GPU "
+                    "state and was removed. See the cuda_plugin lines of dump.log; the plugin needs "
+                    f"{gpu_mod.NVIDIA_GPUS_DIR} and cuda-checkpoint on PATH"
                 )
         except criu.CriuError:
             shutil.rmtree(dump_dir, ignore_errors=True)
@@ -269,7 +264,7 @@ class Dumper:
         }
         return {
             "format": 1,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "created": utc_iso(),
             "name": plan["name"],
             "target": target,
             "pod": {"name": p["pod"], "namespace": p["namespace"], "container": p["container"]}
@@ -309,7 +304,7 @@ class Dumper:
         }
         if self.check_mode:
             result["pruned"] = []
-            result["msg"] = "check mode: would run %s" % " ".join(plan["argv"])
+            result["msg"] = f"check mode: would run {' '.join(plan['argv'])}"
             return result
         mf.make_images_dir(self.p["images_dir"])
         self._free_space_check(plan["rss_bytes"])

@@ -23,10 +23,6 @@ Two tools drive those steps, with the same words and the same state names:
 write a dump without the GPU state.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import ctypes
 import os
 import time
@@ -117,7 +113,7 @@ class CudaCheckpointTool:
     def state(self, pid):
         rc, out, err = self.run([self.path, "--get-state", "--pid", str(pid)])
         if rc != 0:
-            return "unknown (%s)" % (err or out).strip()[:120]
+            return f"unknown ({(err or out).strip()[:120]})"
         return out.strip() or "unknown"
 
     def action(self, pid, action, timeout_ms=0):
@@ -126,7 +122,7 @@ class CudaCheckpointTool:
             argv += ["--timeout", str(timeout_ms)]  # milliseconds, as CRIU's plugin passes it
         rc, out, err = self.run(argv)
         if rc != 0:
-            raise GpuError("%s failed (rc=%s): %s" % (" ".join(argv), rc, (err or out).strip()[:300]))
+            raise GpuError(f"{' '.join(argv)} failed (rc={rc}): {(err or out).strip()[:300]}")
 
 
 class _LockArgs(ctypes.Structure):
@@ -153,7 +149,7 @@ def probe_driver_api(library=LIBCUDA, loader=ctypes.CDLL):
         version = ctypes.c_int(0)
         if lib.cuDriverGetVersion(ctypes.byref(version)) == 0:
             # 12080 -> "12.8": the CUDA version the driver supports, not the driver's own number.
-            facts["cuda_version"] = "%d.%d" % (version.value // 1000, version.value % 1000 // 10)
+            facts["cuda_version"] = f"{version.value // 1000}.{version.value % 1000 // 10}"
     return (lib if facts["complete"] else None), facts
 
 
@@ -176,7 +172,7 @@ class CudaDriverAPI:
         name = ctypes.c_char_p()
         if hasattr(self.lib, "cuGetErrorName") and self.lib.cuGetErrorName(code, ctypes.byref(name)) == 0:
             return name.value.decode("ascii", "replace")
-        return CU_RESULT_NAMES.get(code, "CUresult %d" % code)
+        return CU_RESULT_NAMES.get(code, f"CUresult {code}")
 
     def _init(self):
         # The checkpoint calls answer CUDA_ERROR_NOT_INITIALIZED until cuInit ran in this process.
@@ -184,8 +180,8 @@ class CudaDriverAPI:
             code = self.lib.cuInit(0)
             if code != 0:
                 raise GpuError(
-                    "cuInit(0) in %s failed: %s; the NVIDIA driver is not usable from this process "
-                    "(is /dev/nvidiactl there and readable?)" % (self.path, self.result_name(code))
+                    f"cuInit(0) in {self.path} failed: {self.result_name(code)}; the NVIDIA driver is not "
+                    "usable from this process (is /dev/nvidiactl there and readable?)"
                 )
             self.initialized = True
 
@@ -193,12 +189,12 @@ class CudaDriverAPI:
         try:
             self._init()
         except GpuError as exc:
-            return "unknown (%s)" % exc
+            return f"unknown ({exc})"
         value = ctypes.c_int(-1)
         code = self.lib.cuCheckpointProcessGetState(int(pid), ctypes.byref(value))
         if code != 0:
-            return "unknown (cuCheckpointProcessGetState: %s)" % self.result_name(code)
-        return PROCESS_STATES.get(value.value, "unknown (CUprocessState %d)" % value.value)
+            return f"unknown (cuCheckpointProcessGetState: {self.result_name(code)})"
+        return PROCESS_STATES.get(value.value, f"unknown (CUprocessState {value.value})")
 
     def action(self, pid, action, timeout_ms=0):
         self._init()
@@ -208,18 +204,10 @@ class CudaDriverAPI:
             args = ctypes.byref(_LockArgs(timeoutMs=int(timeout_ms or 0)))
         code = getattr(self.lib, call)(int(pid), args)
         if code != 0:
-            raise GpuError(
-                "%s(pid=%s) in %s failed: %s%s"
-                % (
-                    call,
-                    pid,
-                    self.path,
-                    self.result_name(code),
-                    " (the process did not reach a point to lock within %d ms)" % timeout_ms
-                    if code == 909
-                    else "",
-                )
+            lock_hint = (
+                f" (the process did not reach a point to lock within {timeout_ms} ms)" if code == 909 else ""
             )
+            raise GpuError(f"{call}(pid={pid}) in {self.path} failed: {self.result_name(code)}{lock_hint}")
 
 
 def find_freezer(run_command, cuda_checkpoint_path, driver_library=LIBCUDA, loader=ctypes.CDLL):
@@ -242,16 +230,16 @@ def find_freezer(run_command, cuda_checkpoint_path, driver_library=LIBCUDA, load
 
 def missing_freezer_reason(facts):
     if facts["cuda_checkpoint"] and not facts["has_action"]:
-        tool = "%s has no --action (driver older than r555)" % facts["cuda_checkpoint"]
+        tool = f"{facts['cuda_checkpoint']} has no --action (driver older than r555)"
     else:
         tool = "cuda-checkpoint is not installed (cuda_checkpoint_path, or on PATH)"
     api = facts["driver_api"] or {}
     if not api.get("loaded"):
-        lib = "%s does not load (%s)" % (api.get("library", LIBCUDA), api.get("error", "not found"))
+        lib = f"{api.get('library', LIBCUDA)} does not load ({api.get('error', 'not found')})"
     else:
         missing = sorted(name for name, found in api["exports"].items() if not found)
-        lib = "%s lacks %s (driver older than r570)" % (api["library"], ", ".join(missing))
-    return "%s and %s" % (tool, lib)
+        lib = f"{api['library']} lacks {', '.join(missing)} (driver older than r570)"
+    return f"{tool} and {lib}"
 
 
 def gpu_plan(nvidia_present, cuda_pids, plugin_file, freezer, facts):
@@ -266,7 +254,7 @@ def gpu_plan(nvidia_present, cuda_pids, plugin_file, freezer, facts):
         return {
             "taken": False,
             "path": "none",
-            "reason": "no NVIDIA GPU on this host (no %s): the GPU path was not taken" % NVIDIA_GPUS_DIR,
+            "reason": f"no NVIDIA GPU on this host (no {NVIDIA_GPUS_DIR}): the GPU path was not taken",
         }
     if not cuda_pids:
         return {
@@ -275,47 +263,44 @@ def gpu_plan(nvidia_present, cuda_pids, plugin_file, freezer, facts):
             "reason": "an NVIDIA GPU is present but no process of the tree uses CUDA",
         }
     if freezer is None:
+        plugin_note = (
+            f" CRIU's CUDA plugin {plugin_file} runs cuda-checkpoint and turns itself off without it."
+            if plugin_file
+            else ""
+        )
         raise GpuError(
-            "processes %s use CUDA but nothing here can checkpoint them: %s. A dump would not "
-            "contain the GPU state. Install NVIDIA's cuda-checkpoint (driver r555 or newer) or a "
-            "driver r570 or newer.%s"
-            % (
-                cuda_pids,
-                missing_freezer_reason(facts),
-                " CRIU's CUDA plugin %s runs cuda-checkpoint and turns itself off without it." % plugin_file
-                if plugin_file
-                else "",
-            )
+            f"processes {cuda_pids} use CUDA but nothing here can checkpoint them: "
+            f"{missing_freezer_reason(facts)}. A dump would not contain the GPU state. Install NVIDIA's "
+            f"cuda-checkpoint (driver r555 or newer) or a driver r570 or newer.{plugin_note}"
         )
     if freezer.kind == CudaCheckpointTool.kind and plugin_file:
         if os.path.basename(freezer.path) != CUDA_CHECKPOINT:
             raise GpuError(
-                "CRIU's CUDA plugin runs 'cuda-checkpoint' by that name from PATH; %s has another name: "
-                "install or link it as cuda-checkpoint" % freezer.path
+                "CRIU's CUDA plugin runs 'cuda-checkpoint' by that name from PATH; "
+                f"{freezer.path} has another name: install or link it as cuda-checkpoint"
             )
         return {
             "taken": True,
             "path": "criu-cuda-plugin",
-            "reason": "CUDA processes %s; CRIU's CUDA plugin %s drives %s"
-            % (cuda_pids, plugin_file, freezer.path),
+            "reason": f"CUDA processes {cuda_pids}; CRIU's CUDA plugin {plugin_file} drives {freezer.path}",
         }
     if freezer.kind == CudaDriverAPI.kind:
         why = (
-            "CRIU's CUDA plugin %s needs cuda-checkpoint, which is missing" % plugin_file
+            f"CRIU's CUDA plugin {plugin_file} needs cuda-checkpoint, which is missing"
             if plugin_file
             else "no cuda-checkpoint here"
         )
         return {
             "taken": True,
             "path": CudaDriverAPI.kind,
-            "reason": "CUDA processes %s; %s, so the driver's checkpoint API in %s locks and checkpoints "
-            "them around the dump" % (cuda_pids, why, freezer.path),
+            "reason": f"CUDA processes {cuda_pids}; {why}, so the driver's checkpoint API in {freezer.path} "
+            "locks and checkpoints them around the dump",
         }
     return {
         "taken": True,
         "path": CudaCheckpointTool.kind,
-        "reason": "CUDA processes %s; no CRIU CUDA plugin, so %s locks and checkpoints them "
-        "around the dump" % (cuda_pids, freezer.path),
+        "reason": f"CUDA processes {cuda_pids}; no CRIU CUDA plugin, so {freezer.path} "
+        "locks and checkpoints them around the dump",
     }
 
 

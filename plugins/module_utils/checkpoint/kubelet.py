@@ -5,10 +5,6 @@ The API is the kubelet's (Kubernetes 1.25+, ContainerCheckpoint feature, on by d
 1.30); the CRI runtime writes the archive on the node under /var/lib/kubelet/checkpoints/.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import json
 
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
@@ -18,12 +14,8 @@ from ansible_collections.strata.ops.plugins.module_utils.common import InvalidAr
 def checkpoint_url(params):
     if not (params["kubelet_url"] and params["pod"] and params["container"]):
         raise InvalidArgument("method=kubelet needs kubelet_url, pod and container")
-    return "%s/checkpoint/%s/%s/%s" % (
-        params["kubelet_url"].rstrip("/"),
-        params["namespace"],
-        params["pod"],
-        params["container"],
-    )
+    base = params["kubelet_url"].rstrip("/")
+    return f"{base}/checkpoint/{params['namespace']}/{params['pod']}/{params['container']}"
 
 
 def kubelet_checkpoint(params, check_mode):
@@ -31,7 +23,7 @@ def kubelet_checkpoint(params, check_mode):
     url = checkpoint_url(params)
     if check_mode:
         return {"changed": True, "command": ["POST", url]}
-    headers = {"Authorization": "Bearer %s" % params["kubelet_token"]} if params["kubelet_token"] else {}
+    headers = {"Authorization": f"Bearer {params['kubelet_token']}"} if params["kubelet_token"] else {}
     # ansible.module_utils.urls costs ~0.1 s of imports that every CRIU dump (the common
     # path, timed by bench/bench_checkpoint.py) would otherwise pay.
     from ansible.module_utils.urls import open_url  # noqa: PLC0415 - kubelet path only
@@ -48,8 +40,8 @@ def kubelet_checkpoint(params, check_mode):
         answer = json.loads(response.read() or b"{}")
     except Exception as exc:  # urllib's HTTPError/URLError/ssl errors all land here
         raise ctr.RuntimeUnavailable(
-            "kubelet checkpoint API %s failed: %s. The kubelet needs the ContainerCheckpoint feature "
+            f"kubelet checkpoint API {url} failed: {exc}. The kubelet needs the ContainerCheckpoint feature "
             "(on by default since 1.30) and a CRI runtime with checkpoint support; the token needs "
-            "create on nodes/checkpoint" % (url, exc)
+            "create on nodes/checkpoint"
         ) from None
     return {"changed": True, "command": ["POST", url], "kubelet": answer}

@@ -1,26 +1,20 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Dump directories and their manifest.json: names, lookup, atomic writes, retention."""
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
-import datetime
 import json
 import os
 import shutil
 
 from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint
-from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
+from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, utc_iso
 
 MANIFEST = "manifest.json"
 
 
-def stamp(now=None):
+def stamp(wall=None):
     """UTC time as the suffix of a dump directory: 20250101T000000.000Z (sorts by time)."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    return now.strftime("%Y%m%dT%H%M%S.") + "%03dZ" % (now.microsecond // 1000)
+    return utc_iso(wall).replace("-", "").replace(":", "")
 
 
 def dumps_of(images_dir, name):
@@ -68,8 +62,8 @@ def check_images_dir(path, read_mountinfo=mnt.read_mountinfo):
     real = os.path.realpath(path)
     if os.path.exists(real) and not os.path.isdir(real):
         raise InvalidArgument(
-            "images_dir %s is not a directory (it is a file): point images_dir at a directory (it is "
-            "created when missing) on a file system with room for the process's memory" % path
+            f"images_dir {path} is not a directory (it is a file): point images_dir at a directory (it is "
+            "created when missing) on a file system with room for the process's memory"
         )
     holder = None
     for mount in read_mountinfo():
@@ -79,9 +73,9 @@ def check_images_dir(path, read_mountinfo=mnt.read_mountinfo):
             holder = mount
     if holder and holder["fstype"] in KERNEL_FSTYPES:
         raise InvalidArgument(
-            "images_dir %s is on %s (%s), a kernel file system that cannot hold a dump: point images_dir "
-            "at a directory on a disk file system with room for the process's memory"
-            % (path, holder["mount_point"], holder["fstype"])
+            f"images_dir {path} is on {holder['mount_point']} ({holder['fstype']}), a kernel file system "
+            "that cannot hold a dump: point images_dir at a directory on a disk file system with room "
+            "for the process's memory"
         )
 
 
@@ -90,7 +84,7 @@ def make_images_dir(path):
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
         raise InvalidArgument(
-            "cannot create images_dir %s: %s. Create it or choose another directory" % (path, exc.strerror)
+            f"cannot create images_dir {path}: {exc.strerror}. Create it or choose another directory"
         ) from None
 
 
@@ -110,7 +104,7 @@ def choose(checkpoint, images_dir, name):
             )
         dumps = dumps_of(images_dir, name)
         if not dumps:
-            raise InvalidArgument("no dump of %r in %s (no %s-*/%s)" % (name, images_dir, name, MANIFEST))
+            raise InvalidArgument(f"no dump of {name!r} in {images_dir} (no {name}-*/{MANIFEST})")
         checkpoint = dumps[-1]
     return checkpoint.rstrip("/")
 
@@ -120,9 +114,7 @@ def load(checkpoint):
         with open(os.path.join(checkpoint, MANIFEST)) as handle:
             return json.load(handle)
     except (OSError, ValueError) as exc:
-        raise BadCheckpoint(
-            "%s is not a pod_checkpoint dump (%s: %s)" % (checkpoint, MANIFEST, exc)
-        ) from None
+        raise BadCheckpoint(f"{checkpoint} is not a pod_checkpoint dump ({MANIFEST}: {exc})") from None
 
 
 def write(dump_dir, manifest):

@@ -11,11 +11,11 @@ from ansible_collections.strata.ops.plugins.module_utils.common import InvalidAr
 def run(params, check_mode, run_command):
     """The module's result for ``params``; errors are StrataErrors."""
     if params["keep"] < 0:
-        raise InvalidArgument("keep must be 0 (keep all) or more, got %d" % params["keep"])
+        keep = params["keep"]
+        raise InvalidArgument(f"keep must be 0 (keep all) or more, got {keep}")
     if params["cuda_lock_timeout"] < 0:
-        raise InvalidArgument(
-            "cuda_lock_timeout must be 0 (no timeout) or more seconds, got %d" % params["cuda_lock_timeout"]
-        )
+        lock_timeout = params["cuda_lock_timeout"]
+        raise InvalidArgument(f"cuda_lock_timeout must be 0 (no timeout) or more seconds, got {lock_timeout}")
     if params["method"] == "kubelet":
         return kubelet_checkpoint(params, check_mode)
     if params["state"] == "restored":

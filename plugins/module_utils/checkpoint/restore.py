@@ -1,10 +1,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """state=restored: a Docker container dump restored into a NEW container (docker start --checkpoint)."""
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import contextlib
 import copy
 import os
@@ -38,15 +34,11 @@ def check_propagated_mounts(manifest, read_mountinfo=mnt.read_mountinfo, exists=
         # A whole file system must be mounted there again, not just leave its empty directory.
         present = host and (host in mounted if mount["root"] == "/" else exists(host))
         if not present:
+            missing = f"nothing is mounted at {host}" if host else "the dump found no host path for it"
             raise BadCheckpoint(
-                "%s came into the container from the host by propagation (%s %s); a restore binds it "
-                "from the host again, but %s: mount it there first (layer 4 does for its ramdisk)"
-                % (
-                    mount["mount_point"],
-                    mount["fstype"],
-                    mount["source"],
-                    "nothing is mounted at %s" % host if host else "the dump found no host path for it",
-                )
+                f"{mount['mount_point']} came into the container from the host by propagation "
+                f"({mount['fstype']} {mount['source']}); a restore binds it from the host again, "
+                f"but {missing}: mount it there first (layer 4 does for its ramdisk)"
             )
 
 
@@ -87,33 +79,33 @@ class Restorer:
             return gpu, None
         if not gpu_mod.nvidia_gpu_present(self.gpus_dir):
             raise criu.GpuError(
-                "%s holds CUDA state (taken by %s) but this host has no NVIDIA GPU (no %s): restore it on a "
-                "GPU host, into a container that gets the GPU (docker run --gpus)"
-                % (checkpoint, path, self.gpus_dir)
+                f"{checkpoint} holds CUDA state (taken by {path}) but this host has no NVIDIA GPU "
+                f"(no {self.gpus_dir}): restore it on a GPU host, "
+                "into a container that gets the GPU (docker run --gpus)"
             )
         binary = gpu_mod.cuda_checkpoint_binary(p["cuda_checkpoint_path"])
         if path == "criu-cuda-plugin":
             if not binary:
                 raise criu.GpuError(
-                    "%s was dumped with CRIU's CUDA plugin, which runs cuda-checkpoint on restore too: it is "
-                    "not installed here (cuda_checkpoint_path, or on PATH; also on dockerd's PATH)"
-                    % checkpoint
+                    f"{checkpoint} was dumped with CRIU's CUDA plugin, which runs cuda-checkpoint on restore "
+                    "too: it is not installed here (cuda_checkpoint_path, or on PATH; also on dockerd's PATH)"
                 )
             if not gpu_mod.cuda_plugin(p["criu_plugin_dir"]):
+                plugin_path = os.path.join(p["criu_plugin_dir"], gpu_mod.CUDA_PLUGIN_FILE)
                 raise criu.GpuError(
-                    "%s was dumped with CRIU's CUDA plugin, which its restore needs too: %s is missing "
-                    "(runc's CRIU loads its plugins from there)"
-                    % (checkpoint, os.path.join(p["criu_plugin_dir"], gpu_mod.CUDA_PLUGIN_FILE))
+                    f"{checkpoint} was dumped with CRIU's CUDA plugin, which its restore needs too: "
+                    f"{plugin_path} is missing (runc's CRIU loads its plugins from there)"
                 )
             gpu["reason"] = "CRIU's CUDA plugin restores the GPU state"
             return gpu, gpu_mod.CudaCheckpointTool(self.run, binary)
         freezer, facts = self.find_freezer(self.run, binary, p["cuda_driver_library"])
         if freezer is None:
+            missing = gpu_mod.missing_freezer_reason(facts)
             raise criu.GpuError(
-                "%s holds CUDA state that must be restored and unlocked after the restore, but %s"
-                % (checkpoint, gpu_mod.missing_freezer_reason(facts))
+                f"{checkpoint} holds CUDA state that must be restored and unlocked after the restore, "
+                f"but {missing}"
             )
-        gpu["reason"] = "%s restores and unlocks the CUDA processes after the restore" % freezer.path
+        gpu["reason"] = f"{freezer.path} restores and unlocks the CUDA processes after the restore"
         return gpu, freezer
 
     def _existing(self, api, checkpoint, command, manifest):
@@ -137,15 +129,12 @@ class Restorer:
                     "checkpoint": checkpoint,
                 },
             }
+        name = p["new_container"]
+        status = existing["State"].get("Status")
+        origin = f", restored from {labels[RESTORE_LABEL]}" if RESTORE_LABEL in labels else ""
         raise ctr.ContainerConflict(
-            "a container named %s already exists (%s%s): restore needs a new container. Choose "
-            "another new_container or remove it (docker rm -f %s)"
-            % (
-                p["new_container"],
-                existing["State"].get("Status"),
-                ", restored from %s" % labels[RESTORE_LABEL] if RESTORE_LABEL in labels else "",
-                p["new_container"],
-            )
+            f"a container named {name} already exists ({status}{origin}): restore needs a new container. "
+            f"Choose another new_container or remove it (docker rm -f {name})"
         )
 
     def run_state(self):
@@ -158,8 +147,8 @@ class Restorer:
         runtime = manifest.get("target", {}).get("runtime")
         if runtime != "docker":
             raise BadCheckpoint(
-                "%s is a dump of a %s target; state=restored restores Docker container dumps only"
-                % (checkpoint, runtime)
+                f"{checkpoint} is a dump of a {runtime} target; "
+                "state=restored restores Docker container dumps only"
             )
         check_propagated_mounts(manifest, self.read_mountinfo)
         cp_name = os.path.basename(checkpoint)
@@ -169,9 +158,9 @@ class Restorer:
         create = copy.deepcopy(manifest["target"]["create"])
         create["Labels"] = dict(create.get("Labels") or {}, **{RESTORE_LABEL: checkpoint})
         command = [
-            "docker create --name %s %s" % (p["new_container"], create["Image"]),
-            "cp -a %s %s/containers/<new id>/checkpoints/%s" % (checkpoint, root, cp_name),
-            "docker start --checkpoint %s %s" % (cp_name, p["new_container"]),
+            f"docker create --name {p['new_container']} {create['Image']}",
+            f"cp -a {checkpoint} {root}/containers/<new id>/checkpoints/{cp_name}",
+            f"docker start --checkpoint {cp_name} {p['new_container']}",
         ]
         done = self._existing(api, checkpoint, command, manifest)
         if done:
@@ -184,7 +173,7 @@ class Restorer:
         gpu, freezer = self.gpu_plan(manifest, checkpoint)
         staged = self.staging.plan(create, p["new_container"])
         command[0:0] = [
-            "mount --rbind %s %s && mount --make-rslave %s" % (s["source"], s["staging"], s["staging"])
+            f"mount --rbind {s['source']} {s['staging']} && mount --make-rslave {s['staging']}"
             for s in staged
         ]
         result = {
@@ -222,8 +211,8 @@ class Restorer:
             new_id = api.create(p["new_container"], create)["Id"]
             if not os.path.isdir(os.path.join(root, "containers", new_id)):
                 raise ctr.RuntimeUnavailable(
-                    "%s/containers/%s does not exist on this host: run the module on the Docker host, "
-                    "as root" % (root, new_id)
+                    f"{root}/containers/{new_id} does not exist on this host: "
+                    "run the module on the Docker host, as root"
                 )
             shutil.copytree(
                 checkpoint, os.path.join(root, "containers", new_id, "checkpoints", cp_name), symlinks=True
@@ -231,15 +220,12 @@ class Restorer:
             try:
                 api.start(new_id, checkpoint=cp_name)
             except ctr.ContainerError as exc:
+                new_container = p["new_container"]
+                external_mounts = ", ".join(m["mount_point"] for m in manifest["mounts"]["external"])
                 raise ctr.ContainerError(
-                    "restoring %s into %s failed: %s. runc runs the criu on dockerd's PATH: it must be "
-                    "CRIU >= 4.0 as well; the new container must offer every external mount of the dump (%s)"
-                    % (
-                        checkpoint,
-                        p["new_container"],
-                        exc,
-                        ", ".join(m["mount_point"] for m in manifest["mounts"]["external"]),
-                    )
+                    f"restoring {checkpoint} into {new_container} failed: {exc}. "
+                    "runc runs the criu on dockerd's PATH: it must be CRIU >= 4.0 as well; "
+                    f"the new container must offer every external mount of the dump ({external_mounts})"
                 ) from None
             doc = api.inspect(new_id)
             if freezer is not None:

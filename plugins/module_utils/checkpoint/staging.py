@@ -9,10 +9,6 @@ vanished from the host. A slave view (``mount --rbind`` then ``--make-rslave``) 
 the host's mounts but sends nothing back.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import contextlib
 import os
 
@@ -58,8 +54,7 @@ class BindStaging:
                 rc, out, err = self.run(argv)
                 if rc != 0:
                     raise ctr.ContainerError(
-                        "%s failed (rc=%s): %s; nothing was restored"
-                        % (" ".join(argv), rc, (err or out).strip())
+                        f"{' '.join(argv)} failed (rc={rc}): {(err or out).strip()}; nothing was restored"
                     )
             ctr.replace_bind_source(create, entry["source"], entry["staging"])
 

@@ -1,10 +1,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What a checkpoint is taken of: a host process, a CRI container (crictl) or a Docker container."""
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import os
 
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
@@ -14,12 +10,9 @@ from ansible_collections.strata.ops.plugins.module_utils import criu
 def docker_api(params, docker=ctr.DockerAPI):
     """The Docker API on ``docker_socket``; a clear error when dockerd is not there."""
     if not os.path.exists(params["docker_socket"]):
+        no_crictl = "" if criu.find_executable("crictl") else "; crictl is not installed either"
         raise ctr.RuntimeUnavailable(
-            "Docker socket %s does not exist (is dockerd running?)%s"
-            % (
-                params["docker_socket"],
-                "" if criu.find_executable("crictl") else "; crictl is not installed either",
-            )
+            f"Docker socket {params['docker_socket']} does not exist (is dockerd running?){no_crictl}"
         )
     return docker(params["docker_socket"])
 
@@ -28,7 +21,7 @@ def find_target(params, run_command, docker=ctr.DockerAPI):
     """The target as a dict: runtime (process, cri, docker), pid, container_id, image, ..."""
     if params["pid"] is not None:
         if not criu.alive(params["pid"]):
-            raise criu.TargetGone("process %s does not exist (or is a zombie)" % params["pid"])
+            raise criu.TargetGone(f"process {params['pid']} does not exist (or is a zombie)")
         return {"runtime": "process", "pid": params["pid"], "container_id": None, "image": None}
     crictl = criu.find_executable("crictl")
     if params["pod"] and (params["runtime"] == "cri" or (params["runtime"] == "auto" and crictl)):
@@ -50,4 +43,4 @@ def default_name(params, target):
         return "-".join(x for x in (params["namespace"], params["pod"], params["container"]) if x)
     if target.get("container_name"):
         return target["container_name"]
-    return "pid-%s" % target["pid"]
+    return f"pid-{target['pid']}"

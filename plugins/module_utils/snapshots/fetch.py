@@ -82,7 +82,7 @@ def discover_candidates(sources, timeout=10.0, transfer=None):
         except SnapshotNameError as exc:
             return dict(source=source, url=url, error=exc.msg)
         if info is None:
-            return dict(source=source, url=url, error="%s does not name a snapshot archive" % url)
+            return dict(source=source, url=url, error=f"{url} does not name a snapshot archive")
         try:
             probed = transfer.probe(url, timeout)
         except transfer.TransferError as exc:
@@ -131,8 +131,7 @@ def plan_fetch(candidates, tip, max_lag_slots, min_speed, speeds, *, want_increm
             reject(
                 cand["url"],
                 "slow",
-                "measured %.2f MiB/s, below min_speed %.2f MiB/s"
-                % (speed / 1048576.0, min_speed / 1048576.0),
+                f"measured {speed / 1048576.0:.2f} MiB/s, below min_speed {min_speed / 1048576.0:.2f} MiB/s",
             )
             continue
         usable.append(cand)
@@ -148,7 +147,7 @@ def plan_fetch(candidates, tip, max_lag_slots, min_speed, speeds, *, want_increm
                     reject(
                         m["url"],
                         "length",
-                        "serves %s with %d bytes, other sources %d" % (name, m["length"], biggest),
+                        f"serves {name} with {m['length']} bytes, other sources {biggest}",
                     )
             groups[(kind, name)] = [m for m in members if m["length"] == biggest]
     options = []
@@ -168,19 +167,19 @@ def plan_fetch(candidates, tip, max_lag_slots, min_speed, speeds, *, want_increm
     if not options:
         return None, rejected, kinds
     options.sort(key=lambda o: (o[0], o[1], o[2]), reverse=True)
-    reference = "the tip %d" % tip if tip_checked else "the newest archive on offer (slot %d)" % tip
+    reference = f"the tip {tip}" if tip_checked else f"the newest archive on offer (slot {tip})"
     within = []
     for option in options:
         effective, archives = option[0], option[4] + (option[5] or [])
         if tip_checked and effective > tip:
             for m in archives:
-                reject(m["url"], "ahead", "slot %d is above the cluster tip %d" % (effective, tip))
+                reject(m["url"], "ahead", f"slot {effective} is above the cluster tip {tip}")
         elif tip - effective > max_lag_slots:
             for m in archives:
                 reject(
                     m["url"],
                     "behind",
-                    "slot %d is %d slots behind %s" % (effective, tip - effective, reference),
+                    f"slot {effective} is {tip - effective} slots behind {reference}",
                 )
         else:
             within.append(option)
@@ -195,22 +194,22 @@ def plan_fetch(candidates, tip, max_lag_slots, min_speed, speeds, *, want_increm
 
 def no_plan_message(candidates, errors, rejected, kinds, limit=6):
     """Why nothing can be fetched, with the reasons themselves (not only in the result keys)."""
-    reasons = ["%s: %s" % (src, "; ".join(errs)) for src, errs in sorted(errors.items())]
-    reasons += ["%s: %s" % (url, why) for url, why in sorted(rejected.items())]
+    reasons = [f"{src}: {'; '.join(errs)}" for src, errs in sorted(errors.items())]
+    reasons += [f"{url}: {why}" for url, why in sorted(rejected.items())]
     shown = "; ".join(reasons[:limit])
     if len(reasons) > limit:
-        shown += "; and %d more (see source_errors and rejected)" % (len(reasons) - limit)
+        shown += f"; and {len(reasons) - limit} more (see source_errors and rejected)"
     hints = [REJECT_HINTS[k] for k in sorted(kinds)]
     if errors:
         hints.append(
             "fix the failing sources (an RPC node's base URL such as http://host:8899, or an archive's URL)"
         )
     head = (
-        "none of the %d archives found can be used" % len(candidates)
+        f"none of the {len(candidates)} archives found can be used"
         if candidates
         else "no source offers a snapshot archive"
     )
-    return "%s: %s. To fix: %s" % (head, shown or "no reason recorded", "; ".join(hints) or "add sources")
+    return f"{head}: {shown or 'no reason recorded'}. To fix: {'; '.join(hints) or 'add sources'}"
 
 
 def _archive_plan(members):
@@ -248,7 +247,7 @@ def prune_archives(snapshot_dir, keep, keep_names=(), warn=None):
             os.unlink(info["path"])
         except OSError as exc:
             if warn:
-                warn("could not delete the old archive %s: %s" % (info["path"], exc.strerror or exc))
+                warn(f"could not delete the old archive {info['path']}: {exc.strerror or exc}")
             continue
         deleted.append(info["name"])
     return sorted(deleted)
@@ -257,10 +256,10 @@ def prune_archives(snapshot_dir, keep, keep_names=(), warn=None):
 def check_numbers(params):
     for name in ("connections_per_server", "split", "keep"):
         if params[name] < 1:
-            raise InvalidArgument("%s must be 1 or more (got %d)" % (name, params[name]))
+            raise InvalidArgument(f"{name} must be 1 or more (got {params[name]})")
     for name in ("max_lag_slots", "min_split_size", "reserve_bytes"):
         if params[name] < 0:
-            raise InvalidArgument("%s must be 0 or more (got %d)" % (name, params[name]))
+            raise InvalidArgument(f"{name} must be 0 or more (got {params[name]})")
     if not params["sources"]:
         raise InvalidArgument("sources is empty: give RPC node URLs or archive URLs to download from")
 
@@ -272,8 +271,8 @@ def fetch_snapshots(params, check_mode=False, transfer=None, warn=None):
     directory = params["snapshot_dir"]
     if not os.path.isdir(directory):
         raise SnapshotError(
-            "snapshot_dir %s does not exist or is not a directory: create it (layer 4,"
-            " workload_storage) or fix the path" % directory
+            f"snapshot_dir {directory} does not exist or is not a directory: create it (layer 4,"
+            " workload_storage) or fix the path"
         )
     check_urls("sources", params["sources"])
     check_urls("rpc_endpoints", params["rpc_endpoints"])
@@ -294,10 +293,11 @@ def _fetch(params, check_mode, transfer, warn):
         entries = query_endpoints(params["rpc_endpoints"], timeout=params["timeout"], snapshot_slots=False)
         tip = cluster_tip(entries)
         if tip is None:
+            endpoint_errors = "; ".join(e["error"] for e in entries)
             raise SnapshotError(
-                "no RPC endpoint answered, so no archive's lag can be checked (%s): fix rpc_endpoints,"
-                " or leave it empty to take the newest archive on offer unchecked"
-                % "; ".join(e["error"] for e in entries),
+                "no RPC endpoint answered, so no archive's lag can be checked"
+                f" ({endpoint_errors}): fix rpc_endpoints,"
+                " or leave it empty to take the newest archive on offer unchecked",
                 endpoints=entries,
             )
         genesis = next(e["genesis_hash"] for e in entries if e["ok"])
@@ -446,8 +446,7 @@ def _download(params, directory, todo, result, transfer):
                 actual = transfer.file_sha256(tmp)
                 if actual != expected[0]:
                     raise transfer.IntegrityError(
-                        "%s: sha256 %s does not match %s from %s"
-                        % (archive["name"], actual, expected[0], expected[1])
+                        f"{archive['name']}: sha256 {actual} does not match {expected[0]} from {expected[1]}"
                     )
                 stats["sha256"] = actual
                 stats["checksum_from"] = expected[1]

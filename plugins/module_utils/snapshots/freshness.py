@@ -40,7 +40,7 @@ def freshness_verdict(local_slot, tip_slot, max_lag_slots=DEFAULT_MAX_LAG_SLOTS)
     stale otherwise. lag is None unless both are known.
     """
     if max_lag_slots < 0:
-        raise SnapshotError("max_lag_slots must be 0 or more, got %d" % max_lag_slots)
+        raise SnapshotError(f"max_lag_slots must be 0 or more, got {max_lag_slots}")
     if local_slot is None:
         return VERDICT_MISSING, None
     if tip_slot is None:
@@ -63,14 +63,14 @@ def freshness_report(
     """Everything snapshot_freshness returns (read-only); ``msg`` says the verdict in words."""
     if not os.path.isdir(snapshot_dir):
         raise SnapshotError(
-            "snapshot_dir %s does not exist or is not a directory: create it (layer 4,"
-            " workload_storage) or fix the path" % snapshot_dir
+            f"snapshot_dir {snapshot_dir} does not exist or is not a directory: create it (layer 4,"
+            " workload_storage) or fix the path"
         )
     check_urls("rpc_endpoints", endpoints)
     try:
         scan = scan_snapshot_dir(snapshot_dir)
     except OSError as exc:
-        raise SnapshotError("cannot list %s: %s" % (snapshot_dir, exc)) from None
+        raise SnapshotError(f"cannot list {snapshot_dir}: {exc}") from None
     entries = query_endpoints(endpoints, timeout=timeout, commitment=commitment) if endpoints else []
     tip = cluster_tip(entries)
     warning = failed_endpoints_warning(entries)
@@ -118,31 +118,25 @@ def _verdict_message(report, broken):
     verdict, local, tip, lag = (report[k] for k in ("verdict", "local_slot", "tip_slot", "lag_slots"))
     entries, snapshot_dir = report["endpoints"], report["snapshot_dir"]
     if verdict == VERDICT_MISSING:
-        return "missing: %s holds no full snapshot archive agave would load (see not_used)" % snapshot_dir
+        return f"missing: {snapshot_dir} holds no full snapshot archive agave would load (see not_used)"
     if verdict == VERDICT_UNUSABLE:
         return (
-            "unusable: agave would load %s (the newest archive by name), but it is %s: remove or"
-            " replace it, then run again" % (broken[0]["path"], broken[0]["problem"])
+            f"unusable: agave would load {broken[0]['path']} (the newest archive by name), but it is"
+            f" {broken[0]['problem']}: remove or replace it, then run again"
         )
     if verdict == VERDICT_UNKNOWN:
-        return "unknown: local slot %d, but no RPC endpoint answered (%s)" % (
-            local,
-            "; ".join(e["error"] for e in entries) or "none given",
-        )
+        errors = "; ".join(e["error"] for e in entries) or "none given"
+        return f"unknown: local slot {local}, but no RPC endpoint answered ({errors})"
     if verdict == VERDICT_AHEAD:
+        answering = ", ".join(e["url"] for e in entries if e["ok"])
         return (
-            "ahead: the local slot %d is %d slots above the tip %d of %s: the endpoints lag or"
-            " serve another cluster, or %s holds another cluster's snapshots; fix rpc_endpoints or"
-            " snapshot_dir (a download does not help)"
-            % (local, -lag, tip, ", ".join(e["url"] for e in entries if e["ok"]), snapshot_dir)
+            f"ahead: the local slot {local} is {-lag} slots above the tip {tip} of {answering}:"
+            " the endpoints lag or serve another cluster,"
+            f" or {snapshot_dir} holds another cluster's snapshots;"
+            " fix rpc_endpoints or snapshot_dir (a download does not help)"
         )
-    return "%s: local slot %d is %d slots behind the tip %d (limit %d)" % (
-        verdict,
-        local,
-        lag,
-        tip,
-        report["max_lag_slots"],
-    )
+    max_lag_slots = report["max_lag_slots"]
+    return f"{verdict}: local slot {local} is {lag} slots behind the tip {tip} (limit {max_lag_slots})"
 
 
 def _public(info):
@@ -159,9 +153,10 @@ def run(params, warn):
     """strata.ops.snapshot_freshness: the report; a failing verdict (ahead, unusable) is an error
     whose details are the whole report."""
     if params["max_lag_slots"] < 0:
-        raise InvalidArgument("max_lag_slots must be 0 or more (got %d)" % params["max_lag_slots"])
+        max_lag_slots = params["max_lag_slots"]
+        raise InvalidArgument(f"max_lag_slots must be 0 or more (got {max_lag_slots})")
     if params["timeout"] <= 0:
-        raise InvalidArgument("timeout must be a positive number of seconds (got %s)" % params["timeout"])
+        raise InvalidArgument(f"timeout must be a positive number of seconds (got {params['timeout']})")
     report = freshness_report(
         params["snapshot_dir"],
         params["rpc_endpoints"],

@@ -78,19 +78,17 @@ def parse_archive_name(name):
         other = _OTHER_EXT.match(base)
         if other:
             raise SnapshotNameError(
-                "%s: agave loads only .tar.zst and .tar.lz4 archives, not .%s" % (base, other.group("ext"))
+                f"{base}: agave loads only .tar.zst and .tar.lz4 archives, not .{other.group('ext')}"
             )
         raise SnapshotNameError(
-            "%s: not named snapshot-<slot>-<hash>.tar.zst|.tar.lz4 or"
-            " incremental-snapshot-<base slot>-<slot>-<hash>.tar.zst|.tar.lz4, as agave expects" % base
+            f"{base}: not named snapshot-<slot>-<hash>.tar.zst|.tar.lz4 or"
+            " incremental-snapshot-<base slot>-<slot>-<hash>.tar.zst|.tar.lz4, as agave expects"
         )
     slots = [int(match.group(g)) for g in ("base", "slot") if g in match.groupdict()]
     if max(slots) > _U64_MAX:
-        raise SnapshotNameError("%s: a slot does not fit in 64 bits, agave skips it" % base)
+        raise SnapshotNameError(f"{base}: a slot does not fit in 64 bits, agave skips it")
     if not is_base58_hash(match.group("hash")):
-        raise SnapshotNameError(
-            "%s: %s is not a 32-byte base58 hash, agave skips it" % (base, match.group("hash"))
-        )
+        raise SnapshotNameError(f"{base}: {match.group('hash')} is not a 32-byte base58 hash, agave skips it")
     incremental = "base" in match.groupdict()
     return dict(
         kind=KIND_INCREMENTAL if incremental else KIND_FULL,

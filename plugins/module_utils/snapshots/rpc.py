@@ -45,10 +45,10 @@ def check_urls(option, urls):
         if not ok:
             bad.append(url)
     if bad:
+        listed = ", ".join(repr(u) for u in bad)
         raise SnapshotError(
-            "%s: %s: each entry must be an http:// or https:// URL with a host, for example"
+            f"{option}: {listed}: each entry must be an http:// or https:// URL with a host, for example"
             " http://127.0.0.1:8899 or https://api.mainnet-beta.solana.com"
-            % (option, ", ".join(repr(u) for u in bad))
         )
 
 
@@ -83,24 +83,24 @@ def rpc_call(url, method, params=None, timeout=5.0, post=http_post_json):
         remote = _json_rpc_error(raw)
         if remote is not None:
             raise remote from None
-        raise RpcTransportError("%s: HTTP %d %s" % (url, exc.code, exc.reason), status=exc.code) from None
+        raise RpcTransportError(f"{url}: HTTP {exc.code} {exc.reason}", status=exc.code) from None
     except URLError as exc:
-        raise RpcTransportError("%s: %s" % (url, exc.reason)) from None
+        raise RpcTransportError(f"{url}: {exc.reason}") from None
     except (OSError, ValueError) as exc:  # timeouts, resets, bad URLs
-        raise RpcTransportError("%s: %s" % (url, exc)) from None
+        raise RpcTransportError(f"{url}: {exc}") from None
     if len(raw) > 1024 * 1024:
-        raise RpcProtocolError("%s: answer to %s is larger than 1 MiB" % (url, method))
+        raise RpcProtocolError(f"{url}: answer to {method} is larger than 1 MiB")
     try:
         answer = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise RpcProtocolError("%s: answer to %s is not JSON: %r" % (url, method, raw[:80])) from None
+        raise RpcProtocolError(f"{url}: answer to {method} is not JSON: {raw[:80]!r}") from None
     if not isinstance(answer, dict):
-        raise RpcProtocolError("%s: answer to %s is not a JSON-RPC object" % (url, method))
+        raise RpcProtocolError(f"{url}: answer to {method} is not a JSON-RPC object")
     remote = _json_rpc_error(answer)
     if remote is not None:
         raise remote
     if "result" not in answer:
-        raise RpcProtocolError("%s: answer to %s has neither result nor error" % (url, method))
+        raise RpcProtocolError(f"{url}: answer to {method} has neither result nor error")
     return answer["result"]
 
 
@@ -114,7 +114,7 @@ def _json_rpc_error(answer):
         return None
     err = answer["error"]
     code = err.get("code")
-    return RpcRemoteError("JSON-RPC error %s: %s" % (code, err.get("message", "")), code=code)
+    return RpcRemoteError(f"JSON-RPC error {code}: {err.get('message', '')}", code=code)
 
 
 def _valid_slot(value):
@@ -131,10 +131,10 @@ def query_endpoint(url, timeout=5.0, commitment="finalized", snapshot_slots=True
     try:
         genesis = rpc_call(url, "getGenesisHash", timeout=timeout, post=post)
         if not (isinstance(genesis, str) and is_base58_hash(genesis)):
-            raise RpcProtocolError("%s: getGenesisHash answered %r, not a base58 hash" % (url, genesis))
+            raise RpcProtocolError(f"{url}: getGenesisHash answered {genesis!r}, not a base58 hash")
         slot = rpc_call(url, "getSlot", [{"commitment": commitment}], timeout=timeout, post=post)
         if not _valid_slot(slot):
-            raise RpcProtocolError("%s: getSlot answered %r, not a slot number" % (url, slot))
+            raise RpcProtocolError(f"{url}: getSlot answered {slot!r}, not a slot number")
         entry.update(ok=True, slot=slot, genesis_hash=genesis)
         if snapshot_slots:
             try:
@@ -152,7 +152,7 @@ def query_endpoint(url, timeout=5.0, commitment="finalized", snapshot_slots=True
                         full=highest["full"], incremental=highest.get("incremental")
                     )
                 else:
-                    entry["highest_snapshot_error"] = "getHighestSnapshotSlot answered %r" % (highest,)
+                    entry["highest_snapshot_error"] = f"getHighestSnapshotSlot answered {highest!r}"
     except RpcError as exc:
         entry.update(ok=False, slot=None, genesis_hash=None, error=exc.msg)
     entry["elapsed"] = round(time.time() - started, 3)
@@ -185,7 +185,7 @@ def query_endpoints(urls, timeout=5.0, commitment="finalized", snapshot_slots=Tr
                 genesis_hash=None,
                 highest_snapshot=None,
                 elapsed=None,
-                error="%s: no answer within %.1f s" % (urls[index], limit),
+                error=f"{urls[index]}: no answer within {limit:.1f} s",
             )
     return results
 
@@ -201,12 +201,12 @@ def cluster_tip(entries):
     for entry in answered:
         clusters.setdefault(entry["genesis_hash"], []).append(entry["url"])
     if len(clusters) > 1:
+        answers = "; ".join(
+            f"{', '.join(urls)} answers {genesis}" for genesis, urls in sorted(clusters.items())
+        )
         raise SnapshotError(
-            "the RPC endpoints are on different clusters (getGenesisHash differs: %s): give only"
-            " endpoints of the cluster the validator runs on"
-            % "; ".join(
-                "%s answers %s" % (", ".join(urls), genesis) for genesis, urls in sorted(clusters.items())
-            ),
+            f"the RPC endpoints are on different clusters (getGenesisHash differs: {answers}): give only"
+            " endpoints of the cluster the validator runs on",
             endpoints=entries,
         )
     return max(e["slot"] for e in answered) if answered else None
@@ -217,9 +217,8 @@ def failed_endpoints_warning(entries):
     failed = [e for e in entries if not e.get("ok")]
     if not failed or len(failed) == len(entries):
         return None
-    return "RPC endpoints without a usable answer, the tip is from the others: %s" % "; ".join(
-        e["error"] for e in failed
-    )
+    errors = "; ".join(e["error"] for e in failed)
+    return f"RPC endpoints without a usable answer, the tip is from the others: {errors}"
 
 
 def best_remote_snapshot(entries):

@@ -69,9 +69,9 @@ def scan_snapshot_dir(path, listdir=os.listdir, stat=os.stat):
     for group, best in ((full, best_full), (on_best, best_incremental)):
         for info in group[1:]:
             reason = (
-                "same slot as %s: agave takes one of them by directory order" % best["name"]
+                f"same slot as {best['name']}: agave takes one of them by directory order"
                 if info["slot"] == best["slot"]
-                else "older than %s" % best["name"]
+                else f"older than {best['name']}"
             )
             not_used.append(_unused(info["name"], info["path"], reason))
     for info in usable:
@@ -80,12 +80,12 @@ def scan_snapshot_dir(path, listdir=os.listdir, stat=os.stat):
                 _unused(
                     info["name"],
                     info["path"],
-                    "built on the full archive of slot %d, not on the newest one (slot %d)"
-                    % (info["base_slot"], best_full["slot"]),
+                    f"built on the full archive of slot {info['base_slot']}, "
+                    f"not on the newest one (slot {best_full['slot']})",
                 )
             )
     for info in orphans:
-        reason = "its base full archive (slot %d) is not present" % info["base_slot"]
+        reason = f"its base full archive (slot {info['base_slot']}) is not present"
         not_used.append(_unused(info["name"], info["path"], reason))
     return dict(
         full=full,

@@ -144,9 +144,9 @@ def prepare_space(directory, needed, reserve=0):
     free = free_bytes(directory)
     if free < needed + reserve:
         raise DiskSpaceError(
-            "%s has %d bytes free, the download needs %d more (the archives and their control files,"
-            " plus %d reserved); nothing was written: free space there (older snapshots, keep=1) or"
-            " grow the dataset" % (directory, free, needed, reserve),
+            f"{directory} has {free} bytes free, the download needs {needed} more"
+            f" (the archives and their control files, plus {reserve} reserved); nothing was written:"
+            " free space there (older snapshots, keep=1) or grow the dataset",
             free_bytes=free,
             needed_bytes=needed,
         )

@@ -146,7 +146,7 @@ class Download:
                     with self.lock:
                         source.errors += 1
                         if source.errors >= self.max_errors:
-                            self._drop(source, "failed %d times, last: %s" % (source.errors, exc))
+                            self._drop(source, f"failed {source.errors} times, last: {exc}")
                     time.sleep(0.2)
                 finally:
                     with self.lock:
@@ -171,7 +171,7 @@ class Download:
         """Fetch ``task`` over ``conn`` (a new one when None); return the connection to reuse."""
         headers = {"User-Agent": USER_AGENT}
         if not self.single_stream:
-            headers["Range"] = "bytes=%d-%d" % (task.pos, task.end - 1)
+            headers["Range"] = f"bytes={task.pos}-{task.end - 1}"
         if conn is None:
             conn = _connect(source.url, self.timeout)
             source.connects += 1
@@ -180,25 +180,26 @@ class Download:
         resp = conn.getresponse()
         if self.single_stream:
             if resp.status != 200:
-                raise SourceError("%s: HTTP %d" % (source.url, resp.status))
+                raise SourceError(f"{source.url}: HTTP {resp.status}")
             announced = resp.getheader("Content-Length") or ""
             if not announced.isdigit() or int(announced) != self.length:
+                shown = announced or "(none)"
                 self._drop(
                     source,
-                    "answers with Content-Length %s, not the %d bytes the archive has"
-                    % (announced or "(none)", self.length),
+                    f"answers with Content-Length {shown}, not the {self.length} bytes the archive has",
                 )
-                raise SourceError("%s: wrong Content-Length" % source.url)
+                raise SourceError(f"{source.url}: wrong Content-Length")
         else:
             match = _CONTENT_RANGE.match(resp.getheader("Content-Range") or "")
             if resp.status != 206 or not match or int(match.group(1)) != task.pos:
+                content_range = resp.getheader("Content-Range") or ""
                 raise SourceError(
-                    "%s: asked for bytes %d-%d, got HTTP %d %s"
-                    % (source.url, task.pos, task.end - 1, resp.status, resp.getheader("Content-Range") or "")
+                    f"{source.url}: asked for bytes {task.pos}-{task.end - 1},"
+                    f" got HTTP {resp.status} {content_range}"
                 )
             if int(match.group(3)) != self.length:
-                self._drop(source, "now serves %s bytes, not %d" % (match.group(3), self.length))
-                raise SourceError("%s: length changed" % source.url)
+                self._drop(source, f"now serves {match.group(3)} bytes, not {self.length}")
+                raise SourceError(f"{source.url}: length changed")
         if self.single_stream and task.pos:
             self._skip(source, resp, task.pos, buf)  # a retry: the answer starts at byte 0 again
         task.t0, task.p0 = time.time(), task.pos
@@ -349,16 +350,11 @@ class Download:
             left = self.length - self.done.total()
             all_slow = all((s.dropped or "").startswith("slower") for s in self.sources)
             cls = TooSlowError if all_slow else SourceError
+            dropped = "; ".join(f"{url}: {why}" for url, why in reasons.items())
+            advice = "add faster sources or lower min_speed" if all_slow else "fix or replace these sources"
             raise cls(
-                "%s: %d of %d bytes still missing after every source was dropped (%s); the partial"
-                " file is kept and a new run resumes it: %s"
-                % (
-                    self.name,
-                    left,
-                    self.length,
-                    "; ".join("%s: %s" % kv for kv in reasons.items()),
-                    "add faster sources or lower min_speed" if all_slow else "fix or replace these sources",
-                ),
+                f"{self.name}: {left} of {self.length} bytes still missing after every source was dropped"
+                f" ({dropped}); the partial file is kept and a new run resumes it: {advice}",
                 transfer=stats,
             )
         return stats
@@ -384,8 +380,8 @@ class Download:
                         ):
                             self._drop(
                                 s,
-                                "slower than min_speed: %.2f MiB/s < %.2f MiB/s"
-                                % (rate / MIB, self.min_speed / MIB),
+                                f"slower than min_speed: {rate / MIB:.2f} MiB/s"
+                                f" < {self.min_speed / MIB:.2f} MiB/s",
                             )
             if now - last_flush >= self.sync_interval:
                 self._flush(fetched_before)
@@ -412,11 +408,9 @@ class Download:
         recorded = load_control(self.tmp_path, self.name, self.length)[0].total()
         if recorded:
             kept = [self.tmp_path, ctl]
-            left = "%d of %d bytes are kept in %s (recorded in %s): a new run resumes from there" % (
-                recorded,
-                self.length,
-                self.tmp_path,
-                os.path.basename(ctl),
+            left = (
+                f"{recorded} of {self.length} bytes are kept in {self.tmp_path}"
+                f" (recorded in {os.path.basename(ctl)}): a new run resumes from there"
             )
         else:
             kept = []
@@ -428,16 +422,16 @@ class Download:
             details["transfer"] = stats
         directory = os.path.dirname(self.tmp_path) or "."
         if exc.errno in _SPACE_ERRNOS:
+            elapsed = time.time() - started
             return DiskSpaceError(
-                "no space left in %s (%s) while downloading %s, %.1f s in; %s. Free space there"
-                " (older snapshots, keep=1) or grow the dataset, then run again"
-                % (directory, exc.strerror, self.name, time.time() - started, left),
+                f"no space left in {directory} ({exc.strerror}) while downloading {self.name},"
+                f" {elapsed:.1f} s in; {left}. Free space there"
+                " (older snapshots, keep=1) or grow the dataset, then run again",
                 free_bytes=_free_or_none(directory),
                 **details,
             )
         return LocalWriteError(
-            "%s: cannot write the download of %s (%s); %s"
-            % (self.tmp_path, self.name, exc.strerror or exc, left),
+            f"{self.tmp_path}: cannot write the download of {self.name} ({exc.strerror or exc}); {left}",
             **details,
         )
 
@@ -451,6 +445,6 @@ def _pwrite_all(fd, data, pos):
 
 def _short_body(url, pos):
     return (
-        "%s: the body ended at byte %d, short of what it announced (the connection closed or"
-        " the server sent less)" % (url, pos)
+        f"{url}: the body ended at byte {pos}, short of what it announced (the connection closed or"
+        " the server sent less)"
     )

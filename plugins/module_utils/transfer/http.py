@@ -18,13 +18,13 @@ def _connect(url, timeout):
     """A connection for ``url``; SourceError for a URL no request can go to (a redirect may name one)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise SourceError("%s: only http:// and https:// sources are supported" % url)
+        raise SourceError(f"{url}: only http:// and https:// sources are supported")
     try:
         host, port = parts.hostname, parts.port
     except ValueError as exc:  # a port out of range
-        raise SourceError("%s: %s" % (url, exc)) from None
+        raise SourceError(f"{url}: {exc}") from None
     if not host:
-        raise SourceError("%s: no host in the URL" % url)
+        raise SourceError(f"{url}: no host in the URL")
     cls = httplib.HTTPSConnection if parts.scheme == "https" else httplib.HTTPConnection
     return cls(host, port, timeout=timeout)
 
@@ -44,9 +44,7 @@ def request(url, method="GET", headers=None, timeout=10.0):
         return conn, conn.getresponse()
     except (OSError, httplib.HTTPException) as exc:
         conn.close()
-        raise SourceError(
-            "%s: %s request failed: %s" % (url, method, exc or exc.__class__.__name__)
-        ) from None
+        raise SourceError(f"{url}: {method} request failed: {exc or exc.__class__.__name__}") from None
 
 
 def resolve_redirect(url, timeout=10.0):
@@ -60,7 +58,7 @@ def resolve_redirect(url, timeout=10.0):
         location = resp.getheader("Location")
         if resp.status in (301, 302, 303, 307, 308) and location:
             return urljoin(url, location)
-        raise SourceError("%s: expected a redirect to a snapshot archive, got HTTP %d" % (url, resp.status))
+        raise SourceError(f"{url}: expected a redirect to a snapshot archive, got HTTP {resp.status}")
     finally:
         conn.close()
 
@@ -80,17 +78,17 @@ def probe(url, timeout=10.0, redirects=5):
             if resp.status == 206:
                 match = _CONTENT_RANGE.match(resp.getheader("Content-Range") or "")
                 if not match or match.group(3) == "*":
-                    raise SourceError("%s: 206 answer without a usable Content-Range" % url)
+                    raise SourceError(f"{url}: 206 answer without a usable Content-Range")
                 return dict(url=url, length=int(match.group(3)), ranges=True)
             if resp.status == 200:
                 length = resp.getheader("Content-Length")
                 if length is None or not length.isdigit():
-                    raise SourceError("%s: no Content-Length, cannot check the size" % url)
+                    raise SourceError(f"{url}: no Content-Length, cannot check the size")
                 return dict(url=url, length=int(length), ranges=False)
-            raise SourceError("%s: HTTP %d %s" % (url, resp.status, resp.reason), status=resp.status)
+            raise SourceError(f"{url}: HTTP {resp.status} {resp.reason}", status=resp.status)
         finally:
             conn.close()
-    raise SourceError("%s: more than %d redirects" % (url, redirects))
+    raise SourceError(f"{url}: more than {redirects} redirects")
 
 
 def measure_speed(url, length, connections=1, seconds=2.0, timeout=10.0):
@@ -105,10 +103,10 @@ def measure_speed(url, length, connections=1, seconds=2.0, timeout=10.0):
     def reader(i):
         start = (length // connections) * i
         try:
-            conn, resp = request(url, "GET", {"Range": "bytes=%d-%d" % (start, length - 1)}, timeout)
+            conn, resp = request(url, "GET", {"Range": f"bytes={start}-{length - 1}"}, timeout)
             try:
                 if resp.status not in (200, 206):
-                    errors.append("HTTP %d" % resp.status)
+                    errors.append(f"HTTP {resp.status}")
                     return
                 while time.time() < deadline:
                     data = resp.read(64 * 1024)
@@ -129,7 +127,7 @@ def measure_speed(url, length, connections=1, seconds=2.0, timeout=10.0):
         t.join(seconds + timeout)
     elapsed = max(time.time() - started, 1e-3)
     if errors and not sum(counts):
-        raise SourceError("%s: speed test failed: %s" % (url, errors[0]))
+        raise SourceError(f"{url}: speed test failed: {errors[0]}")
     return sum(counts) / elapsed
 
 
@@ -140,7 +138,7 @@ def fetch_small(url, limit=4096, timeout=10.0):
         if resp.status >= 400:
             return None
         if resp.status != 200:
-            raise SourceError("%s: HTTP %d" % (url, resp.status))
+            raise SourceError(f"{url}: HTTP {resp.status}")
         return resp.read(limit).decode("utf-8", "replace")
     finally:
         conn.close()

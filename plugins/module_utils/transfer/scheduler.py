@@ -32,7 +32,7 @@ class _Task:
         return (self.pos - self.p0) / (now - self.t0)
 
     def __repr__(self):
-        return "_Task(%d, %d)" % (self.pos, self.end)
+        return f"_Task({self.pos}, {self.end})"
 
 
 class Scheduler:

@@ -21,8 +21,8 @@ def verify_archive(path, ext, timeout=None):
     binary = shutil.which(tool)
     if binary is None:
         raise IntegrityError(
-            "cannot test %s: the %s command is not installed on this host (base_system installs it),"
-            " or set verify_archive=false" % (os.path.basename(path), tool)
+            f"cannot test {os.path.basename(path)}: the {tool} command is not installed on this host"
+            " (base_system installs it), or set verify_archive=false"
         )
     proc = subprocess.run(
         [binary, "-t", "-q", path],
@@ -31,11 +31,9 @@ def verify_archive(path, ext, timeout=None):
         check=False,
     )
     if proc.returncode != 0:
-        raise IntegrityError(
-            "%s failed the %s -t integrity test: %s"
-            % (os.path.basename(path), tool, proc.stderr.decode("utf-8", "replace").strip()[-300:])
-        )
-    return "%s -t" % tool
+        stderr = proc.stderr.decode("utf-8", "replace").strip()[-300:]
+        raise IntegrityError(f"{os.path.basename(path)} failed the {tool} -t integrity test: {stderr}")
+    return f"{tool} -t"
 
 
 def file_sha256(path):
@@ -62,9 +60,10 @@ def finalize(tmp_path, final_path):
     try:
         os.rename(tmp_path, final_path)
     except OSError as exc:
+        reason = exc.strerror or exc
         raise LocalWriteError(
-            "cannot rename the verified download %s to %s (%s): it stays under its temporary name"
-            % (tmp_path, final_path, exc.strerror or exc)
+            f"cannot rename the verified download {tmp_path} to {final_path} ({reason}):"
+            " it stays under its temporary name"
         ) from None
     try:
         dir_fd = os.open(os.path.dirname(final_path) or ".", os.O_RDONLY)

@@ -32,7 +32,7 @@ def parse_get_output(text):
             continue
         fields = line.split("\t")
         if len(fields) < 4:
-            raise ZfsError("unexpected line in 'zfs get' output: %r" % line)
+            raise ZfsError(f"unexpected line in 'zfs get' output: {line!r}")
         name, prop, source = fields[0], fields[1], fields[-1]
         value = "\t".join(fields[2:-1])
         entry = datasets.setdefault(name, {"name": name, "type": None, "properties": {}})
@@ -62,7 +62,7 @@ def missing_from_stderr(stderr):
 def load_libzfs_core(dev_zfs="/dev/zfs"):
     """Return (module, None) when pyzfs can be used, else (None, reason)."""
     if not os.path.exists(dev_zfs):
-        return None, "%s is missing (no kernel ZFS, e.g. zfs-fuse)" % dev_zfs
+        return None, f"{dev_zfs} is missing (no kernel ZFS, e.g. zfs-fuse)"
     try:
         import libzfs_core  # noqa: PLC0415 - optional dependency, checked at run time
 
@@ -70,7 +70,7 @@ def load_libzfs_core(dev_zfs="/dev/zfs"):
         libzfs_core.lzc_create  # noqa: B018
         libzfs_core.exceptions.ZFSError  # noqa: B018
     except (ImportError, OSError, AttributeError) as exc:
-        return None, "libzfs_core (pyzfs) is not usable: %s" % exc
+        return None, f"libzfs_core (pyzfs) is not usable: {exc}"
     return libzfs_core, None
 
 
@@ -106,7 +106,7 @@ class ZfsBackend:
         self.commands.append(argv)
         if check and rc != 0:
             raise ZfsCommandError(
-                "%s failed (rc=%s): %s" % (what or " ".join(argv), rc, (err or out).strip()),
+                f"{what or ' '.join(argv)} failed (rc={rc}): {(err or out).strip()}",
                 cmd=argv,
                 rc=rc,
                 stdout=out,
@@ -146,7 +146,7 @@ class ZfsBackend:
             missing = missing_from_stderr(err)
             if missing is None:
                 raise ZfsCommandError(
-                    "zfs get failed (rc=%s): %s" % (rc, err.strip()), cmd=argv + roots, rc=rc, stderr=err
+                    f"zfs get failed (rc={rc}): {err.strip()}", cmd=argv + roots, rc=rc, stderr=err
                 )
         return ZfsState(parse_get_output(out))
 
@@ -155,9 +155,7 @@ class ZfsBackend:
         argv = [self.zfs, "list", "-H", "-o", "name", *sorted(set(names))]
         rc, out, err = self.run(argv, check=False)
         if rc != 0 and missing_from_stderr(err) is None:
-            raise ZfsCommandError(
-                "zfs list failed (rc=%s): %s" % (rc, err.strip()), cmd=argv, rc=rc, stderr=err
-            )
+            raise ZfsCommandError(f"zfs list failed (rc={rc}): {err.strip()}", cmd=argv, rc=rc, stderr=err)
         return set(line.strip() for line in out.splitlines() if line.strip())
 
     def origins(self, pools):
@@ -189,7 +187,7 @@ class ZfsBackend:
             return self._lzc_create(name, properties)
         argv = [self.zfs, "create"]
         for prop, value in sorted(properties.items()):
-            argv += ["-o", "%s=%s" % (prop, value)]
+            argv += ["-o", f"{prop}={value}"]
         argv.append(name)
         rc, out, err = self.run(argv, check=False)
         # "filesystem successfully created, but not mounted": it exists all the same.
@@ -197,7 +195,7 @@ class ZfsBackend:
             self._did("created", name, properties)
         if rc != 0:
             raise ZfsCommandError(
-                "%s failed (rc=%s): %s" % (" ".join(argv), rc, (err or out).strip()),
+                f"{' '.join(argv)} failed (rc={rc}): {(err or out).strip()}",
                 cmd=argv,
                 rc=rc,
                 stdout=out,
@@ -211,7 +209,7 @@ class ZfsBackend:
         try:
             self.lzc.lzc_create(name.encode("utf-8"), "zfs", {})
         except self.lzc.exceptions.ZFSError as exc:
-            raise ZfsError("libzfs_core create of %r failed: %s" % (name, _lzc_reason(exc))) from exc
+            raise ZfsError(f"libzfs_core create of {name!r} failed: {_lzc_reason(exc)}") from exc
         self._did("created", name)
         self.set(name, properties)
         self._mount_like_create(name)
@@ -234,11 +232,11 @@ class ZfsBackend:
         items = sorted(properties.items())
         if self.dialect() == DIALECT_ZFS_FUSE:
             for prop, value in items:  # zfs-fuse takes one property=value per call
-                self.run([self.zfs, "set", "%s=%s" % (prop, value), name])
+                self.run([self.zfs, "set", f"{prop}={value}", name])
                 self._did("set", name, {prop: value})
             return WRITE_PATH_CLI
         try:
-            self.run([self.zfs, "set"] + ["%s=%s" % item for item in items] + [name])
+            self.run([self.zfs, "set"] + [f"{prop}={value}" for prop, value in items] + [name])
         except ZfsCommandError:
             # The kernel applies a list one property at a time (zfs_set_prop_nvlist) and may
             # stop part way: journal the properties that now have their new value.
@@ -280,7 +278,7 @@ class ZfsBackend:
             try:
                 self.lzc.lzc_destroy(name.encode("utf-8"))
             except self.lzc.exceptions.ZFSError as exc:
-                raise ZfsError("libzfs_core destroy of %r failed: %s" % (name, _lzc_reason(exc))) from exc
+                raise ZfsError(f"libzfs_core destroy of {name!r} failed: {_lzc_reason(exc)}") from exc
             self._did("destroyed", name)
             return WRITE_PATH_LZC
         argv = [self.zfs, "destroy"] + (["-r"] if recursive else []) + [name]
@@ -297,7 +295,7 @@ class ZfsBackend:
         if recursive and destroys:
             self._journal_destroyed(d for d in destroys if "@" not in d)
         raise ZfsCommandError(
-            "%s failed (rc=%s): %s" % (" ".join(argv), rc, (err or out).strip()),
+            f"{' '.join(argv)} failed (rc={rc}): {(err or out).strip()}",
             cmd=argv,
             rc=rc,
             stdout=out,
@@ -308,4 +306,4 @@ class ZfsBackend:
 def _lzc_reason(exc):
     """pyzfs' exceptions (libzfs_core/exceptions.py) carry a message and an errno."""
     message = getattr(exc, "message", None) or str(exc)
-    return "%s (errno %s)" % (message, getattr(exc, "errno", "?"))
+    return f"{message} (errno {getattr(exc, 'errno', '?')})"

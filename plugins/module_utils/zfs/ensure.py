@@ -20,11 +20,12 @@ def journal_details(journal):
     details = {"changed": bool(journal), "done": [], "created": [], "destroyed": [], "properties_set": {}}
     for entry in journal:
         name, props = entry["name"], entry["properties"]
-        listed = ", ".join("%s=%s" % item for item in sorted(props.items()))
+        listed = ", ".join(f"{prop}={value}" for prop, value in sorted(props.items()))
         if entry["action"] == "set":
-            details["done"].append("set %s on %s" % (listed, name))
+            details["done"].append(f"set {listed} on {name}")
         else:
-            details["done"].append("%s %s%s" % (entry["action"], name, " (%s)" % listed if listed else ""))
+            shown = f" ({listed})" if listed else ""
+            details["done"].append(f"{entry['action']} {name}{shown}")
             details[entry["action"]].append(name)
         if props:
             details["properties_set"].setdefault(name, {}).update(props)
@@ -47,7 +48,7 @@ def _apply(backend, actions):
         details = journal_details(backend.journal)
         exc.details.update(details)
         exc.msg += (
-            " -- stopped part way; done before the failure: %s." % "; ".join(details["done"])
+            f" -- stopped part way; done before the failure: {'; '.join(details['done'])}."
             if details["done"]
             else " -- nothing was changed."
         )

@@ -66,9 +66,8 @@ def validate_requests(requests, pools, pool=None, dialect=None):
     seen = set()
     if pool is not None and pool not in pools:
         raise ZfsValidationError(
-            "ZFS pool %r does not exist on this host (pools: %s). Create or import it first"
-            " (zpool create / zpool import %s); nothing was changed."
-            % (pool, ", ".join(pools) or "none", pool),
+            f"ZFS pool {pool!r} does not exist on this host (pools: {', '.join(pools) or 'none'})."
+            f" Create or import it first (zpool create / zpool import {pool}); nothing was changed.",
             pools=pools,
         )
     for req in requests:
@@ -78,24 +77,25 @@ def validate_requests(requests, pools, pool=None, dialect=None):
             errors.append(problem)
             continue
         if name in seen:
-            errors.append("dataset %r is listed more than once" % name)
+            errors.append(f"dataset {name!r} is listed more than once")
         seen.add(name)
         if pool is not None and pool_of(name) != pool:
-            errors.append("dataset %r is outside pool %r: names must start with '%s/'" % (name, pool, pool))
+            errors.append(f"dataset {name!r} is outside pool {pool!r}: names must start with '{pool}/'")
         elif pool_of(name) not in pools:
             errors.append(
-                "pool %r of dataset %r does not exist on this host (pools: %s); create or import"
-                " it first (zpool create / zpool import)" % (pool_of(name), name, ", ".join(pools) or "none")
+                f"pool {pool_of(name)!r} of dataset {name!r} does not exist on this host"
+                f" (pools: {', '.join(pools) or 'none'}); create or import it first"
+                " (zpool create / zpool import)"
             )
         if req["state"] == "absent":
             if req["properties"]:
-                errors.append("dataset %r: properties make no sense with state=absent" % name)
+                errors.append(f"dataset {name!r}: properties make no sense with state=absent")
             if "/" not in name:
-                errors.append("dataset %r is a pool root; destroying pools is not done here" % name)
+                errors.append(f"dataset {name!r} is a pool root; destroying pools is not done here")
         for prop in req["properties"]:
             problem = property_name_problem(prop, dialect)
             if problem:
-                errors.append("dataset %r: %s" % (name, problem))
+                errors.append(f"dataset {name!r}: {problem}")
     absent = [r["name"] for r in requests if r["state"] == "absent"]
     for req in requests:
         if req["state"] != "present":
@@ -103,8 +103,7 @@ def validate_requests(requests, pools, pool=None, dialect=None):
         for other in absent:
             if other != req["name"] and is_within(req["name"], other):
                 errors.append(
-                    "dataset %r is requested present below %r which is requested absent"
-                    % (req["name"], other)
+                    f"dataset {req['name']!r} is requested present below {other!r} which is requested absent"
                 )
     if errors:
         raise ZfsValidationError(
@@ -158,8 +157,8 @@ def plan(requests, state, pools, pool=None, origins=None, *, dialect=DIALECT_OPE
                     ref = reference["properties"].get(prop)
                     if ref is None:
                         errors.append(
-                            "dataset %r: property %r is not supported by this ZFS"
-                            " (it is not in 'zfs get all' of %s)" % (name, prop, reference["name"])
+                            f"dataset {name!r}: property {prop!r} is not supported by this ZFS"
+                            f" (it is not in 'zfs get all' of {reference['name']})"
                         )
                         continue
                     if (
@@ -169,14 +168,14 @@ def plan(requests, state, pools, pool=None, origins=None, *, dialect=DIALECT_OPE
                         and prop not in SETTABLE_WITHOUT_SOURCE
                     ):
                         errors.append(
-                            "dataset %r: property %r is read-only on this ZFS; remove it" % (name, prop)
+                            f"dataset {name!r}: property {prop!r} is read-only on this ZFS; remove it"
                         )
                         continue
                 problem = value_problem(prop, raw, dialect)
                 if problem:
                     errors.append(
-                        "dataset %r: %s=%s is refused by this ZFS (%s): %s"
-                        % (name, prop, _shown(raw), dialect, problem)
+                        f"dataset {name!r}: {prop}={_shown(raw)} is refused by this ZFS ({dialect}):"
+                        f" {problem}"
                     )
                     continue
                 if entry is None:
@@ -192,10 +191,10 @@ def plan(requests, state, pools, pool=None, origins=None, *, dialect=DIALECT_OPE
                 ):
                     continue
                 if prop in CREATE_ONLY_PROPERTIES:
+                    value = current["value"] if current else None
                     errors.append(
-                        "dataset %r: property %r can only be set when the dataset is created"
-                        " (it is %r); recreate the dataset or drop the property"
-                        % (name, prop, current["value"] if current else None)
+                        f"dataset {name!r}: property {prop!r} can only be set when the dataset is created"
+                        f" (it is {value!r}); recreate the dataset or drop the property"
                     )
                     continue
                 action["changed_properties"][prop] = {
@@ -215,20 +214,17 @@ def plan(requests, state, pools, pool=None, origins=None, *, dialect=DIALECT_OPE
             children = [c for c in state.children(name) if c not in absent_names]
             snapshots = state.snapshots(name)
             if not req["recursive"] and (children or snapshots):
-                errors.append(
-                    "dataset %r has %s; set recursive: true to destroy it with everything below"
-                    " it (zfs destroy -r)"
-                    % (
-                        name,
-                        " and ".join(
-                            part
-                            for part in (
-                                children and "children (%s)" % ", ".join(children),
-                                snapshots and "snapshots (%s)" % ", ".join(snapshots),
-                            )
-                            if part
-                        ),
+                below = " and ".join(
+                    part
+                    for part in (
+                        children and f"children ({', '.join(children)})",
+                        snapshots and f"snapshots ({', '.join(snapshots)})",
                     )
+                    if part
+                )
+                errors.append(
+                    f"dataset {name!r} has {below}; set recursive: true to destroy it with everything below"
+                    " it (zfs destroy -r)"
                 )
                 continue
             if req["recursive"] and origins is not None:
@@ -239,9 +235,9 @@ def plan(requests, state, pools, pool=None, origins=None, *, dialect=DIALECT_OPE
                 )
                 if outside:
                     errors.append(
-                        "dataset %r has snapshots with clones outside it (%s); zfs destroy -R would"
-                        " destroy them too, which is never done here: promote or destroy those"
-                        " clones first" % (name, ", ".join(outside))
+                        f"dataset {name!r} has snapshots with clones outside it ({', '.join(outside)});"
+                        " zfs destroy -R would destroy them too, which is never done here: promote or"
+                        " destroy those clones first"
                     )
                     continue
                 action["destroys"] = sorted(n for n in origins if is_within(n, name))

@@ -87,15 +87,15 @@ COUNT_PROPERTIES = frozenset(["filesystem_limit", "snapshot_limit"])
 # on the test bed.
 _ON_OFF = ("on", "off")
 
-_GZIP = ("gzip", *("gzip-%d" % level for level in range(1, 10)))
+_GZIP = ("gzip", *(f"gzip-{level}" for level in range(1, 10)))
 
 _ZSTD_FAST_LEVELS = [*range(1, 11), *range(20, 101, 10), 500, 1000]
 
 _ZSTD = (
     "zstd",
     "zstd-fast",
-    *("zstd-%d" % level for level in range(1, 20)),
-    *("zstd-fast-%d" % level for level in _ZSTD_FAST_LEVELS),
+    *(f"zstd-{level}" for level in range(1, 20)),
+    *(f"zstd-fast-{level}" for level in _ZSTD_FAST_LEVELS),
 )
 
 _INDEX_COMMON = {
@@ -164,7 +164,7 @@ INDEX_VALUES = {
         encryption=(
             "on",
             "off",
-            *("aes-%d-%s" % (bits, mode) for mode in ("ccm", "gcm") for bits in (128, 192, 256)),
+            *(f"aes-{bits}-{mode}" for mode in ("ccm", "gcm") for bits in (128, 192, 256)),
         ),
         jailed=_ON_OFF,
         keyformat=("none", "raw", "hex", "passphrase"),
@@ -262,16 +262,16 @@ def validate_dataset_name(name):
     if not isinstance(name, str) or not name:
         return "dataset name must be a non-empty string"
     if len(name) > MAX_NAME_LENGTH:
-        return "dataset name %r is longer than %d characters" % (name, MAX_NAME_LENGTH)
+        return f"dataset name {name!r} is longer than {MAX_NAME_LENGTH} characters"
     if "@" in name or "#" in name:
-        return "dataset name %r names a snapshot or bookmark; give a filesystem name (pool/a/b)" % name
+        return f"dataset name {name!r} names a snapshot or bookmark; give a filesystem name (pool/a/b)"
     if name.startswith("/") or name.endswith("/") or "//" in name:
-        return "dataset name %r must look like pool/a/b: no leading, trailing or double '/'" % name
+        return f"dataset name {name!r} must look like pool/a/b: no leading, trailing or double '/'"
     for component in name.split("/"):
         if component in (".", "..") or not _COMPONENT_RE.match(component):
             return (
-                "dataset name %r has an invalid component %r: use letters, digits and _ . : -,"
-                " starting with a letter or digit" % (name, component)
+                f"dataset name {name!r} has an invalid component {component!r}:"
+                " use letters, digits and _ . : -, starting with a letter or digit"
             )
     return None
 
@@ -319,31 +319,29 @@ def _shown(value):
 def property_name_problem(prop, dialect=None):
     """Why ``prop`` is no property name the zfs CLI would take (None when it is one)."""
     if not isinstance(prop, str) or not prop:
-        return "invalid property name %r" % (prop,)
+        return f"invalid property name {prop!r}"
     if "@" in prop or "#" in prop:
         prefix = prop.split("@", 1)[0] + "@" if "@" in prop else prop
         if prop.startswith(READ_ONLY_AT_PREFIXES):
-            return "property %r is read-only (ZFS reports it, nobody sets it); remove it" % prop
+            return f"property {prop!r} is read-only (ZFS reports it, nobody sets it); remove it"
         settable = QUOTA_AT_PREFIXES[dialect or DIALECT_OPENZFS]
         if prefix not in settable or prop == prefix:
-            return "invalid property name %r: of the name@id properties this ZFS sets only %s" % (
-                prop,
-                ", ".join(p + "<user|group|project>" for p in settable),
-            )
+            names = ", ".join(p + "<user|group|project>" for p in settable)
+            return f"invalid property name {prop!r}: of the name@id properties this ZFS sets only {names}"
         return None
     if ":" in prop:
         if not _USER_PROPERTY_RE.match(prop):
             return (
-                "invalid user property name %r: use lowercase letters, digits and - _ . : only"
-                " (for example com.example:owner)" % prop
+                f"invalid user property name {prop!r}: use lowercase letters, digits and - _ . : only"
+                " (for example com.example:owner)"
             )
         if len(prop) >= ZAP_MAXNAMELEN:
-            return "user property name %r is too long (at most %d characters)" % (prop, ZAP_MAXNAMELEN - 1)
+            return f"user property name {prop!r} is too long (at most {ZAP_MAXNAMELEN - 1} characters)"
         return None
     if not _NATIVE_PROPERTY_RE.match(prop):
-        return "invalid property name %r: native properties are lowercase (for example compression)" % prop
+        return f"invalid property name {prop!r}: native properties are lowercase (for example compression)"
     if prop in READ_ONLY_PROPERTIES:
-        return "property %r is read-only (ZFS reports it, nobody sets it); remove it from properties" % prop
+        return f"property {prop!r} is read-only (ZFS reports it, nobody sets it); remove it from properties"
     return None
 
 
@@ -352,7 +350,7 @@ def _nice(size):
     for unit in reversed(_UNITS):
         factor = 1024 ** (_UNITS.index(unit) + 1)
         if size >= factor and size % factor == 0:
-            return "%d%s" % (size // factor, unit)
+            return f"{size // factor}{unit}"
     return str(size)
 
 
@@ -361,26 +359,26 @@ def _size_problem(prop, text, dialect):
     if text == "none":
         if prop in NONE_SIZE_PROPERTIES or prop in COUNT_PROPERTIES or "@" in prop:
             return None
-        return "'%s' takes a number, not 'none'" % prop
+        return f"'{prop}' takes a number, not 'none'"
     match = _NUMBER_RE.match(text)
     if not match:
-        return "bad numeric value %r: give a whole number of bytes or a size such as 64K, 10G" % text
+        return f"bad numeric value {text!r}: give a whole number of bytes or a size such as 64K, 10G"
     if not _SUFFIX_RE[dialect].match(match.group(2)):
-        return "invalid numeric suffix %r%s" % (
-            match.group(2),
+        accepted = (
             " (this zfs takes B, K, M, G, T, P, E, Z, optionally followed by B)"
             if dialect == DIALECT_ZFS_FUSE
-            else " (use B, K, M, G, T, P, E or Z, optionally followed by B or iB)",
+            else " (use B, K, M, G, T, P, E or Z, optionally followed by B or iB)"
         )
+        return f"invalid numeric suffix {match.group(2)!r}{accepted}"
     size = parse_size(text)
     if size >= 2**64:
-        return "numeric value %r is too large" % text
+        return f"numeric value {text!r} is too large"
     if prop in ("quota", "refquota") and size == 0:
         return "use 'none' to disable quota/refquota"
     if prop == "recordsize":
         largest = MAX_RECORDSIZE[dialect]
         if size < 512 or size > largest or size & (size - 1):
-            return "'recordsize' must be a power of 2 from 512 to %s" % _nice(largest)
+            return f"'recordsize' must be a power of 2 from 512 to {_nice(largest)}"
     return None
 
 
@@ -392,28 +390,29 @@ def value_problem(prop, value, dialect):
     the CLI when applied.
     """
     if value is None or isinstance(value, (dict, list)):
-        return "needs a string, number or boolean value, got %r" % (value,)
+        return f"needs a string, number or boolean value, got {value!r}"
     text = ("on" if value else "off") if isinstance(value, bool) else str(value).strip()
     if not text:
         return "the value is empty"
     if "\n" in text or "\r" in text:
         return "the value has a line break ('zfs get -H' prints one line per property)"
     if len(text) >= ZFS_MAXPROPLEN:
-        return "the value is too long (at most %d characters)" % (ZFS_MAXPROPLEN - 1)
+        return f"the value is too long (at most {ZFS_MAXPROPLEN - 1} characters)"
     if ":" in prop:
         return None
     choices = INDEX_VALUES[dialect].get(prop)
     if choices is not None:
         if text in choices:
             return None
-        return "'%s' must be one of '%s'" % (prop, _INDEX_USAGE.get((dialect, prop)) or " | ".join(choices))
+        usage = _INDEX_USAGE.get((dialect, prop)) or " | ".join(choices)
+        return f"'{prop}' must be one of '{usage}'"
     if prop in SIZE_PROPERTIES or prop in COUNT_PROPERTIES or "@" in prop:
         return _size_problem(prop, text, dialect)
     if prop == "mountpoint" and text not in ("none", "legacy"):
         if not text.startswith("/"):
             return "'mountpoint' must be an absolute path, 'none', or 'legacy'"
         if any(len(part) >= ZAP_MAXNAMELEN for part in text.split("/")):
-            return "a component of mountpoint %r is too long" % text
+            return f"a component of mountpoint {text!r} is too long"
     return None
 
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ansible_collections.strata.ops.plugins.module_utils import k8s
+from ansible_collections.strata.ops.plugins.module_utils import health, k8s
 
 
 def node(name, *, ready=True, unschedulable=False, labels=None, taints=None, pressure=None):
@@ -100,27 +100,30 @@ def test_set_predicates():
 
 
 def test_node_problems():
-    assert k8s.node_problems(node("a")) == []
-    reasons = [p["reason"] for p in k8s.node_problems(node("a", ready=False, unschedulable=True))]
+    assert health.node_problems(node("a")) == []
+    reasons = [p["reason"] for p in health.node_problems(node("a", ready=False, unschedulable=True))]
     assert reasons[0].startswith("not Ready")
     assert reasons[1].startswith("cordoned")
-    assert k8s.node_problems(node("a", pressure=["DiskPressure"]))[0]["reason"] == "DiskPressure"
+    assert health.node_problems(node("a", pressure=["DiskPressure"]))[0]["reason"] == "DiskPressure"
 
 
 def test_expected_node_problems():
     taint = {"key": "experiment", "value": "dedicated", "effect": "NoSchedule"}
-    nodes = [k8s.node_summary(node("a", labels={"role": "w"})), k8s.node_summary(node("b", taints=[taint]))]
+    nodes = [
+        health.node_summary(node("a", labels={"role": "w"})),
+        health.node_summary(node("b", taints=[taint])),
+    ]
     expected = {
         "a": {"labels": {"role": "w"}, "taints": []},
         "b": {"labels": {"role": "x"}, "taints": [taint]},
         "c": {},
     }
-    got = k8s.expected_node_problems(nodes, expected)
+    got = health.expected_node_problems(nodes, expected)
     assert [(p["name"], p["reason"]) for p in got] == [
         ("b", "label role=x expected, found none"),
         ("c", "expected node is not registered"),
     ]
-    got = k8s.expected_node_problems(nodes, {"a": {"taints": [taint]}, "b": {"taints": []}})
+    got = health.expected_node_problems(nodes, {"a": {"taints": [taint]}, "b": {"taints": []}})
     assert [p["reason"] for p in got] == [
         "taint experiment=dedicated:NoSchedule missing",
         "unexpected taint experiment=dedicated:NoSchedule",
@@ -139,21 +142,21 @@ def test_expected_node_problems():
     ],
 )
 def test_pod_problems(obj, fragment):
-    found = k8s.pod_problems(obj, restart_threshold=3)
+    found = health.pod_problems(obj, restart_threshold=3)
     assert len(found) == 1
     assert fragment in found[0]["reason"]
     assert found[0]["namespace"] == "ns"
 
 
 def test_pod_without_problems():
-    assert k8s.pod_problems(pod("p")) == []
-    assert k8s.pod_problems(pod("p", restarts=7), restart_threshold=0) == []
-    assert k8s.pod_problems(pod("p", phase="Succeeded", ready=False)) == []
+    assert health.pod_problems(pod("p")) == []
+    assert health.pod_problems(pod("p", restarts=7), restart_threshold=0) == []
+    assert health.pod_problems(pod("p", phase="Succeeded", ready=False)) == []
 
 
 def test_workload_problems():
-    assert k8s.workload_problems(deployment("d")) == []
-    assert k8s.workload_problems(deployment("d", ready=1))[0]["reason"] == "1/2 replicas ready"
+    assert health.workload_problems(deployment("d")) == []
+    assert health.workload_problems(deployment("d", ready=1))[0]["reason"] == "1/2 replicas ready"
 
 
 def pv(name, path, local=False):
@@ -162,10 +165,10 @@ def pv(name, path, local=False):
 
 
 def test_kind_node_path():
-    assert k8s.kind_node_path("/srv/kind/solana/ledger", "/srv/kind", "/mnt") == "/mnt/solana/ledger"
-    assert k8s.kind_node_path("/srv/kind", "/srv/kind", "/mnt") == "/mnt"
-    assert k8s.kind_node_path("/srv/kindling/x", "/srv/kind", "/mnt") is None
-    assert k8s.kind_node_path("/srv/solana/ledger", "/srv/kind", "/mnt") is None
+    assert health.kind_node_path("/srv/kind/solana/ledger", "/srv/kind", "/mnt") == "/mnt/solana/ledger"
+    assert health.kind_node_path("/srv/kind", "/srv/kind", "/mnt") == "/mnt"
+    assert health.kind_node_path("/srv/kindling/x", "/srv/kind", "/mnt") is None
+    assert health.kind_node_path("/srv/solana/ledger", "/srv/kind", "/mnt") is None
 
 
 @pytest.mark.parametrize(
@@ -181,7 +184,7 @@ def test_kind_node_path():
     ],
 )
 def test_pv_problems(obj, expected, fragment):
-    found = k8s.pv_problems(obj, "/srv/kind", "/mnt", expected)
+    found = health.pv_problems(obj, "/srv/kind", "/mnt", expected)
     if fragment is None:
         assert found == []
     else:
@@ -190,9 +193,9 @@ def test_pv_problems(obj, expected, fragment):
 
 
 def test_summary():
-    assert k8s.summarize_problems([], {"nodes": 2}) == "healthy: 2 nodes"
-    probs = [k8s.problem("Pod", f"p{i}", "bad", "ns") for i in range(7)]
-    line = k8s.summarize_problems(probs, {"pods": 7})
+    assert health.summarize_problems([], {"nodes": 2}) == "healthy: 2 nodes"
+    probs = [health.problem("Pod", f"p{i}", "bad", "ns") for i in range(7)]
+    line = health.summarize_problems(probs, {"pods": 7})
     assert line.startswith("7 problem(s) in 7 pods: Pod ns/p0: bad")
     assert line.endswith("(and 2 more)")
 
@@ -252,7 +255,8 @@ def test_missing_kubeconfig(tmp_path):
     with pytest.raises(k8s.K8sConfigError) as err:
         k8s.get_client(str(tmp_path / "nope"))
     assert "does not exist" in str(err.value)
-    assert "tests/testbed/up controlplane" in str(err.value)
+    assert "playbooks/layer3_cluster.yml creates the cluster" in str(err.value)
+    assert "tests/testbed" not in str(err.value)  # the test bed is not shipped: never in a message
 
 
 def test_invalid_kubeconfig(tmp_path):
@@ -458,16 +462,6 @@ def test_watch_until_times_out_with_last_state():
     assert err.value.details["last"] == ["ns/a"]
 
 
-def test_fail_from_exception():
-    class Module:
-        def fail_json(self, **kwargs):
-            self.result = kwargs
-
-    module = Module()
-    k8s.fail_from_exception(module, k8s.K8sContextError("bad", contexts=["a"]), extra=1)
-    assert module.result == {"msg": "bad", "error": "context", "contexts": ["a"], "extra": 1}
-
-
 # ---------------------------------------------------------------- retry_on_conflict
 
 
@@ -506,7 +500,7 @@ def test_api_timeout_must_be_a_positive_number(tmp_path, value):
     with pytest.raises(k8s.K8sArgumentError) as err:
         k8s.get_client(write_kubeconfig(tmp_path), api_timeout=value, probe=False)
     assert f"api_timeout must be 1 second or more, got {value!r}" in str(err.value)
-    assert err.value.reason == "argument"
+    assert err.value.kind == "argument"
     assert err.value.details == {"option": "api_timeout"}
 
 
@@ -549,8 +543,8 @@ def test_embedded_data_that_is_not_base64_is_named(tmp_path, section, key, named
 
 
 def test_expected_nodes_shape_is_checked():
-    k8s.check_expected_nodes(None)
-    k8s.check_expected_nodes({"a": None, "b": {"labels": {"x": "1"}, "taints": [], "unschedulable": True}})
+    health.check_expected_nodes(None)
+    health.check_expected_nodes({"a": None, "b": {"labels": {"x": "1"}, "taints": [], "unschedulable": True}})
     for bad, fragment in (
         ({"a": "worker"}, "expected_nodes['a'] must be a dict"),
         ({"a": {"label": {}}}, "must be a dict with labels, taints"),
@@ -560,7 +554,7 @@ def test_expected_nodes_shape_is_checked():
         ({"a": {"unschedulable": "yes"}}, "unschedulable must be true or false"),
     ):
         with pytest.raises(k8s.K8sArgumentError, match=re.escape(fragment)):
-            k8s.check_expected_nodes(bad)
+            health.check_expected_nodes(bad)
 
 
 def test_kubernetes_own_taints_are_neither_expected_nor_unexpected():
@@ -571,18 +565,18 @@ def test_kubernetes_own_taints_are_neither_expected_nor_unexpected():
         "effect": "NoSchedule",
         "timeAdded": "2026-12-01T21:19:52Z",
     }
-    nodes = [k8s.node_summary(node("a", unschedulable=True, taints=[mine, cordon]))]
-    assert k8s.expected_node_problems(nodes, {"a": {"taints": [mine], "unschedulable": True}}) == []
-    got = k8s.expected_node_problems(nodes, {"a": {"taints": []}})
+    nodes = [health.node_summary(node("a", unschedulable=True, taints=[mine, cordon]))]
+    assert health.expected_node_problems(nodes, {"a": {"taints": [mine], "unschedulable": True}}) == []
+    got = health.expected_node_problems(nodes, {"a": {"taints": []}})
     assert [p["reason"] for p in got] == ["unexpected taint experiment=dedicated:NoSchedule"]
 
 
 def test_expected_cordon():
-    nodes = [k8s.node_summary(node("a", unschedulable=True)), k8s.node_summary(node("b"))]
-    assert k8s.expected_node_problems(nodes, {"a": {"unschedulable": True}}) == []
-    got = k8s.expected_node_problems(nodes, {"b": {"unschedulable": True}})
+    nodes = [health.node_summary(node("a", unschedulable=True)), health.node_summary(node("b"))]
+    assert health.expected_node_problems(nodes, {"a": {"unschedulable": True}}) == []
+    got = health.expected_node_problems(nodes, {"b": {"unschedulable": True}})
     assert [p["reason"] for p in got] == ["expected to be cordoned (spec.unschedulable), is not"]
-    assert k8s.node_problems(node("a", unschedulable=True), cordon_expected=True) == []
+    assert health.node_problems(node("a", unschedulable=True), cordon_expected=True) == []
 
 
 def ns_list(*names):
@@ -599,7 +593,7 @@ def test_unknown_namespace_lists_namespaces(tmp_path):
         tmp_path, FakeResponse(404, {"message": "not found"}), ns_list("kube-system", "default")
     )
     with pytest.raises(k8s.K8sNotFound) as err:
-        k8s.health_report(client, {"namespaces": ["valdator"]})
+        health.health_report(client, {"namespaces": ["valdator"]})
     assert "namespace 'valdator' does not exist in the cluster" in str(err.value)
     assert "namespaces: default, kube-system" in str(err.value)
     assert err.value.details["existing"] == ["default", "kube-system"]
@@ -616,7 +610,7 @@ def test_missing_namespace_allowed_is_reported_and_not_listed(tmp_path):
     client = fake_client(
         tmp_path, FakeResponse(404, {"message": "not found"}), ns_list("default"), nodes, empty_list()
     )
-    report = k8s.health_report(
+    report = health.health_report(
         client,
         {"namespaces": ["new"], "allow_missing_namespaces": True, "expected_pvs": {"pv": "/srv/kind/x"}},
     )

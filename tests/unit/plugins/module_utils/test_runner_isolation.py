@@ -3,6 +3,7 @@
 import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils import runner_isolation as ri
+from ansible_collections.strata.ops.plugins.module_utils.k8s import objects
 
 TAINT = {"key": "experiment", "value": "dedicated", "effect": "NoSchedule"}
 LIFECYCLE = {
@@ -15,9 +16,9 @@ OTHER = {"key": "other", "value": "x", "effect": "PreferNoSchedule"}
 
 def test_taints_with_keeps_others_exactly_and_replaces_same_key_effect():
     old = {"key": "experiment", "value": "old", "effect": "NoSchedule"}
-    new = ri.taints_with([LIFECYCLE, old, OTHER], TAINT)
+    new = objects.taints_with([LIFECYCLE, old, OTHER], TAINT)
     assert new == [LIFECYCLE, OTHER, TAINT]  # timeAdded kept, old value replaced
-    assert ri.taints_with([], {"key": "k", "value": "", "effect": "NoSchedule"}) == [
+    assert objects.taints_with([], {"key": "k", "value": "", "effect": "NoSchedule"}) == [
         {"key": "k", "effect": "NoSchedule"}
     ]
 
@@ -32,15 +33,15 @@ def test_taints_with_keeps_others_exactly_and_replaces_same_key_effect():
     ids=["absent", "present", "other-value"],
 )
 def test_taints_restored(recorded):
-    current = ri.taints_with(recorded, TAINT)
-    restored = ri.taints_restored(current, recorded, "experiment", "NoSchedule")
+    current = objects.taints_with(recorded, TAINT)
+    restored = objects.taints_restored(current, recorded, {"key": "experiment", "effect": "NoSchedule"})
     assert restored == recorded  # order included
 
 
 def test_taints_restored_keeps_taints_added_meanwhile():
     recorded = [{"key": "experiment", "value": "old", "effect": "NoSchedule"}, OTHER]
-    current = [*ri.taints_with(recorded, TAINT), LIFECYCLE]  # the node went unreachable meanwhile
-    assert ri.taints_restored(current, recorded, "experiment", "NoSchedule") == [
+    current = [*objects.taints_with(recorded, TAINT), LIFECYCLE]  # the node went unreachable meanwhile
+    assert objects.taints_restored(current, recorded, {"key": "experiment", "effect": "NoSchedule"}) == [
         OTHER,
         LIFECYCLE,
         recorded[0],
@@ -48,13 +49,13 @@ def test_taints_restored_keeps_taints_added_meanwhile():
 
 
 def test_toleration_for_value_and_key_only():
-    assert ri.toleration_for(TAINT) == {
+    assert objects.toleration_for(TAINT) == {
         "key": "experiment",
         "operator": "Equal",
         "value": "dedicated",
         "effect": "NoSchedule",
     }
-    assert ri.toleration_for({"key": "k", "value": "", "effect": "NoExecute"}) == {
+    assert objects.toleration_for({"key": "k", "value": "", "effect": "NoExecute"}) == {
         "key": "k",
         "operator": "Exists",
         "effect": "NoExecute",
@@ -67,18 +68,18 @@ def test_toleration_for_value_and_key_only():
     ids=["field-absent", "empty-list", "one-toleration"],
 )
 def test_tolerations_round_trip(recorded):
-    tol = ri.toleration_for(TAINT)
-    added = ri.tolerations_with(recorded, tol)
+    tol = objects.toleration_for(TAINT)
+    added = objects.tolerations_with(recorded, tol)
     assert added == [*(recorded or []), tol]
-    assert ri.tolerations_with(added, tol) == added  # idempotent
-    assert ri.tolerations_restored(added, recorded, tol) == recorded
+    assert objects.tolerations_with(added, tol) == added  # idempotent
+    assert objects.tolerations_restored(added, recorded, tol) == recorded
 
 
 def test_toleration_already_there_is_kept_on_restore():
-    tol = ri.toleration_for(TAINT)
+    tol = objects.toleration_for(TAINT)
     same = {"key": "experiment", "value": "dedicated", "effect": "NoSchedule"}  # operator Equal implied
-    assert ri.tolerations_with([same], tol) == [same]
-    assert ri.tolerations_restored([same], [same], tol) == [same]
+    assert objects.tolerations_with([same], tol) == [same]
+    assert objects.tolerations_restored([same], [same], tol) == [same]
 
 
 def test_runner_paused_reads_paused_then_active():
@@ -101,9 +102,9 @@ def test_node_view_and_template_tolerations():
         "resourceVersion": "7",
     }
     assert ri.node_view({"metadata": {"name": "m"}})["taints"] == []
-    assert ri.template_tolerations({"spec": {"template": {"spec": {}}}}) is None
-    assert ri.template_tolerations({"spec": {"template": {"spec": {"tolerations": []}}}}) == []
-    assert ri.taint_text(TAINT) == "experiment=dedicated:NoSchedule"
+    assert objects.template_tolerations({"spec": {"template": {"spec": {}}}}) is None
+    assert objects.template_tolerations({"spec": {"template": {"spec": {"tolerations": []}}}}) == []
+    assert objects.taint_text(TAINT) == "experiment=dedicated:NoSchedule"
 
 
 def params(**extra):

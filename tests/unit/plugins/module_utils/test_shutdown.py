@@ -13,6 +13,7 @@ import yaml
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils import k8s
 from ansible_collections.strata.ops.plugins.module_utils import shutdown as sd
+from ansible_collections.strata.ops.plugins.module_utils.k8s import objects
 
 NS = "val"
 SELECTOR = {"matchLabels": {"app": "validator"}}
@@ -95,7 +96,7 @@ RS_OTHER = replicaset("validator-canary-1b2c3", "rs-other", "other-dep", owner_n
     ],
 )
 def test_selector_matches(selector, labels, expected):
-    assert sd.selector_matches(selector, labels) is expected
+    assert objects.selector_matches(selector, labels) is expected
 
 
 def test_selector_string_as_kubectl_takes_it():
@@ -108,15 +109,15 @@ def test_selector_string_as_kubectl_takes_it():
             {"key": "spot", "operator": "DoesNotExist"},
         ],
     }
-    assert sd.selector_string(selector) == "a=1,b=2,tier in (api,web),env notin (dev),gpu,!spot"
-    assert sd.selector_string(None) == ""
+    assert objects.selector_string(selector) == "a=1,b=2,tier in (api,web),env notin (dev),gpu,!spot"
+    assert objects.selector_string(None) == ""
 
 
 # --------------------------------------------------------------------------- ownership
 
 
 def test_deployment_owns_pods_of_its_replicasets_only():
-    own = sd.Ownership(workload(), [RS_OURS, RS_OLD, RS_OTHER])
+    own = objects.Ownership(workload(), [RS_OURS, RS_OLD, RS_OTHER])
     assert own.uids == {"dep-uid", "rs-ours", "rs-old"}
     ours = pod("validator-5d8f7-abc", ("ReplicaSet", "validator-5d8f7", "rs-ours"))
     old = pod("validator-77aa1-def", ("ReplicaSet", "validator-77aa1", "rs-old"))
@@ -133,7 +134,7 @@ def test_deployment_owns_pods_of_its_replicasets_only():
 
 
 def test_deployment_selector_fallback_for_a_replicaset_created_during_the_wait():
-    own = sd.Ownership(workload(), [RS_OURS])
+    own = objects.Ownership(workload(), [RS_OURS])
     new_rs = pod("validator-9f9f9-aaa", ("ReplicaSet", "validator-9f9f9", "rs-new"))
     assert own.owns(new_rs)
     # unknown ReplicaSet but another workload's name prefix: not ours
@@ -148,7 +149,7 @@ def test_deployment_selector_fallback_for_a_replicaset_created_during_the_wait()
 
 def test_statefulset_owns_its_pods_directly():
     sts = workload(kind="StatefulSet", name="indexer", uid="sts-uid")
-    own = sd.Ownership(sts)
+    own = objects.Ownership(sts)
     assert own.owns(pod("indexer-0", ("StatefulSet", "indexer", "sts-uid")))
     # a same-named StatefulSet that was deleted and recreated has another uid
     assert not own.owns(pod("indexer-1", ("StatefulSet", "indexer", "old-sts-uid")))
@@ -169,7 +170,7 @@ class Clock:
 
 def test_tracker_records_first_seen_deletion_and_gone():
     clock = Clock()
-    own = sd.Ownership(workload(), [RS_OURS])
+    own = objects.Ownership(workload(), [RS_OURS])
     tracker = sd.PodTracker(own, clock=clock, wall=lambda: 1_780_000_000.0 + clock.now)
     owner = ("ReplicaSet", "validator-5d8f7", "rs-ours")
     a, b = pod("validator-5d8f7-a", owner, node="n1"), pod("validator-5d8f7-b", owner, node="n2")
@@ -199,14 +200,14 @@ def test_tracker_records_first_seen_deletion_and_gone():
 
 
 def test_tracker_with_nothing_to_wait_for():
-    tracker = sd.PodTracker(sd.Ownership(workload()), clock=Clock())
+    tracker = sd.PodTracker(objects.Ownership(workload()), clock=Clock())
     assert tracker([]) is True
     assert tracker.pods() == []
     assert tracker.since_last_gone() is None
 
 
 def test_ready_pods_predicate_counts_ready_non_terminating_pods():
-    own = sd.Ownership(workload(replicas=2), [RS_OURS])
+    own = objects.Ownership(workload(replicas=2), [RS_OURS])
     owner = ("ReplicaSet", "validator-5d8f7", "rs-ours")
     ready = sd.ready_pods_predicate(own, 2)
     a, b = pod("validator-5d8f7-a", owner), pod("validator-5d8f7-b", owner)
@@ -223,7 +224,7 @@ def test_ready_pods_predicate_counts_ready_non_terminating_pods():
 
 def test_restart_blockers_by_node_name_not_labels():
     owner = ("ReplicaSet", "validator-5d8f7", "rs-ours")
-    own = sd.Ownership(workload(), [RS_OURS])
+    own = objects.Ownership(workload(), [RS_OURS])
     pods = [
         pod("validator-5d8f7-a", owner, node="kind-node"),
         pod("validator-5d8f7-b", owner, node="other-node"),  # ours, elsewhere
@@ -301,26 +302,22 @@ def test_docker_socket_path_refuses_tcp():
     ],
 )
 def test_parse_time(text, expected):
-    assert sd.parse_time(text) == expected.replace(tzinfo=datetime.timezone.utc)
+    assert objects.parse_time(text) == expected.replace(tzinfo=datetime.timezone.utc)
 
 
 def test_parse_time_empty_and_docker_zero():
-    assert sd.parse_time("") is None
-    assert sd.parse_time("0001-01-01T00:00:00Z") is None
-    assert sd.parse_time("yesterday") is None
+    assert objects.parse_time("") is None
+    assert objects.parse_time("0001-01-01T00:00:00Z") is None
+    assert objects.parse_time("yesterday") is None
 
 
 def test_lease_renewed_since():
-    since = sd.parse_time("2026-11-30T10:00:01.5Z")
+    since = objects.parse_time("2026-11-30T10:00:01.5Z")
     check = sd.lease_renewed_since(since)
     assert not check([{"spec": {"renewTime": "2026-11-30T10:00:01.400000Z"}}])
     assert check([{"spec": {"renewTime": "2026-11-30T10:00:02.000000Z"}}])
     assert not check([{"spec": {}}])
     assert not check([])
-
-
-def test_iso_is_utc_with_milliseconds():
-    assert sd.iso(0.25) == "1970-01-01T00:00:00.250Z"
 
 
 # --------------------------------------------------------------------------- exit command

@@ -1,0 +1,433 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The checks behind strata.ops.cluster_health: nodes, pods, workloads and PV paths as problems."""
+
+import os
+
+from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
+from ansible_collections.strata.ops.plugins.module_utils.k8s.errors import (
+    K8sArgumentError,
+    K8sNotFound,
+    K8sTimeout,
+)
+from ansible_collections.strata.ops.plugins.module_utils.k8s.objects import (
+    is_kubernetes_taint,
+    taint_identity,
+)
+from ansible_collections.strata.ops.plugins.module_utils.k8s.predicates import (
+    all_items,
+    condition,
+    is_true,
+    named_ready,
+    node_is_ready,
+    workload_is_ready,
+)
+from ansible_collections.strata.ops.plugins.module_utils.k8s.resources import object_key
+
+BAD_WAITING_REASONS = (
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "InvalidImageName",
+    "RunContainerError",
+)
+
+PRESSURE_CONDITIONS = ("MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable")
+
+
+def problem(kind, name, reason, namespace=None):
+    entry = {"kind": kind, "name": name, "reason": reason}
+    if namespace:
+        entry["namespace"] = namespace
+    return entry
+
+
+def node_summary(node):
+    meta = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    return {
+        "name": meta.get("name"),
+        "ready": node_is_ready(node),
+        "unschedulable": bool(spec.get("unschedulable")),
+        "labels": meta.get("labels") or {},
+        "taints": [
+            {"key": t.get("key"), "value": t.get("value"), "effect": t.get("effect")}
+            for t in spec.get("taints") or []
+        ],
+        "allocatable": (node.get("status") or {}).get("allocatable") or {},
+        "resource_version": meta.get("resourceVersion"),
+    }
+
+
+def node_problems(node, cordon_expected=False):
+    """Problems of one node; a cordon is one unless ``cordon_expected`` (an experiment's)."""
+    name = (node.get("metadata") or {}).get("name")
+    found = []
+    ready = condition(node, "Ready")
+    if not ready or ready.get("status") != "True":
+        why = (ready or {}).get("reason") or (ready or {}).get("message") or "no Ready condition"
+        found.append(problem("Node", name, f"not Ready ({why})"))
+    if (node.get("spec") or {}).get("unschedulable") and not cordon_expected:
+        found.append(problem("Node", name, f"cordoned (spec.unschedulable); kubectl uncordon {name}"))
+    for ctype in PRESSURE_CONDITIONS:
+        if is_true(node, ctype):
+            found.append(problem("Node", name, ctype))
+    return found
+
+
+def expected_node_problems(nodes, expected):
+    """Problems where nodes lack an expected node, label or taint (or carry a taint they
+    should not, when ``taints`` is given for them: Kubernetes' own node.kubernetes.io/ taints
+    aside), or are not cordoned as ``unschedulable`` says. expected: name -> {labels, taints,
+    unschedulable}."""
+    by_name = dict((n["name"], n) for n in nodes)
+    found = []
+    for name in sorted(expected or {}):
+        want = expected[name] or {}
+        node = by_name.get(name)
+        if node is None:
+            found.append(problem("Node", name, "expected node is not registered"))
+            continue
+        for key, value in sorted((want.get("labels") or {}).items()):
+            have = node["labels"].get(key)
+            if have != str(value):
+                found.append(problem("Node", name, f"label {key}={value} expected, found {have or 'none'}"))
+        if want.get("taints") is not None:
+            found.extend(taint_problems(name, node["taints"], want["taints"]))
+        if want.get("unschedulable") and not node["unschedulable"]:
+            found.append(problem("Node", name, "expected to be cordoned (spec.unschedulable), is not"))
+    return found
+
+
+def _taint_shown(taint):
+    return f"{taint.get('key')}={taint.get('value') or ''}:{taint.get('effect')}"
+
+
+def taint_problems(name, have, wanted):
+    """Taints of node ``name`` against those expected, by a taint's identity (key and effect);
+    a taint of that identity with another value is named as such. Kubernetes' own taints are
+    not ours to expect or call unexpected."""
+    have = dict((taint_identity(t), t) for t in have if not is_kubernetes_taint(t))
+    wanted = dict((taint_identity(t), t) for t in wanted)
+    found = []
+    for identity in sorted(set(wanted) - set(have), key=str):
+        found.append(problem("Node", name, f"taint {_taint_shown(wanted[identity])} missing"))
+    for identity in sorted(set(have) - set(wanted), key=str):
+        found.append(problem("Node", name, f"unexpected taint {_taint_shown(have[identity])}"))
+    for identity in sorted(set(have) & set(wanted), key=str):
+        if (have[identity].get("value") or "") != (wanted[identity].get("value") or ""):
+            have_value = have[identity].get("value") or ""
+            wanted_value = wanted[identity].get("value") or ""
+            found.append(
+                problem(
+                    "Node",
+                    name,
+                    f"taint {identity[0]}:{identity[1]} has value {have_value!r}, expected {wanted_value!r}",
+                )
+            )
+    return found
+
+
+def check_expected_nodes(expected):
+    """K8sArgumentError unless expected_nodes is name -> {labels: dict, taints: [{key, value,
+    effect}], unschedulable: bool} (each key optional)."""
+    for name, want in (expected or {}).items():
+        where = f"expected_nodes[{name!r}]"
+        if want is None:
+            continue
+        if not isinstance(want, dict) or set(want) - {"labels", "taints", "unschedulable"}:
+            raise K8sArgumentError(
+                f"{where} must be a dict with labels, taints and/or unschedulable, got {want!r}",
+                option="expected_nodes",
+            )
+        if not isinstance(want.get("labels") or {}, dict):
+            raise K8sArgumentError(f"{where}.labels must be a dict of label: value", option="expected_nodes")
+        taints = want.get("taints")
+        if taints is not None and not (
+            isinstance(taints, list)
+            and all(isinstance(t, dict) and t.get("key") and t.get("effect") for t in taints)
+        ):
+            raise K8sArgumentError(
+                f"{where}.taints must be a list of {{key, value, effect}} (key and effect required), "
+                f"got {taints!r}",
+                option="expected_nodes",
+            )
+        if not isinstance(want.get("unschedulable", False), bool):
+            raise K8sArgumentError(f"{where}.unschedulable must be true or false", option="expected_nodes")
+
+
+def pod_problems(pod, restart_threshold=3):
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    name, namespace = meta.get("name"), meta.get("namespace")
+    phase = status.get("phase")
+    if phase == "Succeeded":
+        return []
+    found = []
+    reasons = []
+    statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+    for cstat in statuses:
+        waiting = (cstat.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in BAD_WAITING_REASONS:
+            reasons.append(f"container {cstat.get('name')} {waiting['reason']}")
+        restarts = cstat.get("restartCount") or 0
+        if restart_threshold and restarts >= restart_threshold:
+            reasons.append(f"container {cstat.get('name')} restarted {restarts} times")
+    if meta.get("deletionTimestamp"):
+        reasons.append(f"terminating since {meta['deletionTimestamp']}")
+    elif phase != "Running":
+        why = status.get("reason") or ""
+        sched = condition(pod, "PodScheduled")
+        if sched and sched.get("status") == "False":
+            why = f"unschedulable: {sched.get('message') or sched.get('reason')}"
+        detail = f" ({why})" if why else ""
+        reasons.append(f"phase {phase or 'unknown'}{detail}")
+    elif not is_true(pod, "Ready"):
+        reasons.append("not Ready")
+    if reasons:
+        found.append(problem("Pod", name, "; ".join(reasons), namespace))
+    return found
+
+
+def workload_summary(obj):
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    return {
+        "kind": obj.get("kind"),
+        "name": meta.get("name"),
+        "namespace": meta.get("namespace"),
+        "replicas": (obj.get("spec") or {}).get("replicas", 1),
+        "ready_replicas": status.get("readyReplicas", 0),
+        "ready": workload_is_ready(obj),
+    }
+
+
+def workload_problems(obj):
+    info = workload_summary(obj)
+    if info["ready"]:
+        return []
+    return [
+        problem(
+            info["kind"],
+            info["name"],
+            f"{info['ready_replicas']}/{info['replicas']} replicas ready",
+            info["namespace"],
+        )
+    ]
+
+
+def _under(path, root):
+    root = root.rstrip("/") or "/"
+    return path == root or path.startswith(root + "/") or root == "/"
+
+
+def kind_node_path(host_path, host_path_root, kind_mount_root):
+    """Where a host path under host_path_root is seen inside the kind node (None if outside):
+    /srv/kind/solana/ledger with /srv/kind -> /mnt gives /mnt/solana/ledger."""
+    host_path = os.path.normpath(host_path)
+    root = os.path.normpath(host_path_root)
+    if not _under(host_path, root):
+        return None
+    rel = host_path[len(root) :].lstrip("/")
+    base = os.path.normpath(kind_mount_root)
+    return base if not rel else base.rstrip("/") + "/" + rel
+
+
+def pv_path(pv):
+    spec = pv.get("spec") or {}
+    return ((spec.get("hostPath") or {}).get("path")) or ((spec.get("local") or {}).get("path"))
+
+
+def pv_problems(pv, host_path_root=None, kind_mount_root=None, expected_host_path=None):
+    """A PV whose hostPath is not the kind-node view of its host path.
+
+    With expected_host_path (the path on the host), the PV must point at exactly its
+    translation under kind_mount_root. Otherwise a PV path under host_path_root is the host's
+    path used inside the node (the untranslated-path bug), and one outside kind_mount_root
+    is not on the mounted storage at all.
+    """
+    name = (pv.get("metadata") or {}).get("name")
+    path = pv_path(pv)
+    if path is None:
+        if expected_host_path:
+            return [problem("PersistentVolume", name, "has no hostPath/local path (expected one)")]
+        return []
+    path = os.path.normpath(path)
+    if expected_host_path:
+        if not host_path_root or not kind_mount_root:
+            return []
+        want = kind_node_path(expected_host_path, host_path_root, kind_mount_root)
+        if want is None:
+            return [
+                problem(
+                    "PersistentVolume",
+                    name,
+                    f"expected host path {expected_host_path} is outside host_path_root {host_path_root}",
+                )
+            ]
+        if path != want:
+            return [
+                problem(
+                    "PersistentVolume",
+                    name,
+                    f"hostPath {path} should be {want} "
+                    f"(host {expected_host_path} is mounted at {kind_mount_root} in the kind node)",
+                )
+            ]
+        return []
+    if (
+        host_path_root
+        and kind_mount_root
+        and _under(path, host_path_root)
+        and not _under(path, kind_mount_root)
+    ):
+        node_path = kind_node_path(path, host_path_root, kind_mount_root)
+        return [
+            problem(
+                "PersistentVolume",
+                name,
+                f"hostPath {path} is a host path; inside the kind node it is {node_path}",
+            )
+        ]
+    if kind_mount_root and not _under(path, kind_mount_root):
+        return [
+            problem(
+                "PersistentVolume",
+                name,
+                f"hostPath {path} is outside {kind_mount_root}, the kind node's view of the cluster storage",
+            )
+        ]
+    return []
+
+
+def summarize_problems(problems, counts):
+    """One human line: 'healthy: 2 nodes, 5 pods ...' or 'N problems: first; second ...'."""
+    scope = ", ".join(f"{v} {k}" for k, v in counts.items())
+    if not problems:
+        return "healthy: " + scope
+    shown = "; ".join(
+        f"{p['kind']} {p['namespace'] + '/' if p.get('namespace') else ''}{p['name']}: {p['reason']}"
+        for p in problems[:5]
+    )
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return f"{len(problems)} problem(s) in {scope}: {shown}{more}"
+
+
+def health_report(client, params):
+    """The report of the ``cluster_health`` module: GET (and watch) requests only.
+
+    params: namespaces, allow_missing_namespaces, nodes, expected_nodes, wait_timeout,
+    restart_threshold, host_path_root, kind_mount_root, expected_pvs (missing keys mean "not
+    given"). A namespace that does not exist fails (K8sNotFound listing those that do) unless
+    allow_missing_namespaces; then it is reported in missing_namespaces.
+    """
+    namespaces = params.get("namespaces") or None
+    only_nodes = params.get("nodes") or None
+    expected_nodes = params.get("expected_nodes") or {}
+    expected_pvs = params.get("expected_pvs") or {}
+    host_root = params.get("host_path_root")
+    mount_root = params.get("kind_mount_root")
+    threshold = params.get("restart_threshold")
+    threshold = 3 if threshold is None else threshold
+
+    missing_namespaces = []
+    for name in namespaces or []:
+        try:
+            client.get_namespace(name)
+        except K8sNotFound:
+            if not params.get("allow_missing_namespaces"):
+                raise
+            missing_namespaces.append(name)
+    for name in only_nodes or []:
+        client.get_node(name)  # unknown node: K8sNotFound listing the nodes that exist
+    wanted = sorted(set(only_nodes or []) | set(expected_nodes))
+    if params.get("wait_timeout"):
+        predicate = named_ready(wanted, check=node_is_ready) if wanted else all_items(node_is_ready)
+        try:
+            nodes = client.watch_until("Node", predicate, timeout=params["wait_timeout"])["items"]
+        except K8sTimeout:
+            nodes, _rv = client.list("Node")  # report what is wrong instead of failing
+    else:
+        nodes, _rv = client.list("Node")
+    if only_nodes:
+        nodes = [n for n in nodes if object_key(n)[1] in only_nodes]
+
+    problems = []
+    node_info = [node_summary(n) for n in nodes]
+    if not nodes and not only_nodes:
+        problems.append(problem("Cluster", client.host, "no node is registered"))
+    for node in nodes:
+        cordon_expected = bool((expected_nodes.get(object_key(node)[1]) or {}).get("unschedulable"))
+        problems.extend(node_problems(node, cordon_expected))
+    problems.extend(expected_node_problems(node_info, expected_nodes))
+
+    pods, workloads = [], []
+    scopes = [None] if namespaces is None else [n for n in namespaces if n not in missing_namespaces]
+    for namespace in scopes:
+        pods.extend(client.list("Pod", namespace)[0])
+        for kind in ("Deployment", "StatefulSet"):
+            workloads.extend(client.list(kind, namespace)[0])
+    phases = {}
+    for pod in pods:
+        phase = (pod.get("status") or {}).get("phase") or "Unknown"
+        phases[phase] = phases.get(phase, 0) + 1
+        problems.extend(pod_problems(pod, threshold))
+    for obj in workloads:
+        problems.extend(workload_problems(obj))
+
+    pv_info = []
+    if mount_root or expected_pvs:
+        pvs, _rv = client.list("PersistentVolume")
+        by_name = dict((object_key(p)[1], p) for p in pvs)
+        for name in sorted(expected_pvs):
+            if name not in by_name:
+                problems.append(
+                    problem(
+                        "PersistentVolume",
+                        name,
+                        f"expected PV does not exist (host path {expected_pvs[name]})",
+                    )
+                )
+        for pv in pvs:
+            name = object_key(pv)[1]
+            claim = (pv.get("spec") or {}).get("claimRef") or {}
+            if namespaces and name not in expected_pvs and claim.get("namespace") not in namespaces:
+                continue
+            pv_info.append(
+                {
+                    "name": name,
+                    "path": pv_path(pv),
+                    "claim": f"{claim.get('namespace')}/{claim.get('name')}" if claim else None,
+                    "phase": (pv.get("status") or {}).get("phase"),
+                }
+            )
+            problems.extend(pv_problems(pv, host_root, mount_root, expected_pvs.get(name)))
+
+    counts = {
+        "nodes": len(node_info),
+        "pods": len(pods),
+        "workloads": len(workloads),
+        "persistent_volumes": len(pv_info),
+    }
+    return {
+        "healthy": not problems,
+        "problems": problems,
+        "summary": summarize_problems(problems, counts),
+        "nodes": node_info,
+        "workloads": [workload_summary(w) for w in workloads],
+        "pods": phases,
+        "persistent_volumes": pv_info,
+        "missing_namespaces": missing_namespaces,
+        "api_server": client.host,
+    }
+
+
+def run(params, client_factory):
+    """strata.ops.cluster_health: the report (read-only); with fail_on_problems a report with
+    problems is an error whose details are the whole report."""
+    check_expected_nodes(params["expected_nodes"])
+    report = dict(health_report(client_factory(), params), changed=False)
+    if params["fail_on_problems"] and not report["healthy"]:
+        raise StrataError(report["summary"], kind="unhealthy", **report)
+    return report

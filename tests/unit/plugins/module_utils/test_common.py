@@ -1,0 +1,63 @@
+"""The one error type and the one way a module ends (module_utils/common.py)."""
+
+import pytest
+
+from ansible_collections.strata.ops.plugins.module_utils import common
+from ansible_collections.strata.ops.plugins.module_utils.k8s import K8sContextError
+
+
+class Module:
+    """What run_module uses of an AnsibleModule; exit_json/fail_json end the run like Ansible's."""
+
+    def __init__(self):
+        self.warned, self.result = [], None
+
+    def warn(self, text):
+        self.warned.append(text)
+
+    def exit_json(self, **result):
+        self.result = result
+        raise SystemExit(0)
+
+    def fail_json(self, msg, **result):
+        self.result = dict(result, msg=msg, failed=True)
+        raise SystemExit(1)
+
+
+def test_an_error_becomes_fail_json_with_its_kind_and_details():
+    module = Module()
+
+    def work():
+        raise K8sContextError("no context 'x'", contexts=["a"], warnings=["kubeconfig is world-readable"])
+
+    with pytest.raises(SystemExit):
+        common.run_module(module, work)
+    assert module.result == {"msg": "no context 'x'", "error": "context", "contexts": ["a"], "failed": True}
+    assert module.warned == ["kubeconfig is world-readable"]
+
+
+def test_a_result_ends_in_exit_json_and_its_warnings_are_warned():
+    module = Module()
+    with pytest.raises(SystemExit):
+        common.run_module(module, lambda: {"changed": True, "warnings": ["w1", "w2"]})
+    assert module.result == {"changed": True}
+    assert module.warned == ["w1", "w2"]
+
+
+def test_the_kind_is_the_class_name_unless_set():
+    class RunnerBroke(common.StrataError):
+        pass
+
+    assert RunnerBroke("x").kind == "RunnerBroke"
+    assert RunnerBroke("x", kind="refused").kind == "refused"
+    assert common.InvalidArgument("bad", option="keep").details == {"option": "keep"}
+    assert str(common.StrataError("what is wrong and how to fix it")) == "what is wrong and how to fix it"
+
+
+def test_other_exceptions_are_bugs_and_not_hidden():
+    with pytest.raises(ZeroDivisionError):
+        common.run_module(Module(), lambda: 1 / 0)
+
+
+def test_utc_iso_has_milliseconds_and_z():
+    assert common.utc_iso(0.25) == "1970-01-01T00:00:00.250Z"
