@@ -314,6 +314,98 @@ def summarize_problems(problems, counts):
     return f"{len(problems)} problem(s) in {scope}: {shown}{more}"
 
 
+def _missing_namespaces(client, namespaces, allow_missing):
+    """The given namespaces that do not exist (K8sNotFound for the first, unless allow_missing)."""
+    missing = []
+    for name in namespaces or []:
+        try:
+            client.get_namespace(name)
+        except K8sNotFound:
+            if not allow_missing:
+                raise
+            missing.append(name)
+    return missing
+
+
+def _select_nodes(client, params, only_nodes, expected_nodes):
+    """The nodes to report on (the named ones, each of which must exist, else all), read after
+    waiting up to wait_timeout for the wanted ones to be Ready."""
+    for name in only_nodes or []:
+        client.get_node(name)  # unknown node: K8sNotFound listing the nodes that exist
+    wanted = sorted(set(only_nodes or []) | set(expected_nodes))
+    if params.get("wait_timeout"):
+        predicate = named_ready(wanted, check=node_is_ready) if wanted else all_items(node_is_ready)
+        try:
+            nodes = client.watch_until("Node", predicate, timeout=params["wait_timeout"])["items"]
+        except K8sTimeout:
+            nodes, _rv = client.list("Node")  # report what is wrong instead of failing
+    else:
+        nodes, _rv = client.list("Node")
+    if only_nodes:
+        nodes = [n for n in nodes if object_key(n)[1] in only_nodes]
+    return nodes
+
+
+def _cluster_node_problems(client, nodes, node_info, only_nodes, expected_nodes):
+    """'no node is registered' (unless nodes were named), each node's problems, then the expected nodes'."""
+    problems = []
+    if not nodes and not only_nodes:
+        problems.append(problem("Cluster", client.host, "no node is registered"))
+    for node in nodes:
+        cordon_expected = bool((expected_nodes.get(object_key(node)[1]) or {}).get("unschedulable"))
+        problems.extend(node_problems(node, cordon_expected))
+    problems.extend(expected_node_problems(node_info, expected_nodes))
+    return problems
+
+
+def _list_pods_and_workloads(client, scopes):
+    pods, workloads = [], []
+    for namespace in scopes:
+        pods.extend(client.list("Pod", namespace)[0])
+        for kind in ("Deployment", "StatefulSet"):
+            workloads.extend(client.list(kind, namespace)[0])
+    return pods, workloads
+
+
+def _pod_phases(pods):
+    phases = {}
+    for pod in pods:
+        phase = (pod.get("status") or {}).get("phase") or "Unknown"
+        phases[phase] = phases.get(phase, 0) + 1
+    return phases
+
+
+def _pv_report(client, namespaces, expected_pvs, host_root, mount_root):
+    """(pv_info, problems) for the PVs in scope: missing expected ones first, then each PV's."""
+    pv_info, problems = [], []
+    pvs, _rv = client.list("PersistentVolume")
+    by_name = dict((object_key(p)[1], p) for p in pvs)
+    for name in sorted(expected_pvs):
+        if name not in by_name:
+            problems.append(
+                problem(
+                    "PersistentVolume",
+                    name,
+                    f"expected PV does not exist (host path {expected_pvs[name]})",
+                )
+            )
+    for pv in pvs:
+        name = object_key(pv)[1]
+        claim = (pv.get("spec") or {}).get("claimRef") or {}
+        if namespaces and name not in expected_pvs and claim.get("namespace") not in namespaces:
+            continue
+        pv_info.append(
+            {
+                "name": name,
+                "path": pv_path(pv),
+                "claim": f"{claim.get('namespace')}/{claim.get('name')}" if claim else None,
+                "phase": (pv.get("status") or {}).get("phase"),
+            }
+        )
+        problems.extend(pv_problems(pv, host_root, mount_root, expected_pvs.get(name)))
+    return pv_info, problems
+
+
 def health_report(client, params):
     """The report of the ``cluster_health`` module: GET (and watch) requests only.
 
@@ -331,78 +423,23 @@ def health_report(client, params):
     threshold = params.get("restart_threshold")
     threshold = 3 if threshold is None else threshold
 
-    missing_namespaces = []
-    for name in namespaces or []:
-        try:
-            client.get_namespace(name)
-        except K8sNotFound:
-            if not params.get("allow_missing_namespaces"):
-                raise
-            missing_namespaces.append(name)
-    for name in only_nodes or []:
-        client.get_node(name)  # unknown node: K8sNotFound listing the nodes that exist
-    wanted = sorted(set(only_nodes or []) | set(expected_nodes))
-    if params.get("wait_timeout"):
-        predicate = named_ready(wanted, check=node_is_ready) if wanted else all_items(node_is_ready)
-        try:
-            nodes = client.watch_until("Node", predicate, timeout=params["wait_timeout"])["items"]
-        except K8sTimeout:
-            nodes, _rv = client.list("Node")  # report what is wrong instead of failing
-    else:
-        nodes, _rv = client.list("Node")
-    if only_nodes:
-        nodes = [n for n in nodes if object_key(n)[1] in only_nodes]
-
-    problems = []
+    missing_namespaces = _missing_namespaces(client, namespaces, params.get("allow_missing_namespaces"))
+    nodes = _select_nodes(client, params, only_nodes, expected_nodes)
     node_info = [node_summary(n) for n in nodes]
-    if not nodes and not only_nodes:
-        problems.append(problem("Cluster", client.host, "no node is registered"))
-    for node in nodes:
-        cordon_expected = bool((expected_nodes.get(object_key(node)[1]) or {}).get("unschedulable"))
-        problems.extend(node_problems(node, cordon_expected))
-    problems.extend(expected_node_problems(node_info, expected_nodes))
+    problems = _cluster_node_problems(client, nodes, node_info, only_nodes, expected_nodes)
 
-    pods, workloads = [], []
     scopes = [None] if namespaces is None else [n for n in namespaces if n not in missing_namespaces]
-    for namespace in scopes:
-        pods.extend(client.list("Pod", namespace)[0])
-        for kind in ("Deployment", "StatefulSet"):
-            workloads.extend(client.list(kind, namespace)[0])
-    phases = {}
+    pods, workloads = _list_pods_and_workloads(client, scopes)
+    phases = _pod_phases(pods)
     for pod in pods:
-        phase = (pod.get("status") or {}).get("phase") or "Unknown"
-        phases[phase] = phases.get(phase, 0) + 1
         problems.extend(pod_problems(pod, threshold))
     for obj in workloads:
         problems.extend(workload_problems(obj))
 
     pv_info = []
     if mount_root or expected_pvs:
-        pvs, _rv = client.list("PersistentVolume")
-        by_name = dict((object_key(p)[1], p) for p in pvs)
-        for name in sorted(expected_pvs):
-            if name not in by_name:
-                problems.append(
-                    problem(
-                        "PersistentVolume",
-                        name,
-                        f"expected PV does not exist (host path {expected_pvs[name]})",
-                    )
-                )
-        for pv in pvs:
-            name = object_key(pv)[1]
-            claim = (pv.get("spec") or {}).get("claimRef") or {}
-            if namespaces and name not in expected_pvs and claim.get("namespace") not in namespaces:
-                continue
-            pv_info.append(
-                {
-                    "name": name,
-                    "path": pv_path(pv),
-                    "claim": f"{claim.get('namespace')}/{claim.get('name')}" if claim else None,
-                    "phase": (pv.get("status") or {}).get("phase"),
-                }
-            )
-            problems.extend(pv_problems(pv, host_root, mount_root, expected_pvs.get(name)))
+        pv_info, pv_problem_list = _pv_report(client, namespaces, expected_pvs, host_root, mount_root)
+        problems.extend(pv_problem_list)
 
     counts = {
         "nodes": len(node_info),

@@ -82,6 +82,19 @@ class RunnerConfigError(StrataError):
     """config.toml does not parse, holds a form the runner ignores, or cannot be edited."""
 
 
+def _suffix_exponent(suffix):
+    """The decimal exponent ParseQuantity takes from ``suffix`` (0 for the binary suffixes), or None
+    where it refuses the suffix."""
+    if suffix in _DECIMAL_SUFFIXES or suffix in _BINARY_SUFFIXES:
+        return _DECIMAL_SUFFIXES.get(suffix, 0)
+    if len(suffix) > 1 and suffix[0] in "eE" and re.fullmatch(r"[+-]?[0-9]+", suffix[1:]):
+        exponent = int(suffix[1:])
+        if not -_INT64_MAX - 1 <= exponent <= _INT64_MAX:  # strconv.ParseInt(..., 10, 64) fails
+            return None
+        return (exponent + 2**31) % 2**32 - 2**31  # Go keeps it as an int32
+    return None
+
+
 def _scan_quantity(text):
     """(negative, digits) as ParseQuantity reads ``text``, or None where it fails."""
     if not text:
@@ -110,14 +123,8 @@ def _scan_quantity(text):
     if pos < end:
         return None
     suffix = text[suffix_start:]
-    if suffix in _DECIMAL_SUFFIXES or suffix in _BINARY_SUFFIXES:
-        exponent = _DECIMAL_SUFFIXES.get(suffix, 0)
-    elif len(suffix) > 1 and suffix[0] in "eE" and re.fullmatch(r"[+-]?[0-9]+", suffix[1:]):
-        exponent = int(suffix[1:])
-        if not -_INT64_MAX - 1 <= exponent <= _INT64_MAX:  # strconv.ParseInt(..., 10, 64) fails
-            return None
-        exponent = (exponent + 2**31) % 2**32 - 2**31  # Go keeps it as an int32
-    else:
+    exponent = _suffix_exponent(suffix)
+    if exponent is None:
         return None
     digits = num + denom
     # Without a digit the number is 0 on ParseQuantity's fast path; its slow path (taken for

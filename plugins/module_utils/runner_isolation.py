@@ -566,33 +566,8 @@ class RunnerIsolation:
     # --- isolated ---------------------------------------------------------------------------
     def isolated(self):
         target = self._config_target()
-        given = [k for k in CONFIG_OPTIONS if self.p[k] is not None]
-        if given and not target:
-            raise IsolationError(
-                f"{', '.join(given)} change the runner config, but neither config_path nor config_configmap "
-                "says where it is"
-            )
-        settings = self._settings(target)
-        wanted = settings["config"]
-        if settings["workloads"] and not settings["node"]:
-            raise IsolationError("workloads need node (their toleration is that of the node's taint)")
-
-        # 0. read and check everything before any change (and before the state file)
-        config_bytes = written = None
-        if target:
-            config_bytes = self._read_config(target)[0]
-            if config_bytes is None:
-                raise IsolationError(f"{self._config_label(target)} does not exist")
-            # parse + validate + dry edit: what step 3 writes (unless the file changes meanwhile)
-            written = rc.edit(config_bytes, source=self._config_label(target), **wanted)[0].encode("utf-8")
-        node = node_view(self.kube.get_node(settings["node"])) if settings["node"] else None
-        if node and wanted["node_selector"]:
-            self._check_selector(node, settings)
-        workloads = []
-        for w in settings["workloads"]:
-            obj = self.kube.get(w["kind"], w["name"], w["namespace"])
-            workloads.append(dict(w, tolerations=template_tolerations(obj), replicas=sd.spec_replicas(obj)))
-        runners = [self.gitlab.get_runner(rid) for rid in settings["runners"]]
+        settings = self._isolation_settings(target)
+        found = self._read_before_isolating(target, settings)
 
         with self.state_file.lock(timeout=self.p["lock_timeout"], create=not self.check_mode):
             recorded = self.state_file.read()
@@ -601,43 +576,12 @@ class RunnerIsolation:
                 self._check_same_settings(recorded, settings, target)
                 self.recorded = True
             else:
-                recorded = {
-                    "operation": STATE_OPERATION,
-                    "format": st.FORMAT_VERSION,
-                    "recorded_at": utc_iso(),
-                    "settings": settings,
-                    "gitlab_url": self._gitlab_url if runners else None,
-                    "runners": [
-                        {"id": r.get("id"), "paused": runner_paused(r), "fields": r} for r in runners
-                    ],
-                    "config": None,
-                    "node": None,
-                    "workloads": workloads,
-                    "stopped": {},
-                }
-                if target:
-                    recorded["config"] = dict(
-                        target,
-                        content_b64=_b64(config_bytes),
-                        sha256=_sha256(config_bytes),
-                        written_b64=_b64(written),
-                    )
-                if node:
-                    recorded["node"] = {k: node[k] for k in ("name", "taints", "labels", "unschedulable")}
+                recorded = self._isolation_record(settings, target, found)
                 if not self.check_mode:
                     self.state_file.write(recorded)  # before the first change
                     self.recorded = True
                 self._changed(f"recorded the state in {self.state_file.path}")
-
-            self._pause_runners(settings["runners"])
-            jobs = self._wait_for_jobs(settings["runners"])
-            if target:
-                self._edit_config(target, wanted)
-            if settings["node"]:
-                self._label_node(settings)
-            self._wait_ready(self._tolerate_workloads(settings, recorded), "with the toleration")
-            if settings["node"]:
-                self._taint_node(settings)
+            jobs = self._isolate(settings, target, recorded)
 
         if already and self.changes:
             self._warn(
@@ -656,6 +600,88 @@ class RunnerIsolation:
             "running_jobs": jobs,
             "runners": [{"id": r["id"], "paused_before": r["paused"]} for r in recorded["runners"]],
         }
+
+    def _isolation_settings(self, target):
+        """This run's settings; refused when the options do not go together."""
+        given = [k for k in CONFIG_OPTIONS if self.p[k] is not None]
+        if given and not target:
+            raise IsolationError(
+                f"{', '.join(given)} change the runner config, but neither config_path nor config_configmap "
+                "says where it is"
+            )
+        settings = self._settings(target)
+        if settings["workloads"] and not settings["node"]:
+            raise IsolationError("workloads need node (their toleration is that of the node's taint)")
+        return settings
+
+    def _read_before_isolating(self, target, settings):
+        """Step 0: read and check everything before any change (and before the state file).
+        Returns what step 1 records: config bytes and the bytes step 3 writes, the node's view,
+        the workloads (with their tolerations and replicas) and the runners."""
+        wanted = settings["config"]
+        config_bytes = written = None
+        if target:
+            config_bytes = self._read_config(target)[0]
+            if config_bytes is None:
+                raise IsolationError(f"{self._config_label(target)} does not exist")
+            # parse + validate + dry edit: what step 3 writes (unless the file changes meanwhile)
+            written = rc.edit(config_bytes, source=self._config_label(target), **wanted)[0].encode("utf-8")
+        node = node_view(self.kube.get_node(settings["node"])) if settings["node"] else None
+        if node and wanted["node_selector"]:
+            self._check_selector(node, settings)
+        workloads = []
+        for w in settings["workloads"]:
+            obj = self.kube.get(w["kind"], w["name"], w["namespace"])
+            workloads.append(dict(w, tolerations=template_tolerations(obj), replicas=sd.spec_replicas(obj)))
+        runners = [self.gitlab.get_runner(rid) for rid in settings["runners"]]
+        return {
+            "config_bytes": config_bytes,
+            "written": written,
+            "node": node,
+            "workloads": workloads,
+            "runners": runners,
+        }
+
+    def _isolation_record(self, settings, target, found):
+        """Step 1's record of what the isolation changes (``found`` by step 0), for the state file."""
+        runners, node = found["runners"], found["node"]
+        recorded = {
+            "operation": STATE_OPERATION,
+            "format": st.FORMAT_VERSION,
+            "recorded_at": utc_iso(),
+            "settings": settings,
+            "gitlab_url": self._gitlab_url if runners else None,
+            "runners": [{"id": r.get("id"), "paused": runner_paused(r), "fields": r} for r in runners],
+            "config": None,
+            "node": None,
+            "workloads": found["workloads"],
+            "stopped": {},
+        }
+        if target:
+            recorded["config"] = dict(
+                target,
+                content_b64=_b64(found["config_bytes"]),
+                sha256=_sha256(found["config_bytes"]),
+                written_b64=_b64(found["written"]),
+            )
+        if node:
+            recorded["node"] = {k: node[k] for k in ("name", "taints", "labels", "unschedulable")}
+        return recorded
+
+    def _isolate(self, settings, target, recorded):
+        """Steps 2-4, in this order: pause the runners and wait for their jobs, edit the runner
+        config, label the node, tolerate the taint in the workloads (rolled out), taint the node.
+        Returns the running jobs left."""
+        self._pause_runners(settings["runners"])
+        jobs = self._wait_for_jobs(settings["runners"])
+        if target:
+            self._edit_config(target, settings["config"])
+        if settings["node"]:
+            self._label_node(settings)
+        self._wait_ready(self._tolerate_workloads(settings, recorded), "with the toleration")
+        if settings["node"]:
+            self._taint_node(settings)
+        return jobs
 
     def _restart_warning(self, why):
         workloads = "; ".join(f"{r['workload']} ({r['how']})" for r in self.restarts)

@@ -771,19 +771,7 @@ class SafeShutdown:
         on_node, _rv = self.client.list("Pod", None, field_selector="spec.nodeName=" + node)
         blockers, going = restart_blockers(on_node, node, protected, restartable)
         docker = self.docker or ctr.DockerAPI(docker_socket_path(p.get("docker_host")))
-        try:
-            doc = docker.inspect(container)
-        except ctr.TargetNotFound:
-            docker_host = p.get("docker_host") or DEFAULT_DOCKER_HOST
-            raise NodeContainerError(
-                f"no Docker container {container!r} at {docker_host} to restart for node {node}: set "
-                "node_container to the kind node's container (docker ps; kind names it "
-                "<cluster>-control-plane)",
-                node=node,
-                node_container=container,
-            ) from None
-        except ctr.ContainerError as exc:
-            raise NodeContainerError(str(exc), node=node, node_container=container) from None
+        doc = self._inspect_node_container(docker, container, node)
         started_before = (doc.get("State") or {}).get("StartedAt")
         result = {
             "changed": False,
@@ -833,8 +821,37 @@ class SafeShutdown:
             )
             return result
         deadline = self.clock() + p["timeout"]
+        started_after = self._restart_node_container(docker, container, started_before, deadline, result)
+        result["started_at_after"] = started_after
+        result["diff"]["after"]["started_at"] = started_after
+        if p.get("wait_node_ready", True):
+            self._wait_node_back(node, container, started_after, deadline, result)
+        ready = " and the node is Ready again" if p.get("wait_node_ready", True) else ""
+        broke = f"; forced, broke: {describe_pods(blockers)}" if blockers else ""
+        went_down = "; went down with it: " + going_text if going else ""
+        result["msg"] = f"node container {container} (node {node}) restarted{ready}{broke}{went_down}"
+        return result
+
+    def _inspect_node_container(self, docker, container, node):
+        """Docker's inspect document of the node's container; NodeContainerError when there is none."""
         try:
-            docker.restart(container, p.get("node_stop_timeout") or 30)
+            return docker.inspect(container)
+        except ctr.TargetNotFound:
+            docker_host = self.p.get("docker_host") or DEFAULT_DOCKER_HOST
+            raise NodeContainerError(
+                f"no Docker container {container!r} at {docker_host} to restart for node {node}: set "
+                "node_container to the kind node's container (docker ps; kind names it "
+                "<cluster>-control-plane)",
+                node=node,
+                node_container=container,
+            ) from None
+        except ctr.ContainerError as exc:
+            raise NodeContainerError(str(exc), node=node, node_container=container) from None
+
+    def _restart_node_container(self, docker, container, started_before, deadline, result):
+        """Restart the node's container and wait until it runs again; its new StartedAt."""
+        try:
+            docker.restart(container, self.p.get("node_stop_timeout") or 30)
             result["changed"] = True
             doc = docker.inspect(container)
             while not (
@@ -845,7 +862,7 @@ class SafeShutdown:
                     status = (doc.get("State") or {}).get("Status")
                     raise NodeContainerError(
                         f"node container {container} was restarted but is not running again after "
-                        f"{p['timeout']} s (state {status}): see docker logs {container}",
+                        f"{self.p['timeout']} s (state {status}): see docker logs {container}",
                         **result,
                     )
                 time.sleep(0.2)
@@ -854,16 +871,7 @@ class SafeShutdown:
             raise NodeContainerError(
                 f"restarting node container {container} failed: {exc}", **result
             ) from None
-        started_after = doc["State"]["StartedAt"]
-        result["started_at_after"] = started_after
-        result["diff"]["after"]["started_at"] = started_after
-        if p.get("wait_node_ready", True):
-            self._wait_node_back(node, container, started_after, deadline, result)
-        ready = " and the node is Ready again" if p.get("wait_node_ready", True) else ""
-        broke = f"; forced, broke: {describe_pods(blockers)}" if blockers else ""
-        went_down = "; went down with it: " + going_text if going else ""
-        result["msg"] = f"node container {container} (node {node}) restarted{ready}{broke}{went_down}"
-        return result
+        return doc["State"]["StartedAt"]
 
     def _wait_node_back(self, node, container, started_after, deadline, result):
         """Wait until the node's kubelet renewed its Lease after the restart (when the cluster

@@ -362,20 +362,88 @@ def dump_params(pid, args):
     }
 
 
-def dump_and_restore(report, args, gib):
-    fig = {"gib": gib, "device": args.device}
+def no_room_for_dump(images_dir, gib):
+    """Why images_dir cannot take the dump of ``gib`` GiB, or None when it can."""
     need_disk = gib * GIB * 1.15 + 4 * GIB
-    os.makedirs(args.images_dir, exist_ok=True)
-    vfs = os.statvfs(args.images_dir)
+    os.makedirs(images_dir, exist_ok=True)
+    vfs = os.statvfs(images_dir)
     if vfs.f_bavail * vfs.f_frsize < need_disk:
         free = vfs.f_bavail * vfs.f_frsize / GIB
-        fig["skipped"] = (
-            f"{args.images_dir} has {free:.1f} GiB free, the dump needs about {need_disk / GIB:.1f} GiB"
+        return f"{images_dir} has {free:.1f} GiB free, the dump needs about {need_disk / GIB:.1f} GiB"
+    return None
+
+
+def dump_worker(fig, args, pid):
+    """The module's dump of process ``pid`` (checkpoint.dump.Dumper); its figures go to fig.
+    Returns the module's result."""
+    started = time.monotonic()
+    params = dump_params(pid, args)
+    result = Dumper(params, False, run, gpus_dir=args.gpus_dir).run_state()
+    fig["module_wall_s"] = round(time.monotonic() - started, 3)
+    manifest = result["manifest"]
+    fig["gpu"] = {k: manifest["gpu"].get(k) for k in ("path", "reason", "states", "locked_s", "taken")}
+    fig["dump_wall_s"] = manifest["dump_wall_s"]
+    fig["images_bytes"] = manifest["sizes"]["images_bytes"]
+    fig["criu_stats"] = manifest["stats"]
+    fig["dump_rate_gib_s"] = round(fig["images_bytes"] / GIB / max(manifest["dump_wall_s"], 1e-6), 3)
+    return result
+
+
+def restore_dump(fig, args, result, pid):
+    """`criu restore` of the dump into a new process ``pid``, then the thaw of its CUDA state."""
+    manifest = result["manifest"]
+    dump_dir = result["checkpoint_dir"]
+    argv = [
+        args.criu,
+        "restore",
+        "-D",
+        dump_dir,
+        "--restore-detached",
+        "--manage-cgroups",
+        "--log-file",
+        "restore.log",
+        "-v4",
+    ]
+    if manifest["gpu"]["path"] == "criu-cuda-plugin":
+        argv += ["--libdir", args.plugin_dir]
+    started = time.monotonic()
+    rc, out, err = run(argv)
+    fig["criu_restore_s"] = round(time.monotonic() - started, 3)
+    if rc != 0:
+        raise RuntimeError(
+            "criu restore failed (rc={}): {}; log: {}".format(
+                rc, (err or out).strip()[-500:], criu.log_tail(os.path.join(dump_dir, "restore.log"))
+            )
         )
+    thaw = {"cuda_pids": [pid], "states": []}
+    if manifest["gpu"]["path"] in ("cuda-checkpoint", "cuda-driver-api"):
+        freezer, _facts = gpu.find_freezer(run, gpu.cuda_checkpoint_binary(), args.libcuda)
+        gpu.thaw(freezer, thaw)
+    fig["thaw_states"] = thaw["states"]
+    fig["restore_to_running_s"] = round(time.monotonic() - started, 3)
+
+
+def check_restored(fig, worker, original):
+    """The restored process is the dumped one: it counts on and its pattern is intact."""
+    # The restored process carries the original's memory: its start time, and a counter that goes
+    # on from the dump; a freshly started one would have a new ready_at and count from 1.
+    first = worker.wait(lambda s: s["time"] > original["time"], 120, "the restored process to count")
+    fig["same_process_state"] = first["ready_at"] == original["ready_at"]
+    fig["counter_at_dump_about"], fig["counter_first_after_restore"] = original["count"], first["count"]
+    after = worker.wait(lambda s: s["count"] > first["count"] + 5, 120, "the restored counter to go on")
+    fig["counter_went_on"] = after["count"] > first["count"]
+    checked = worker.wait(lambda s: s["verified_at"] > after["count"], 300, "a pattern check after restore")
+    fig["pattern_ok_after_restore"] = checked["pattern_ok"]
+
+
+def dump_and_restore(report, args, gib):
+    fig = {"gib": gib, "device": args.device}
+    no_room = no_room_for_dump(args.images_dir, gib)
+    if no_room:
+        fig["skipped"] = no_room
         report.log("dump {} GiB skipped: {}".format(gib, fig["skipped"]))
         return fig
     worker = Worker(report, args, gib, f"dump-{gib}")
-    restored = None
     try:
         worker.wait(
             lambda s: s.get("count", 0) > 5 and s.get("pattern_ok"), 600, f"the worker to fill {gib} GiB"
@@ -383,60 +451,12 @@ def dump_and_restore(report, args, gib):
         fig["gpu_mib"] = gpu_memory_of(worker.pid)
         if args.self_test:
             fake_cuda_pids(args, worker.pid)
-        started = time.monotonic()
-        params = dump_params(worker.pid, args)
-        result = Dumper(params, False, run, gpus_dir=args.gpus_dir).run_state()
-        fig["module_wall_s"] = round(time.monotonic() - started, 3)
-        manifest = result["manifest"]
-        fig["gpu"] = {k: manifest["gpu"].get(k) for k in ("path", "reason", "states", "locked_s", "taken")}
-        fig["dump_wall_s"] = manifest["dump_wall_s"]
-        fig["images_bytes"] = manifest["sizes"]["images_bytes"]
-        fig["criu_stats"] = manifest["stats"]
-        fig["dump_rate_gib_s"] = round(fig["images_bytes"] / GIB / max(manifest["dump_wall_s"], 1e-6), 3)
+        result = dump_worker(fig, args, worker.pid)
         original = worker.status()
         report.log(f"dump {gib} GiB: {json.dumps(fig, default=str)}")
         worker.kill()
-        dump_dir = result["checkpoint_dir"]
-        argv = [
-            args.criu,
-            "restore",
-            "-D",
-            dump_dir,
-            "--restore-detached",
-            "--manage-cgroups",
-            "--log-file",
-            "restore.log",
-            "-v4",
-        ]
-        if manifest["gpu"]["path"] == "criu-cuda-plugin":
-            argv += ["--libdir", args.plugin_dir]
-        started = time.monotonic()
-        rc, out, err = run(argv)
-        fig["criu_restore_s"] = round(time.monotonic() - started, 3)
-        if rc != 0:
-            raise RuntimeError(
-                "criu restore failed (rc={}): {}; log: {}".format(
-                    rc, (err or out).strip()[-500:], criu.log_tail(os.path.join(dump_dir, "restore.log"))
-                )
-            )
-        restored = worker.pid
-        thaw = {"cuda_pids": [restored], "states": []}
-        if manifest["gpu"]["path"] in ("cuda-checkpoint", "cuda-driver-api"):
-            freezer, _facts = gpu.find_freezer(run, gpu.cuda_checkpoint_binary(), args.libcuda)
-            gpu.thaw(freezer, thaw)
-        fig["thaw_states"] = thaw["states"]
-        fig["restore_to_running_s"] = round(time.monotonic() - started, 3)
-        # The restored process carries the original's memory: its start time, and a counter that goes
-        # on from the dump; a freshly started one would have a new ready_at and count from 1.
-        first = worker.wait(lambda s: s["time"] > original["time"], 120, "the restored process to count")
-        fig["same_process_state"] = first["ready_at"] == original["ready_at"]
-        fig["counter_at_dump_about"], fig["counter_first_after_restore"] = original["count"], first["count"]
-        after = worker.wait(lambda s: s["count"] > first["count"] + 5, 120, "the restored counter to go on")
-        fig["counter_went_on"] = after["count"] > first["count"]
-        checked = worker.wait(
-            lambda s: s["verified_at"] > after["count"], 300, "a pattern check after restore"
-        )
-        fig["pattern_ok_after_restore"] = checked["pattern_ok"]
+        restore_dump(fig, args, result, worker.pid)
+        check_restored(fig, worker, original)
         report.log(
             "restore {} GiB: {}".format(
                 gib,
@@ -454,7 +474,7 @@ def dump_and_restore(report, args, gib):
     return fig
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -466,35 +486,26 @@ def main():
     parser.add_argument("--libcuda", default=gpu.LIBCUDA)
     parser.add_argument("--images-dir", default="/var/tmp/strata-gpu-dumps")
     parser.add_argument("--self-test", action="store_true", help="no GPU: check this script only")
-    args = parser.parse_args()
-    args.gpus_dir = gpu.NVIDIA_GPUS_DIR
-    os.makedirs(args.out, exist_ok=True)
-    report = Report(args.out, args.budget)
-    report.record("self_test", args.self_test)
-    args.device = "cpu" if args.self_test else "cuda"
-    if args.self_test:
-        from tests.unit.fakes.cuda import build_libcuda  # noqa: PLC0415 - the unit tests' fake
+    return parser.parse_args()
 
-        # Named libcuda.so.1 and mapped by the worker, so that the module finds a CUDA process; a
-        # directory stands in for /proc/driver/nvidia/gpus. The dump then takes the driver-API path.
-        fake_dir = os.path.join(args.out, "fake-cuda")
-        os.makedirs(os.path.join(fake_dir, "gpus"), exist_ok=True)
-        args.libcuda = os.path.join(fake_dir, "libcuda.so.1")
-        shutil.copy(build_libcuda(fake_dir), args.libcuda)
-        args.gpus_dir = os.path.join(fake_dir, "gpus")
-        report.log(f"SELF-TEST: no GPU is used; CPU worker, fake libcuda {args.libcuda}.")
-        report.log("No figure here is a GPU figure.")
-    facts, args.criu, python = probe(report, args)
-    args.python = sys.executable if args.self_test else python
-    if not args.python:
-        report.log("no python with PyTorch here: the CUDA worker cannot run")
-        report.record("result", "no PyTorch")
-        return 1
-    if not args.self_test and not facts["gpus_dir"]:
-        report.log(f"no NVIDIA GPU ({gpu.NVIDIA_GPUS_DIR} missing): nothing GPU-related can run")
-        report.record("result", "no GPU")
-        return 1
-    report.record("freeze", freeze_cycle(report, args))
+
+def use_fake_cuda(report, args):
+    """--self-test: the unit tests' fake libcuda instead of the driver's."""
+    from tests.unit.fakes.cuda import build_libcuda  # noqa: PLC0415 - the unit tests' fake
+
+    # Named libcuda.so.1 and mapped by the worker, so that the module finds a CUDA process; a
+    # directory stands in for /proc/driver/nvidia/gpus. The dump then takes the driver-API path.
+    fake_dir = os.path.join(args.out, "fake-cuda")
+    os.makedirs(os.path.join(fake_dir, "gpus"), exist_ok=True)
+    args.libcuda = os.path.join(fake_dir, "libcuda.so.1")
+    shutil.copy(build_libcuda(fake_dir), args.libcuda)
+    args.gpus_dir = os.path.join(fake_dir, "gpus")
+    report.log(f"SELF-TEST: no GPU is used; CPU worker, fake libcuda {args.libcuda}.")
+    report.log("No figure here is a GPU figure.")
+
+
+def run_dumps(report, args, facts):
+    """dump_and_restore for each size asked, unless the GPU, the budget left or CRIU rules it out."""
     dumps = {}
     args.plugin_dir = (facts["cuda_plugin"] or PLUGIN_DIRS)[0]
     if not args.criu or facts["criu"].get("check", {}).get("rc") not in (0, None):
@@ -516,6 +527,30 @@ def main():
         dumps[str(gib)] = dump_and_restore(report, args, gib)
         report.record("dumps", dumps)
     report.record("dumps", dumps)
+    return dumps
+
+
+def main():
+    args = parse_args()
+    args.gpus_dir = gpu.NVIDIA_GPUS_DIR
+    os.makedirs(args.out, exist_ok=True)
+    report = Report(args.out, args.budget)
+    report.record("self_test", args.self_test)
+    args.device = "cpu" if args.self_test else "cuda"
+    if args.self_test:
+        use_fake_cuda(report, args)
+    facts, args.criu, python = probe(report, args)
+    args.python = sys.executable if args.self_test else python
+    if not args.python:
+        report.log("no python with PyTorch here: the CUDA worker cannot run")
+        report.record("result", "no PyTorch")
+        return 1
+    if not args.self_test and not facts["gpus_dir"]:
+        report.log(f"no NVIDIA GPU ({gpu.NVIDIA_GPUS_DIR} missing): nothing GPU-related can run")
+        report.record("result", "no GPU")
+        return 1
+    report.record("freeze", freeze_cycle(report, args))
+    dumps = run_dumps(report, args, facts)
     failed = [k for k, v in dumps.items() if "error" in v] + (
         ["freeze"] if "error" in report.figures["freeze"] else []
     )

@@ -233,21 +233,16 @@ def assert_nothing_changed(bed, a, before, config_text=CONFIG):
     assert snapshot(bed) == before
 
 
-def test_isolate_then_restore_exactly(bed):
-    slow_rollout(bed)
-    before = snapshot(bed)
-    original = bed.config.read_bytes()
-    bed.gitlab.add_job(7, 501, duration=1.0)  # a running job: waited for, never cancelled
-    a = args(bed)
-
-    result = run_module("runner_isolation", a)
-    assert result.get("failed") is not True, result
-    assert result["changed"] is True and result["already_isolated"] is False
-    state_path = a["state_path"]
+def assert_state_file_private(state_path):
+    """The state file is 0600 and holds no token; returns its bytes."""
     assert stat.S_IMODE(os.stat(state_path).st_mode) == 0o600
     state_bytes = read_bytes(state_path)
     assert TOKEN.encode() not in state_bytes
     assert b"glrt-SECRET" not in state_bytes  # runner tokens GitLab may return are dropped
+    return state_bytes
+
+
+def assert_runners_paused_jobs_waited_for(bed):
     assert paused(bed.gitlab) == {7: True, 8: True, 9: True}
     puts = bed.gitlab.requests_for("PUT")
     assert [r["body"] for r in puts] == [{"paused": True}, {"paused": True}]  # 9 was paused already
@@ -255,6 +250,8 @@ def test_isolate_then_restore_exactly(bed):
     assert all(r["method"] in ("GET", "PUT") for r in bed.gitlab.requests)  # no job was cancelled
     assert bed.gitlab.jobs[7][0]["status"] == "success"
 
+
+def assert_config_isolated(bed):
     text = bed.config.read_text()
     assert "[runners.kubernetes.node_tolerations]" in text and '"experiment=dedicated" = "NoSchedule"' in text
     assert "[[runners.kubernetes.node_tolerations]]" not in text
@@ -262,6 +259,9 @@ def test_isolate_then_restore_exactly(bed):
     assert 'cpu_request = "2000m"' in text and 'memory_request = "2Gi"' in text
     assert "concurrent = 1  # jobs at once" in text and "# cluster runner" in text
 
+
+def assert_node_isolated(bed, before, changes):
+    """Tainted, labelled and cordoned, the workloads tolerating it and rolled out before the cordon."""
     during = snapshot(bed)
     assert during["taints"] == [
         *before["taints"],
@@ -276,18 +276,11 @@ def test_isolate_then_restore_exactly(bed):
     ready(bed.client, "Deployment", "web", bed.ns, timeout=20)
     ready(bed.client, "StatefulSet", "minio", bed.ns, timeout=20)
     assert placed_pods(bed) == {("web", bed.node, "Running", True), ("minio", bed.node, "Running", True)}
-    changes = result["changes"]
     tolerated = changes.index(f"added the toleration to StatefulSet {bed.ns}/minio")
     assert tolerated < changes.index(f"cordoned node {bed.node}"), changes
 
-    # a second isolated while isolated: nothing to do, the first record stays as it was
-    mtime = os.stat(state_path).st_mtime_ns
-    again = run_module("runner_isolation", a)
-    assert again["changed"] is False and again["already_isolated"] is True, again
-    assert read_bytes(state_path) == state_bytes and os.stat(state_path).st_mtime_ns == mtime
 
-    bed.gitlab.requests.clear()
-    restored = run_module("runner_isolation", dict(a, state="restored"), diff=True)
+def assert_restored_exactly(bed, restored, before, original, state_path):
     assert restored["changed"] is True, restored
     # restored returned only once both workloads rolled back and are Ready on the node again
     assert_ready_now(bed)
@@ -302,6 +295,33 @@ def test_isolate_then_restore_exactly(bed):
     tol_steps = [i for i, c in enumerate(changes) if c.startswith("removed the toleration")]
     assert len(tol_steps) == 2 and untainted < min(tol_steps), changes  # taint first: MinIO stays schedulable
     assert placed_pods(bed) == {("web", bed.node, "Running", False), ("minio", bed.node, "Running", False)}
+
+
+def test_isolate_then_restore_exactly(bed):
+    slow_rollout(bed)
+    before = snapshot(bed)
+    original = bed.config.read_bytes()
+    bed.gitlab.add_job(7, 501, duration=1.0)  # a running job: waited for, never cancelled
+    a = args(bed)
+
+    result = run_module("runner_isolation", a)
+    assert result.get("failed") is not True, result
+    assert result["changed"] is True and result["already_isolated"] is False
+    state_path = a["state_path"]
+    state_bytes = assert_state_file_private(state_path)
+    assert_runners_paused_jobs_waited_for(bed)
+    assert_config_isolated(bed)
+    assert_node_isolated(bed, before, result["changes"])
+
+    # a second isolated while isolated: nothing to do, the first record stays as it was
+    mtime = os.stat(state_path).st_mtime_ns
+    again = run_module("runner_isolation", a)
+    assert again["changed"] is False and again["already_isolated"] is True, again
+    assert read_bytes(state_path) == state_bytes and os.stat(state_path).st_mtime_ns == mtime
+
+    bed.gitlab.requests.clear()
+    restored = run_module("runner_isolation", dict(a, state="restored"), diff=True)
+    assert_restored_exactly(bed, restored, before, original, state_path)
 
     twice = run_module("runner_isolation", dict(a, state="restored"))
     assert twice["changed"] is False and "nothing to restore" in twice["msg"]

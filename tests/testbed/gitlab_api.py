@@ -35,12 +35,24 @@ Use from tests::
 import json
 import threading
 import time
+from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from http_stand_in import HTTPStandIn, QuietHandler
 
 PER_PAGE_DEFAULT = 20
 PER_PAGE_MAX = 100
+# what PUT /api/v4/runners/:id takes
+UPDATABLE_ATTRIBUTES = {
+    "paused",
+    "description",
+    "tag_list",
+    "run_untagged",
+    "locked",
+    "access_level",
+    "maximum_timeout",
+    "maintenance_note",
+}
 
 
 class GitLabStandIn(HTTPStandIn):
@@ -148,11 +160,15 @@ class GitLabStandIn(HTTPStandIn):
         parts = [p for p in path.split("/") if p]
         if parts[:2] != ["api", "v4"] or len(parts) < 3 or parts[2] != "runners":
             return 404, {"error": "404 Not Found"}, {}
-        rest = parts[3:]
-        if method == "GET" and rest in ([], ["all"]):
-            if rest == ["all"] and not self.admin:
+        rest = tuple(parts[3:])
+        if method == "GET" and rest in ((), ("all",)):
+            if rest == ("all",) and not self.admin:
                 return 403, {"message": "403 Forbidden"}, {}
-            return self._list(query, only_visible=rest == [])
+            return self._list(query, only_visible=rest == ())
+        return self._answer_runner(method, rest, query, body)
+
+    def _answer_runner(self, method, rest, query, body):
+        """The answer for ``/api/v4/runners/:id`` and below (``rest``: the path from :id on)."""
         try:
             runner_id = int(rest[0])
         except (IndexError, ValueError):
@@ -162,43 +178,46 @@ class GitLabStandIn(HTTPStandIn):
             return 404, {"message": "404 Runner Not Found"}, {}
         if runner_id in self.forbidden:
             return 403, {"message": "403 Forbidden"}, {}
-        if rest[1:] == [] and method == "GET":
-            return 200, self._runner_view(runner, True), {}
-        if rest[1:] == [] and method == "PUT":
-            if not isinstance(body, dict):
-                return 400, {"error": "body must be an object"}, {}
-            if "active" in body:
-                return 400, {"error": "active is deprecated (since GitLab 14.8): send paused"}, {}
-            allowed = {
-                "paused",
-                "description",
-                "tag_list",
-                "run_untagged",
-                "locked",
-                "access_level",
-                "maximum_timeout",
-                "maintenance_note",
-            }
-            unknown = sorted(set(body) - allowed)
-            if unknown or not body:
-                return 400, {"error": "unknown or missing attributes: {}".format(", ".join(unknown))}, {}
-            if "paused" in body:
-                paused = body["paused"]
-                if isinstance(paused, str):
-                    paused = paused.lower() == "true"
-                runner["paused"] = bool(paused)
-                runner["active"] = not runner["paused"]
-            return 200, self._runner_view(runner, True), {}
-        if rest[1:] == ["jobs"] and method == "GET":
-            if self.jobs_delay:
-                time.sleep(self.jobs_delay)
-            status = query.get("status", [None])[0]
-            jobs = [self._job_view(j) for j in self.jobs.get(runner_id, [])]
-            if status:
-                jobs = [j for j in jobs if j["status"] == status]
-            chunk, headers = self._paginate(jobs, query)
-            return 200, chunk, headers
-        return 405, {"error": "405 Method Not Allowed"}, {}
+        route = self.RUNNER_ROUTES.get((method, rest[1:]))
+        if route is None:
+            return 405, {"error": "405 Method Not Allowed"}, {}
+        return route(self, runner_id, runner, query, body)
+
+    def _runner_details(self, _runner_id, runner, _query, _body):
+        return 200, self._runner_view(runner, True), {}
+
+    def _update_runner(self, _runner_id, runner, _query, body):
+        if not isinstance(body, dict):
+            return 400, {"error": "body must be an object"}, {}
+        if "active" in body:
+            return 400, {"error": "active is deprecated (since GitLab 14.8): send paused"}, {}
+        unknown = sorted(set(body) - UPDATABLE_ATTRIBUTES)
+        if unknown or not body:
+            return 400, {"error": "unknown or missing attributes: {}".format(", ".join(unknown))}, {}
+        if "paused" in body:
+            paused = body["paused"]
+            if isinstance(paused, str):
+                paused = paused.lower() == "true"
+            runner["paused"] = bool(paused)
+            runner["active"] = not runner["paused"]
+        return 200, self._runner_view(runner, True), {}
+
+    def _runner_jobs(self, runner_id, _runner, query, _body):
+        if self.jobs_delay:
+            time.sleep(self.jobs_delay)
+        status = query.get("status", [None])[0]
+        jobs = [self._job_view(j) for j in self.jobs.get(runner_id, [])]
+        if status:
+            jobs = [j for j in jobs if j["status"] == status]
+        chunk, headers = self._paginate(jobs, query)
+        return 200, chunk, headers
+
+    # (method, path below /api/v4/runners/:id) -> handler(self, runner_id, runner, query, body)
+    RUNNER_ROUTES: ClassVar[dict] = {
+        ("GET", ()): _runner_details,
+        ("PUT", ()): _update_runner,
+        ("GET", ("jobs",)): _runner_jobs,
+    }
 
     def _list(self, query, only_visible):
         runners = [

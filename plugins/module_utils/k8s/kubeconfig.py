@@ -128,6 +128,81 @@ def undecodable_data(path, context):
     return found
 
 
+def _choose_context(path, context):
+    """The context to load from the kubeconfig: the given one (which must be there), else the current one."""
+    names, active = _context_names(path)
+    used_context = context or active
+    if context and context not in names:
+        current = " " + repr(active) if active else ""
+        raise K8sContextError(
+            f"context {context!r} is not in kubeconfig {path}; "
+            f"contexts there: {', '.join(names) or 'none'} "
+            f"(pass one of them as context, or omit context to use the current one{current})",
+            kubeconfig=path,
+            contexts=names,
+        )
+    if not used_context:
+        raise K8sContextError(
+            f"kubeconfig {path} sets no current-context; pass context (one of: {', '.join(names) or 'none'})",
+            kubeconfig=path,
+            contexts=names,
+        )
+    return used_context
+
+
+def _load_context(cfg, path, used_context):
+    """Load the context into cfg; K8sConfigError naming undecodable embedded data if that is why it fails."""
+    try:
+        k8s_config.load_kube_config(
+            config_file=path, context=used_context, client_configuration=cfg, persist_config=False
+        )
+    except ConfigException as exc:
+        raise K8sConfigError(
+            f"kubeconfig {path}, context {used_context!r}: {exc}; fix or regenerate it ({CLUSTER_HINT})",
+            kubeconfig=path,
+            context=used_context,
+        ) from None
+    except (ValueError, TypeError) as exc:  # binascii.Error from embedded *-data, and the like
+        bad = undecodable_data(path, used_context)
+        reason = "not base64: " + "; ".join(bad) if bad else f"cannot be loaded ({exc})"
+        raise K8sConfigError(
+            f"kubeconfig {path}, context {used_context!r}: {reason}; embedded *-data entries hold the "
+            "base64 of the PEM file (base64 -w0 ca.crt): fix them or regenerate the kubeconfig "
+            f"({CLUSTER_HINT})",
+            kubeconfig=path,
+            context=used_context,
+        ) from None
+
+
+def _check_client_certificate(cfg, source, path, used_context):
+    """K8sAuthError if the loaded client certificate has expired (or is otherwise unusable)."""
+    if not cfg.cert_file:
+        return
+    try:
+        with open(cfg.cert_file, "rb") as handle:
+            problem = certificate_problem(handle.read())
+    except OSError:
+        problem = None
+    if problem:
+        raise K8sAuthError(
+            f"the client certificate of {source} {problem}: the kubeconfig has expired; fetch a new "
+            "one from the cluster (lab: re-run playbooks/layer3_cluster.yml)",
+            kubeconfig=path,
+            context=used_context,
+        )
+
+
+def _load_kubeconfig(cfg, kubeconfig, context):
+    """Load kubeconfig/context into cfg. Returns (source, used_context)."""
+    path, source = kubeconfig_path(kubeconfig)
+    _check_kubeconfig_file(path, source)
+    used_context = _choose_context(path, context)
+    _load_context(cfg, path, used_context)
+    source = f"kubeconfig {path}, context {used_context!r}"
+    _check_client_certificate(cfg, source, path, used_context)
+    return source, used_context
+
+
 def get_client(kubeconfig=None, context=None, api_timeout=DEFAULT_API_TIMEOUT, in_cluster=None, probe=True):
     """A ready K8sClient.
 
@@ -151,62 +226,9 @@ def get_client(kubeconfig=None, context=None, api_timeout=DEFAULT_API_TIMEOUT, i
             k8s_config.load_incluster_config(client_configuration=cfg)
         except ConfigException as exc:
             raise K8sConfigError(f"in-cluster configuration failed: {exc}") from None
-        source, path, used_context = "in-cluster service account", None, None
+        source, used_context = "in-cluster service account", None
     else:
-        path, source = kubeconfig_path(kubeconfig)
-        _check_kubeconfig_file(path, source)
-        names, active = _context_names(path)
-        used_context = context or active
-        if context and context not in names:
-            current = " " + repr(active) if active else ""
-            raise K8sContextError(
-                f"context {context!r} is not in kubeconfig {path}; "
-                f"contexts there: {', '.join(names) or 'none'} "
-                f"(pass one of them as context, or omit context to use the current one{current})",
-                kubeconfig=path,
-                contexts=names,
-            )
-        if not used_context:
-            raise K8sContextError(
-                f"kubeconfig {path} sets no current-context; "
-                f"pass context (one of: {', '.join(names) or 'none'})",
-                kubeconfig=path,
-                contexts=names,
-            )
-        try:
-            k8s_config.load_kube_config(
-                config_file=path, context=used_context, client_configuration=cfg, persist_config=False
-            )
-        except ConfigException as exc:
-            raise K8sConfigError(
-                f"kubeconfig {path}, context {used_context!r}: {exc}; fix or regenerate it ({CLUSTER_HINT})",
-                kubeconfig=path,
-                context=used_context,
-            ) from None
-        except (ValueError, TypeError) as exc:  # binascii.Error from embedded *-data, and the like
-            bad = undecodable_data(path, used_context)
-            reason = "not base64: " + "; ".join(bad) if bad else f"cannot be loaded ({exc})"
-            raise K8sConfigError(
-                f"kubeconfig {path}, context {used_context!r}: {reason}; embedded *-data entries hold the "
-                "base64 of the PEM file (base64 -w0 ca.crt): fix them or regenerate the kubeconfig "
-                f"({CLUSTER_HINT})",
-                kubeconfig=path,
-                context=used_context,
-            ) from None
-        source = f"kubeconfig {path}, context {used_context!r}"
-        if cfg.cert_file:
-            try:
-                with open(cfg.cert_file, "rb") as handle:
-                    problem = certificate_problem(handle.read())
-            except OSError:
-                problem = None
-            if problem:
-                raise K8sAuthError(
-                    f"the client certificate of {source} {problem}: the kubeconfig has expired; fetch a new "
-                    "one from the cluster (lab: re-run playbooks/layer3_cluster.yml)",
-                    kubeconfig=path,
-                    context=used_context,
-                )
+        source, used_context = _load_kubeconfig(cfg, kubeconfig, context)
     client = K8sClient(cfg, source=source, api_timeout=api_timeout, context=used_context)
     if probe:
         client.version()

@@ -124,6 +124,23 @@ def plan_fetch(candidates, tip, max_lag_slots, min_speed, speeds, *, want_increm
             rejected[url] = reason
             kinds.add(kind)
 
+    usable = _fast_enough(candidates, min_speed, speeds, reject)
+    groups = _archive_groups(usable, reject)
+    options = _full_archive_options(groups, speeds, want_incremental)
+    if not options:
+        return None, rejected, kinds
+    within = _within_lag(options, tip, max_lag_slots, tip_checked, reject)
+    if not within:
+        return None, rejected, kinds
+    effective, members, best_inc = within[0][0], within[0][4], within[0][5]
+    plan = dict(effective_slot=effective, full=_archive_plan(members), incremental=None)
+    if best_inc:
+        plan["incremental"] = _archive_plan(best_inc)
+    return plan, rejected, kinds
+
+
+def _fast_enough(candidates, min_speed, speeds, reject):
+    """The candidates whose source was not measured slower than min_speed; the others rejected."""
     usable = []
     for cand in candidates:
         speed = speeds.get(cand["source"])
@@ -135,6 +152,12 @@ def plan_fetch(candidates, tip, max_lag_slots, min_speed, speeds, *, want_increm
             )
             continue
         usable.append(cand)
+    return usable
+
+
+def _archive_groups(usable, reject):
+    """{(kind, name): candidates serving that archive}; where the sources disagree on its
+    length, those off the most common length are rejected and left out."""
     groups = {}
     for cand in usable:
         groups.setdefault((cand["kind"], cand["name"]), []).append(cand)
@@ -150,6 +173,12 @@ def plan_fetch(candidates, tip, max_lag_slots, min_speed, speeds, *, want_increm
                         f"serves {name} with {m['length']} bytes, other sources {biggest}",
                     )
             groups[(kind, name)] = [m for m in members if m["length"] == biggest]
+    return groups
+
+
+def _full_archive_options(groups, speeds, want_incremental):
+    """(effective slot, slot, speed, name, members, best incremental's members or None) for each
+    full archive, best first."""
     options = []
     for (kind, name), members in groups.items():
         if kind != KIND_FULL:
@@ -164,9 +193,13 @@ def plan_fetch(candidates, tip, max_lag_slots, min_speed, speeds, *, want_increm
         effective = best_inc[0]["slot"] if best_inc else slot
         speed = sum(speeds.get(m["source"]) or 0 for m in members)
         options.append((effective, slot, speed, name, members, best_inc))
-    if not options:
-        return None, rejected, kinds
     options.sort(key=lambda o: (o[0], o[1], o[2]), reverse=True)
+    return options
+
+
+def _within_lag(options, tip, max_lag_slots, tip_checked, reject):
+    """The options neither above a checked tip nor more than max_lag_slots behind it; the
+    archives of the others rejected."""
     reference = f"the tip {tip}" if tip_checked else f"the newest archive on offer (slot {tip})"
     within = []
     for option in options:
@@ -183,13 +216,7 @@ def plan_fetch(candidates, tip, max_lag_slots, min_speed, speeds, *, want_increm
                 )
         else:
             within.append(option)
-    if not within:
-        return None, rejected, kinds
-    effective, members, best_inc = within[0][0], within[0][4], within[0][5]
-    plan = dict(effective_slot=effective, full=_archive_plan(members), incremental=None)
-    if best_inc:
-        plan["incremental"] = _archive_plan(best_inc)
-    return plan, rejected, kinds
+    return within
 
 
 def no_plan_message(candidates, errors, rejected, kinds, limit=6):

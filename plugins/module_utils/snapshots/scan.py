@@ -33,31 +33,11 @@ def scan_snapshot_dir(path, listdir=os.listdir, stat=os.stat):
             full_path = os.path.join(directory, name)
             if full_path == remote:
                 continue
-            if is_temporary_name(name):
-                not_used.append(_unused(name, full_path, "a download in progress or a work file"))
-                continue
-            try:
-                info = parse_archive_name(name)
-            except SnapshotNameError as exc:
-                not_used.append(_unused(name, full_path, exc.msg))
-                continue
+            info, reason = _name_info(name)
             if info is None:
-                not_used.append(_unused(name, full_path, "not a snapshot archive name"))
+                not_used.append(_unused(name, full_path, reason))
                 continue
-            info.update(path=full_path, size=None, problem=None)
-            try:
-                st = stat(full_path)
-            except OSError as exc:
-                info["problem"] = "cannot be read (%s)" % (exc.strerror or exc)
-            else:
-                if not stat_mod.S_ISREG(st.st_mode):
-                    info["problem"] = "not a regular file"
-                elif st.st_size == 0:
-                    info["problem"] = "empty (0 bytes)"
-                info["size"] = st.st_size
-            if info["kind"] == KIND_INCREMENTAL and info["slot"] <= info["base_slot"] and not info["problem"]:
-                info["problem"] = "its slot is not after its base slot"
-            archives.append(info)
+            archives.append(_with_file_state(info, full_path, stat))
     full = _newest_first(a for a in archives if a["kind"] == KIND_FULL)
     full_slots = set(i["slot"] for i in full)
     incrementals = [a for a in archives if a["kind"] == KIND_INCREMENTAL]
@@ -95,6 +75,37 @@ def scan_snapshot_dir(path, listdir=os.listdir, stat=os.stat):
         best_incremental=best_incremental,
         not_used=sorted(not_used, key=lambda u: u["path"]),
     )
+
+
+def _name_info(name):
+    """(archive info, None) when ``name`` is an archive's name, else (None, why it is not used)."""
+    if is_temporary_name(name):
+        return None, "a download in progress or a work file"
+    try:
+        info = parse_archive_name(name)
+    except SnapshotNameError as exc:
+        return None, exc.msg
+    if info is None:
+        return None, "not a snapshot archive name"
+    return info, None
+
+
+def _with_file_state(info, full_path, stat):
+    """``info`` with the archive's path, size and problem (None when agave can load it)."""
+    info.update(path=full_path, size=None, problem=None)
+    try:
+        st = stat(full_path)
+    except OSError as exc:
+        info["problem"] = "cannot be read (%s)" % (exc.strerror or exc)
+    else:
+        if not stat_mod.S_ISREG(st.st_mode):
+            info["problem"] = "not a regular file"
+        elif st.st_size == 0:
+            info["problem"] = "empty (0 bytes)"
+        info["size"] = st.st_size
+    if info["kind"] == KIND_INCREMENTAL and info["slot"] <= info["base_slot"] and not info["problem"]:
+        info["problem"] = "its slot is not after its base slot"
+    return info
 
 
 def _newest_first(items):

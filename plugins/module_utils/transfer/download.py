@@ -120,18 +120,7 @@ class Download:
         buf = memoryview(bytearray(CHUNK))
         try:
             while True:
-                with self.lock:
-                    task = None
-                    stopped = source.dropped or self.write_error is not None
-                    if not stopped:
-                        now = time.time()
-                        task = self.sched.take(now, source.connection_rate(now, self.speed_window))
-                    idle_but_needed = task is None and not stopped and self.sched.busy()
-                    if task is not None:
-                        if source.active == 0:  # idle time is not slowness: measure from here
-                            source.started = time.time()
-                            source.samples = [(source.started, source.bytes)]
-                        source.active += 1
+                task, idle_but_needed = self._take_task(source)
                 if task is None:
                     if idle_but_needed:  # a range in flight may become worth splitting
                         time.sleep(0.05)
@@ -160,6 +149,23 @@ class Download:
                 if not self.running:
                     self.finished.set()
 
+    def _take_task(self, source):
+        """(the next range for a connection to ``source``, or None; whether to wait for one
+        because ranges in flight may still be split)."""
+        with self.lock:
+            task = None
+            stopped = source.dropped or self.write_error is not None
+            if not stopped:
+                now = time.time()
+                task = self.sched.take(now, source.connection_rate(now, self.speed_window))
+            idle_but_needed = task is None and not stopped and self.sched.busy()
+            if task is not None:
+                if source.active == 0:  # idle time is not slowness: measure from here
+                    source.started = time.time()
+                    source.samples = [(source.started, source.bytes)]
+                source.active += 1
+        return task, idle_but_needed
+
     def _stop(self, exc):
         """A local write failed: every connection stops; the source is not to blame."""
         with self.lock:
@@ -169,6 +175,18 @@ class Download:
 
     def _fetch(self, source, task, conn, buf):
         """Fetch ``task`` over ``conn`` (a new one when None); return the connection to reuse."""
+        conn, resp = self._request(source, task, conn)
+        if self.single_stream:
+            self._check_whole_answer(source, resp)
+        else:
+            self._check_range_answer(source, task, resp)
+        if self.single_stream and task.pos:
+            self._skip(source, resp, task.pos, buf)  # a retry: the answer starts at byte 0 again
+        task.t0, task.p0 = time.time(), task.pos
+        return self._receive(source, task, conn, resp, buf)
+
+    def _request(self, source, task, conn):
+        """Send the GET of ``task`` over ``conn`` (a new one when None); (connection, response)."""
         headers = {"User-Agent": USER_AGENT}
         if not self.single_stream:
             headers["Range"] = f"bytes={task.pos}-{task.end - 1}"
@@ -177,32 +195,39 @@ class Download:
             source.connects += 1
         source.requests += 1
         conn.request("GET", _path(source.url), headers=headers)
-        resp = conn.getresponse()
-        if self.single_stream:
-            if resp.status != 200:
-                raise SourceError(f"{source.url}: HTTP {resp.status}")
-            announced = resp.getheader("Content-Length") or ""
-            if not announced.isdigit() or int(announced) != self.length:
-                shown = announced or "(none)"
-                self._drop(
-                    source,
-                    f"answers with Content-Length {shown}, not the {self.length} bytes the archive has",
-                )
-                raise SourceError(f"{source.url}: wrong Content-Length")
-        else:
-            match = _CONTENT_RANGE.match(resp.getheader("Content-Range") or "")
-            if resp.status != 206 or not match or int(match.group(1)) != task.pos:
-                content_range = resp.getheader("Content-Range") or ""
-                raise SourceError(
-                    f"{source.url}: asked for bytes {task.pos}-{task.end - 1},"
-                    f" got HTTP {resp.status} {content_range}"
-                )
-            if int(match.group(3)) != self.length:
-                self._drop(source, f"now serves {match.group(3)} bytes, not {self.length}")
-                raise SourceError(f"{source.url}: length changed")
-        if self.single_stream and task.pos:
-            self._skip(source, resp, task.pos, buf)  # a retry: the answer starts at byte 0 again
-        task.t0, task.p0 = time.time(), task.pos
+        return conn, conn.getresponse()
+
+    def _check_whole_answer(self, source, resp):
+        """SourceError unless the answer is 200 with the archive's length (a wrong length also
+        drops the source)."""
+        if resp.status != 200:
+            raise SourceError(f"{source.url}: HTTP {resp.status}")
+        announced = resp.getheader("Content-Length") or ""
+        if not announced.isdigit() or int(announced) != self.length:
+            shown = announced or "(none)"
+            self._drop(
+                source,
+                f"answers with Content-Length {shown}, not the {self.length} bytes the archive has",
+            )
+            raise SourceError(f"{source.url}: wrong Content-Length")
+
+    def _check_range_answer(self, source, task, resp):
+        """SourceError unless the answer is 206 from task.pos, of the archive's length (a changed
+        length also drops the source)."""
+        match = _CONTENT_RANGE.match(resp.getheader("Content-Range") or "")
+        if resp.status != 206 or not match or int(match.group(1)) != task.pos:
+            content_range = resp.getheader("Content-Range") or ""
+            raise SourceError(
+                f"{source.url}: asked for bytes {task.pos}-{task.end - 1},"
+                f" got HTTP {resp.status} {content_range}"
+            )
+        if int(match.group(3)) != self.length:
+            self._drop(source, f"now serves {match.group(3)} bytes, not {self.length}")
+            raise SourceError(f"{source.url}: length changed")
+
+    def _receive(self, source, task, conn, resp, buf):
+        """Write the body into the file from task.pos until the range ends or the connection must
+        stop; return the connection to reuse, or None when it was closed."""
         fd = self.fd
         while True:
             with self.lock:
@@ -280,48 +305,8 @@ class Download:
         resumed = done.total()
         missing = done.missing(self.length)
         missing_bytes = sum(e - s for s, e in missing)
-        if self.single_stream:
-            self.sched = Scheduler([[0, self.length]], max(1, self.length), steal=False)
-            conns = 1
-        else:
-            conns = min(self.split, self.per_server * len(self.sources))
-            self.sched = Scheduler(
-                missing,
-                Scheduler.piece_size_for(missing_bytes, conns, self.min_split),
-                min_split=self.min_split,
-            )
-        try:
-            self.fd = os.open(self.tmp_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise self._write_failure(exc, None, started) from None
-        threads = []
-        try:
-            try:
-                if os.fstat(self.fd).st_size != self.length:
-                    os.ftruncate(self.fd, self.length)
-                save_control(self.tmp_path, self.name, self.length, self.done, fetched_before)
-                self.running = conns
-                self.finished.clear()
-                for i in range(conns):
-                    source = self.sources[i % len(self.sources)]
-                    t = threading.Thread(target=self._worker, args=(source,))
-                    t.daemon = True
-                    threads.append(t)
-                for t in threads:
-                    t.start()
-                self._watch(threads, started, fetched_before)
-            except OSError as exc:  # a sync or the control file failed: stop the connections too
-                self._stop(exc)
-            for t in threads:  # each stops within one read once write_error is set
-                t.join()
-            transfer_end = time.time()
-            try:
-                self._flush(fetched_before)
-            except OSError as exc:
-                self._stop(exc)
-        finally:
-            os.close(self.fd)
-            self.fd = None
+        conns = self._schedule(missing, missing_bytes)
+        transfer_end = self._transfer(conns, started, fetched_before)
         elapsed = time.time() - started
         stats = dict(
             name=self.name,
@@ -346,18 +331,78 @@ class Download:
         if self.write_error is not None:
             raise self._write_failure(self.write_error, stats, started)
         if not self.done.covers(self.length):
-            reasons = dict((s.url, s.dropped or "stopped") for s in self.sources)
-            left = self.length - self.done.total()
-            all_slow = all((s.dropped or "").startswith("slower") for s in self.sources)
-            cls = TooSlowError if all_slow else SourceError
-            dropped = "; ".join(f"{url}: {why}" for url, why in reasons.items())
-            advice = "add faster sources or lower min_speed" if all_slow else "fix or replace these sources"
-            raise cls(
-                f"{self.name}: {left} of {self.length} bytes still missing after every source was dropped"
-                f" ({dropped}); the partial file is kept and a new run resumes it: {advice}",
-                transfer=stats,
-            )
+            raise self._incomplete(stats)
         return stats
+
+    def _schedule(self, missing, missing_bytes):
+        """Set up the scheduler of the ``missing`` ranges; the number of connections to open."""
+        if self.single_stream:
+            self.sched = Scheduler([[0, self.length]], max(1, self.length), steal=False)
+            return 1
+        conns = min(self.split, self.per_server * len(self.sources))
+        self.sched = Scheduler(
+            missing,
+            Scheduler.piece_size_for(missing_bytes, conns, self.min_split),
+            min_split=self.min_split,
+        )
+        return conns
+
+    def _transfer(self, conns, started, fetched_before):
+        """Open the temporary file, run ``conns`` connections until they end, then sync and record;
+        the time the transfer ended. A failed local write is left in ``write_error``."""
+        try:
+            self.fd = os.open(self.tmp_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise self._write_failure(exc, None, started) from None
+        threads = []
+        try:
+            try:
+                if os.fstat(self.fd).st_size != self.length:
+                    os.ftruncate(self.fd, self.length)
+                save_control(self.tmp_path, self.name, self.length, self.done, fetched_before)
+                threads = self._start_connections(conns)
+                self._watch(threads, started, fetched_before)
+            except OSError as exc:  # a sync or the control file failed: stop the connections too
+                self._stop(exc)
+            for t in threads:  # each stops within one read once write_error is set
+                t.join()
+            transfer_end = time.time()
+            try:
+                self._flush(fetched_before)
+            except OSError as exc:
+                self._stop(exc)
+        finally:
+            os.close(self.fd)
+            self.fd = None
+        return transfer_end
+
+    def _start_connections(self, conns):
+        """Start ``conns`` connection threads, spread over the sources; the threads."""
+        self.running = conns
+        self.finished.clear()
+        threads = []
+        for i in range(conns):
+            source = self.sources[i % len(self.sources)]
+            t = threading.Thread(target=self._worker, args=(source,))
+            t.daemon = True
+            threads.append(t)
+        for t in threads:
+            t.start()
+        return threads
+
+    def _incomplete(self, stats):
+        """The error for bytes still missing after every source was dropped."""
+        reasons = dict((s.url, s.dropped or "stopped") for s in self.sources)
+        left = self.length - self.done.total()
+        all_slow = all((s.dropped or "").startswith("slower") for s in self.sources)
+        cls = TooSlowError if all_slow else SourceError
+        dropped = "; ".join(f"{url}: {why}" for url, why in reasons.items())
+        advice = "add faster sources or lower min_speed" if all_slow else "fix or replace these sources"
+        return cls(
+            f"{self.name}: {left} of {self.length} bytes still missing after every source was dropped"
+            f" ({dropped}); the partial file is kept and a new run resumes it: {advice}",
+            transfer=stats,
+        )
 
     def _watch(self, threads, started, fetched_before):
         """Until the connections end: drop slow sources, sync and record, report progress."""

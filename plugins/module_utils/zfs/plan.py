@@ -79,14 +79,7 @@ def validate_requests(requests, pools, pool=None, dialect=None):
         if name in seen:
             errors.append(f"dataset {name!r} is listed more than once")
         seen.add(name)
-        if pool is not None and pool_of(name) != pool:
-            errors.append(f"dataset {name!r} is outside pool {pool!r}: names must start with '{pool}/'")
-        elif pool_of(name) not in pools:
-            errors.append(
-                f"pool {pool_of(name)!r} of dataset {name!r} does not exist on this host"
-                f" (pools: {', '.join(pools) or 'none'}); create or import it first"
-                " (zpool create / zpool import)"
-            )
+        errors.extend(_pool_problems(name, pools, pool))
         if req["state"] == "absent":
             if req["properties"]:
                 errors.append(f"dataset {name!r}: properties make no sense with state=absent")
@@ -96,6 +89,29 @@ def validate_requests(requests, pools, pool=None, dialect=None):
             problem = property_name_problem(prop, dialect)
             if problem:
                 errors.append(f"dataset {name!r}: {problem}")
+    errors.extend(_present_below_absent(requests))
+    if errors:
+        raise ZfsValidationError(
+            "invalid datasets request, nothing was changed: " + "; ".join(errors), errors=errors
+        )
+
+
+def _pool_problems(name, pools, pool):
+    """Why dataset ``name`` is not in ``pool`` (when given) or in a pool of this host."""
+    if pool is not None and pool_of(name) != pool:
+        return [f"dataset {name!r} is outside pool {pool!r}: names must start with '{pool}/'"]
+    if pool_of(name) not in pools:
+        return [
+            f"pool {pool_of(name)!r} of dataset {name!r} does not exist on this host"
+            f" (pools: {', '.join(pools) or 'none'}); create or import it first"
+            " (zpool create / zpool import)"
+        ]
+    return []
+
+
+def _present_below_absent(requests):
+    """The requests for a dataset present below one requested absent, as problems."""
+    errors = []
     absent = [r["name"] for r in requests if r["state"] == "absent"]
     for req in requests:
         if req["state"] != "present":
@@ -105,10 +121,7 @@ def validate_requests(requests, pools, pool=None, dialect=None):
                 errors.append(
                     f"dataset {req['name']!r} is requested present below {other!r} which is requested absent"
                 )
-    if errors:
-        raise ZfsValidationError(
-            "invalid datasets request, nothing was changed: " + "; ".join(errors), errors=errors
-        )
+    return errors
 
 
 def _reference_properties(state, name):
@@ -148,102 +161,14 @@ def plan(requests, state, pools, pool=None, origins=None, *, dialect=DIALECT_OPE
         }
         if req["state"] == "present":
             reference = _reference_properties(state, name)
-            for prop, raw in sorted(req["properties"].items()):
-                desired = normalize_value(prop, raw)
-                action["properties"][prop] = desired
-                current = entry["properties"].get(prop) if entry else None
-                native = ":" not in prop and "@" not in prop
-                if native and reference is not None:
-                    ref = reference["properties"].get(prop)
-                    if ref is None:
-                        errors.append(
-                            f"dataset {name!r}: property {prop!r} is not supported by this ZFS"
-                            f" (it is not in 'zfs get all' of {reference['name']})"
-                        )
-                        continue
-                    if (
-                        ref is not None
-                        and ref["source"] == "-"
-                        and prop not in CREATE_ONLY_PROPERTIES
-                        and prop not in SETTABLE_WITHOUT_SOURCE
-                    ):
-                        errors.append(
-                            f"dataset {name!r}: property {prop!r} is read-only on this ZFS; remove it"
-                        )
-                        continue
-                problem = value_problem(prop, raw, dialect)
-                if problem:
-                    errors.append(
-                        f"dataset {name!r}: {prop}={_shown(raw)} is refused by this ZFS ({dialect}):"
-                        f" {problem}"
-                    )
-                    continue
-                if entry is None:
-                    action["changed_properties"][prop] = {"before": None, "after": desired}
-                    continue
-                if (
-                    current is not None
-                    and current["value"] == desired
-                    and (
-                        source_kind(current["source"]) in ("local", "received")
-                        or (prop in CREATE_ONLY_PROPERTIES and current["source"] == "-")
-                    )
-                ):
-                    continue
-                if prop in CREATE_ONLY_PROPERTIES:
-                    value = current["value"] if current else None
-                    errors.append(
-                        f"dataset {name!r}: property {prop!r} can only be set when the dataset is created"
-                        f" (it is {value!r}); recreate the dataset or drop the property"
-                    )
-                    continue
-                action["changed_properties"][prop] = {
-                    "before": current["value"] if current else None,
-                    "before_source": current["source"] if current else None,
-                    "after": desired,
-                }
-            if entry is None:
-                action["action"] = "created"
-            elif action["changed_properties"]:
-                action["action"] = "updated"
-            else:
-                action["action"] = "unchanged"
+            errors.extend(_plan_present(action, req["properties"], entry, reference, dialect))
         elif entry is None:
             action["action"] = "unchanged"
         else:
-            children = [c for c in state.children(name) if c not in absent_names]
-            snapshots = state.snapshots(name)
-            if not req["recursive"] and (children or snapshots):
-                below = " and ".join(
-                    part
-                    for part in (
-                        children and f"children ({', '.join(children)})",
-                        snapshots and f"snapshots ({', '.join(snapshots)})",
-                    )
-                    if part
-                )
-                errors.append(
-                    f"dataset {name!r} has {below}; set recursive: true to destroy it with everything below"
-                    " it (zfs destroy -r)"
-                )
+            problem = _plan_destroy(action, state, origins, absent_names)
+            if problem:
+                errors.append(problem)
                 continue
-            if req["recursive"] and origins is not None:
-                outside = sorted(
-                    clone
-                    for clone, origin in origins.items()
-                    if origin not in ("-", "") and is_within(origin, name) and not is_within(clone, name)
-                )
-                if outside:
-                    errors.append(
-                        f"dataset {name!r} has snapshots with clones outside it ({', '.join(outside)});"
-                        " zfs destroy -R would destroy them too, which is never done here: promote or"
-                        " destroy those clones first"
-                    )
-                    continue
-                action["destroys"] = sorted(n for n in origins if is_within(n, name))
-            else:
-                action["destroys"] = [name]
-            action["action"] = "destroyed"
         actions.append(action)
     if errors:
         raise ZfsValidationError(
@@ -251,6 +176,121 @@ def plan(requests, state, pools, pool=None, origins=None, *, dialect=DIALECT_OPE
         )
     _assign_parents(actions, state)
     return actions
+
+
+def _plan_present(action, properties, entry, reference, dialect):
+    """Fill in the action of a request for a present dataset (its properties, what changes, and
+    whether it is created, updated or unchanged); the problems found."""
+    name = action["name"]
+    errors = []
+    for prop, raw in sorted(properties.items()):
+        desired = normalize_value(prop, raw)
+        action["properties"][prop] = desired
+        current = entry["properties"].get(prop) if entry else None
+        problem = _property_problem(name, prop, raw, reference, dialect)
+        if problem:
+            errors.append(problem)
+            continue
+        if entry is None:
+            action["changed_properties"][prop] = {"before": None, "after": desired}
+            continue
+        if _already_set(prop, current, desired):
+            continue
+        if prop in CREATE_ONLY_PROPERTIES:
+            value = current["value"] if current else None
+            errors.append(
+                f"dataset {name!r}: property {prop!r} can only be set when the dataset is created"
+                f" (it is {value!r}); recreate the dataset or drop the property"
+            )
+            continue
+        action["changed_properties"][prop] = {
+            "before": current["value"] if current else None,
+            "before_source": current["source"] if current else None,
+            "after": desired,
+        }
+    if entry is None:
+        action["action"] = "created"
+    elif action["changed_properties"]:
+        action["action"] = "updated"
+    else:
+        action["action"] = "unchanged"
+    return errors
+
+
+def _property_problem(name, prop, raw, reference, dialect):
+    """Why this ZFS refuses ``prop`` or its value ``raw`` on dataset ``name`` (None when it takes them).
+
+    A native property must be in ``reference``'s property list and not read-only there."""
+    native = ":" not in prop and "@" not in prop
+    if native and reference is not None:
+        ref = reference["properties"].get(prop)
+        if ref is None:
+            return (
+                f"dataset {name!r}: property {prop!r} is not supported by this ZFS"
+                f" (it is not in 'zfs get all' of {reference['name']})"
+            )
+        if (
+            ref["source"] == "-"
+            and prop not in CREATE_ONLY_PROPERTIES
+            and prop not in SETTABLE_WITHOUT_SOURCE
+        ):
+            return f"dataset {name!r}: property {prop!r} is read-only on this ZFS; remove it"
+    problem = value_problem(prop, raw, dialect)
+    if problem:
+        return f"dataset {name!r}: {prop}={_shown(raw)} is refused by this ZFS ({dialect}): {problem}"
+    return None
+
+
+def _already_set(prop, current, desired):
+    """The dataset has ``desired`` set already: locally, received, or as a create-only property's value."""
+    return (
+        current is not None
+        and current["value"] == desired
+        and (
+            source_kind(current["source"]) in ("local", "received")
+            or (prop in CREATE_ONLY_PROPERTIES and current["source"] == "-")
+        )
+    )
+
+
+def _plan_destroy(action, state, origins, absent_names):
+    """Fill in what destroying an existing dataset destroys; why it is refused (None when it is not).
+
+    Without recursive, a dataset with children or snapshots is refused; with it, one whose
+    snapshots have clones outside it."""
+    name = action["name"]
+    children = [c for c in state.children(name) if c not in absent_names]
+    snapshots = state.snapshots(name)
+    if not action["recursive"] and (children or snapshots):
+        below = " and ".join(
+            part
+            for part in (
+                children and f"children ({', '.join(children)})",
+                snapshots and f"snapshots ({', '.join(snapshots)})",
+            )
+            if part
+        )
+        return (
+            f"dataset {name!r} has {below}; set recursive: true to destroy it with everything below"
+            " it (zfs destroy -r)"
+        )
+    if action["recursive"] and origins is not None:
+        outside = sorted(
+            clone
+            for clone, origin in origins.items()
+            if origin not in ("-", "") and is_within(origin, name) and not is_within(clone, name)
+        )
+        if outside:
+            return (
+                f"dataset {name!r} has snapshots with clones outside it ({', '.join(outside)});"
+                " zfs destroy -R would destroy them too, which is never done here: promote or"
+                " destroy those clones first"
+            )
+        action["destroys"] = sorted(n for n in origins if is_within(n, name))
+    else:
+        action["destroys"] = [name]
+    action["action"] = "destroyed"
+    return None
 
 
 def ancestors(name):
