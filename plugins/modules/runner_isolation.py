@@ -432,9 +432,9 @@ graceful_stop:
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
-from ansible_collections.strata.ops.plugins.module_utils import runner_isolation as ri
 from ansible_collections.strata.ops.plugins.module_utils.common import run_module
 from ansible_collections.strata.ops.plugins.module_utils.k8s import K8S_AUTH_ARGSPEC, client_from_module
+from ansible_collections.strata.ops.plugins.module_utils.runner_isolation.worker import RunnerIsolation
 
 
 def main():
@@ -503,7 +503,7 @@ def main():
         mutually_exclusive=[("config_path", "config_configmap")],
         supports_check_mode=True,
     )
-    worker = ri.RunnerIsolation(
+    worker = RunnerIsolation(
         module.params,
         module.check_mode,
         diff=module._diff,

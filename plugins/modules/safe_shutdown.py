@@ -506,7 +506,6 @@ started_at_after:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.ops.plugins.module_utils import shutdown
 from ansible_collections.strata.ops.plugins.module_utils.common import run_module
 from ansible_collections.strata.ops.plugins.module_utils.k8s import K8S_AUTH_ARGSPEC, client_from_module
 from ansible_collections.strata.ops.plugins.module_utils.shutdown import (
@@ -514,6 +513,7 @@ from ansible_collections.strata.ops.plugins.module_utils.shutdown import (
     RESTARTABLE_KINDS,
     STATES,
     WORKLOAD_KINDS,
+    worker,
 )
 
 
@@ -569,7 +569,7 @@ def main():
     )
     run_module(
         module,
-        lambda: shutdown.run(
+        lambda: worker.run(
             module.params, module.check_mode, module.run_command, lambda: client_from_module(module)
         ),
     )

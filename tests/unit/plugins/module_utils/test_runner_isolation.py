@@ -4,6 +4,7 @@ import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils import runner_isolation as ri
 from ansible_collections.strata.ops.plugins.module_utils.k8s import objects
+from ansible_collections.strata.ops.plugins.module_utils.runner_isolation import checks as ri_checks
 
 TAINT = {"key": "experiment", "value": "dedicated", "effect": "NoSchedule"}
 LIFECYCLE = {
@@ -83,10 +84,10 @@ def test_toleration_already_there_is_kept_on_restore():
 
 
 def test_runner_paused_reads_paused_then_active():
-    assert ri.runner_paused({"paused": True, "active": True}) is True
-    assert ri.runner_paused({"paused": False}) is False
-    assert ri.runner_paused({"active": False}) is True  # GitLab before 14.8
-    assert ri.runner_paused({}) is False
+    assert ri_checks.runner_paused({"paused": True, "active": True}) is True
+    assert ri_checks.runner_paused({"paused": False}) is False
+    assert ri_checks.runner_paused({"active": False}) is True  # GitLab before 14.8
+    assert ri_checks.runner_paused({}) is False
 
 
 def test_node_view_and_template_tolerations():
@@ -94,14 +95,14 @@ def test_node_view_and_template_tolerations():
         "metadata": {"name": "n", "labels": {"a": "b"}, "resourceVersion": "7"},
         "spec": {"taints": [LIFECYCLE], "unschedulable": True},
     }
-    assert ri.node_view(node) == {
+    assert ri_checks.node_view(node) == {
         "name": "n",
         "taints": [LIFECYCLE],
         "labels": {"a": "b"},
         "unschedulable": True,
         "resourceVersion": "7",
     }
-    assert ri.node_view({"metadata": {"name": "m"}})["taints"] == []
+    assert ri_checks.node_view({"metadata": {"name": "m"}})["taints"] == []
     assert objects.template_tolerations({"spec": {"template": {"spec": {}}}}) is None
     assert objects.template_tolerations({"spec": {"template": {"spec": {"tolerations": []}}}}) == []
     assert objects.taint_text(TAINT) == "experiment=dedicated:NoSchedule"
@@ -131,7 +132,7 @@ def params(**extra):
 
 
 def test_good_input_has_no_problems():
-    assert ri.input_problems(params()) == []
+    assert ri_checks.input_problems(params()) == []
     good = params(
         concurrent=1,
         cpu_request="2000m",
@@ -143,7 +144,7 @@ def test_good_input_has_no_problems():
             {"kind": "Deployment", "namespace": "v", "name": "v", "exit_command": ["x"], "exit_timeout": 5}
         ],
     )
-    assert ri.input_problems(good) == []
+    assert ri_checks.input_problems(good) == []
 
 
 @pytest.mark.parametrize(
@@ -184,30 +185,30 @@ def test_good_input_has_no_problems():
     ids=lambda v: str(v)[:50],
 )
 def test_input_problems(extra, fragment):
-    problems = ri.input_problems(params(**extra))
+    problems = ri_checks.input_problems(params(**extra))
     assert any(fragment in p for p in problems), problems
 
 
 def test_restore_checks_only_what_it_uses():
     """state=restored takes no config values: only its own numbers are checked."""
-    assert ri.input_problems(params(state="restored", concurrent=-3)) == []
-    assert ri.input_problems(params(state="restored", lock_timeout=-1))
+    assert ri_checks.input_problems(params(state="restored", concurrent=-3)) == []
+    assert ri_checks.input_problems(params(state="restored", lock_timeout=-1))
 
 
 def test_config_edits_diff():
     written = b'concurrent = 1\n[[runners]]\n  name = "k8s"\n'
     now = b'concurrent = 1\n[[runners]]\n  name = "k8s"\n  limit = 2\n'
-    diff = ri.config_edits(written, now, "/etc/gitlab-runner/config.toml")
+    diff = ri_checks.config_edits(written, now, "/etc/gitlab-runner/config.toml")
     assert "--- /etc/gitlab-runner/config.toml (as state=isolated wrote it)" in diff
     assert "+++ /etc/gitlab-runner/config.toml (now)" in diff
     assert "+  limit = 2\n" in diff
-    assert ri.config_edits(written, None, "x").count("\n-") == 3  # the file is gone
+    assert ri_checks.config_edits(written, None, "x").count("\n-") == 3  # the file is gone
 
 
 def test_selector_missing():
     labels = {"kubernetes.io/hostname": "n1", "zone": "a"}
-    assert ri.selector_missing({"kubernetes.io/hostname": "n1"}, labels) == {}
-    assert ri.selector_missing({"zone": "b", "disk": "ssd"}, labels) == {"zone": "b", "disk": "ssd"}
+    assert ri_checks.selector_missing({"kubernetes.io/hostname": "n1"}, labels) == {}
+    assert ri_checks.selector_missing({"zone": "b", "disk": "ssd"}, labels) == {"zone": "b", "disk": "ssd"}
 
 
 def good_record():
@@ -234,7 +235,7 @@ def good_record():
     ids=["settings", "runner", "workload", "node", "config", "operation"],
 )
 def test_record_problems(change, fragment):
-    assert ri.record_problems(good_record()) == []
+    assert ri_checks.record_problems(good_record()) == []
     record = good_record()
     change(record)
-    assert any(fragment in p for p in ri.record_problems(record))
+    assert any(fragment in p for p in ri_checks.record_problems(record))

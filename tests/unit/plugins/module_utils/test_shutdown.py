@@ -14,6 +14,10 @@ from ansible_collections.strata.ops.plugins.module_utils import containers as ct
 from ansible_collections.strata.ops.plugins.module_utils import k8s
 from ansible_collections.strata.ops.plugins.module_utils import shutdown as sd
 from ansible_collections.strata.ops.plugins.module_utils.k8s import objects
+from ansible_collections.strata.ops.plugins.module_utils.shutdown import exit as sd_exit
+from ansible_collections.strata.ops.plugins.module_utils.shutdown import node as sd_node
+from ansible_collections.strata.ops.plugins.module_utils.shutdown import pods as sd_pods
+from ansible_collections.strata.ops.plugins.module_utils.shutdown import worker as sd_worker
 
 NS = "val"
 SELECTOR = {"matchLabels": {"app": "validator"}}
@@ -171,7 +175,7 @@ class Clock:
 def test_tracker_records_first_seen_deletion_and_gone():
     clock = Clock()
     own = objects.Ownership(workload(), [RS_OURS])
-    tracker = sd.PodTracker(own, clock=clock, wall=lambda: 1_780_000_000.0 + clock.now)
+    tracker = sd_pods.PodTracker(own, clock=clock, wall=lambda: 1_780_000_000.0 + clock.now)
     owner = ("ReplicaSet", "validator-5d8f7", "rs-ours")
     a, b = pod("validator-5d8f7-a", owner, node="n1"), pod("validator-5d8f7-b", owner, node="n2")
     unrelated = pod("other", labels={"app": "other"})
@@ -200,7 +204,7 @@ def test_tracker_records_first_seen_deletion_and_gone():
 
 
 def test_tracker_with_nothing_to_wait_for():
-    tracker = sd.PodTracker(objects.Ownership(workload()), clock=Clock())
+    tracker = sd_pods.PodTracker(objects.Ownership(workload()), clock=Clock())
     assert tracker([]) is True
     assert tracker.pods() == []
     assert tracker.since_last_gone() is None
@@ -209,7 +213,7 @@ def test_tracker_with_nothing_to_wait_for():
 def test_ready_pods_predicate_counts_ready_non_terminating_pods():
     own = objects.Ownership(workload(replicas=2), [RS_OURS])
     owner = ("ReplicaSet", "validator-5d8f7", "rs-ours")
-    ready = sd.ready_pods_predicate(own, 2)
+    ready = sd_pods.ready_pods_predicate(own, 2)
     a, b = pod("validator-5d8f7-a", owner), pod("validator-5d8f7-b", owner)
     assert ready([a, b])
     assert not ready([a])
@@ -231,13 +235,13 @@ def test_restart_blockers_by_node_name_not_labels():
         pod("lookalike", node="kind-node"),  # our labels, not ours: restartable by name here
         pod("validator-5d8f7-c", owner, node="kind-node", deleting="2026-11-30T10:00:00Z"),
     ]
-    found, going = sd.restart_blockers(pods, "kind-node", [own], [sd.PodRef("lookalike", NS)])
+    found, going = sd_node.restart_blockers(pods, "kind-node", [own], [sd_pods.PodRef("lookalike", NS)])
     assert [b["name"] for b in found] == ["validator-5d8f7-a", "validator-5d8f7-c"]
     assert (found[0]["workload"], found[0]["why"]) == ("Deployment val/validator", "protected")
     assert [(g["name"], g["workload"], g["why"]) for g in going] == [
         ("lookalike", "Pod val/lookalike", "restartable")
     ]
-    text = sd.describe_pods(found)
+    text = sd_pods.describe_pods(found)
     assert "val/validator-5d8f7-a on node kind-node of Deployment val/validator (protected)" in text
     assert "terminating, deletionTimestamp 2026-11-30T10:00:00Z" in text
 
@@ -255,7 +259,7 @@ def test_every_pod_that_matters_blocks_without_any_list():
     done["status"]["phase"] = "Succeeded"
     bare = pod("debug-shell", node="kind-node")
     pods = [RUNNING_POD, daemon_pod("kube-proxy-x"), mirror, done, bare]
-    found, going = sd.restart_blockers(pods, "kind-node")
+    found, going = sd_node.restart_blockers(pods, "kind-node")
     assert [(b["name"], b["workload"], b["why"]) for b in found] == [
         ("validator-5d8f7-a", "ReplicaSet val/validator-5d8f7", "not restartable"),
         ("debug-shell", "no controller", "not restartable"),
@@ -269,9 +273,9 @@ def test_every_pod_that_matters_blocks_without_any_list():
 
 def test_describe_pods_limits_the_list():
     briefs = [{"name": f"p{i}", "namespace": "ns", "node": None} for i in range(12)]
-    text = sd.describe_pods(briefs, limit=3)
+    text = sd_pods.describe_pods(briefs, limit=3)
     assert text == "ns/p0 (not scheduled), ns/p1 (not scheduled), ns/p2 (not scheduled), and 9 more"
-    assert sd.describe_pods([]) == "none"
+    assert sd_pods.describe_pods([]) == "none"
 
 
 @pytest.mark.parametrize(
@@ -284,12 +288,12 @@ def test_describe_pods_limits_the_list():
     ],
 )
 def test_docker_socket_path(value, path):
-    assert sd.docker_socket_path(value) == path
+    assert sd_node.docker_socket_path(value) == path
 
 
 def test_docker_socket_path_refuses_tcp():
     with pytest.raises(sd.ShutdownError, match="only the local Docker socket"):
-        sd.docker_socket_path("tcp://10.0.0.1:2376")
+        sd_node.docker_socket_path("tcp://10.0.0.1:2376")
 
 
 @pytest.mark.parametrize(
@@ -313,7 +317,7 @@ def test_parse_time_empty_and_docker_zero():
 
 def test_lease_renewed_since():
     since = objects.parse_time("2026-11-30T10:00:01.5Z")
-    check = sd.lease_renewed_since(since)
+    check = sd_node.lease_renewed_since(since)
     assert not check([{"spec": {"renewTime": "2026-11-30T10:00:01.400000Z"}}])
     assert check([{"spec": {"renewTime": "2026-11-30T10:00:02.000000Z"}}])
     assert not check([{"spec": {}}])
@@ -334,7 +338,7 @@ def popen_run_command(argv, before_communicate_callback=None, handle_exceptions=
 
 
 def test_exit_command_ok():
-    result = sd.run_exit_command(popen_run_command, [sys.executable, "-c", "print('bye')"], 10)
+    result = sd_exit.run_exit_command(popen_run_command, [sys.executable, "-c", "print('bye')"], 10)
     assert result["ok"] is True
     assert (result["rc"], result["stdout"], result["timed_out"]) == (0, "bye\n", False)
     assert "error" not in result
@@ -342,14 +346,14 @@ def test_exit_command_ok():
 
 def test_exit_command_failure_says_rc_and_stderr():
     argv = [sys.executable, "-c", "import sys; sys.exit('admin socket not found')"]
-    result = sd.run_exit_command(popen_run_command, argv, 10)
+    result = sd_exit.run_exit_command(popen_run_command, argv, 10)
     assert result["ok"] is False
     assert result["error"] == "exited with rc 1: admin socket not found"
 
 
 def test_exit_command_timeout_kills_it():
     argv = [sys.executable, "-c", "import time; time.sleep(30)"]
-    result = sd.run_exit_command(popen_run_command, argv, 0.5)
+    result = sd_exit.run_exit_command(popen_run_command, argv, 0.5)
     assert result["ok"] is False
     assert result["timed_out"] is True
     assert result["elapsed"] < 10
@@ -357,7 +361,7 @@ def test_exit_command_timeout_kills_it():
 
 
 def test_exit_command_not_found():
-    result = sd.run_exit_command(popen_run_command, ["/nonexistent/agave-validator", "exit"], 5)
+    result = sd_exit.run_exit_command(popen_run_command, ["/nonexistent/agave-validator", "exit"], 5)
     assert result["ok"] is False
     assert result["rc"] is None
     assert result["error"].startswith("/nonexistent/agave-validator: ")
@@ -444,7 +448,7 @@ def test_unknown_workload_lists_those_that_exist_and_the_other_kind():
     client = FakeClient(
         [workload(name="validator-0"), workload(kind="StatefulSet", name="validator", uid="s")]
     )
-    worker = sd.SafeShutdown(client, params(name="validator"))
+    worker = sd_worker.SafeShutdown(client, params(name="validator"))
     with pytest.raises(k8s.K8sNotFound) as err:
         worker.run()
     text = str(err.value)
@@ -455,7 +459,7 @@ def test_unknown_workload_lists_those_that_exist_and_the_other_kind():
 
 
 def test_unknown_namespace_says_so():
-    worker = sd.SafeShutdown(FakeClient([]), params(namespace="nope"))
+    worker = sd_worker.SafeShutdown(FakeClient([]), params(namespace="nope"))
     with pytest.raises(k8s.K8sNotFound, match="namespace 'nope' does not exist"):
         worker.run()
 
@@ -463,7 +467,7 @@ def test_unknown_namespace_says_so():
 def test_stopped_check_mode_reports_and_writes_nothing():
     client = FakeClient([workload(), RS_OURS, RUNNING_POD])
     ran = []
-    worker = sd.SafeShutdown(
+    worker = sd_worker.SafeShutdown(
         client,
         params(exit_command=["agave-validator", "exit"]),
         run_command=agave_cli("2.2.14", ran),
@@ -486,15 +490,15 @@ def test_stopped_check_mode_reports_and_writes_nothing():
 def test_exit_in_pod_is_refused_before_anything_happens():
     client = FakeClient([workload(), RS_OURS, RUNNING_POD])
     with pytest.raises(sd.ShutdownError, match="exit_in: pod is not supported yet"):
-        sd.SafeShutdown(client, params(exit_command=["x"], exit_in="pod"), check_mode=True).run()
+        sd_worker.SafeShutdown(client, params(exit_command=["x"], exit_in="pod"), check_mode=True).run()
     assert client.writes == []
     with pytest.raises(sd.ShutdownError, match="state=exited on the workload host"):
-        sd.SafeShutdown(None, params(state="exited", exit_command=["x"], exit_in="pod")).run()
+        sd_worker.SafeShutdown(None, params(state="exited", exit_command=["x"], exit_in="pod")).run()
 
 
 def test_stopped_already_stopped_is_not_a_change():
     client = FakeClient([workload(replicas=0), RS_OURS], script={"Pod": [[]]})
-    result = sd.SafeShutdown(client, params(exit_command=["false"])).run()
+    result = sd_worker.SafeShutdown(client, params(exit_command=["false"])).run()
     assert result["changed"] is False
     assert result["exit_command"] is None  # nothing runs: nothing to stop
     assert client.writes == []
@@ -503,7 +507,7 @@ def test_stopped_already_stopped_is_not_a_change():
 
 def test_stopped_scales_then_waits_for_the_pods():
     client = FakeClient([workload(), RS_OURS, RUNNING_POD], script={"Pod": [[RUNNING_POD], []]})
-    result = sd.SafeShutdown(client, params()).run()
+    result = sd_worker.SafeShutdown(client, params()).run()
     assert client.writes == [("scale", "Deployment", "validator", NS, 0)]
     assert result["changed"] is True
     assert [p["name"] for p in result["pods"]] == ["validator-5d8f7-a"]
@@ -514,7 +518,7 @@ def test_stopped_scales_then_waits_for_the_pods():
 def test_stopped_timeout_names_the_pods_and_touches_nothing_else():
     client = FakeClient([workload(), RS_OURS, RUNNING_POD], script={"Pod": [[RUNNING_POD]]})
     with pytest.raises(k8s.K8sTimeout) as err:
-        sd.SafeShutdown(client, params(timeout=5)).run()
+        sd_worker.SafeShutdown(client, params(timeout=5)).run()
     assert "val/validator-5d8f7-a on node kind-node" in str(err.value)
     assert "nothing else was touched" in str(err.value)
     assert client.writes == [("scale", "Deployment", "validator", NS, 0)]  # no rescale after it
@@ -524,7 +528,7 @@ def test_stopped_timeout_names_the_pods_and_touches_nothing_else():
 
 def test_stopped_exit_command_failure_does_not_scale():
     client = FakeClient([workload(), RS_OURS, RUNNING_POD], script={"Pod": [[]]})
-    worker = sd.SafeShutdown(
+    worker = sd_worker.SafeShutdown(
         client,
         params(exit_command=[sys.executable, "-c", "raise SystemExit(3)"]),
         run_command=popen_run_command,
@@ -536,7 +540,7 @@ def test_stopped_exit_command_failure_does_not_scale():
 
 def test_stopped_exit_failure_ok_scales_anyway():
     client = FakeClient([workload(), RS_OURS, RUNNING_POD], script={"Pod": [[]]})
-    worker = sd.SafeShutdown(
+    worker = sd_worker.SafeShutdown(
         client,
         params(exit_command=[sys.executable, "-c", "raise SystemExit(3)"], exit_failure_ok=True),
         run_command=popen_run_command,
@@ -553,7 +557,7 @@ def test_stopped_api_lost_during_the_wait():
 
     client = Lost([workload(), RS_OURS, RUNNING_POD])
     with pytest.raises(k8s.K8sUnreachable) as err:
-        sd.SafeShutdown(client, params()).run()
+        sd_worker.SafeShutdown(client, params()).run()
     assert "became unreachable" in str(err.value)
     assert "Do NOT restart the node" in str(err.value)
     assert err.value.details["url"] == "https://127.0.0.1:1"
@@ -562,8 +566,8 @@ def test_stopped_api_lost_during_the_wait():
 def test_running_refuses_zero_and_scales_in_check_mode_only_on_paper():
     client = FakeClient([workload(replicas=0), RS_OURS])
     with pytest.raises(sd.ShutdownError, match="use state=stopped"):
-        sd.SafeShutdown(client, params(state="running", replicas=0)).run()
-    result = sd.SafeShutdown(client, params(state="running", replicas=2), check_mode=True).run()
+        sd_worker.SafeShutdown(client, params(state="running", replicas=0)).run()
+    result = sd_worker.SafeShutdown(client, params(state="running", replicas=2), check_mode=True).run()
     assert result["diff"] == {"before": {"replicas": 0}, "after": {"replicas": 2}}
     assert result["changed"] is True
     assert client.writes == []
@@ -587,7 +591,7 @@ class FakeDocker:
 def test_node_restart_refused_while_a_protected_pod_is_bound_there():
     client = FakeClient([workload(), RS_OURS, RUNNING_POD])
     docker = FakeDocker()
-    worker = sd.SafeShutdown(
+    worker = sd_worker.SafeShutdown(
         client,
         params(state="node_restarted", node="kind-node", protected=[{"name": "validator"}]),
         docker=docker,
@@ -603,7 +607,7 @@ def test_node_restart_force_check_mode_lists_what_it_would_break():
     client = FakeClient([workload(), RS_OURS, RUNNING_POD])
     docker = FakeDocker()
     p = params(state="node_restarted", node="kind-node", protected=[{"name": "validator"}], force=True)
-    result = sd.SafeShutdown(client, p, docker=docker, check_mode=True).run()
+    result = sd_worker.SafeShutdown(client, p, docker=docker, check_mode=True).run()
     assert docker.restarts == []
     assert result["forced"] is True
     assert [b["name"] for b in result["blockers"]] == ["validator-5d8f7-a"]
@@ -624,7 +628,7 @@ def test_node_restart_when_clear_and_waits_for_the_node():
     )
     docker = FakeDocker()
     p = params(state="node_restarted", node="kind-node", protected=[{"name": "validator"}])
-    result = sd.SafeShutdown(client, p, docker=docker).run()
+    result = sd_worker.SafeShutdown(client, p, docker=docker).run()
     assert docker.restarts == [("kind-node", 5)]
     assert result["changed"] is True
     assert result["started_at_after"] == "2026-11-30T10:05:00.1Z"
@@ -635,7 +639,7 @@ def test_node_restart_unknown_container_is_clear():
     client = FakeClient([])
     p = params(state="node_restarted", node="kind-node", node_container="laconic-x-control-plane")
     with pytest.raises(sd.NodeContainerError, match="set node_container to the kind node's container"):
-        sd.SafeShutdown(client, p, docker=FakeDocker()).run()
+        sd_worker.SafeShutdown(client, p, docker=FakeDocker()).run()
 
 
 def test_module_file_argument_spec_matches_the_documentation():
@@ -668,7 +672,7 @@ def test_node_restart_refused_without_any_list_while_a_pod_runs_there():
     """The old default restarted with a warning when no protected list was given."""
     client = FakeClient([workload(), RS_OURS, RUNNING_POD])
     docker = FakeDocker()
-    worker = sd.SafeShutdown(client, params(state="node_restarted", node="kind-node"), docker=docker)
+    worker = sd_worker.SafeShutdown(client, params(state="node_restarted", node="kind-node"), docker=docker)
     with pytest.raises(sd.RestartRefused) as err:
         worker.run()
     text = str(err.value)
@@ -689,7 +693,7 @@ def test_node_restart_with_the_workload_named_restartable():
     )
     docker = FakeDocker()
     p = params(state="node_restarted", node="kind-node", restartable=[{"name": "validator"}])
-    would = sd.SafeShutdown(client, p, docker=docker, check_mode=True).run()
+    would = sd_worker.SafeShutdown(client, p, docker=docker, check_mode=True).run()
     assert docker.restarts == []
     assert would["blockers"] == [] and would["forced"] is False
     assert would["restartable"] == ["Deployment val/validator"]
@@ -703,7 +707,7 @@ def test_node_restart_with_the_workload_named_restartable():
         "(restartable), kube-system/kube-proxy-x on node kind-node of DaemonSet kube-system/kube-proxy "
         "(DaemonSet pod)"
     )
-    done = sd.SafeShutdown(client, dict(p, wait_node_ready=False), docker=docker).run()
+    done = sd_worker.SafeShutdown(client, dict(p, wait_node_ready=False), docker=docker).run()
     assert docker.restarts == [("kind-node", 5)]
     assert "went down with it: val/validator-5d8f7-a" in done["msg"]
 
@@ -712,12 +716,12 @@ def test_protected_wins_over_restartable_and_force_warns():
     client = FakeClient([workload(), RS_OURS, RUNNING_POD])
     both = [{"name": "validator"}]
     with pytest.raises(sd.RestartRefused, match=r"of Deployment val/validator \(protected\)"):
-        sd.SafeShutdown(
+        sd_worker.SafeShutdown(
             client,
             params(state="node_restarted", node="kind-node", protected=both, restartable=both),
             docker=FakeDocker(),
         ).run()
-    worker = sd.SafeShutdown(
+    worker = sd_worker.SafeShutdown(
         client,
         params(state="node_restarted", node="kind-node", force=True),
         docker=FakeDocker(),
@@ -735,7 +739,7 @@ def test_restartable_workload_that_does_not_exist_fails_listing_those_that_do():
     client = FakeClient([workload(), RS_OURS, RUNNING_POD])
     p = params(state="node_restarted", node="kind-node", restartable=[{"kind": "StatefulSet", "name": "db"}])
     with pytest.raises(k8s.K8sNotFound, match="StatefulSet val/db does not exist"):
-        sd.SafeShutdown(client, p, docker=FakeDocker()).run()
+        sd_worker.SafeShutdown(client, p, docker=FakeDocker()).run()
 
 
 # --------------------------------------------------------------------------- agave's exit
@@ -780,17 +784,17 @@ EXIT = ["agave-validator", "--ledger", "/srv/kind/solana/ledger", "exit", "--for
     ],
 )  # fmt: skip
 def test_agave_exit_plan(argv, version_text, ran, wait):
-    plan = sd.agave_exit_plan(argv, version_text)
+    plan = sd_exit.agave_exit_plan(argv, version_text)
     assert plan["argv"] == (ran if ran is not None else [*argv, "--wait-for-exit"])
     assert wait in plan["wait"]
     assert "warning" not in plan
 
 
 def test_agave_exit_plan_unknown_version_runs_as_given_with_a_warning():
-    plan = sd.agave_exit_plan(EXIT, "rc 127: agave-validator: not found")
+    plan = sd_exit.agave_exit_plan(EXIT, "rc 127: agave-validator: not found")
     assert plan["argv"] == EXIT and plan["agave_version"] is None and plan["warning"] is True
     assert "agave version is unknown (agave-validator --version: rc 127" in plan["wait"]
-    assert sd.is_agave_exit(EXIT) and not sd.is_agave_exit(["agave-validator", "monitor"])
+    assert sd_exit.is_agave_exit(EXIT) and not sd_exit.is_agave_exit(["agave-validator", "monitor"])
 
 
 # --------------------------------------------------------------------------- state exited
@@ -799,11 +803,11 @@ def test_agave_exit_plan_unknown_version_runs_as_given_with_a_warning():
 def test_exited_runs_only_the_exit_command_and_says_how_it_waited(tmp_path):
     marker = tmp_path / "ran"
     argv = [sys.executable, "-c", f"open({str(marker)!r}, 'w').write('x')"]
-    would = sd.SafeShutdown(None, params(state="exited", exit_command=argv), check_mode=True).run()
+    would = sd_worker.SafeShutdown(None, params(state="exited", exit_command=argv), check_mode=True).run()
     assert would["changed"] is True and would["exit_command"] is None
     assert would["msg"].startswith("check mode: would run ")
     assert not marker.exists()
-    result = sd.SafeShutdown(
+    result = sd_worker.SafeShutdown(
         None, params(state="exited", exit_command=argv), run_command=popen_run_command
     ).run()
     assert marker.exists()
@@ -813,7 +817,7 @@ def test_exited_runs_only_the_exit_command_and_says_how_it_waited(tmp_path):
 
 def test_exited_agave_2_gets_the_wait_flag_and_a_failure_stops_there():
     ran = []
-    worker = sd.SafeShutdown(
+    worker = sd_worker.SafeShutdown(
         None,
         params(state="exited", exit_command=["agave-validator", "exit"]),
         run_command=agave_cli("2.2.14", ran),
