@@ -2,8 +2,8 @@
 """The one error type of the collection and the one way a module ends.
 
 Every helper in module_utils raises a ``StrataError`` (or a subclass): ``msg`` tells the operator
-what is wrong and how to fix it, ``kind`` names the failure for callers (the result's ``error``:
-a short word such as ``unreachable``, or the class name), and ``details`` become keys of the
+what is wrong and how to fix it, ``error_kind`` names the failure for callers (the result's
+``error``: a short word such as ``unreachable``, or the class name), and ``details`` become keys of the
 failure result (what was found, what was done before the failure). Warnings travel the same way:
 a result's or an error's ``warnings`` list is handed to ``module.warn``, never returned as a key.
 
@@ -26,14 +26,16 @@ def utc_iso(wall=None):
 
 
 class StrataError(Exception):
-    """What went wrong (``msg``), its ``kind`` and the ``details`` that go into the result."""
+    """What went wrong (``msg``), its ``error_kind`` and the ``details`` that go into the result.
 
-    kind = None  # subclasses set a short word; otherwise the class name is the kind
+    Details may hold any key a result may (``kind`` of an object among them), hence the long name."""
 
-    def __init__(self, msg, kind=None, **details):
+    error_kind = None  # subclasses set a short word; otherwise the class name is the kind
+
+    def __init__(self, msg, error_kind=None, **details):
         super().__init__(msg)
         self.msg = msg
-        self.kind = kind or self.kind or type(self).__name__
+        self.error_kind = error_kind or self.error_kind or type(self).__name__
         self.details = details
 
     def __str__(self):
@@ -54,7 +56,7 @@ def fail(module, exc, **result):
     """fail_json from a StrataError: msg, error=<kind>, its details (its warnings warned)."""
     details = dict(result, **exc.details)
     warn_all(module, details.pop("warnings", None))
-    module.fail_json(msg=exc.msg, error=exc.kind, **details)
+    module.fail_json(msg=exc.msg, error=exc.error_kind, **details)
 
 
 def run_module(module, work):

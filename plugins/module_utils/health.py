@@ -466,5 +466,5 @@ def run(params, client_factory):
     check_expected_nodes(params["expected_nodes"])
     report = dict(health_report(client_factory(), params), changed=False)
     if params["fail_on_problems"] and not report["healthy"]:
-        raise StrataError(report["summary"], kind="unhealthy", **report)
+        raise StrataError(report["summary"], error_kind="unhealthy", **report)
     return report

@@ -619,7 +619,7 @@ def test_runner_config_options_need_a_config(bed):
 
 
 # A breakpoint for a real module process: run plugins/modules/runner_isolation.py as Ansible does,
-# and SIGSTOP it when the named method of module_utils/runner_isolation.py returns, so that a test
+# and SIGSTOP it when the named method of module_utils/runner_isolation/ returns, so that a test
 # sees the state of that moment and kills it there with SIGKILL.
 STOP_AFTER = """
 import os, runpy, signal, sys
@@ -627,7 +627,7 @@ target, sys.argv = sys.argv[1], sys.argv[2:]
 
 def stop_after(frame, event, arg):
     code = frame.f_code
-    if event == "return" and code.co_name == target and code.co_filename.endswith("runner_isolation.py"):
+    if event == "return" and code.co_name == target and "/module_utils/runner_isolation/" in code.co_filename:
         sys.setprofile(None)
         os.kill(os.getpid(), signal.SIGSTOP)
 

@@ -35,7 +35,8 @@ import pytest
 import yaml
 from lab_k8s import create_kwok_node, deployment
 
-from ansible_collections.strata.ops.plugins.module_utils import k8s, shutdown
+from ansible_collections.strata.ops.plugins.module_utils import k8s
+from ansible_collections.strata.ops.plugins.module_utils.k8s.objects import parse_time
 
 from .conftest import (
     COLLECTIONS,
@@ -630,7 +631,7 @@ def test_exit_command_stops_the_host_process_before_scaling(
     assert outcome["elapsed"] >= 1.0  # it waited for the server's shutdown
     with open(os.path.join(ledger, "exited_at")) as handle:
         exited_at = float(handle.read())
-    scaled_at = shutdown.parse_time(result["scaled_at"]).timestamp()
+    scaled_at = parse_time(result["scaled_at"]).timestamp()
     assert exited_at <= scaled_at + 0.001, (exited_at, result["scaled_at"])
     assert pods_of(k8s_client, k8s_namespace, "validator") == []
 
@@ -734,7 +735,7 @@ def test_stop_with_agave_2_waits_for_the_process_before_scaling(
     assert "Done, agave-validator process has terminated" in outcome["stdout"]
     with open(os.path.join(ledger, "exited_at")) as handle:
         exited_at = float(handle.read())
-    assert exited_at <= shutdown.parse_time(result["scaled_at"]).timestamp() + 0.001
+    assert exited_at <= parse_time(result["scaled_at"]).timestamp() + 0.001
     assert server.wait(5) == 0
 
 

@@ -8,68 +8,68 @@ CLUSTER_HINT = "playbooks/layer3_cluster.yml creates the cluster and writes its 
 
 
 class K8sError(StrataError):
-    """Base of the Kubernetes errors; ``kind`` is the short word the result's ``error`` carries."""
+    """Base of the Kubernetes errors; ``error_kind`` is the short word the result's ``error`` carries."""
 
-    kind = "error"
+    error_kind = "error"
 
 
 class K8sMissingLibrary(K8sError):
-    kind = "missing_library"
+    error_kind = "missing_library"
 
 
 class K8sArgumentError(K8sError):
     """A connection option has a value the client cannot use (details: option)."""
 
-    kind = "argument"
+    error_kind = "argument"
 
 
 class K8sConfigError(K8sError):
     """The kubeconfig is missing, unreadable or invalid."""
 
-    kind = "kubeconfig"
+    error_kind = "kubeconfig"
 
 
 class K8sContextError(K8sConfigError):
     """The requested context is not in the kubeconfig (details: contexts)."""
 
-    kind = "context"
+    error_kind = "context"
 
 
 class K8sUnreachable(K8sError):
     """The API server does not answer (details: url, cause)."""
 
-    kind = "unreachable"
+    error_kind = "unreachable"
 
 
 class K8sAuthError(K8sError):
     """Credentials expired, rejected (401) or not allowed (403) (details: status)."""
 
-    kind = "auth"
+    error_kind = "auth"
 
 
 class K8sNotFound(K8sError):
     """An object does not exist (details: kind, name, namespace, existing)."""
 
-    kind = "not_found"
+    error_kind = "not_found"
 
 
 class K8sConflict(K8sError):
-    kind = "conflict"
+    error_kind = "conflict"
 
 
 class K8sApiError(K8sError):
     """Any other error answer of the API server (details: status, api_reason)."""
 
-    kind = "api"
+    error_kind = "api"
 
 
 class K8sGone(K8sApiError):
     """410 Gone: a watch's resourceVersion is too old (watch_until re-lists)."""
 
-    kind = "gone"
+    error_kind = "gone"
 
 
 class K8sTimeout(K8sError):
     """A wait ran out of time (details: waited_for, elapsed, last)."""
 
-    kind = "timeout"
+    error_kind = "timeout"

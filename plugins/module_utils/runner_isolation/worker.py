@@ -309,7 +309,7 @@ class RunnerIsolation(Entering, Restoring):
         worker = SafeShutdown(self.kube, params, run_command=self.run_command)
         try:
             result = worker.run()
-        except k8s.K8sError as exc:
+        except StrataError as exc:  # the API's or the exit command's
             self.graceful_stop = dict(exc.details, msg=str(exc))
             action = "stop" if state == "stopped" else "start"
             raise IsolationError(

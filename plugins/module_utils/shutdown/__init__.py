@@ -42,16 +42,16 @@ DEFAULT_DOCKER_HOST = "unix://" + ctr.DEFAULT_DOCKER_SOCKET
 class ShutdownError(StrataError):
     """Something other than the API server stopped the operation (details say what)."""
 
-    kind = "shutdown"
+    error_kind = "shutdown"
 
 
 class ExitCommandFailed(ShutdownError):
-    kind = "exit_command"
+    error_kind = "exit_command"
 
 
 class RestartRefused(ShutdownError):
-    kind = "refused"
+    error_kind = "refused"
 
 
 class NodeContainerError(ShutdownError):
-    kind = "node_container"
+    error_kind = "node_container"

@@ -167,5 +167,5 @@ def run(params, warn):
     )
     if report["verdict"] in FAILING_VERDICTS:
         details = dict(report)
-        raise SnapshotError(details.pop("msg"), kind=report["verdict"], **details)
+        raise SnapshotError(details.pop("msg"), error_kind=report["verdict"], **details)
     return report

@@ -24,6 +24,11 @@ class Module:
         raise SystemExit(1)
 
 
+def test_a_detail_named_kind_is_the_object_kind_not_the_error_kind():
+    error = common.StrataError("no such Node", error_kind="not_found", kind="Node", name="n1")
+    assert (error.error_kind, error.details["kind"]) == ("not_found", "Node")
+
+
 def test_an_error_becomes_fail_json_with_its_kind_and_details():
     module = Module()
 
@@ -48,8 +53,8 @@ def test_the_kind_is_the_class_name_unless_set():
     class RunnerBroke(common.StrataError):
         pass
 
-    assert RunnerBroke("x").kind == "RunnerBroke"
-    assert RunnerBroke("x", kind="refused").kind == "refused"
+    assert RunnerBroke("x").error_kind == "RunnerBroke"
+    assert RunnerBroke("x", error_kind="refused").error_kind == "refused"
     assert common.InvalidArgument("bad", option="keep").details == {"option": "keep"}
     assert str(common.StrataError("what is wrong and how to fix it")) == "what is wrong and how to fix it"
 

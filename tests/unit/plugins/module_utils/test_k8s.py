@@ -500,7 +500,7 @@ def test_api_timeout_must_be_a_positive_number(tmp_path, value):
     with pytest.raises(k8s.K8sArgumentError) as err:
         k8s.get_client(write_kubeconfig(tmp_path), api_timeout=value, probe=False)
     assert f"api_timeout must be 1 second or more, got {value!r}" in str(err.value)
-    assert err.value.kind == "argument"
+    assert err.value.error_kind == "argument"
     assert err.value.details == {"option": "api_timeout"}
 
 
