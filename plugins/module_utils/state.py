@@ -176,6 +176,11 @@ class StateFile:
             raise StateError(f"cannot rename {tmp} to {self.path}: {exc}") from None
         _fsync_dir(self.directory)
 
+    def remove_lock(self):
+        """Remove the lock file (its holder does, while holding it: a waiter then locks a new one)."""
+        with suppress(FileNotFoundError):
+            os.unlink(self.lock_path)
+
     def remove(self):
         """Remove the state file and then its lock file; True when the state file was there."""
         removed = False

@@ -49,7 +49,11 @@ class Entering:
             else:
                 recorded = self._isolation_record(settings, target, found)
                 if not self.check_mode:
-                    self.state_file.write(recorded)  # before the first change
+                    try:
+                        self.state_file.write(recorded)  # before the first change
+                    except BaseException:
+                        self.state_file.remove_lock()  # nothing recorded: leave no lock file behind
+                        raise
                     self.recorded = True
                 self._changed(f"recorded the state in {self.state_file.path}")
             jobs = self._isolate(settings, target, recorded)
