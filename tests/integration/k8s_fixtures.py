@@ -25,6 +25,7 @@ is accepted with a deprecation warning); 4.0 refuses --wait-for-exit.
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import subprocess
@@ -129,23 +130,39 @@ def k8s_client(controlplane):
     return k8s.get_client(controlplane)
 
 
+def _converge(name):
+    proc = run_playbook(name)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        if "UNREACHABLE" in proc.stdout or "Failed to connect" in tail:
+            skip_or_fail("the lab hosts are not running (tests/testbed/up starts them): " + tail)
+        pytest.fail(f"playbooks/{name} failed:\n" + tail)
+    return proc.stdout
+
+
 @pytest.fixture(scope="session")
 def lab_cluster(controlplane):
-    """Layers 2, 3 and 4 on the lab inventory, once per session (the lab hosts must run)."""
+    """Layers 2, 3 and 4 on the lab inventory, once per test run (the lab hosts must run).
 
-    def converge(name):
-        proc = run_playbook(name)
-        if proc.returncode != 0:
-            tail = (proc.stdout + proc.stderr)[-3000:]
-            if "UNREACHABLE" in proc.stdout or "Failed to connect" in tail:
-                skip_or_fail("the lab hosts are not running (tests/testbed/up starts them): " + tail)
-            pytest.fail(f"playbooks/{name} failed:\n" + tail)
-        return proc.stdout
-
-    converge("layer2_host_storage.yml")
-    layer3_stdout = converge("layer3_cluster.yml")
-    converge("layer4_workload_storage.yml")
-    return {"kubeconfig": controlplane, "stdout": layer3_stdout}
+    Once per run, not once per xdist worker: the first worker converges, the others find its
+    record (keyed by xdist's run id) and wait for it under a lock of its own (run_playbook holds
+    the lab lock)."""
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+    record = os.path.join(CACHE, "lab-converged", run_id + ".json")
+    os.makedirs(os.path.dirname(record), exist_ok=True)
+    with open(os.path.join(CACHE, "lab-converge.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        if os.path.exists(record):
+            with open(record) as done:
+                return json.load(done)
+        _converge("layer2_host_storage.yml")
+        converged = {"kubeconfig": controlplane, "stdout": _converge("layer3_cluster.yml")}
+        _converge("layer4_workload_storage.yml")
+        for old in os.listdir(os.path.dirname(record)):  # records of earlier runs
+            os.remove(os.path.join(os.path.dirname(record), old))
+        with open(record, "w") as out:
+            json.dump(converged, out)
+        return converged
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The Kubernetes errors: each a StrataError whose kind is a short word modules report as ``error``."""
+"""The Kubernetes errors: each a StrataError whose error_kind is the short word results carry as ``error``."""
 
 from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
 
