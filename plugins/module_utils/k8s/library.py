@@ -6,6 +6,18 @@ files, token refresh) and its configured urllib3 pool. Requests go through that 
 (client.py), so this works the same across client versions.
 """
 
+__all__ = [
+    "HAS_K8S",
+    "K8S_IMPORT_ERROR",
+    "ConfigException",
+    "K8sConfiguration",
+    "k8s_config",
+    "k8s_rest",
+    "missing_library_message",
+    "urllib3",
+    "yaml",
+]
+
 K8S_IMPORT_ERROR = None
 try:
     import urllib3
