@@ -8,3 +8,17 @@ from ansible_collections.strata.ops.plugins.module_utils.criu import CriuError
 
 class BadCheckpoint(CriuError):
     """A directory that is not a usable pod_checkpoint dump."""
+
+
+class CheckpointJob:
+    """What a dump and a restore share: the module's parameters, check mode and collaborators
+    (``run_command(argv, environ_update=None) -> (rc, out, err)``, ``docker`` making a Docker API
+    client, ``find_freezer`` finding what freezes and thaws CUDA processes, the GPUs' /proc dir)."""
+
+    def __init__(self, params, check_mode, run_command, *, docker, find_freezer, gpus_dir):
+        self.p = params
+        self.check_mode = check_mode
+        self.run = run_command
+        self.docker = docker
+        self.find_freezer = find_freezer
+        self.gpus_dir = gpus_dir

@@ -9,6 +9,7 @@ import time
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import CheckpointJob
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu as gpu_mod
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.target import default_name, find_target
@@ -54,7 +55,7 @@ def _netns(pid):
     return netns.split("[")[-1].rstrip("]") if netns != own else None
 
 
-class Dumper:
+class Dumper(CheckpointJob):
     """One dump. ``run_command(argv, environ_update=None) -> (rc, out, err)`` runs criu, crictl and
     cuda-checkpoint; ``docker`` makes a Docker API client from a socket path; ``find_freezer``
     finds what freezes CUDA processes (gpu.find_freezer); ``clock`` times the dump."""
@@ -70,13 +71,10 @@ class Dumper:
         clock=time.monotonic,
         gpus_dir=gpu_mod.NVIDIA_GPUS_DIR,
     ):
-        self.p = params
-        self.check_mode = check_mode
-        self.run = run_command
-        self.docker = docker
-        self.find_freezer = find_freezer
+        super().__init__(
+            params, check_mode, run_command, docker=docker, find_freezer=find_freezer, gpus_dir=gpus_dir
+        )
         self.clock = clock
-        self.gpus_dir = gpus_dir
 
     def plan(self):
         p = self.p

@@ -9,7 +9,7 @@ import shutil
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, CheckpointJob
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu as gpu_mod
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.staging import BindStaging
@@ -42,7 +42,7 @@ def check_propagated_mounts(manifest, read_mountinfo=mnt.read_mountinfo, exists=
             )
 
 
-class Restorer:
+class Restorer(CheckpointJob):
     """One restore. ``run_command`` mounts and runs cuda-checkpoint; ``docker`` makes the Docker
     API client; ``staging`` is a BindStaging; ``find_freezer`` finds what thaws CUDA processes."""
 
@@ -58,14 +58,11 @@ class Restorer:
         read_mountinfo=mnt.read_mountinfo,
         gpus_dir=gpu_mod.NVIDIA_GPUS_DIR,
     ):
-        self.p = params
-        self.check_mode = check_mode
-        self.run = run_command
-        self.docker = docker
+        super().__init__(
+            params, check_mode, run_command, docker=docker, find_freezer=find_freezer, gpus_dir=gpus_dir
+        )
         self.staging = staging or BindStaging(run_command, read_mountinfo)
-        self.find_freezer = find_freezer
         self.read_mountinfo = read_mountinfo
-        self.gpus_dir = gpus_dir
 
     def gpu_plan(self, manifest, checkpoint):
         """What restoring a dump with CUDA state needs here, checked before anything is created.

@@ -30,6 +30,11 @@ from ansible_collections.strata.ops.plugins.module_utils.k8s.watch import Watchi
 DEFAULT_API_TIMEOUT = 10
 
 
+def object_not_found(kind, name, namespace):
+    ref = object_ref(kind, name, namespace)
+    return K8sNotFound(f"{ref} does not exist", kind=kind, name=name, namespace=namespace)
+
+
 class K8sClient(Watching):
     """Thin REST client over the kubernetes library's configured urllib3 pool; waits are watch.py's."""
 
@@ -167,12 +172,7 @@ class K8sClient(Watching):
         try:
             return self.request("GET", resource_path(kind, namespace, name, subresource))
         except K8sNotFound:
-            raise K8sNotFound(
-                f"{object_ref(kind, name, namespace)} does not exist",
-                kind=kind,
-                name=name,
-                namespace=namespace,
-            ) from None
+            raise object_not_found(kind, name, namespace) from None
 
     def list(self, kind, namespace=None, label_selector=None, field_selector=None):
         """(items, resourceVersion) of a list; items carry kind and apiVersion."""
@@ -246,12 +246,7 @@ class K8sClient(Watching):
                 query={"dryRun": "All"} if dry_run else None,
             )
         except K8sNotFound:
-            raise K8sNotFound(
-                f"{object_ref(kind, name, namespace)} does not exist",
-                kind=kind,
-                name=name,
-                namespace=namespace,
-            ) from None
+            raise object_not_found(kind, name, namespace) from None
 
     def scale(self, kind, name, namespace, replicas, dry_run=False):
         """Set spec.replicas through the scale subresource; returns (before, after)."""

@@ -59,6 +59,17 @@ def missing_from_stderr(stderr):
     return missing
 
 
+def command_failed(argv, rc, out, err, what=None):
+    """The error for a zfs/zpool command that failed, with its own output."""
+    return ZfsCommandError(
+        f"{what or ' '.join(argv)} failed (rc={rc}): {(err or out).strip()}",
+        cmd=argv,
+        rc=rc,
+        stdout=out,
+        stderr=err,
+    )
+
+
 def load_libzfs_core(dev_zfs="/dev/zfs"):
     """Return (module, None) when pyzfs can be used, else (None, reason)."""
     if not os.path.exists(dev_zfs):
@@ -105,13 +116,7 @@ class ZfsBackend:
         rc, out, err = self._run(argv)
         self.commands.append(argv)
         if check and rc != 0:
-            raise ZfsCommandError(
-                f"{what or ' '.join(argv)} failed (rc={rc}): {(err or out).strip()}",
-                cmd=argv,
-                rc=rc,
-                stdout=out,
-                stderr=err,
-            )
+            raise command_failed(argv, rc, out, err, what)
         return rc, out, err
 
     def pools(self):
@@ -194,13 +199,7 @@ class ZfsBackend:
         if rc == 0 or "successfully created" in err:
             self._did("created", name, properties)
         if rc != 0:
-            raise ZfsCommandError(
-                f"{' '.join(argv)} failed (rc={rc}): {(err or out).strip()}",
-                cmd=argv,
-                rc=rc,
-                stdout=out,
-                stderr=err,
-            )
+            raise command_failed(argv, rc, out, err)
         return WRITE_PATH_CLI
 
     def _lzc_create(self, name, properties):
@@ -294,13 +293,7 @@ class ZfsBackend:
             self._sleep(self.busy_delay * (attempt + 1))
         if recursive and destroys:
             self._journal_destroyed(d for d in destroys if "@" not in d)
-        raise ZfsCommandError(
-            f"{' '.join(argv)} failed (rc={rc}): {(err or out).strip()}",
-            cmd=argv,
-            rc=rc,
-            stdout=out,
-            stderr=err,
-        )
+        raise command_failed(argv, rc, out, err)
 
 
 def _lzc_reason(exc):
