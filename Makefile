@@ -10,6 +10,8 @@ export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 PYTHON ?= python3
 # Integration test files mostly wait (pods terminating, rate-limited downloads, boots).
 INTEGRATION_WORKERS ?= 3
+# How many of lint, sanity, unit, integration and molecule `make test` runs at once.
+TEST_JOBS ?= 3
 
 .PHONY: all venv testbed testbed-base demo test lint ruff ansible-lint changelog-lint sanity unit integration molecule components bench lock clean
 
@@ -29,11 +31,12 @@ lock:
 	.tmp/lockvenv/bin/pip install -q -r requirements/base.in
 	{ echo "# Pinned from requirements/base.in by 'make lock'. Python 3.11."; .tmp/lockvenv/bin/pip freeze; } > requirements/lock.txt
 
+# STRATA_TESTBED_UP=1: `make test` brought the test bed up already, before its parallel part.
 testbed:
-	tests/testbed/up all
+	[ -n "$${STRATA_TESTBED_UP:-}" ] || tests/testbed/up all
 
 testbed-base:
-	tests/testbed/up base
+	[ -n "$${STRATA_TESTBED_UP:-}" ] || tests/testbed/up base
 
 demo: venv testbed
 	tests/demo
@@ -68,7 +71,11 @@ molecule: venv testbed-base
 components:
 	tests/testbed/status --line
 
-test: venv testbed-base lint sanity unit integration molecule
+# The test bed comes up once; then the checks that need none (lint, sanity, unit), the
+# integration files (mostly waiting on pods, downloads and boots) and molecule (hosts and a
+# cluster of its own) run side by side, each one's output kept together.
+test: venv testbed
+	STRATA_TESTBED_UP=1 $(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target lint sanity unit integration molecule
 	@tests/testbed/status --line $${CI:+--require}
 
 bench: venv testbed-base

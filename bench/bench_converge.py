@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""A converged site.yml run (nothing to change) against a gather-facts play over the same hosts.
+
+What an operator waits for when they re-run site.yml to check that everything is still as it
+should be is mostly Ansible's own per-task cost, not work. Same run, same hosts (the lab hosts
+through the community.docker.docker connection, and the controller):
+
+  (a) ``ansible-playbook -i inventories/lab playbooks/site.yml`` on a converged lab (changed=0
+      is checked; a first, untimed run converges it);
+  (b) one play over ``strata_hosts`` and localhost that only gathers facts (the floor: one
+      connection and one module per host).
+
+Each is run BENCH_CONVERGE_ROUNDS times (default 3), alternating; the medians give the ratio.
+A last run of (a) with ansible.posix's profile_roles and profile_tasks callbacks prints where
+the time goes (not timed). The lab playbook lock (~/.cache/strata-ops/lab-playbook.lock) is held
+throughout, so tests never interleave with it. BENCH_CONVERGE_STRATEGY=mitogen_linear runs (a)
+and (b) with that strategy too, when the mitogen package is installed.
+
+Needs the lab test bed (tests/testbed/up all). Prints one final line `bench converge: ...`.
+"""
+
+import contextlib
+import fcntl
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
+
+from testbed_paths import CACHE  # noqa: E402
+
+GOAL = 5.0
+INVENTORY = os.path.join(REPO, "inventories", "lab")
+FACTS_PLAY = """\
+- name: Gather facts only (the floor of any play over these hosts)
+  hosts: strata_hosts:localhost
+  gather_facts: true
+  tasks: []
+"""
+
+
+@contextlib.contextmanager
+def lab_lock():
+    os.makedirs(CACHE, exist_ok=True)
+    with open(os.path.join(CACHE, "lab-playbook.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def playbook(path, extra_env=None):
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env.update(extra_env or {})
+    started = time.monotonic()
+    argv = ["ansible-playbook", "-i", INVENTORY, path]
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        name = os.path.basename(path)
+        sys.exit(f"bench converge: {name} failed (rc={proc.returncode}):\n{proc.stdout[-3000:]}")
+    return elapsed, proc.stdout
+
+
+def changed(stdout):
+    return sum(int(n) for n in re.findall(r"changed=(\d+)", stdout.split("PLAY RECAP")[-1]))
+
+
+def tasks_run(stdout):
+    return len(re.findall(r"^TASK \[", stdout, re.M))
+
+
+def main():
+    rounds = int(os.environ.get("BENCH_CONVERGE_ROUNDS", "3"))
+    strategy = os.environ.get("BENCH_CONVERGE_STRATEGY")
+    site = os.path.join(REPO, "playbooks", "site.yml")
+    with tempfile.TemporaryDirectory(prefix="strata-bench-") as tmp, lab_lock():
+        facts_play = os.path.join(tmp, "facts.yml")
+        with open(facts_play, "w") as handle:
+            handle.write(FACTS_PLAY)
+        first, _ = playbook(site)
+        print(f"converge run (untimed): {first:.1f} s")
+        variants = [("default", {})]
+        if strategy:
+            variants.append((strategy, {"ANSIBLE_STRATEGY": strategy}))
+        results = {}
+        for name, env in variants:
+            site_times, facts_times = [], []
+            for _ in range(rounds):
+                elapsed, out = playbook(site, env)
+                if changed(out):
+                    sys.exit(f"bench converge: a second site.yml changed {changed(out)}:\n{out[-3000:]}")
+                site_times.append(elapsed)
+                facts_times.append(playbook(facts_play, env)[0])
+            results[name] = (statistics.median(site_times), statistics.median(facts_times), tasks_run(out))
+            print(
+                f"[{name}] site.yml converged: median {results[name][0]:.2f} s over {rounds} runs "
+                f"({results[name][2]} task headers); gather-facts play: median {results[name][1]:.2f} s"
+            )
+        profile_env = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_roles,ansible.posix.profile_tasks"}
+        _, profiled = playbook(site, profile_env)
+        print("where the time goes (profile_roles, profile_tasks; untimed run):")
+        print("\n".join(profiled.split("PLAY RECAP")[-1].splitlines()[-45:]))
+    site_s, facts_s, tasks = results["default"]
+    ratio = site_s / facts_s
+    extra = ""
+    if strategy:
+        m_site = results[strategy][0]
+        extra = f"; with {strategy}: site.yml {m_site:.2f} s ({m_site / facts_s:.1f}x the default facts play)"
+    print(
+        f"bench converge: second site.yml {site_s:.2f} s vs gather-facts play {facts_s:.2f} s = {ratio:.1f}x "
+        f"({tasks} task headers; goal <= {GOAL:.0f}x){extra}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
