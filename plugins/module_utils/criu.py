@@ -108,6 +108,10 @@ class NoSpace(CriuError):
     pass
 
 
+class PreDumpUnsupported(CriuError):
+    """Iterative pre-dump asked for where it cannot work."""
+
+
 class GpuError(CriuError):
     pass
 
@@ -148,6 +152,19 @@ def check_version(run_command, criu):
             "Install CRIU 4.x (Debian trixie's criu, or upstream) and set criu_path to it."
         )
     return version
+
+
+def check_dirty_tracking(run_command, criu):
+    """Pre-dump needs the kernel's soft-dirty bits (CONFIG_MEM_SOFT_DIRTY); CRIU's own probe says
+    whether they work (``criu check --feature mem_dirty_track``, criu/cr-check.c)."""
+    rc, out, err = run_command([criu, "check", "--feature", "mem_dirty_track"])
+    if rc != 0:
+        said = " ".join((err or out).split())[:300]
+        raise PreDumpUnsupported(
+            f"pre_dumps needs memory dirty tracking, which this kernel lacks: `{criu} check --feature "
+            f"mem_dirty_track` says: {said or f'rc={rc}'}. Use a kernel built with CONFIG_MEM_SOFT_DIRTY "
+            "(most distribution kernels are) or set pre_dumps: 0 for one plain dump"
+        )
 
 
 def find_executable(name, path_env=None, extra_dirs=()):
@@ -268,12 +285,24 @@ def build_dump_args(
     shell_job=False,
     plugin_dir=None,
     log_file="dump.log",
+    pre_dump=False,
+    prev_images_dir=None,
     extra=(),
 ):
-    """The full ``criu dump`` argv."""
-    argv = [criu, "dump", "--tree", str(pid), "--images-dir", images_dir, "--log-file", log_file, "-v4"]
-    if leave_running:
+    """The full ``criu dump`` (or, with ``pre_dump``, ``criu pre-dump``) argv.
+
+    An iterative dump (CRIU's "memory changes tracking", criu(8)): each ``pre-dump`` and the final
+    ``dump`` run with ``--track-mem``; all but the first name the previous images with
+    ``--prev-images-dir``, a path relative to their own ``--images-dir``. A pre-dump always
+    leaves the tree running, so it takes no ``--leave-running``."""
+    action = "pre-dump" if pre_dump else "dump"
+    argv = [criu, action, "--tree", str(pid), "--images-dir", images_dir, "--log-file", log_file, "-v4"]
+    if leave_running and not pre_dump:
         argv.append("--leave-running")
+    if pre_dump or prev_images_dir:
+        argv.append("--track-mem")
+    if prev_images_dir:
+        argv += ["--prev-images-dir", prev_images_dir]
     if manage_cgroups:
         argv.append("--manage-cgroups")
     if tcp_established:
@@ -426,7 +455,9 @@ def parse_crit_stats(text):
 def summarize_dump_stats(stats):
     """The numbers the manifest reports, with units."""
     dump = stats.get("dump", {})
+    frozen_us = dump.get("frozen_time")
     return {
+        "frozen_s": round(frozen_us / 1e6, 6) if frozen_us is not None else None,
         "freezing_time_us": dump.get("freezing_time"),
         "frozen_time_us": dump.get("frozen_time"),
         "memdump_time_us": dump.get("memdump_time"),

@@ -128,6 +128,17 @@ options:
     description: Leave the target running after the dump (C(--leave-running)).
     type: bool
     default: true
+  pre_dumps:
+    description:
+      - How many C(criu pre-dump) passes copy the memory while the process runs before the final
+        dump, which then writes only the pages dirtied since (CRIU's memory changes tracking,
+        C(--track-mem) and C(--prev-images-dir)). What the workload feels is the frozen time,
+        reported as RV(frozen_s); a pre-dump shortens it when most memory stays unchanged.
+      - Needs a kernel with memory dirty tracking (C(criu check --feature mem_dirty_track));
+        refused before anything is written where it is missing, and for CUDA processes.
+      - Pre-dump images are kept in C(pre-1) .. C(pre-N) inside the dump directory.
+    type: int
+    default: 0
   tcp_established:
     description: Dump established TCP connections (C(--tcp-established)).
     type: bool
@@ -281,8 +292,9 @@ manifest:
   description:
     - The content of C(manifest.json) (state=dumped, method=criu), or of the dump restored.
     - Keys include C(target), C(pid), C(tree), C(mounts), C(criu) (path, version, options),
-      C(gpu), C(sizes), C(stats) (freezing/frozen/memdump/memwrite times in microseconds and
-      pages written), C(stats_source), C(stats_check) and C(crit_check) (C(crit) read
+      C(gpu), C(sizes), C(stats) (C(frozen_s), freezing/frozen/memdump/memwrite times in
+      microseconds and pages written), C(pre_dumps) (command and wall time of each pre-dump),
+      C(stats_source), C(stats_check) and C(crit_check) (C(crit) read
       C(pstree.img) and C(inventory.img); C(plugins) lists the CRIU plugins the restore needs).
   returned: success and not check mode
   type: dict
@@ -304,6 +316,18 @@ staged_binds:
   returned: state=restored
   type: list
   elements: dict
+frozen_s:
+  description:
+    - How long the process tree was frozen by the final dump, in seconds (CRIU's own
+      C(frozen_time) from C(stats-dump)): what a running job feels, unlike the dump's wall time.
+  returned: state=dumped and not check mode
+  type: float
+  sample: 0.412
+pre_dump_commands:
+  description: The C(criu pre-dump) commands run (or that would run) before the final dump.
+  returned: state=dumped and O(pre_dumps) > 0
+  type: list
+  elements: list
 pruned:
   description: Older dump directories removed because of O(keep).
   returned: state=dumped
@@ -343,6 +367,7 @@ def main():
             name=dict(type="str"),
             keep=dict(type="int", default=3),
             leave_running=dict(type="bool", default=True),
+            pre_dumps=dict(type="int", default=0),
             tcp_established=dict(type="bool", default=False),
             manage_cgroups=dict(type="bool", default=True),
             external_mounts=dict(type="str", choices=["facts", "auto"], default="facts"),

@@ -352,6 +352,38 @@ def test_keep_prunes_old_dumps(counter, tmp_path):
     assert sorted(str(images / d) for d in os.listdir(images)) == dirs[1:]
 
 
+def dirty_tracking_here():
+    probe = [CRIU, "check", "--feature", "mem_dirty_track"]
+    return subprocess.run(probe, capture_output=True, text=True, check=False).returncode == 0
+
+
+def test_pre_dumps_copy_memory_first_or_are_refused_where_the_kernel_cannot_track_it(counter, tmp_path):
+    """Iterative dump: two pre-dumps, then a final dump of the dirtied pages. On a kernel without
+    soft-dirty bits (the test machine's: CRIU says "Dirty tracking is OFF") the module refuses
+    before anything is written, in check mode too, and the container runs on."""
+    images = tmp_path / "images"
+    args = {"container": counter["name"], "images_dir": str(images), "criu_path": CRIU, "pre_dumps": 2}
+    if not dirty_tracking_here():
+        for check_mode in (True, False):
+            result = run_module(tmp_path, args, check_mode=check_mode)
+            assert result.get("failed") is True, result
+            assert result["error"] == "PreDumpUnsupported"
+            assert "Dirty tracking is OFF" in result["msg"] and "pre_dumps: 0" in result["msg"]
+            assert not images.exists() or os.listdir(images) == []
+        assert docker("inspect", "-f", "{{.State.Running}}", counter["name"]).stdout.strip() == "true"
+        return
+    planned = run_module(tmp_path, args, check_mode=True)
+    assert [argv[1] for argv in planned["pre_dump_commands"]] == ["pre-dump", "pre-dump"]
+    assert "--prev-images-dir" in planned["command"] and not images.exists()
+    result = run_module(tmp_path, args)
+    assert result.get("failed") is not True, result
+    dump_dir = result["checkpoint_dir"]
+    assert os.readlink(os.path.join(dump_dir, "parent")) == "pre-2"
+    assert os.readlink(os.path.join(dump_dir, "pre-2", "parent")) == "../pre-1"
+    assert len(result["manifest"]["pre_dumps"]) == 2
+    assert result["frozen_s"] == result["manifest"]["stats"]["frozen_s"] > 0
+
+
 def kubelet_labels(pod, container):
     return {
         "io.kubernetes.pod.name": pod,

@@ -104,19 +104,41 @@ class Dumper(CheckpointJob):
         gpu, freezer = self.gpu_facts(tree)
         name = default_name(p, target)
         dump_dir = os.path.join(p["images_dir"], f"{name}-{mf.stamp()}")
+        if p["pre_dumps"]:
+            self._check_pre_dump(binary, gpu)
+        common = {
+            "manage_cgroups": p["manage_cgroups"],
+            "tcp_established": p["tcp_established"],
+            # Docker recreates the network namespace itself on restore (as docker checkpoint
+            # does: empty netns); runc under CRI joins the pod's netns by runc's key.
+            "empty_netns": inode is not None and target["runtime"] == "docker",
+            "netns_inode": inode if target["runtime"] != "docker" else None,
+            "plugin_dir": p["criu_plugin_dir"] if gpu["path"] == "criu-cuda-plugin" else None,
+        }
+        external_args = criu.external_mount_args(external, p["external_mounts"], version)
+        # Pre-dumps go to pre-1 .. pre-N inside the dump directory, each naming the one before;
+        # the final dump names pre-N, and CRIU follows the chain of "parent" links on restore.
+        pre_argvs = [
+            criu.build_dump_args(
+                binary,
+                pid,
+                os.path.join(dump_dir, f"pre-{n}"),
+                external_args,
+                pre_dump=True,
+                prev_images_dir=f"../pre-{n - 1}" if n > 1 else None,
+                log_file="pre-dump.log",
+                **common,
+            )
+            for n in range(1, p["pre_dumps"] + 1)
+        ]
         argv = criu.build_dump_args(
             binary,
             pid,
             dump_dir,
-            criu.external_mount_args(external, p["external_mounts"], version),
+            external_args,
             leave_running=p["leave_running"],
-            manage_cgroups=p["manage_cgroups"],
-            tcp_established=p["tcp_established"],
-            # Docker recreates the network namespace itself on restore (as docker checkpoint
-            # does: empty netns); runc under CRI joins the pod's netns by runc's key.
-            empty_netns=inode is not None and target["runtime"] == "docker",
-            netns_inode=inode if target["runtime"] != "docker" else None,
-            plugin_dir=p["criu_plugin_dir"] if gpu["path"] == "criu-cuda-plugin" else None,
+            prev_images_dir=f"pre-{p['pre_dumps']}" if p["pre_dumps"] else None,
+            **common,
         )
         env = None
         if gpu["path"] == "criu-cuda-plugin":
@@ -129,6 +151,7 @@ class Dumper(CheckpointJob):
             "name": name,
             "dump_dir": dump_dir,
             "argv": argv,
+            "pre_argvs": pre_argvs,
             "env": env,
             "tree": tree,
             "mounts": {
@@ -155,6 +178,34 @@ class Dumper(CheckpointJob):
         gpu["states"] = []
         gpu["cuda_pids"] = cuda_pids
         return gpu, freezer
+
+    def _check_pre_dump(self, binary, gpu):
+        """Pre-dumps need CRIU's memory tracking; CUDA state reaches host memory only when the
+        process is locked, so pre-dumping a CUDA process copies pages that all change again."""
+        if gpu["cuda_pids"]:
+            raise criu.PreDumpUnsupported(
+                f"pre_dumps with CUDA processes ({gpu['cuda_pids']}): their GPU memory is copied into "
+                "host memory only when they are locked for the final dump, so a pre-dump saves nothing. "
+                "Set pre_dumps: 0 for GPU workloads"
+            )
+        criu.check_dirty_tracking(self.run, binary)
+
+    def _pre_dump(self, plan):
+        """Run the pre-dumps (the tree keeps running); their wall times in seconds."""
+        times = []
+        for argv in plan.get("pre_argvs", ()):
+            images_dir = argv[argv.index("--images-dir") + 1]
+            os.makedirs(images_dir)
+            started = self.clock()
+            rc, _out, err = self.run(argv, environ_update=plan["env"])
+            if rc != 0:
+                log = os.path.join(images_dir, "pre-dump.log")
+                raise criu.CriuDumpFailed(
+                    f"criu pre-dump of PID {plan['target']['pid']} failed (rc={rc}); nothing was frozen "
+                    f"for long and the process runs on. CRIU log ({log}):\n{criu.log_tail(log) or err}"
+                )
+            times.append(round(self.clock() - started, 3))
+        return times
 
     def _free_space_check(self, rss):
         vfs = os.statvfs(self.p["images_dir"])
@@ -194,6 +245,7 @@ class Dumper(CheckpointJob):
         try:
             with open(os.path.join(dump_dir, "descriptors.json"), "w") as handle:
                 json.dump(criu.descriptors(pid), handle)  # what runc restore expects
+            plan["pre_dump_s"] = self._pre_dump(plan)
             if gpu["taken"]:
                 gpu_mod.step(freezer, gpu, label="before dump")
             if gpu["path"] in DIRECT_GPU_PATHS:
@@ -281,6 +333,10 @@ class Dumper(CheckpointJob):
                 "options": plan["argv"][1:],
             },
             "leave_running": p["leave_running"],
+            "pre_dumps": [
+                {"command": argv, "wall_s": wall_s}
+                for argv, wall_s in zip(plan.get("pre_argvs", ()), plan.get("pre_dump_s", ()))
+            ],
             "gpu": plan["gpu"],
             "sizes": sizes,
             "dump_wall_s": round(wall, 3),
@@ -300,9 +356,12 @@ class Dumper(CheckpointJob):
             "checkpoint_dir": plan["dump_dir"],
             "gpu": plan["gpu"],
         }
+        if plan["pre_argvs"]:
+            result["pre_dump_commands"] = plan["pre_argvs"]
         if self.check_mode:
             result["pruned"] = []
-            result["msg"] = f"check mode: would run {' '.join(plan['argv'])}"
+            commands = [" ".join(argv) for argv in plan["pre_argvs"] + [plan["argv"]]]
+            result["msg"] = f"check mode: would run {'; then '.join(commands)}"
             return result
         mf.make_images_dir(self.p["images_dir"])
         self._free_space_check(plan["rss_bytes"])
@@ -310,5 +369,5 @@ class Dumper(CheckpointJob):
         manifest = self.manifest(plan, wall, self.check_images(plan))
         mf.write(plan["dump_dir"], manifest)
         pruned = mf.prune(self.p["images_dir"], plan["name"], self.p["keep"], plan["dump_dir"])
-        result.update(manifest=manifest, pruned=pruned)
+        result.update(manifest=manifest, pruned=pruned, frozen_s=manifest["stats"]["frozen_s"])
         return result

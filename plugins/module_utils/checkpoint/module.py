@@ -13,6 +13,8 @@ def run(params, check_mode, run_command):
     if params["keep"] < 0:
         keep = params["keep"]
         raise InvalidArgument(f"keep must be 0 (keep all) or more, got {keep}")
+    if params["pre_dumps"] < 0:
+        raise InvalidArgument(f"pre_dumps must be 0 (one plain dump) or more, got {params['pre_dumps']}")
     if params["cuda_lock_timeout"] < 0:
         lock_timeout = params["cuda_lock_timeout"]
         raise InvalidArgument(f"cuda_lock_timeout must be 0 (no timeout) or more seconds, got {lock_timeout}")
