@@ -61,7 +61,29 @@ def _check_kubeconfig_file(path, source):
         )
 
 
+def _check_kubeconfig_shape(path):
+    """A kubeconfig is a YAML mapping (clusters, contexts, users): say so for any other file, which
+    the kubernetes library would only report with a Python error text."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise K8sConfigError(
+            f"kubeconfig {path} cannot be parsed as YAML ({type(exc).__name__}: {exc}): regenerate it "
+            f"({CLUSTER_HINT})",
+            kubeconfig=path,
+        ) from None
+    if not isinstance(document, dict):
+        found = "an empty file" if document is None else f"a YAML {type(document).__name__}"
+        raise K8sConfigError(
+            f"kubeconfig {path} is not a kubeconfig: it holds {found}, not a mapping with clusters, "
+            f"contexts and users. Pass the cluster's kubeconfig ({CLUSTER_HINT})",
+            kubeconfig=path,
+        )
+
+
 def _context_names(path):
+    _check_kubeconfig_shape(path)
     try:
         contexts, active = k8s_config.list_kube_config_contexts(config_file=path)
     except (ConfigException, ValueError, TypeError, AttributeError) as exc:

@@ -267,6 +267,19 @@ def test_invalid_kubeconfig(tmp_path):
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("content", "found"),
+    [("strata-lab-1\n", "a YAML str"), ("", "an empty file"), ("- a\n- b\n", "a YAML list")],
+)
+def test_a_file_that_is_not_a_kubeconfig_is_named_without_a_python_error(tmp_path, content, found):
+    path = tmp_path / "hostname"
+    path.write_text(content)
+    with pytest.raises(k8s.K8sConfigError) as err:
+        k8s.get_client(str(path))
+    assert f"kubeconfig {path} is not a kubeconfig: it holds {found}" in str(err.value)
+    assert "object" not in str(err.value)  # no "'str' object does not support item assignment"
+
+
 def test_wrong_context_lists_contexts(tmp_path):
     with pytest.raises(k8s.K8sContextError) as err:
         k8s.get_client(write_kubeconfig(tmp_path), context="prod")
