@@ -80,7 +80,7 @@ def rpc_call(url, method, params=None, timeout=5.0, post=http_post_json):
             raw = exc.read(65536)
         except Exception:
             raw = b""  # the status alone is the answer
-        remote = _json_rpc_error(raw)
+        remote = _json_rpc_error(url, raw)
         if remote is not None:
             raise remote from None
         raise RpcTransportError(f"{url}: HTTP {exc.code} {exc.reason}", status=exc.code) from None
@@ -96,7 +96,7 @@ def rpc_call(url, method, params=None, timeout=5.0, post=http_post_json):
         raise RpcProtocolError(f"{url}: answer to {method} is not JSON: {raw[:80]!r}") from None
     if not isinstance(answer, dict):
         raise RpcProtocolError(f"{url}: answer to {method} is not a JSON-RPC object")
-    remote = _json_rpc_error(answer)
+    remote = _json_rpc_error(url, answer)
     if remote is not None:
         raise remote
     if "result" not in answer:
@@ -104,7 +104,7 @@ def rpc_call(url, method, params=None, timeout=5.0, post=http_post_json):
     return answer["result"]
 
 
-def _json_rpc_error(answer):
+def _json_rpc_error(url, answer):
     if isinstance(answer, bytes):
         try:
             answer = json.loads(answer.decode("utf-8"))
@@ -114,7 +114,9 @@ def _json_rpc_error(answer):
         return None
     err = answer["error"]
     code = err.get("code")
-    return RpcRemoteError(f"JSON-RPC error {code}: {err.get('message', '')}", code=code)
+    # Every endpoint error starts with its URL, as transport errors do: an operator with several
+    # endpoints must see which one said it.
+    return RpcRemoteError(f"{url}: JSON-RPC error {code}: {err.get('message', '')}", code=code)
 
 
 def _valid_slot(value):

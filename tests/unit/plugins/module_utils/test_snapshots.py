@@ -290,6 +290,7 @@ def test_query_endpoint_bad_answers(answer, fragment):
     entry = rpc.query_endpoint("http://rpc", post=_post(_answers(getSlot=answer)))
     assert entry["ok"] is False and entry["slot"] is None
     assert fragment in entry["error"]
+    assert entry["error"].startswith("http://rpc: ")  # which of several endpoints said it
 
 
 @pytest.mark.parametrize("genesis", [123, "not-base58!", "2" * 32, None])
