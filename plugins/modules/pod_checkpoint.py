@@ -319,7 +319,7 @@ staged_binds:
 frozen_s:
   description:
     - How long the process tree was frozen by the final dump, in seconds (CRIU's own
-      C(frozen_time) from C(stats-dump)): what a running job feels, unlike the dump's wall time.
+      C(frozen_time) from C(stats-dump)), which is what a running job feels, unlike the dump's wall time.
   returned: state=dumped and not check mode
   type: float
   sample: 0.412
