@@ -1,8 +1,9 @@
-"""Layer 5 (role workload_deploy) and its flows, run as operators run them: the real playbooks
-(layer5_deploy, stop, redeploy, recover, fix_pv_mounts, teardown) through ansible-playbook on the
-lab inventory, against the test bed's real control plane (kwok-simulated nodes), the lab host
-strata-lab-1 (a systemd container with a real zfs-fuse pool `lab`), real nginx serving real zstd
-snapshot archives, and the STAND-IN Solana RPC (tests/testbed/solana_rpc.py) for the tip.
+"""Layer 5 (role workload_deploy) and its flows (role workload_lifecycle), run as operators run them:
+the real playbooks (layer5_deploy, stop, redeploy, recover, fix_pv_mounts, teardown) through
+ansible-playbook on the lab inventory, against the test bed's real control plane (kwok-simulated
+nodes), the lab host strata-lab-1 (a systemd container with a real zfs-fuse pool `lab`), real
+nginx serving real zstd snapshot archives, and the STAND-IN Solana RPC
+(tests/testbed/solana_rpc.py) for the tip.
 
 Everything is kept apart from other users of the lab: the workload is `itdeploy` (datasets
 lab/DATA/srv/kind/itdeploy/{ledger,snapshots,log}, ramdisk /srv/kind/itdeploy/ramdisk, made by the
