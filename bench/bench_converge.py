@@ -19,8 +19,6 @@ and (b) with that strategy too, when the mitogen package is installed.
 Needs the lab test bed (tests/testbed/up all). Prints one final line `bench converge: ...`.
 """
 
-import contextlib
-import fcntl
 import os
 import re
 import statistics
@@ -32,7 +30,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 
-from testbed_paths import CACHE  # noqa: E402
+from testbed_paths import lab_lock  # noqa: E402
 
 GOAL = 5.0
 INVENTORY = os.path.join(REPO, "inventories", "lab")
@@ -42,14 +40,6 @@ FACTS_PLAY = """\
   gather_facts: true
   tasks: []
 """
-
-
-@contextlib.contextmanager
-def lab_lock():
-    os.makedirs(CACHE, exist_ok=True)
-    with open(os.path.join(CACHE, "lab-playbook.lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def playbook(path, extra_env=None):

@@ -10,6 +10,7 @@ Helpers (``from .conftest import ...``):
     run_module(name, args)  run plugins/modules/<name>.py as Ansible does (ANSIBLE_MODULE_ARGS)
     run_adhoc(name, args)   run strata.ops.<name> through `ansible localhost -c local`
     adhoc_result(name, args)  the same, returning the task's result dict (json callback)
+    adhoc_run(name, args)     (that result, Ansible's whole output)
     assert_clean_failure(result)  failed through fail_json, not a crash ("Module failed: ...")
 """
 
@@ -27,10 +28,10 @@ COLLECTIONS = os.path.join(REPO, ".collections")
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 
 from testbed_paths import BIN as TESTBED_BIN  # noqa: E402
-from testbed_paths import CACHE  # noqa: E402
+from testbed_paths import CACHE, lab_lock  # noqa: E402
 from zfs_testbed import destroy_tree, testbed_problem, zfs  # noqa: E402
 
-__all__ = ["CACHE", "TESTBED_BIN", "destroy_tree", "zfs"]  # re-exported for the test modules
+__all__ = ["CACHE", "TESTBED_BIN", "destroy_tree", "lab_lock", "zfs"]  # re-exported for the test modules
 
 
 def skip_or_fail(problem):
@@ -68,9 +69,9 @@ def run_module(name, args, check_mode=False, diff=False):
         raise AssertionError(f"module printed no JSON: {proc.stdout}\n{proc.stderr}") from None
 
 
-def adhoc_result(name, args, *options):
-    """The result dict of ``strata.ops.<name>`` run as ``run_adhoc`` runs it, read from the
-    json callback (what a playbook would register)."""
+def adhoc_run(name, args, *options):
+    """``strata.ops.<name>`` run as ``run_adhoc`` runs it: (the task's result dict read from the
+    json callback, what a playbook would register; Ansible's whole stdout and stderr)."""
     env = dict(
         os.environ,
         ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
@@ -81,9 +82,15 @@ def adhoc_result(name, args, *options):
     argv = [ansible, "localhost", "-c", "local", "-m", "strata.ops." + name, "-a", json.dumps(args), *options]
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     try:
-        return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+        result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
     except (ValueError, KeyError, IndexError):
         raise AssertionError(f"no result from ansible: {proc.stdout}\n{proc.stderr}") from None
+    return result, proc.stdout + proc.stderr
+
+
+def adhoc_result(name, args, *options):
+    """The result dict of adhoc_run."""
+    return adhoc_run(name, args, *options)[0]
 
 
 def assert_clean_failure(result):

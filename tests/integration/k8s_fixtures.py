@@ -23,7 +23,6 @@ unless given --wait-for-exit; 3.0 waits by default (--no-wait-for-exit opts out,
 is accepted with a deprecation warning); 4.0 refuses --wait-for-exit.
 """
 
-import contextlib
 import fcntl
 import json
 import os
@@ -38,7 +37,7 @@ import yaml
 
 from ansible_collections.strata.ops.plugins.module_utils import k8s
 
-from .conftest import CACHE, REPO, skip_or_fail
+from .conftest import CACHE, REPO, lab_lock, skip_or_fail
 
 __all__ = [
     "VALIDATOR_SERVER",
@@ -53,15 +52,6 @@ __all__ = [
 ]
 
 INVENTORY = os.path.join(REPO, "inventories", "lab")
-
-
-@contextlib.contextmanager
-def lab_lock():
-    """Held while a playbook runs on the lab hosts, by every pytest-xdist worker."""
-    os.makedirs(CACHE, exist_ok=True)
-    with open(os.path.join(CACHE, "lab-playbook.lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def run_playbook(name, *args, timeout=600, env=None):

@@ -15,14 +15,13 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import uuid
 
 import pytest
 import yaml
 
-from .conftest import CACHE, POOL, TESTBED_BIN, destroy_tree, zfs
+from .conftest import CACHE, POOL, TESTBED_BIN, adhoc_run, destroy_tree, zfs
 from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 from .k8s_fixtures import kubeconfig_variant, run_playbook
 
@@ -200,20 +199,6 @@ PRINTS = {"zfs": zfs_print, "k8s": k8s_print, "files": files_print, "lab": lab_p
 # ---------------------------------------------------------------- runs
 
 
-def module_result(name, args):
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-    )
-    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
-    argv = [ansible, "localhost", "-c", "local", "-m", "strata.ops." + name, "-a", json.dumps(args)]
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
-    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    return result, proc.stdout + proc.stderr
-
-
 def playbook_result(name, extra_vars):
     proc = run_playbook(name, "-e", json.dumps(extra_vars))
     output = proc.stdout + proc.stderr
@@ -227,7 +212,7 @@ def test_bad_input(case, bed):
     before = {kind: PRINTS[kind](bed) for kind in prints}
     if "module" in case:
         args = render(case["args"], values)
-        result, output = module_result(case["module"], args)
+        result, output = adhoc_run(case["module"], args)
     else:
         result, output = playbook_result(case["playbook"], render(case["extra_vars"], values))
     message = result.get("msg", "")

@@ -3,9 +3,21 @@
 Tests and benchmarks import these names instead of spelling the default out again.
 """
 
+import contextlib
+import fcntl
 import os
 
 CACHE = os.environ.get("STRATA_CACHE", os.path.expanduser("~/.cache/strata-ops"))
 # criu, crit and crictl (tests/testbed/up, tests/testbed/cri/start)
 BIN = os.path.join(CACHE, "bin")
 LAB_KUBECONFIG = os.path.join(CACHE, "controlplane", "strata-lab.kubeconfig")
+
+
+@contextlib.contextmanager
+def lab_lock():
+    """Held while a playbook runs on the lab hosts: by every pytest-xdist worker, the benchmarks
+    and manual runs (`flock ~/.cache/strata-ops/lab-playbook.lock ansible-playbook ...`)."""
+    os.makedirs(CACHE, exist_ok=True)
+    with open(os.path.join(CACHE, "lab-playbook.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

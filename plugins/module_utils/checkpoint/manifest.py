@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import shutil
 
 from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
@@ -12,25 +13,28 @@ from ansible_collections.strata.ops.plugins.module_utils.common import InvalidAr
 MANIFEST = "manifest.json"
 
 
+# A dump directory's name: NAME-STAMP (stamp() below).
+DUMP_DIR = re.compile(r"^(?P<name>.+)-(?P<stamp>\d{8}T\d{6}\.\d{3}Z)$")
+
+
 def stamp(wall=None):
     """UTC time as the suffix of a dump directory: 20250101T000000.000Z (sorts by time)."""
     return utc_iso(wall).replace("-", "").replace(":", "")
 
 
 def dumps_of(images_dir, name):
-    """Dump directories of ``name`` in images_dir (those with a manifest), oldest first."""
+    """Dump directories of exactly ``name`` in images_dir (NAME-STAMP with a manifest), oldest
+    first: the dumps of ``app-2`` are never counted (or pruned) as dumps of ``app``."""
     try:
         entries = os.listdir(images_dir)
     except OSError:
         return []
-    prefix = name + "-"
-    found = [
-        os.path.join(images_dir, e)
-        for e in entries
-        if e.startswith(prefix)
-        and e[len(prefix) :][:1].isdigit()
-        and os.path.isfile(os.path.join(images_dir, e, MANIFEST))
-    ]
+    found = []
+    for entry in entries:
+        match = DUMP_DIR.match(entry)
+        path = os.path.join(images_dir, entry)
+        if match and match.group("name") == name and os.path.isfile(os.path.join(path, MANIFEST)):
+            found.append(path)
     return sorted(found)
 
 
