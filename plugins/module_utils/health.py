@@ -191,15 +191,23 @@ def pod_problems(pod, restart_threshold=3):
 
 
 def workload_summary(obj):
+    """A workload as the report shows it; ``state`` is what an operator means: ``stopped`` (scaled
+    to 0 with nothing left), ``stopping`` (scaled to 0, replicas still there), ``ready`` or
+    ``not ready``."""
     meta = obj.get("metadata") or {}
     status = obj.get("status") or {}
+    replicas = (obj.get("spec") or {}).get("replicas", 1)
+    ready = workload_is_ready(obj)
+    states = {(True, True): "stopped", (True, False): "stopping", (False, True): "ready"}
+    state = states.get((replicas == 0, ready), "not ready")
     return {
         "kind": obj.get("kind"),
         "name": meta.get("name"),
         "namespace": meta.get("namespace"),
-        "replicas": (obj.get("spec") or {}).get("replicas", 1),
+        "replicas": replicas,
         "ready_replicas": status.get("readyReplicas", 0),
-        "ready": workload_is_ready(obj),
+        "ready": ready,
+        "state": state,
     }
 
 
@@ -301,10 +309,16 @@ def pv_problems(pv, host_path_root=None, kind_mount_root=None, expected_host_pat
     return []
 
 
-def summarize_problems(problems, counts):
-    """One human line: 'healthy: 2 nodes, 5 pods ...' or 'N problems: first; second ...'."""
+def summarize_problems(problems, counts, stopped=()):
+    """One human line: 'healthy: 2 nodes, 5 pods ...' or 'N problems: first; second ...'. A
+    workload scaled to 0 is not a problem, but it is not what "healthy" tells an operator either:
+    'stopped 0/0: ns/name; nothing else wrong: 2 nodes ...'."""
     scope = ", ".join(f"{v} {k}" for k, v in counts.items())
+    if stopped:
+        scope = f"{scope} ({len(stopped)} stopped 0/0: {', '.join(stopped)})"
     if not problems:
+        if stopped:
+            return f"stopped 0/0: {', '.join(stopped)}; nothing else wrong: {scope}"
         return "healthy: " + scope
     shown = "; ".join(
         f"{p['kind']} {p['namespace'] + '/' if p.get('namespace') else ''}{p['name']}: {p['reason']}"
@@ -447,12 +461,15 @@ def health_report(client, params):
         "workloads": len(workloads),
         "persistent_volumes": len(pv_info),
     }
+    workload_info = [workload_summary(w) for w in workloads]
+    stopped = [f"{w['namespace']}/{w['name']}" for w in workload_info if w["state"] == "stopped"]
     return {
         "healthy": not problems,
         "problems": problems,
-        "summary": summarize_problems(problems, counts),
+        "summary": summarize_problems(problems, counts, stopped),
+        "stopped": stopped,
         "nodes": node_info,
-        "workloads": [workload_summary(w) for w in workloads],
+        "workloads": workload_info,
         "pods": phases,
         "persistent_volumes": pv_info,
         "missing_namespaces": missing_namespaces,

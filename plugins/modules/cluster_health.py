@@ -141,7 +141,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 healthy:
-  description: True when no problem was found.
+  description:
+    - True when no problem was found. A workload scaled to 0 with nothing left is not a problem;
+      it is listed in RV(stopped) and named first in RV(summary).
   returned: always
   type: bool
 problems:
@@ -164,17 +166,27 @@ problems:
       type: str
       sample: container worker CrashLoopBackOff; container worker restarted 5 times
 summary:
-  description: One human line.
+  description:
+    - "One human line: C(healthy: ...); C(stopped 0/0: NS/NAME; nothing else wrong: ...) when the
+      only thing to say is that workloads are scaled to 0; or C(N problem(s) in ...)."
   returned: always
   type: str
   sample: "1 problem(s) in 2 nodes, 3 pods, 1 workloads, 4 persistent_volumes: Pod ns/p: phase Pending"
+stopped:
+  description: The workloads scaled to 0 with no replica left, as C(namespace/name).
+  returned: always
+  type: list
+  elements: str
+  sample: [strata-solana/solana]
 nodes:
   description: The checked nodes (name, ready, unschedulable, labels, taints, allocatable, resource_version).
   returned: always
   type: list
   elements: dict
 workloads:
-  description: Deployments and StatefulSets (kind, name, namespace, replicas, ready_replicas, ready).
+  description:
+    - Deployments and StatefulSets (kind, name, namespace, replicas, ready_replicas, ready, and
+      C(state), one of C(ready), C(not ready), C(stopped) (0 wanted, none left), C(stopping)).
   returned: always
   type: list
   elements: dict

@@ -108,6 +108,36 @@ def test_healthy_namespace_and_node_report(lab_cluster, k8s_client, k8s_namespac
     assert lab2["taints"] == [{"key": "experiment", "value": "dedicated", "effect": "NoSchedule"}]
 
 
+def test_a_workload_scaled_to_0_is_reported_stopped_not_healthy(lab_cluster, k8s_client, k8s_namespace):
+    deployment = {
+        "metadata": {"name": "validator", "namespace": k8s_namespace},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "validator"}},
+            "template": {
+                "metadata": {"labels": {"app": "validator"}},
+                "spec": {"containers": [{"name": "c", "image": "strata-ops-host:latest"}]},
+            },
+        },
+    }
+    k8s_client.create("Deployment", deployment, namespace=k8s_namespace)
+    k8s_client.watch_until(
+        "Deployment",
+        lambda items: bool(items) and items[0].get("status", {}).get("observedGeneration", 0) >= 1,
+        namespace=k8s_namespace,
+        field_selector="metadata.name=validator",
+        timeout=60,
+    )
+    result = health(lab_cluster["kubeconfig"], namespaces=[k8s_namespace], nodes=LAB_NODES)
+    assert result.get("failed") is not True, result
+    assert result["summary"].startswith(
+        f"stopped 0/0: {k8s_namespace}/validator; nothing else wrong: 2 nodes"
+    )
+    assert result["stopped"] == [f"{k8s_namespace}/validator"]
+    [workload] = result["workloads"]
+    assert workload["state"] == "stopped" and workload["replicas"] == 0
+
+
 def test_reports_a_crashlooping_pod(lab_cluster, k8s_client, k8s_namespace):
     make_pod(k8s_client, k8s_namespace, "worker")
     crashloop(k8s_client, k8s_namespace, "worker")

@@ -192,6 +192,35 @@ def test_pv_problems(obj, expected, fragment):
         assert fragment in found[0]["reason"]
 
 
+def test_a_stopped_workload_is_said_first_not_called_healthy():
+    line = health.summarize_problems([], {"nodes": 1, "workloads": 1}, ["strata-solana/solana"])
+    assert line == (
+        "stopped 0/0: strata-solana/solana; nothing else wrong: 1 nodes, 1 workloads "
+        "(1 stopped 0/0: strata-solana/solana)"
+    )
+    problem = [health.problem("Pod", "p", "CrashLoopBackOff", "ns")]
+    assert "(1 stopped 0/0: a/b)" in health.summarize_problems(problem, {"pods": 1}, ["a/b"])
+
+
+@pytest.mark.parametrize(
+    ("replicas", "status", "state"),
+    [
+        (0, {"observedGeneration": 1, "replicas": 0}, "stopped"),
+        (0, {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1}, "stopping"),
+        (1, {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}, "ready"),
+        (1, {"observedGeneration": 1, "replicas": 1}, "not ready"),
+    ],
+)
+def test_workload_state_is_what_an_operator_means(replicas, status, state):
+    obj = {
+        "kind": "Deployment",
+        "metadata": {"name": "solana", "namespace": "strata-solana", "generation": 1},
+        "spec": {"replicas": replicas},
+        "status": status,
+    }
+    assert health.workload_summary(obj)["state"] == state
+
+
 def test_summary():
     assert health.summarize_problems([], {"nodes": 2}) == "healthy: 2 nodes"
     probs = [health.problem("Pod", f"p{i}", "bad", "ns") for i in range(7)]
