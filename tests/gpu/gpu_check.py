@@ -350,6 +350,7 @@ def dump_params(pid, args):
         "name": "gpu-check",
         "keep": 1,
         "leave_running": True,
+        "pre_dumps": 0,
         "tcp_established": False,
         "manage_cgroups": True,
         "external_mounts": "facts",
@@ -385,6 +386,7 @@ def dump_worker(fig, args, pid):
     fig["dump_wall_s"] = manifest["dump_wall_s"]
     fig["images_bytes"] = manifest["sizes"]["images_bytes"]
     fig["criu_stats"] = manifest["stats"]
+    fig["frozen_s"] = result["frozen_s"]
     fig["dump_rate_gib_s"] = round(fig["images_bytes"] / GIB / max(manifest["dump_wall_s"], 1e-6), 3)
     return result
 
