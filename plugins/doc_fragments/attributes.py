@@ -26,3 +26,15 @@ attributes:
       - The target operating systems or families the module can act on.
     support: N/A
 """
+
+    # Read-only modules add ``strata.ops.attributes.read_only`` and state only their platform.
+    READ_ONLY = r"""
+options: {}
+attributes:
+  check_mode:
+    support: full
+    details: The module only reads, so check mode reports exactly what a normal run does.
+  diff_mode:
+    support: N/A
+    details: The module never changes anything.
+"""

@@ -38,12 +38,8 @@ author:
   - strata.ops maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - strata.ops.attributes
+  - strata.ops.attributes.read_only
 attributes:
-  check_mode:
-    support: full
-    details: The module only reads; check mode gives the same answer.
-  diff_mode:
-    support: none
   platform:
     platforms: posix
 options:

@@ -28,13 +28,8 @@ author:
   - strata.ops maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - strata.ops.attributes
+  - strata.ops.attributes.read_only
 attributes:
-  check_mode:
-    support: full
-    details: The module only reads, so check mode reports exactly what a normal run does.
-  diff_mode:
-    support: N/A
-    details: The module never changes anything.
   platform:
     support: full
     platforms: linux
