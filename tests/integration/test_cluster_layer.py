@@ -49,7 +49,8 @@ def test_health_check_playbook_is_read_only(lab_cluster):
     proc = run_playbook("health_check.yml")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert all(c["changed"] == 0 for c in recap(proc.stdout).values())
-    assert "healthy:" in proc.stdout or "problem(s)" in proc.stdout
+    # one of cluster_health's three verdicts (the lab workload may be stopped by another test file)
+    assert any(verdict in proc.stdout for verdict in ("healthy:", "problem(s)", "stopped 0/0:")), proc.stdout
 
 
 def lab_deployment(name, replicas, tolerate=False, node_selector=None):
