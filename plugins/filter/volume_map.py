@@ -3,7 +3,7 @@
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.strata.ops.plugins.module_utils.health import kind_node_path
+from ansible_collections.strata.ops.plugins.module_utils.mounts import kind_node_path
 
 DOCUMENTATION = r"""
 name: volume_map

@@ -11,6 +11,7 @@ from ansible_collections.strata.ops.plugins.module_utils.k8s.errors import (
 )
 from ansible_collections.strata.ops.plugins.module_utils.k8s.objects import (
     is_kubernetes_taint,
+    selector_matches,
     taint_identity,
 )
 from ansible_collections.strata.ops.plugins.module_utils.k8s.predicates import (
@@ -19,9 +20,11 @@ from ansible_collections.strata.ops.plugins.module_utils.k8s.predicates import (
     is_true,
     named_ready,
     node_is_ready,
+    pod_is_ready,
     workload_is_ready,
 )
 from ansible_collections.strata.ops.plugins.module_utils.k8s.resources import object_key
+from ansible_collections.strata.ops.plugins.module_utils.mounts import kind_node_path, under_root
 
 BAD_WAITING_REASONS = (
     "CrashLoopBackOff",
@@ -51,6 +54,7 @@ def node_summary(node):
         "ready": node_is_ready(node),
         "unschedulable": bool(spec.get("unschedulable")),
         "labels": meta.get("labels") or {},
+        "annotations": meta.get("annotations") or {},
         "taints": [
             {"key": t.get("key"), "value": t.get("value"), "effect": t.get("effect")}
             for t in spec.get("taints") or []
@@ -76,10 +80,15 @@ def node_problems(node, cordon_expected=False):
     return found
 
 
+# The name: value maps of expected_nodes, compared key by key (other keys on the node are fine).
+NODE_MAPS = ("labels", "annotations", "allocatable")
+
+
 def expected_node_problems(nodes, expected):
     """Problems where nodes lack an expected node, label or taint (or carry a taint they
     should not, when ``taints`` is given for them: Kubernetes' own node.kubernetes.io/ taints
-    aside), or are not cordoned as ``unschedulable`` says. expected: name -> {labels, taints,
+    aside), lack an expected annotation or allocatable amount, or are not cordoned as
+    ``unschedulable`` says. expected: name -> {labels, annotations, allocatable, taints,
     unschedulable}."""
     by_name = dict((n["name"], n) for n in nodes)
     found = []
@@ -89,10 +98,14 @@ def expected_node_problems(nodes, expected):
         if node is None:
             found.append(problem("Node", name, "expected node is not registered"))
             continue
-        for key, value in sorted((want.get("labels") or {}).items()):
-            have = node["labels"].get(key)
-            if have != str(value):
-                found.append(problem("Node", name, f"label {key}={value} expected, found {have or 'none'}"))
+        for field in NODE_MAPS:
+            for key, value in sorted((want.get(field) or {}).items()):
+                have = node[field].get(key)
+                if have != str(value):
+                    what = field.rstrip("s")
+                    found.append(
+                        problem("Node", name, f"{what} {key}={value} expected, found {have or 'none'}")
+                    )
         if want.get("taints") is not None:
             found.extend(taint_problems(name, node["taints"], want["taints"]))
         if want.get("unschedulable") and not node["unschedulable"]:
@@ -130,19 +143,23 @@ def taint_problems(name, have, wanted):
 
 
 def check_expected_nodes(expected):
-    """K8sArgumentError unless expected_nodes is name -> {labels: dict, taints: [{key, value,
-    effect}], unschedulable: bool} (each key optional)."""
+    """K8sArgumentError unless expected_nodes is name -> {labels: dict, annotations: dict,
+    allocatable: dict, taints: [{key, value, effect}], unschedulable: bool} (each key optional)."""
     for name, want in (expected or {}).items():
         where = f"expected_nodes[{name!r}]"
         if want is None:
             continue
-        if not isinstance(want, dict) or set(want) - {"labels", "taints", "unschedulable"}:
+        if not isinstance(want, dict) or set(want) - {*NODE_MAPS, "taints", "unschedulable"}:
             raise K8sArgumentError(
-                f"{where} must be a dict with labels, taints and/or unschedulable, got {want!r}",
+                f"{where} must be a dict with {', '.join(NODE_MAPS)}, taints and/or unschedulable, "
+                f"got {want!r}",
                 option="expected_nodes",
             )
-        if not isinstance(want.get("labels") or {}, dict):
-            raise K8sArgumentError(f"{where}.labels must be a dict of label: value", option="expected_nodes")
+        for field in NODE_MAPS:
+            if not isinstance(want.get(field) or {}, dict):
+                raise K8sArgumentError(
+                    f"{where}.{field} must be a dict of name: value", option="expected_nodes"
+                )
         taints = want.get("taints")
         if taints is not None and not (
             isinstance(taints, list)
@@ -211,6 +228,23 @@ def workload_summary(obj):
     }
 
 
+def workload_pods(obj, pods):
+    """The pods of ``obj``'s namespace its selector selects: name, node, phase, ready."""
+    meta = obj.get("metadata") or {}
+    selector = (obj.get("spec") or {}).get("selector")
+    return [
+        {
+            "name": (pod.get("metadata") or {}).get("name"),
+            "node": (pod.get("spec") or {}).get("nodeName"),
+            "phase": (pod.get("status") or {}).get("phase"),
+            "ready": pod_is_ready(pod),
+        }
+        for pod in pods
+        if (pod.get("metadata") or {}).get("namespace") == meta.get("namespace")
+        and selector_matches(selector, (pod.get("metadata") or {}).get("labels"))
+    ]
+
+
 def workload_problems(obj):
     info = workload_summary(obj)
     if info["ready"]:
@@ -223,23 +257,6 @@ def workload_problems(obj):
             info["namespace"],
         )
     ]
-
-
-def _under(path, root):
-    root = root.rstrip("/") or "/"
-    return path == root or path.startswith(root + "/") or root == "/"
-
-
-def kind_node_path(host_path, host_path_root, kind_mount_root):
-    """Where a host path under host_path_root is seen inside the kind node (None if outside):
-    /srv/kind/solana/ledger with /srv/kind -> /mnt gives /mnt/solana/ledger."""
-    host_path = os.path.normpath(host_path)
-    root = os.path.normpath(host_path_root)
-    if not _under(host_path, root):
-        return None
-    rel = host_path[len(root) :].lstrip("/")
-    base = os.path.normpath(kind_mount_root)
-    return base if not rel else base.rstrip("/") + "/" + rel
 
 
 def pv_path(pv):
@@ -287,8 +304,8 @@ def pv_problems(pv, host_path_root=None, kind_mount_root=None, expected_host_pat
     if (
         host_path_root
         and kind_mount_root
-        and _under(path, host_path_root)
-        and not _under(path, kind_mount_root)
+        and under_root(path, host_path_root)
+        and not under_root(path, kind_mount_root)
     ):
         node_path = kind_node_path(path, host_path_root, kind_mount_root)
         return [
@@ -298,7 +315,7 @@ def pv_problems(pv, host_path_root=None, kind_mount_root=None, expected_host_pat
                 f"hostPath {path} is a host path; inside the kind node it is {node_path}",
             )
         ]
-    if kind_mount_root and not _under(path, kind_mount_root):
+    if kind_mount_root and not under_root(path, kind_mount_root):
         return [
             problem(
                 "PersistentVolume",
@@ -461,7 +478,7 @@ def health_report(client, params):
         "workloads": len(workloads),
         "persistent_volumes": len(pv_info),
     }
-    workload_info = [workload_summary(w) for w in workloads]
+    workload_info = [dict(workload_summary(w), pods=workload_pods(w, pods)) for w in workloads]
     stopped = [f"{w['namespace']}/{w['name']}" for w in workload_info if w["state"] == "stopped"]
     return {
         "healthy": not problems,

@@ -9,7 +9,10 @@ testable without real mounts.
 Helpers raise ``MountsError``; the module's ``main()`` catches it once.
 """
 
+import grp
 import os
+import pwd
+import stat as stat_module
 
 from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
 from ansible_collections.strata.ops.plugins.module_utils.zfs.properties import parent_of
@@ -199,6 +202,20 @@ def _mount_summary(mount):
     return summary
 
 
+def _user(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group(gid):
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
 def describe_path(path, mounts, fstab_entries, stat=os.stat, statvfs=os.statvfs):
     """Everything storage_info reports for one path."""
     resolved = os.path.realpath(path)
@@ -219,6 +236,10 @@ def describe_path(path, mounts, fstab_entries, stat=os.stat, statvfs=os.statvfs)
         "device": None,
         "nearest_existing": None,
         "fstab": None,
+        "file_type": None,
+        "mode": None,
+        "owner": None,
+        "group": None,
     }
     for entry in fstab_entries:
         if entry["mount_point"] in (path, resolved) or entry["mount_point"].rstrip("/") == resolved:
@@ -234,6 +255,16 @@ def describe_path(path, mounts, fstab_entries, stat=os.stat, statvfs=os.statvfs)
         return info
     major, minor = os.major(st.st_dev), os.minor(st.st_dev)
     info["device"] = f"{major}:{minor}"
+    info.update(
+        file_type="directory"
+        if stat_module.S_ISDIR(st.st_mode)
+        else "file"
+        if stat_module.S_ISREG(st.st_mode)
+        else "other",
+        mode=f"{stat_module.S_IMODE(st.st_mode):04o}",
+        owner=_user(st.st_uid),
+        group=_group(st.st_gid),
+    )
     mount = find_mount(mounts, resolved, major, minor)
     if mount is None:
         info["kind"] = "other"
@@ -340,3 +371,41 @@ def describe_paths(paths, mountinfo_path=MOUNTINFO, fstab_path=FSTAB):
     mounts = parse_mountinfo(mountinfo)
     fstab_entries = parse_fstab(_read(fstab_path))
     return dict((path, describe_path(path, mounts, fstab_entries)) for path in paths)
+
+
+def under_root(path, root):
+    root = root.rstrip("/") or "/"
+    return path == root or path.startswith(root + "/") or root == "/"
+
+
+def kind_node_path(host_path, host_path_root, kind_mount_root):
+    """Where a host path under host_path_root is seen inside the kind node (None if outside):
+    /srv/kind/solana/ledger with /srv/kind -> /mnt gives /mnt/solana/ledger."""
+    host_path = os.path.normpath(host_path)
+    root = os.path.normpath(host_path_root)
+    if not under_root(host_path, root):
+        return None
+    rel = host_path[len(root) :].lstrip("/")
+    base = os.path.normpath(kind_mount_root)
+    return base if not rel else base.rstrip("/") + "/" + rel
+
+
+def pool_states(names, run_command, zpool):
+    """``{pool: {"health": ONLINE|DEGRADED|..., "error": None}}`` from ``zpool list``, one call
+    per pool so that a pool that is not imported gets zpool's own words in ``error`` (health
+    null). ``zpool`` is the command's path, None where it is not installed."""
+    states = {}
+    for name in names:
+        if zpool is None:
+            states[name] = {
+                "health": None,
+                "error": "the zpool command is not installed (layer 1 installs ZFS)",
+            }
+            continue
+        rc, out, err = run_command([zpool, "list", "-H", "-o", "name,health", name])
+        fields = out.strip().split("\t")
+        if rc == 0 and len(fields) == 2:
+            states[name] = {"health": fields[1], "error": None}
+        else:
+            states[name] = {"health": None, "error": (err or out).strip() or f"zpool list {name}: rc={rc}"}
+    return states

@@ -11,7 +11,7 @@ description:
   - Reads the cluster through its API and reports, as data and as one human line
     (C(summary)), what is wrong.
   - Nodes - readiness, pressure conditions, cordoned nodes (C(spec.unschedulable)), their labels
-    and taints; with O(expected_nodes), missing nodes, labels and taints.
+    and taints; with O(expected_nodes), missing nodes, labels, annotations, allocatable amounts and taints.
   - Pods - not Running or not Ready, waiting in C(CrashLoopBackOff) (or an image pull / config
     error), restarted at least O(restart_threshold) times, stuck terminating.
   - Deployments and StatefulSets - ready replicas against wanted replicas.
@@ -54,8 +54,9 @@ options:
     elements: str
   expected_nodes:
     description:
-      - Nodes that must be registered, each with the labels it must carry and, when C(taints)
-        is given, exactly those taints (list of C(key), C(value), C(effect)).
+      - Nodes that must be registered, each with the labels, annotations and allocatable
+        amounts it must carry (other keys on the node are fine) and, when C(taints) is given,
+        exactly those taints (list of C(key), C(value), C(effect)).
       - C(unschedulable=true) says the node must be cordoned (an experiment's node); its cordon
         is then not a problem.
       - Any other shape fails the task before the API server is asked.
@@ -174,7 +175,9 @@ stopped:
   elements: str
   sample: [strata-solana/solana]
 nodes:
-  description: The checked nodes (name, ready, unschedulable, labels, taints, allocatable, resource_version).
+  description:
+    - The checked nodes (name, ready, unschedulable, labels, annotations, taints, allocatable,
+      resource_version).
   returned: always
   type: list
   elements: dict
@@ -182,6 +185,7 @@ workloads:
   description:
     - Deployments and StatefulSets (kind, name, namespace, replicas, ready_replicas, ready, and
       C(state), one of C(ready), C(not ready), C(stopped) (0 wanted, none left), C(stopping)).
+    - Each with C(pods), the pods its selector selects (name, node, phase, ready).
   returned: always
   type: list
   elements: dict

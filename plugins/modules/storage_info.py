@@ -38,7 +38,7 @@ options:
   paths:
     description:
       - Absolute paths to inspect. Symbolic links are resolved first.
-      - At least one of I(paths) and I(expect) is needed.
+      - At least one of I(paths), I(expect) and I(pools) is needed.
     type: list
     elements: path
   expect:
@@ -65,6 +65,12 @@ options:
       dataset:
         description: The ZFS dataset that should be mounted there (required with C(kind=zfs)).
         type: str
+  pools:
+    description:
+      - ZFS pools whose health to report in C(pools) (one C(zpool list) per pool), so the check
+        that layer 1 left an ONLINE pool costs no module run of its own.
+    type: list
+    elements: str
 notes:
   - Called C(strata.ops.storage_facts) before 0.2.0. It returns C(paths), not C(ansible_facts), so by
     Ansible's naming it is an C(_info) module; the old name still works (with a deprecation warning)
@@ -104,6 +110,22 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+pools:
+  description: One entry per pool of I(pools).
+  returned: always
+  type: dict
+  sample: {"lab": {"health": "ONLINE", "error": null}}
+  contains:
+    health:
+      description:
+        - The pool's health as C(zpool list) prints it (C(ONLINE), C(DEGRADED) ...).
+        - Null when it is not imported.
+      type: str
+    error:
+      description:
+        - Why there is no health (zpool's own message, e.g. C(cannot open 'tank' - no such pool)).
+        - Null otherwise.
+      type: str
 conflicts:
   description:
     - One message per I(expect) entry whose path holds something else, saying what it is and
@@ -167,6 +189,22 @@ paths:
     device:
       description: The path's device as C(major:minor).
       type: str
+    file_type:
+      description:
+        - C(directory), C(file) or C(other) (what C(stat) says the resolved path is).
+        - Null when missing.
+      type: str
+    mode:
+      description:
+        - The path's permission bits as four octal digits (of what is mounted there, for a mount point).
+        - Null when missing.
+      type: str
+    owner:
+      description: The path's owner name (the uid when it has no name); null when missing.
+      type: str
+    group:
+      description: The path's group name (the gid when it has no name); null when missing.
+      type: str
     nearest_existing:
       description: For kind=missing, the closest existing ancestor.
       type: str
@@ -201,7 +239,7 @@ paths:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.strata.ops.plugins.module_utils.common import run_module
-from ansible_collections.strata.ops.plugins.module_utils.mounts import storage_report
+from ansible_collections.strata.ops.plugins.module_utils.mounts import pool_states, storage_report
 
 
 def main():
@@ -218,14 +256,21 @@ def main():
                 ),
                 required_if=[("kind", "zfs", ("dataset",))],
             ),
+            pools=dict(type="list", elements="str"),
         ),
-        required_one_of=[("paths", "expect")],
+        required_one_of=[("paths", "expect", "pools")],
         supports_check_mode=True,
     )
     params = module.params
-    run_module(
-        module, lambda: dict(changed=False, **storage_report(params["paths"] or [], params["expect"] or []))
-    )
+
+    def report():
+        result = dict(changed=False, **storage_report(params["paths"] or [], params["expect"] or []))
+        pools = params["pools"] or []
+        zpool = module.get_bin_path("zpool") if pools else None
+        result["pools"] = pool_states(pools, module.run_command, zpool)
+        return result
+
+    run_module(module, report)
 
 
 if __name__ == "__main__":

@@ -589,7 +589,7 @@ def test_expected_nodes_shape_is_checked():
     health.check_expected_nodes({"a": None, "b": {"labels": {"x": "1"}, "taints": [], "unschedulable": True}})
     for bad, fragment in (
         ({"a": "worker"}, "expected_nodes['a'] must be a dict"),
-        ({"a": {"label": {}}}, "must be a dict with labels, taints"),
+        ({"a": {"label": {}}}, "must be a dict with labels, annotations, allocatable, taints"),
         ({"a": {"labels": ["x"]}}, "expected_nodes['a'].labels must be a dict"),
         ({"a": {"taints": [{"key": "k"}]}}, "key and effect required"),
         ({"a": {"taints": "k=v:NoSchedule"}}, "must be a list of"),
@@ -664,4 +664,40 @@ def test_missing_namespace_allowed_is_reported_and_not_listed(tmp_path):
         "namespaces",
         "nodes",
         "persistentvolumes",
+    ]
+
+
+def test_expected_annotations_and_allocatable_are_checked_key_by_key():
+    lab = node("a")
+    lab["metadata"]["annotations"] = {"kwok.x-k8s.io/node": "fake", "other": "x"}
+    nodes = [health.node_summary(lab)]
+    assert (
+        health.expected_node_problems(
+            nodes, {"a": {"annotations": {"kwok.x-k8s.io/node": "fake"}, "allocatable": {"cpu": 8}}}
+        )
+        == []
+    )
+    want = {"annotations": {"strata.io/managed-by": "strata.ops.cluster"}, "allocatable": {"cpu": "4"}}
+    got = health.expected_node_problems(nodes, {"a": want})
+    assert [p["reason"] for p in got] == [
+        "annotation strata.io/managed-by=strata.ops.cluster expected, found none",
+        "allocatable cpu=4 expected, found 8",
+    ]
+    bad = "expected_nodes['a'].allocatable must be a dict"
+    with pytest.raises(k8s.K8sArgumentError, match=re.escape(bad)):
+        health.check_expected_nodes({"a": {"allocatable": ["cpu"]}})
+
+
+def test_a_workload_lists_the_pods_its_selector_selects_with_their_nodes():
+    obj = deployment("solana")
+    obj["spec"]["selector"] = {"matchLabels": {"app": "solana"}}
+    mine = pod("solana-1")
+    mine["metadata"]["labels"] = {"app": "solana"}
+    mine["spec"] = {"nodeName": "strata-lab-1"}
+    other_app = pod("other")
+    other_app["metadata"]["labels"] = {"app": "other"}
+    other_ns = pod("solana-x", ns="elsewhere")
+    other_ns["metadata"]["labels"] = {"app": "solana"}
+    assert health.workload_pods(obj, [mine, other_app, other_ns]) == [
+        {"name": "solana-1", "node": "strata-lab-1", "phase": "Running", "ready": True}
     ]
