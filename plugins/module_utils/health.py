@@ -207,6 +207,11 @@ def pod_problems(pod, restart_threshold=3):
     return found
 
 
+# Set by playbooks/stop.yml -e hold=true (role workload_lifecycle): the workload stays at 0 in
+# every layer 5 converge until playbooks/start.yml starts it; the value is the reason.
+HOLD_ANNOTATION = "strata.io/held-stopped"
+
+
 def workload_summary(obj):
     """A workload as the report shows it; ``state`` is what an operator means: ``stopped`` (scaled
     to 0 with nothing left), ``stopping`` (scaled to 0, replicas still there), ``ready`` or
@@ -225,6 +230,7 @@ def workload_summary(obj):
         "ready_replicas": status.get("readyReplicas", 0),
         "ready": ready,
         "state": state,
+        "held_stopped": (meta.get("annotations") or {}).get(HOLD_ANNOTATION),
     }
 
 

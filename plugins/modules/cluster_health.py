@@ -185,7 +185,9 @@ workloads:
   description:
     - Deployments and StatefulSets (kind, name, namespace, replicas, ready_replicas, ready, and
       C(state), one of C(ready), C(not ready), C(stopped) (0 wanted, none left), C(stopping)).
-    - Each with C(pods), the pods its selector selects (name, node, phase, ready).
+    - Each with C(pods), the pods its selector selects (name, node, phase, ready), and
+      C(held_stopped), the reason of a hold (annotation C(strata.io/held-stopped), set by
+      C(playbooks/stop.yml -e hold=true)) or null.
   returned: always
   type: list
   elements: dict

@@ -9,8 +9,9 @@ Everything is kept apart from other users of the lab: the workload is `itdeploy`
 lab/DATA/srv/kind/itdeploy/{ledger,snapshots,log}, ramdisk /srv/kind/itdeploy/ramdisk, made by the
 layer 4 playbook here) in a namespace of its own; both are removed at the end.
 
-The tests share one deployment and run in file order: deploy, idempotence and check mode,
-refused and listed wipes, recover, redeploy, stop + fix_pv_mounts, teardown.
+The tests share one deployment and run in file order: deploy, idempotence and check mode, a
+stop held over a converge until start, refused and listed wipes, recover, redeploy,
+stop + fix_pv_mounts, teardown.
 """
 
 import json
@@ -263,6 +264,30 @@ def test_second_run_and_check_mode_change_nothing(bed):
     check = ok(play(bed, "layer5_deploy.yml", "--check", "--diff"), "layer5_deploy.yml --check")
     assert changed(check) == 0, check.stdout[-4000:]
     assert assert_running(client, ns)["metadata"]["uid"] == before
+
+
+def test_a_workload_held_stopped_stays_stopped_until_start(bed):
+    client, ns = bed["client"], bed["ns"]
+    held = '{"hold": true, "hold_reason": "disk swap"}'
+    ok(play(bed, "stop.yml", "-e", held), "stop.yml -e hold=true")
+    deployment = client.get("Deployment", WORKLOAD, ns)
+    assert deployment["spec"]["replicas"] == 0 and pods(client, ns) == []
+    assert deployment["metadata"]["annotations"]["strata.io/held-stopped"] == "disk swap"
+
+    # A later converge leaves it at 0 and says why.
+    converge = ok(play(bed, "layer5_deploy.yml"), "layer5_deploy.yml while held")
+    assert changed(converge) == 0, converge.stdout[-4000:]
+    assert f"{ns}/{WORKLOAD} is held stopped (disk swap; playbooks/stop.yml -e hold=true)" in text(converge)
+    assert client.get("Deployment", WORKLOAD, ns)["spec"]["replicas"] == 0 and pods(client, ns) == []
+
+    started = ok(play(bed, "start.yml"), "start.yml")
+    assert changed(started) > 0
+    assert_running(client, ns)
+    assert "strata.io/held-stopped" not in (
+        client.get("Deployment", WORKLOAD, ns)["metadata"].get("annotations") or {}
+    )
+    again = ok(play(bed, "start.yml"), "second start.yml")
+    assert changed(again) == 0, again.stdout[-4000:]
 
 
 def test_wipe_without_confirmation_fails_and_changes_nothing(bed):
