@@ -13,12 +13,12 @@ import struct
 import subprocess
 import sys
 import zlib
-from html.parser import HTMLParser
 
 import pytest
 from lab_k8s import deployment
 
 from ansible_collections.strata.ops.plugins.module_utils import k8s
+from tests.unit.fakes.page import Dom
 
 from .conftest import REPO, lab_lock
 from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
@@ -71,43 +71,6 @@ def console_errors(stderr):
     """What the page itself logged: Chromium prints console messages as CONSOLE(line) and
     uncaught exceptions as 'Uncaught ...'; its own dbus and GPU chatter is not the page's."""
     return [line for line in stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
-
-
-class Dom(HTMLParser):
-    """The DOM chromium dumped: text per id, rows with their class and text, tags seen."""
-
-    def __init__(self, text):
-        super().__init__()
-        self.ids, self.rows, self.tags, self._open, self._table = {}, [], [], [], {}
-        self.feed(text)
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        self.tags.append(tag)
-        if tag == "table":
-            self._table = attrs
-        if tag == "tr":
-            self.rows.append(
-                {
-                    "class": (attrs.get("class") or "").split(),
-                    "attrs": attrs,
-                    "text": "",
-                    "table": self._table,
-                }
-            )
-        self._open.append((tag, attrs.get("id")))
-
-    def handle_endtag(self, tag):
-        while self._open:
-            if self._open.pop()[0] == tag:
-                break
-
-    def handle_data(self, data):
-        for _tag, ident in self._open:
-            if ident:
-                self.ids[ident] = self.ids.get(ident, "") + data
-        if self.rows and any(t == "tr" for t, _i in self._open):
-            self.rows[-1]["text"] += data
 
 
 def flat(text):

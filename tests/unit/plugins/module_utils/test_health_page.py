@@ -5,13 +5,13 @@ import json
 import os
 import re
 import stat
-from html.parser import HTMLParser
 
 import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils import health_page
 from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
 from ansible_collections.strata.ops.plugins.module_utils.health_page import files, page, report, rows
+from tests.unit.fakes.page import Dom
 
 ROOT, ROOT_DS = "/srv/kind", "lab/DATA/srv/kind"
 WL, WL_DS = "/srv/kind/solana", "lab/DATA/srv/kind/solana"
@@ -111,38 +111,6 @@ def params(tmp_path, cluster=None, hosts=None, keep=50):
         else hosts,
         "keep": keep,
     }
-
-
-class Dom(HTMLParser):
-    """What a browser would show: text per element id, rows by class, every tag seen."""
-
-    def __init__(self, text):
-        super().__init__()
-        self.ids, self.rows, self.tags, self._open, self._host = {}, [], [], [], None
-        self.feed(text)
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        self.tags.append(tag)
-        if tag == "table":
-            self._host = attrs.get("data-host")
-        if tag == "tr":
-            self.rows.append(
-                {"class": attrs.get("class") or "", "attrs": attrs, "text": "", "host": self._host}
-            )
-        self._open.append((tag, attrs.get("id")))
-
-    def handle_endtag(self, tag):
-        while self._open:
-            if self._open.pop()[0] == tag:
-                break
-
-    def handle_data(self, data):
-        for _tag, ident in self._open:
-            if ident:
-                self.ids[ident] = self.ids.get(ident, "") + data
-        if self.rows and any(t == "tr" for t, _i in self._open):
-            self.rows[-1]["text"] += data
 
 
 def build(tmp_path, **kwargs):
@@ -252,7 +220,7 @@ def test_a_broken_invariant_is_a_red_row_with_its_fix(tmp_path):
     assert f"{RAMDISK} has 1048576 bytes, should have {MIB64}" in red[0]["text"]
     assert "Layer 4 fixes it: run playbooks/layer4_workload_storage.yml." in red[0]["text"]
     assert "tmpfs of 1 MiB" in red[0]["text"] and "a tmpfs of 64 MiB" in red[0]["text"]
-    green = [r for r in dom.rows if "layer-row" in r["class"] and " ok" in r["class"]]
+    green = [r for r in dom.rows if "layer-row" in r["class"] and "ok" in r["class"]]
     assert len(green) == 7
     assert dom.ids["count-problems"] == "1 problems" and dom.ids["count-storage"] == "1 storage"
     assert report.broken_lines(doc) == [
@@ -403,7 +371,7 @@ def test_index_lists_runs_newest_first_with_a_sparkline(tmp_path):
     with open(again["index_path"]) as handle:
         html = handle.read()
     dom = Dom(html)
-    stamps = [r["attrs"]["data-stamp"] for r in dom.rows if "run" in r["class"].split()]
+    stamps = [r["attrs"]["data-stamp"] for r in dom.rows if "run" in r["class"]]
     assert stamps == sorted(stamps, key=files._stamp_key, reverse=True)
     assert stamps[:2] == ["20250102T030805Z-2", "20250102T030805Z"]
     assert len(stamps) == 6
@@ -424,7 +392,7 @@ def test_index_keeps_the_newest_and_survives_an_unreadable_run(tmp_path):
     assert result["runs"] == 3
     with open(result["index_path"]) as handle:
         dom = Dom(handle.read())
-    runs = [r for r in dom.rows if "run" in r["class"].split()]
+    runs = [r for r in dom.rows if "run" in r["class"]]
     assert [r["attrs"]["data-stamp"] for r in runs] == [
         "20250102T030415Z",
         "20250102T030408Z",
