@@ -443,6 +443,54 @@ def _pv_report(client, namespaces, expected_pvs, host_root, mount_root):
     return pv_info, problems
 
 
+def object_drift(desired, live, path=""):
+    """Where ``live`` differs from the ``desired`` manifest, as dotted paths; empty when every
+    field the manifest sets has that value in the live object, so that applying it (a merge of
+    the manifest into the object) would change nothing. Fields the manifest leaves out (server
+    defaults, status) are not compared; a list must have the manifest's length, each item
+    compared the same way, in order. An empty value equals an absent one: the API server leaves
+    empty fields out of what it returns (omitempty), e.g. storageClassName ""."""
+    if live is None and desired in ("", [], {}):
+        return []
+    if isinstance(desired, dict):
+        if not isinstance(live, dict):
+            return [path or "."]
+        found = []
+        for key, value in desired.items():
+            found.extend(object_drift(value, live.get(key), f"{path}.{key}" if path else key))
+        return found
+    if isinstance(desired, list):
+        if not isinstance(live, list) or len(live) != len(desired):
+            return [path]
+        found = []
+        for index, (want, have) in enumerate(zip(desired, live)):
+            found.extend(object_drift(want, have, f"{path}[{index}]"))
+        return found
+    if desired is None:
+        return [] if live is None else [path]
+    same = live == desired or (not isinstance(live, (dict, list)) and str(live) == str(desired))
+    return [] if same else [path]
+
+
+def objects_report(client, manifests):
+    """For each manifest (apiVersion, kind, metadata.name, metadata.namespace): missing, or the
+    fields where the live object differs from it (object_drift)."""
+    found = []
+    for manifest in manifests or []:
+        if not isinstance(manifest, dict):  # an empty YAML document
+            continue
+        meta = manifest.get("metadata") or {}
+        entry = {"kind": manifest.get("kind"), "name": meta.get("name"), "namespace": meta.get("namespace")}
+        try:
+            live = client.get(entry["kind"], entry["name"], entry["namespace"])
+        except K8sNotFound:
+            entry.update(missing=True, drift=[])
+        else:
+            entry.update(missing=False, drift=object_drift(manifest, live))
+        found.append(entry)
+    return found
+
+
 def health_report(client, params):
     """The report of the ``cluster_health`` module: GET (and watch) requests only.
 
@@ -496,6 +544,7 @@ def health_report(client, params):
         "pods": phases,
         "persistent_volumes": pv_info,
         "missing_namespaces": missing_namespaces,
+        "objects": objects_report(client, params.get("expected_objects")),
         "api_server": client.host,
     }
 

@@ -63,6 +63,18 @@ options:
       - 'Example: C({strata-lab-2: {labels: {strata.io/role: experiment}, taints: [{key: experiment,
         value: dedicated, effect: NoSchedule}]}}).'
     type: dict
+  expected_objects:
+    description:
+      - Manifests (C(apiVersion), C(kind), C(metadata.name), C(metadata.namespace) and the fields
+        they set) to compare with the live objects, reported in C(objects). Read with one GET each;
+        nothing is applied.
+      - An object whose every field the manifest sets has that value (lists item by item, in order;
+        fields the manifest leaves out are not compared) has an empty C(drift), so applying the
+        manifest would change nothing. Layer 5 applies its objects only when one is missing or drifts.
+      - Only kinds this collection's client knows (Namespace, PersistentVolume(Claim), Deployment,
+        StatefulSet, ConfigMap ...).
+    type: list
+    elements: dict
   wait_timeout:
     description:
       - Seconds to wait (with a watch, not polling) for the checked nodes to become Ready
@@ -201,6 +213,29 @@ persistent_volumes:
   returned: always
   type: list
   elements: dict
+objects:
+  description: One entry per manifest of O(expected_objects), in order (empty without it).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    kind:
+      description: The manifest's kind.
+      type: str
+    name:
+      description: Its name.
+      type: str
+    namespace:
+      description: Its namespace (null for a cluster-scoped object).
+      type: str
+    missing:
+      description: Whether the object does not exist.
+      type: bool
+    drift:
+      description:
+        - The fields (dotted paths, list items as C([i])) whose live value differs from the manifest's.
+      type: list
+      elements: str
 missing_namespaces:
   description: Namespaces of O(namespaces) that do not exist (only with O(allow_missing_namespaces)).
   returned: always
@@ -232,6 +267,7 @@ def main():
         kind_mount_root=dict(type="path"),
         expected_pvs=dict(type="dict"),
         fail_on_problems=dict(type="bool", default=False),
+        expected_objects=dict(type="list", elements="dict"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     run_module(module, lambda: health.run(module.params, lambda: client_from_module(module)))

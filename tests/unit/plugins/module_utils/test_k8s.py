@@ -701,3 +701,37 @@ def test_a_workload_lists_the_pods_its_selector_selects_with_their_nodes():
     assert health.workload_pods(obj, [mine, other_app, other_ns]) == [
         {"name": "solana-1", "node": "strata-lab-1", "phase": "Running", "ready": True}
     ]
+
+
+def test_object_drift_compares_only_what_the_manifest_sets():
+    manifest = {
+        "kind": "PersistentVolume",
+        "metadata": {"name": "pv", "labels": {"app": "solana"}},
+        "spec": {"storageClassName": "", "hostPath": {"path": "/mnt/x"}, "accessModes": ["ReadWriteOnce"]},
+    }
+    live = {
+        "kind": "PersistentVolume",
+        "metadata": {"name": "pv", "labels": {"app": "solana", "extra": "x"}, "uid": "1"},
+        "spec": {"hostPath": {"path": "/mnt/x", "type": "Directory"}, "accessModes": ["ReadWriteOnce"]},
+        "status": {"phase": "Bound"},
+    }
+    assert health.object_drift(manifest, live) == []
+    moved = dict(live, spec=dict(live["spec"], hostPath={"path": "/srv/x"}))
+    assert health.object_drift(manifest, moved) == ["spec.hostPath.path"]
+    two_modes = dict(live, spec=dict(live["spec"], accessModes=["ReadWriteOnce", "ReadOnlyMany"]))
+    assert health.object_drift(manifest, two_modes) == ["spec.accessModes"]
+
+
+def test_object_drift_compares_list_items_in_order_and_scalars_as_the_api_prints_them():
+    manifest = {"spec": {"containers": [{"name": "a", "ports": [{"containerPort": 8899}]}], "replicas": 1}}
+    live = {
+        "spec": {
+            "containers": [{"name": "a", "ports": [{"containerPort": 8899, "protocol": "TCP"}]}],
+            "replicas": 1,
+        }
+    }
+    assert health.object_drift(manifest, live) == []
+    assert health.object_drift(manifest, {"spec": {"containers": [{"name": "b"}], "replicas": "1"}}) == [
+        "spec.containers[0].name",
+        "spec.containers[0].ports",
+    ]
