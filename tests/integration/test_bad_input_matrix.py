@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import threading
+import time
 import uuid
 
 import pytest
@@ -74,6 +75,23 @@ def endpoints():
     silent.close()
 
 
+def settled(client, namespace, timeout=30):
+    """Wait until the deployment controller has taken the case's Deployment (its revision
+    annotation and observedGeneration are there): it writes them a moment after the create, and
+    a case's before/after fingerprint must not see that write."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        obj = client.get("Deployment", "solana", namespace)
+        annotations = obj["metadata"].get("annotations") or {}
+        status = obj.get("status") or {}
+        if "deployment.kubernetes.io/revision" in annotations and status.get("observedGeneration") == obj[
+            "metadata"
+        ].get("generation"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the deployment controller did not take {namespace}/solana within {timeout} s")
+
+
 @pytest.fixture
 def bed(zfs_pool, controlplane, k8s_client, k8s_namespace, endpoints, tmp_path):  # noqa: PLR0917 (fixtures)
     scratch = f"{zfs_pool}/badin-{uuid.uuid4().hex[:8]}"
@@ -99,6 +117,7 @@ def bed(zfs_pool, controlplane, k8s_client, k8s_namespace, endpoints, tmp_path):
         },
         namespace=k8s_namespace,
     )
+    settled(k8s_client, k8s_namespace)
     values = dict(
         endpoints,
         pool=zfs_pool,
