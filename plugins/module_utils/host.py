@@ -44,6 +44,18 @@ def _name(lookup, ident):
         return str(ident)
 
 
+def stat_summary(st):
+    """type (file, directory, link, other), mode ("0644"), owner and group (names, or the ids
+    when they have none) of a stat result; storage_info reports the same for its paths."""
+    kinds = ((stat.S_ISREG, "file"), (stat.S_ISDIR, "directory"), (stat.S_ISLNK, "link"))
+    return {
+        "type": next((name for test, name in kinds if test(st.st_mode)), "other"),
+        "mode": f"{stat.S_IMODE(st.st_mode):04o}",
+        "owner": _name(pwd.getpwuid, st.st_uid),
+        "group": _name(grp.getgrgid, st.st_gid),
+    }
+
+
 def _sha1(path):
     digest = hashlib.sha1()  # what ansible.builtin.copy and stat call the checksum
     with open(path, "rb") as handle:
@@ -72,14 +84,7 @@ def file_state(path, lstat=os.lstat):
         raise StrataError(
             f"{path} cannot be read ({exc.strerror}): run host_info as root", error_kind="unreadable"
         ) from None
-    kinds = ((stat.S_ISREG, "file"), (stat.S_ISDIR, "directory"), (stat.S_ISLNK, "link"))
-    state.update(
-        exists=True,
-        type=next((name for test, name in kinds if test(st.st_mode)), "other"),
-        mode=f"{stat.S_IMODE(st.st_mode):04o}",
-        owner=_name(pwd.getpwuid, st.st_uid),
-        group=_name(grp.getgrgid, st.st_gid),
-    )
+    state.update(stat_summary(st), exists=True)
     if state["type"] == "file":
         state["sha1"] = _sha1(path)
     return state

@@ -9,12 +9,10 @@ testable without real mounts.
 Helpers raise ``MountsError``; the module's ``main()`` catches it once.
 """
 
-import grp
 import os
-import pwd
-import stat as stat_module
 
 from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
+from ansible_collections.strata.ops.plugins.module_utils.host import stat_summary
 from ansible_collections.strata.ops.plugins.module_utils.zfs.properties import parent_of
 
 MOUNTINFO = "/proc/self/mountinfo"
@@ -202,20 +200,6 @@ def _mount_summary(mount):
     return summary
 
 
-def _user(uid):
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def _group(gid):
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
-
-
 def describe_path(path, mounts, fstab_entries, stat=os.stat, statvfs=os.statvfs):
     """Everything storage_info reports for one path."""
     resolved = os.path.realpath(path)
@@ -255,16 +239,9 @@ def describe_path(path, mounts, fstab_entries, stat=os.stat, statvfs=os.statvfs)
         return info
     major, minor = os.major(st.st_dev), os.minor(st.st_dev)
     info["device"] = f"{major}:{minor}"
-    info.update(
-        file_type="directory"
-        if stat_module.S_ISDIR(st.st_mode)
-        else "file"
-        if stat_module.S_ISREG(st.st_mode)
-        else "other",
-        mode=f"{stat_module.S_IMODE(st.st_mode):04o}",
-        owner=_user(st.st_uid),
-        group=_group(st.st_gid),
-    )
+    # stat follows links, so the type is file, directory or other.
+    summary = stat_summary(st)
+    info.update(file_type=summary.pop("type"), **summary)
     mount = find_mount(mounts, resolved, major, minor)
     if mount is None:
         info["kind"] = "other"
