@@ -38,7 +38,7 @@ options:
   paths:
     description:
       - Absolute paths to inspect. Symbolic links are resolved first.
-      - At least one of I(paths), I(expect) and I(pools) is needed.
+      - At least one of I(paths), I(expect), I(pools) and I(zfs_plan) is needed.
     type: list
     elements: path
   expect:
@@ -71,6 +71,40 @@ options:
         that layer 1 left an ONLINE pool costs no module run of its own.
     type: list
     elements: str
+  zfs_plan:
+    description:
+      - A request in the shape of M(strata.ops.zfs_dataset)'s options (I(pool), I(datasets));
+        C(zfs_plan) reports what that module would do with it, computed by the same planner in
+        check mode (one C(zfs get) pass). A role can then skip M(strata.ops.zfs_dataset) when
+        nothing would change, and run it otherwise.
+    type: dict
+    suboptions:
+      pool:
+        description: As M(strata.ops.zfs_dataset)'s I(pool).
+        type: str
+      datasets:
+        description: As M(strata.ops.zfs_dataset)'s I(datasets).
+        type: list
+        elements: dict
+        required: true
+        suboptions:
+          name:
+            description: Full dataset name, C(pool/a/b).
+            type: str
+            required: true
+          state:
+            description: C(present) or C(absent), as for M(strata.ops.zfs_dataset).
+            type: str
+            choices: [present, absent]
+            default: present
+          properties:
+            description: ZFS properties, compared as M(strata.ops.zfs_dataset) compares them.
+            type: dict
+            default: {}
+          recursive:
+            description: As M(strata.ops.zfs_dataset)'s I(recursive) (for C(state=absent)).
+            type: bool
+            default: false
 notes:
   - Called C(strata.ops.storage_facts) before 0.2.0. It returns C(paths), not C(ansible_facts), so by
     Ansible's naming it is an C(_info) module; the old name still works (with a deprecation warning)
@@ -99,6 +133,24 @@ EXAMPLES = r"""
   register: root
   failed_when: root.conflicts | length > 0
 
+- name: Read the cluster root and what zfs_dataset would change there
+  strata.ops.storage_info:
+    paths: [/srv/kind]
+    zfs_plan:
+      pool: biscayne
+      datasets:
+        - name: biscayne/DATA/srv/kind
+          properties: {mountpoint: /srv/kind}
+  register: root
+
+- name: Converge the dataset only when the read says something would change
+  strata.ops.zfs_dataset:
+    pool: biscayne
+    datasets:
+      - name: biscayne/DATA/srv/kind
+        properties: {mountpoint: /srv/kind}
+  when: not root.zfs_plan.converged
+
 - name: Layer 4 invariants
   ansible.builtin.assert:
     that:
@@ -110,6 +162,25 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+zfs_plan:
+  description: What M(strata.ops.zfs_dataset) would do with I(zfs_plan); null without it.
+  returned: always
+  type: dict
+  sample: {"converged": true, "problem": null, "datasets": [{"name": "lab/DATA", "action": "unchanged"}]}
+  contains:
+    converged:
+      description:
+        - True when the plan succeeded and changes nothing.
+        - False when something would change, or when the request would be refused (see C(problem)).
+      type: bool
+    datasets:
+      description: M(strata.ops.zfs_dataset)'s C(datasets) result in check mode (empty on a problem).
+      type: list
+      elements: dict
+    problem:
+      description:
+        - Why M(strata.ops.zfs_dataset) would refuse the request (its own message); null otherwise.
+      type: str
 pools:
   description: One entry per pool of I(pools).
   returned: always
@@ -240,6 +311,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.strata.ops.plugins.module_utils.common import run_module
 from ansible_collections.strata.ops.plugins.module_utils.mounts import pool_states, storage_report
+from ansible_collections.strata.ops.plugins.module_utils.zfs.ensure import DATASETS_OPTIONS, plan_report
 
 
 def main():
@@ -257,8 +329,9 @@ def main():
                 required_if=[("kind", "zfs", ("dataset",))],
             ),
             pools=dict(type="list", elements="str"),
+            zfs_plan=dict(type="dict", options=DATASETS_OPTIONS),
         ),
-        required_one_of=[("paths", "expect", "pools")],
+        required_one_of=[("paths", "expect", "pools", "zfs_plan")],
         supports_check_mode=True,
     )
     params = module.params
@@ -268,6 +341,8 @@ def main():
         pools = params["pools"] or []
         zpool = module.get_bin_path("zpool") if pools else None
         result["pools"] = pool_states(pools, module.run_command, zpool)
+        plan = params["zfs_plan"]
+        result["zfs_plan"] = plan and plan_report(plan, module.run_command, get_bin_path=module.get_bin_path)
         return result
 
     run_module(module, report)

@@ -233,20 +233,7 @@ from ansible_collections.strata.ops.plugins.module_utils.zfs import ensure
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            datasets=dict(
-                type="list",
-                elements="dict",
-                required=True,
-                options=dict(
-                    name=dict(type="str", required=True),
-                    state=dict(type="str", choices=["present", "absent"], default="present"),
-                    properties=dict(type="dict", default={}),
-                    recursive=dict(type="bool", default=False),
-                ),
-            ),
-            pool=dict(type="str"),
-        ),
+        argument_spec=ensure.DATASETS_OPTIONS,
         supports_check_mode=True,
     )
     run_module(

@@ -140,6 +140,7 @@ class Run:
         self.changed = self.failures = 0
         self.failed_msgs = []
         self.changed_tasks = []
+        self.skipped_tasks = []
         self.deprecations = []  # (task, message): the json callback keeps them in the results
         self.warnings = []
         for doc in docs:
@@ -158,9 +159,12 @@ class Run:
                         (task_name, d.get("msg", d)) for d in result.get("deprecations") or []
                     ]
                     self.warnings += [(task_name, w) for w in result.get("warnings") or []]
+                    # "role : task name" -> "task name"
+                    short_name = task_name.split(" : ", 1)[-1]
                     if result.get("changed"):
-                        # "role : task name" -> "task name"
-                        self.changed_tasks.append(task["task"]["name"].split(" : ", 1)[-1])
+                        self.changed_tasks.append(short_name)
+                    if result.get("skipped"):
+                        self.skipped_tasks.append(short_name)
 
     @property
     def msg(self):
@@ -495,6 +499,33 @@ def test_layer_4_check_mode_with_changed_settings(node):
     )
     assert "Ensure the workload dataset and its children" in run.changed_tasks, run
     assert any("fstab" in task for task in run.changed_tasks), run
+
+
+ENSURE_TASKS = {"Ensure the cluster-root dataset", "Ensure the workload dataset and its children"}
+
+
+def test_zfs_dataset_runs_only_when_the_read_plans_a_change(node):
+    """Layers 2 and 4 plan their datasets in their one read (storage_info's zfs_plan, zfs_dataset's
+    own planner): a converged run runs no zfs_dataset, and a property changed behind their back
+    is put back by zfs_dataset."""
+    node.at("converged")
+    run = node.converge(L2, L4)
+    assert run.changed == 0 and set(run.skipped_tasks) >= ENSURE_TASKS, run
+    atime_off = {
+        "host_storage_cluster_root_properties": {"atime": "off"},
+        "workload_storage_dataset_properties": {"atime": "off"},
+    }
+    try:
+        node.converge(L2, L4, **atime_off)
+        node.sh(f"zfs set atime=on {ROOT_DS} && zfs set atime=on {WL_DS}")
+        run = node.converge(L2, L4, **atime_off)
+        assert set(run.changed_tasks) >= ENSURE_TASKS, run
+        assert node.sh(f"zfs get -H -o value atime {ROOT_DS} {WL_DS}").split() == ["off", "off"]
+        again = node.converge(L2, L4, **atime_off)
+        assert again.changed == 0 and set(again.skipped_tasks) >= ENSURE_TASKS, again
+    finally:
+        node.sh(f"zfs inherit -r atime {ROOT_DS}")
+        node.restored("converged")
 
 
 def test_resize_of_a_ramdisk_holding_files_keeps_them(node):

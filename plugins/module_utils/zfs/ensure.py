@@ -13,6 +13,22 @@ from ansible_collections.strata.ops.plugins.module_utils.zfs.plan import (
 )
 from ansible_collections.strata.ops.plugins.module_utils.zfs.properties import pool_of
 
+# zfs_dataset's options, which storage_info's zfs_plan takes too (one request shape, one planner).
+DATASETS_OPTIONS = dict(
+    datasets=dict(
+        type="list",
+        elements="dict",
+        required=True,
+        options=dict(
+            name=dict(type="str", required=True),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            properties=dict(type="dict", default={}),
+            recursive=dict(type="bool", default=False),
+        ),
+    ),
+    pool=dict(type="str"),
+)
+
 
 def journal_details(journal):
     """Result keys that say what a run changed: ``changed``, ``done`` (one line per change, in
@@ -108,6 +124,25 @@ def ensure_datasets(backend, items, pool=None, check_mode=False, want_diff=False
     if want_diff:
         result["diff"] = [action_diff(a, state) for a in actions if a["action"] != "unchanged"]
     return result
+
+
+def _reads_only():
+    return None, "a plan only reads (zfs get through the CLI)"
+
+
+def plan_report(params, run_command, *, get_bin_path):
+    """What zfs_dataset would do with ``params`` (pool, datasets), for a read-only module:
+    ``{"converged": bool, "datasets": [...], "problem": str or None}``.
+
+    ``converged`` is true only when the plan succeeded and changes nothing, so a role may skip
+    zfs_dataset then. A request zfs_dataset would refuse is not raised here: ``problem`` says why,
+    ``converged`` is false, and zfs_dataset (run because of it) fails with its own message.
+    """
+    try:
+        result = run(params, True, False, run_command, get_bin_path=get_bin_path, load_lzc=_reads_only)
+    except ZfsError as exc:
+        return {"converged": False, "datasets": [], "problem": exc.msg}
+    return {"converged": not result["changed"], "datasets": result["datasets"], "problem": None}
 
 
 def run(params, check_mode, want_diff, run_command, *, get_bin_path, load_lzc=load_libzfs_core):
