@@ -17,6 +17,7 @@ from ansible_collections.strata.ops.plugins.module_utils.zfs.properties import p
 
 MOUNTINFO = "/proc/self/mountinfo"
 FSTAB = "/etc/fstab"
+MEMINFO = "/proc/meminfo"
 ZFS_FSTYPES = ("zfs", "fuse.zfs")
 SYSTEMD_LIST_OPTIONS = {
     "x-systemd.requires": "requires",
@@ -306,6 +307,17 @@ def expectation_conflict(fact, want, listdir=os.listdir):
             return f"{path} is a {fact['fstype']} mount but {should}"
     elif kind in ("zfs", "other") and mounted_here:
         return f"{path} is already used by {fact['fstype']} {fact['source']} but {should}"
+    return None
+
+
+def memory_total_bytes(meminfo_path=MEMINFO):
+    """The host's MemTotal in bytes (what a tmpfs's size is measured against); None when
+    /proc/meminfo cannot tell. proc(5): ``MemTotal:  <n> kB``, where kB means KiB."""
+    for line in _read(meminfo_path).splitlines():
+        name, _sep, value = line.partition(":")
+        fields = value.split()
+        if name == "MemTotal" and len(fields) == 2 and fields[0].isdigit() and fields[1] == "kB":
+            return int(fields[0]) * 1024
     return None
 
 

@@ -23,6 +23,7 @@ description:
   - With I(expect), also says which of those paths cannot become what is expected there without
     hiding or displacing what is there now (C(conflicts)) - the check layers 2 and 4 run before
     they create a dataset or mount a tmpfs.
+  - Also reports the host's memory, which a tmpfs's size must fit in.
   - Read-only; never changes anything.
 author:
   - strata.ops maintainers (!UNKNOWN)
@@ -162,6 +163,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+memory_total_bytes:
+  description:
+    - The host's memory (C(MemTotal) of C(/proc/meminfo)) in bytes, what a tmpfs's size must fit in.
+    - Null when C(/proc/meminfo) does not tell.
+  returned: always
+  type: int
+  sample: 25769803776
 zfs_plan:
   description: What M(strata.ops.zfs_dataset) would do with I(zfs_plan); null without it.
   returned: always
@@ -310,8 +318,8 @@ paths:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.strata.ops.plugins.module_utils.common import run_module
-from ansible_collections.strata.ops.plugins.module_utils.mounts import pool_states, storage_report
-from ansible_collections.strata.ops.plugins.module_utils.zfs.ensure import DATASETS_OPTIONS, plan_report
+from ansible_collections.strata.ops.plugins.module_utils.storage import storage_info
+from ansible_collections.strata.ops.plugins.module_utils.zfs.ensure import DATASETS_OPTIONS
 
 
 def main():
@@ -334,18 +342,9 @@ def main():
         required_one_of=[("paths", "expect", "pools", "zfs_plan")],
         supports_check_mode=True,
     )
-    params = module.params
-
-    def report():
-        result = dict(changed=False, **storage_report(params["paths"] or [], params["expect"] or []))
-        pools = params["pools"] or []
-        zpool = module.get_bin_path("zpool") if pools else None
-        result["pools"] = pool_states(pools, module.run_command, zpool)
-        plan = params["zfs_plan"]
-        result["zfs_plan"] = plan and plan_report(plan, module.run_command, get_bin_path=module.get_bin_path)
-        return result
-
-    run_module(module, report)
+    run_module(
+        module, lambda: storage_info(module.params, module.run_command, get_bin_path=module.get_bin_path)
+    )
 
 
 if __name__ == "__main__":

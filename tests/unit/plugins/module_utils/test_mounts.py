@@ -320,3 +320,29 @@ def test_storage_report_inspects_expected_paths_too(tmp_path):
     (conflict,) = report["conflicts"]  # from this machine's own mount table
     assert conflict.startswith(f"{populated} is a plain directory with files on ")
     assert conflict.endswith(" but should be the ZFS dataset lab/DATA/srv/kind")
+
+
+@pytest.mark.parametrize(
+    ("meminfo", "expected"),
+    [
+        ("MemTotal:       24576000 kB\nMemFree:         1000 kB\n", 24576000 * 1024),
+        ("MemFree:         1000 kB\n", None),
+        ("MemTotal:       lots kB\n", None),
+        ("MemTotal:       24576000 MB\n", None),
+        ("", None),
+    ],
+)
+def test_memory_total_is_memtotal_in_bytes_or_none(tmp_path, meminfo, expected):
+    path = tmp_path / "meminfo"
+    path.write_text(meminfo)
+    assert sf.memory_total_bytes(str(path)) == expected
+
+
+def test_memory_total_of_a_missing_meminfo_is_none(tmp_path):
+    assert sf.memory_total_bytes(str(tmp_path / "none")) is None
+
+
+def test_memory_total_of_this_host_is_what_proc_says():
+    with open("/proc/meminfo") as handle:
+        kib = int(next(line for line in handle if line.startswith("MemTotal:")).split()[1])
+    assert sf.memory_total_bytes() == kib * 1024
