@@ -266,6 +266,64 @@ def test_second_run_and_check_mode_change_nothing(bed):
     assert assert_running(client, ns)["metadata"]["uid"] == before
 
 
+# Every operator flow in check mode on the running workload: each must succeed, and neither the
+# cluster nor the host may differ afterwards (issue 20, point 3). Destructive ones are asked for
+# their most destructive form (a hold, a wipe).
+CHECK_MODE_FLOWS = {
+    "stop": ("stop.yml",),
+    "stop-hold": ("stop.yml", "-e", '{"hold": true, "hold_reason": "check mode"}'),
+    "start": ("start.yml",),
+    # This test's workload lives on HOST only: the flows over every host are limited to it.
+    "layer4": ("layer4_workload_storage.yml", "--limit", HOST),
+    "layer5": ("layer5_deploy.yml",),
+    "health-check": ("health_check.yml", "--limit", f"{HOST},localhost"),
+    "fix-pv-mounts": ("fix_pv_mounts.yml",),
+    "recover": ("recover.yml",),
+    "redeploy-wipe": ("redeploy.yml", "-e", "wipe=ledger,ramdisk"),
+    "teardown-wipe": ("teardown.yml", "-e", "wipe=ledger,snapshots,log,ramdisk"),
+}
+
+
+def fingerprint(client, ns):
+    """The workload's objects (uid, generation, spec, labels, annotations), its PVs, and the lab
+    host's fstab, mounts, ZFS properties and the workload's files (name, size, mode)."""
+    objects = []
+    for kind in ("Namespace", "Deployment", "Pod", "PersistentVolumeClaim", "PersistentVolume"):
+        items = [client.get("Namespace", ns)] if kind == "Namespace" else client.list(kind, ns)[0]
+        objects += [
+            (
+                kind,
+                o["metadata"]["name"],
+                o["metadata"]["uid"],
+                o["metadata"].get("generation"),
+                json.dumps(
+                    [o.get("spec"), o["metadata"].get("labels"), o["metadata"].get("annotations")],
+                    sort_keys=True,
+                ),
+            )
+            for o in items
+            if kind != "PersistentVolume" or o["metadata"]["name"].startswith(ns + "-")
+        ]
+    host = on_host(
+        "cat /etc/fstab; findmnt -rn -o TARGET,FSTYPE,OPTIONS | sort;"
+        " zfs get -H -r -s local -o name,property,value all lab;"
+        f" find {ROOT} -printf '%p %s %m\\n' | sort"
+    ).stdout
+    return sorted(objects), host
+
+
+@pytest.mark.parametrize("flow", list(CHECK_MODE_FLOWS.values()), ids=list(CHECK_MODE_FLOWS))
+def test_every_flow_in_check_mode_changes_nothing(bed, flow):
+    client, ns = bed["client"], bed["ns"]
+    assert_running(client, ns)
+    before = fingerprint(client, ns)
+    playbook, *extra = flow
+    ok(play(bed, playbook, "--check", "--diff", *extra), f"{' '.join(flow)} --check --diff")
+    after = fingerprint(client, ns)
+    assert after[1] == before[1], "the lab host changed in check mode"
+    assert after[0] == before[0], "the workload's objects changed in check mode"
+
+
 def test_a_workload_held_stopped_stays_stopped_until_start(bed):
     client, ns = bed["client"], bed["ns"]
     held = '{"hold": true, "hold_reason": "disk swap"}'

@@ -192,13 +192,20 @@ def test_full_and_incremental_from_two_rpc_nodes(served, dest, tmp_path):
 
 
 def test_check_mode_then_idempotent(served, dest, tmp_path):
+    status = dest / ".strata-fetch-status.json"
     with NginxSnapshotServer(served["root"], full=served["full"], incremental=served["inc"]) as a:
-        planned = run_module(tmp_path, args_for(dest, [a.url]), check_mode=True)
+        args = args_for(dest, [a.url], status_file=str(status))
+        planned = run_module(tmp_path, args, check_mode=True)
         assert planned["changed"] is True and planned["downloads"] == []
         assert planned["plan"]["full"]["name"] == served["full"]
+        # Check mode writes nothing, not even the status file.
         assert final_archives(dest) == [] and os.listdir(dest) == []
-        first = run_module(tmp_path, args_for(dest, [a.url]))
-        second = run_module(tmp_path, args_for(dest, [a.url]))
+        first = run_module(tmp_path, args)
+        written = status.read_bytes()
+        assert json.loads(written)["state"] == "done"
+        assert run_module(tmp_path, args, check_mode=True)["changed"] is False
+        assert status.read_bytes() == written
+        second = run_module(tmp_path, args)
     assert first["changed"] is True
     assert second["changed"] is False
     assert sorted(second["already_present"]) == sorted([served["full"], served["inc"]])

@@ -303,6 +303,8 @@ def fetch_snapshots(params, check_mode=False, transfer=None, warn=None):
         )
     check_urls("sources", params["sources"])
     check_urls("rpc_endpoints", params["rpc_endpoints"])
+    if check_mode:  # check mode writes nothing, not even the status file a monitor reads
+        params = dict(params, status_file=None)
     status_file = params.get("status_file")
     transfer.write_status(status_file, dict(state="discovering", updated=time.time(), pid=os.getpid()))
     try:
