@@ -72,8 +72,13 @@ options:
   method:
     description:
       - V(criu) runs CRIU on this host; V(kubelet) calls the kubelet checkpoint API (O(kubelet_url)).
+      - V(containerd) uses containerd's own checkpoint of the CRI container of O(pod) (containerd 1.6 and
+        1.7, as MicroK8s and k3s run it) - C(ctr containers checkpoint --task --rw), the container left
+        running - and exports the checkpoint image into the dump directory; O(state=restored) restores
+        such a dump into the new container O(new_container) (C(ctr containers restore --live --rw)).
+        The runc shim runs the C(criu) on containerd's PATH, which must be CRIU >= 4.
     type: str
-    choices: [criu, kubelet]
+    choices: [criu, containerd, kubelet]
     default: criu
   pod:
     description: Pod name; the target is that pod's container (see O(container)).
@@ -106,6 +111,19 @@ options:
         C(unix:///var/snap/microk8s/common/run/containerd.sock) on MicroK8s.
       - Default crictl's own choice (C(/etc/crictl.yaml), C(CONTAINER_RUNTIME_ENDPOINT), its built-in list).
     type: str
+  containerd_address:
+    description:
+      - containerd's socket for O(method=containerd). Default the socket of O(cri_endpoint) when it is a
+        C(unix://) URL (containerd serves CRI and its own API on one socket), else
+        C(/run/containerd/containerd.sock).
+    type: path
+  containerd_namespace:
+    description: containerd namespace of the containers (the CRI plugin's is C(k8s.io)).
+    type: str
+    default: k8s.io
+  ctr_path:
+    description: containerd's C(ctr) client for O(method=containerd). Default C(ctr) on PATH.
+    type: path
   docker_socket:
     description: Docker API unix socket.
     type: path
@@ -355,13 +373,16 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", choices=["dumped", "restored"], default="dumped"),
-            method=dict(type="str", choices=["criu", "kubelet"], default="criu"),
+            method=dict(type="str", choices=["criu", "containerd", "kubelet"], default="criu"),
             pod=dict(type="str"),
             namespace=dict(type="str", default="default"),
             container=dict(type="str"),
             pid=dict(type="int"),
             runtime=dict(type="str", choices=["auto", "docker", "cri"], default="auto"),
             cri_endpoint=dict(type="str"),
+            containerd_address=dict(type="path"),
+            containerd_namespace=dict(type="str", default="k8s.io"),
+            ctr_path=dict(type="path"),
             docker_socket=dict(type="path", default=ctr.DEFAULT_DOCKER_SOCKET),
             images_dir=dict(type="path"),
             name=dict(type="str"),

@@ -78,7 +78,9 @@ checkpoints:
     - Every item has C(directory), C(id) (the directory's base name), C(name), C(created) (RFC 3339
       UTC), C(size_bytes) (on disk now), C(usable), C(restorable) and C(problem) (why it is not
       usable or not restorable; null when it is).
-    - Items with a readable manifest also have C(target) (C(runtime), C(container_name),
+    - Items with a readable manifest also have C(method) (C(criu), or C(containerd) for containerd's
+      own checkpoint image, which M(strata.ops.pod_checkpoint) restores with C(method=containerd)),
+      C(target) (C(runtime), C(container_name),
       C(container_id), C(image), C(pid), C(pod) with C(namespace), C(name), C(container) or null),
       C(leave_running), C(images_bytes) (measured at the dump), C(criu_version), C(gpu_path)
       (C(none), C(criu-cuda-plugin), C(cuda-checkpoint) or C(cuda-driver-api)),
@@ -95,6 +97,7 @@ checkpoints:
       usable: true
       restorable: true
       problem: null
+      method: criu
       target: {runtime: docker, container_name: app, container_id: 3f2a, image: "app:1", pid: 4242, pod: null}
       leave_running: true
       images_bytes: 4403200

@@ -88,7 +88,7 @@ def experimental(testbed):
         _missing("dockerd runs without --experimental: it cannot start a container from a checkpoint")
 
 
-def run_module(tmp_path, args, check_mode=False, path_prefix=None):
+def run_module(tmp_path, args, check_mode=False, path_prefix=None, module="pod_checkpoint"):
     args = dict(args, _ansible_check_mode=check_mode)
     args_file = tmp_path / f"args-{uuid.uuid4().hex[:6]}.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
@@ -96,7 +96,11 @@ def run_module(tmp_path, args, check_mode=False, path_prefix=None):
     if path_prefix:
         env["PATH"] = path_prefix + os.pathsep + env.get("PATH", "")
     proc = subprocess.run(
-        [sys.executable, MODULE, str(args_file)], capture_output=True, text=True, env=env, check=False
+        [sys.executable, os.path.join(os.path.dirname(MODULE), module + ".py"), str(args_file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     try:
         return json.loads(proc.stdout)
@@ -527,6 +531,88 @@ def test_pod_container_found_through_crictl_and_dumped(cri_pod, tmp_path):
         assert net_args == [f"net[{inode}]:extRootNetNS"]
     assert_crit_checked(result)
     wait_cri_count(cri_pod["log"], after + 3)  # left running
+
+
+def ctr_cli(*args, check=True):
+    return run_cli(
+        ["ctr", "--address", CRI_ENDPOINT[len("unix://") :], "--namespace", "k8s.io", *args], check
+    )
+
+
+def counted_in(pid):
+    """The counter a CRI workload process wrote last (/count in its root; the workload truncates it
+    before each write, so an empty read is retried)."""
+    deadline = time.time() + 5
+    while True:
+        with open(f"/proc/{pid}/root/count") as handle:
+            text = handle.read().strip()
+        if text or time.time() > deadline:
+            return int(text)
+        time.sleep(0.02)
+
+
+def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
+    """method=containerd: containerd's own checkpoint of the pod's container (left running) becomes
+    a checkpoint image in its content store, exported into the dump directory; a restore creates a
+    NEW container whose process goes on counting from where the dump was (a fresh start would
+    count from 1)."""
+    wait_cri_count(cri_pod["log"], 25)
+    args = dict(cri_args(tmp_path, cri_pod["pod"]), method="containerd", keep=1)
+    planned = run_module(tmp_path, args, check_mode=True, path_prefix=TESTBED_BIN)
+    assert planned["changed"] is True and not os.path.exists(planned["checkpoint_dir"]), planned
+    assert any(" containers checkpoint --task --rw " + cri_pod["id"] in c for c in planned["commands"])
+    dumped = run_module(tmp_path, args, path_prefix=TESTBED_BIN)
+    assert dumped.get("failed") is not True, dumped
+    at_dump = cri_count(cri_pod["log"])
+    with open(os.path.join(dumped["checkpoint_dir"], "manifest.json")) as handle:
+        manifest = json.load(handle)
+    assert (manifest["method"], manifest["target"]["container_id"]) == ("containerd", cri_pod["id"])
+    assert os.path.getsize(os.path.join(dumped["checkpoint_dir"], "checkpoint.tar")) > 0
+    wait_cri_count(cri_pod["log"], at_dump + 3)  # left running
+    listed = run_module(tmp_path, {"images_dir": args["images_dir"]}, module="pod_checkpoint_info")
+    assert [(c["usable"], c["restorable"]) for c in listed["checkpoints"]] == [(True, True)], listed
+
+    new = unique()
+    restore = dict(args, state="restored", checkpoint=dumped["checkpoint_dir"], new_container=new)
+    try:
+        # The checkpoint image leaves the store: the restore imports it from the dump directory.
+        ctr_cli("images", "rm", dumped["image_ref"])
+        restored = run_module(tmp_path, restore, path_prefix=TESTBED_BIN)
+        assert restored.get("failed") is not True, restored
+        assert any(" images import " in c for c in restored["command"]), restored["command"]
+        pid = restored["restored"]["pid"]
+        first = counted_in(pid)
+        assert first >= at_dump - 10, (first, at_dump)  # the dump's memory, not a fresh 1
+        wait_until_counted(lambda: counted_in(pid), first + 3, f"restored container {new}")
+        again = run_module(tmp_path, restore, path_prefix=TESTBED_BIN)
+        assert (again["changed"], again["restored"]["pid"]) == (False, pid), again  # restored and running
+        # The pod's own container (its CRI id is its containerd id) is a name that exists: refused.
+        taken = run_module(tmp_path, dict(restore, new_container=cri_pod["id"]), path_prefix=TESTBED_BIN)
+        assert (
+            taken.get("failed") is True and f"a container {cri_pod['id']} exists already" in taken["msg"]
+        ), taken
+    finally:
+        ctr_cli("tasks", "kill", "--signal", "SIGKILL", new, check=False)
+        ctr_cli("tasks", "rm", "--force", new, check=False)
+        ctr_cli("containers", "rm", new, check=False)
+        ctr_cli("images", "rm", dumped["image_ref"], check=False)
+
+
+def test_a_criu_dump_is_not_restored_by_containerd_nor_the_other_way(cri_pod, tmp_path):
+    wait_cri_count(cri_pod["log"], 3)
+    args = cri_args(tmp_path, cri_pod["pod"])
+    dumped = run_module(tmp_path, args, path_prefix=TESTBED_BIN)
+    assert dumped.get("failed") is not True, dumped
+    restore = dict(
+        args,
+        method="containerd",
+        state="restored",
+        checkpoint=dumped["checkpoint_dir"],
+        new_container=unique(),
+    )
+    refused = run_module(tmp_path, restore, path_prefix=TESTBED_BIN)
+    assert refused.get("failed") is True, refused
+    assert "was dumped by CRIU from a cri target (method criu), not by containerd" in refused["msg"]
 
 
 @pytest.mark.parametrize(

@@ -49,8 +49,14 @@ def _target(manifest):
     }
 
 
-def _problem(directory):
-    """Why a dump with a readable manifest is not usable (its CRIU images are missing), or None."""
+def _problem(directory, manifest):
+    """Why a dump with a readable manifest is not usable (its CRIU images, or containerd's exported
+    checkpoint image, are missing), or None."""
+    if manifest.get("method") == "containerd":
+        archive = manifest.get("archive") or "checkpoint.tar"
+        if not os.path.isfile(os.path.join(directory, archive)):
+            return f"the exported checkpoint image {archive} is missing: the dump is incomplete"
+        return None
     missing = [f for f in REQUIRED_IMAGES if not os.path.isfile(os.path.join(directory, f))]
     if missing:
         return f"CRIU images missing ({', '.join(missing)}): the dump is incomplete"
@@ -59,6 +65,8 @@ def _problem(directory):
 
 def _not_restorable(manifest):
     """Why state=restored cannot restore this (usable) dump, or None."""
+    if manifest.get("method") == "containerd":
+        return None
     runtime = (manifest.get("target") or {}).get("runtime")
     if runtime != "docker":
         return f"a dump of a {runtime} target: state=restored restores Docker container dumps only"
@@ -91,6 +99,7 @@ def describe(directory, name=None, stamp=None):
     entry.update(
         name=manifest.get("name") or name,
         created=manifest.get("created") or entry["created"],
+        method=manifest.get("method") or "criu",
         target=_target(manifest),
         leave_running=manifest.get("leave_running"),
         images_bytes=sizes.get("images_bytes"),
@@ -99,7 +108,7 @@ def describe(directory, name=None, stamp=None):
         frozen_time_us=stats.get("frozen_time_us"),
         dump_wall_s=manifest.get("dump_wall_s"),
     )
-    entry["problem"] = _problem(directory)
+    entry["problem"] = _problem(directory, manifest)
     entry["usable"] = entry["problem"] is None
     if entry["usable"]:
         entry["problem"] = _not_restorable(manifest)

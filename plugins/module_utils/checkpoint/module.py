@@ -2,6 +2,7 @@
 """What strata.ops.pod_checkpoint does with its parameters: check them, then dump, restore or ask
 the kubelet."""
 
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import containerd
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.dump import Dumper
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.kubelet import kubelet_checkpoint
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.restore import Restorer
@@ -20,6 +21,9 @@ def run(params, check_mode, run_command):
         raise InvalidArgument(f"cuda_lock_timeout must be 0 (no timeout) or more seconds, got {lock_timeout}")
     if params["method"] == "kubelet":
         return kubelet_checkpoint(params, check_mode)
+    if params["method"] == "containerd":
+        job = containerd.restore if params["state"] == "restored" else containerd.dump
+        return job(params, check_mode, run_command)
     if params["state"] == "restored":
         return Restorer(params, check_mode, run_command).run_state()
     if params["pid"] is None and not params["pod"] and not params["container"]:

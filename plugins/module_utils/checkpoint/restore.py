@@ -142,10 +142,16 @@ class Restorer(CheckpointJob):
         checkpoint = mf.choose(p["checkpoint"], p["images_dir"], p["name"])
         manifest = mf.load(checkpoint)
         runtime = manifest.get("target", {}).get("runtime")
+        if manifest.get("method") == "containerd":
+            raise BadCheckpoint(
+                f"{checkpoint} was dumped by containerd (method containerd): "
+                "restore it with method=containerd"
+            )
         if runtime != "docker":
             raise BadCheckpoint(
                 f"{checkpoint} is a dump of a {runtime} target; "
-                "state=restored restores Docker container dumps only"
+                "method=criu restores Docker container dumps only (a CRI container: dump and restore it with "
+                "method=containerd)"
             )
         check_propagated_mounts(manifest, self.read_mountinfo)
         cp_name = os.path.basename(checkpoint)

@@ -212,7 +212,7 @@ def test_a_later_restore_takes_down_the_views_of_containers_that_are_gone(tmp_pa
         (
             "cri-dump",
             BadCheckpoint,
-            "is a dump of a cri target; state=restored restores Docker container dumps only",
+            "is a dump of a cri target; method=criu restores Docker container dumps only",
         ),
         ("no-manifest", BadCheckpoint, "is not a pod_checkpoint dump (manifest.json"),
         (

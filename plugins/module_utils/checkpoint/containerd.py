@@ -1,0 +1,300 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""method=containerd: containerd's own checkpoint and restore of a CRI container, as containerd 1.6
+and 1.7 (the MicroK8s and k3s runtimes) do it with ctr:
+
+* dump: ``ctr containers checkpoint --task --rw CONTAINER REF`` makes a checkpoint image in
+  containerd's content store (the runc shim runs CRIU; the task keeps running), and
+  ``ctr images export --skip-manifest-json`` writes it into the dump directory as an OCI archive,
+  beside manifest.json (a checkpoint index has no Docker image config for export's Docker
+  manifest.json: without the flag ctr fails with "unable to create manifests file");
+* restore: ``ctr images import --no-unpack`` when the store lacks it (a checkpoint image has no
+  layers to unpack: ctr fails with "unexpected media type ...checkpoint.runtime.options" without
+  it), then ``ctr containers restore --live --rw NEW REF`` creates a NEW container from it and
+  starts its task from the checkpoint.
+
+The container is found through crictl (target.py). A restore that fails part way removes what it
+made, so nothing half-restored is left running.
+"""
+
+import json
+import os
+import re
+import time
+
+from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
+from ansible_collections.strata.ops.plugins.module_utils import criu
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
+from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, utc_iso
+
+METHOD = "containerd"
+ARCHIVE = "checkpoint.tar"
+# Checkpoint images are named strata.local/checkpoint/NAME:STAMP. A reference's repository path is
+# lower case [a-z0-9] with . _ - separators, its tag [A-Za-z0-9_.-] (distribution's reference grammar).
+REF_REPOSITORY = "strata.local/checkpoint/"
+DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
+NO_CRIU = "executable file not found"
+RUNNING_WAIT_S = 10
+RESTORED_FROM = "strata.io/restored-from"
+
+
+def image_ref(name, stamp):
+    repository = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "container"
+    return f"{REF_REPOSITORY}{repository}:{stamp}"
+
+
+def containerd_address(params):
+    """containerd's socket: containerd_address, else the unix socket of cri_endpoint (the CRI plugin
+    serves both APIs on one socket), else containerd's default."""
+    if params.get("containerd_address"):
+        return params["containerd_address"]
+    endpoint = params.get("cri_endpoint") or ""
+    if endpoint.startswith("unix://"):
+        return endpoint[len("unix://") :]
+    return DEFAULT_ADDRESS
+
+
+class Ctr:
+    """ctr against one containerd and namespace; every command it ran is in ``commands``."""
+
+    def __init__(self, params, run_command):
+        binary = params.get("ctr_path") or criu.find_executable("ctr")
+        if not binary or not os.access(binary, os.X_OK):
+            raise ctr.RuntimeUnavailable(
+                f"ctr ({params.get('ctr_path') or 'on PATH'}) is not installed: method=containerd drives "
+                "containerd through its ctr client (Debian package containerd); set ctr_path"
+            )
+        self.argv = [
+            binary,
+            "--address",
+            containerd_address(params),
+            "--namespace",
+            params["containerd_namespace"],
+        ]
+        self.run_command = run_command
+        self.commands = []
+
+    def line(self, *args):
+        return " ".join([*self.argv, *args])
+
+    def run(self, *args, check=True):
+        argv = [*self.argv, *args]
+        self.commands.append(" ".join(argv))
+        rc, out, err = self.run_command(argv)
+        if check and rc != 0:
+            raise criu.CriuError(self._why(args, rc, (err or out).strip()), cmd=" ".join(argv), rc=rc)
+        return rc, out, err
+
+    def _why(self, args, rc, text):
+        what = f"{' '.join(args[:2])} failed (rc={rc}): {text}"
+        if NO_CRIU in text and "criu" in text.lower():
+            return (
+                f"{what}. containerd's runc shim runs the criu on containerd's PATH and finds none: "
+                "install CRIU >= 4 on that PATH (for example /usr/local/sbin/criu), or restart containerd "
+                "with CRIU's directory on its PATH"
+            )
+        if "connect" in text or "no such file" in text.lower():
+            return f"{what}. Is containerd up, and is {self.argv[2]} its socket? Set containerd_address"
+        return what
+
+    def container_labels(self, name):
+        """The labels of container ``name``, or None when it does not exist."""
+        rc, out, _err = self.run("containers", "info", name, check=False)
+        if rc != 0:
+            return None
+        try:
+            return json.loads(out).get("Labels") or {}
+        except ValueError:
+            return {}
+
+    def has_container(self, name):
+        return self.container_labels(name) is not None
+
+    def has_image(self, ref):
+        _rc, out, _err = self.run("images", "ls", "-q", check=False)
+        return ref in out.split()
+
+    def task_state(self, name):
+        """(pid, status) of ``name``'s task as ``ctr tasks ls`` shows it, or (None, None)."""
+        _rc, out, _err = self.run("tasks", "ls", check=False)
+        for line in out.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 3 and fields[0] == name:
+                return int(fields[1]), fields[2]
+        return None, None
+
+    def running_pid(self, name, wait_s=RUNNING_WAIT_S, sleep=time.sleep):
+        """The pid of ``name``'s task once it is RUNNING; None when it is not within ``wait_s`` (a
+        loaded host may show a restored task as CREATED for a moment)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            pid, status = self.task_state(name)
+            if status == "RUNNING":
+                return pid
+            if status == "STOPPED" or time.monotonic() >= deadline:
+                return None
+            sleep(0.2)
+
+
+def dump(params, check_mode, run_command):
+    """Checkpoint the CRI container of pod/namespace/container through containerd."""
+    if not params["pod"]:
+        raise InvalidArgument(
+            "method=containerd checkpoints a CRI container: set pod (and namespace, container)"
+        )
+    if not params["leave_running"]:
+        raise InvalidArgument(
+            "method=containerd leaves the container running (containerd's checkpoint does not stop it): "
+            "set leave_running=true, and stop the workload afterwards (playbooks/stop.yml) if it must stop"
+        )
+    if not params["images_dir"]:
+        raise InvalidArgument(
+            "images_dir is needed: the checkpoint image is exported into a dump directory there"
+        )
+    crictl = criu.find_executable("crictl")
+    if not crictl:
+        raise ctr.RuntimeUnavailable(
+            "method=containerd finds the pod's container with crictl, which is not installed"
+        )
+    crictl_argv = [crictl] + (
+        ["--runtime-endpoint", params["cri_endpoint"]] if params["cri_endpoint"] else []
+    )
+    target = ctr.crictl_target(
+        run_command, crictl_argv, params["pod"], params["namespace"], params["container"]
+    )
+    client = Ctr(params, run_command)
+    mf.check_images_dir(params["images_dir"])
+    name = params["name"] or target["container_name"] or params["pod"]
+    stamp = mf.stamp()
+    dump_dir = os.path.join(params["images_dir"], f"{name}-{stamp}")
+    ref = image_ref(name, stamp)
+    archive = os.path.join(dump_dir, ARCHIVE)
+    checkpoint_argv = [
+        *client.argv,
+        "containers",
+        "checkpoint",
+        "--task",
+        "--rw",
+        target["container_id"],
+        ref,
+    ]
+    # The keys of a CRIU dump's result where they mean the same (the roles' summaries read them).
+    result = {
+        "changed": True,
+        "method": METHOD,
+        "checkpoint_dir": dump_dir,
+        "image_ref": ref,
+        "target": target,
+        "command": checkpoint_argv,
+        "gpu": {"path": "none"},
+    }
+    if check_mode:
+        return dict(
+            result,
+            commands=[
+                " ".join(checkpoint_argv),
+                client.line("images", "export", "--skip-manifest-json", archive, ref),
+            ],
+        )
+    mf.make_images_dir(params["images_dir"])
+    os.makedirs(dump_dir)
+    client.run(*checkpoint_argv[len(client.argv) :])
+    client.run("images", "export", "--skip-manifest-json", archive, ref)
+    manifest = {
+        "name": name,
+        "method": METHOD,
+        "created": utc_iso(),
+        "image_ref": ref,
+        "archive": ARCHIVE,
+        "containerd_namespace": params["containerd_namespace"],
+        "leave_running": True,
+        "pod": {"name": params["pod"], "namespace": params["namespace"] or "default"},
+        "target": target,
+        "sizes": {"images_bytes": os.path.getsize(archive)},
+    }
+    mf.write(dump_dir, manifest)
+    pruned = _prune(client, params["images_dir"], name, params["keep"], dump_dir)
+    return dict(result, manifest=manifest, pruned=pruned, commands=client.commands)
+
+
+def _prune(client, images_dir, name, keep, current):
+    """Retention as for CRIU dumps, and the pruned dumps' checkpoint images leave the store too."""
+    refs = {}
+    for old in mf.dumps_of(images_dir, name):
+        try:
+            refs[old] = mf.load(old).get("image_ref")
+        except BadCheckpoint:
+            continue
+    pruned = mf.prune(images_dir, name, keep, current)
+    for old in pruned:
+        if refs.get(old):
+            client.run("images", "rm", refs[old], check=False)
+    return pruned
+
+
+def restore(params, check_mode, run_command):
+    """Restore a method=containerd dump into the NEW container new_container."""
+    checkpoint = mf.choose(params["checkpoint"], params["images_dir"], params["name"])
+    manifest = mf.load(checkpoint)
+    if manifest.get("method") != METHOD:
+        runtime = (manifest.get("target") or {}).get("runtime")
+        raise BadCheckpoint(
+            f"{checkpoint} was dumped by CRIU from a {runtime} target (method criu), not by containerd: "
+            "restore it with method=criu (Docker dumps), or take a new dump with method=containerd"
+        )
+    new = params["new_container"]
+    if not new:
+        raise InvalidArgument("state=restored needs new_container: the name of the container to create")
+    archive = os.path.join(checkpoint, manifest.get("archive") or ARCHIVE)
+    if not os.path.isfile(archive):
+        raise BadCheckpoint(f"{checkpoint} has no {ARCHIVE}: the dump is incomplete; take a new one")
+    client = Ctr(params, run_command)
+    ref = manifest["image_ref"]
+    result = {
+        "changed": True,
+        "method": METHOD,
+        "checkpoint": checkpoint,
+        "new_container": new,
+        "image_ref": ref,
+        "gpu": {"path": "none"},
+    }
+    labels = client.container_labels(new)
+    if labels is not None:
+        pid, status = client.task_state(new)
+        ours = labels.get(RESTORED_FROM) == ref
+        if ours and status == "RUNNING":
+            return dict(result, changed=False, restored={"container": new, "pid": pid})
+        stopped = " (restored from this checkpoint, but not running)" if ours else ""
+        raise InvalidArgument(
+            f"a container {new} exists already in containerd namespace "
+            f"{params['containerd_namespace']}{stopped}: "
+            f"choose another new_container or remove it ({client.line('containers', 'rm', new)})"
+        )
+    steps = [] if client.has_image(ref) else [("images", "import", "--no-unpack", archive)]
+    steps.append(("containers", "restore", "--live", "--rw", new, ref))
+    if check_mode:
+        return dict(result, command=[client.line(*step) for step in steps])
+    try:
+        for step in steps:
+            client.run(*step)
+        pid = client.running_pid(new)
+        if pid is None:
+            raise criu.CriuError(
+                f"ctr containers restore returned, but {new} has no running task within "
+                f"{RUNNING_WAIT_S} s: see containerd's log",
+                cmd=client.commands[-1],
+            )
+        # What a second run finds: restored from this checkpoint and running, nothing to do.
+        client.run("containers", "label", new, f"{RESTORED_FROM}={ref}")
+    except criu.CriuError as exc:
+        _remove(client, new)
+        exc.msg += f" -- {new} was removed again, nothing is left half-restored"
+        raise
+    return dict(result, restored={"container": new, "pid": pid}, command=client.commands)
+
+
+def _remove(client, name):
+    if client.has_container(name):
+        client.run("tasks", "kill", "--signal", "SIGKILL", name, check=False)
+        client.run("tasks", "rm", "--force", name, check=False)
+        client.run("containers", "rm", name, check=False)

@@ -1,0 +1,218 @@
+"""method=containerd with a fake ctr: the commands in order, check mode, the refusals, and the
+clean-up of a restore that fails part way (nothing half-restored is left running)."""
+
+import json
+import os
+import re
+
+import pytest
+
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, containerd
+from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
+from ansible_collections.strata.ops.plugins.module_utils.criu import CriuError
+
+from ....fakes.run import FakeRun
+
+REF = "strata.local/checkpoint/counter:20250101T000000.000Z"
+# What runc in containerd's shim says without a criu on containerd's PATH (seen on containerd 1.6.20).
+NO_CRIU_ON_PATH = (
+    "runc did not terminate successfully: exit status 1: CRIU version check failed: "
+    'exec: "criu": executable file not found in $PATH'
+)
+
+
+class FakeCtr:
+    """ctr answering like containerd 1.6's: ``existing`` containers, ``images`` in the store,
+    ``fail`` maps a verb pair (e.g. ("containers", "restore")) to its stderr."""
+
+    def __init__(self, existing=(), images=(), fail=None, statuses=("RUNNING",)):
+        self.existing = set(existing)
+        self.images = set(images)
+        self.fail = fail or {}
+        self.statuses = list(statuses)  # what each tasks ls shows; the last one stays
+        self.labels = {}
+
+    def __call__(self, argv, **_kwargs):
+        args = argv[5:]  # after ctr --address A --namespace N
+        verb = tuple(args[:2])
+        if verb == ("containers", "restore"):  # containerd makes the container before its task restores
+            self.existing.add(args[-2])
+        if verb in self.fail:
+            return 1, "", self.fail[verb]
+        if verb == ("containers", "info"):
+            if args[2] not in self.existing:
+                return 1, "", f'container "{args[2]}": not found'
+            return 0, json.dumps({"ID": args[2], "Labels": self.labels}), ""
+        if verb == ("images", "ls"):
+            return 0, "\n".join(sorted(self.images)), ""
+        if verb == ("tasks", "ls"):
+            status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+            rows = [f"{name} 4242 {status}" for name in sorted(self.existing)]
+            return 0, "\n".join(["TASK PID STATUS", *rows]), ""
+        if verb == ("containers", "rm"):
+            self.existing.discard(args[2])
+        return 0, "", ""
+
+
+@pytest.fixture
+def dump_dir(tmp_path):
+    path = tmp_path / "counter-20250101T000000.000Z"
+    path.mkdir()
+    (path / "checkpoint.tar").write_bytes(b"oci")
+    (path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "method": "containerd",
+                "image_ref": REF,
+                "archive": "checkpoint.tar",
+                "target": {"runtime": "cri"},
+            }
+        )
+    )
+    return str(path)
+
+
+def params(**extra):
+    base = dict(
+        state="restored",
+        method="containerd",
+        checkpoint=None,
+        images_dir=None,
+        name=None,
+        new_container="counter-2",
+        containerd_address="/run/c.sock",
+        containerd_namespace="k8s.io",
+        cri_endpoint=None,
+        ctr_path="/usr/bin/ctr" if os.access("/usr/bin/ctr", os.X_OK) else "/bin/true",
+    )
+    base.update(extra)
+    return base
+
+
+def verbs(run):
+    return [tuple(argv[5:7]) for argv, _kwargs in run.calls]
+
+
+def test_restore_imports_a_missing_image_then_restores_into_the_new_container(dump_dir):
+    run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr()})
+    result = containerd.restore(params(checkpoint=dump_dir), False, run)
+    assert verbs(run) == [
+        ("containers", "info"),
+        ("images", "ls"),
+        ("images", "import"),
+        ("containers", "restore"),
+        ("tasks", "ls"),
+        ("containers", "label"),
+    ]
+    assert run.calls[-1][0][-2:] == ["counter-2", f"strata.io/restored-from={REF}"]
+    assert run.calls[2][0][-2:] == ["--no-unpack", os.path.join(dump_dir, "checkpoint.tar")]
+    assert run.calls[3][0][-4:] == ["--live", "--rw", "counter-2", REF]
+    assert (result["changed"], result["restored"], result["gpu"]) == (
+        True,
+        {"container": "counter-2", "pid": 4242},
+        {"path": "none"},
+    )
+
+
+def test_a_restored_task_shown_created_first_is_waited_for(dump_dir):
+    fake = FakeCtr(images=[REF], statuses=("CREATED", "CREATED", "RUNNING"))
+    run = FakeRun(**{os.path.basename(params()["ctr_path"]): fake})
+    result = containerd.restore(params(checkpoint=dump_dir), False, run)
+    assert result["restored"]["pid"] == 4242 and verbs(run).count(("tasks", "ls")) == 3
+
+
+def test_restore_in_check_mode_only_reads(dump_dir):
+    run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr(images=[REF])})
+    result = containerd.restore(params(checkpoint=dump_dir), True, run)
+    assert verbs(run) == [("containers", "info"), ("images", "ls")]
+    assert result["changed"] is True and result["command"][-1].endswith(
+        f"containers restore --live --rw counter-2 {REF}"
+    )
+
+
+def test_restore_refuses_a_name_that_exists_and_changes_nothing(dump_dir):
+    run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr(existing=["counter-2"])})
+    with pytest.raises(
+        InvalidArgument,
+        match=re.escape("a container counter-2 exists already in containerd namespace k8s.io"),
+    ):
+        containerd.restore(params(checkpoint=dump_dir), False, run)
+    assert verbs(run) == [("containers", "info"), ("tasks", "ls")]
+
+
+def test_a_second_restore_of_the_same_checkpoint_that_runs_is_done(dump_dir):
+    fake = FakeCtr(existing=["counter-2"], images=[REF])
+    fake.labels = {"strata.io/restored-from": REF}
+    run = FakeRun(**{os.path.basename(params()["ctr_path"]): fake})
+    result = containerd.restore(params(checkpoint=dump_dir), False, run)
+    assert (result["changed"], result["restored"]["pid"]) == (False, 4242)
+    assert verbs(run) == [("containers", "info"), ("tasks", "ls")]
+
+
+def test_restore_refuses_a_criu_dump(dump_dir):
+    with open(os.path.join(dump_dir, "manifest.json"), "w") as handle:
+        json.dump({"target": {"runtime": "docker"}}, handle)
+    with pytest.raises(
+        BadCheckpoint, match=re.escape("dumped by CRIU from a docker target (method criu), not by containerd")
+    ):
+        containerd.restore(params(checkpoint=dump_dir), False, FakeRun())
+
+
+def test_restore_refuses_a_dump_without_its_archive(dump_dir):
+    os.remove(os.path.join(dump_dir, "checkpoint.tar"))
+    with pytest.raises(BadCheckpoint, match=re.escape("has no checkpoint.tar")):
+        containerd.restore(params(checkpoint=dump_dir), False, FakeRun())
+
+
+@pytest.mark.parametrize("restore_fails", [True, False])
+def test_a_failed_restore_leaves_nothing_behind(dump_dir, restore_fails):
+    """The task's restore fails, or it returns without a running task: the new container goes."""
+    fail = {("containers", "restore"): "criu failed: type RESTORE errno 0"} if restore_fails else {}
+    fake = FakeCtr(images=[REF], fail=fail, statuses=("STOPPED",))
+    run = FakeRun(**{os.path.basename(params()["ctr_path"]): fake})
+    with pytest.raises(CriuError) as caught:
+        containerd.restore(params(checkpoint=dump_dir), False, run)
+    assert "counter-2 was removed again, nothing is left half-restored" in caught.value.msg
+    assert verbs(run)[-4:] == [
+        ("containers", "info"),
+        ("tasks", "kill"),
+        ("tasks", "rm"),
+        ("containers", "rm"),
+    ]
+    assert "counter-2" not in fake.existing
+
+
+def test_no_criu_on_containerds_path_is_named(dump_dir):
+    fake = FakeCtr(images=[REF], fail={("containers", "restore"): NO_CRIU_ON_PATH})
+    run = FakeRun(**{os.path.basename(params()["ctr_path"]): fake})
+    with pytest.raises(CriuError, match="runs the criu on containerd's PATH and finds none"):
+        containerd.restore(params(checkpoint=dump_dir), False, run)
+
+
+def test_the_socket_comes_from_cri_endpoint_and_refs_are_valid():
+    assert containerd.containerd_address({"cri_endpoint": "unix:///run/k3s/containerd/containerd.sock"}) == (
+        "/run/k3s/containerd/containerd.sock"
+    )
+    assert containerd.containerd_address({}) == "/run/containerd/containerd.sock"
+    assert containerd.image_ref("My_App.2", "20250101T000000.000Z") == (
+        "strata.local/checkpoint/my-app-2:20250101T000000.000Z"
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"pod": None}, "set pod"),
+        ({"leave_running": False}, "set leave_running=true"),
+        ({"images_dir": None}, "images_dir is needed"),
+    ],
+)
+def test_dump_refusals_come_before_any_command(extra, message):
+    run = FakeRun()
+    dump_params = params(
+        state="dumped", pod="p", namespace="ns", container="c", leave_running=True, images_dir="/tmp"
+    )
+    dump_params.update(extra)
+    with pytest.raises(InvalidArgument, match=message):
+        containerd.dump(dump_params, False, run)
+    assert run.calls == []
