@@ -297,7 +297,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 command:
-  description: The command run (or, in check mode, the command that would run), as a list.
+  description:
+    - The command run (or, in check mode, the command that would run), as a list.
+    - With O(method=containerd) and O(state=restored), the C(ctr) command lines run (or that would run).
   returned: always
   type: list
   elements: str
@@ -352,13 +354,31 @@ pruned:
   type: list
   elements: str
 restored:
-  description: The new container (C(container_id), C(name), C(pid) on the host, C(checkpoint)).
+  description:
+    - The new container (C(container_id), C(name), C(pid) on the host, C(checkpoint)); with
+      O(method=containerd), C(container) and C(pid).
   returned: state=restored and not check mode
   type: dict
 kubelet:
   description: The kubelet's answer (C(items) lists the checkpoint archives on the node).
   returned: method=kubelet
   type: dict
+method:
+  description: C(containerd) for a dump or restore through containerd's own checkpoint.
+  returned: method=containerd
+  type: str
+image_ref:
+  description:
+    - The checkpoint image in containerd's store (C(strata.local/checkpoint/NAME:STAMP)); the dump
+      directory holds it exported as C(checkpoint.tar).
+  returned: method=containerd
+  type: str
+  sample: strata.local/checkpoint/counter:20250101T000000.000Z
+commands:
+  description: Every C(ctr) command a containerd dump ran (or would run), in order.
+  returned: method=containerd and state=dumped
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
