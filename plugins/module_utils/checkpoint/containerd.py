@@ -169,14 +169,9 @@ def dump(params, check_mode, run_command):
     dump_dir = os.path.join(params["images_dir"], f"{name}-{stamp}")
     ref = image_ref(name, stamp)
     archive = os.path.join(dump_dir, ARCHIVE)
-    checkpoint_argv = [
-        *client.argv,
-        "containers",
-        "checkpoint",
-        "--task",
-        "--rw",
-        target["container_id"],
-        ref,
+    steps = [
+        ("containers", "checkpoint", "--task", "--rw", target["container_id"], ref),
+        ("images", "export", "--skip-manifest-json", archive, ref),
     ]
     # The keys of a CRIU dump's result where they mean the same (the roles' summaries read them).
     result = {
@@ -185,21 +180,15 @@ def dump(params, check_mode, run_command):
         "checkpoint_dir": dump_dir,
         "image_ref": ref,
         "target": target,
-        "command": checkpoint_argv,
+        "command": [*client.argv, *steps[0]],
         "gpu": {"path": "none"},
     }
     if check_mode:
-        return dict(
-            result,
-            commands=[
-                " ".join(checkpoint_argv),
-                client.line("images", "export", "--skip-manifest-json", archive, ref),
-            ],
-        )
+        return dict(result, commands=[client.line(*step) for step in steps])
     mf.make_images_dir(params["images_dir"])
     os.makedirs(dump_dir)
-    client.run(*checkpoint_argv[len(client.argv) :])
-    client.run("images", "export", "--skip-manifest-json", archive, ref)
+    for step in steps:
+        client.run(*step)
     manifest = {
         "name": name,
         "method": METHOD,
