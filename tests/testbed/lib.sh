@@ -22,6 +22,13 @@ CRI_SOCKET=/run/strata-cri/containerd.sock
 CRI_CONFIG=$STRATA_CACHE/cri/config.toml
 CRICTL=$STRATA_CACHE/bin/crictl
 CRI_POD_SUBNET=10.213.0.0/24
+# The lab cluster's one real node (node/start): a kubelet on containerd 2.x, beside the kwok nodes.
+NODE_NAME=strata-node-1
+NODE_DIR=/run/strata-node
+NODE_SOCKET=$NODE_DIR/containerd.sock
+NODE_POD_SUBNET=10.214.0.0/24
+NODE_KUBELET_URL=https://127.0.0.1:10250
+CONTAINERD2_VERSION=v2.3.7
 
 # Debian packages the host needs for the tests; each line: package (why).
 HOST_PACKAGES=(
@@ -61,6 +68,8 @@ apt_install() {
 
 docker_answers() { docker info >/dev/null 2>&1; }
 cri_answers() { ctr --address "$CRI_SOCKET" version >/dev/null 2>&1; }
+containerd2_bin() { echo "$STRATA_CACHE/containerd-$CONTAINERD2_VERSION/bin"; }
+node_answers() { "$(containerd2_bin)/ctr" --address "$NODE_SOCKET" version >/dev/null 2>&1; }
 
 # An apt configuration of its own for another Debian suite, so that packages of
 # trixie/sid can be downloaded and unpacked with dpkg -x without touching the host's apt.
