@@ -45,13 +45,20 @@ description:
     with a GPU and C(cuda-checkpoint) (and the plugin, for a plugin dump); after a dump taken by
     C(cuda-checkpoint) directly, the module restores and unlocks the CUDA processes itself.
   - O(method=kubelet) asks the kubelet's checkpoint API (C(POST /checkpoint/NS/POD/CONTAINER),
-    Kubernetes 1.25+ with the C(ContainerCheckpoint) feature) instead of running CRIU here.
+    Kubernetes 1.25+ with the C(ContainerCheckpoint) feature; the CRI runtime, containerd 2.x or
+    CRI-O, runs CRIU) and moves the archive it writes on the node into a dump directory, with the
+    pod's spec read from the API server. O(state=restored) restores such a dump as the NEW pod
+    O(new_pod) on O(node): the archive is imported into the node's containerd as a checkpoint image
+    (annotation C(org.criu.checkpoint.container.name)), and a copy of the original pod's spec runs
+    the checkpointed container from it, which containerd's CRI plugin restores instead of starting.
+    The module runs on the node (the archive is a file there).
   - Docker is reached through its HTTP API on the unix socket with the Python standard library
     (no Docker SDK or CLI needed on the host).
 author:
   - strata.ops maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - strata.ops.attributes
+  - strata.ops.k8s_auth
 attributes:
   check_mode:
     support: full
@@ -71,7 +78,9 @@ options:
     default: dumped
   method:
     description:
-      - V(criu) runs CRIU on this host; V(kubelet) calls the kubelet checkpoint API (O(kubelet_url)).
+      - V(criu) runs CRIU on this host.
+      - V(kubelet) calls the kubelet checkpoint API (O(kubelet_url)) and restores as a new pod (O(new_pod));
+        it reads and creates pods through the Kubernetes API (O(kubeconfig)).
       - V(containerd) uses containerd's own checkpoint of the CRI container of O(pod) (containerd 1.6 and
         1.7, as MicroK8s and k3s run it) - C(ctr containers checkpoint --task --rw), the container left
         running - and exports the checkpoint image into the dump directory; O(state=restored) restores
@@ -205,7 +214,9 @@ options:
     type: int
     default: 10
   timeout:
-    description: Seconds to wait for the kubelet checkpoint API (O(method=kubelet)).
+    description:
+      - Seconds to wait for the kubelet checkpoint API, and for a pod restored with O(method=kubelet)
+        to run the restored container.
     type: int
     default: 600
   checkpoint:
@@ -217,6 +228,18 @@ options:
     description:
       - With O(state=restored), the name of the new container. It must not exist yet; a running
         container of that name restored from the same checkpoint counts as done (changed=false).
+    type: str
+  new_pod:
+    description:
+      - With O(method=kubelet) and O(state=restored), the name of the new pod (in O(namespace)). It must
+        not exist yet; a running pod of that name restored from the same checkpoint counts as done.
+      - It gets none of the original pod's labels (the original's ReplicaSet would adopt or delete it),
+        but C(strata.io/restored-from-pod=ORIGINAL) and the annotation C(strata.io/restored-from).
+    type: str
+  node:
+    description:
+      - With O(method=kubelet) and O(state=restored), the node the new pod runs on; default the node of
+        the original pod. The module must run on that node (its containerd imports the checkpoint image).
     type: str
   kubelet_url:
     description: Kubelet base URL for O(method=kubelet), for example C(https://node1:10250).
@@ -236,7 +259,6 @@ notes:
   - Restore needs Docker started with C(--experimental) and C(criu) 4.x on dockerd's PATH (runc runs it).
     The new container gets the original's image, command, environment and mounts; files written
     into the original's writable layer are not copied, so keep state the process needs on mounts.
-  - Dumps are full dumps; CRIU's memory tracking (pre-dump) is not used.
   - Mounts the host propagated into the container after it started (a tmpfs mounted on the host
     under a HostToContainer volume, as layer 4's ramdisk is) are declared external, not copied
     into the dump; the restored container binds them from the same host paths, which must be
@@ -276,16 +298,30 @@ EXAMPLES = r"""
     new_container: pytorch-restored
   register: restored
 
-- name: Checkpoint through the kubelet API (run on the controller)
+- name: Checkpoint through the kubelet API (on the pod's node, where the kubelet writes the archive)
   strata.ops.pod_checkpoint:
     method: kubelet
-    kubelet_url: https://node1:10250
+    kubelet_url: https://127.0.0.1:10250
     kubelet_token: "{{ lookup('ansible.builtin.file', 'checkpoint.token') }}"
     kubelet_ca_path: /etc/kubernetes/pki/ca.crt
+    kubeconfig: /etc/strata/admin.kubeconfig
     pod: pytorch-stress
     namespace: kybernate-system
     container: pytorch
-  delegate_to: localhost
+    images_dir: /srv/checkpoints
+  delegate_to: node1
+
+- name: Restore that dump as a new pod on the same node
+  strata.ops.pod_checkpoint:
+    method: kubelet
+    state: restored
+    images_dir: /srv/checkpoints
+    name: pytorch-stress-pytorch
+    namespace: kybernate-system
+    new_pod: pytorch-stress-restored
+    kubeconfig: /etc/strata/admin.kubeconfig
+    containerd_address: /run/containerd/containerd.sock
+  delegate_to: node1
 
 - name: Print the command a dump would run
   strata.ops.pod_checkpoint:
@@ -356,27 +392,33 @@ pruned:
 restored:
   description:
     - The new container (C(container_id), C(name), C(pid) on the host, C(checkpoint)); with
-      O(method=containerd), C(container) and C(pid).
+      O(method=containerd), C(container) and C(pid); with O(method=kubelet), C(pod), C(node),
+      C(container_id) and C(restart_count).
   returned: state=restored and not check mode
   type: dict
 kubelet:
   description: The kubelet's answer (C(items) lists the checkpoint archives on the node).
-  returned: method=kubelet
+  returned: method=kubelet and state=dumped and not check mode
   type: dict
 method:
-  description: C(containerd) for a dump or restore through containerd's own checkpoint.
-  returned: method=containerd
+  description: C(containerd) or C(kubelet) for a dump or restore through containerd or the kubelet.
+  returned: method=containerd or method=kubelet
   type: str
 image_ref:
   description:
-    - The checkpoint image in containerd's store (C(strata.local/checkpoint/NAME:STAMP)); the dump
-      directory holds it exported as C(checkpoint.tar).
-  returned: method=containerd
+    - The checkpoint image in containerd's store (C(strata.local/checkpoint/NAME:STAMP)); with
+      O(method=containerd) the dump directory holds it exported as C(checkpoint.tar), with
+      O(method=kubelet) the restore makes it from the kubelet's archive.
+  returned: method=containerd, or method=kubelet and state=restored
   type: str
   sample: strata.local/checkpoint/counter:20250101T000000.000Z
+pod:
+  description: With O(method=kubelet), the new pod as it was created (or would be, in check mode).
+  returned: method=kubelet and state=restored and the pod did not exist
+  type: dict
 commands:
-  description: Every C(ctr) command a containerd dump ran (or would run), in order.
-  returned: method=containerd and state=dumped
+  description: Every C(ctr) command a containerd dump or a kubelet restore ran (or would run), in order.
+  returned: method=containerd and state=dumped, or method=kubelet and state=restored
   type: list
   elements: str
 """
@@ -387,11 +429,13 @@ from ansible_collections.strata.ops.plugins.module_utils import containers as ct
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import module as checkpoint
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.gpu import LIBCUDA
 from ansible_collections.strata.ops.plugins.module_utils.common import run_module
+from ansible_collections.strata.ops.plugins.module_utils.k8s_options import K8S_AUTH_ARGSPEC
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            **K8S_AUTH_ARGSPEC,
             state=dict(type="str", choices=["dumped", "restored"], default="dumped"),
             method=dict(type="str", choices=["criu", "containerd", "kubelet"], default="criu"),
             pod=dict(type="str"),
@@ -421,13 +465,14 @@ def main():
             timeout=dict(type="int", default=600),
             checkpoint=dict(type="path"),
             new_container=dict(type="str"),
+            new_pod=dict(type="str"),
+            node=dict(type="str"),
             kubelet_url=dict(type="str"),
             kubelet_token=dict(type="str", no_log=True),
             kubelet_ca_path=dict(type="path"),
             validate_certs=dict(type="bool", default=True),
         ),
         mutually_exclusive=[("pid", "pod"), ("pid", "container")],
-        required_if=[("method", "kubelet", ("kubelet_url", "pod", "container"))],
         supports_check_mode=True,
     )
     run_module(module, lambda: checkpoint.run(module.params, module.check_mode, module.run_command))

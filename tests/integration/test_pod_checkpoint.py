@@ -761,10 +761,3 @@ def test_restore_onto_running_name_is_refused(counter, tmp_path, experimental):
     assert result["error"] == "ContainerConflict"
     assert f"a container named {counter['name']} already exists (running" in result["msg"]
     assert "docker rm -f" in result["msg"]
-
-
-def test_kubelet_checkpoint_api():
-    pytest.skip(
-        "the kubelet checkpoint API (POST /checkpoint/{namespace}/{pod}/{container}) needs a real kubelet "
-        "with a CRI runtime that can checkpoint; this test bed has a control plane with simulated nodes only"
-    )

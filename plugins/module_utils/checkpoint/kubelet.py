@@ -1,14 +1,52 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""method=kubelet: the kubelet's checkpoint API (POST /checkpoint/NAMESPACE/POD/CONTAINER).
+"""method=kubelet: checkpoint a pod's container through the kubelet, restore it as a NEW pod.
 
-The API is the kubelet's (Kubernetes 1.25+, ContainerCheckpoint feature, on by default since
-1.30); the CRI runtime writes the archive on the node under /var/lib/kubelet/checkpoints/.
+* dump: ``POST /checkpoint/NAMESPACE/POD/CONTAINER`` on the kubelet (Kubernetes 1.25+, feature
+  ContainerCheckpoint, on by default since 1.30; the caller needs ``create`` on
+  ``nodes/checkpoint``). The CRI runtime (containerd 2.x, CRI-O) writes an archive under the
+  kubelet's ``checkpoints/`` directory on the node and the kubelet answers with its path
+  (``{"items": [PATH]}``). The module runs on that node: it moves the archive into a dated dump
+  directory beside manifest.json, with the pod's spec (read from the API server), so that the
+  restore needs nothing of the original pod, which may be gone by then.
+* restore: the archive becomes a checkpoint OCI image (ociimage.py) imported into the node's
+  containerd (``ctr images import``), and a new pod, a copy of the original's spec pinned to the
+  node, runs the checkpointed container from that image: containerd's CRI plugin sees the
+  checkpoint annotation and restores the container instead of starting it. The new pod has none
+  of the original's labels (a ReplicaSet would adopt or delete it) nor owner references. A restore
+  that fails deletes the new pod again, so nothing half-restored is left running.
 """
 
 import json
+import os
+import shutil
 
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
-from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, containerd, ociimage
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
+from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, StrataError, utc_iso
+
+METHOD = "kubelet"
+ARCHIVE = "checkpoint.tar"
+IMAGE_ARCHIVE = "checkpoint-image.tar"
+RESTORED_FROM = containerd.RESTORED_FROM
+RESTORED_FROM_POD = "strata.io/restored-from-pod"
+# The archive's metadata file that names the image the container ran (checkpointctl's
+# lib.ConfigDumpFile, written by containerd's CheckpointContainer).
+CONFIG_DUMP = "config.dump"
+# Container states in which a restored pod will not come up by itself.
+FAILED_REASONS = frozenset(
+    [
+        "ErrImageNeverPull",
+        "CreateContainerError",
+        "CreateContainerConfigError",
+        "RunContainerError",
+        "CrashLoopBackOff",
+        "ImageInspectError",
+        "InvalidImageName",
+    ]
+)
+# Fields of a pod's spec that belong to the running pod, not to what it runs.
+SPEC_OF_THE_RUNNING_POD = ("nodeName", "ephemeralContainers")
 
 
 def checkpoint_url(params):
@@ -18,11 +56,8 @@ def checkpoint_url(params):
     return f"{base}/checkpoint/{params['namespace']}/{params['pod']}/{params['container']}"
 
 
-def kubelet_checkpoint(params, check_mode):
-    """The module's result for method=kubelet."""
-    url = checkpoint_url(params)
-    if check_mode:
-        return {"changed": True, "command": ["POST", url]}
+def post_checkpoint(params, url):
+    """The kubelet's answer to the checkpoint POST."""
     headers = {"Authorization": f"Bearer {params['kubelet_token']}"} if params["kubelet_token"] else {}
     # ansible.module_utils.urls costs ~0.1 s of imports that every CRIU dump (the common
     # path, timed by bench/bench_checkpoint.py) would otherwise pay.
@@ -37,11 +72,302 @@ def kubelet_checkpoint(params, check_mode):
             ca_path=params["kubelet_ca_path"],
             timeout=params["timeout"],
         )
-        answer = json.loads(response.read() or b"{}")
+        return json.loads(response.read() or b"{}")
     except Exception as exc:  # urllib's HTTPError/URLError/ssl errors all land here
+        said = _http_body(exc)
         raise ctr.RuntimeUnavailable(
-            f"kubelet checkpoint API {url} failed: {exc}. The kubelet needs the ContainerCheckpoint feature "
-            "(on by default since 1.30) and a CRI runtime with checkpoint support; the token needs "
-            "create on nodes/checkpoint"
+            f"kubelet checkpoint API {url} failed: {exc}{': ' + said if said else ''}. The kubelet needs "
+            "the ContainerCheckpoint feature (on by default since 1.30) and a CRI runtime with checkpoint "
+            "support (containerd >= 2.0 or CRI-O, with CRIU >= 4 on its PATH); the token needs create on "
+            "nodes/checkpoint"
         ) from None
-    return {"changed": True, "command": ["POST", url], "kubelet": answer}
+
+
+def _http_body(exc):
+    try:
+        return exc.read().decode("utf-8", "replace").strip()[:300]
+    except Exception:  # not an HTTPError, or its body is gone
+        return ""
+
+
+def pod_spec_to_keep(pod):
+    spec = dict(pod.get("spec") or {})
+    for key in SPEC_OF_THE_RUNNING_POD:
+        spec.pop(key, None)
+    return spec
+
+
+def dump(params, check_mode, connect):
+    """Checkpoint pod/container through the kubelet into a dump directory of images_dir;
+    ``connect()`` gives the Kubernetes client, once the parameters are known to be good."""
+    url = checkpoint_url(params)
+    if not params["images_dir"]:
+        raise InvalidArgument(
+            "images_dir is needed: the kubelet's archive is moved into a dump directory there"
+        )
+    namespace = params["namespace"]
+    pod = connect().get("Pod", params["pod"], namespace)
+    names = [c["name"] for c in pod["spec"].get("containers", [])]
+    if params["container"] not in names:
+        raise InvalidArgument(
+            f"pod {namespace}/{params['pod']} has no container {params['container']!r}; its containers: "
+            f"{', '.join(names)}"
+        )
+    node = pod["spec"].get("nodeName")
+    mf.check_images_dir(params["images_dir"])
+    name = params["name"] or f"{params['pod']}-{params['container']}"
+    dump_dir = os.path.join(params["images_dir"], f"{name}-{mf.stamp()}")
+    result = {
+        "changed": True,
+        "method": METHOD,
+        "checkpoint_dir": dump_dir,
+        "command": ["POST", url],
+        "target": {
+            "pod": params["pod"],
+            "namespace": namespace,
+            "container": params["container"],
+            "node": node,
+        },
+        "gpu": {"path": "none"},
+    }
+    if check_mode:
+        return result
+    answer = post_checkpoint(params, url)
+    written = (answer.get("items") or [None])[0]
+    if not written:
+        raise ctr.RuntimeUnavailable(f"the kubelet answered {answer} to {url}: no archive path in items")
+    mf.make_images_dir(params["images_dir"])
+    os.makedirs(dump_dir)
+    archive = os.path.join(dump_dir, ARCHIVE)
+    _move_archive(written, archive, node, dump_dir)
+    manifest = {
+        "name": name,
+        "method": METHOD,
+        "created": utc_iso(),
+        "archive": ARCHIVE,
+        "kubelet_archive": written,
+        "archive_sha256": ociimage.sha256_of(archive),
+        "leave_running": True,
+        "pod": {
+            "name": params["pod"],
+            "namespace": namespace,
+            "uid": pod["metadata"].get("uid"),
+            "node": node,
+        },
+        "container": params["container"],
+        "pod_spec": pod_spec_to_keep(pod),
+        "sizes": {"images_bytes": os.path.getsize(archive)},
+    }
+    mf.write(dump_dir, manifest)
+    pruned = mf.prune(params["images_dir"], name, params["keep"], dump_dir)
+    return dict(result, manifest=manifest, pruned=pruned, kubelet=answer)
+
+
+def _move_archive(written, archive, node, dump_dir):
+    """The kubelet's archive into the dump directory (a rename on one file system, else a copy)."""
+    if not os.path.isfile(written):
+        shutil.rmtree(dump_dir, ignore_errors=True)
+        raise InvalidArgument(
+            f"the kubelet wrote its archive to {written} on node {node}, which is not a file on this host: "
+            f"run the module on node {node} (delegate_to), where the archive is"
+        )
+    try:
+        shutil.move(written, archive)
+    except OSError as exc:
+        shutil.rmtree(dump_dir, ignore_errors=True)
+        raise InvalidArgument(
+            f"cannot move the kubelet's archive {written} into {dump_dir}: {exc.strerror or exc}. "
+            f"The archive stays at {written} ({os.path.getsize(written)} bytes); free space where "
+            "images_dir is, or point images_dir at a file system with room for it"
+        ) from None
+
+
+def restore(params, check_mode, connect, run_command):
+    """Restore a method=kubelet dump as the new pod new_pod (``connect()``: the Kubernetes client)."""
+    checkpoint = mf.choose(params["checkpoint"], params["images_dir"], params["name"])
+    manifest = mf.load(checkpoint)
+    if manifest.get("method") != METHOD:
+        raise BadCheckpoint(
+            f"{checkpoint} was not taken through the kubelet (method {manifest.get('method', 'criu')}): "
+            f"restore it with method={manifest.get('method', 'criu')}, or take a new dump with method=kubelet"
+        )
+    new_pod = params["new_pod"]
+    if not new_pod:
+        raise InvalidArgument("method=kubelet restores into a new pod: set new_pod to its name")
+    namespace = params["namespace"]
+    node = params["node"] or manifest["pod"]["node"]
+    archive = _checked_archive(checkpoint, manifest)
+    name = manifest["name"]
+    ref = containerd.image_ref(name, os.path.basename(checkpoint)[len(name) + 1 :])
+    result = {
+        "changed": True,
+        "method": METHOD,
+        "checkpoint": checkpoint,
+        "new_pod": new_pod,
+        "namespace": namespace,
+        "node": node,
+        "image_ref": ref,
+        "gpu": {"path": "none"},
+    }
+    client = connect()
+    existing = _existing_pod(client, new_pod, namespace)
+    if existing is not None:
+        ours = (existing["metadata"].get("annotations") or {}).get(RESTORED_FROM) == ref
+        if ours and existing.get("status", {}).get("phase") == "Running":
+            return dict(result, changed=False, restored=_restored_view(existing, manifest["container"]))
+        raise ctr.ContainerConflict(
+            f"a pod {namespace}/{new_pod} exists already"
+            f"{' (restored from this checkpoint, but not running)' if ours else ''}: choose another "
+            f"new_pod or delete it (kubectl -n {namespace} delete pod {new_pod})"
+        )
+    client.get_node(node)
+    ctr_client = containerd.Ctr(params, run_command)
+    body = pod_body(manifest, new_pod, namespace, node, ref, checkpoint)
+    steps = _image_steps(ctr_client, archive, ref, checkpoint)
+    if check_mode:
+        return dict(result, commands=[ctr_client.line(*step) for step in steps], pod=body)
+    image_archive = os.path.join(checkpoint, IMAGE_ARCHIVE)
+    try:
+        if steps:
+            ociimage.write(archive, manifest["archive_sha256"], image_archive, ref, manifest["container"])
+        for step in steps:
+            ctr_client.run(*step)
+    finally:
+        if os.path.exists(image_archive):
+            os.unlink(image_archive)
+    client.create("Pod", body, namespace)
+    try:
+        pod = wait_restored(client, new_pod, namespace, manifest["container"], params["timeout"])
+    except StrataError as exc:
+        client.delete("Pod", new_pod, namespace, grace_period_seconds=0)
+        exc.msg += f" -- pod {namespace}/{new_pod} was deleted again, nothing is left half-restored"
+        raise
+    return dict(
+        result, restored=_restored_view(pod, manifest["container"]), commands=ctr_client.commands, pod=body
+    )
+
+
+def _checked_archive(checkpoint, manifest):
+    archive = os.path.join(checkpoint, manifest.get("archive") or ARCHIVE)
+    if not os.path.isfile(archive):
+        raise BadCheckpoint(f"{checkpoint} has no {ARCHIVE}: the dump is incomplete; take a new one")
+    size = os.path.getsize(archive)
+    want = manifest.get("sizes", {}).get("images_bytes")
+    if want is not None and size != want:
+        raise BadCheckpoint(
+            f"{archive} has {size} bytes, the dump wrote {want}: it is truncated or changed; take a new dump"
+        )
+    return archive
+
+
+def _existing_pod(client, name, namespace):
+    # Importing the k8s package loads the kubernetes library: only this path pays for it.
+    from ansible_collections.strata.ops.plugins.module_utils.k8s.errors import K8sNotFound  # noqa: PLC0415
+
+    try:
+        return client.get("Pod", name, namespace)
+    except K8sNotFound:
+        return None
+
+
+def _image_steps(ctr_client, archive, ref, checkpoint):
+    """ctr steps that make the checkpoint image and its base image known to the node's containerd."""
+    steps = (
+        [] if ctr_client.has_image(ref) else [("images", "import", os.path.join(checkpoint, IMAGE_ARCHIVE))]
+    )
+    config = json.loads(ociimage.read_member(archive, CONFIG_DUMP) or b"{}")
+    base_ref, base_name = config.get("rootfsImageRef"), config.get("rootfsImageName")
+    if not base_ref:
+        raise BadCheckpoint(
+            f"{archive} has no {CONFIG_DUMP} naming its base image: it is not a CRI checkpoint"
+        )
+    if not ctr_client.has_image(base_ref):
+        # containerd's restore looks the base image up by the reference the container ran (its image
+        # ID, sha256:..., for an image that was imported rather than pulled) and pulls it when that
+        # name is missing; an imported image is known by its tag only, so the ID is added as a name.
+        if not (base_name and ctr_client.has_image(base_name)):
+            raise BadCheckpoint(
+                f"the checkpointed container ran image {base_name or base_ref} ({base_ref}), which the "
+                f"node's containerd does not have: import it there first (ctr -n k8s.io images import)"
+            )
+        steps.append(("images", "tag", base_name, base_ref))
+    return steps
+
+
+def pod_body(manifest, new_pod, namespace, node, ref, checkpoint):  # noqa: PLR0917 - one pod's fields
+    """The new pod: the original's spec on ``node``, the checkpointed container from ``ref``."""
+    spec = json.loads(json.dumps(manifest["pod_spec"]))
+    spec["nodeName"] = node
+    for container in spec.get("containers", []):
+        if container["name"] == manifest["container"]:
+            container["image"] = ref
+            container["imagePullPolicy"] = "Never"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": new_pod,
+            "namespace": namespace,
+            "labels": {RESTORED_FROM_POD: manifest["pod"]["name"]},
+            "annotations": {RESTORED_FROM: ref, "strata.io/checkpoint": checkpoint},
+        },
+        "spec": spec,
+    }
+
+
+def container_status(pod, container):
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == container:
+            return status
+    return None
+
+
+def restore_outcome(pod, container):
+    """'running', 'failed: REASON: MESSAGE' or None (not yet) for the restored container."""
+    status = container_status(pod, container)
+    if not status:
+        return None
+    state = status.get("state") or {}
+    if "running" in state:
+        return "running"
+    for key in ("waiting", "terminated"):
+        if key not in state:
+            continue
+        detail = state[key] or {}
+        reason = detail.get("reason")
+        if key == "terminated" or reason in FAILED_REASONS:
+            return f"failed: {reason or key}: {detail.get('message', '').strip()}"
+    return None
+
+
+def wait_restored(client, name, namespace, container, timeout):
+    def settled(items):
+        return bool(items) and restore_outcome(items[0], container) is not None
+
+    done = client.watch_until(
+        "Pod",
+        settled,
+        namespace,
+        field_selector=f"metadata.name={name}",
+        timeout=timeout,
+        description=f"container {container} of pod {namespace}/{name} running from the checkpoint",
+    )
+    pod = done["items"][0]
+    outcome = restore_outcome(pod, container)
+    if outcome != "running":
+        raise BadCheckpoint(
+            f"pod {namespace}/{name} did not restore container {container}: {outcome}. See the node's "
+            "containerd log; a checkpoint from another runtime or CRIU version, or of another image, "
+            "cannot be restored"
+        )
+    return pod
+
+
+def _restored_view(pod, container):
+    status = container_status(pod, container) or {}
+    return {
+        "pod": pod["metadata"]["name"],
+        "node": pod["spec"].get("nodeName"),
+        "container_id": status.get("containerID"),
+        "restart_count": status.get("restartCount"),
+    }

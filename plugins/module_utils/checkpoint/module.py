@@ -2,11 +2,19 @@
 """What strata.ops.pod_checkpoint does with its parameters: check them, then dump, restore or ask
 the kubelet."""
 
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import containerd
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import containerd, kubelet
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.dump import Dumper
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint.kubelet import kubelet_checkpoint
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.restore import Restorer
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
+
+
+def kubernetes_client(params):
+    # The kubernetes library costs ~0.3 s of imports: only method=kubelet loads it.
+    from ansible_collections.strata.ops.plugins.module_utils.k8s.kubeconfig import get_client  # noqa: PLC0415
+
+    return get_client(
+        kubeconfig=params["kubeconfig"], context=params["context"], api_timeout=params["api_timeout"]
+    )
 
 
 def run(params, check_mode, run_command):
@@ -20,7 +28,9 @@ def run(params, check_mode, run_command):
         lock_timeout = params["cuda_lock_timeout"]
         raise InvalidArgument(f"cuda_lock_timeout must be 0 (no timeout) or more seconds, got {lock_timeout}")
     if params["method"] == "kubelet":
-        return kubelet_checkpoint(params, check_mode)
+        if params["state"] == "restored":
+            return kubelet.restore(params, check_mode, lambda: kubernetes_client(params), run_command)
+        return kubelet.dump(params, check_mode, lambda: kubernetes_client(params))
     if params["method"] == "containerd":
         job = containerd.restore if params["state"] == "restored" else containerd.dump
         return job(params, check_mode, run_command)

@@ -26,8 +26,7 @@ from ansible_collections.strata.ops.plugins.module_utils.k8s.resources import (
     resource_path,
 )
 from ansible_collections.strata.ops.plugins.module_utils.k8s.watch import Watching
-
-DEFAULT_API_TIMEOUT = 10
+from ansible_collections.strata.ops.plugins.module_utils.k8s_options import DEFAULT_API_TIMEOUT
 
 
 def object_not_found(kind, name, namespace):

@@ -24,15 +24,9 @@ from ansible_collections.strata.ops.plugins.module_utils.k8s.library import (
     yaml,
 )
 from ansible_collections.strata.ops.plugins.module_utils.k8s.x509 import certificate_problem
+from ansible_collections.strata.ops.plugins.module_utils.k8s_options import K8S_AUTH_ARGSPEC  # noqa: F401 - re-exported
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
-
-# Shared options of every k8s-facing module (documented by doc fragment strata.ops.k8s_auth).
-K8S_AUTH_ARGSPEC = dict(
-    kubeconfig=dict(type="path", no_log=False),
-    context=dict(type="str"),
-    api_timeout=dict(type="int", default=DEFAULT_API_TIMEOUT),
-)
 
 
 def kubeconfig_path(kubeconfig=None, environ=None):

@@ -1,0 +1,265 @@
+"""strata.ops.pod_checkpoint method=kubelet on the lab cluster's real node (tests/testbed/node/start):
+a kubelet built from the control plane's module on containerd 2.x, CRIU 4 and runc.
+
+A pod on that node runs a counter that lives only in memory (the CRI workload image, writing it to
+/count too). The module checkpoints it through the kubelet's API with a service account token that
+may create nodes/checkpoint (webhook authorization, as on a production kubelet), the pod left
+running; then restores the dump as a NEW pod, whose counter goes on from the dumped value (a fresh
+process would count from 1). Then what must be refused, with nothing left behind.
+
+Needs root, the lab control plane and the node (tests/testbed/up all starts both).
+"""
+
+import json
+import os
+import re
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from .conftest import CACHE, REPO
+from .k8s_fixtures import controlplane  # noqa: F401 - a fixture
+from .test_pod_checkpoint import _missing, run_module
+
+NODE_START = os.path.join(REPO, "tests", "testbed", "node", "start")
+NODE_CA = os.path.join(CACHE, "node", "ca.crt")
+LAB_KUBECONFIG = os.path.join(CACHE, "controlplane", "strata-lab.kubeconfig")
+with open(os.path.join(REPO, "tests", "testbed", "controlplane", "go.mod")) as _gomod:
+    K8S_VERSION = re.search(r"k8s\.io/kubernetes (v1\.[0-9.]+)", _gomod.read()).group(1)
+KUBECTL = os.path.join(CACHE, "controlplane", K8S_VERSION, "bin", "kubectl")
+NODE_SOCKET = "/run/strata-node/containerd.sock"
+KUBELET_URL = "https://127.0.0.1:10250"
+COUNTED_BEFORE_DUMP = 25  # 5 s of counting: more than a fresh process reaches while the test looks
+
+
+def from_lib_sh(fn):
+    out = subprocess.run(
+        ["bash", "-c", f"source {REPO}/tests/testbed/lib.sh && {fn}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def node(controlplane):  # noqa: F811 - the fixture
+    if os.geteuid() != 0:
+        _missing("the kubelet and containerd need root")
+    proc = subprocess.run([NODE_START], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        _missing(f"tests/testbed/node/start failed: {proc.stderr.strip()[-1500:]}")
+    return {
+        "name": proc.stdout.strip().splitlines()[-1],
+        "ctr": os.path.join(from_lib_sh("containerd2_bin"), "ctr"),
+        "image": from_lib_sh("cri_image"),
+    }
+
+
+def kubectl(*args, check=True, stdin=None):
+    proc = subprocess.run(
+        [KUBECTL, "--kubeconfig", LAB_KUBECONFIG, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
+    return proc.stdout
+
+
+def apply(obj):
+    kubectl("apply", "-f", "-", stdin=json.dumps(obj))
+
+
+@pytest.fixture(scope="module")
+def tokens(node):
+    """A token that may create nodes/checkpoint, and one that may not (RBAC, checked by the kubelet
+    through the API server's SubjectAccessReview)."""
+    ns = "strata-ckpt-auth"
+    apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    for sa in ("checkpointer", "bystander"):
+        apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa, "namespace": ns}})
+    apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "strata-node-checkpoint"},
+            "rules": [{"apiGroups": [""], "resources": ["nodes/checkpoint"], "verbs": ["create"]}],
+        }
+    )
+    apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "strata-node-checkpoint"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "strata-node-checkpoint",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "checkpointer", "namespace": ns}],
+        }
+    )
+    return {sa: kubectl("-n", ns, "create", "token", sa).strip() for sa in ("checkpointer", "bystander")}
+
+
+def pod_manifest(name, namespace, image):
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": "counter"}},
+        "spec": {
+            "nodeSelector": {"strata.io/real-node": "true"},
+            "tolerations": [{"key": "strata.io/real-node", "operator": "Exists", "effect": "NoSchedule"}],
+            "terminationGracePeriodSeconds": 2,
+            "containers": [
+                {
+                    "name": "counter",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "command": ["/workload", "count"],
+                }
+            ],
+        },
+    }
+
+
+def wait_pod(namespace, name, jsonpath, want, timeout=60):
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        seen = kubectl("-n", namespace, "get", "pod", name, "-o", f"jsonpath={jsonpath}", check=False)
+        if seen == want:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"pod {namespace}/{name}: {jsonpath} is {seen!r}, not {want!r} after {timeout} s")
+
+
+@pytest.fixture
+def counter_pod(node):
+    namespace = f"strata-ckpt-{uuid.uuid4().hex[:6]}"
+    apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    apply(pod_manifest("counter", namespace, node["image"]))
+    wait_pod(namespace, "counter", "{.status.phase}", "Running")
+    yield {"namespace": namespace, "name": "counter"}
+    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def count_of(node, namespace, pod):
+    """The counter of the pod's container, read from its root on the host (/proc/PID/root/count)."""
+    cid = kubectl(
+        "-n", namespace, "get", "pod", pod, "-o", "jsonpath={.status.containerStatuses[0].containerID}"
+    )
+    cid = cid.split("://", 1)[1]
+    tasks = subprocess.run(
+        [node["ctr"], "--address", NODE_SOCKET, "-n", "k8s.io", "tasks", "ls"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    pid = next(line.split()[1] for line in tasks.splitlines() if line.startswith(cid))
+    with open(f"/proc/{pid}/root/count") as handle:
+        return int(handle.read())
+
+
+def wait_count(node, namespace, pod, minimum, timeout=20):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = count_of(node, namespace, pod)
+        except (OSError, ValueError, StopIteration, IndexError):
+            value = None
+        if value is not None and value >= minimum:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{namespace}/{pod} counted {value}, not {minimum}, within {timeout} s")
+        time.sleep(0.2)
+
+
+def kubelet_args(tmp_path, counter_pod, token, **changes):
+    args = dict(
+        method="kubelet",
+        kubelet_url=KUBELET_URL,
+        kubelet_token=token,
+        kubelet_ca_path=NODE_CA,
+        kubeconfig=LAB_KUBECONFIG,
+        pod=counter_pod["name"],
+        namespace=counter_pod["namespace"],
+        container="counter",
+        images_dir=str(tmp_path / "images"),
+        containerd_address=NODE_SOCKET,
+        timeout=60,
+    )
+    args.update(changes)
+    return args
+
+
+def test_kubelet_checkpoint_then_restore_as_a_new_pod(node, tokens, counter_pod, tmp_path):
+    ns = counter_pod["namespace"]
+    args = kubelet_args(tmp_path, counter_pod, tokens["checkpointer"], ctr_path=node["ctr"])
+    planned = run_module(tmp_path, args, check_mode=True)
+    assert planned["changed"] is True and planned["command"] == [
+        "POST",
+        f"{KUBELET_URL}/checkpoint/{ns}/counter/counter",
+    ]
+    assert not (tmp_path / "images").exists()  # check mode wrote nothing
+
+    wait_count(node, ns, "counter", COUNTED_BEFORE_DUMP)
+    dumped = run_module(tmp_path, args)
+    assert dumped.get("failed") is not True, dumped
+    before = count_of(node, ns, "counter")
+    manifest = dumped["manifest"]
+    assert manifest["method"] == "kubelet" and manifest["pod"]["node"] == node["name"]
+    archive = os.path.join(dumped["checkpoint_dir"], "checkpoint.tar")
+    assert os.path.getsize(archive) == manifest["sizes"]["images_bytes"] > 0
+    kubelet_archive = dumped["kubelet"]["items"][0]
+    assert kubelet_archive.startswith("/var/lib/kubelet/checkpoints/checkpoint-counter_")
+    assert not os.path.exists(kubelet_archive)  # moved into the dump directory, under retention
+    # the original pod ran on through the checkpoint
+    assert wait_count(node, ns, "counter", before + 5) > before
+
+    restore = dict(args, state="restored", name=manifest["name"], new_pod="counter-restored")
+    for key in ("pod", "container"):
+        restore.pop(key)
+    restored = run_module(tmp_path, restore)
+    assert restored.get("failed") is not True, restored
+    assert restored["changed"] is True and restored["restored"]["node"] == node["name"]
+    labels = kubectl("-n", ns, "get", "pod", "counter-restored", "-o", "jsonpath={.metadata.labels}")
+    assert json.loads(labels) == {"strata.io/restored-from-pod": "counter"}  # no ReplicaSet would adopt it
+    # its counter goes on from the checkpoint; a freshly started process would be far below
+    first = count_of(node, ns, "counter-restored")
+    assert first >= COUNTED_BEFORE_DUMP, f"restored counter {first}: the process started afresh"
+    assert wait_count(node, ns, "counter-restored", first + 3) > first
+
+    again = run_module(tmp_path, restore)
+    assert again.get("failed") is not True and again["changed"] is False, again
+
+    # a second pod of that name that is not this restore is refused, nothing created
+    taken = run_module(tmp_path, dict(restore, new_pod="counter"))
+    assert taken.get("failed") is True and taken["error"] == "ContainerConflict", taken
+    assert f"a pod {ns}/counter exists already" in taken["msg"]
+
+
+def test_kubelet_refusals_leave_nothing_behind(node, tokens, counter_pod, tmp_path):
+    ns = counter_pod["namespace"]
+    images = tmp_path / "images"
+    refused = run_module(tmp_path, kubelet_args(tmp_path, counter_pod, tokens["bystander"]))
+    assert refused.get("failed") is True, refused
+    assert "403" in refused["msg"] and "nodes/checkpoint" in refused["msg"], refused["msg"]
+    assert not images.exists() or not os.listdir(images)
+
+    wrong = run_module(
+        tmp_path, kubelet_args(tmp_path, counter_pod, tokens["checkpointer"], container="countr")
+    )
+    assert wrong.get("failed") is True and wrong["error"] == "InvalidArgument", wrong
+    assert f"pod {ns}/counter has no container 'countr'; its containers: counter" in wrong["msg"]
+
+    gone = run_module(
+        tmp_path, kubelet_args(tmp_path, counter_pod, tokens["checkpointer"], pod="no-such-pod")
+    )
+    assert gone.get("failed") is True and gone["error"] == "not_found", gone
+    assert kubectl("-n", ns, "get", "pods", "-o", "name").split() == ["pod/counter"]
