@@ -378,6 +378,13 @@ pods:
         DELETED event.
       type: float
       sample: 3.02
+    restarts:
+      description:
+        - How often the kubelet had restarted its containers (the sum of their C(restartCount), the
+          highest seen). A real kubelet runs a container again after the graceful exit command
+          (restartPolicy Always) until the scale-down removes the pod; the message names such pods.
+      type: int
+      sample: 1
 elapsed:
   description: Seconds the module ran.
   returned: success

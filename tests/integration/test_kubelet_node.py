@@ -263,3 +263,108 @@ def test_kubelet_refusals_leave_nothing_behind(node, tokens, counter_pod, tmp_pa
     )
     assert gone.get("failed") is True and gone["error"] == "not_found", gone
     assert kubectl("-n", ns, "get", "pods", "-o", "name").split() == ["pod/counter"]
+
+
+def validator_deployment(namespace, image, ledger):
+    """One replica on the real node whose process plays a validator's admin socket in a hostPath
+    ledger (the CRI workload's "admin" mode: on "exit" it answers, shuts down and exits 0)."""
+    pod = pod_manifest("validator", namespace, image)
+    spec = pod["spec"]
+    spec["terminationGracePeriodSeconds"] = 5
+    spec["volumes"] = [{"name": "ledger", "hostPath": {"path": ledger, "type": "Directory"}}]
+    spec["containers"][0].update(
+        name="validator",
+        command=["/workload", "admin", "/ledger/admin.rpc"],
+        volumeMounts=[{"name": "ledger", "mountPath": "/ledger"}],
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "validator", "namespace": namespace},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "validator"}},
+            "template": {"metadata": {"labels": {"app": "validator"}}, "spec": spec},
+        },
+    }
+
+
+def node_containers(node, namespace, container):
+    """IDs of the containers named ``container`` (running or not) that the node's containerd holds
+    for pods of ``namespace`` (the kubelet's labels)."""
+    labels = ",".join(
+        [
+            f'labels."io.kubernetes.pod.namespace"=={namespace}',
+            f'labels."io.kubernetes.container.name"=={container}',
+        ]
+    )
+    listing = subprocess.run(
+        [node["ctr"], "--address", NODE_SOCKET, "-n", "k8s.io", "containers", "ls", "-q", labels],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return listing.split()
+
+
+def test_safe_shutdown_on_a_real_kubelet_ends_with_no_process_left(node, counter_pod, tmp_path):
+    """The flows' order: the graceful exit on the workload host (state=exited), then the stop from
+    the controller (state=stopped). Between the two the real kubelet runs the exited container again
+    (restartPolicy Always), which simulated nodes cannot show: the stop still ends with no pod,
+    container or process left, and says that the kubelet had restarted it."""
+    from .test_safe_shutdown import EXIT_CLIENT  # noqa: PLC0415 - the same stand-in exit client
+
+    ns = counter_pod["namespace"]
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    apply(validator_deployment(ns, node["image"], str(ledger)))
+    socket_path = ledger / "admin.rpc"
+    deadline = time.monotonic() + 60
+    while not socket_path.exists():
+        assert time.monotonic() < deadline, "the validator pod never opened its admin socket"
+        time.sleep(0.2)
+    client = tmp_path / "agave-exit.py"
+    client.write_text(EXIT_CLIENT)
+    exit_args = {
+        "exit_command": ["python3", str(client), "--ledger", str(ledger), "exit"],
+        "exit_timeout": 30,
+    }
+    exited = run_module(tmp_path, dict(exit_args, state="exited"), module="safe_shutdown")
+    assert exited.get("failed") is not True, exited
+    assert exited["exit_command"]["stdout"].strip() == "validator exited"
+
+    # the kubelet runs the exited container again: the admin socket comes back, the count goes up
+    deadline = time.monotonic() + 60
+    restart_count = "{.items[0].status.containerStatuses[0].restartCount}"
+    while kubectl("-n", ns, "get", "pods", "-l", "app=validator", "-o", f"jsonpath={restart_count}") in (
+        "",
+        "0",
+    ):
+        assert time.monotonic() < deadline, "the kubelet did not restart the exited validator container"
+        time.sleep(0.3)
+    while not socket_path.exists():
+        assert time.monotonic() < deadline, "the restarted validator never opened its admin socket"
+        time.sleep(0.2)
+
+    stopped = run_module(
+        tmp_path,
+        {"state": "stopped", "kind": "Deployment", "name": "validator", "namespace": ns,
+         "kubeconfig": LAB_KUBECONFIG, "timeout": 90},
+        module="safe_shutdown",
+    )  # fmt: skip
+    assert stopped.get("failed") is not True, stopped
+    (pod,) = stopped["pods"]
+    assert pod["node"] == node["name"] and pod["gone_at"]
+    assert pod["restarts"] >= 1, stopped
+    assert (
+        f"the kubelet had restarted containers of pods it removed ({pod['name']} {pod['restarts']}x)"
+        in (stopped["msg"])
+    )
+    # no pod, no container and no process of the workload is left on the node
+    assert kubectl("-n", ns, "get", "pods", "-l", "app=validator", "-o", "name").split() == []
+    deadline = time.monotonic() + 30
+    while node_containers(node, ns, "validator"):
+        assert time.monotonic() < deadline, f"containers left: {node_containers(node, ns, 'validator')}"
+        time.sleep(0.3)
+    workload_processes = subprocess.run(
+        ["pgrep", "-f", "/workload admin /ledger/admin.rpc"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert workload_processes == []

@@ -25,6 +25,12 @@ def pod_brief(pod):
     }
 
 
+def restart_count(pod):
+    """Restarts of the pod's containers, as the kubelet counts them (status.containerStatuses)."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return sum(int(s.get("restartCount") or 0) for s in statuses)
+
+
 def describe_pods(briefs, limit=10):
     """'ns/a on node n1 (terminating since T), ns/b (not scheduled)' for messages."""
     words = []
@@ -47,8 +53,10 @@ class PodTracker:
     """The predicate ``watch_until`` evaluates after its list and after every event: true when
     no pod owned by the workload is left. On each call it also records, per pod (by uid),
     when it was first seen, when it was first seen terminating, and when it was gone (the
-    first call without it, i.e. right after its DELETED event). The decision itself only
-    depends on the items it is given."""
+    first call without it, i.e. right after its DELETED event), and how often the kubelet had
+    restarted its containers (a real kubelet runs a container that exits after the graceful exit
+    command again, until the scale-down reaches it). The decision itself only depends on the items
+    it is given."""
 
     def __init__(self, ownership, clock=time.monotonic, wall=time.time):
         self.ownership = ownership
@@ -82,12 +90,14 @@ class PodTracker:
                     "deletion_timestamp": None,
                     "gone_at": None,
                     "termination_seconds": None,
+                    "restarts": 0,
                     "_first": now,
                     "_deleting": None,
                 }
                 self.records[key] = rec
                 self.order.append(key)
             rec["node"] = (pod.get("spec") or {}).get("nodeName") or rec["node"]
+            rec["restarts"] = max(rec["restarts"], restart_count(pod))
             if meta.get("deletionTimestamp") and rec["_deleting"] is None:
                 rec["_deleting"] = now
                 rec["deletion_timestamp"] = meta["deletionTimestamp"]

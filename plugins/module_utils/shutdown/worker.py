@@ -292,11 +292,19 @@ class SafeShutdown(NodeRestarts):
                 **dict(result, still_present=tracker.still_present(), pods=tracker.pods()),
             ) from None
         scaled = f", scaled from {before} to 0" if before else " (it was at 0 replicas already)"
+        pods = tracker.pods()
+        restarted = [f"{pod['name']} {pod['restarts']}x" for pod in pods if pod["restarts"]]
         result.update(
-            pods=tracker.pods(),
+            pods=pods,
             wait_seconds=watch["elapsed"],
             watch_events=watch["events"],
-            msg=f"{ref} stopped: {len(tracker.records)} pod(s) gone{scaled}",
+            msg=f"{ref} stopped: {len(tracker.records)} pod(s) gone{scaled}"
+            + (
+                f"; the kubelet had restarted containers of pods it removed "
+                f"({', '.join(restarted)}): restartPolicy Always runs a container again after a graceful exit"
+                if restarted
+                else ""
+            ),
         )
         return result
 

@@ -1,13 +1,18 @@
 // The CRI test bed's only image: "pause" (the pod sandbox, its entrypoint) waits for
 // SIGTERM; "count" prints a counter that lives only in memory every 0.2 s, the state
 // the pod checkpoint tests dump, and writes it to /count too: a restored container's
-// output goes to a client that is gone, so the tests read the counter there.
+// output goes to a client that is gone, so the tests read the counter there; "admin SOCKET"
+// plays a validator's admin socket (the safe shutdown tests): on "exit" it answers, takes a
+// moment to shut down, removes the socket and exits 0, as agave-validator does.
 package main
 
 import (
+	"bufio"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -20,7 +25,35 @@ func main() {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
+	if len(os.Args) > 2 && os.Args[1] == "admin" {
+		admin(os.Args[2])
+		return
+	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
 	<-stop
+}
+
+func admin(path string) {
+	_ = os.Remove(path) // a socket left by the previous run of this container
+	listener, err := net.Listen("unix", path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println("admin socket ready")
+	for {
+		conn, err := listener.Accept()
+		if err != nil {
+			continue
+		}
+		line, _ := bufio.NewReader(conn).ReadString('\n')
+		if strings.TrimSpace(line) == "exit" {
+			_, _ = conn.Write([]byte("exiting\n"))
+			time.Sleep(time.Second)
+			_ = os.Remove(path)
+			os.Exit(0)
+		}
+		_ = conn.Close()
+	}
 }
