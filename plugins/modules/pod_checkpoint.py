@@ -44,14 +44,14 @@ description:
     reports the restored process's host PID. A dump with CUDA state is restored only on a host
     with a GPU and C(cuda-checkpoint) (and the plugin, for a plugin dump); after a dump taken by
     C(cuda-checkpoint) directly, the module restores and unlocks the CUDA processes itself.
-  - O(method=kubelet) asks the kubelet's checkpoint API (C(POST /checkpoint/NS/POD/CONTAINER),
+  - "O(method=kubelet) asks the kubelet's checkpoint API (C(POST /checkpoint/NS/POD/CONTAINER),
     Kubernetes 1.25+ with the C(ContainerCheckpoint) feature; the CRI runtime, containerd 2.x or
     CRI-O, runs CRIU) and moves the archive it writes on the node into a dump directory, with the
     pod's spec read from the API server. O(state=restored) restores such a dump as the NEW pod
     O(new_pod) on O(node): the archive is imported into the node's containerd as a checkpoint image
     (annotation C(org.criu.checkpoint.container.name)), and a copy of the original pod's spec runs
     the checkpointed container from it, which containerd's CRI plugin restores instead of starting.
-    The module runs on the node (the archive is a file there).
+    The module runs on the node (the archive is a file there)."
   - Docker is reached through its HTTP API on the unix socket with the Python standard library
     (no Docker SDK or CLI needed on the host).
 author:

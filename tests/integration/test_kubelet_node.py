@@ -162,8 +162,13 @@ def count_of(node, namespace, pod):
         check=True,
     ).stdout
     pid = next(line.split()[1] for line in tasks.splitlines() if line.startswith(cid))
-    with open(f"/proc/{pid}/root/count") as handle:
-        return int(handle.read())
+    for _ in range(50):  # the workload truncates and rewrites the file 5 times a second
+        with open(f"/proc/{pid}/root/count") as handle:
+            text = handle.read().strip()
+        if text:
+            return int(text)
+        time.sleep(0.01)
+    raise AssertionError(f"/proc/{pid}/root/count stays empty")
 
 
 def wait_count(node, namespace, pod, minimum, timeout=20):
@@ -368,3 +373,65 @@ def test_safe_shutdown_on_a_real_kubelet_ends_with_no_process_left(node, counter
         ["pgrep", "-f", "/workload admin /ledger/admin.rpc"], capture_output=True, text=True, check=False
     ).stdout.split()
     assert workload_processes == []
+
+
+def test_checkpoint_and_restore_playbooks_through_the_kubelet(node, tokens, counter_pod, tmp_path):
+    """The operator's playbooks (role pod_checkpoint) with pod_checkpoint_method=kubelet, on this
+    machine, which is the node: checkpoint, list, restore --check (nothing created), restore as a
+    new pod whose counter goes on, and a kubelet dump without a new pod name is refused."""
+    from .test_checkpoint_playbooks import playbook, summary  # noqa: PLC0415 - same runner
+
+    ns = counter_pod["namespace"]
+    images = str(tmp_path / "images")
+    settings = {
+        "pod_checkpoint_method": "kubelet",
+        "pod_checkpoint_namespace": ns,
+        "pod_checkpoint_pod": "counter",
+        "pod_checkpoint_container": "counter",
+        "pod_checkpoint_images_dir": images,
+        "pod_checkpoint_keep": 2,
+        "pod_checkpoint_kubelet_token": tokens["checkpointer"],
+        "pod_checkpoint_kubelet_ca_path": NODE_CA,
+        "pod_checkpoint_kubeconfig": LAB_KUBECONFIG,
+        "pod_checkpoint_containerd_address": NODE_SOCKET,
+        "pod_checkpoint_ctr_path": node["ctr"],
+    }
+    wait_count(node, ns, "counter", COUNTED_BEFORE_DUMP)
+    rc, planned, failed = playbook("checkpoint", settings, check=True)
+    assert rc == 0, failed
+    assert summary(planned).startswith(f"Check mode: would checkpoint pod {ns}/counter container counter")
+    assert not os.path.exists(images)
+
+    rc, done, failed = playbook("checkpoint", settings)
+    assert rc == 0, failed
+    assert f"Checkpointed pod {ns}/counter container counter on localhost" in summary(done)
+    assert "through the kubelet" in summary(done) and "left running" in summary(done)
+    dumped_at = count_of(node, ns, "counter")
+
+    rc, listed, failed = playbook("checkpoints", settings)
+    assert rc == 0, failed
+    (entry,) = listed[f"List the checkpoints in {images}"]["checkpoints"]
+    assert entry["method"] == "kubelet" and entry["restorable"] is True, entry
+    assert entry["target"]["runtime"] == "kubelet" and entry["target"]["container_name"] == "counter"
+
+    refused_rc, _results, refused = playbook("restore", dict(settings, pod_checkpoint_new_container="x"))
+    assert refused_rc != 0
+    assert (
+        "was taken through the kubelet: it restores as a new pod, named by pod_checkpoint_new_pod"
+        in (refused["msg"])
+    )
+
+    restore = dict(settings, pod_checkpoint_new_pod="counter-again")
+    rc, planned, failed = playbook("restore", restore, check=True)
+    assert rc == 0, failed
+    assert f"into the new pod {ns}/counter-again on node {node['name']}" in summary(planned)
+    assert "ctr --address" in summary(planned) and "then create the pod" in summary(planned)
+    assert kubectl("-n", ns, "get", "pod", "counter-again", check=False) == ""  # nothing created
+
+    rc, restored, failed = playbook("restore", restore)
+    assert rc == 0, failed
+    assert summary(restored).startswith(f"Restored {entry['id']} (")
+    assert count_of(node, ns, "counter-again") >= dumped_at - 5  # went on from the checkpoint
+    rc, again, failed = playbook("restore", restore)
+    assert rc == 0, failed
+    assert "already runs restored from" in summary(again)

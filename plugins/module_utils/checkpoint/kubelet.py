@@ -123,9 +123,10 @@ def dump(params, check_mode, connect):
         "checkpoint_dir": dump_dir,
         "command": ["POST", url],
         "target": {
+            "runtime": METHOD,
             "pod": params["pod"],
             "namespace": namespace,
-            "container": params["container"],
+            "container_name": params["container"],
             "node": node,
         },
         "gpu": {"path": "none"},
@@ -148,6 +149,7 @@ def dump(params, check_mode, connect):
         "kubelet_archive": written,
         "archive_sha256": ociimage.sha256_of(archive),
         "leave_running": True,
+        "target": result["target"],
         "pod": {
             "name": params["pod"],
             "namespace": namespace,
@@ -247,17 +249,23 @@ def restore(params, check_mode, connect, run_command):
     )
 
 
-def _checked_archive(checkpoint, manifest):
+def archive_problem(checkpoint, manifest):
+    """Why the dump's archive cannot be restored (missing, or not the size the dump wrote), or None."""
     archive = os.path.join(checkpoint, manifest.get("archive") or ARCHIVE)
     if not os.path.isfile(archive):
-        raise BadCheckpoint(f"{checkpoint} has no {ARCHIVE}: the dump is incomplete; take a new one")
+        return f"the kubelet's checkpoint archive {ARCHIVE} is missing: the dump is incomplete"
     size = os.path.getsize(archive)
-    want = manifest.get("sizes", {}).get("images_bytes")
+    want = (manifest.get("sizes") or {}).get("images_bytes")
     if want is not None and size != want:
-        raise BadCheckpoint(
-            f"{archive} has {size} bytes, the dump wrote {want}: it is truncated or changed; take a new dump"
-        )
-    return archive
+        return f"{archive} has {size} bytes, the dump wrote {want}: it is truncated or changed"
+    return None
+
+
+def _checked_archive(checkpoint, manifest):
+    problem = archive_problem(checkpoint, manifest)
+    if problem:
+        raise BadCheckpoint(f"{checkpoint}: {problem}; take a new dump")
+    return os.path.join(checkpoint, manifest.get("archive") or ARCHIVE)
 
 
 def _existing_pod(client, name, namespace):

@@ -5,6 +5,7 @@ with what its manifest says and whether it is usable (and restorable by state=re
 import json
 import os
 
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import kubelet
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, utc_iso
 from ansible_collections.strata.ops.plugins.module_utils.criu import dir_size
@@ -50,8 +51,10 @@ def _target(manifest):
 
 
 def _problem(directory, manifest):
-    """Why a dump with a readable manifest is not usable (its CRIU images, or containerd's exported
-    checkpoint image, are missing), or None."""
+    """Why a dump with a readable manifest is not usable (its CRIU images, containerd's exported
+    checkpoint image or the kubelet's archive are missing or cut short), or None."""
+    if manifest.get("method") == "kubelet":
+        return kubelet.archive_problem(directory, manifest)
     if manifest.get("method") == "containerd":
         archive = manifest.get("archive") or "checkpoint.tar"
         if not os.path.isfile(os.path.join(directory, archive)):
@@ -65,7 +68,7 @@ def _problem(directory, manifest):
 
 def _not_restorable(manifest):
     """Why state=restored cannot restore this (usable) dump, or None."""
-    if manifest.get("method") == "containerd":
+    if manifest.get("method") in ("containerd", "kubelet"):
         return None
     runtime = (manifest.get("target") or {}).get("runtime")
     if runtime != "docker":
