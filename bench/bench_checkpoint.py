@@ -243,7 +243,7 @@ def main():
         "module+fsync {m[0]:.2f}x)".format(gib=row["gib"], d=row["durable"], c=row["cache"], m=row["module"])
         for row in rows
     ]
-    print("bench checkpoint: " + "; ".join(parts) + " (goal >= 0.50x durable)")
+    print("bench checkpoint: " + "; ".join(parts) + " (goal >= 0.70x durable)")
 
 
 if __name__ == "__main__":

@@ -93,7 +93,9 @@ def settled(client, namespace, timeout=30):
 
 
 @pytest.fixture
-def bed(zfs_pool, controlplane, k8s_client, k8s_namespace, endpoints, tmp_path):  # noqa: PLR0917 (fixtures)
+def bed(zfs_pool, lab_cluster, k8s_client, k8s_namespace, endpoints, tmp_path):  # noqa: PLR0917 (fixtures)
+    """The lab cluster converged (its nodes strata-lab-1/2 are part of the fingerprint), a scratch
+    dataset, the stand-in servers' endpoints and a namespace."""
     scratch = f"{zfs_pool}/badin-{uuid.uuid4().hex[:8]}"
     zfs("create", "-o", f"mountpoint={tmp_path}/zfs", scratch)
     snapdir = tmp_path / "snapshots"
@@ -124,10 +126,12 @@ def bed(zfs_pool, controlplane, k8s_client, k8s_namespace, endpoints, tmp_path):
         scratch=scratch,
         tmp=str(tmp_path),
         snapdir=str(snapdir),
-        kubeconfig=controlplane,
+        kubeconfig=lab_cluster["kubeconfig"],
         namespace=k8s_namespace,
         criu=os.path.join(TESTBED_BIN, "criu"),
-        unreachable_kubeconfig=kubeconfig_variant(controlplane, tmp_path, server=endpoints["closed"]),
+        unreachable_kubeconfig=kubeconfig_variant(
+            lab_cluster["kubeconfig"], tmp_path, server=endpoints["closed"]
+        ),
     )
     yield {"values": values, "client": k8s_client, "tmp": tmp_path, "scratch": scratch}
     destroy_tree(scratch)

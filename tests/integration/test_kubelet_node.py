@@ -435,3 +435,31 @@ def test_checkpoint_and_restore_playbooks_through_the_kubelet(node, tokens, coun
     rc, again, failed = playbook("restore", restore)
     assert rc == 0, failed
     assert "already runs restored from" in summary(again)
+
+
+def test_kubelet_dump_into_a_full_file_system_leaves_no_dump(node, tokens, counter_pod, tmp_path):
+    """images_dir on a 256 KiB tmpfs: the archive does not fit. The module says so with the numbers,
+    removes its partial dump directory and leaves the kubelet's archive where the kubelet wrote it."""
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(full)], check=True)
+    try:
+        wait_count(node, counter_pod["namespace"], "counter", 5)
+        result = run_module(
+            tmp_path, kubelet_args(tmp_path, counter_pod, tokens["checkpointer"], images_dir=str(full))
+        )
+        assert result.get("failed") is True and result["error"] == "InvalidArgument", result
+        assert (
+            "cannot move the kubelet's archive /var/lib/kubelet/checkpoints/checkpoint-counter_"
+            in result["msg"]
+        )
+        assert "No space left on device" in result["msg"]
+        assert (
+            "free space where images_dir is, or point images_dir at a file system with room" in result["msg"]
+        )
+        assert os.listdir(full) == []  # no partial dump directory
+        left = result["msg"].split("The archive stays at ", 1)[1].split(" (", 1)[0]
+        assert os.path.getsize(left) > 256 << 10
+        os.unlink(left)
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
