@@ -169,7 +169,7 @@ class InventoryModule(BaseInventoryPlugin):
             inventory.add_group(group)
         inventory.add_child("k3s_cluster", "k3s_server")
         inventory.add_child("k3s_cluster", "k3s_agents")
-        for node in cluster_config.nodes(checked):
+        for node in cluster_config.nodes(checked.doc):
             name = inventory.add_host(node["name"], group="strata_hosts")
             groups = ["strata_cluster_nodes", f"strata_role_{node['role']}"]
             groups.append("k3s_server" if node["role"] == "master" else "k3s_agents")

@@ -5,7 +5,7 @@ Pure logic (no Ansible, no YAML library): ``check(doc)`` takes the loaded docume
 ``Checked`` with the document after ``${a.b}`` references are resolved, every problem found (each
 ``"<dotted.path>: <what is wrong>"``, e.g. ``workers.filter.schedule_on: 'gpus' is not one of all,
 master, gpu``) and warnings. The inventory plugin ``strata.ops.cluster_config`` builds groups and
-variables from the result with ``nodes(checked)``.
+variables from the result with ``nodes(checked.doc)``.
 
 The schema is data (``SCHEMA``): every map either names its keys (unknown ones are refused, with
 the allowed ones) or is a map of named entries of one shape (``map_of``). ``k3s_app_overrides`` is
@@ -541,9 +541,9 @@ def check(doc):
     return Checked(resolved, errors, warnings)
 
 
-def nodes(checked):
-    """Per node (in file order, the master first): the facts the inventory is built from."""
-    doc = checked.doc
+def nodes(doc):
+    """Per node of a checked, resolved config (in file order, the master first): the facts the
+    inventory and the rendered manifests are built from."""
     default_limit = (doc.get("seaweedfs") or {}).get("default_disk_limit_mb", 0)
     workers = doc.get("workers") or {}
     out = []

@@ -20,7 +20,7 @@ import uuid
 import pytest
 
 from .conftest import CACHE, REPO
-from .k8s_fixtures import controlplane  # noqa: F401 - a fixture
+from .k8s_fixtures import controlplane  # noqa: F401  # pylint: disable=unused-import
 from .test_pod_checkpoint import _missing, run_module
 
 NODE_START = os.path.join(REPO, "tests", "testbed", "node", "start")
@@ -162,7 +162,7 @@ def count_of(node, namespace, pod):
         check=True,
     ).stdout
     pid = next(line.split()[1] for line in tasks.splitlines() if line.startswith(cid))
-    for _ in range(50):  # the workload truncates and rewrites the file 5 times a second
+    for _attempt in range(50):  # the workload truncates and rewrites the file 5 times a second
         with open(f"/proc/{pid}/root/count") as handle:
             text = handle.read().strip()
         if text:

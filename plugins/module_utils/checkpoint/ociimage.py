@@ -63,7 +63,7 @@ def layout(archive_digest, archive_size, ref, container_name, machine=None):
         }
     )
     tag = ref.rsplit(":", 1)[1]
-    index, _ = _json_blob(
+    index = _json_blob(
         {
             "schemaVersion": 2,
             "mediaType": INDEX_TYPE,
@@ -75,7 +75,7 @@ def layout(archive_digest, archive_size, ref, container_name, machine=None):
                 )
             ],
         }
-    )
+    )[0]
     blobs = {config_desc["digest"]: config, manifest_desc["digest"]: manifest}
     return blobs, index
 

@@ -38,7 +38,6 @@ from ansible_collections.strata.ops.plugins.module_utils.k8s.errors import (
 )
 from ansible_collections.strata.ops.plugins.module_utils.k8s.kubeconfig import (
     DEFAULT_KUBECONFIG,
-    K8S_AUTH_ARGSPEC,
     check_api_timeout,
     client_from_module,
     get_client,
@@ -67,6 +66,7 @@ from ansible_collections.strata.ops.plugins.module_utils.k8s.x509 import (
     certificate_problem,
     certificate_validity,
 )
+from ansible_collections.strata.ops.plugins.module_utils.k8s_options import K8S_AUTH_ARGSPEC
 
 __all__ = [
     "DEFAULT_API_TIMEOUT",

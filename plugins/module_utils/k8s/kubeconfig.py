@@ -24,7 +24,6 @@ from ansible_collections.strata.ops.plugins.module_utils.k8s.library import (
     yaml,
 )
 from ansible_collections.strata.ops.plugins.module_utils.k8s.x509 import certificate_problem
-from ansible_collections.strata.ops.plugins.module_utils.k8s_options import K8S_AUTH_ARGSPEC  # noqa: F401 - re-exported
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
 

@@ -76,7 +76,7 @@ def test_the_issue_example_checks_clean_and_resolves_its_reference():
 
 
 def test_the_issue_example_nodes():
-    got = cc.nodes(cc.check(EXAMPLE))
+    got = cc.nodes(cc.check(EXAMPLE).doc)
     assert [n["name"] for n in got] == ["pavanjci", "manthana", "arsenal"]
     assert got[0] == {
         "name": "pavanjci",
@@ -97,7 +97,7 @@ def test_the_repository_example_file_is_clean():
         checked = cc.check(yaml.safe_load(handle))
     assert checked.ok, checked.errors
     assert checked.warnings == []
-    master = cc.nodes(checked)[0]
+    master = cc.nodes(checked.doc)[0]
     assert master["gpu"] is True
     assert master["workers"] == ["download", "extract", "filter", "dedup", "detect", "monitor"]
 
@@ -183,7 +183,7 @@ def test_storage_only_nodes_get_no_workers_and_labels_mark_gpus():
     checked = cc.check(doc)
     assert checked.ok, checked.errors
     assert checked.warnings == []
-    by_name = {node["name"]: node for node in cc.nodes(checked)}
+    by_name = {node["name"]: node for node in cc.nodes(checked.doc)}
     assert by_name["storage1"]["storage_only"] is True
     assert by_name["storage1"]["workers"] == []
     assert by_name["storage1"]["disk_limit_mb"] == 0  # seaweedfs.default_disk_limit_mb
@@ -204,7 +204,7 @@ def test_an_entry_with_no_settings_is_an_empty_entry():
     doc = changed({"workers.idle": None})
     checked = cc.check(doc)
     assert checked.ok, checked.errors
-    assert "idle" in cc.nodes(checked)[1]["workers"]  # schedule_on defaults to all
+    assert "idle" in cc.nodes(checked.doc)[1]["workers"]  # schedule_on defaults to all
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,193 @@
+"""playbooks/data_miner/deploy.yml against the lab control plane, with the operators' file as the
+inventory: kwok nodes made from the config (a GPU master, two workers, a storage-only node), the
+pipeline rendered and applied (server-side apply), and the real scheduler placing every pod where the
+config says. Then a second apply, a worker taken out of the config (its objects pruned), and the
+HF token, which reaches only the Secret.
+
+The nodes and namespaces carry a random suffix, so parallel runs never share them.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import yaml
+from lab_k8s import create_kwok_node
+
+from .conftest import REPO
+from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
+
+PLAYBOOK_BIN = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+TOKEN = "hf_canary_" + uuid.uuid4().hex
+
+
+def config(suffix):
+    n = {role: f"dm{suffix}-{role}" for role in ("master", "w1", "w2", "store")}
+    return n, {
+        "cluster": {
+            "namespace": f"dm-{suffix}",
+            "k3s_version": "v1.31.0+k3s1",
+            "nodes": {
+                n["master"]: {"ip": "127.0.0.1", "role": "master", "disk_limit_mb": 50000, "gpu": True},
+                n["w1"]: {"ip": "127.0.0.2", "role": "worker", "disk_limit_mb": 100000},
+                n["w2"]: {"ip": "127.0.0.3", "role": "worker", "disk_limit_mb": 100000},
+                n["store"]: {
+                    "ip": "127.0.0.4",
+                    "role": "worker",
+                    "storage_only": True,
+                    "disk_limit_mb": 500000,
+                },
+            },
+        },
+        "storage": {"seaweedfs_mount": "/swdfs_mnt/swshared", "db_path": "/data/data_miner_db"},
+        "image": {"name": "data-miner", "tag": "latest", "pull_policy": "Never"},
+        "seaweedfs": {
+            "namespace": f"dm-{suffix}-sw",
+            "image": "chrislusf/seaweedfs:latest",
+            "data_dir": "/data/seaweed",
+            "default_disk_limit_mb": 0,
+        },
+        "resource_presets": {"small": {"cpu": "250m-1000m", "memory": "512Mi-2Gi"}},
+        "workers": {
+            "download": {"kind": "StatefulSet", "replicas": 3, "schedule_on": "all", "resources": "small"},
+            "extract": {"replicas": 2, "schedule_on": "master"},
+            "filter": {"replicas": 1, "schedule_on": "gpu", "hf_token": True},
+            "monitor": {"replicas": 1, "schedule_on": "master"},
+        },
+        "infrastructure": {
+            "postgres": {"kind": "StatefulSet", "image": "postgres:16", "port": 5432},
+            "grafana": {"kind": "Deployment", "image": "grafana/grafana:10.0.0", "node_port": 30300},
+        },
+        "k3s_app_overrides": {"output_dir": "${storage.seaweedfs_mount}/data_miner_output", "device": "auto"},
+    }
+
+
+def deploy(path, kubeconfig, check=False):
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        HF_TOKEN=TOKEN,
+    )
+    argv = [
+        PLAYBOOK_BIN,
+        "-i",
+        str(path),
+        "playbooks/data_miner/deploy.yml",
+        "-e",
+        f"strata_kubeconfig={kubeconfig}",
+    ]
+    proc = subprocess.run(
+        argv + (["--check"] if check else []), cwd=REPO, env=env, capture_output=True, text=True, check=False
+    )
+    assert TOKEN not in proc.stdout + proc.stderr  # never in the output
+    try:
+        tasks = json.loads(proc.stdout)["plays"][0]["tasks"]
+    except (ValueError, KeyError, IndexError):
+        raise AssertionError(f"no result from ansible-playbook: {proc.stdout}\n{proc.stderr}") from None
+    results = {t["task"]["name"].split(" : ", 1)[-1]: t["hosts"].get("localhost", {}) for t in tasks}
+    assert proc.returncode == 0, [r for r in results.values() if r.get("failed")]
+    return results
+
+
+def pods_by_owner(client, namespace):
+    items, _rv = client.list("Pod", namespace)
+    placed = {}
+    for pod in items:
+        owner = pod["metadata"]["labels"].get("app.kubernetes.io/name")
+        placed.setdefault(owner, []).append(pod["spec"].get("nodeName"))
+    return placed
+
+
+def wait_scheduled(client, namespaces, expected, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        placed = {}
+        for ns in namespaces:
+            placed.update(pods_by_owner(client, ns))
+        counts = {name: len([n for n in nodes if n]) for name, nodes in placed.items()}
+        if all(counts.get(name, 0) >= want for name, want in expected.items()):
+            return placed
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pods not scheduled within {timeout} s: {counts} (want {expected})")
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def pipeline(controlplane, k8s_client, tmp_path):
+    suffix = uuid.uuid4().hex[:6]
+    names, doc = config(suffix)
+    for role, name in names.items():
+        create_kwok_node(k8s_client, name, labels={"strata.io/test": "data-miner"} if role else None)
+    path = tmp_path / "cluster_config.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    yield {"names": names, "doc": doc, "path": path, "kubeconfig": controlplane}
+    for ns in (doc["cluster"]["namespace"], doc["seaweedfs"]["namespace"]):
+        k8s_client.delete("Namespace", ns)
+    for name in names.values():
+        k8s_client.delete("Node", name)
+
+
+def test_deploy_places_every_pod_where_the_config_says_then_prunes_a_removed_worker(pipeline, k8s_client):
+    names, doc, path, kubeconfig = (
+        pipeline["names"],
+        pipeline["doc"],
+        pipeline["path"],
+        pipeline["kubeconfig"],
+    )
+    ns, sw = doc["cluster"]["namespace"], doc["seaweedfs"]["namespace"]
+    planned = deploy(path, kubeconfig, check=True)
+    assert planned["Summary"]["msg"].startswith("Check mode: would apply")
+    with pytest.raises(Exception, match=r"does not exist|not found"):
+        k8s_client.get_namespace(ns)  # check mode created nothing
+
+    first = deploy(path, kubeconfig)
+    assert first["Apply the objects (server-side apply)"]["changed"] is True
+    assert first["Apply the HF token Secret"]["changed"] is True
+    placed = wait_scheduled(
+        k8s_client, [ns, sw],
+        {"download": 3, "extract": 2, "filter": 1, "monitor": 1, "postgres": 1, "grafana": 1,
+         "seaweedfs-master": 1, "seaweedfs-filer": 1, "seaweedfs-mount": 3,
+         **{f"seaweedfs-volume-{n}": 1 for n in names.values()}},
+    )  # fmt: skip
+    takers = {names["master"], names["w1"], names["w2"]}
+    assert sorted(placed["download"]) == sorted(takers)  # spread: one on each node that takes workers
+    for name in (
+        "extract",
+        "monitor",
+        "postgres",
+        "grafana",
+        "filter",
+        "seaweedfs-master",
+        "seaweedfs-filer",
+    ):
+        assert set(placed[name]) == {names["master"]}, (name, placed[name])  # master; the GPU node
+    assert sorted(placed["seaweedfs-mount"]) == sorted(takers)
+    for node in names.values():
+        assert placed[f"seaweedfs-volume-{node}"] == [node]
+    on_store = [owner for owner, nodes in placed.items() if names["store"] in nodes]
+    assert on_store == [f"seaweedfs-volume-{names['store']}"]  # storage-only: no worker, no mount
+
+    # the token: in the Secret, referenced only by the hf_token worker, nowhere else
+    secret = k8s_client.get("Secret", "hf-token", ns)
+    assert secret["type"] == "Opaque" and "HF_TOKEN" in secret["data"]
+    config_map = k8s_client.get("ConfigMap", "data-miner-config", ns)
+    assert "output_dir: /swdfs_mnt/swshared/data_miner_output" in config_map["data"]["config.yaml"]
+    assert TOKEN not in json.dumps(config_map)
+
+    again = deploy(path, kubeconfig)
+    assert again["Apply the objects (server-side apply)"]["changed"] is False, again["Summary"]["msg"]
+    assert "nothing changed" in again["Summary"]["msg"] and "pruned nothing" in again["Summary"]["msg"]
+
+    del doc["workers"]["monitor"]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    pruned = deploy(path, kubeconfig)
+    assert "pruned Deployment monitor" in pruned["Summary"]["msg"], pruned["Summary"]["msg"]
+    with pytest.raises(Exception, match=r"does not exist|not found"):
+        k8s_client.get("Deployment", "monitor", ns)
+    k8s_client.get("Deployment", "extract", ns)  # the others stay
