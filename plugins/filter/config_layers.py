@@ -2,6 +2,7 @@
 """Filter strata.ops.config_layers: an application's settings from layers, the later winning."""
 
 from ansible.errors import AnsibleFilterError
+from ansible.utils.display import Display
 
 DOCUMENTATION = r"""
 name: config_layers
@@ -17,9 +18,12 @@ description:
   - A layer that is not a mapping is an error naming the layer (by its position or O(names)) and
     the key path, as is a key that is a mapping in one layer and not in another unless the later
     layer sets it to null first.
-  - With O(provenance=true) the result has two keys, C(config) (the merged mapping) and
+  - With O(provenance=true) the result has three keys, C(config) (the merged mapping),
     C(provenance) (each leaf's dotted path to the name of the layer it came from), which a
-    C(--diff) or a report can show.
+    C(--diff) or a report can show, and C(warnings).
+  - A later layer that sets a key to an empty string over a value of an earlier layer is merged as
+    asked, with a warning naming the key, the layers and the value it hides (an empty string in a run
+    config once silently replaced a default for the data-miner operators).
 options:
   _input:
     description: The layers, lowest precedence first; C(null) layers are skipped.
@@ -51,7 +55,7 @@ _value:
 """
 
 
-def _merge(into, layer, name, path, origin):
+def _merge(into, layer, name, path, origin, warnings):  # noqa: PLR0917 - one recursion's state
     for key, value in layer.items():
         where = f"{path}.{key}" if path else str(key)
         if value is None:
@@ -65,13 +69,20 @@ def _merge(into, layer, name, path, origin):
                     f"config_layers: {name} makes {where} a mapping, but an earlier layer set it to "
                     f"{current!r}; set it to null first in {name} if the mapping is meant to replace it"
                 )
-            into[key] = _merge(dict(current or {}), value, name, where, origin)
+            into[key] = _merge(dict(current or {}), value, name, where, origin, warnings)
             continue
         if isinstance(current, dict):
             raise AnsibleFilterError(
                 f"config_layers: {name} sets {where} to {value!r}, but an earlier layer made it a "
                 f"mapping ({', '.join(sorted(map(str, current)))}); set {where} to null first if it is "
                 "meant to replace it"
+            )
+        if value == "" and current not in (None, ""):
+            # The operators' incident: an empty string in a run config silently replaced a default.
+            warnings.append(
+                f"{name} sets {where} to an empty string over {origin.get(where, 'an earlier layer')}'s "
+                f"{current!r}; the application gets ''. Take the key out of {name} to keep "
+                f"{current!r}"
             )
         into[key] = value
         _forget(origin, where)
@@ -90,7 +101,7 @@ def config_layers(layers, names=None, provenance=False):
     names = list(names or [])
     if names and len(names) != len(layers):
         raise AnsibleFilterError(f"config_layers: {len(names)} names for {len(layers)} layers")
-    merged, origin = {}, {}
+    merged, origin, warnings = {}, {}, []
     for index, layer in enumerate(layers):
         name = names[index] if names else f"layer {index + 1}"
         if layer is None:
@@ -99,8 +110,10 @@ def config_layers(layers, names=None, provenance=False):
             raise AnsibleFilterError(
                 f"config_layers: {name} is a {type(layer).__name__}, not a mapping of settings"
             )
-        _merge(merged, layer, name, "", origin)
-    return {"config": merged, "provenance": origin} if provenance else merged
+        _merge(merged, layer, name, "", origin, warnings)
+    for warning in warnings:
+        Display().warning(f"config_layers: {warning}")
+    return {"config": merged, "provenance": origin, "warnings": warnings} if provenance else merged
 
 
 class FilterModule:

@@ -45,6 +45,8 @@ KNOWN_IMAGES = {
     "loki": {"data": "/loki", "port": 3100},
     "adminer": {"data": None, "port": 8080},
 }
+GRAFANA_DATASOURCES = "grafana-datasources"
+GRAFANA_PROVISIONING = "/etc/grafana/provisioning/datasources"  # grafana's paths.provisioning default
 KIND_ORDER = ["Namespace", "ConfigMap", "Secret", "Service", "StatefulSet", "Deployment", "DaemonSet"]
 
 
@@ -218,6 +220,7 @@ class Renderer:
             self.worker(name, worker or {})
         for name, entry in (self.doc.get("infrastructure") or {}).items():
             self.infrastructure(name, entry)
+        self.grafana_datasources()
         if self.doc.get("seaweedfs") is not None or (self.doc.get("storage") or {}).get("seaweedfs_mount"):
             self.seaweedfs()
         return sorted(self.objects, key=_order)
@@ -299,6 +302,41 @@ class Renderer:
             self.add(
                 self.service(name, self.namespace, "infrastructure", ports, node_port=node_port is not None)
             )
+
+    def grafana_datasources(self):
+        """Grafana's datasources provisioned from the config (grafana's provisioning/datasources format):
+        every Loki of the infrastructure, at its Service's address, so no datasource URL is ever left
+        empty (the operators' incident). Mounted into each Grafana at its provisioning directory."""
+        infrastructure = self.doc.get("infrastructure") or {}
+        grafanas = [name for name, e in infrastructure.items() if _image_base(e["image"]) == "grafana"]
+        lokis = [name for name, e in infrastructure.items() if _image_base(e["image"]) == "loki"]
+        if not grafanas or not lokis:
+            return
+        import yaml  # noqa: PLC0415 - the controller's PyYAML
+
+        datasources = []
+        for name in lokis:
+            port = infrastructure[name].get("port", KNOWN_IMAGES["loki"]["port"])
+            url = f"http://{name}.{self.namespace}.svc:{port}"
+            datasources.append({"name": name, "type": "loki", "access": "proxy", "url": url})
+        text = yaml.safe_dump({"apiVersion": 1, "datasources": datasources}, sort_keys=True)
+        self.add(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": meta(GRAFANA_DATASOURCES, self.namespace, "config"),
+                "data": {"datasources.yaml": text},
+            }
+        )
+        for obj in self.objects:
+            if obj["kind"] in ("Deployment", "StatefulSet") and obj["metadata"]["name"] in grafanas:
+                pod = obj["spec"]["template"]["spec"]
+                pod.setdefault("volumes", []).append(
+                    {"name": "datasources", "configMap": {"name": GRAFANA_DATASOURCES}}
+                )
+                pod["containers"][0].setdefault("volumeMounts", []).append(
+                    {"name": "datasources", "mountPath": GRAFANA_PROVISIONING, "readOnly": True}
+                )
 
     def seaweedfs(self):
         sw = self.doc.get("seaweedfs") or {}

@@ -83,3 +83,20 @@ def test_names_must_match_the_layers():
 
 def test_registered_under_its_name():
     assert FilterModule().filters()["config_layers"] is config_layers
+
+
+def test_an_empty_string_over_a_default_is_merged_with_a_warning_naming_it():
+    result = config_layers(
+        [{"db": {"host": "postgres", "user": "miner"}}, {"db": {"host": ""}}, {"db": {"user": ""}}],
+        names=["defaults", "run config", "k3s_app_overrides"],
+        provenance=True,
+    )
+    assert result["config"] == {"db": {"host": "", "user": ""}}
+    assert result["warnings"] == [
+        "run config sets db.host to an empty string over defaults's 'postgres'; the application gets ''. "
+        "Take the key out of run config to keep 'postgres'",
+        "k3s_app_overrides sets db.user to an empty string over defaults's 'miner'; the application gets ''. "
+        "Take the key out of k3s_app_overrides to keep 'miner'",
+    ]
+    quiet = config_layers([{"a": ""}, {"a": ""}, {"b": ""}], provenance=True)
+    assert quiet["warnings"] == []  # nothing hidden: no warning

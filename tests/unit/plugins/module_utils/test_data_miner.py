@@ -5,6 +5,7 @@ import copy
 import json
 
 import pytest
+import yaml
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.strata.ops.plugins.filter.data_miner_manifests import data_miner_manifests
@@ -176,3 +177,24 @@ def test_the_filter_refuses_a_config_the_inventory_refuses():
         AnsibleFilterError, match=r"workers.filter.schedule_on: 'gpus' is not one of all, master, gpu"
     ):
         data_miner_manifests(doc)
+
+
+def test_grafana_gets_its_loki_datasource_from_the_config_never_an_empty_url():
+    doc = copy.deepcopy(EXAMPLE)
+    doc["infrastructure"]["loki"] = {"kind": "StatefulSet", "image": "grafana/loki:2.9.0", "port": 3100}
+    got = objects(doc)
+    provisioned = got[("ConfigMap", "data-miner", "grafana-datasources")]["data"]["datasources.yaml"]
+    assert yaml.safe_load(provisioned) == {
+        "apiVersion": 1,
+        "datasources": [
+            {"name": "loki", "type": "loki", "access": "proxy", "url": "http://loki.data-miner.svc:3100"}
+        ],
+    }
+    pod = got[("Deployment", "data-miner", "grafana")]["spec"]["template"]["spec"]
+    assert {"name": "datasources", "configMap": {"name": "grafana-datasources"}} in pod["volumes"]
+    assert {
+        "name": "datasources",
+        "mountPath": "/etc/grafana/provisioning/datasources",
+        "readOnly": True,
+    } in pod["containers"][0]["volumeMounts"]
+    assert ("ConfigMap", "data-miner", "grafana-datasources") not in objects()  # no Loki: nothing provisioned
