@@ -90,6 +90,8 @@ def dd_seconds(size_bytes, durable):
 
 
 def run_module(args):
+    """pod_checkpoint with ``args``, as Ansible runs it; its result (the bench stops when it fails)."""
+    os.makedirs(BENCH_DIR, exist_ok=True)
     args_file = os.path.join(BENCH_DIR, f"args-{uuid.uuid4().hex[:6]}.json")
     with open(args_file, "w") as handle:
         json.dump({"ANSIBLE_MODULE_ARGS": args}, handle)
@@ -102,7 +104,7 @@ def run_module(args):
         os.unlink(args_file)
     result = json.loads(proc.stdout)
     if result.get("failed"):
-        raise SystemExit("bench checkpoint: dump failed: " + result["msg"])
+        raise SystemExit(f"bench: pod_checkpoint failed: {result['msg']}")
     return result
 
 

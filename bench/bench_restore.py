@@ -25,7 +25,6 @@ STRATA_BENCH_ROUNDS (default 2), STRATA_CKPT_IMAGE (default strata-ops-host:late
 """
 
 import glob
-import json
 import os
 import shutil
 import subprocess
@@ -33,9 +32,9 @@ import sys
 import time
 import uuid
 
-from bench_checkpoint import BIN, CHUNK, HOLDER, REPO
+from bench_checkpoint import BENCH_DIR, BIN, CHUNK, HOLDER, REPO
+from bench_checkpoint import run_module as module
 
-MODULE = os.path.join(REPO, "plugins", "modules", "pod_checkpoint.py")
 CRIU = os.environ.get("STRATA_CRIU", os.path.join(BIN, "criu"))
 GIB = int(os.environ.get("STRATA_BENCH_RESTORE_GIB", "1"))
 ROUNDS = int(os.environ.get("STRATA_BENCH_ROUNDS", "2"))
@@ -49,23 +48,6 @@ def docker(*args, check=True):
     if check and proc.returncode != 0:
         raise SystemExit(f"bench restore: docker {' '.join(args[:2])} failed: {proc.stderr.strip()}")
     return proc.stdout
-
-
-def module(args):
-    path = os.path.join(WORK, f"args-{uuid.uuid4().hex[:6]}.json")
-    with open(path, "w") as handle:
-        json.dump({"ANSIBLE_MODULE_ARGS": args}, handle)
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, ".collections"))
-    try:
-        proc = subprocess.run(
-            [sys.executable, MODULE, path], capture_output=True, text=True, env=env, check=False
-        )
-    finally:
-        os.unlink(path)
-    result = json.loads(proc.stdout)
-    if result.get("failed"):
-        raise SystemExit("bench restore: the module failed: " + result["msg"])
-    return result
 
 
 def drop_caches():
@@ -223,6 +205,7 @@ def main():
         container = docker_container(size)
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
+        shutil.rmtree(BENCH_DIR, ignore_errors=True)
     print(pre_dump_line())
     print(
         f"bench restore: {GIB}GiB restore/cat host process (criu restore) {host[0]:.2f}x "

@@ -50,6 +50,13 @@ def zfs_pool():
     return POOL
 
 
+def lib_sh_value(expression):
+    """The output of a shell expression over tests/testbed/lib.sh (its names and functions, such as
+    ``cri_image`` or ``echo $NODE_SOCKET``): one definition for the scripts and the tests."""
+    argv = ["bash", "-c", f"source {REPO}/tests/testbed/lib.sh && {expression}"]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def run_module(name, args, check_mode=False, diff=False):
     """Run plugins/modules/<name>.py as Ansible would, with ANSIBLE_MODULE_ARGS in a JSON
     file, and return its JSON result."""

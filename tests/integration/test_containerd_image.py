@@ -10,39 +10,14 @@ file that is no image archive fails with the reason and changes nothing.
 import json
 import os
 import subprocess
-import sys
 import uuid
 
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, lib_sh_value, run_module
 from .test_pod_checkpoint import _missing
 
-MODULE = os.path.join(REPO, "plugins", "modules", "containerd_image.py")
 CRI_SOCKET = "/run/strata-cri/containerd.sock"
-
-
-def lib_sh(expression):
-    out = subprocess.run(
-        ["bash", "-c", f"source {REPO}/tests/testbed/lib.sh && {expression}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.strip()
-
-
-def run_module(tmp_path, args, check_mode=False):
-    args_file = tmp_path / f"args-{uuid.uuid4().hex[:6]}.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=check_mode)}))
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, ".collections"))
-    proc = subprocess.run(
-        [sys.executable, MODULE, str(args_file)], capture_output=True, text=True, env=env, check=False
-    )
-    try:
-        return json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError(f"module printed no JSON: {proc.stdout}\n{proc.stderr}") from None
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +33,8 @@ def runtimes():
     return {
         "1.6": {"address": CRI_SOCKET, "ctr": "ctr"},
         "2.3": {
-            "address": lib_sh("echo $NODE_SOCKET"),
-            "ctr": os.path.join(lib_sh("containerd2_bin"), "ctr"),
+            "address": lib_sh_value("echo $NODE_SOCKET"),
+            "ctr": os.path.join(lib_sh_value("containerd2_bin"), "ctr"),
         },
     }
 
@@ -67,7 +42,7 @@ def runtimes():
 @pytest.fixture(scope="module")
 def archives(runtimes, tmp_path_factory):
     """The workload image as docker save wrote it, and as an OCI layout exported by ctr."""
-    image = lib_sh("cri_image")
+    image = lib_sh_value("cri_image")
     where = tmp_path_factory.mktemp("archives")
     saved = where / "docker-save.tar"
     subprocess.run(["docker", "save", "-o", str(saved), image.removeprefix("docker.io/library/")], check=True)
@@ -99,7 +74,7 @@ def held(runtime, namespace):
 
 @pytest.mark.parametrize("version", ["1.6", "2.3"])
 @pytest.mark.parametrize("form", ["docker-save", "oci"])
-def test_import_once_then_skip_the_same_image(runtimes, archives, namespace, tmp_path, version, form):  # noqa: PLR0917
+def test_import_once_then_skip_the_same_image(runtimes, archives, namespace, version, form):
     runtime = runtimes[version]
     args = {
         "archive": str(archives[form]),
@@ -108,32 +83,32 @@ def test_import_once_then_skip_the_same_image(runtimes, archives, namespace, tmp
         "namespace": namespace,
         "ctr_command": [runtime["ctr"]],
     }
-    planned = run_module(tmp_path, args, check_mode=True)
+    planned = run_module("containerd_image", args, check_mode=True)
     assert planned.get("failed") is not True, planned
     assert planned["changed"] is True and planned["before"] is None
     assert planned["command"][-3:] == ["images", "import", str(archives[form])]
     assert held(runtime, namespace) == []  # check mode imported nothing
 
-    first = run_module(tmp_path, args)
+    first = run_module("containerd_image", args)
     assert first.get("failed") is not True, first
     assert first["changed"] is True and first["image"] == "docker.io/library/data-miner:latest"
     assert first["digest"].startswith("sha256:")
     assert "docker.io/library/data-miner:latest" in held(runtime, namespace)
 
-    again = run_module(tmp_path, args)
+    again = run_module("containerd_image", args)
     assert again.get("failed") is not True and again["changed"] is False, again
     assert again["before"] == again["digest"] == first["digest"]
     assert "already in containerd" in again["msg"]
 
     # without name: the archive's own name
-    own = run_module(tmp_path, {k: v for k, v in args.items() if k != "name"})
+    own = run_module("containerd_image", {k: v for k, v in args.items() if k != "name"})
     assert own.get("failed") is not True, own
     assert own["image"] == archives["image"] and own["digest"] == first["digest"]
 
 
-def test_wrong_socket_fails_with_the_reason(runtimes, archives, namespace, tmp_path):
+def test_wrong_socket_fails_with_the_reason(runtimes, archives, namespace):
     result = run_module(
-        tmp_path,
+        "containerd_image",
         {
             "archive": str(archives["docker-save"]),
             "address": "/run/no-such/containerd.sock",

@@ -25,7 +25,7 @@ PLAYBOOK_BIN = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
 TOKEN = "hf_canary_" + uuid.uuid4().hex
 
 
-def config(suffix):
+def config(suffix, data="/data"):
     n = {role: f"dm{suffix}-{role}" for role in ("master", "w1", "w2", "store")}
     return n, {
         "cluster": {
@@ -43,12 +43,12 @@ def config(suffix):
                 },
             },
         },
-        "storage": {"seaweedfs_mount": "/swdfs_mnt/swshared", "db_path": "/data/data_miner_db"},
+        "storage": {"seaweedfs_mount": f"{data}/swshared", "db_path": f"{data}/data_miner_db"},
         "image": {"name": "data-miner", "tag": "latest", "pull_policy": "Never"},
         "seaweedfs": {
             "namespace": f"dm-{suffix}-sw",
             "image": "chrislusf/seaweedfs:latest",
-            "data_dir": "/data/seaweed",
+            "data_dir": f"{data}/seaweed",
             "default_disk_limit_mb": 0,
         },
         "resource_presets": {"small": {"cpu": "250m-1000m", "memory": "512Mi-2Gi"}},
@@ -60,13 +60,20 @@ def config(suffix):
         },
         "infrastructure": {
             "postgres": {"kind": "StatefulSet", "image": "postgres:16", "port": 5432},
-            "grafana": {"kind": "Deployment", "image": "grafana/grafana:10.0.0", "node_port": 30300},
+            # NodePorts are cluster-wide: each run takes its own
+            "grafana": {
+                "kind": "Deployment",
+                "image": "grafana/grafana:10.0.0",
+                "node_port": 30000 + int(suffix, 16) % 2700,
+            },
         },
         "k3s_app_overrides": {"output_dir": "${storage.seaweedfs_mount}/data_miner_output", "device": "auto"},
     }
 
 
-def deploy(path, kubeconfig, check=False):
+def deploy(path, kubeconfig, check=False, playbook="deploy", extra=None, expect_failure=False):  # noqa: PLR0917
+    """Run playbooks/data_miner/PLAYBOOK.yml with the config as the inventory; the results by task name
+    (``HOST: NAME`` for hosts other than localhost), or the failed result with ``expect_failure``."""
     env = dict(
         os.environ,
         ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
@@ -74,24 +81,36 @@ def deploy(path, kubeconfig, check=False):
         ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
         HF_TOKEN=TOKEN,
     )
-    argv = [
-        PLAYBOOK_BIN,
-        "-i",
-        str(path),
-        "playbooks/data_miner/deploy.yml",
-        "-e",
-        f"strata_kubeconfig={kubeconfig}",
-    ]
-    proc = subprocess.run(
-        argv + (["--check"] if check else []), cwd=REPO, env=env, capture_output=True, text=True, check=False
+    # The nodes of the file are this machine for the wipe play.
+    local = {
+        "ansible_connection": "local",
+        "ansible_become": False,
+        "ansible_python_interpreter": sys.executable,
+    }
+    local.update(extra or {})
+    argv = [PLAYBOOK_BIN, "-i", str(path), f"playbooks/data_miner/{playbook}.yml"]
+    argv += ["-e", f"strata_kubeconfig={kubeconfig}", "-e", json.dumps(local)] + (
+        ["--check"] if check else []
     )
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     assert TOKEN not in proc.stdout + proc.stderr  # never in the output
     try:
-        tasks = json.loads(proc.stdout)["plays"][0]["tasks"]
-    except (ValueError, KeyError, IndexError):
+        plays = json.loads(proc.stdout)["plays"]
+    except (ValueError, KeyError):
         raise AssertionError(f"no result from ansible-playbook: {proc.stdout}\n{proc.stderr}") from None
-    results = {t["task"]["name"].split(" : ", 1)[-1]: t["hosts"].get("localhost", {}) for t in tasks}
-    assert proc.returncode == 0, [r for r in results.values() if r.get("failed")]
+    results = {}
+    for play in plays:
+        for task in play["tasks"]:
+            name = task["task"]["name"].split(" : ", 1)[-1]
+            for host, result in task["hosts"].items():
+                results[name if host == "localhost" else f"{host}: {name}"] = result
+    failed = [r for r in results.values() if r.get("failed")]
+    if expect_failure:
+        assert proc.returncode != 0 and failed, proc.stdout[-2000:]
+        return failed[0]
+    assert proc.returncode == 0, [
+        (n, r.get("msg")) for n, r in results.items() if r.get("failed")
+    ] or proc.stdout[-3000:]
     return results
 
 
@@ -121,7 +140,7 @@ def wait_scheduled(client, namespaces, expected, timeout=60):
 @pytest.fixture
 def pipeline(controlplane, k8s_client, tmp_path):
     suffix = uuid.uuid4().hex[:6]
-    names, doc = config(suffix)
+    names, doc = config(suffix, data=str(tmp_path / "node-data"))
     for role, name in names.items():
         create_kwok_node(k8s_client, name, labels={"strata.io/test": "data-miner"} if role else None)
     path = tmp_path / "cluster_config.yaml"
@@ -177,7 +196,10 @@ def test_deploy_places_every_pod_where_the_config_says_then_prunes_a_removed_wor
     secret = k8s_client.get("Secret", "hf-token", ns)
     assert secret["type"] == "Opaque" and "HF_TOKEN" in secret["data"]
     config_map = k8s_client.get("ConfigMap", "data-miner-config", ns)
-    assert "output_dir: /swdfs_mnt/swshared/data_miner_output" in config_map["data"]["config.yaml"]
+    assert (
+        f"output_dir: {doc['storage']['seaweedfs_mount']}/data_miner_output"
+        in config_map["data"]["config.yaml"]
+    )
     assert TOKEN not in json.dumps(config_map)
 
     again = deploy(path, kubeconfig)
@@ -191,3 +213,46 @@ def test_deploy_places_every_pod_where_the_config_says_then_prunes_a_removed_wor
     with pytest.raises(Exception, match=r"does not exist|not found"):
         k8s_client.get("Deployment", "monitor", ns)
     k8s_client.get("Deployment", "extract", ns)  # the others stay
+
+
+def test_teardown_keeps_the_data_unless_the_wipe_names_the_namespace(pipeline, k8s_client):
+    names, doc, path, kubeconfig = (
+        pipeline["names"],
+        pipeline["doc"],
+        pipeline["path"],
+        pipeline["kubeconfig"],
+    )
+    ns, sw = doc["cluster"]["namespace"], doc["seaweedfs"]["namespace"]
+    deploy(path, kubeconfig)
+    # what the pods would have written on the nodes (kwok runs no containers)
+    db = os.path.join(doc["storage"]["db_path"], "postgres")
+    seaweed = doc["seaweedfs"]["data_dir"]
+    for directory in (db, os.path.join(seaweed, "volume")):
+        os.makedirs(directory)
+        with open(os.path.join(directory, "data"), "w") as handle:
+            handle.write("kept\n")
+
+    wrong = deploy(
+        path, kubeconfig, playbook="teardown", extra={"confirm_wipe": "data-minr"}, expect_failure=True
+    )
+    assert f"confirm_wipe must be the pipeline's namespace ({ns}), got data-minr" in wrong["msg"]
+    k8s_client.get_namespace(ns)  # nothing changed
+
+    kept = deploy(path, kubeconfig, playbook="teardown")
+    assert f"Deleted the namespaces {ns}, {sw}" in kept["Summary"]["msg"]
+    assert f"kept (wipe: -e confirm_wipe={ns})" in kept["Summary"]["msg"]
+    for name in (ns, sw):
+        with pytest.raises(Exception, match=r"does not exist|not found"):
+            k8s_client.get_namespace(name)
+    assert os.path.exists(os.path.join(db, "data")) and os.path.exists(
+        os.path.join(seaweed, "volume", "data")
+    )
+
+    # every node of the file is this machine here: one of them wipes the paths they would each hold
+    wipe = {"confirm_wipe": ns, "data_miner_wipe_hosts": names["master"]}
+    planned = deploy(path, kubeconfig, playbook="teardown", extra=wipe, check=True)
+    assert f"{names['master']}: would delete {db}, {seaweed}" in planned[f"{names['master']}: Summary"]["msg"]
+    assert os.path.exists(db)
+    wiped = deploy(path, kubeconfig, playbook="teardown", extra=wipe)
+    assert f"{names['master']}: deleted {db}, {seaweed}" in wiped[f"{names['master']}: Summary"]["msg"]
+    assert not os.path.exists(db) and not os.path.exists(seaweed)

@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from .conftest import CACHE, REPO
+from .conftest import CACHE, REPO, lib_sh_value
 from .k8s_fixtures import controlplane  # noqa: F401  # pylint: disable=unused-import
 from .test_pod_checkpoint import _missing, run_module
 
@@ -34,16 +34,6 @@ KUBELET_URL = "https://127.0.0.1:10250"
 COUNTED_BEFORE_DUMP = 25  # 5 s of counting: more than a fresh process reaches while the test looks
 
 
-def from_lib_sh(fn):
-    out = subprocess.run(
-        ["bash", "-c", f"source {REPO}/tests/testbed/lib.sh && {fn}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def node(controlplane):  # noqa: F811 - the fixture
     if os.geteuid() != 0:
@@ -53,8 +43,8 @@ def node(controlplane):  # noqa: F811 - the fixture
         _missing(f"tests/testbed/node/start failed: {proc.stderr.strip()[-1500:]}")
     return {
         "name": proc.stdout.strip().splitlines()[-1],
-        "ctr": os.path.join(from_lib_sh("containerd2_bin"), "ctr"),
-        "image": from_lib_sh("cri_image"),
+        "ctr": os.path.join(lib_sh_value("containerd2_bin"), "ctr"),
+        "image": lib_sh_value("cri_image"),
     }
 
 
