@@ -8,9 +8,9 @@ module: containerd_image
 short_description: Import an image archive into a node's containerd unless it already holds that image
 version_added: "0.2.0"
 description:
-  - Imports an image archive on this host (C(docker save) output, or an OCI image layout tar) into
+  - "Imports an image archive on this host (C(docker save) output, or an OCI image layout tar) into
     containerd's namespace O(namespace) with C(ctr images import) (or C(k3s ctr images import)),
-    as the data-miner operators do for images that no registry serves (C(imagePullPolicy: Never)).
+    as the data-miner operators do for images that no registry serves (C(imagePullPolicy: Never))."
   - Skips the import (C(changed=false)) when containerd already holds the image under O(name) with
     the same config digest (the image ID C(crictl images) shows) as the archive; the archive's digest
     comes from its own index, containerd's from the image's target in its content store.
