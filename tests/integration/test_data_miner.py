@@ -139,13 +139,15 @@ def wait_scheduled(client, namespaces, expected, timeout=60):
 
 @pytest.fixture
 def pipeline(controlplane, k8s_client, tmp_path):
+    """kwok nodes and a cluster_config.yaml of a random suffix: (node names, the config, its path,
+    the kubeconfig); the namespaces and nodes are removed afterwards."""
     suffix = uuid.uuid4().hex[:6]
     names, doc = config(suffix, data=str(tmp_path / "node-data"))
     for role, name in names.items():
         create_kwok_node(k8s_client, name, labels={"strata.io/test": "data-miner"} if role else None)
     path = tmp_path / "cluster_config.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    yield {"names": names, "doc": doc, "path": path, "kubeconfig": controlplane}
+    yield names, doc, path, controlplane
     for ns in (doc["cluster"]["namespace"], doc["seaweedfs"]["namespace"]):
         k8s_client.delete("Namespace", ns)
     for name in names.values():
@@ -153,12 +155,7 @@ def pipeline(controlplane, k8s_client, tmp_path):
 
 
 def test_deploy_places_every_pod_where_the_config_says_then_prunes_a_removed_worker(pipeline, k8s_client):
-    names, doc, path, kubeconfig = (
-        pipeline["names"],
-        pipeline["doc"],
-        pipeline["path"],
-        pipeline["kubeconfig"],
-    )
+    names, doc, path, kubeconfig = pipeline
     ns, sw = doc["cluster"]["namespace"], doc["seaweedfs"]["namespace"]
     planned = deploy(path, kubeconfig, check=True)
     assert planned["Summary"]["msg"].startswith("Check mode: would apply")
@@ -216,12 +213,7 @@ def test_deploy_places_every_pod_where_the_config_says_then_prunes_a_removed_wor
 
 
 def test_teardown_keeps_the_data_unless_the_wipe_names_the_namespace(pipeline, k8s_client):
-    names, doc, path, kubeconfig = (
-        pipeline["names"],
-        pipeline["doc"],
-        pipeline["path"],
-        pipeline["kubeconfig"],
-    )
+    names, doc, path, kubeconfig = pipeline
     ns, sw = doc["cluster"]["namespace"], doc["seaweedfs"]["namespace"]
     deploy(path, kubeconfig)
     # what the pods would have written on the nodes (kwok runs no containers)
