@@ -143,8 +143,8 @@ def pipeline(controlplane, k8s_client, tmp_path):
     the kubeconfig); the namespaces and nodes are removed afterwards."""
     suffix = uuid.uuid4().hex[:6]
     names, doc = config(suffix, data=str(tmp_path / "node-data"))
-    for role, name in names.items():
-        create_kwok_node(k8s_client, name, labels={"strata.io/test": "data-miner"} if role else None)
+    for name in names.values():
+        create_kwok_node(k8s_client, name, labels={"strata.io/test": "data-miner"})
     path = tmp_path / "cluster_config.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     yield names, doc, path, controlplane
