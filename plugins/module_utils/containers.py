@@ -39,6 +39,31 @@ class ContainerConflict(ContainerError):
     pass
 
 
+class CtrClient:
+    """containerd's ``ctr`` (or ``k3s ctr``) against one socket and namespace; every command it
+    ran is in ``commands``. ``run`` returns (rc, out, err); a failure raises ``failure(...)``."""
+
+    def __init__(self, command, address, namespace, run_command):
+        self.address = address
+        self.argv = [*command, "--address", address, "--namespace", namespace]
+        self.run_command = run_command
+        self.commands = []
+
+    def run(self, *args, check=True):
+        argv = [*self.argv, *args]
+        self.commands.append(" ".join(argv))
+        rc, out, err = self.run_command(argv)
+        if check and rc != 0:
+            raise self.failure(args, rc, (err or out).strip(), argv)
+        return rc, out, err
+
+    def failure(self, args, rc, text, argv):  # pylint: disable=unused-argument
+        return RuntimeUnavailable(
+            f"{' '.join(self.argv[:1] + list(args[:2]))} failed (rc={rc}): {text}. "
+            f"Is containerd up, and is {self.address} its socket?"
+        )
+
+
 class _UnixHTTPConnection(HTTPConnection):
     def __init__(self, path, timeout=60):
         HTTPConnection.__init__(self, "localhost", timeout=timeout)

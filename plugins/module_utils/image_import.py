@@ -84,37 +84,23 @@ def _platform_manifest(descriptors, read):
     raise ImageArchiveError(f"no image for linux/{arch} in the archive's index")
 
 
-class Ctr:
-    """ctr (or ``k3s ctr``) against one containerd socket and namespace."""
+class Ctr(ctr.CtrClient):
+    """ctr (or ``k3s ctr``) reading what an image is in containerd."""
 
-    def __init__(self, command, address, namespace, run_command):
-        self.address = address
-        self.argv = [*command, "--address", address, "--namespace", namespace]
-        self.run_command = run_command
-        self.commands = []
-
-    def run(self, *args, check=True):
-        argv = [*self.argv, *args]
-        self.commands.append(" ".join(argv))
-        rc, out, err = self.run_command(argv)
-        if check and rc != 0:
-            raise ctr.RuntimeUnavailable(
-                f"{' '.join(argv[:1] + list(args[:2]))} failed (rc={rc}): {(err or out).strip()}. "
-                f"Is containerd up, and is {self.address} its socket?"
-            )
-        return out
+    def output(self, *args):
+        return self.run(*args)[1]
 
     def config_digest(self, ref):
         """The config digest of image ``ref`` in containerd, or None when it does not hold it."""
-        listing = self.run("images", "ls", f"name=={ref}")
+        listing = self.output("images", "ls", f"name=={ref}")
         rows = [line.split() for line in listing.splitlines()[1:] if line.split() and line.split()[0] == ref]
         if not rows:
             return None
         target = rows[0][2]
-        content = json.loads(self.run("content", "get", target))
+        content = json.loads(self.output("content", "get", target))
         if content.get("mediaType") in INDEX_TYPES or "manifests" in content:
-            descriptor = _platform_manifest(content["manifests"], lambda d: self.run("content", "get", d))
-            content = json.loads(self.run("content", "get", descriptor["digest"]))
+            descriptor = _platform_manifest(content["manifests"], lambda d: self.output("content", "get", d))
+            content = json.loads(self.output("content", "get", descriptor["digest"]))
         return content["config"]["digest"]
 
 

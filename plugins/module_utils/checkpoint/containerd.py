@@ -54,8 +54,8 @@ def containerd_address(params):
     return DEFAULT_ADDRESS
 
 
-class Ctr:
-    """ctr against one containerd and namespace; every command it ran is in ``commands``."""
+class Ctr(ctr.CtrClient):
+    """ctr for method=containerd: the binary from ctr_path or PATH, CRIU-aware failures."""
 
     def __init__(self, params, run_command):
         binary = params.get("ctr_path") or criu.find_executable("ctr")
@@ -64,38 +64,22 @@ class Ctr:
                 f"ctr ({params.get('ctr_path') or 'on PATH'}) is not installed: method=containerd drives "
                 "containerd through its ctr client (Debian package containerd); set ctr_path"
             )
-        self.argv = [
-            binary,
-            "--address",
-            containerd_address(params),
-            "--namespace",
-            params["containerd_namespace"],
-        ]
-        self.run_command = run_command
-        self.commands = []
+        super().__init__([binary], containerd_address(params), params["containerd_namespace"], run_command)
 
     def line(self, *args):
         return " ".join([*self.argv, *args])
 
-    def run(self, *args, check=True):
-        argv = [*self.argv, *args]
-        self.commands.append(" ".join(argv))
-        rc, out, err = self.run_command(argv)
-        if check and rc != 0:
-            raise criu.CriuError(self._why(args, rc, (err or out).strip()), cmd=" ".join(argv), rc=rc)
-        return rc, out, err
-
-    def _why(self, args, rc, text):
+    def failure(self, args, rc, text, argv):
         what = f"{' '.join(args[:2])} failed (rc={rc}): {text}"
         if NO_CRIU in text and "criu" in text.lower():
-            return (
-                f"{what}. containerd's runc shim runs the criu on containerd's PATH and finds none: "
+            what += (
+                ". containerd's runc shim runs the criu on containerd's PATH and finds none: "
                 "install CRIU >= 4 on that PATH (for example /usr/local/sbin/criu), or restart containerd "
                 "with CRIU's directory on its PATH"
             )
-        if "connect" in text or "no such file" in text.lower():
-            return f"{what}. Is containerd up, and is {self.argv[2]} its socket? Set containerd_address"
-        return what
+        elif "connect" in text or "no such file" in text.lower():
+            what += f". Is containerd up, and is {self.address} its socket? Set containerd_address"
+        return criu.CriuError(what, cmd=" ".join(argv), rc=rc)
 
     def container_labels(self, name):
         """The labels of container ``name``, or None when it does not exist."""
