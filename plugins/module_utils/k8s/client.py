@@ -16,7 +16,8 @@ from ansible_collections.strata.ops.plugins.module_utils.k8s.errors import (
     K8sNotFound,
     K8sUnreachable,
 )
-from ansible_collections.strata.ops.plugins.module_utils.k8s.library import k8s_rest, urllib3
+from ansible_collections.strata.ops.plugins.module_utils.k8s.library import kubernetes, urllib3
+from ansible_collections.strata.ops.plugins.module_utils.k8s.plainconfig import PlainConfiguration
 from ansible_collections.strata.ops.plugins.module_utils.k8s.resources import (
     PATCH_TYPES,
     RESOURCES,
@@ -43,7 +44,10 @@ class K8sClient(Watching):
         self.source = source
         self.context = context
         self.api_timeout = api_timeout
-        self.pool = k8s_rest.RESTClientObject(configuration).pool_manager
+        if isinstance(configuration, PlainConfiguration):
+            self.pool = configuration.pool_manager()
+        else:
+            self.pool = kubernetes().rest.RESTClientObject(configuration).pool_manager
 
     # ---- transport
 

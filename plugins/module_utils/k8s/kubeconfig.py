@@ -6,6 +6,7 @@ expired certificate, a timeout that cannot work."""
 import base64
 import os
 
+from ansible_collections.strata.ops.plugins.module_utils.k8s import plainconfig
 from ansible_collections.strata.ops.plugins.module_utils.k8s.client import DEFAULT_API_TIMEOUT, K8sClient
 from ansible_collections.strata.ops.plugins.module_utils.k8s.errors import (
     CLUSTER_HINT,
@@ -17,9 +18,7 @@ from ansible_collections.strata.ops.plugins.module_utils.k8s.errors import (
 )
 from ansible_collections.strata.ops.plugins.module_utils.k8s.library import (
     HAS_K8S,
-    ConfigException,
-    K8sConfiguration,
-    k8s_config,
+    kubernetes,
     missing_library_message,
     yaml,
 )
@@ -77,9 +76,10 @@ def _check_kubeconfig_shape(path):
 
 def _context_names(path):
     _check_kubeconfig_shape(path)
+    library = kubernetes()
     try:
-        contexts, active = k8s_config.list_kube_config_contexts(config_file=path)
-    except (ConfigException, ValueError, TypeError, AttributeError) as exc:
+        contexts, active = library.config.list_kube_config_contexts(config_file=path)
+    except (library.ConfigException, ValueError, TypeError, AttributeError) as exc:
         raise K8sConfigError(
             f"kubeconfig {path} is not a valid kubeconfig ({exc}): regenerate it ({CLUSTER_HINT})",
             kubeconfig=path,
@@ -167,11 +167,12 @@ def _choose_context(path, context):
 
 def _load_context(cfg, path, used_context):
     """Load the context into cfg; K8sConfigError naming undecodable embedded data if that is why it fails."""
+    library = kubernetes()
     try:
-        k8s_config.load_kube_config(
+        library.config.load_kube_config(
             config_file=path, context=used_context, client_configuration=cfg, persist_config=False
         )
-    except ConfigException as exc:
+    except library.ConfigException as exc:
         raise K8sConfigError(
             f"kubeconfig {path}, context {used_context!r}: {exc}; fix or regenerate it ({CLUSTER_HINT})",
             kubeconfig=path,
@@ -207,15 +208,35 @@ def _check_client_certificate(cfg, source, path, used_context):
         )
 
 
-def _load_kubeconfig(cfg, kubeconfig, context):
-    """Load kubeconfig/context into cfg. Returns (source, used_context)."""
+def _plain(path, context):
+    """(PlainConfiguration, context) when the context is plain (plainconfig.py), else (None, None)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            doc = yaml.safe_load(handle)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    used_context = context or doc.get("current-context")
+    if not isinstance(used_context, str) or not used_context:
+        return None, None
+    cfg = plainconfig.load(doc, used_context, os.path.dirname(os.path.abspath(path)))
+    return (cfg, used_context) if cfg else (None, None)
+
+
+def _load_kubeconfig(kubeconfig, context):
+    """The configuration of kubeconfig/context: plain settings without the kubernetes library,
+    anything else through it. Returns (cfg, source, used_context)."""
     path, source = kubeconfig_path(kubeconfig)
     _check_kubeconfig_file(path, source)
-    used_context = _choose_context(path, context)
-    _load_context(cfg, path, used_context)
+    cfg, used_context = _plain(path, context)
+    if cfg is None:
+        used_context = _choose_context(path, context)
+        cfg = kubernetes().Configuration()
+        _load_context(cfg, path, used_context)
     source = f"kubeconfig {path}, context {used_context!r}"
     _check_client_certificate(cfg, source, path, used_context)
-    return source, used_context
+    return cfg, source, used_context
 
 
 def get_client(kubeconfig=None, context=None, api_timeout=DEFAULT_API_TIMEOUT, in_cluster=None, probe=True):
@@ -229,7 +250,6 @@ def get_client(kubeconfig=None, context=None, api_timeout=DEFAULT_API_TIMEOUT, i
     if not HAS_K8S:
         raise K8sMissingLibrary(missing_library_message())
     check_api_timeout(api_timeout)
-    cfg = K8sConfiguration()
     if in_cluster is None:
         in_cluster = (
             not kubeconfig
@@ -237,13 +257,15 @@ def get_client(kubeconfig=None, context=None, api_timeout=DEFAULT_API_TIMEOUT, i
             and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
         )
     if in_cluster:
+        library = kubernetes()
+        cfg = library.Configuration()
         try:
-            k8s_config.load_incluster_config(client_configuration=cfg)
-        except ConfigException as exc:
+            library.config.load_incluster_config(client_configuration=cfg)
+        except library.ConfigException as exc:
             raise K8sConfigError(f"in-cluster configuration failed: {exc}") from None
         source, used_context = "in-cluster service account", None
     else:
-        source, used_context = _load_kubeconfig(cfg, kubeconfig, context)
+        cfg, source, used_context = _load_kubeconfig(kubeconfig, context)
     client = K8sClient(cfg, source=source, api_timeout=api_timeout, context=used_context)
     if probe:
         client.version()
