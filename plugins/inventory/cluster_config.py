@@ -20,7 +20,8 @@ description:
     there; always empty on a storage-only node) and C(cluster_k3s_role) (server or agent)."
   - "Variables of C(all): C(cluster_config) (the whole document, references resolved),
     C(cluster_config_file), C(strata_namespace) (C(cluster.namespace)), C(strata_cluster_engine)
-    (C(k3s)) and, when given, C(strata_k3s_version)."
+    (C(k3s)) and, when given, C(strata_k3s_version) and from C(cluster.gpu_sharing) the C(cluster) role's
+    C(cluster_k3s_gpu_sharing) and C(cluster_k3s_gpu_time_slices)."
   - "Every problem in the file is reported at once, each with its dotted path in the file, for example
     C(workers.filter.schedule_on: 'gpus' is not one of all, master, gpu). Unknown keys are refused."
   - The source is either the operators' file itself, named C(cluster_config.yml) or C(cluster_config.yaml)
@@ -197,3 +198,9 @@ class InventoryModule(BaseInventoryPlugin):
         inventory.set_variable("all", "strata_cluster_engine", "k3s")
         if "k3s_version" in doc["cluster"]:
             inventory.set_variable("all", "strata_k3s_version", doc["cluster"]["k3s_version"])
+        if "gpu_sharing" in doc["cluster"]:
+            # Layer 3 configures the device plugin the way the rendered pods ask for GPUs.
+            mode, slices = cluster_config.gpu_sharing(doc)
+            inventory.set_variable("all", "cluster_k3s_gpu_sharing", mode)
+            if slices is not None:
+                inventory.set_variable("all", "cluster_k3s_gpu_time_slices", slices)

@@ -33,6 +33,11 @@ SCHEDULE_ON = ("all", "master", "gpu")
 WORKER_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 INFRA_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+# How pods share a node's GPU: ``runtime`` (the operators' choice: nvidia is containerd's default
+# runtime and no pod requests nvidia.com/gpu), ``time_slicing`` (the device plugin advertises each GPU
+# ``time_slices`` times), ``exclusive`` (one GPU per pod). The cluster role's cluster_k3s_gpu_sharing.
+GPU_SHARING = ("runtime", "time_slicing", "exclusive")
+DEFAULT_TIME_SLICES = 4
 # Node labels that mark a GPU node as the cluster role and NVIDIA's GPU feature discovery set them.
 GPU_LABELS = ("strata.io/gpu", "nvidia.com/gpu.present")
 
@@ -197,6 +202,12 @@ SCHEMA = fields(
                 "namespace": scalar("str", required=True, check=_dns_label),
                 "k3s_version": scalar("str", check=_k3s_version),
                 "nodes": map_of(NODE, key_check=_node_name, required=True, min_entries=1),
+                "gpu_sharing": fields(
+                    {
+                        "mode": scalar("str", required=True, choices=GPU_SHARING),
+                        "time_slices": scalar("int", minimum=2),
+                    }
+                ),
             },
             required=True,
         ),
@@ -509,6 +520,7 @@ def _cross_checks(doc, errors, warnings):
                 errors.append(f"cluster.nodes.{name}.gpu: false, but its label {key} says true")
     presets = doc.get("resource_presets") if isinstance(doc.get("resource_presets"), dict) else {}
     gpu_nodes = [n for n, node in nodes.items() if node_is_gpu(node) and node.get("storage_only") is not True]
+    _gpu_sharing_checks(doc, cluster, gpu_nodes, errors, warnings)
     for section in ("workers", "infrastructure"):
         entries = doc.get(section) if isinstance(doc.get(section), dict) else {}
         for name, entry in entries.items():
@@ -525,6 +537,40 @@ def _cross_checks(doc, errors, warnings):
                     f"{section}.{name}.schedule_on: gpu, but no node that takes workers is marked as a GPU "
                     f"node (set gpu: true or the label {GPU_LABELS[0]}: 'true' under cluster.nodes.<name>)"
                 )
+
+
+def gpu_sharing(doc):
+    """(mode, time slices) of a checked config; time slices is None unless mode is time_slicing."""
+    sharing = (doc.get("cluster") or {}).get("gpu_sharing") or {}
+    mode = sharing.get("mode", GPU_SHARING[0])
+    return mode, sharing.get("time_slices", DEFAULT_TIME_SLICES) if mode == "time_slicing" else None
+
+
+def _gpu_sharing_checks(doc, cluster, gpu_nodes, errors, warnings):
+    sharing = cluster.get("gpu_sharing") if isinstance(cluster.get("gpu_sharing"), dict) else {}
+    mode = sharing.get("mode")
+    if "time_slices" in sharing and mode in GPU_SHARING and mode != "time_slicing":
+        errors.append(f"cluster.gpu_sharing.time_slices: only with mode time_slicing (mode is {mode})")
+    if mode not in ("exclusive", "time_slicing") or not gpu_nodes:
+        return
+    pods = 0
+    for section in ("workers", "infrastructure"):
+        entries = doc.get(section) if isinstance(doc.get(section), dict) else {}
+        for entry in entries.values():
+            if isinstance(entry, dict) and entry.get("schedule_on") == "gpu":
+                daemon = entry.get("kind") == "DaemonSet"
+                replicas = entry.get("replicas", 1)
+                pods += len(gpu_nodes) if daemon else replicas if isinstance(replicas, int) else 0
+    slices = sharing.get("time_slices", DEFAULT_TIME_SLICES) if mode == "time_slicing" else 1
+    capacity = len(gpu_nodes) * slices if isinstance(slices, int) else pods
+    if pods > capacity:
+        # The operators' incident: one GPU, several pods asking for one each, the rest Pending.
+        warnings.append(
+            f"cluster.gpu_sharing.mode: {mode} gives {capacity} GPU slot(s) ({len(gpu_nodes)} GPU node(s)"
+            f"{f' x {slices} time slices' if mode == 'time_slicing' else ''}, one GPU each), but the "
+            f"schedule_on: gpu entries ask for {pods} pods: {pods - capacity} will stay Pending. Use mode "
+            "runtime (no nvidia.com/gpu requests) or more time slices"
+        )
 
 
 def check(doc):

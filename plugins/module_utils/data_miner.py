@@ -21,7 +21,7 @@ import json
 import math
 import re
 
-from ansible_collections.strata.ops.plugins.module_utils.cluster_config import GPU_LABELS
+from ansible_collections.strata.ops.plugins.module_utils.cluster_config import GPU_LABELS, gpu_sharing
 from ansible_collections.strata.ops.plugins.module_utils.cluster_config import nodes as config_nodes
 
 PART_OF = "data-miner"
@@ -32,6 +32,8 @@ HF_SECRET = "hf-token"
 HF_KEY = "HF_TOKEN"
 HOSTNAME = "kubernetes.io/hostname"
 GPU_LABEL = GPU_LABELS[0]
+GPU_RESOURCE = "nvidia.com/gpu"  # the NVIDIA device plugin's extended resource
+GPU_RUNTIME_CLASS = "nvidia"  # the RuntimeClass layer 3 makes (roles/cluster nvidia-device-plugin.yaml.j2)
 # SeaweedFS's volume size limit (master -volumeSizeLimitMB): a node's disk limit is a number of such
 # volumes (volume -max; 0 lets the volume server use the free disk, which is what 0 = unlimited means).
 SEAWEEDFS_VOLUME_MB = 1000
@@ -118,6 +120,7 @@ class Renderer:
         self.namespace = doc["cluster"]["namespace"]
         self.nodes = config_nodes(doc)
         self.master = next(n["name"] for n in self.nodes if n["role"] == "master")
+        self.gpu_mode = gpu_sharing(doc)[0]
         self.objects = []
 
     # -- placement
@@ -252,9 +255,15 @@ class Renderer:
             )
             volumes.append({"name": "shared", "hostPath": {"path": mount, "type": "DirectoryOrCreate"}})
         resources = self.preset(worker.get("resources"), path)
+        pod = dict(self.pod_placement(name, worker.get("schedule_on", "all")), containers=[container])
+        if worker.get("schedule_on") == "gpu" and self.gpu_mode != "runtime":
+            # A GPU (or a time slice of one) from the device plugin, through the nvidia runtime; in
+            # mode runtime nvidia is the default runtime and no pod asks (the operators' setup).
+            resources = resources or {}
+            resources["limits"] = dict(resources.get("limits", {}), **{GPU_RESOURCE: 1})
+            pod["runtimeClassName"] = GPU_RUNTIME_CLASS
         if resources:
             container["resources"] = resources
-        pod = dict(self.pod_placement(name, worker.get("schedule_on", "all")), containers=[container])
         if volumes:
             pod["volumes"] = volumes
         self.workload(

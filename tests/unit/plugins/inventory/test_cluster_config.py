@@ -92,6 +92,27 @@ def test_the_repository_example_has_its_gpu_node():
     assert inventory.hosts["pavanjci"].vars["strata_node_gpu"] is True
 
 
+@pytest.mark.parametrize(
+    ("sharing", "wanted"),
+    [
+        (
+            "{mode: time_slicing}",
+            {"cluster_k3s_gpu_sharing": "time_slicing", "cluster_k3s_gpu_time_slices": 4},
+        ),
+        ("{mode: exclusive}", {"cluster_k3s_gpu_sharing": "exclusive"}),
+        (None, {}),  # layer 3's own default (runtime)
+    ],
+)
+def test_gpu_sharing_becomes_the_cluster_roles_variables(tmp_path, sharing, wanted):
+    text = EXAMPLE_TEXT
+    if sharing:
+        text = text.replace(
+            "  k3s_version: v1.31.0+k3s1\n", f"  k3s_version: v1.31.0+k3s1\n  gpu_sharing: {sharing}\n"
+        )
+    all_vars = parse(write(tmp_path, "cluster_config.yaml", text)).groups["all"].vars
+    assert {key: value for key, value in all_vars.items() if key.startswith("cluster_k3s_gpu")} == wanted
+
+
 def test_a_storage_only_node(tmp_path):
     text = EXAMPLE_TEXT.replace(
         "    # storage1: {ip: ..., role: worker, storage_only: true, disk_limit_mb: 500000}",

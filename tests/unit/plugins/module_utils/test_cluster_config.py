@@ -200,6 +200,37 @@ def test_a_gpu_node_that_is_storage_only_takes_no_gpu_worker():
     assert [w.split(":")[0] for w in checked.warnings] == ["workers.filter.schedule_on"]
 
 
+@pytest.mark.parametrize(
+    ("sharing", "warned"),
+    [
+        ({"mode": "runtime"}, False),  # the operators' setup: nobody asks for nvidia.com/gpu
+        ({"mode": "exclusive"}, True),  # their incident: 1 GPU, 3 pods asking for one each
+        ({"mode": "time_slicing", "time_slices": 2}, True),
+        ({"mode": "time_slicing"}, False),  # 4 slices by default
+    ],
+)
+def test_gpu_pods_beyond_what_the_sharing_mode_gives_are_a_warning(sharing, warned):
+    doc = changed(
+        {
+            "cluster.nodes.pavanjci.gpu": True,
+            "cluster.gpu_sharing": sharing,
+            "workers.dedup": {"schedule_on": "gpu"},
+            "workers.detect": {"schedule_on": "gpu"},
+        }
+    )
+    checked = cc.check(doc)
+    assert checked.ok, checked.errors
+    if warned:
+        (warning,) = checked.warnings
+        assert warning.startswith(f"cluster.gpu_sharing.mode: {sharing['mode']} gives ")
+        assert "ask for 3 pods" in warning and "will stay Pending" in warning
+    else:
+        assert checked.warnings == []
+    mode, slices = cc.gpu_sharing(checked.doc)
+    assert mode == sharing["mode"]
+    assert slices == (sharing.get("time_slices", 4) if mode == "time_slicing" else None)
+
+
 def test_an_entry_with_no_settings_is_an_empty_entry():
     doc = changed({"workers.idle": None})
     checked = cc.check(doc)

@@ -198,3 +198,21 @@ def test_grafana_gets_its_loki_datasource_from_the_config_never_an_empty_url():
         "readOnly": True,
     } in pod["containers"][0]["volumeMounts"]
     assert ("ConfigMap", "data-miner", "grafana-datasources") not in objects()  # no Loki: nothing provisioned
+
+
+@pytest.mark.parametrize("mode", ["runtime", "time_slicing", "exclusive"])
+def test_gpu_workers_ask_for_a_gpu_only_when_the_device_plugin_hands_them_out(mode):
+    doc = with_storage_node(EXAMPLE)
+    doc["cluster"]["gpu_sharing"] = {"mode": mode}
+    got = objects(doc)
+    pod = got[("Deployment", "data-miner", "filter")]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    limits = container["resources"]["limits"]
+    if mode == "runtime":
+        # nvidia is the default runtime: every pod sees the GPU, none waits for one (the seed).
+        assert "nvidia.com/gpu" not in limits and "runtimeClassName" not in pod
+    else:
+        assert limits == {"cpu": "2000m", "memory": "8Gi", "nvidia.com/gpu": 1}
+        assert pod["runtimeClassName"] == "nvidia"
+    other = got[("Deployment", "data-miner", "extract")]["spec"]["template"]["spec"]
+    assert "runtimeClassName" not in other
