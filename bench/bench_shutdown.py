@@ -26,7 +26,6 @@ Skips with one clear line when the control plane does not answer. Everything liv
 namespace and a node named bench-shutdown-<random>, removed at the end.
 """
 
-import glob
 import json
 import os
 import statistics
@@ -51,7 +50,7 @@ try:
     from ansible_collections.strata.ops.plugins.module_utils import k8s
 except ImportError as import_exc:
     IMPORT_ERROR = import_exc
-from testbed_paths import CACHE, LAB_KUBECONFIG  # noqa: E402 - no dependencies beyond os
+from testbed_paths import CACHE, LAB_KUBECONFIG, kubectl_path  # noqa: E402 - no dependencies beyond os
 
 KUBECONFIG = os.environ.get("STRATA_KUBECONFIG", LAB_KUBECONFIG)
 ROUNDS = int(os.environ.get("STRATA_BENCH_ROUNDS", "3"))
@@ -90,11 +89,6 @@ PLAYBOOK = """\
 def skip(reason):
     print(f"bench shutdown: SKIPPED ({reason})")
     sys.exit(0)
-
-
-def kubectl_path():
-    found = sorted(glob.glob(os.path.join(CACHE, "controlplane", "v1.*", "bin", "kubectl")))
-    return found[-1] if found else None
 
 
 class DeleteWatcher(threading.Thread):

@@ -9,6 +9,7 @@ The nodes and namespaces carry a random suffix, so parallel runs never share the
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -163,7 +164,7 @@ def test_deploy_places_every_pod_where_the_config_says_then_prunes_a_removed_wor
         k8s_client.get_namespace(ns)  # check mode created nothing
 
     first = deploy(path, kubeconfig)
-    assert first["Apply the objects (server-side apply)"]["changed"] is True
+    assert first["Apply what would change (server-side apply)"]["changed"] is True
     assert first["Apply the HF token Secret"]["changed"] is True
     placed = wait_scheduled(
         k8s_client, [ns, sw],
@@ -200,8 +201,20 @@ def test_deploy_places_every_pod_where_the_config_says_then_prunes_a_removed_wor
     assert TOKEN not in json.dumps(config_map)
 
     again = deploy(path, kubeconfig)
-    assert again["Apply the objects (server-side apply)"]["changed"] is False, again["Summary"]["msg"]
-    assert "nothing changed" in again["Summary"]["msg"] and "pruned nothing" in again["Summary"]["msg"]
+    summary = again["Summary"]["msg"]
+    assert again["Plan the apply against what the cluster holds"].get("censored"), "the set holds the token"
+    for task in ("Apply what would change (server-side apply)", "Apply the HF token Secret"):
+        assert again[task].get("skipped") is True, (task, summary)  # no PATCH at all
+    assert re.search(r"\((\d+) unchanged without a request; nothing changed\)", summary), summary
+    assert "pruned nothing" in summary
+
+    # Someone scales a worker by hand: the next deploy sends that one object, and the config wins.
+    k8s_client.scale("StatefulSet", "download", ns, 5)
+    drifted = deploy(path, kubeconfig)
+    assert "; changed StatefulSet download)" in drifted["Summary"]["msg"], drifted["Summary"]["msg"]
+    assert drifted["Apply what would change (server-side apply)"]["changed"] is True
+    assert drifted["Apply the HF token Secret"].get("skipped") is True
+    assert k8s_client.get("StatefulSet", "download", ns)["spec"]["replicas"] == 3
 
     del doc["workers"]["monitor"]
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

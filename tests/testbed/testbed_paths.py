@@ -5,12 +5,19 @@ Tests and benchmarks import these names instead of spelling the default out agai
 
 import contextlib
 import fcntl
+import glob
 import os
 
 CACHE = os.environ.get("STRATA_CACHE", os.path.expanduser("~/.cache/strata-ops"))
 # criu, crit and crictl (tests/testbed/up, tests/testbed/cri/start)
 BIN = os.path.join(CACHE, "bin")
 LAB_KUBECONFIG = os.path.join(CACHE, "controlplane", "strata-lab.kubeconfig")
+
+
+def kubectl_path():
+    """The kubectl built with the lab control plane (newest version), or None."""
+    found = sorted(glob.glob(os.path.join(CACHE, "controlplane", "v1.*", "bin", "kubectl")))
+    return found[-1] if found else None
 
 
 @contextlib.contextmanager
