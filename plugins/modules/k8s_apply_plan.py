@@ -88,7 +88,7 @@ apply:
   type: list
   elements: dict
 unchanged:
-  description: How many objects an apply would not change; a count, so that a converged run's result stays small.
+  description: How many objects an apply would not change (a count keeps a converged run's result small).
   returned: success
   type: int
 stale:
