@@ -15,9 +15,9 @@ infrastructure entries, is rendered and applied to the lab control plane with
   (c) for reference, one ``kubectl get`` listing every kind the pipeline renders across
       namespaces by the pipeline's labels (7 LISTs; the floor of any read of the set).
 
-The medians give the ratio (a)/(b); the goal is at most 2. (a)/(c) is printed beside it. No kwok node is made: the pods stay
-Pending, which costs the apply nothing. Needs the lab control plane (tests/testbed/up
-controlplane). Prints one final line `bench data_miner: ...`.
+The medians give the ratio (a)/(b); the goal is at most 2. (a)/(c) is printed beside it. No
+kwok node is made: the pods stay Pending, which costs the apply nothing. Needs the lab control
+plane (tests/testbed/up controlplane). Prints one final line `bench data_miner: ...`.
 """
 
 import json
@@ -35,8 +35,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 sys.path.insert(0, os.path.join(REPO, ".collections"))
 
-from ansible_collections.strata.ops.plugins.module_utils import cluster_config, data_miner  # noqa: E402
 from testbed_paths import LAB_KUBECONFIG, kubectl_path  # noqa: E402
+
+from ansible_collections.strata.ops.plugins.module_utils import cluster_config, data_miner  # noqa: E402
 
 GOAL = 2.0
 TOKEN = "hf_bench_" + uuid.uuid4().hex  # one per bench run: the re-applies must change nothing

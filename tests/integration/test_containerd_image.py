@@ -10,6 +10,7 @@ file that is no image archive fails with the reason and changes nothing.
 import json
 import os
 import subprocess
+import sys
 import uuid
 
 import pytest
@@ -148,3 +149,47 @@ def test_images_playbook_imports_once_per_node(runtimes, archives, namespace, tm
     again = play()
     assert "localhost: docker.io/library/data-miner:latest is there already" in again
     assert "changed=0" in again
+
+
+def test_images_playbook_builds_the_image_then_imports_it(runtimes, namespace, tmp_path):
+    """images.yml with a build context: strata.ops.image_build builds and saves the image on the
+    controller (this machine's Docker), then it is imported; the second run builds from the cache,
+    rewrites no archive and imports nothing."""
+    from .test_checkpoint_playbooks import PLAYBOOK_BIN  # noqa: PLC0415 - the venv's ansible-playbook
+
+    base = lib_sh_value("cri_image").removeprefix("docker.io/library/")
+    context = tmp_path / "src"
+    context.mkdir()
+    name = f"strata-it-dm-{uuid.uuid4().hex[:8]}:latest"
+    (context / "Dockerfile").write_text(f"FROM {base}\nLABEL org.strata.test={name}\n")
+    extra = {
+        "data_miner_image_hosts": "localhost",
+        "data_miner_image_build_context": str(context),
+        "data_miner_image_archive": str(tmp_path / "data-miner.tar"),
+        "data_miner_build_lock": str(tmp_path / "build.lock"),
+        "data_miner_image_name": name,
+        "data_miner_containerd_address": CRI_SOCKET,
+        "data_miner_containerd_namespace": namespace,
+        "data_miner_ctr_command": ["ctr"],
+        "data_miner_image_dir": str(tmp_path / "images"),
+        "ansible_become": False,
+        "ansible_python_interpreter": sys.executable,
+    }
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"))
+
+    def play():
+        argv = [PLAYBOOK_BIN, "playbooks/data_miner/images.yml", "-e", json.dumps(extra)]
+        proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        return proc.stdout
+
+    try:
+        first = play()
+        assert f"{name} (sha256:" in first and "built anew" in first, first[-3000:]
+        assert f"localhost: docker.io/library/{name} imported" in first
+        again = play()
+        assert "unchanged;" in again and "already holds it" in again, again[-3000:]
+        assert f"localhost: docker.io/library/{name} is there already" in again
+        assert "changed=0" in again
+    finally:
+        subprocess.run(["docker", "rmi", "--force", name], capture_output=True, check=False)
