@@ -1,6 +1,7 @@
 """Layer 3 on the real control plane: playbooks/layer3_cluster.yml on inventories/lab, its
 idempotence, the nodes it registers, and scheduling that respects their taints."""
 
+import json
 import os
 import stat
 import subprocess
@@ -358,3 +359,210 @@ def test_k3s_and_kind_templates_render(tmp_path):
     assert kind["nodes"][0]["extraMounts"] == [
         {"hostPath": "/srv/kind", "containerPath": "/mnt", "propagation": "HostToContainer"}
     ]
+
+
+# ---------------------------------------------------------------- k3s GPU sharing modes and the CDI spec
+# The same rendering, once per cluster_k3s_gpu_sharing mode (task vars outrank the vars_files),
+# plus an explicit cluster_k3s_nvidia_default_runtime, which wins over the mode.
+
+GPU_RENDER_PLAY = """
+- name: Render the k3s GPU templates in each sharing mode
+  hosts: gpu1
+  connection: local
+  gather_facts: false
+  vars_files:
+    - {repo}/roles/cluster/defaults/main.yml
+    - {repo}/roles/cluster/vars/main.yml
+  vars:
+    ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
+  tasks:
+    - name: Render per mode
+      ansible.builtin.template:
+        src: "{repo}/roles/cluster/templates/{{{{ item.1 }}}}.j2"
+        dest: "{out}/{{{{ item.0 }}}}-{{{{ item.1 }}}}"
+        mode: "0600"
+      vars:
+        cluster_k3s_gpu_sharing: "{{{{ item.0 }}}}"
+      loop: "{{{{ ['runtime', 'time_slicing', 'exclusive']
+                 | product(['containerd-config.toml.tmpl', 'nvidia-device-plugin.yaml', 'k3s-config.yaml'])
+                 | list }}}}"
+
+    - name: Render with an explicit default runtime (an older inventory's setting)
+      ansible.builtin.template:
+        src: "{repo}/roles/cluster/templates/{{{{ item.1 }}}}.j2"
+        dest: "{out}/{{{{ item.0 }}}}-{{{{ item.1 }}}}"
+        mode: "0600"
+      vars:
+        cluster_k3s_gpu_sharing: "{{{{ item.0.split('-')[0] }}}}"
+        # as -e gives it: a string
+        cluster_k3s_nvidia_default_runtime: "{{{{ item.0.split('-')[1] }}}}"
+      loop: "{{{{ ['exclusive-true', 'runtime-false']
+                 | product(['containerd-config.toml.tmpl', 'k3s-config.yaml']) | list }}}}"
+"""
+
+
+def render_gpu_modes(tmp_path, *extra):
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "play.yml").write_text(GPU_RENDER_PLAY.format(repo=REPO, out=out))
+    (tmp_path / "hosts.yml").write_text(RENDER_INVENTORY)
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    proc = subprocess.run(
+        ["ansible-playbook", "-i", str(tmp_path / "hosts.yml"), *extra, str(tmp_path / "play.yml")],
+        cwd=REPO, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return out
+
+
+def test_k3s_gpu_sharing_modes_render(tmp_path):
+    import tomllib  # noqa: PLC0415 - Python 3.11+, only these tests need it
+    import yaml  # noqa: PLC0415
+
+    out = render_gpu_modes(tmp_path, "-e", "cluster_k3s_gpu_time_slices=3")
+
+    def containerd(name):
+        cri = tomllib.loads((out / f"{name}-containerd-config.toml.tmpl").read_text())["plugins"][
+            "io.containerd.grpc.v1.cri"
+        ]
+        # every mode keeps the CNI directories (the seed's NotReady node) and the nvidia runtime
+        assert cri["cni"] == {
+            "bin_dir": "/var/lib/rancher/k3s/data/current/bin",
+            "conf_dir": "/var/lib/rancher/k3s/agent/etc/cni/net.d",
+        }
+        nvidia = cri["containerd"]["runtimes"]["nvidia"]
+        assert nvidia["options"]["BinaryName"] == "/usr/bin/nvidia-container-runtime"
+        assert "runc" in cri["containerd"]["runtimes"]
+        return cri["containerd"].get("default_runtime_name")
+
+    def k3s_default_runtime(name):
+        return yaml.safe_load((out / f"{name}-k3s-config.yaml").read_text()).get("default-runtime")
+
+    def plugin(name):
+        text = (out / f"{name}-nvidia-device-plugin.yaml").read_text()
+        docs = list(yaml.safe_load_all(text))
+        assert all(isinstance(doc, dict) for doc in docs), text
+        return {doc["kind"]: doc for doc in docs}, [doc["kind"] for doc in docs]
+
+    # runtime: nvidia is the default runtime, the plugin shares nothing
+    assert containerd("runtime") == "nvidia"
+    assert k3s_default_runtime("runtime") == "nvidia"
+    docs, kinds = plugin("runtime")
+    assert kinds == ["RuntimeClass", "DaemonSet"]
+    ctr = docs["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]
+    assert "CONFIG_FILE" not in [e["name"] for e in ctr["env"]]
+    assert [v["name"] for v in docs["DaemonSet"]["spec"]["template"]["spec"]["volumes"]] == ["device-plugin"]
+
+    # time_slicing: runc stays the default; the plugin reads NVIDIA's time-slicing config
+    assert containerd("time_slicing") is None
+    assert k3s_default_runtime("time_slicing") is None
+    docs, kinds = plugin("time_slicing")
+    assert kinds == ["RuntimeClass", "ConfigMap", "DaemonSet"]
+    cm = docs["ConfigMap"]
+    assert cm["metadata"]["namespace"] == docs["DaemonSet"]["metadata"]["namespace"] == "kube-system"
+    assert list(cm["data"]) == ["config.yaml"]
+    # the keys of NVIDIA/k8s-device-plugin README.md, "With CUDA Time-Slicing"
+    assert yaml.safe_load(cm["data"]["config.yaml"]) == {
+        "version": "v1",
+        "sharing": {
+            "timeSlicing": {
+                "renameByDefault": False,
+                "failRequestsGreaterThanOne": True,
+                "resources": [{"name": "nvidia.com/gpu", "replicas": 3}],
+            }
+        },
+    }
+    pod = docs["DaemonSet"]["spec"]["template"]
+    ctr = pod["spec"]["containers"][0]
+    config_file = {e["name"]: e["value"] for e in ctr["env"]}["CONFIG_FILE"]
+    name = cm["metadata"]["name"]
+    volume = next(v for v in pod["spec"]["volumes"] if v.get("configMap", {}).get("name") == name)
+    mount = next(m for m in ctr["volumeMounts"] if m["name"] == volume["name"])
+    assert config_file == mount["mountPath"] + "/config.yaml"
+    assert mount["readOnly"] is True
+    assert len(pod["metadata"]["annotations"]["strata.io/device-plugin-config-sha256"]) == 64
+
+    # exclusive: the plugin plain, runc the default
+    assert containerd("exclusive") is None
+    assert k3s_default_runtime("exclusive") is None
+    docs, kinds = plugin("exclusive")
+    assert kinds == ["RuntimeClass", "DaemonSet"]
+    assert "annotations" not in docs["DaemonSet"]["spec"]["template"]["metadata"]
+
+    # an explicit cluster_k3s_nvidia_default_runtime is honoured whatever the mode (strings too)
+    assert containerd("exclusive-true") == "nvidia"
+    assert k3s_default_runtime("exclusive-true") == "nvidia"
+    assert containerd("runtime-false") is None
+    assert k3s_default_runtime("runtime-false") is None
+
+
+# The k3s engine's GPU tasks alone (tag cluster_k3s_gpu) through the role, one host per case
+# (inventory host vars outrank the role's defaults). There is no nvidia-ctk on this machine:
+# the failure is real, as is the skip when the spec exists.
+GPU_TASKS_PLAY = """
+- name: The k3s engine's GPU tasks
+  hosts: strata_cluster_nodes
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  tasks:
+    - name: The k3s engine, tag cluster_k3s_gpu only
+      ansible.builtin.import_role:
+        name: strata.ops.cluster
+        tasks_from: k3s
+"""
+
+
+def test_k3s_gpu_tasks_assert_the_mode_and_make_the_cdi_spec_once(tmp_path):
+    ctk = "/usr/bin/nvidia-ctk"
+    if os.path.exists(ctk):
+        pytest.skip(f"{ctk} is installed here: the missing nvidia-ctk case cannot be run")
+    spec = {host: tmp_path / host / "cdi" / "nvidia.yaml" for host in ("nospec", "spec", "regen", "cpu")}
+    for host in ("spec", "regen"):
+        spec[host].parent.mkdir(parents=True)
+        spec[host].write_text("cdiVersion: 0.5.0\n")
+    hosts = {
+        "slices1": {"cluster_k3s_gpu_sharing": "time_slicing", "cluster_k3s_gpu_time_slices": 1},
+        "mps": {"cluster_k3s_gpu_sharing": "mps"},
+        "nospec": {"cluster_k3s_cdi_spec": str(spec["nospec"])},
+        "spec": {"cluster_k3s_cdi_spec": str(spec["spec"])},
+        "regen": {"cluster_k3s_cdi_spec": str(spec["regen"]), "cluster_k3s_cdi_regenerate": True},
+        "cpu": {"cluster_k3s_cdi_spec": str(spec["cpu"])},
+    }
+    inventory = {
+        "strata_cluster_nodes": {"hosts": hosts},
+        "strata_gpu": {"hosts": {host: None for host in hosts if host != "cpu"}},
+    }
+    (tmp_path / "hosts.yml").write_text(json.dumps(inventory))
+    (tmp_path / "play.yml").write_text(GPU_TASKS_PLAY)
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    for check in ([], ["--check"]):  # check mode fails and passes alike (its stats are real)
+        proc = subprocess.run(
+            ["ansible-playbook", "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "play.yml"),
+             "--tags", "cluster_k3s_gpu", *check],
+            cwd=REPO, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        out = flat(proc)
+        counts = recap(proc.stdout)
+        assert proc.returncode != 0, out[-3000:]
+        failed = {host for host, c in counts.items() if c["failed"]}
+        assert failed == {"slices1", "mps", "nospec", "regen"}, out
+        assert (
+            "cluster_k3s_gpu_sharing is time_slicing, but cluster_k3s_gpu_time_slices is 1: it must be "
+            "an integer of at least 2" in out
+        )
+        assert "cluster_k3s_gpu_sharing is mps: it must be runtime, time_slicing or exclusive." in out
+        for host in ("nospec", "regen"):
+            assert (
+                f"{ctk} is not on GPU node {host}, so the CDI spec {spec[host]} cannot be generated: "
+                "install the NVIDIA Container Toolkit (package nvidia-container-toolkit" in out
+            )
+        # the spec is there: nothing to do, and nvidia-ctk is not needed
+        assert counts["spec"]["changed"] == 0
+        assert (counts["cpu"]["changed"], counts["cpu"]["failed"]) == (0, 0)
+        assert spec["spec"].read_text() == spec["regen"].read_text() == "cdiVersion: 0.5.0\n"
+        assert not spec["nospec"].parent.exists()  # no directory either: the assert came first
+        assert not spec["cpu"].parent.exists()
