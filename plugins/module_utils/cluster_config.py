@@ -163,7 +163,31 @@ def map_of(value, key_check=None, required=False, min_entries=0):
     }
 
 
+def list_of(item, required=False, min_entries=0):
+    """A list, each element of the shape ``item`` (paths name the index as references do: ``a.b.2``)."""
+    return {"kind": "list_of", "item": item, "required": required, "min": min_entries}
+
+
 OPEN = {"kind": "open", "required": False}
+
+# A liveness probe only where a worker states one (the operators' download workers were killed in a
+# loop by a probe on /tmp/healthy, a file nothing wrote): exactly one of exec, http, tcp.
+PROBE = fields(
+    {
+        "exec": list_of(scalar("str", check=_not_empty), min_entries=1),
+        "http": fields(
+            {
+                "path": scalar("str", required=True, check=_absolute),
+                "port": scalar("int", required=True, minimum=1, maximum=65535),
+            }
+        ),
+        "tcp": fields({"port": scalar("int", required=True, minimum=1, maximum=65535)}),
+        "initial_delay_seconds": scalar("int", minimum=0),
+        "period_seconds": scalar("int", minimum=1),
+        "failure_threshold": scalar("int", minimum=1),
+    }
+)
+PROBE_KINDS = ("exec", "http", "tcp")
 
 NODE = fields(
     {
@@ -182,6 +206,7 @@ WORKER = fields(
         "schedule_on": scalar("str", choices=SCHEDULE_ON),
         "hf_token": scalar("bool"),
         "resources": scalar("str"),
+        "probe": PROBE,
     }
 )
 INFRA = fields(
@@ -282,24 +307,27 @@ class _Validator:
         if path in self.skip:
             return
         kind = spec["kind"]
-        if kind == "open":
-            if not isinstance(value, dict):
-                self.add(path, f"expected a map, got {_type_name(value)}")
-            else:
-                for key in value:
-                    if not isinstance(key, str):
-                        self.add(_join(path, key), "keys must be strings")
+        if kind in _KIND_WORDS:  # str, int, bool
+            self._scalar(spec, value, path)
             return
-        if kind in ("fields", "map_of"):
-            if not isinstance(value, dict):
-                self.add(path, f"expected a map, got {_type_name(value)}")
-                return
-            if kind == "fields":
-                self._fields(spec, value, path)
-            else:
-                self._map_of(spec, value, path)
+        shape = list if kind == "list_of" else dict
+        if not isinstance(value, shape):
+            self.add(path, f"expected a {'list' if shape is list else 'map'}, got {_type_name(value)}")
             return
-        self._scalar(spec, value, path)
+        {"open": self._open, "list_of": self._list_of, "fields": self._fields, "map_of": self._map_of}[kind](
+            spec, value, path
+        )
+
+    def _open(self, _spec, value, path):
+        for key in value:
+            if not isinstance(key, str):
+                self.add(_join(path, key), "keys must be strings")
+
+    def _list_of(self, spec, value, path):
+        if len(value) < spec["min"]:
+            self.add(path, f"needs at least {spec['min']} element")
+        for index, item in enumerate(value):
+            self.check(spec["item"], item, _join(path, index))
 
     def _fields(self, spec, value, path):
         allowed = spec["keys"]
@@ -493,16 +521,7 @@ def node_is_gpu(node):
     return bool(node.get("gpu")) or any(str(labels.get(key, "")).lower() == "true" for key in GPU_LABELS)
 
 
-def _cross_checks(doc, errors, warnings):
-    cluster = doc.get("cluster") if isinstance(doc.get("cluster"), dict) else {}
-    nodes = cluster.get("nodes") if isinstance(cluster.get("nodes"), dict) else {}
-    nodes = {name: node for name, node in nodes.items() if isinstance(node, dict)}
-    masters = [name for name, node in nodes.items() if node.get("role") == "master"]
-    if nodes and len(masters) != 1:
-        found = f"{len(masters)} ({', '.join(masters)})" if masters else "none"
-        errors.append(
-            f"cluster.nodes: exactly one node must have role master (the k3s server), found {found}"
-        )
+def _node_checks(nodes, errors):
     seen = {}
     for name, node in nodes.items():
         ip = node.get("ip")
@@ -518,9 +537,26 @@ def _cross_checks(doc, errors, warnings):
         for key in GPU_LABELS:
             if node.get("gpu") is False and str(labels.get(key, "")).lower() == "true":
                 errors.append(f"cluster.nodes.{name}.gpu: false, but its label {key} says true")
+
+
+def _cross_checks(doc, errors, warnings):
+    cluster = doc.get("cluster") if isinstance(doc.get("cluster"), dict) else {}
+    nodes = cluster.get("nodes") if isinstance(cluster.get("nodes"), dict) else {}
+    nodes = {name: node for name, node in nodes.items() if isinstance(node, dict)}
+    masters = [name for name, node in nodes.items() if node.get("role") == "master"]
+    if nodes and len(masters) != 1:
+        found = f"{len(masters)} ({', '.join(masters)})" if masters else "none"
+        errors.append(
+            f"cluster.nodes: exactly one node must have role master (the k3s server), found {found}"
+        )
+    _node_checks(nodes, errors)
     presets = doc.get("resource_presets") if isinstance(doc.get("resource_presets"), dict) else {}
     gpu_nodes = [n for n, node in nodes.items() if node_is_gpu(node) and node.get("storage_only") is not True]
     _gpu_sharing_checks(doc, cluster, gpu_nodes, errors, warnings)
+    workers = doc.get("workers") if isinstance(doc.get("workers"), dict) else {}
+    for name, entry in workers.items():
+        if isinstance(entry, dict) and isinstance(entry.get("probe"), dict):
+            _probe_checks(f"workers.{name}.probe", entry["probe"], errors, warnings)
     for section in ("workers", "infrastructure"):
         entries = doc.get(section) if isinstance(doc.get(section), dict) else {}
         for name, entry in entries.items():
@@ -537,6 +573,30 @@ def _cross_checks(doc, errors, warnings):
                     f"{section}.{name}.schedule_on: gpu, but no node that takes workers is marked as a GPU "
                     f"node (set gpu: true or the label {GPU_LABELS[0]}: 'true' under cluster.nodes.<name>)"
                 )
+
+
+# Commands that only look at a file: the probe holds only while something keeps writing it.
+_FILE_LOOKS = ("test", "[", "cat", "ls", "stat", "head")
+
+
+def _probe_checks(path, probe, errors, warnings):
+    given = [kind for kind in PROBE_KINDS if kind in probe]
+    if len(given) != 1:
+        found = ", ".join(given) or "none"
+        errors.append(f"{path}: give exactly one of {', '.join(PROBE_KINDS)} (found {found})")
+        return
+    command = probe.get("exec")
+    if isinstance(command, list) and command and isinstance(command[0], str):
+        words = " ".join(str(word) for word in command).split()
+        program = words[0].rsplit("/", 1)[-1]
+        shell = program in ("sh", "bash") and "-c" in words
+        files = [w for w in words[1:] if w.startswith("/")]
+        if files and (program in _FILE_LOOKS or (shell and any(w in _FILE_LOOKS for w in words))):
+            warnings.append(
+                f"{path}.exec: the probe only looks at {files[-1]}; the pods are restarted in a loop "
+                "unless the worker keeps writing it (the operators' download workers died on a probe of "
+                "/tmp/healthy that nothing wrote). Make sure it does, or probe http or tcp"
+            )
 
 
 def gpu_sharing(doc):

@@ -104,6 +104,24 @@ def resources_of(preset):
     return out
 
 
+def liveness_probe(probe):
+    """A worker's stated probe (cluster_config checked it: one of exec, http, tcp) as Kubernetes'."""
+    if "exec" in probe:
+        out = {"exec": {"command": list(probe["exec"])}}
+    elif "http" in probe:
+        out = {"httpGet": {"path": probe["http"]["path"], "port": probe["http"]["port"]}}
+    else:
+        out = {"tcpSocket": {"port": probe["tcp"]["port"]}}
+    for key, field in (
+        ("initial_delay_seconds", "initialDelaySeconds"),
+        ("period_seconds", "periodSeconds"),
+        ("failure_threshold", "failureThreshold"),
+    ):
+        if key in probe:
+            out[field] = probe[key]
+    return out
+
+
 def split_range(value):
     """'250m-1000m' -> ('250m', '1000m'); a '-' after e/E belongs to an exponent."""
     for index, char in enumerate(value):
@@ -254,6 +272,8 @@ class Renderer:
                 {"name": "shared", "mountPath": mount, "mountPropagation": "HostToContainer"}
             )
             volumes.append({"name": "shared", "hostPath": {"path": mount, "type": "DirectoryOrCreate"}})
+        if worker.get("probe"):
+            container["livenessProbe"] = liveness_probe(worker["probe"])
         resources = self.preset(worker.get("resources"), path)
         pod = dict(self.pod_placement(name, worker.get("schedule_on", "all")), containers=[container])
         if worker.get("schedule_on") == "gpu" and self.gpu_mode != "runtime":

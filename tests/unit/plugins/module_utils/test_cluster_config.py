@@ -231,6 +231,26 @@ def test_gpu_pods_beyond_what_the_sharing_mode_gives_are_a_warning(sharing, warn
     assert slices == (sharing.get("time_slices", 4) if mode == "time_slicing" else None)
 
 
+@pytest.mark.parametrize(
+    ("command", "warned"),
+    [
+        (["cat", "/tmp/healthy"], True),  # the operators' incident
+        (["/bin/sh", "-c", "test -f /tmp/healthy"], True),
+        (["python", "-m", "data_miner.health"], False),
+        (["pgrep", "-f", "/usr/bin/worker"], False),
+    ],
+)
+def test_a_probe_that_only_looks_at_a_file_is_a_warning(command, warned):
+    checked = cc.check(changed({"workers.download.probe": {"exec": command, "period_seconds": 10}}))
+    assert checked.ok, checked.errors
+    probe_warnings = [w for w in checked.warnings if w.startswith("workers.download.probe")]
+    if warned:
+        (warning,) = probe_warnings
+        assert "the probe only looks at /tmp/healthy" in warning and "probe http or tcp" in warning
+    else:
+        assert probe_warnings == []
+
+
 def test_an_entry_with_no_settings_is_an_empty_entry():
     doc = changed({"workers.idle": None})
     checked = cc.check(doc)

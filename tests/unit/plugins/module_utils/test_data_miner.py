@@ -216,3 +216,20 @@ def test_gpu_workers_ask_for_a_gpu_only_when_the_device_plugin_hands_them_out(mo
         assert pod["runtimeClassName"] == "nvidia"
     other = got[("Deployment", "data-miner", "extract")]["spec"]["template"]["spec"]
     assert "runtimeClassName" not in other
+
+
+def test_a_liveness_probe_only_where_the_worker_states_one():
+    doc = copy.deepcopy(EXAMPLE)
+    doc["workers"]["download"]["probe"] = {"http": {"path": "/healthz", "port": 8080}, "failure_threshold": 5}
+    doc["workers"]["extract"]["probe"] = {"exec": ["python", "-m", "data_miner.health"], "period_seconds": 30}
+    got = objects(doc)
+    (download,) = got[("StatefulSet", "data-miner", "download")]["spec"]["template"]["spec"]["containers"]
+    assert download["livenessProbe"] == {"httpGet": {"path": "/healthz", "port": 8080}, "failureThreshold": 5}
+    (extract,) = got[("Deployment", "data-miner", "extract")]["spec"]["template"]["spec"]["containers"]
+    assert extract["livenessProbe"] == {
+        "exec": {"command": ["python", "-m", "data_miner.health"]},
+        "periodSeconds": 30,
+    }
+    for name in ("filter", "monitor"):  # no probe stated, none made: never one on a file nothing writes
+        (container,) = got[("Deployment", "data-miner", name)]["spec"]["template"]["spec"]["containers"]
+        assert "livenessProbe" not in container and "readinessProbe" not in container
