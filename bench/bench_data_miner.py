@@ -100,7 +100,7 @@ def generated_config(suffix):
 
 
 def deploy(path):
-    """One run of the deploy playbook: (wall s, apply-step s, changed count, objects)."""
+    """One run of the deploy playbook: (wall s, apply-step s, the tasks that changed, the Summary)."""
     env = dict(
         os.environ,
         ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),

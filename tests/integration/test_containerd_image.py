@@ -120,11 +120,20 @@ def test_wrong_socket_fails_with_the_reason(runtimes, archives, namespace):
     assert "Is containerd up, and is /run/no-such/containerd.sock its socket?" in result["msg"]
 
 
+def images_playbook(extra):
+    """One run of playbooks/data_miner/images.yml with ``extra`` vars; its stdout."""
+    from .test_checkpoint_playbooks import PLAYBOOK_BIN  # noqa: PLC0415 - the venv's ansible-playbook
+
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"))
+    argv = [PLAYBOOK_BIN, "playbooks/data_miner/images.yml", "-e", json.dumps(extra)]
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
 def test_images_playbook_imports_once_per_node(runtimes, archives, namespace, tmp_path):
     """playbooks/data_miner/images.yml on this machine (a node with the test bed's containerd 1.6):
     the archive is copied and imported; the second run finds the same image and skips it."""
-    from .test_checkpoint_playbooks import PLAYBOOK_BIN  # noqa: PLC0415 - the venv's ansible-playbook
-
     extra = {
         "data_miner_image_hosts": "localhost",
         "data_miner_image_archive": str(archives["docker-save"]),
@@ -135,13 +144,9 @@ def test_images_playbook_imports_once_per_node(runtimes, archives, namespace, tm
         "data_miner_image_dir": str(tmp_path / "images"),
         "ansible_become": False,
     }
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"))
 
     def play():
-        argv = [PLAYBOOK_BIN, "playbooks/data_miner/images.yml", "-e", json.dumps(extra)]
-        proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-        return proc.stdout
+        return images_playbook(extra)
 
     first = play()
     assert "localhost: docker.io/library/data-miner:latest imported" in first
@@ -155,8 +160,6 @@ def test_images_playbook_builds_the_image_then_imports_it(runtimes, namespace, t
     """images.yml with a build context: strata.ops.image_build builds and saves the image on the
     controller (this machine's Docker), then it is imported; the second run builds from the cache,
     rewrites no archive and imports nothing."""
-    from .test_checkpoint_playbooks import PLAYBOOK_BIN  # noqa: PLC0415 - the venv's ansible-playbook
-
     base = lib_sh_value("cri_image").removeprefix("docker.io/library/")
     context = tmp_path / "src"
     context.mkdir()
@@ -175,13 +178,9 @@ def test_images_playbook_builds_the_image_then_imports_it(runtimes, namespace, t
         "ansible_become": False,
         "ansible_python_interpreter": sys.executable,
     }
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"))
 
     def play():
-        argv = [PLAYBOOK_BIN, "playbooks/data_miner/images.yml", "-e", json.dumps(extra)]
-        proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-        return proc.stdout
+        return images_playbook(extra)
 
     try:
         first = play()

@@ -7,6 +7,7 @@ HF token, which reaches only the Secret.
 The nodes and namespaces carry a random suffix, so parallel runs never share them.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -138,21 +139,32 @@ def wait_scheduled(client, namespaces, expected, timeout=60):
         time.sleep(0.5)
 
 
-@pytest.fixture
-def pipeline(controlplane, k8s_client, tmp_path):
-    """kwok nodes and a cluster_config.yaml of a random suffix: (node names, the config, its path,
-    the kubeconfig); the namespaces and nodes are removed afterwards."""
+@contextlib.contextmanager
+def lab_pipeline(controlplane, k8s_client, tmp_path, test_label, workers=None, gpu_label=False):  # noqa: PLR0917
+    """kwok nodes and a cluster_config.yaml of a random suffix (``workers`` added to the config;
+    ``gpu_label``: the master carries strata.io/gpu as k3s would label it): (node names, the config,
+    its path, the kubeconfig); the namespaces and nodes are removed afterwards."""
     suffix = uuid.uuid4().hex[:6]
     names, doc = config(suffix, data=str(tmp_path / "node-data"))
-    for name in names.values():
-        create_kwok_node(k8s_client, name, labels={"strata.io/test": "data-miner"})
+    doc["workers"].update(workers or {})
+    for role, name in names.items():
+        gpu = {"strata.io/gpu": "true"} if gpu_label and role == "master" else {}
+        create_kwok_node(k8s_client, name, labels={"strata.io/test": test_label, **gpu})
     path = tmp_path / "cluster_config.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    yield names, doc, path, controlplane
-    for ns in (doc["cluster"]["namespace"], doc["seaweedfs"]["namespace"]):
-        k8s_client.delete("Namespace", ns)
-    for name in names.values():
-        k8s_client.delete("Node", name)
+    try:
+        yield names, doc, path, controlplane
+    finally:
+        for ns in (doc["cluster"]["namespace"], doc["seaweedfs"]["namespace"]):
+            k8s_client.delete("Namespace", ns)
+        for name in names.values():
+            k8s_client.delete("Node", name)
+
+
+@pytest.fixture
+def pipeline(controlplane, k8s_client, tmp_path):
+    with lab_pipeline(controlplane, k8s_client, tmp_path, "data-miner") as made:
+        yield made
 
 
 def test_deploy_places_every_pod_where_the_config_says_then_prunes_a_removed_worker(pipeline, k8s_client):

@@ -16,11 +16,10 @@ import uuid
 
 import pytest
 import yaml
-from lab_k8s import create_kwok_node
 
 from .conftest import skip_or_fail
 from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
-from .test_data_miner import config, deploy
+from .test_data_miner import deploy, lab_pipeline
 
 NOT_FOUND = r"does not exist|not found"
 
@@ -63,20 +62,10 @@ def changed_tasks(results):
 @pytest.fixture
 def pipeline(controlplane, k8s_client, tmp_path):
     """test_data_miner's config with a DaemonSet worker, kwok nodes carrying the labels the config
-    requires (strata.io/gpu on the GPU master); the namespaces and nodes are removed afterwards."""
-    suffix = uuid.uuid4().hex[:6]
-    names, doc = config(suffix, data=str(tmp_path / "node-data"))
-    doc["workers"]["sweep"] = {"kind": "DaemonSet", "schedule_on": "master"}
-    for role, name in names.items():
-        gpu = {"strata.io/gpu": "true"} if role == "master" else {}
-        create_kwok_node(k8s_client, name, labels={"strata.io/test": "data-miner-flows", **gpu})
-    path = tmp_path / "cluster_config.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    yield names, doc, path, controlplane
-    for ns in (doc["cluster"]["namespace"], doc["seaweedfs"]["namespace"]):
-        k8s_client.delete("Namespace", ns)
-    for name in names.values():
-        k8s_client.delete("Node", name)
+    requires (strata.io/gpu on the GPU master)."""
+    sweep = {"sweep": {"kind": "DaemonSet", "schedule_on": "master"}}
+    with lab_pipeline(controlplane, k8s_client, tmp_path, "data-miner-flows", sweep, gpu_label=True) as made:
+        yield made
 
 
 def test_status_then_scale_drift_refusals_and_deploy_sets_it_back(pipeline, k8s_client):
