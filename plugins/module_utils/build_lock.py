@@ -28,7 +28,6 @@ exactly one wins. Release, under the same flock, removes the file only while it 
 """
 
 import errno
-import fcntl
 import json
 import os
 import socket
@@ -37,6 +36,7 @@ import uuid
 from contextlib import suppress
 
 from ansible_collections.strata.ops.plugins.module_utils.common import StrataError, utc_iso
+from ansible_collections.strata.ops.plugins.module_utils.state import flock_until
 
 FORMAT = "strata.ops/build_lock/1"
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -281,17 +281,12 @@ class BuildLock:
     def _examine(self, fd, patience=0.0):
         """Under flock: _Found, False when the path no longer names this inode, None when another
         process holds a flock on it for longer than ``patience`` seconds."""
-        deadline = time.monotonic() + patience
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise self._os_error("lock", self.path, exc) from None
-                if time.monotonic() >= deadline:
-                    return None
-                time.sleep(0.05)
+        try:
+            taken = flock_until(fd, time.monotonic() + patience, 0.05)
+        except OSError as exc:
+            raise self._os_error("lock", self.path, exc) from None
+        if not taken:
+            return None
         held = os.fstat(fd)
         try:
             now = os.stat(self.path)

@@ -31,6 +31,21 @@ from ansible_collections.strata.ops.plugins.module_utils.common import StrataErr
 FORMAT_VERSION = 1
 
 
+def flock_until(fd, deadline, poll):
+    """An exclusive flock on ``fd``, tried until time.monotonic() reaches ``deadline``: True when
+    taken, False when another holder kept it; OSError for anything else."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
+
+
 class StateError(StrataError):
     """A state file cannot be read, written or locked."""
 
@@ -106,19 +121,14 @@ class StateFile:
             raise StateError(f"cannot open the lock file {self.lock_path}: {exc}") from None
 
     def _flock(self, fd, deadline, poll, timeout):
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise StateError(f"cannot lock {self.lock_path}: {exc}") from None
-                if time.monotonic() >= deadline:
-                    raise StateLockedError(
-                        f"{self.lock_path} is locked by another run (waited {timeout:.0f} s): "
-                        "wait for it to finish"
-                    ) from None
-                time.sleep(poll)
+        try:
+            taken = flock_until(fd, deadline, poll)
+        except OSError as exc:
+            raise StateError(f"cannot lock {self.lock_path}: {exc}") from None
+        if not taken:
+            raise StateLockedError(
+                f"{self.lock_path} is locked by another run (waited {timeout:.0f} s): wait for it to finish"
+            )
 
     def _is_current_lock(self, fd):
         try:
