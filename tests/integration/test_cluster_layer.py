@@ -254,9 +254,10 @@ def test_layer3_keeps_an_active_experiments_taint_and_cordon(lab_cluster, tmp_pa
 # k3s and kind cannot run here: their templates are rendered by Ansible itself, with the
 # role's defaults and vars, for a GPU server and a CPU agent, and the results parsed.
 
-RENDER_PLAY = """
-- name: Render the cluster role's templates
-  hosts: strata_cluster_nodes
+# The play's head: the role's defaults and vars on local hosts (formatted with name, hosts, repo, out).
+RENDER_HEAD = """
+- name: {name}
+  hosts: {hosts}
   connection: local
   gather_facts: false
   vars_files:
@@ -264,6 +265,11 @@ RENDER_PLAY = """
     - {repo}/roles/cluster/vars/main.yml
   vars:
     ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
+"""
+
+RENDER_PLAY = (
+    RENDER_HEAD
+    + """\
     strata_cluster_root: /srv/kind
     strata_kind_mount_root: /mnt
   tasks:
@@ -279,6 +285,7 @@ RENDER_PLAY = """
         - k3s.service
         - kind-config.yaml
 """
+)
 
 RENDER_INVENTORY = """
 strata_cluster_nodes:
@@ -300,7 +307,11 @@ def test_k3s_and_kind_templates_render(tmp_path):
 
     out = tmp_path / "out"
     out.mkdir()
-    (tmp_path / "play.yml").write_text(RENDER_PLAY.format(repo=REPO, out=out))
+    (tmp_path / "play.yml").write_text(
+        RENDER_PLAY.format(
+            repo=REPO, out=out, name="Render the cluster role's templates", hosts="strata_cluster_nodes"
+        )
+    )
     (tmp_path / "hosts.yml").write_text(RENDER_INVENTORY)
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"))
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
@@ -365,16 +376,9 @@ def test_k3s_and_kind_templates_render(tmp_path):
 # The same rendering, once per cluster_k3s_gpu_sharing mode (task vars outrank the vars_files),
 # plus an explicit cluster_k3s_nvidia_default_runtime, which wins over the mode.
 
-GPU_RENDER_PLAY = """
-- name: Render the k3s GPU templates in each sharing mode
-  hosts: gpu1
-  connection: local
-  gather_facts: false
-  vars_files:
-    - {repo}/roles/cluster/defaults/main.yml
-    - {repo}/roles/cluster/vars/main.yml
-  vars:
-    ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
+GPU_RENDER_PLAY = (
+    RENDER_HEAD
+    + """\
   tasks:
     - name: Render per mode
       ansible.builtin.template:
@@ -399,12 +403,17 @@ GPU_RENDER_PLAY = """
       loop: "{{{{ ['exclusive-true', 'runtime-false']
                  | product(['containerd-config.toml.tmpl', 'k3s-config.yaml']) | list }}}}"
 """
+)
 
 
 def render_gpu_modes(tmp_path, *extra):
     out = tmp_path / "out"
     out.mkdir()
-    (tmp_path / "play.yml").write_text(GPU_RENDER_PLAY.format(repo=REPO, out=out))
+    (tmp_path / "play.yml").write_text(
+        GPU_RENDER_PLAY.format(
+            repo=REPO, out=out, name="Render the k3s GPU templates in each mode", hosts="gpu1"
+        )
+    )
     (tmp_path / "hosts.yml").write_text(RENDER_INVENTORY)
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
