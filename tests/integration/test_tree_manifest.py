@@ -98,10 +98,10 @@ def lab_trees(lab_cluster, tmp_path):  # lab_cluster: the lab hosts are up and c
 
 def verify(path, *extra):
     extra_vars = {
-        "transfer_source_host": "strata-lab-1",
-        "transfer_source_path": path,
-        "transfer_dest_host": "strata-lab-2",
-        "transfer_dest_path": path,
+        "data_transfer_source_host": "strata-lab-1",
+        "data_transfer_source_path": path,
+        "data_transfer_dest_host": "strata-lab-2",
+        "data_transfer_dest_path": path,
     }
     return run_playbook("transfer_verify.yml", "-e", json.dumps(extra_vars), *extra)
 
@@ -128,5 +128,5 @@ def test_verify_playbook_names_every_difference_between_two_lab_hosts(lab_trees)
     assert "differing 4: empty, frames/f001.bin, hardlink.bin, latest" in out  # f001's hard link too
     assert "is not identical to the source" in out
 
-    reported = verify(path, "-e", "transfer_verify_fail=false")
+    reported = verify(path, "-e", "data_transfer_verify_fail=false")
     assert reported.returncode == 0 and "differing 4:" in reported.stdout
