@@ -174,10 +174,25 @@ def _checked(definitions):
         )
 
 
+def _definitions(value):
+    """The objects: a list, or the JSON text of one (``objects | to_json``: one string is much
+    cheaper for Ansible to template and pass than hundreds of nested maps)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InvalidArgument(
+                f"definitions is text but not JSON ({exc}): give a list of objects"
+            ) from None
+    if not isinstance(value, list) or not all(isinstance(obj, dict) for obj in value):
+        raise InvalidArgument("definitions must be a list of objects (maps), or the JSON text of one")
+    return value
+
+
 def read_and_plan(params, make_client):
     """The module's work: LIST the kinds (one request each, or one per namespace without prune
     labels), then ``plan``."""
-    definitions = params["definitions"]
+    definitions = _definitions(params["definitions"])
     _checked(definitions)
     unknown = [kind for kind in params["prune_kinds"] if kind not in RESOURCES]
     if unknown:

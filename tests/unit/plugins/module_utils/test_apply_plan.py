@@ -4,6 +4,7 @@ lists dropped, quantities canonical, Secret data in base64)."""
 
 import base64
 import copy
+import json
 
 import pytest
 
@@ -190,3 +191,13 @@ def test_definitions_that_cannot_be_applied_are_refused_before_any_read(obj, say
         ap.read_and_plan(params, lambda: client)
     assert says in caught.value.msg and "nothing was read" in caught.value.msg
     assert client.calls == []
+
+
+def test_definitions_may_be_the_json_text_of_the_list():
+    obj = deployment()
+    client = Client([as_served(obj)])
+    params = {"definitions": json.dumps([obj]), "prune_labels": {}, "prune_kinds": []}
+    assert ap.read_and_plan(params, lambda: client)["unchanged"] == 1
+    for bad in ("{", json.dumps({"kind": "Deployment"}), json.dumps(["x"])):
+        with pytest.raises(InvalidArgument, match="definitions"):
+            ap.read_and_plan(dict(params, definitions=bad), lambda: client)
