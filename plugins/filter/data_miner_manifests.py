@@ -65,17 +65,33 @@ _value:
 """
 
 
-def data_miner_manifests(config, app_config=None, hf_token=None):
+def checked_config(config, show_warnings=True):
+    """The config checked, references resolved; its problems as one AnsibleFilterError."""
     checked = cluster_config.check(config)
     if not checked.ok:
         problems = "\n  ".join(checked.errors)
         raise AnsibleFilterError(f"{len(checked.errors)} problem(s) in the cluster config:\n  {problems}")
-    for warning in checked.warnings:
+    for warning in checked.warnings if show_warnings else ():
         Display().warning(f"cluster config: {warning}")
+    return checked.doc
+
+
+def rendering(work):
+    """``work()``, a RenderError of it as an AnsibleFilterError."""
     try:
-        return data_miner.render(checked.doc, app_config=app_config, hf_token=hf_token or None)
+        return work()
     except data_miner.RenderError as exc:
         raise AnsibleFilterError(f"the cluster config cannot be rendered: {exc}") from None
+
+
+def checked_and_rendered(config, app_config=None, hf_token=None):
+    """(the checked config, its objects)."""
+    doc = checked_config(config)
+    return doc, rendering(lambda: data_miner.render(doc, app_config=app_config, hf_token=hf_token or None))
+
+
+def data_miner_manifests(config, app_config=None, hf_token=None):
+    return checked_and_rendered(config, app_config, hf_token)[1]
 
 
 class FilterModule:

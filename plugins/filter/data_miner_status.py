@@ -1,9 +1,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filter strata.ops.data_miner_status: the data-miner pipeline's config against the live cluster."""
 
-from ansible.errors import AnsibleFilterError
-
-from ansible_collections.strata.ops.plugins.module_utils import cluster_config, data_miner, data_miner_status
+from ansible_collections.strata.ops.plugins.filter.data_miner_manifests import checked_config, rendering
+from ansible_collections.strata.ops.plugins.module_utils import data_miner_status
 
 DOCUMENTATION = r"""
 name: data_miner_status
@@ -104,14 +103,8 @@ _value:
 
 
 def data_miner_status_filter(config, nodes=None, workloads=None, pods=None):
-    checked = cluster_config.check(config)
-    if not checked.ok:
-        problems = "\n  ".join(checked.errors)
-        raise AnsibleFilterError(f"{len(checked.errors)} problem(s) in the cluster config:\n  {problems}")
-    try:
-        return data_miner_status.status(checked.doc, nodes, workloads, pods)
-    except data_miner.RenderError as exc:
-        raise AnsibleFilterError(f"the cluster config cannot be rendered: {exc}") from None
+    doc = checked_config(config, show_warnings=False)  # deploy shows them
+    return rendering(lambda: data_miner_status.status(doc, nodes, workloads, pods))
 
 
 class FilterModule:

@@ -426,6 +426,56 @@ class Renderer:
             self.workload("DaemonSet", "seaweedfs-mount", ns, "seaweedfs", pod, None)
 
 
+def placed_on(pod_spec):
+    """The node names a pod's required hostname affinity allows (none when it selects by a label)."""
+    terms = (
+        ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
+        .get("nodeSelectorTerms", [])
+    )
+    return [
+        value
+        for term in terms
+        for expression in term.get("matchExpressions", [])
+        if expression.get("key") == HOSTNAME
+        for value in expression.get("values", [])
+    ]
+
+
+def host_dirs(doc, objects, node, owners):
+    """The directories ``node`` must hold before the pods start: every DirectoryOrCreate hostPath of
+    the workloads of ``objects`` placed on it (an infrastructure image's data owned by its user from
+    ``owners``, by image base name; the rest root's 0755), then SeaweedFS's data_dir and db_path
+    themselves where something lies below them. [{path, uid, gid, mode, for}], sorted by path."""
+    found = {}
+    for obj in objects:
+        if obj["kind"] not in ("Deployment", "StatefulSet", "DaemonSet"):
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        if node not in placed_on(pod):
+            continue
+        infrastructure = obj["metadata"]["labels"].get("app.kubernetes.io/component") == "infrastructure"
+        owner = owners.get(_image_base(pod["containers"][0]["image"]), {}) if infrastructure else {}
+        for volume in pod.get("volumes", []):
+            host_path = volume.get("hostPath") or {}
+            if host_path.get("type") == "DirectoryOrCreate" and host_path["path"] not in found:
+                found[host_path["path"]] = {
+                    "path": host_path["path"],
+                    "uid": owner.get("uid", 0),
+                    "gid": owner.get("gid", 0),
+                    "mode": owner.get("mode", "0755"),
+                    "for": obj["metadata"]["name"],
+                }
+    parents = [
+        ((doc.get("seaweedfs") or {}).get("data_dir") or "/data/seaweed").rstrip("/"),
+        ((doc.get("storage") or {}).get("db_path") or "").rstrip("/"),
+    ]
+    for parent in parents:
+        if parent and parent not in found and any(path.startswith(parent + "/") for path in found):
+            found[parent] = {"path": parent, "uid": 0, "gid": 0, "mode": "0755", "for": "parent"}
+    return [found[path] for path in sorted(found)]
+
+
 def _image_base(image):
     """'grafana/grafana:10.0.0' -> 'grafana'; 'postgres:16' -> 'postgres'."""
     last = image.rsplit("/", 1)[-1]

@@ -233,3 +233,26 @@ def test_a_liveness_probe_only_where_the_worker_states_one():
     for name in ("filter", "monitor"):  # no probe stated, none made: never one on a file nothing writes
         (container,) = got[("Deployment", "data-miner", name)]["spec"]["template"]["spec"]["containers"]
         assert "livenessProbe" not in container and "readinessProbe" not in container
+
+
+def test_host_dirs_of_each_node_with_the_infrastructure_owned_by_its_images_user():
+    doc = with_storage_node(EXAMPLE)
+    doc["infrastructure"]["loki"] = {"kind": "StatefulSet", "image": "grafana/loki:2.9.0", "port": 3100}
+    checked = cc.check(doc).doc
+    rendered = dm.render(checked)
+    owners = {
+        "postgres": {"uid": 999, "gid": 999, "mode": "0700"},
+        "grafana": {"uid": 472, "gid": 0, "mode": "0750"},
+    }
+    master = {d["path"]: d for d in dm.host_dirs(checked, rendered, "pavanjci", owners)}
+    assert master["/data/data_miner_db/postgres"] == {
+        "path": "/data/data_miner_db/postgres", "uid": 999, "gid": 999, "mode": "0700", "for": "postgres",
+    }  # fmt: skip
+    assert master["/data/data_miner_db/grafana"]["uid"] == 472
+    assert master["/data/data_miner_db/loki"]["uid"] == 0  # not in owners: root's
+    assert master["/data/data_miner_db"]["for"] == "parent" and master["/data/seaweed"]["for"] == "parent"
+    assert "/swdfs_mnt/swshared" in master and "/data/seaweed/master" in master
+    worker = [d["path"] for d in dm.host_dirs(checked, rendered, "manthana", owners)]
+    assert "/data/data_miner_db/postgres" not in worker and "/swdfs_mnt/swshared" in worker
+    store = [d["path"] for d in dm.host_dirs(checked, rendered, "storage1", owners)]
+    assert store == ["/data/seaweed", "/data/seaweed/volume"]  # no mount where no worker runs
