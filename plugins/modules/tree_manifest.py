@@ -15,7 +15,7 @@ description:
     every file of both sides through one ssh stream.
   - With O(manifest_path) the manifest is kept on the host (mode 0600, written atomically) and the
     next run re-hashes only the files whose size or mtime changed since.
-  - Unreadable files (permission denied) are listed in RV(manifest.unreadable) with the reason;
+  - Unreadable files (permission denied) are listed in the manifest's C(unreadable) with the reason;
     the rest is hashed.
 author:
   - strata.ops maintainers (!UNKNOWN)
