@@ -22,6 +22,8 @@ description:
     M(kubernetes.core.k8s) C(state=absent)). Objects in other namespaces (another copy of the set)
     and cluster-scoped objects are never stale.
   - Read-only - only GET requests; check mode is the same run.
+  - Its action plugin runs it in the controller's own process (no module upload, no new Python, no
+    re-import), which is most of a converged run's cost; it always talks to the API from the controller.
 author:
   - strata.ops maintainers (!UNKNOWN)
 extends_documentation_fragment:
@@ -112,18 +114,12 @@ requests:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.strata.ops.plugins.module_utils.common import run_module
-from ansible_collections.strata.ops.plugins.module_utils.k8s import K8S_AUTH_ARGSPEC, client_from_module
-from ansible_collections.strata.ops.plugins.module_utils.k8s.apply_plan import read_and_plan
+from ansible_collections.strata.ops.plugins.module_utils.k8s import client_from_module
+from ansible_collections.strata.ops.plugins.module_utils.k8s.apply_plan import ARGUMENT_SPEC, read_and_plan
 
 
 def main():
-    argument_spec = dict(K8S_AUTH_ARGSPEC)
-    argument_spec.update(
-        definitions=dict(type="raw", required=True),
-        prune_labels=dict(type="dict", default={}),
-        prune_kinds=dict(type="list", elements="str", default=[]),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     run_module(module, lambda: read_and_plan(module.params, lambda: client_from_module(module)))
 
 

@@ -23,8 +23,16 @@ import json
 from ansible_collections.strata.ops.plugins.module_utils.cluster_config import quantity_value
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
 from ansible_collections.strata.ops.plugins.module_utils.k8s.resources import RESOURCES
+from ansible_collections.strata.ops.plugins.module_utils.k8s_options import K8S_AUTH_ARGSPEC
 
 HASH_ANNOTATION = "strata.io/applied-hash"
+# The options of strata.ops.k8s_apply_plan: the module and its action plugin validate with this one.
+ARGUMENT_SPEC = dict(
+    K8S_AUTH_ARGSPEC,
+    definitions=dict(type="raw", required=True),
+    prune_labels=dict(type="dict", default={}),
+    prune_kinds=dict(type="list", elements="str", default=[]),
+)
 
 
 def applied_hash(obj):
