@@ -7,10 +7,10 @@ runs as usual (in a thread here); meanwhile its progress file is read on the sou
 AWX job's output shows as it happens.
 """
 
+import hashlib
 import json
 import shlex
 import threading
-import uuid
 
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
@@ -57,7 +57,11 @@ class ActionModule(ActionBase):
             result.update(self._execute_module(module_args=args, task_vars=task_vars))
             return result
         state_dir = args.get("state_dir") or ARGUMENT_SPEC["state_dir"]["default"]
-        args.setdefault("progress_file", f"{state_dir}/progress-{uuid.uuid4().hex[:12]}.json")
+        # One progress file per copy (source, destination), rewritten by each run of it.
+        copy_key = hashlib.sha1(
+            "\0".join(str(args.get(k)) for k in ("src_path", "dest_host", "dest_path")).encode()
+        ).hexdigest()[:16]
+        args.setdefault("progress_file", f"{state_dir}/progress-{copy_key}.json")
         every = float(task_vars.get(PROGRESS_EVERY_VAR, 10))
         host = task_vars.get("inventory_hostname", "?")
 

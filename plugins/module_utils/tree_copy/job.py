@@ -288,6 +288,15 @@ def run(params, check_mode):
 
 def _copy(source_root, destination, copy_plan, params, sizes, extra, list_dir, result):  # noqa: PLR0917
     """The streams, then the attributes; fills ``result`` and raises when a stream did not finish."""
+    # The root and its missing parents first: the streams' rsyncs would race to make them.
+    made = subprocess.run(
+        destination.ssh("mkdir", "-p", "--", destination.path), capture_output=True, check=False
+    )
+    if made.returncode != 0:
+        raise TransferError(
+            f"cannot make {destination.describe()}: {made.stderr.decode('utf-8', 'replace').strip()[-300:]}; "
+            "check dest_path and the ssh user's rights there; nothing was sent"
+        )
     copy = streams.Copy(
         source_root,
         destination,
