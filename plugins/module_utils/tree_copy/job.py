@@ -267,10 +267,20 @@ def run(params, check_mode):
                 delete_list, json.dumps({"extras": extras, "listed": time.time()}).encode(), mode=0o600
             )
         return result
-    if work:
+    if work or deleting:
         list_dir = os.path.join(state_dir, run_key)
         os.makedirs(list_dir, mode=0o700, exist_ok=True)
-        _copy(source_root, destination, copy_plan, params, sizes, extra, list_dir, result)
+        finished_large = (
+            _copy(source_root, destination, copy_plan, params, sizes, extra, list_dir, result)
+            if work
+            else set()
+        )
+        if deleting and not result["unreadable"]:
+            _delete_extras(destination, extras)
+            result["deleted"] = extras
+            os.unlink(delete_list)
+        touched = _touched(entries, needed, copy_plan, finished_large, result["deleted"])
+        _attributes(source_root, destination, touched, extra, list_dir)
     if result["unreadable"]:
         raise TransferError(
             f"the copy is incomplete: {len(result['unreadable'])} source files could not be read: "
@@ -279,15 +289,12 @@ def run(params, check_mode):
             error_kind="incomplete",
             **result,
         )
-    if deleting:
-        _delete_extras(destination, extras)
-        result["deleted"] = extras
-        os.unlink(delete_list)
     return result
 
 
 def _copy(source_root, destination, copy_plan, params, sizes, extra, list_dir, result):  # noqa: PLR0917
-    """The streams, then the attributes; fills ``result`` and raises when a stream did not finish."""
+    """The streams; fills ``result``, raises when a stream did not finish, else returns the large
+    files moved into place."""
     # The root and its missing parents first: the streams' rsyncs would race to make them.
     made = subprocess.run(
         destination.ssh("mkdir", "-p", "--", destination.path), capture_output=True, check=False
@@ -312,7 +319,6 @@ def _copy(source_root, destination, copy_plan, params, sizes, extra, list_dir, r
     )
     progress = copy.run()
     _remove_work_dir(destination)
-    _attributes(source_root, destination, copy, copy_plan, extra, list_dir)
     result["unreadable"].update(copy.unreadable)
     elapsed = progress["elapsed_s"]
     result.update(
@@ -331,6 +337,20 @@ def _copy(source_root, destination, copy_plan, params, sizes, extra, list_dir, r
             error_kind="incomplete",
             **result,
         )
+    return copy.finished_large
+
+
+def _touched(entries, needed, copy_plan, finished_large, deleted):
+    """What the attributes pass sets: the plan's directories, large files moved into place and files
+    with other attributes, and every directory something was written into or deleted from (their
+    times changed; the root always, its work directory came and went)."""
+    paths = {p for p in copy_plan["attributes"] if p not in copy_plan["large"] or p in finished_large}
+    paths.add(".")
+    for path in (*needed["send"], *needed["links"], *deleted):
+        parent = os.path.dirname(path)
+        if parent and entries.get(parent, {}).get("kind") == "dir":
+            paths.add(parent)
+    return sorted(paths)
 
 
 def _remove_work_dir(destination):
@@ -342,25 +362,21 @@ def _remove_work_dir(destination):
     )
 
 
-def _attributes(source_root, destination, copy, copy_plan, extra, list_dir):  # noqa: PLR0917
-    """Directories' and large files' attributes, set by rsync once their contents are written."""
-    paths = [
-        p
-        for p in copy_plan["attributes"]
-        if p != "." and (p not in copy_plan["large"] or p in copy.finished_large)
-    ]
+def _attributes(source_root, destination, paths, extra, list_dir):
+    """Attributes (mode, owner, times) of ``paths``, set by rsync once their contents are written."""
+    listed = [p for p in paths if p != "."]
     commands = []
-    if paths:
+    if listed:
         list_path = os.path.join(list_dir, "attributes.files")
         atomic_write_bytes(
-            list_path, b"\0".join(p.encode("utf-8", "surrogateescape") for p in paths), mode=0o600
+            list_path, b"\0".join(p.encode("utf-8", "surrogateescape") for p in listed), mode=0o600
         )
         # --size-only: a large file just moved into place has the source's size; rsync then only sets
         # its owner and group (rsync(1): quick check by size only).
         commands.append(
             streams.rsync_command(source_root, destination, ["--size-only", *extra], files_from=list_path)
         )
-    if "." in copy_plan["attributes"]:
+    if "." in paths:
         # The root alone: "." in --files-from would copy the root's files too (rsync(1), --dirs).
         commands.append(
             streams.rsync_command(source_root, destination, ["--size-only", "--exclude=*", *extra])

@@ -192,7 +192,7 @@ def _items(entries, paths):
 def _spread(items, count):
     """Longest first into ``count`` bins: [(load, [item, ...]), ...]; ties broken by the items' order."""
     heap = [(0, index) for index in range(count)]
-    bins = [[] for _ in range(count)]
+    bins = [[] for _index in range(count)]
     loads = [0] * count
     for item in sorted(items, key=lambda item: (-item[0], item[1])):
         load, index = heapq.heappop(heap)

@@ -706,12 +706,12 @@ class Receiver:
     def answer(self, timeout=10):
         fd = self.proc.stdout.fileno()
         while b"\n" not in self.buffer:
-            ready, _, _ = select.select([fd], [], [], timeout)
+            ready, _writable, _failed = select.select([fd], [], [], timeout)
             assert ready, "the receiver did not answer in time"
             data = os.read(fd, 4096)
             assert data, f"the receiver ended: {self.proc.wait()} {self.proc.stderr.read()!r}"
             self.buffer += data
-        line, _, self.buffer = self.buffer.partition(b"\n")
+        line, _newline, self.buffer = self.buffer.partition(b"\n")
         return line.decode()
 
     def ask(self, **request):
