@@ -34,6 +34,7 @@ import uuid
 
 from bench_checkpoint import BENCH_DIR, BIN, CHUNK, HOLDER, REPO
 from bench_checkpoint import run_module as module
+from caches import drop_caches
 
 CRIU = os.environ.get("STRATA_CRIU", os.path.join(BIN, "criu"))
 GIB = int(os.environ.get("STRATA_BENCH_RESTORE_GIB", "1"))
@@ -48,12 +49,6 @@ def docker(*args, check=True):
     if check and proc.returncode != 0:
         raise SystemExit(f"bench restore: docker {' '.join(args[:2])} failed: {proc.stderr.strip()}")
     return proc.stdout
-
-
-def drop_caches():
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w") as handle:
-        handle.write("3\n")
 
 
 def cat_seconds(dump_dir):

@@ -53,6 +53,8 @@ import sys
 import tempfile
 import time
 
+from caches import drop_caches
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 INVENTORY = os.path.join(REPO, "inventories", "lab")
@@ -295,16 +297,6 @@ def host_python(host, code, *args, data=None):
 
 def netcap(*args):
     run([NETCAP, DEST_HOST, *map(str, args)])
-
-
-def drop_caches():
-    os.sync()
-    try:
-        with open("/proc/sys/vm/drop_caches", "w", encoding="ascii") as handle:
-            handle.write("3\n")
-        return True
-    except OSError:
-        return False
 
 
 def recipe():

@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from caches import drop_caches
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, ".collections"))
 
@@ -49,16 +51,6 @@ def make_tree(root, count):
         size = (64 << 20) if index % (count // 4) == 0 else 4096 + (index * 7919) % (60 << 10)
         with open(os.path.join(directory, f"f{index:05d}.bin"), "wb") as handle:
             handle.write(os.urandom(size))
-
-
-def drop_caches():
-    os.sync()
-    try:
-        with open("/proc/sys/vm/drop_caches", "w", encoding="ascii") as handle:
-            handle.write("3\n")
-        return True
-    except OSError:
-        return False
 
 
 def manifest_process(root, kept):
