@@ -39,9 +39,10 @@ options:
     description:
       - C(blake2b) (BLAKE2b-128, in every Python), C(xxh128) (XXH3-128, needs the Python package
         C(xxhash), Debian C(python3-xxhash)) or C(blake3) (the package C(blake3)); the latter two are
-        several times faster per core. Both sides of a comparison must use the same.
+        several times faster per core; C(sha256) is what a pod computes with C(sha256sum) (the copies
+        of M(strata.ops.data_serve)). Both sides of a comparison must use the same.
     type: str
-    choices: [blake2b, xxh128, blake3]
+    choices: [blake2b, xxh128, blake3, sha256]
     default: blake2b
   workers:
     description: Files hashed at once (threads). The disk is the limit beyond a few.
