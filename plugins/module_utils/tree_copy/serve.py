@@ -15,6 +15,7 @@ import hmac
 import http.server
 import json
 import os
+import re
 import shlex
 import socketserver
 
@@ -49,7 +50,12 @@ def pull_script(files, others):
     """The POSIX sh the pod runs as ``sh pull.sh BASE_URL TARGET``: directories, then every file
     not yet complete (a partial one resumed), hard links, symlinks, modes and times; then the
     report of what the target holds, PUT back to the server."""
-    q = shlex.quote
+
+    def q(path):
+        # "./" first: a name starting with "-" is never an option (touch, stat and mv read "-"
+        # as stdin or stdout even after "--").
+        return shlex.quote("./" + path)
+
     lines = [
         "#!/bin/sh",
         "# Made by strata.ops.data_serve for one copy; run as: sh pull.sh BASE_URL TARGET",
@@ -60,65 +66,83 @@ def pull_script(files, others):
         # else fetch (resuming a partial file) and move into place.
         'get() { if [ -f "$4" ] && [ ! -L "$4" ] && [ "$(wc -c < "$4")" -eq "$2" ] \\',
         '    && [ "$(stat -c %Y "$4")" -eq "$3" ]; then return 0; fi',
-        '  if [ "$2" -eq 0 ]; then : > "$4"; return 0; fi',
+        '  if [ "$2" -eq 0 ]; then rm -f "$4"; : > "$4"; return 0; fi',
         '  if [ -f "$4$P" ] && [ "$(wc -c < "$4$P")" -gt "$2" ]; then rm -f "$4$P"; fi',
         '  if [ ! -f "$4$P" ] || [ "$(wc -c < "$4$P")" -lt "$2" ]; then',
         '    curl -fsS --retry 5 -C - -o "$4$P" "$B/f/$1"; fi',
         '  mv -f "$4$P" "$4"; }',
+        # A directory where a symlink is: the link goes first, so nothing is written through it.
+        'dir() { if [ -L "$1" ]; then rm -f "$1"; fi; mkdir -p "$1"; }',
     ]
     dirs = [(path, entry) for path, entry, target in others if target is None]
     for path, _entry in dirs:
-        lines.append(f"mkdir -p -- {q(path)}")
+        lines.append(f"dir {q(path)}")
     first_of_inode = {}
     for file_id, path, entry in files:
         if entry["nlink"] > 1 and entry["inode"] in first_of_inode:
-            lines.append(f"ln -f -- {q(first_of_inode[entry['inode']])} {q(path)}")
+            lines.append(f"ln -f {q(first_of_inode[entry['inode']])} {q(path)}")
             continue
         first_of_inode.setdefault(entry["inode"], path)
         lines.append(f"get {file_id} {entry['size']} {entry['mtime_ns'] // 10**9} {q(path)}")
         lines.append(f"chmod {entry['mode']:o} {q(path)}; touch -d @{entry['mtime_ns'] // 10**9} {q(path)}")
     for path, _entry, target in others:
         if target is not None:
-            lines.append(f"ln -sfn -- {q(target)} {q(path)}")
+            lines.append(f"ln -sfn -- {shlex.quote(target)} {q(path)}")
     for path, entry in reversed(dirs):  # deepest first: a child's files no longer change its times
         lines.append(f"chmod {entry['mode']:o} {q(path)}; touch -d @{entry['mtime_ns'] // 10**9} {q(path)}")
-    # The report: "ID SIZE SHA256" per file, "L ID" + target for links (one per line), then every
-    # name under the target NUL-separated (the extras).
+    # The report: "ID SIZE SHA256" per file, "L INDEX TARGET" per link and "D INDEX" per directory
+    # (a real one, not a link to one), one per line; then every name under the target, NUL-separated.
     lines.append("R=$(mktemp)")
     for file_id, path, _entry in files:
         lines.append(
-            f'if [ -f {q(path)} ]; then printf "%s %s %s\\n" {file_id} "$(wc -c < {q(path)})" '
-            f'"$(sha256sum < {q(path)} | cut -d" " -f1)" >> "$R"; fi'
+            f'if [ -f {q(path)} ] && [ ! -L {q(path)} ]; then printf "%s %s %s\\n" {file_id} '
+            f'"$(wc -c < {q(path)})" "$(sha256sum < {q(path)} | cut -d" " -f1)" >> "$R"; fi'
         )
     for index, (path, _entry, target) in enumerate(others):
         if target is not None:
             lines.append(
                 f'if [ -L {q(path)} ]; then printf "L %s %s\\n" {index} "$(readlink {q(path)})" >> "$R"; fi'
             )
-    lines.append('curl -fsS --retry 5 -T "$R" "$B/report"')
-    lines.append('find . -mindepth 1 -print0 > "$R"; curl -fsS --retry 5 -T "$R" "$B/names"; rm -f "$R"')
+        else:
+            lines.append(
+                f'if [ -d {q(path)} ] && [ ! -L {q(path)} ]; then printf "D %s\\n" {index} >> "$R"; fi'
+            )
+    # -H 'Expect:': curl asks an HTTP/1.0 server for 100-continue and waits a second for it.
+    lines.append('curl -fsS --retry 5 -H "Expect:" -T "$R" "$B/report"')
+    lines.append(
+        'find . -mindepth 1 -print0 > "$R"; curl -fsS --retry 5 -H "Expect:" -T "$R" "$B/names"; rm -f "$R"'
+    )
     lines.append('echo "strata.ops.data_serve: pulled and reported"')
     return "\n".join(lines) + "\n"
 
 
+def _number(text):
+    """A non-negative decimal number, or None (str.isdigit also takes "²")."""
+    return int(text) if re.fullmatch(r"[0-9]+", text) else None
+
+
 def copy_manifest(files, others, report, names):
-    """The copy's manifest (tree_manifest's format, sha256) from the pod's report and names."""
+    """The copy's manifest (tree_manifest's format, sha256) from the pod's report and names. A name
+    the report does not type (an extra, a partial file, a link where a directory belongs) is
+    "other", so it compares as extra or differing."""
     by_id = {file_id: path for file_id, path, _entry in files}
     entries = {}
-    for line in report.decode("utf-8", "surrogateescape").splitlines():
+    for line in report.decode("utf-8", "surrogateescape").split("\n"):
         fields = line.split(" ", 2)
-        if fields[0] == "L" and len(fields) == 3 and fields[1].isdigit() and int(fields[1]) < len(others):
-            entries[others[int(fields[1])][0]] = {"type": "link", "target": fields[2]}
-        elif len(fields) == 3 and fields[0].isdigit() and int(fields[0]) in by_id:
-            entries[by_id[int(fields[0])]] = {"type": "file", "size": int(fields[1]), "hash": fields[2]}
+        index = _number(fields[1]) if len(fields) > 1 else None
+        if fields[0] == "L" and len(fields) == 3 and index is not None and index < len(others):
+            entries[others[index][0]] = {"type": "link", "target": fields[2]}
+        elif fields[0] == "D" and len(fields) == 2 and index is not None and index < len(others):
+            entries[others[index][0]] = {"type": "dir"}
+        elif len(fields) == 3 and _number(fields[0]) in by_id:
+            # A size the pod could not read (-1) differs from every real one.
+            size = index if index is not None else -1
+            entries[by_id[_number(fields[0])]] = {"type": "file", "size": size, "hash": fields[2]}
     for raw in names.split(b"\0"):
         name = raw.decode("utf-8", "surrogateescape")
         name = name[2:] if name.startswith("./") else name
         if name and name not in entries:
-            # A directory of the source, or something only the copy has (an extra, or a partial
-            # file of an unfinished copy).
-            known_dir = any(path == name and target is None for path, _entry, target in others)
-            entries[name] = {"type": "dir"} if known_dir else {"type": "other"}
+            entries[name] = {"type": "other"}
     return {
         "format": tree_manifest.FORMAT,
         "algorithm": "sha256",
@@ -145,10 +169,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         route = self._route()
         if route is None:
             return
+        file_id = _number(route[2:]) if route.startswith("f/") else None
         if route == "pull.sh":
             self._send_bytes(self.server.script)
-        elif route.startswith("f/") and route[2:].isdigit() and int(route[2:]) < len(self.server.files):
-            self._send_file(self.server.files[int(route[2:])])
+        elif file_id is not None and file_id < len(self.server.files):
+            self._send_file(self.server.files[file_id])
         else:
             self.send_error(404)
 
@@ -219,10 +244,10 @@ def _range(header, size):
         return 0, size - 1
     unit, _equals, spec = header.partition("=")
     first, _dash, last = spec.partition("-")
-    if unit.strip() != "bytes" or "," in spec or not first.strip().isdigit():
+    start, stop = _number(first.strip()), _number(last.strip())
+    if unit.strip() != "bytes" or "," in spec or start is None:
         return 0, size - 1  # not a range this server serves: the whole file (RFC 9110 allows it)
-    start = int(first)
-    end = min(int(last), size - 1) if last.strip().isdigit() else size - 1
+    end = min(stop, size - 1) if stop is not None else size - 1
     if start >= size or start > end:
         return None, None
     return start, end
@@ -237,6 +262,10 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         self.script = pull_script(files, others).encode("utf-8", "surrogateescape")
         self.log = open(os.path.join(state_dir, "access.log"), "ab")  # noqa: SIM115 - open while it serves
+
+    def server_close(self):
+        super().server_close()
+        self.log.close()
 
 
 def state_file(state_dir):
