@@ -13,7 +13,6 @@ prints progress lines before the json callback's document. Its payload directory
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 
@@ -21,17 +20,36 @@ import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils.tree_copy.plan import range_key
 
-from .conftest import REPO, skip_or_fail
+from .conftest import REPO
+from .transfer_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
+from .transfer_fixtures import (
+    ANSIBLE,
+    DST_HOST,
+    INVENTORY,
+    MIB,
+    SRC_HOST,
+    ansible_env,
+    assert_ok,
+    assert_same_tree,
+    exists,
+    make_shared_source,
+    make_tree,
+    prepare_lab,
+    py,
+    run_ansible,
+    sh,
+    shared_tree,
+    small_files,
+    snapshot,
+    task_result,
+    tree_bytes,
+)
 
 pytestmark = pytest.mark.needs("docker")
 
-SRC_HOST, DST_HOST = "strata-lab-1", "strata-lab-2"
-HOSTS = (SRC_HOST, DST_HOST)
 ROOT = "/srv/it-transfer"
 STATE = f"{ROOT}/state"
 TMP = f"{ROOT}/tmp"
-INVENTORY = os.path.join(REPO, "inventories", "lab")
-ANSIBLE = os.path.join(os.path.dirname(sys.executable), "ansible")
 SSH_OPTIONS = ["StrictHostKeyChecking=accept-new"]
 # A second sshd of our own on strata-lab-2 for the lost-connection test: stopping the system's sshd
 # would also cut everyone else's transfers to strata-lab-2.
@@ -43,118 +61,6 @@ STOP_SSHD = (
     f'if [ -n "$pid" ] && [ "$(cat /proc/$pid/comm 2>/dev/null)" = sshd ]; then kill "$pid"; fi; '
     f"rm -f {SSHD_PID}"
 )
-MIB = 1 << 20
-KEY = "/root/.ssh/id_ed25519"
-
-# Run on a lab host (argv: root, spec as JSON): a tree from a spec, the same bytes and times on every
-# host (seeded random data; mtimes from the entry's index). Entries: {"kind": file|sparse|dir|symlink|
-# hardlink|fifo, "path", "size", "seed", "data": [[offset, length]] (sparse), "target", "mode", "mtime"}.
-MAKE_TREE = r"""
-import json, os, random, sys
-root, spec = sys.argv[1], json.loads(sys.argv[2])
-BASE = 1700000000
-
-def chunks(seed, size):
-    rng = random.Random(seed)
-    while size > 0:
-        yield rng.randbytes(min(size, 8 << 20))
-        size -= 8 << 20
-
-os.makedirs(root, exist_ok=True)
-dir_modes = {}
-for index, item in enumerate(spec):
-    path, kind = os.path.join(root, item["path"]), item["kind"]
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if kind == "dir":
-        os.makedirs(path, exist_ok=True)
-        if "mode" in item:
-            dir_modes[path] = item["mode"]
-        continue
-    if kind == "file":
-        with open(path, "wb") as handle:
-            for chunk in chunks(item.get("seed", index), item["size"]):
-                handle.write(chunk)
-    elif kind == "sparse":
-        with open(path, "wb") as handle:
-            handle.truncate(item["size"])
-            for offset, length in item["data"]:
-                handle.seek(offset)
-                handle.write(random.Random(offset).randbytes(length))
-    elif kind == "symlink":
-        os.symlink(item["target"], path)
-    elif kind == "hardlink":
-        os.link(os.path.join(root, item["target"]), path)
-        continue
-    elif kind == "fifo":
-        os.mkfifo(path)
-    if "mode" in item:
-        os.chmod(path, item["mode"])
-    mtime = item.get("mtime", BASE + index) * 10**9 + 123456789
-    os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
-for folder, _dirs, _files in sorted(os.walk(root), key=lambda walked: -len(walked[0])):
-    if folder in dir_modes:
-        os.chmod(folder, dir_modes[folder])
-    mtime = (BASE - 86400 + len(folder)) * 10**9 + 987654321
-    os.utime(folder, ns=(mtime, mtime))
-"""
-
-# Run on a lab host (argv: root): every entry under root as JSON, keyed by its path relative to root
-# ("." the root): type, mode, uid, gid, mtime_ns; files: size, sha1, blocks, links (the paths in the
-# tree sharing its inode), data (bytes in data extents, SEEK_DATA); symlinks: target.
-SNAPSHOT = r"""
-import hashlib, json, os, stat, sys
-root = sys.argv[1]
-out, inodes = {}, {}
-
-def data_bytes(path, size):
-    total, position = 0, 0
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        while position < size:
-            try:
-                start = os.lseek(fd, position, os.SEEK_DATA)
-            except OSError:
-                break
-            position = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-            total += position - start
-    finally:
-        os.close(fd)
-    return total
-
-def visit(rel):
-    path = os.path.join(root, rel) if rel else root
-    info = os.lstat(path)
-    entry = {"mode": oct(stat.S_IMODE(info.st_mode)), "uid": info.st_uid, "gid": info.st_gid,
-             "mtime_ns": info.st_mtime_ns}
-    out[rel or "."] = entry
-    if stat.S_ISDIR(info.st_mode):
-        entry["type"] = "dir"
-        for name in sorted(os.listdir(path)):
-            visit(os.path.join(rel, name))
-    elif stat.S_ISLNK(info.st_mode):
-        entry.update(type="link", target=os.readlink(path))
-    elif stat.S_ISREG(info.st_mode):
-        digest = hashlib.sha1()
-        try:
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-            entry.update(sha1=digest.hexdigest(), data=data_bytes(path, info.st_size))
-        except OSError as exc:
-            entry.update(sha1="unreadable: " + exc.strerror, data=None)
-        entry.update(type="file", size=info.st_size, blocks=info.st_blocks)
-        inodes.setdefault((info.st_dev, info.st_ino), []).append(rel)
-    elif stat.S_ISFIFO(info.st_mode):
-        entry["type"] = "fifo"
-    else:
-        entry["type"] = "other"
-
-visit("")
-for paths in inodes.values():
-    for rel in paths:
-        out[rel]["links"] = sorted(paths)
-print(json.dumps(out))
-"""
 
 # Run on a lab host (argv: marker, signal number): signals the python3 processes whose environment
 # holds the marker (the module of one run: its children inherit the environment but are not python);
@@ -212,90 +118,6 @@ print(len(doomed))
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def sh(host, script, data=None, check=True, timeout=300):
-    """bash -c ``script`` on a lab host (as root): its stdout."""
-    proc = subprocess.run(
-        ["docker", "exec", "-i", host, "bash", "-c", script],
-        input=data,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{host}: {script[:300]} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
-    return proc.stdout
-
-
-def py(host, code, *args):
-    proc = subprocess.run(
-        ["docker", "exec", "-i", host, "python3", "-c", code, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(f"{host}: python3 failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
-    return proc.stdout
-
-
-def make_tree(host, root, spec):
-    py(host, MAKE_TREE, root, json.dumps(spec))
-
-
-def snapshot(host, root):
-    return json.loads(py(host, SNAPSHOT, root))
-
-
-def exists(host, path):
-    return sh(host, f"test -e '{path}' && echo yes || echo no").strip() == "yes"
-
-
-def assert_same_tree(src_host, src, dst_host, dst, sparse=()):
-    """The copy has exactly the source's entries with the same attributes (blocks and data extents
-    aside); the files in ``sparse`` stay sparse in the copy. Returns the source's snapshot."""
-    source, copy = snapshot(src_host, src), snapshot(dst_host, dst)
-    assert sorted(set(copy) - set(source)) == [], "only in the copy"
-    assert sorted(set(source) - set(copy)) == [], "missing in the copy"
-    ignored = ("blocks", "data")
-    differing = {
-        path: {
-            key: (entry.get(key), copy[path].get(key))
-            for key in set(entry) | set(copy[path])
-            if key not in ignored and entry.get(key) != copy[path].get(key)
-        }
-        for path, entry in source.items()
-    }
-    assert {path: diff for path, diff in differing.items() if diff} == {}, "(source, copy) differ"
-    for path in sparse:
-        blocks = copy[path]["blocks"] * 512
-        assert blocks <= source[path]["blocks"] * 512 + MIB, (path, blocks, source[path]["blocks"] * 512)
-        assert blocks < source[path]["size"] // 4, f"{path} is no longer sparse: {blocks} bytes of blocks"
-    return source
-
-
-def tree_bytes(tree):
-    """What a copy of the whole tree sends: regular files' data (hard links once, a sparse file's
-    data extents only)."""
-    inodes = {}
-    for entry in tree.values():
-        if entry["type"] == "file":
-            sparse = entry["blocks"] * 512 + 4096 < entry["size"]
-            inodes[tuple(entry["links"])] = entry["data"] if sparse else entry["size"]
-    return sum(inodes.values())
-
-
-def ansible_env():
-    return dict(
-        os.environ,
-        ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_NOCOLOR="1",
-    )
-
-
 def ansible_argv(host, args, options=(), marker=None):
     """ansible <host> -m strata.ops.data_transfer; the module's environment gets TMPDIR (its payload
     under ROOT) and IT_TRANSFER_RUN=<marker> (to find its process)."""
@@ -324,29 +146,10 @@ def ansible_argv(host, args, options=(), marker=None):
     ]
 
 
-def task_result(host, stdout, stderr):
-    """The task's result from the json callback's document, which starts at the first line that is
-    exactly "{" (the action plugin's progress lines come before it)."""
-    lines = stdout.splitlines(keepends=True)
-    try:
-        start = next(index for index, line in enumerate(lines) if line.rstrip("\r\n") == "{")
-        return json.loads("".join(lines[start:]))["plays"][0]["tasks"][0]["hosts"][host]
-    except (StopIteration, ValueError, KeyError, IndexError):
-        raise AssertionError(f"no result from ansible: {stdout[-3000:]}\n{stderr[-3000:]}") from None
-
-
 def transfer(args, host=SRC_HOST, check=False, timeout=300):
     """Runs data_transfer on ``host``: the task's result."""
     options = ["--check"] if check else []
-    proc = subprocess.run(
-        ansible_argv(host, args, options),
-        cwd=REPO,
-        env=ansible_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    proc = run_ansible(ansible_argv(host, args, options), timeout=timeout)
     return task_result(host, proc.stdout, proc.stderr)
 
 
@@ -415,18 +218,6 @@ def assert_failed(result, kind):
     assert "Traceback" not in result["msg"] and not result["msg"].startswith("Task failed: Module failed")
 
 
-def assert_ok(result):
-    assert result.get("failed") is not True, result.get("msg")
-    assert result.get("unreachable") is not True, result
-
-
-def small_files(folder, count, seed=0):
-    return [
-        {"kind": "file", "path": f"{folder}/f{index:03d}.bin", "size": 100 + index * 97, "seed": seed + index}
-        for index in range(count)
-    ]
-
-
 # -- fixtures --------------------------------------------------------------------------------------
 
 
@@ -440,58 +231,11 @@ def _clean(host):
     )
 
 
-def _authorize(source, dest):
-    """``source``'s root key (made when missing) may log in as root at ``dest``; checked with ssh."""
-    key = sh(
-        source,
-        f"test -f {KEY} || ssh-keygen -q -t ed25519 -N '' -C root@{source} -f {KEY} >/dev/null; "
-        f"cat {KEY}.pub",
-    ).strip()
-    sh(
-        dest,
-        "install -d -m 700 /root/.ssh && touch /root/.ssh/authorized_keys && key=$(cat) && "
-        '{ grep -qxF "$key" /root/.ssh/authorized_keys || echo "$key" >> /root/.ssh/authorized_keys; } && '
-        "chmod 600 /root/.ssh/authorized_keys",
-        data=key,
-    )
-    login = sh(source, f"ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new {dest} hostname")
-    assert login.strip() == dest
-
-
 @pytest.fixture(scope="module")
 def lab():
-    """The lab hosts running, strata-lab-1's key authorized on both hosts and strata-lab-2's on
-    strata-lab-1; ROOT fresh on both (removed afterwards)."""
-    for host in HOSTS:
-        state = subprocess.run(
-            ["docker", "inspect", "-f", "{{.State.Running}}", host],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if state.stdout.strip() != "true":
-            skip_or_fail(f"the lab host {host} is not running (tests/testbed/up)")
-    for host in HOSTS:
-        _clean(host)
-        sh(host, f"mkdir -p {STATE} {TMP}")
-    for source, dest in ((SRC_HOST, DST_HOST), (SRC_HOST, SRC_HOST), (DST_HOST, SRC_HOST)):
-        _authorize(source, dest)
-    yield
-    for host in HOSTS:
-        _clean(host)
-
-
-@pytest.fixture
-def where(lab, request):
-    """This test's directory on both hosts (made there, removed afterwards): (the source root on
-    strata-lab-1, the destination on strata-lab-2). The destination's parent exists, as it does in
-    most copies; test_dest_path_with_missing_parents_is_created covers the other case."""
-    base = f"{ROOT}/{request.node.name[len('test_') :][:24]}-{uuid.uuid4().hex[:6]}"
-    for host in HOSTS:
-        sh(host, f"mkdir -p {base}")
-    yield f"{base}/src", f"{base}/dst"
-    for host in HOSTS:
-        sh(host, f"rm -rf {base}")
+    """ROOT fresh on the lab hosts with STATE and TMP (our mounts and sshd gone too; afterwards as
+    well), the root keys authorized: prepare_lab."""
+    yield from prepare_lab(ROOT, (STATE, TMP), clean=_clean)
 
 
 # -- the tests -------------------------------------------------------------------------------------
@@ -926,18 +670,7 @@ def test_rerun_after_a_file_changed_at_the_source_keeps_directory_times(where, c
     assert again["changed"] is False, again["plan"]
 
 
-SHARED = [
-    *small_files("small/a", 30),
-    *small_files("small/b", 30, seed=50),
-    {"kind": "dir", "path": "empty dir"},
-    {"kind": "file", "path": "empty.txt", "size": 0},
-    {"kind": "symlink", "path": "latest", "target": "small/a/f001.bin"},
-    {"kind": "file", "path": "hard/a.bin", "size": 5000},
-    {"kind": "hardlink", "path": "hard/b.bin", "target": "hard/a.bin"},
-    {"kind": "file", "path": "large/x.bin", "size": 20 * MIB, "seed": 1},
-    {"kind": "file", "path": "large/y.bin", "size": 12 * MIB, "seed": 2},
-    {"kind": "file", "path": "medium/z.bin", "size": 3 * MIB, "seed": 3},
-]
+SHARED = shared_tree(30, 20 * MIB, 12 * MIB)
 
 
 def test_two_source_hosts_share_one_tree_then_a_full_run_sends_nothing(where):
@@ -945,10 +678,7 @@ def test_two_source_hosts_share_one_tree_then_a_full_run_sends_nothing(where):
     strata-lab-1 (strata-lab-1 over ssh to itself)."""
     src, dst = where
     dst = dst.replace("/dst", "/shared-dst")
-    for host in HOSTS:
-        make_tree(host, src, SHARED)
-    source = snapshot(SRC_HOST, src)
-    assert snapshot(DST_HOST, src) == source
+    source = make_shared_source(src, SHARED)
     base = {"src_path": src, "dest_host": SRC_HOST, "dest_path": dst, "part_count": 2}
     first = start_transfer(dict(base, part_index=0), uuid.uuid4().hex, host=SRC_HOST)
     second = start_transfer(dict(base, part_index=1), uuid.uuid4().hex, host=DST_HOST)

@@ -13,26 +13,40 @@ from the default callback's output; task results from the ansible.posix.json cal
 import json
 import os
 import re
-import subprocess
-import sys
 import uuid
 
 import pytest
 
-from .conftest import REPO, skip_or_fail
+from .conftest import REPO
+from .transfer_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
+from .transfer_fixtures import (
+    ANSIBLE_PLAYBOOK,
+    DST_HOST,
+    HOSTS,
+    INVENTORY,
+    MIB,
+    SRC_HOST,
+    assert_ok,
+    assert_same_tree,
+    callback_document,
+    exists,
+    make_shared_source,
+    make_tree,
+    prepare_lab,
+    run_ansible,
+    sh,
+    shared_tree,
+    small_files,
+    tree_bytes,
+)
 
 pytestmark = pytest.mark.needs("docker")
 
-SRC_HOST, DST_HOST = "strata-lab-1", "strata-lab-2"
-HOSTS = (SRC_HOST, DST_HOST)
 ROOT = "/srv/it-transfer-pb"
 STATE = f"{ROOT}/state"
 MANIFESTS = f"{ROOT}/manifests"
 TMP = f"{ROOT}/tmp"
 PLAYBOOK = os.path.join(REPO, "playbooks", "transfer.yml")
-ANSIBLE_PLAYBOOK = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-KEY = "/root/.ssh/id_ed25519"
-MIB = 1 << 20
 # Everything a run writes on the hosts goes under ROOT (the lab hosts' defaults are in /var/lib and /root).
 CONFINED = {
     "data_transfer_state_dir": STATE,
@@ -52,154 +66,7 @@ COPY_TASK = "Copy the tree, a progress line every N seconds"
 SHARES_TASK = "Set what the shares left to one host"
 ASSERT_TASK = "Check the transfer's variables"
 
-# Run on a lab host (argv: root, spec as JSON): a tree from a spec, the same bytes and times on every
-# host (seeded random data; mtimes from the entry's index). Entries: {"kind": file|dir|symlink|hardlink,
-# "path", "size", "seed", "target", "mode", "mtime"}.
-MAKE_TREE = r"""
-import json, os, random, sys
-root, spec = sys.argv[1], json.loads(sys.argv[2])
-BASE = 1700000000
-
-def chunks(seed, size):
-    rng = random.Random(seed)
-    while size > 0:
-        yield rng.randbytes(min(size, 8 << 20))
-        size -= 8 << 20
-
-os.makedirs(root, exist_ok=True)
-for index, item in enumerate(spec):
-    path, kind = os.path.join(root, item["path"]), item["kind"]
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if kind == "dir":
-        os.makedirs(path, exist_ok=True)
-        continue
-    if kind == "file":
-        with open(path, "wb") as handle:
-            for chunk in chunks(item.get("seed", index), item["size"]):
-                handle.write(chunk)
-    elif kind == "symlink":
-        os.symlink(item["target"], path)
-    elif kind == "hardlink":
-        os.link(os.path.join(root, item["target"]), path)
-        continue
-    if "mode" in item:
-        os.chmod(path, item["mode"])
-    mtime = item.get("mtime", BASE + index) * 10**9 + 123456789
-    os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
-for folder, _dirs, _files in sorted(os.walk(root), key=lambda walked: -len(walked[0])):
-    mtime = (BASE - 86400 + len(folder)) * 10**9 + 987654321
-    os.utime(folder, ns=(mtime, mtime))
-"""
-
-# Run on a lab host (argv: root): every entry under root as JSON, keyed by its path relative to root
-# ("." the root): type, mode, uid, gid, mtime_ns; files: size, sha1, blocks, links (the paths in the
-# tree sharing its inode); symlinks: target.
-SNAPSHOT = r"""
-import hashlib, json, os, stat, sys
-root = sys.argv[1]
-out, inodes = {}, {}
-
-def visit(rel):
-    path = os.path.join(root, rel) if rel else root
-    info = os.lstat(path)
-    entry = {"mode": oct(stat.S_IMODE(info.st_mode)), "uid": info.st_uid, "gid": info.st_gid,
-             "mtime_ns": info.st_mtime_ns}
-    out[rel or "."] = entry
-    if stat.S_ISDIR(info.st_mode):
-        entry["type"] = "dir"
-        for name in sorted(os.listdir(path)):
-            visit(os.path.join(rel, name))
-    elif stat.S_ISLNK(info.st_mode):
-        entry.update(type="link", target=os.readlink(path))
-    elif stat.S_ISREG(info.st_mode):
-        digest = hashlib.sha1()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        entry.update(type="file", size=info.st_size, blocks=info.st_blocks, sha1=digest.hexdigest())
-        inodes.setdefault((info.st_dev, info.st_ino), []).append(rel)
-    else:
-        entry["type"] = "other"
-
-visit("")
-for paths in inodes.values():
-    for rel in paths:
-        out[rel]["links"] = sorted(paths)
-print(json.dumps(out))
-"""
-
-
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def sh(host, script, data=None, check=True, timeout=300):
-    """bash -c ``script`` on a lab host (as root): its stdout."""
-    proc = subprocess.run(
-        ["docker", "exec", "-i", host, "bash", "-c", script],
-        input=data,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{host}: {script[:300]} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
-    return proc.stdout
-
-
-def py(host, code, *args):
-    proc = subprocess.run(
-        ["docker", "exec", "-i", host, "python3", "-c", code, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(f"{host}: python3 failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
-    return proc.stdout
-
-
-def make_tree(host, root, spec):
-    py(host, MAKE_TREE, root, json.dumps(spec))
-
-
-def snapshot(host, root):
-    return json.loads(py(host, SNAPSHOT, root))
-
-
-def exists(host, path):
-    return sh(host, f"test -e '{path}' && echo yes || echo no").strip() == "yes"
-
-
-def assert_same_tree(src_host, src, dst_host, dst):
-    """The copy has exactly the source's entries with the same attributes (blocks aside). Returns the
-    source's snapshot."""
-    source, copy = snapshot(src_host, src), snapshot(dst_host, dst)
-    assert sorted(set(copy) - set(source)) == [], "only in the copy"
-    assert sorted(set(source) - set(copy)) == [], "missing in the copy"
-    differing = {
-        path: {
-            key: (entry.get(key), copy[path].get(key))
-            for key in set(entry) | set(copy[path])
-            if key != "blocks" and entry.get(key) != copy[path].get(key)
-        }
-        for path, entry in source.items()
-    }
-    assert {path: diff for path, diff in differing.items() if diff} == {}, "(source, copy) differ"
-    return source
-
-
-def tree_bytes(tree):
-    """What a copy of the whole tree sends: regular files' data, hard links once."""
-    return sum({tuple(e["links"]): e["size"] for e in tree.values() if e["type"] == "file"}.values())
-
-
-def small_files(folder, count, seed=0):
-    return [
-        {"kind": "file", "path": f"{folder}/f{index:03d}.bin", "size": 100 + index * 97, "seed": seed + index}
-        for index in range(count)
-    ]
 
 
 class Run:
@@ -209,12 +76,7 @@ class Run:
         self.rc, self.stdout, self.stderr = proc.returncode, proc.stdout, proc.stderr
         self.doc = None
         if json_callback:
-            lines = self.stdout.splitlines(keepends=True)
-            start = next((i for i, line in enumerate(lines) if line.rstrip("\r\n") == "{"), None)
-            try:
-                self.doc = json.loads("".join(lines[start:])) if start is not None else None
-            except ValueError:
-                self.doc = None
+            self.doc = callback_document(self.stdout)
             assert self.doc is not None, f"no json document from ansible-playbook:\n{self}"
 
     def __str__(self):
@@ -238,19 +100,12 @@ class Run:
 def playbook(variables, json_callback=True, check=False, timeout=300):
     """ansible-playbook playbooks/transfer.yml -i inventories/lab -e key=value ... (the variables as a
     user gives them on the command line), confined to ROOT on the hosts."""
-    argv = [ANSIBLE_PLAYBOOK, "-i", "inventories/lab", PLAYBOOK, "-e", json.dumps(CONFINED)]
+    argv = [ANSIBLE_PLAYBOOK, "-i", INVENTORY, PLAYBOOK, "-e", json.dumps(CONFINED)]
     for name, value in variables.items():
         argv += ["-e", f"{name}={value}"]
     if check:
         argv.append("--check")
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    env.pop("ANSIBLE_STDOUT_CALLBACK", None)
-    if json_callback:
-        env.update(ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
-    proc = subprocess.run(
-        argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    return Run(proc, json_callback)
+    return Run(run_ansible(argv, json_callback, timeout), json_callback)
 
 
 def one_to_one(src, dst, **more):
@@ -267,69 +122,14 @@ def one_to_one(src, dst, **more):
     }
 
 
-def assert_ok(result):
-    assert result.get("failed") is not True, result.get("msg")
-    assert result.get("unreachable") is not True, result
-
-
 # -- fixtures --------------------------------------------------------------------------------------
-
-
-def _clean(host):
-    sh(host, f"rm -rf {ROOT}")
-
-
-def _authorize(source, dest):
-    """``source``'s root key (made when missing) may log in as root at ``dest``; checked with ssh."""
-    key = sh(
-        source,
-        f"test -f {KEY} || ssh-keygen -q -t ed25519 -N '' -C root@{source} -f {KEY} >/dev/null; "
-        f"cat {KEY}.pub",
-    ).strip()
-    sh(
-        dest,
-        "install -d -m 700 /root/.ssh && touch /root/.ssh/authorized_keys && key=$(cat) && "
-        '{ grep -qxF "$key" /root/.ssh/authorized_keys || echo "$key" >> /root/.ssh/authorized_keys; } && '
-        "chmod 600 /root/.ssh/authorized_keys",
-        data=key,
-    )
-    login = sh(source, f"ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new {dest} hostname")
-    assert login.strip() == dest
 
 
 @pytest.fixture(scope="module")
 def lab():
-    """The lab hosts running, strata-lab-1's key authorized on both hosts and strata-lab-2's on
-    strata-lab-1; ROOT fresh on both (removed afterwards)."""
-    for host in HOSTS:
-        state = subprocess.run(
-            ["docker", "inspect", "-f", "{{.State.Running}}", host],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if state.stdout.strip() != "true":
-            skip_or_fail(f"the lab host {host} is not running (tests/testbed/up)")
-    for host in HOSTS:
-        _clean(host)
-        sh(host, f"mkdir -p {STATE} {MANIFESTS} {TMP}")
-    for source, dest in ((SRC_HOST, DST_HOST), (SRC_HOST, SRC_HOST), (DST_HOST, SRC_HOST)):
-        _authorize(source, dest)
-    yield
-    for host in HOSTS:
-        _clean(host)
-
-
-@pytest.fixture
-def where(lab, request):
-    """This test's directory on both hosts (made there, removed afterwards): (the source root, the
-    destination), neither made yet."""
-    base = f"{ROOT}/{request.node.name[len('test_') :][:24]}-{uuid.uuid4().hex[:6]}"
-    for host in HOSTS:
-        sh(host, f"mkdir -p {base}")
-    yield f"{base}/src", f"{base}/dst"
-    for host in HOSTS:
-        sh(host, f"rm -rf {base}")
+    """ROOT fresh on the lab hosts with STATE, MANIFESTS and TMP (removed afterwards), the root keys
+    authorized: prepare_lab."""
+    yield from prepare_lab(ROOT, (STATE, MANIFESTS, TMP))
 
 
 # -- the tests -------------------------------------------------------------------------------------
@@ -461,18 +261,7 @@ def test_bad_variables_fail_in_the_assert_task_and_create_nothing(where, bad):
             assert not exists(host, f"{folder}/{top}"), f"{host}: {folder}/{relative} was created"
 
 
-SHARED = [
-    *small_files("small/a", 20),
-    *small_files("small/b", 20, seed=50),
-    {"kind": "dir", "path": "empty dir"},
-    {"kind": "file", "path": "empty.txt", "size": 0},
-    {"kind": "symlink", "path": "latest", "target": "small/a/f001.bin"},
-    {"kind": "file", "path": "hard/a.bin", "size": 5000},
-    {"kind": "hardlink", "path": "hard/b.bin", "target": "hard/a.bin"},
-    {"kind": "file", "path": "large/x.bin", "size": 12 * MIB, "seed": 1},
-    {"kind": "file", "path": "large/y.bin", "size": 9 * MIB, "seed": 2},
-    {"kind": "file", "path": "medium/z.bin", "size": 3 * MIB, "seed": 3},
-]
+SHARED = shared_tree(20, 12 * MIB, 9 * MIB)
 
 
 def test_two_source_hosts_share_one_tree_then_the_final_pass_sends_nothing(where):
@@ -480,10 +269,7 @@ def test_two_source_hosts_share_one_tree_then_the_final_pass_sends_nothing(where
     sends its share into strata-lab-1 (data_transfer_shared_source defaults to true)."""
     src, dst = where
     dst = dst.replace("/dst", "/shared-dst")
-    for host in HOSTS:
-        make_tree(host, src, SHARED)
-    source = snapshot(SRC_HOST, src)
-    assert snapshot(DST_HOST, src) == source
+    source = make_shared_source(src, SHARED)
 
     run = playbook(
         {
