@@ -265,7 +265,8 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
     def server_close(self):
         super().server_close()
-        self.log.close()
+        if hasattr(self, "log"):  # not when binding failed (HTTPServer closes itself then)
+            self.log.close()
 
 
 def state_file(state_dir):

@@ -682,3 +682,11 @@ def test_a_symlink_where_the_source_has_a_directory_is_replaced_not_written_thro
     assert not os.path.islink(target / "d") and (target / "d" / "x").read_bytes() == b"x\n"
     assert not os.listdir(elsewhere)
     assert _verify(served, source)["identical"]
+
+
+def test_an_address_not_on_this_host_fails_to_bind_and_leaves_nothing(tmp_path):
+    state = tmp_path / "state"
+    with pytest.raises(OSError) as raised:  # EADDRNOTAVAIL: TEST-NET-3 is no address of this host
+        serve.Server(("203.0.113.1", 0), str(tmp_path), "t" * 32, str(state), [], [])
+    assert not isinstance(raised.value, AttributeError)
+    assert not state.exists()
