@@ -13,7 +13,7 @@ INTEGRATION_WORKERS ?= 3
 # How many of lint, sanity, unit, integration and molecule `make test` runs at once.
 TEST_JOBS ?= 3
 
-.PHONY: all venv testbed testbed-base demo test lint ruff ansible-lint changelog-lint sanity unit integration molecule components bench lock clean
+.PHONY: all venv testbed testbed-base demo test lint ruff ansible-lint changelog-lint sanity unit integration molecule components bench lock clean ee
 
 all: venv
 
@@ -67,6 +67,11 @@ integration: venv testbed
 
 molecule: venv testbed-base
 	STRATA_HOST_IMAGE=$$(tests/testbed/up image) molecule test --all
+
+# The execution environment image (execution-environment.yml), built offline and tagged by the hash
+# of its inputs: strata-ops-ee:<hash> and :latest. The integration tests build it the same way.
+ee: venv testbed-base
+	tests/ee/build
 
 components:
 	tests/testbed/status --line

@@ -12,7 +12,9 @@ directory on the hosts (its ROOT) and defines the module-scoped ``lab`` fixture 
     where   per test: (the source root, the destination) under the ``lab`` fixture's root
 
 Helpers: sh(host, script) and py(host, code, *args) run on a lab host (docker exec); make_tree(host,
-         root, spec) (MAKE_TREE), snapshot(host, root) (SNAPSHOT), assert_same_tree(...),
+         root, spec) (MAKE_TREE), snapshot(host, root) (SNAPSHOT), make_local_tree(root, spec) and
+         local_snapshot(root) (the same on this machine), assert_same_tree(...),
+         assert_same_snapshot(source, copy),
          tree_bytes(snapshot), small_files(folder, count), shared_tree(...) and
          make_shared_source(src, spec) (the shared-source tests' tree on both hosts),
          exists(host, path), assert_ok(result);
@@ -192,6 +194,16 @@ def snapshot(host, root):
     return json.loads(py(host, SNAPSHOT, root))
 
 
+def make_local_tree(root, spec):
+    """MAKE_TREE on this machine (a tree a container mounts)."""
+    subprocess.run([sys.executable, "-c", MAKE_TREE, root, json.dumps(spec)], check=True, timeout=300)
+
+
+def local_snapshot(root):
+    proc = subprocess.run([sys.executable, "-c", SNAPSHOT, root], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout)
+
+
 def exists(host, path):
     return sh(host, f"test -e '{path}' && echo yes || echo no").strip() == "yes"
 
@@ -234,7 +246,11 @@ def make_shared_source(src, spec):
 def assert_same_tree(src_host, src, dst_host, dst, sparse=()):
     """The copy has exactly the source's entries with the same attributes (blocks and data extents
     aside); the files in ``sparse`` stay sparse in the copy. Returns the source's snapshot."""
-    source, copy = snapshot(src_host, src), snapshot(dst_host, dst)
+    return assert_same_snapshot(snapshot(src_host, src), snapshot(dst_host, dst), sparse)
+
+
+def assert_same_snapshot(source, copy, sparse=()):
+    """assert_same_tree over two snapshots (SNAPSHOT), wherever they were taken."""
     assert sorted(set(copy) - set(source)) == [], "only in the copy"
     assert sorted(set(source) - set(copy)) == [], "missing in the copy"
     ignored = ("blocks", "data")
