@@ -13,7 +13,7 @@ INTEGRATION_WORKERS ?= 3
 # How many of lint, sanity, unit, integration and molecule `make test` runs at once.
 TEST_JOBS ?= 3
 
-.PHONY: all venv testbed testbed-base demo test lint ruff ansible-lint changelog-lint sanity unit integration molecule components bench lock clean ee
+.PHONY: all venv testbed testbed-base demo test lint ruff ansible-lint changelog-lint sanity unit integration molecule components bench lock clean ee release core-range
 
 all: venv
 
@@ -72,6 +72,18 @@ molecule: venv testbed-base
 # of its inputs: strata-ops-ee:<hash> and :latest. The integration tests build it the same way.
 ee: venv testbed-base
 	tests/ee/build
+
+# A release: VERSION (default: galaxy.yml's) written to galaxy.yml, CHANGELOG.rst and
+# changelogs/changelog.yaml from the fragments (antsibull-changelog release), then
+# build/strata-ops-VERSION.tar.gz. It changes the checkout: review and commit the result.
+# Tests run the same steps on a temporary copy (tests/integration/test_release.py).
+release: venv
+	tests/release/build $(if $(VERSION),--version $(VERSION))
+
+# The ansible-core range meta/runtime.yml claims: unit tests and the installed tarball's flows on
+# its oldest and newest core, each in a venv cached under ~/.cache/strata-ops/core-range.
+core-range: venv
+	$(PY) tests/release/core_range
 
 components:
 	tests/testbed/status --line
