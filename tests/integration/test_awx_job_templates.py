@@ -46,9 +46,16 @@ AWX = os.path.join(REPO, "awx")
 INVENTORY_BIN = os.path.join(os.path.dirname(sys.executable), "ansible-inventory")
 
 
+class _AwxData(yaml.SafeLoader):
+    """YAML as include_vars reads awx/*.yml: !unsafe (the injectors' AWX templates) is a plain string."""
+
+
+_AwxData.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
+
+
 def _load(name):
     with open(os.path.join(AWX, name)) as handle:
-        return yaml.safe_load(handle)
+        return yaml.load(handle, Loader=_AwxData)  # a SafeLoader with one more tag
 
 
 TEMPLATES = {t["name"]: t for t in _load("job_templates.yml")}

@@ -27,6 +27,7 @@ import pytest
 import yaml
 from ansible.module_utils import basic
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.release import __version__ as ansible_core_version
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AWX = os.path.join(REPO, "awx")
@@ -48,11 +49,20 @@ COMPATIBLE = {
 }
 SECRET_NAME = re.compile(r"token|password|passwd|secret|kubeconfig|private_key", re.IGNORECASE)
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+# The data files configure.yml reads with include_vars (as strata_awx_<name>)
+DATA_FILES = ("credential_types", "job_templates", "workflows")
+
+
+class _AwxData(yaml.SafeLoader):
+    """YAML as include_vars reads awx/*.yml: !unsafe (the injectors' AWX templates) is a plain string."""
+
+
+_AwxData.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
 
 
 def load(name):
     with open(os.path.join(AWX, name)) as handle:
-        return yaml.safe_load(handle)
+        return yaml.load(handle, Loader=_AwxData)  # a SafeLoader with one more tag
 
 
 def plain(value):
@@ -78,8 +88,17 @@ def _templar_env():
 
     loader = DataLoader()
     loader.set_basedir(AWX)
-    play = loader.load_from_file(os.path.join(AWX, "configure.yml"), trusted_as_template=True)[0]
-    return loader, Templar, play
+    try:  # ansible-core 2.19 marks what may be rendered; older cores render any string
+        play = loader.load_from_file(os.path.join(AWX, "configure.yml"), trusted_as_template=True)[0]
+    except TypeError:
+        play = loader.load_from_file(os.path.join(AWX, "configure.yml"))[0]
+    # what the play's include_vars task reads: !unsafe values stay as written on every core
+    reads = [task for task in play["tasks"] if "ansible.builtin.include_vars" in task]
+    assert [tuple(task["loop"]) for task in reads] == [DATA_FILES], "configure.yml must read awx's data files"
+    data = {
+        f"strata_awx_{name}": loader.load_from_file(os.path.join(AWX, f"{name}.yml")) for name in DATA_FILES
+    }
+    return loader, Templar, play, data
 
 
 SAMPLE_EXTRA_VARS = {
@@ -94,24 +113,43 @@ SAMPLE_EXTRA_VARS = {
 }
 
 
+ansible_version = tuple(int(part) for part in ansible_core_version.split(".")[:2])
+# Before ansible-core 2.19, omit is a variable holding a placeholder that the task executor drops
+# from the module's arguments (ansible.executor.task_executor: remove_omit); 2.19 drops it itself.
+OMIT_PLACEHOLDER = "__omit_place_holder__strata"
+
+
+def _without_omitted(value):
+    if isinstance(value, dict):
+        return {key: _without_omitted(item) for key, item in value.items() if item != OMIT_PLACEHOLDER}
+    if isinstance(value, list):
+        return [_without_omitted(item) for item in value if item != OMIT_PLACEHOLDER]
+    return value
+
+
 def render_configure(extra_vars=None):
     """[(task name, module, [params for each loop item])] of configure.yml's awx.awx tasks, with
     extra vars as -e gives them (they override the play's vars, so the data can be replaced)."""
-    loader, templar_class, play = _templar_env()
-    variables = dict(play["vars"], playbook_dir=AWX, **SAMPLE_EXTRA_VARS)
+    loader, templar_class, play, data = _templar_env()
+    variables = dict(play["vars"], playbook_dir=AWX, **data, **SAMPLE_EXTRA_VARS)
+    if ansible_version < (2, 19):
+        variables["omit"] = OMIT_PLACEHOLDER
     variables.update(extra_vars or {})
     templar = templar_class(loader=loader, variables=variables)
-    defaults = plain(templar.template(play["module_defaults"]))["group/awx.awx.controller"]
+    defaults = _without_omitted(plain(templar.template(play["module_defaults"])))["group/awx.awx.controller"]
     rendered = []
     for task in play["tasks"]:
         module = next((key for key in task if key.startswith("awx.awx.")), None)
         if module is None:
             continue
-        items = plain(templar.template(task["loop"])) if "loop" in task else [None]
+        # the loop items as Ansible hands them over (unsafe values stay unsafe on cores before 2.19)
+        items = templar.template(task["loop"]) if "loop" in task else [None]
         params = []
         for item in items:
-            args = plain(
-                templar_class(loader=loader, variables=dict(variables, item=item)).template(task[module])
+            args = _without_omitted(
+                plain(
+                    templar_class(loader=loader, variables=dict(variables, item=item)).template(task[module])
+                )
             )
             params.append(dict(defaults, **args))
         rendered.append((task["name"], module.split(".")[-1], params))

@@ -22,7 +22,6 @@ import os
 import stat
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.strata.ops.plugins.module_utils import gitlab as gl
 from ansible_collections.strata.ops.plugins.module_utils import k8s
@@ -33,6 +32,7 @@ from ansible_collections.strata.ops.plugins.module_utils.runner_isolation import
 from ansible_collections.strata.ops.plugins.module_utils.runner_isolation.worker import RunnerIsolation
 from ansible_collections.strata.ops.plugins.module_utils.state import StateError
 from ansible_collections.strata.ops.plugins.modules import runner_isolation as ri_module
+from tests.unit.compat import patch_module_args
 from tests.unit.fakes.gitlab import FakeGitLab, runner
 from tests.unit.fakes.journal import SYSTEMS, Crash, Journal, read_bytes, read_json, record_file_writes
 from tests.unit.fakes.kube import NO_TOLERATIONS, FakeKube, configmap, node, workload

@@ -26,7 +26,8 @@ import os
 import pytest
 import yaml
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
+
+from tests.unit.compat import patch_module_args
 
 
 class ModuleExit(Exception):
