@@ -23,7 +23,7 @@ import pytest
 
 from .conftest import REPO
 from .k8s_fixtures import controlplane  # noqa: F401  # pylint: disable=unused-import
-from .test_kubelet_node import LAB_KUBECONFIG, NODE_SOCKET, apply, kubectl, node  # noqa: F401  # pylint: disable=unused-import
+from .test_kubelet_node import LAB_KUBECONFIG, NODE_SOCKET, apply, kubectl, node, wait_pod  # noqa: F401  # pylint: disable=unused-import
 
 pytestmark = pytest.mark.needs("docker")
 
@@ -300,7 +300,7 @@ def test_a_pod_that_cannot_start_is_removed_and_the_server_stopped(case):
     assert rc != 0
     waited = tasks["Wait for the pod to finish (at most data_transfer_pod_timeout seconds)"]
     assert waited.get("failed") is True, waited
-    assert tasks["Remove the pod"].get("changed") is True
+    assert tasks["Remove the pod (only one this play started)"].get("changed") is True
     assert_cleaned_up(case, served_port(tasks))
     assert not os.listdir(case["target"])
 
@@ -341,3 +341,71 @@ def test_check_mode_starts_nothing(case):
     ).strip()
     assert not os.listdir(case["target"])
     assert not lab("sh", "-c", f"ls {case['state']}/serve 2>/dev/null || true").strip()
+
+
+def test_an_existing_pods_container_gets_the_tree_and_keeps_running(case):
+    """data_transfer_pod_target_pod: no pod is started; the pull runs in that pod's container (exec
+    through the API server and the node's kubelet) into the directory where it mounts the claim, is
+    verified the same way, and the pod is left running; the server is stopped. A rerun pulls
+    nothing."""
+    holder = f"{case['name']}-app"
+    apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": holder, "namespace": "default"},
+            "spec": {
+                "nodeSelector": {"strata.io/real-node": "true"},
+                "tolerations": [{"key": "strata.io/real-node", "operator": "Exists"}],
+                "terminationGracePeriodSeconds": 1,
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": case["name"]}}],
+                "containers": [
+                    {
+                        "name": "app",
+                        "image": IMAGE,
+                        "imagePullPolicy": "Never",
+                        "command": ["sleep", "3600"],
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                    }
+                ],
+            },
+        }
+    )
+    target = {
+        "data_transfer_pod_claim": "",
+        "data_transfer_pod_image": "",
+        "data_transfer_pod_target_pod": holder,
+        "data_transfer_pod_target_container": "app",
+        "data_transfer_pod_target_path": "/data/dataset",
+    }
+    try:
+        wait_pod("default", holder, "{.status.phase}", "Running", timeout=120)
+        rc, tasks, out = pull(case, **target)
+        assert rc == 0, tasks["Fail when the pull in the existing pod failed"].get("msg") or out[-3000:]
+        assert tasks["Start the pod that pulls the tree into the claim"].get("skipped") is True
+        assert "identical" in tasks["Summary"]["msg"], tasks["Summary"]["msg"]
+        source = snapshot_source(case["source"])
+        assert snapshot_here(os.path.join(case["target"], "dataset")) == source
+        assert kubectl("-n", "default", "get", "pod", holder, "-o", "jsonpath={.status.phase}") == "Running"
+        assert not lab("ss", "-Hltn", f"sport = :{served_port(tasks)}").strip()
+        first = len(fetched(case))
+
+        rc, tasks, out = pull(case, **target)
+        assert rc == 0, out[-3000:]
+        assert len(fetched(case)) == first  # complete files are not pulled again
+    finally:
+        kubectl("delete", "pod", holder, "-n", "default", "--ignore-not-found", "--wait=true", check=False)
+
+
+def test_a_pull_in_a_missing_pod_fails_naming_it_not_the_token(case):
+    """A pod that does not exist: the play fails naming the pod and what the API said, never the
+    served URL's token; the server is stopped."""
+    rc, tasks, _out = pull(
+        case, data_transfer_pod_target_pod="strata-no-such-pod", data_transfer_pod_target_path="/data"
+    )
+    assert rc != 0
+    failed = tasks["Fail when the pull in the existing pod failed"]
+    assert "default/strata-no-such-pod" in failed["msg"], failed
+    url = next(r["url"] for name, r in tasks.items() if name.startswith("Serve the tree") and r.get("url"))
+    assert url.rsplit("/", 1)[1] not in failed["msg"], failed["msg"]
+    assert not lab("ss", "-Hltn", f"sport = :{served_port(tasks)}").strip()

@@ -28,6 +28,11 @@ NODE_DIR=/run/strata-node
 NODE_SOCKET=$NODE_DIR/containerd.sock
 NODE_POD_SUBNET=10.214.0.0/24
 NODE_KUBELET_URL=https://127.0.0.1:10250
+# The node's InternalIP, where the API server reaches its kubelet (exec, logs): the kubelet
+# refuses a loopback node IP ("nodeIP can't be loopback address") and then reports no address
+# at all. An interface of this machine of its own carries it (node/start).
+NODE_IP=10.214.1.1
+NODE_IP_LINK=strata-nodeip
 CONTAINERD2_VERSION=v2.3.7
 
 # Debian packages the host needs for the tests; each line: package (why).
