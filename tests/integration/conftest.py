@@ -12,6 +12,7 @@ Helpers (``from .conftest import ...``):
     adhoc_result(name, args)  the same, returning the task's result dict (json callback)
     adhoc_run(name, args)     (that result, Ansible's whole output)
     assert_clean_failure(result)  failed through fail_json, not a crash ("Module failed: ...")
+    lab_address(host)       a lab host's address on the lab network (skip_or_fail when it is not running)
 """
 
 import json
@@ -98,6 +99,19 @@ def adhoc_run(name, args, *options):
 def adhoc_result(name, args, *options):
     """The result dict of adhoc_run."""
     return adhoc_run(name, args, *options)[0]
+
+
+def lab_address(host):
+    """The address of the lab host container ``host`` (tests/testbed/up starts it)."""
+    proc = subprocess.run(
+        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", host],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0 or not proc.stdout.strip():
+        skip_or_fail(f"lab host {host} is not running (tests/testbed/up starts it): {proc.stderr.strip()}")
+    return proc.stdout.strip()
 
 
 def assert_clean_failure(result):

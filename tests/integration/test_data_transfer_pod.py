@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, lab_address
 from .k8s_fixtures import controlplane  # noqa: F401  # pylint: disable=unused-import
 from .test_kubelet_node import LAB_KUBECONFIG, NODE_SOCKET, apply, kubectl, node, wait_pod  # noqa: F401  # pylint: disable=unused-import
 
@@ -99,15 +99,6 @@ def snapshot_here(path):
     return json.loads(proc.stdout)
 
 
-def source_address():
-    return subprocess.run(
-        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", SRC_HOST],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def image(node):  # noqa: F811 - the fixture
     """The host image in the node's containerd (sh, curl, coreutils: what the pull needs)."""
@@ -177,7 +168,7 @@ def pull(case, **extra):
         "strata_kubeconfig": LAB_KUBECONFIG,
         "data_transfer_source_host": SRC_HOST,
         "data_transfer_source_path": case["source"],
-        "data_transfer_pod_serve_address": source_address(),
+        "data_transfer_pod_serve_address": lab_address(SRC_HOST),
         "data_transfer_pod_claim": case["name"],
         "data_transfer_pod_name": case["name"],
         "data_transfer_pod_image": IMAGE,
@@ -319,7 +310,7 @@ def test_check_mode_starts_nothing(case):
                     "strata_kubeconfig": LAB_KUBECONFIG,
                     "data_transfer_source_host": SRC_HOST,
                     "data_transfer_source_path": case["source"],
-                    "data_transfer_pod_serve_address": source_address(),
+                    "data_transfer_pod_serve_address": lab_address(SRC_HOST),
                     "data_transfer_pod_claim": case["name"],
                     "data_transfer_pod_name": case["name"],
                     "data_transfer_pod_image": IMAGE,

@@ -22,13 +22,14 @@ import ansible_runner
 import pytest
 import yaml
 
-from .conftest import REPO, lab_lock, skip_or_fail
+from .conftest import REPO, lab_address, lab_lock
 from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 from .test_health_report import make_workload
 from .transfer_fixtures import (
     DST_HOST,
     MIB,
     assert_same_snapshot,
+    authorize_key,
     local_snapshot,
     make_local_tree,
     sh,
@@ -124,18 +125,6 @@ def test_image_holds_the_collection_and_what_it_declares(ee_image):
         assert dependency in collections
 
 
-def _lab_address(host):
-    proc = subprocess.run(
-        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", host],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0 or not proc.stdout.strip():
-        skip_or_fail(f"lab host {host} is not running (tests/testbed/up starts it): {proc.stderr.strip()}")
-    return proc.stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def controller_key(tmp_path_factory):
     """An ssh key for the controller, authorized for root on the lab hosts (as an AWX machine
@@ -146,21 +135,7 @@ def controller_key(tmp_path_factory):
     )
     public = (key.parent / "id_ed25519.pub").read_text()
     for host in LAB_HOSTS:
-        subprocess.run(
-            [
-                "docker",
-                "exec",
-                "-i",
-                host,
-                "sh",
-                "-c",
-                "install -d -m 700 /root/.ssh && cd /root/.ssh && touch authorized_keys && key=$(cat) && "
-                '{ grep -qxF "$key" authorized_keys || echo "$key" >> authorized_keys; }',
-            ],
-            input=public.strip(),
-            text=True,
-            check=True,
-        )
+        authorize_key(host, public)
     return key
 
 
@@ -176,7 +151,7 @@ def _private_data_dir(root, key, kubeconfig, inside, extravars):
     for group in groups.values():
         for host in group.get("hosts") or {}:
             group["hosts"][host] = {
-                "ansible_host": _lab_address(host),
+                "ansible_host": lab_address(host),
                 "ansible_connection": "ssh",
                 "ansible_user": "root",
             }
@@ -288,7 +263,7 @@ def test_transfer_from_the_image_with_the_tree_mounted(ee_image, controller_key,
         ("-v /root/.ssh/id_ed25519:", f"-v {controller_key}:"),
         ("-v /var/lib/strata-ops/transfer:", f"-v {state}:"),
         ("strata-ops-ee:latest", ee_image),
-        ("data_transfer_dest_host=dst1", f"data_transfer_dest_host={_lab_address(DST_HOST)}"),
+        ("data_transfer_dest_host=dst1", f"data_transfer_dest_host={lab_address(DST_HOST)}"),
         ("data_transfer_dest_path=/srv/dataset", f"data_transfer_dest_path={dest}"),
     ):
         assert documented in command, documented

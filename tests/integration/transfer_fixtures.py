@@ -18,7 +18,8 @@ Helpers: sh(host, script) and py(host, code, *args) run on a lab host (docker ex
          tree_bytes(snapshot), small_files(folder, count), shared_tree(...) and
          make_shared_source(src, spec) (the shared-source tests' tree on both hosts),
          exists(host, path), assert_ok(result);
-         prepare_lab(root, dirs, clean) (the lab hosts running, root keys authorized, root fresh);
+         prepare_lab(root, dirs, clean) (the lab hosts running, root keys authorized, root fresh),
+         authorize_key(dest, public_key);
          ansible_env(json_callback), run_ansible(argv, json_callback, timeout) and
          callback_document(stdout) (the ansible.posix.json callback's document), task_result(host,
          stdout, stderr) (the first task's result in it).
@@ -336,6 +337,17 @@ def assert_ok(result):
 # -- fixtures --------------------------------------------------------------------------------------
 
 
+def authorize_key(dest, public_key):
+    """``public_key`` may log in as root at the lab host ``dest`` (added once)."""
+    sh(
+        dest,
+        "install -d -m 700 /root/.ssh && touch /root/.ssh/authorized_keys && key=$(cat) && "
+        '{ grep -qxF "$key" /root/.ssh/authorized_keys || echo "$key" >> /root/.ssh/authorized_keys; } && '
+        "chmod 600 /root/.ssh/authorized_keys",
+        data=public_key.strip(),
+    )
+
+
 def authorize(source, dest):
     """``source``'s root key (made when missing) may log in as root at ``dest``; checked with ssh."""
     key = sh(
@@ -343,13 +355,7 @@ def authorize(source, dest):
         f"test -f {KEY} || ssh-keygen -q -t ed25519 -N '' -C root@{source} -f {KEY} >/dev/null; "
         f"cat {KEY}.pub",
     ).strip()
-    sh(
-        dest,
-        "install -d -m 700 /root/.ssh && touch /root/.ssh/authorized_keys && key=$(cat) && "
-        '{ grep -qxF "$key" /root/.ssh/authorized_keys || echo "$key" >> /root/.ssh/authorized_keys; } && '
-        "chmod 600 /root/.ssh/authorized_keys",
-        data=key,
-    )
+    authorize_key(dest, key)
     login = sh(source, f"ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new {dest} hostname")
     assert login.strip() == dest
 
