@@ -14,7 +14,8 @@ description:
     P(strata.ops.tree_manifest_diff#filter) filter; that replaces C(rsync -c --dry-run), which reads
     every file of both sides through one ssh stream.
   - With O(manifest_path) the manifest is kept on the host (mode 0600, written atomically) and the
-    next run re-hashes only the files whose size or mtime changed since.
+    next run re-hashes only the files whose size or mtime changed since; a run that finds the tree as
+    the kept manifest records it leaves that file as it is (no write).
   - Unreadable files (permission denied) are listed in the manifest's C(unreadable) with the reason;
     the rest is hashed.
 author:
@@ -109,7 +110,8 @@ def run(params, check_mode):
         raise InvalidArgument(f"manifest_path {kept} is inside path {root}: keep it outside the tree")
     previous = tree_manifest.load(kept) if kept else None
     manifest = tree_manifest.build(root, params["algorithm"], params["workers"], previous)
-    if kept and not check_mode:
+    # An unchanged tree leaves the kept manifest as it is: no write, no fsync on a no-op verify.
+    if kept and not check_mode and not tree_manifest.same_tree(previous, manifest):
         tree_manifest.save(manifest, kept)
     stats = manifest.pop("stats")
     if not params["return_entries"]:

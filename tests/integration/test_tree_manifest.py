@@ -48,13 +48,17 @@ def test_manifest_of_a_tree_then_only_changed_files_are_hashed_again(tmp_path):
     assert first["stats"]["files"] == 44 and first["stats"]["hashed"] == 44 and first["stats"]["reused"] == 0
     assert first["changed"] is False and oct(kept.stat().st_mode & 0o777) == "0o600"
 
+    kept_before = (kept.read_bytes(), kept.stat().st_mtime_ns)
     again = run_module("tree_manifest", args)
     assert again["stats"]["hashed"] == 0 and again["stats"]["reused"] == 44
     assert again["manifest"]["entries"] == entries
+    # Nothing changed: the kept manifest is not written again (no fsync on a no-op verify).
+    assert (kept.read_bytes(), kept.stat().st_mtime_ns) == kept_before
 
     (root / "frames" / "f002.bin").write_bytes(b"rewritten")
     third = run_module("tree_manifest", args)
     assert third["stats"]["hashed"] == 1 and third["stats"]["hashed_bytes"] == len(b"rewritten")
+    assert json.loads(kept.read_text())["entries"]["frames/f002.bin"]["size"] == len(b"rewritten")
 
 
 def test_check_mode_keeps_no_manifest_and_bad_input_is_named(tmp_path):

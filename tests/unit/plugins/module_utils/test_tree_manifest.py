@@ -66,6 +66,16 @@ def test_build_reuses_hashes_by_size_and_mtime_only_for_the_same_root_and_algori
     assert tm.build(str(tmp_path), previous=forged)["entries"]["x"]["hash"] != "kept"  # mtime moved
 
 
+def test_same_tree_only_when_everything_found_is_as_kept(tmp_path):
+    (tmp_path / "x").write_bytes(b"12345")
+    first = tm.build(str(tmp_path), workers=2)
+    again = tm.build(str(tmp_path), previous=first)
+    assert tm.same_tree(first, again) and not tm.same_tree(None, again)
+    assert not tm.same_tree(dict(first, algorithm="xxh128"), again)
+    (tmp_path / "y").write_bytes(b"")
+    assert not tm.same_tree(first, tm.build(str(tmp_path), previous=first))
+
+
 def test_a_kept_manifest_that_is_not_ours_is_ignored(tmp_path):
     (tmp_path / "m.json").write_text('{"format": "other"}')
     assert tm.load(str(tmp_path / "m.json")) is None
