@@ -62,8 +62,9 @@ unit: venv
 	pytest -q tests/unit
 
 # A test file runs in one worker (--dist loadfile): files share the lab but not state.
+# tests/reliability (issue 20's sweep: killed runs, faults, secrets) runs on the same test bed.
 integration: venv testbed
-	pytest -q -n $(INTEGRATION_WORKERS) --dist loadfile --durations=15 tests/integration
+	pytest -q -n $(INTEGRATION_WORKERS) --dist loadfile --durations=15 tests/integration tests/reliability
 
 molecule: venv testbed-base
 	STRATA_HOST_IMAGE=$$(tests/testbed/up image) molecule test --all
