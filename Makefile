@@ -13,7 +13,7 @@ INTEGRATION_WORKERS ?= 3
 # How many of lint, sanity, unit, integration and molecule `make test` runs at once.
 TEST_JOBS ?= 3
 
-.PHONY: all venv testbed testbed-base demo test lint ruff ansible-lint changelog-lint sanity unit integration molecule components bench lock clean ee release core-range
+.PHONY: all venv testbed testbed-base demo test lint ruff ansible-lint changelog-lint sanity unit integration molecule components bench lock clean ee release core-range docs
 
 all: venv
 
@@ -95,6 +95,10 @@ components:
 test: venv testbed
 	STRATA_TESTBED_UP=1 $(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target lint sanity unit integration molecule
 	@tests/testbed/status --line $${CI:+--require}
+
+# The docs site, built offline into .tmp/docs/site/ (index.html); fails on a broken link or anchor.
+docs: venv
+	tests/docs/build
 
 bench: venv testbed-base
 	bench/run $(B)

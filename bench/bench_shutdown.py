@@ -50,6 +50,7 @@ try:
     from ansible_collections.strata.ops.plugins.module_utils import k8s
 except ImportError as import_exc:
     IMPORT_ERROR = import_exc
+from results import record  # noqa: E402
 from testbed_paths import CACHE, LAB_KUBECONFIG, kubectl_path  # noqa: E402 - no dependencies beyond os
 
 KUBECONFIG = os.environ.get("STRATA_KUBECONFIG", LAB_KUBECONFIG)
@@ -86,8 +87,21 @@ PLAYBOOK = """\
 """
 
 
+METRIC = "last pod DELETED -> the stop returns (median)"
+
+
 def skip(reason):
     print(f"bench shutdown: SKIPPED ({reason})")
+    record(
+        "shutdown",
+        metric=METRIC,
+        ours=None,
+        baseline=None,
+        baseline_name="kubectl scale + wait --for=delete",
+        unit="s",
+        ratio=None,
+        notes=f"SKIPPED: {reason}",
+    )
     sys.exit(0)
 
 
@@ -240,6 +254,22 @@ class Bench:
         return gap, total, None
 
 
+def record_rows(ours, adhoc, baselines):
+    for label, value in baselines.items():
+        record(
+            "shutdown",
+            metric=METRIC,
+            ours=ours,
+            baseline=value,
+            baseline_name=label,
+            unit="s",
+            ratio=value / ours if ours > 0 else None,
+            goal="<= 1 s (ours)",
+            met=ours <= 1.0,
+            notes=f"{ROUNDS} rounds, {REPLICAS} pods terminating in {DELAY}; ad hoc {adhoc:.2f} s",
+        )
+
+
 def main():
     if IMPORT_ERROR is not None:
         skip(f"the kubernetes Python client is missing ({IMPORT_ERROR}): make venv")
@@ -308,6 +338,8 @@ def main():
         f"(ratio {ratio(kubectl_gap):.1f}); k8s_info poll 5 s {poll:.2f} s (ratio {ratio(poll):.0f}); "
         f"ratio = baseline/ours; goal <= 1 s {verdict}"
     )
+    baselines = {"kubectl scale + wait --for=delete": kubectl_gap, "k8s_scale + k8s_info poll, 5 s": poll}
+    record_rows(ours, adhoc, baselines)
     if ours > 1.0:
         sys.exit(1)
 

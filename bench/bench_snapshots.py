@@ -58,9 +58,11 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 
+from results import record  # noqa: E402
 from snapshot_server import NGINX_PACKAGE, NginxSnapshotServer, nginx_binary  # noqa: E402
 
 MIB = 1024 * 1024
+GOAL_LIMIT = 0.90  # of min(connections x C, link), and not below aria2c
 H = "7jMmeXZSNcWPrB2RsTdeXfXrsyW5c1BfPjqoLW2X5T7V"
 
 
@@ -250,6 +252,32 @@ def ratio(a, b):
     return statistics.mean(a) / statistics.mean(b)
 
 
+def record_run(run, size, notes, end_to_end=True):
+    """One scenario's rows: the transfer rate (the goal) and, when asked, end-to-end with zstd -t."""
+    bound = run["bound"]
+    kinds = [("fetch", "aria2", "download rate (transfer)")]
+    if end_to_end:
+        kinds.append(("fetch_e2e", "aria2_e2e", "end-to-end rate (with zstd -t)"))
+    for ours_key, theirs_key, metric in kinds:
+        fetch, aria2 = statistics.mean(run[ours_key]), statistics.mean(run[theirs_key])
+        judged = ours_key == "fetch"
+        record(
+            "snapshots",
+            metric=f"{metric}, {run['c_text']} per request",
+            ours=fetch * bound / MIB,
+            baseline=aria2 * bound / MIB,
+            baseline_name="aria2c -x16 -s<16 x mirrors> -k50M",
+            limit=bound / MIB,
+            limit_name="min(connections x C, link)",
+            unit="MiB/s",
+            ratio=fetch / aria2,
+            goal=f">= {GOAL_LIMIT:.2f}x limit, >= 1x aria2c" if judged else None,
+            met=fetch >= GOAL_LIMIT and fetch >= aria2 if judged else None,
+            size=size,
+            notes=f"fetch {spread(run[ours_key])}, aria2c {spread(run[theirs_key])} of the limit; {notes}",
+        )
+
+
 def main():
     if nginx_binary() is None or not shutil.which("aria2c") or not shutil.which("curl"):
         sys.exit(f"bench snapshots: needs nginx ({NGINX_PACKAGE}), aria2c and curl")
@@ -288,6 +316,10 @@ def main():
                 f" {other['aria2'][0]:.2f}, {ratio(other['fetch'], other['aria2']):.2f}x"
             )
         print(line)
+        sizes = {"MiB": round(size / MIB), "mirrors": mirrors}
+        record_run(main_run, sizes, f"{rounds} round(s); curl x{16 * mirrors} {main_run['parallel']:.2f}")
+        if uneven:
+            record_run(other, sizes, "uneven mirrors, 1 round", end_to_end=False)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -54,6 +54,7 @@ import tempfile
 import time
 
 from caches import drop_caches
+from results import record
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -570,7 +571,13 @@ def measure_resume(tree, files):
         f"{retries} stream retries",
         flush=True,
     )
-    return {"payload": payload / missing, "wire": wire / missing, "dest": dest}
+    return {
+        "payload": payload / missing,
+        "wire": wire / missing,
+        "wire_bytes": wire,
+        "missing_bytes": missing,
+        "dest": dest,
+    }
 
 
 def verify(dest):
@@ -705,6 +712,71 @@ def report(ours, rsync, resume, checks):
     )
 
 
+def record_rows(ours, rsync, resume, checks, total):
+    """The final line's figures as rows: rates in MB/s, the resume in MB, the checks in seconds."""
+    size = {"MB": round(total / 1e6)}
+    baseline = "one rsync -aH over ssh"
+    for metric, rate, goal in (
+        ("copy rate: bytes sent / the streams' time", ours["rate"], f">= {GOAL_LINK}x link"),
+        ("copy rate wall to wall: the tree / the task's wall", ours["wall_rate"], None),
+    ):
+        record(
+            "transfer",
+            metric=metric,
+            ours=rate / 1e6,
+            baseline=rsync["rate"] / 1e6,
+            baseline_name=baseline,
+            limit=LINK / 1e6,
+            limit_name=f"the link (netcap: {FLOW_MB} MB/s per connection, {LINK_MB} MB/s in all)",
+            unit="MB/s",
+            ratio=rate / rsync["rate"],
+            goal=goal,
+            met=rate / LINK >= GOAL_LINK if goal else None,
+            size=size,
+            notes=f"{rate / LINK:.2f}x link",
+        )
+    resumed = {"ours": None, "baseline": None, "ratio": None, "met": None}
+    notes = ""
+    if "wire" in resume:
+        resumed = {
+            "ours": resume["wire_bytes"] / 1e6,
+            "baseline": resume["missing_bytes"] / 1e6,
+            "ratio": resume["wire"],
+            "met": resume["wire"] <= GOAL_RESUME,
+        }
+        notes = f"payload (bytes_sent) {resume['payload']:.2f}x the missing bytes"
+    if "error" in resume:
+        notes = f"{notes}; FAILED: {shorter(resume['error'])}".lstrip("; ")
+    record(
+        "transfer",
+        metric="resume after kill -9: bytes on the wire",
+        baseline_name="the bytes still missing at the destination",
+        unit="MB",
+        goal=f"<= {GOAL_RESUME}x",
+        size=size,
+        notes=notes,
+        **resumed,
+    )
+    for metric, ours_s, theirs_s, theirs, goal in (
+        ("verify (xxh128 manifests both sides)", checks["ours"], checks["rsync"], "xxh128", GOAL_VERIFY),
+        ("verify with kept manifests", checks["kept"], checks["rsync"], "xxh128", None),
+        ("verify (xxh128 manifests both sides)", checks["ours"], checks["rsync_md5"], "md5", None),
+    ):
+        record(
+            "transfer",
+            metric=metric,
+            ours=ours_s,
+            baseline=theirs_s,
+            baseline_name=f"rsync -aH -c --dry-run over ssh ({theirs})",
+            unit="s",
+            ratio=theirs_s / ours_s,
+            goal=f">= {goal:.0f}x" if goal else None,
+            met=theirs_s / ours_s >= goal if goal else None,
+            size=size,
+            notes="page cache dropped before each",
+        )
+
+
 def cleanup():
     errors = []
     for step in (
@@ -755,6 +827,7 @@ def main():
         print(f"bench transfer: FAILED: {error}")
         return 1
     report(ours, rsync, resume, checks)
+    record_rows(ours, rsync, resume, checks, total)
     return 1 if "error" in resume else 0
 
 

@@ -16,7 +16,9 @@ description:
   - C(report.html) is one static file (CSS inline, no script, nothing fetched) that opens from
     C(file://) or as an AWX artifact. Its first line is the verdict. Below it are the layer rows
     of each host, green or red, each with what was found, what was expected and the playbook that
-    fixes it, then the cluster (problems, workloads, nodes, PVs) and what backs each storage path.
+    fixes it, then the cluster (problems, workloads, nodes, PVs), what backs each storage path and
+    how full it is, the local snapshots against the tip with the last download's rate as a chart,
+    and the last transfer, the checkpoints and runner isolation per host.
   - C(index.html) in O(report_dir) lists the runs, newest first, with a sparkline of the problem
     count per run. It is written again on every run.
   - Every value from the cluster or a host is HTML-escaped. Files are written to a temporary
@@ -60,6 +62,13 @@ options:
         C(check), C(path), C(ok), C(found), C(expected), C(problem) and C(fix) (see
         C(docs/health-report.md)).
       - A host without a storage result (unreachable, or failed before its read) gets one red row.
+      - Optional per host, as the role P(strata.ops.health_check#role) reads them - C(snapshots) (C(dir),
+        C(rpc_endpoints) (a count), C(freshness) (a M(strata.ops.snapshot_freshness) result),
+        C(status_file) and C(status_text) (M(strata.ops.snapshot_fetch)'s status file as text)) and
+        C(activity) (C(transfer_path), C(transfer_text) (a data_transfer progress file as text),
+        C(checkpoints) (a M(strata.ops.pod_checkpoint_info) result) and C(isolation) (what the role
+        keeps of runner isolation's state file)). A storage result read with C(usage) adds pool,
+        dataset and ramdisk fill. See C(docs/health-report.md).
     type: dict
     default: {}
   keep:
@@ -69,7 +78,7 @@ options:
     default: 50
 notes:
   - 'Runs on the controller (C(delegate_to: localhost)).'
-  - The role M(strata.ops.health_check) calls it once per run when C(health_check_report_dir) is set.
+  - The role P(strata.ops.health_check#role) calls it once per run when C(health_check_report_dir) is set.
 seealso:
   - module: strata.ops.cluster_health
   - module: strata.ops.storage_info

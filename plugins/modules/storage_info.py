@@ -24,6 +24,8 @@ description:
     hiding or displacing what is there now (C(conflicts)) - the check layers 2 and 4 run before
     they create a dataset or mount a tmpfs.
   - Also reports the host's memory, which a tmpfs's size must fit in.
+  - With I(usage), also how full each pool, mounted dataset and tmpfs is (the health report's
+    storage section).
   - Read-only; never changes anything.
 author:
   - strata.ops maintainers (!UNKNOWN)
@@ -72,6 +74,14 @@ options:
         that layer 1 left an ONLINE pool costs no module run of its own.
     type: list
     elements: str
+  usage:
+    description:
+      - Also report how full things are. Each entry of C(pools) gets its size, allocated and free
+        bytes and capacity (one C(zpool list) per pool, as before), and each path entry gets
+        C(usage) - for a mounted dataset its used and available bytes and quotas (one C(zfs get
+        -Hp) for all of them), for a tmpfs its size, used and available bytes (C(statvfs)).
+    type: bool
+    default: false
   zfs_plan:
     description:
       - A request in the shape of M(strata.ops.zfs_dataset)'s options (I(pool), I(datasets));
@@ -205,6 +215,24 @@ pools:
         - Why there is no health (zpool's own message, e.g. C(cannot open 'tank' - no such pool)).
         - Null otherwise.
       type: str
+    size_bytes:
+      description:
+        - With I(usage), the pool's size as C(zpool list) prints it (three significant digits), in bytes.
+        - Null when there is no health.
+      type: int
+      returned: with usage
+    allocated_bytes:
+      description: With I(usage), the bytes allocated in the pool (as C(size_bytes)).
+      type: int
+      returned: with usage
+    free_bytes:
+      description: With I(usage), the pool's free bytes (as C(size_bytes)).
+      type: int
+      returned: with usage
+    capacity_percent:
+      description: With I(usage), C(zpool list)'s capacity (allocated of size) in percent.
+      type: int
+      returned: with usage
 conflicts:
   description:
     - One message per I(expect) entry whose path holds something else, saying what it is and
@@ -287,6 +315,17 @@ paths:
     nearest_existing:
       description: For kind=missing, the closest existing ancestor.
       type: str
+    usage:
+      description:
+        - With I(usage), how full the path's file system is; null for kinds other than zfs and tmpfs.
+        - For zfs - C(used_bytes), C(available_bytes), C(quota_bytes) and C(refquota_bytes) (null
+          when not set) and C(percent) (used of the refquota, else the quota, else used + available).
+        - For tmpfs - C(size_bytes), C(used_bytes), C(available_bytes) and C(percent) (used of size).
+        - C(error) instead when it could not be read (zfs's own message).
+      type: dict
+      returned: with usage
+      sample: {"used_bytes": 491520, "available_bytes": 1030152192, "quota_bytes": null,
+               "refquota_bytes": null, "percent": 0.0}
     fstab:
       description: The C(/etc/fstab) entry whose mount point is this path, or null.
       type: dict
@@ -337,6 +376,7 @@ def main():
                 required_if=[("kind", "zfs", ("dataset",))],
             ),
             pools=dict(type="list", elements="str"),
+            usage=dict(type="bool", default=False),
             zfs_plan=dict(type="dict", options=DATASETS_OPTIONS),
         ),
         required_one_of=[("paths", "expect", "pools", "zfs_plan")],

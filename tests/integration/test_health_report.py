@@ -9,10 +9,8 @@ The browser comes from tests/testbed/browser; when it cannot be installed the te
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
-import zlib
 
 import pytest
 from lab_k8s import deployment
@@ -20,6 +18,8 @@ from lab_k8s import deployment
 from ansible_collections.strata.ops.plugins.module_utils import k8s
 from tests.unit.fakes.page import Dom
 
+from .browser import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
+from .browser import browse, console_errors, png_pixels, screenshots
 from .conftest import REPO, lab_lock
 from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 from .k8s_fixtures import INVENTORY, recap, run_playbook
@@ -32,101 +32,10 @@ BROKEN_HOST = "strata-lab-2"
 RAMDISK = "/srv/kind/solana/ramdisk"
 MIB64 = 64 * 1024 * 1024
 FIX4 = "Layer 4 fixes it: run playbooks/layer4_workload_storage.yml."
-SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    """Debian's chromium, installed by tests/testbed/browser when missing. Never skipped: a page
-    nobody looked at is not tested."""
-    script = os.path.join(REPO, "tests", "testbed", "browser")
-    proc = subprocess.run([script], capture_output=True, text=True, timeout=1200, check=False)
-    if proc.returncode != 0:
-        pytest.fail(
-            "tests/testbed/browser could not provide chromium, so the report page cannot be checked "
-            f"in a browser (rc {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-        )
-    return proc.stdout.strip().splitlines()[-1]
-
-
-def browse(chromium, path, *args):
-    """chromium --headless on file://path; (stdout, stderr). Console messages go to stderr."""
-    argv = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--hide-scrollbars",
-        "--enable-logging=stderr",
-        "--v=0",
-        *args,
-        "file://" + path,
-    ]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, f"chromium failed: {proc.stderr[-3000:]}"
-    return proc.stdout, proc.stderr
-
-
-def console_errors(stderr):
-    """What the page itself logged: Chromium prints console messages as CONSOLE(line) and
-    uncaught exceptions as 'Uncaught ...'; its own dbus and GPU chatter is not the page's."""
-    return [line for line in stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
 
 
 def flat(text):
     return " ".join(text.split())
-
-
-def png_pixels(path):
-    """(width, height, rows of (r, g, b)) of an 8-bit RGB/RGBA non-interlaced PNG (chromium's)."""
-    with open(path, "rb") as handle:
-        data = handle.read()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    pos, idat, width = 8, b"", None
-    while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        body = data[pos + 8 : pos + 8 + length]
-        if kind == b"IHDR":
-            width, height, depth, color, _c, _f, interlace = struct.unpack(">IIBBBBB", body)
-            assert depth == 8 and color in (2, 6) and interlace == 0, (depth, color, interlace)
-            channels = 3 if color == 2 else 4
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    raw, stride, rows, prev = zlib.decompress(idat), width * channels, [], bytearray(width * channels)
-    for y in range(height):
-        start = y * (stride + 1)
-        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
-        for i in range(stride):
-            left = line[i - channels] if i >= channels else 0
-            up, corner = prev[i], prev[i - channels] if i >= channels else 0
-            if kind == 1:
-                line[i] = (line[i] + left) & 0xFF
-            elif kind == 2:
-                line[i] = (line[i] + up) & 0xFF
-            elif kind == 3:
-                line[i] = (line[i] + (left + up) // 2) & 0xFF
-            elif kind == 4:
-                p = left + up - corner
-                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
-                line[i] = (line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else corner)) & 0xFF
-        rows.append([tuple(line[x * channels : x * channels + 3]) for x in range(width)])
-        prev = line
-    return width, height, rows
-
-
-def screenshots(chromium, html_path, out_dir, name):
-    """Both window sizes; the paths, printed (pytest -s shows them; -rA too)."""
-    shots = {}
-    for label, (width, height) in SIZES.items():
-        shot = os.path.join(out_dir, f"{name}-{label}-{width}x{height}.png")
-        _out, err = browse(chromium, html_path, f"--screenshot={shot}", f"--window-size={width},{height}")
-        assert console_errors(err) == [], console_errors(err)
-        size = png_pixels(shot)[:2]
-        assert size == (width, height), (shot, size)
-        shots[label] = shot
-        print(f"screenshot: {shot}")
-    return shots
 
 
 def header_colours(shot, height=48):
@@ -372,3 +281,134 @@ def test_fail_on_problems_writes_the_page_then_fails_the_host(
     assert counts[BROKEN_HOST]["failed"] == 1, counts
     problem = f"{RAMDISK} has 1048576 bytes, should have {MIB64}"
     assert f"Layer 4 invariants broken on {BROKEN_HOST}: {problem}. {FIX4}" in out
+
+
+# --- the snapshot, storage usage and activity sections, from a real fetch on the lab ---------
+
+SNAP_HOST = "strata-lab-1"
+SNAP_DIR = "/srv/kind/solana/snapshots"
+SNAP_SLOT = 350_000_000
+SNAP_NAME = f"snapshot-{SNAP_SLOT}-7jMmeXZSNcWPrB2RsTdeXfXrsyW5c1BfPjqoLW2X5T7V.tar.zst"
+FILL = f"{RAMDISK}/.health-report-fill"
+
+
+def lab_ansible(host, module, args):
+    """``ansible HOST -m strata.ops.MODULE`` on the lab inventory (the caller holds the lab lock)."""
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    argv = ["ansible", host, "-i", INVENTORY, "-m", f"strata.ops.{module}", "-a", json.dumps(args)]
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.fixture
+def served_snapshot(tmp_path):
+    """A real zstd archive (3 MiB) behind the test bed's nginx at 1 MiB/s per connection, and the
+    stand-in RPC node for the tip, both reachable from the lab hosts."""
+    sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
+    from snapshot_server import NginxSnapshotServer  # noqa: PLC0415
+    from solana_rpc import SolanaRpcStandIn  # noqa: PLC0415
+
+    raw = tmp_path / "raw"
+    raw.write_bytes(os.urandom(3 * 1024 * 1024))
+    subprocess.run(["zstd", "-q", "-1", "-f", str(raw), "-o", str(tmp_path / SNAP_NAME)], check=True)
+    raw.unlink()
+    gateway = subprocess.run(
+        ["docker", "network", "inspect", "strata-lab", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+    class LabNginx(NginxSnapshotServer):
+        def config(self):
+            return super().config().replace("listen 127.0.0.1:", "listen 0.0.0.0:")
+
+    nginx = LabNginx(tmp_path, full=SNAP_NAME, rate="1m")
+    rpc = SolanaRpcStandIn(start_slot=SNAP_SLOT + 3_500, host="0.0.0.0")
+    with nginx, rpc:
+        yield {"source": f"http://{gateway}:{nginx.port}", "rpc": f"http://{gateway}:{rpc.port}"}
+
+
+def test_snapshot_download_pool_usage_and_ramdisk_fill_are_shown(
+    lab_cluster, k8s_namespace, page_bed, served_snapshot, tmp_path
+):
+    """A real snapshot_fetch run on strata-lab-1 (its status file with the rate history), 16 MiB in
+    its 64 MiB ramdisk, then the health check: the page shows the slots, the lag against the tip
+    with the limit, the rate chart, pool usage and ramdisk fill, and its counts match report.json."""
+    chromium = page_bed["chromium"]
+    with lab_lock():
+        try:
+            fetch = lab_ansible(
+                SNAP_HOST,
+                "snapshot_fetch",
+                {
+                    "snapshot_dir": SNAP_DIR,
+                    "sources": [served_snapshot["source"]],
+                    "incremental": False,
+                    "min_speed": 0,
+                    "speed_test_seconds": 0,
+                    "connections_per_server": 1,
+                    "split": 1,
+                    "status_file": f"{SNAP_DIR}/.strata-fetch-status.json",
+                },
+            )
+            assert fetch.returncode == 0, fetch.stdout[-3000:] + fetch.stderr[-2000:]
+            on_host(SNAP_HOST, f"head -c 16777216 /dev/zero > {FILL}")
+            extra = json.dumps({"health_check_rpc_endpoints": [served_snapshot["rpc"]]})
+            proc = health_run(page_bed["report_dir"] + "-sections", k8s_namespace, "-e", extra, lock=False)
+        finally:
+            on_host(SNAP_HOST, f"rm -f {FILL} {SNAP_DIR}/{SNAP_NAME} {SNAP_DIR}/.strata-fetch-status.json")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    data = load(run_dir_of(proc))
+    host = data["hosts"][SNAP_HOST]
+
+    snap = host["snapshots"]
+    assert snap["full"]["slot"] == SNAP_SLOT and snap["incremental"] is None
+    assert snap["tip_slot"] is not None and snap["lag_slots"] == snap["tip_slot"] - SNAP_SLOT
+    assert snap["verdict"] == "fresh" and snap["max_lag_slots"] == 20000
+    download = snap["download"]
+    # 3 MiB at 1 MiB/s: a sample a second of the real transfer
+    assert download["state"] == "done" and len(download["rate_history"]) >= 2, download
+    assert 0 < download["peak_rate_bytes_per_s"] < 4 * 1024 * 1024
+    other = data["hosts"]["strata-lab-2"]["snapshots"]
+    assert other["verdict"] == "missing" and other["tip_slot"] is not None
+
+    [ramdisk] = host["usage"]["ramdisks"]
+    assert ramdisk["path"] == RAMDISK and ramdisk["used_bytes"] >= 16 * 1024 * 1024
+    assert ramdisk["percent"] == round(100.0 * ramdisk["used_bytes"] / MIB64, 1) >= 25.0
+    [pool] = host["usage"]["pools"]
+    assert pool["name"] == "lab" and pool["health"] == "ONLINE" and pool["size_bytes"] > 0
+    assert {d["path"] for d in host["usage"]["datasets"]} >= {"/srv/kind", "/srv/kind/solana", SNAP_DIR}
+    assert data["counts"]["problems"] == 0 and data["counts"]["snapshot_warnings"] == 1  # lab-2: missing
+
+    html_path = os.path.join(run_dir_of(proc), "report.html")
+    print(f"report.html with the sections: {os.path.getsize(html_path)} bytes at {html_path}")
+    check_sections_page(chromium, html_path, data)
+    shots = screenshots(chromium, html_path, str(tmp_path), "sections")
+    print(f"sections screenshots: {shots}")
+
+
+def check_sections_page(chromium, html_path, data):
+    """What chromium shows of the sections: the same numbers as report.json."""
+    host = data["hosts"][SNAP_HOST]
+    snap, download = host["snapshots"], host["snapshots"]["download"]
+    [ramdisk], [pool] = host["usage"]["ramdisks"], host["usage"]["pools"]
+    dom_text, err = browse(chromium, html_path, "--dump-dom")
+    assert console_errors(err) == [], console_errors(err)
+    dom = Dom(dom_text)
+    snaps = {r["attrs"]["data-host"]: r for r in dom.rows if "snap" in r["class"]}
+    assert set(snaps) == {name for name, h in data["hosts"].items() if h["snapshots"]}
+    text = flat(snaps[SNAP_HOST]["text"])
+    assert f"slot {SNAP_SLOT}" in text and f"tip {snap['tip_slot']}, lag {snap['lag_slots']}" in text
+    assert f"lag {snap['lag_slots']} slots, limit 20000" in text  # the bar's title: the limit is drawn
+    charts = re.findall(r'<svg class="rate"[^>]*data-points="(\d+)"', dom_text)
+    assert charts == [str(min(32, len(download["rate_history"])))]
+    rows = {r["attrs"].get("data-fill"): r for r in dom.rows if "ramdisk" in r["class"]}
+    assert (
+        str(ramdisk["percent"]) in rows
+        and f"{ramdisk['percent']:.0f}%" in rows[str(ramdisk["percent"])]["text"]
+    )
+    assert f'data-pool="lab" data-capacity="{pool["capacity_percent"]}"' in dom_text
+    activity = [r for r in dom.rows if "activity-row" in r["class"]]
+    assert len(activity) == len(data["hosts"])
+    assert dom.ids["count-snapshots"] == "1 snapshot warnings"

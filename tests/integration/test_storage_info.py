@@ -193,3 +193,26 @@ def test_the_old_name_still_runs_with_a_deprecation(layout):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "storage_facts" in proc.stderr and "deprecated" in proc.stderr.lower(), proc.stderr
     assert '"kind": "tmpfs"' in proc.stdout or "kind: tmpfs" in proc.stdout, proc.stdout
+
+
+def test_usage_of_a_real_dataset_tmpfs_and_pool(layout):
+    """usage: zfs get -Hp and zpool list on zfs-fuse, statvfs on a real tmpfs with 4 MiB in it."""
+    kind = os.path.join(layout["mnt"], "kind")
+    with open(os.path.join(layout["ramdisk"], "fill"), "wb") as handle:
+        handle.write(b"\0" * 4 * 1024 * 1024)
+    try:
+        result = run_module(
+            "storage_info", {"paths": [kind, layout["ramdisk"]], "pools": [POOL], "usage": True}
+        )
+    finally:
+        os.unlink(os.path.join(layout["ramdisk"], "fill"))
+    assert result.get("failed") is not True, result
+    ramdisk = result["paths"][layout["ramdisk"]]["usage"]
+    assert ramdisk["size_bytes"] == 16 * 1024 * 1024 and ramdisk["used_bytes"] >= 4 * 1024 * 1024
+    assert ramdisk["percent"] == round(100.0 * ramdisk["used_bytes"] / ramdisk["size_bytes"], 1)
+    dataset = result["paths"][kind]["usage"]
+    assert dataset["used_bytes"] > 0 and dataset["available_bytes"] > 0
+    assert dataset["quota_bytes"] is None and dataset["refquota_bytes"] is None
+    pool = result["pools"][POOL]
+    assert pool["health"] == "ONLINE" and pool["size_bytes"] > pool["free_bytes"] > 0
+    assert 0 <= pool["capacity_percent"] <= 100

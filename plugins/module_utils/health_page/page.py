@@ -6,9 +6,9 @@ Pure functions from the report dict to text. Every value that comes from the clu
 """
 
 import html
+import os
 
 from ansible_collections.strata.ops.plugins.module_utils.health_page.rows import (
-    LAYER_PLAYBOOKS,
     LAYER_TOPICS,
     human_bytes,
 )
@@ -18,7 +18,7 @@ from ansible_collections.strata.ops.plugins.module_utils.health_page.rows import
 MAX_PROBLEM_ROWS = 500
 
 CSS = """
-:root{--bad:#b3261e;--bad-bg:#fdecea;--ok:#1b6e2e;--ok-bg:#e8f5ea;--mute:#5f6368;--line:#dadce0}
+:root{--bad:#b3261e;--bad-bg:#fdecea;--ok:#1b6e2e;--ok-bg:#e8f5ea;--warn:#8a5300;--mute:#5f6368;--line:#dadce0}
 *{box-sizing:border-box}
 body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:#202124}
 header{padding:14px 18px;border-bottom:4px solid}
@@ -42,18 +42,26 @@ tr.bad td:first-child{border-left:4px solid var(--bad)}
 tr.bad{background:var(--bad-bg)}
 .badge{display:inline-block;border-radius:3px;padding:0 5px;font-size:.8rem;font-weight:700;color:#fff}
 .badge.ok{background:var(--ok)} .badge.bad{background:var(--bad)} .badge.mute{background:var(--mute)}
+.badge.warn{background:var(--warn)}
 .fix{color:var(--bad);font-weight:600}
 .mute{color:var(--mute)}
 code{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 td.name,.layers td:nth-child(-n+2){white-space:nowrap}
-.storage td:not(:nth-child(2)):not(:nth-child(5)){font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
-.storage td:last-child{overflow-wrap:anywhere}
+.layers td:nth-child(2),.storage td:nth-child(-n+3){font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
+.storage td:last-child{overflow-wrap:anywhere;font-size:.8rem}
+.storage tr.host th{color:inherit;padding-top:12px;white-space:normal}
+.storage td:nth-child(n+4):nth-child(-n+7){white-space:nowrap}
 .chips code{display:inline-block;background:#f1f3f4;border-radius:3px;padding:0 4px;margin:1px 2px 1px 0}
 ul.pods{margin:4px 0;padding-left:18px;columns:14em}
 ul.pods li.bad{color:var(--bad);font-weight:600}
 ul.pods i{font-style:normal;color:var(--mute)}
 details summary{cursor:pointer}
 svg.spark{vertical-align:middle}
+meter{width:5em;vertical-align:middle}
+svg.rate,svg.lag{vertical-align:middle;background:#f8f9fa}
+svg.rate polyline{fill:none;stroke:#1a73e8;stroke-width:1.5}
+svg.lag .v{fill:#1a73e8} svg.lag .v.bad{fill:var(--bad)} svg.lag .t{stroke:var(--bad);stroke-width:2}
+.snapshots td,.activity td{font-size:.85rem}
 """
 
 
@@ -104,6 +112,7 @@ def _header(report):
         (f"{counts['pods']} pods", False, "count-pods"),
         (f"{counts['workloads']} workloads", False, "count-workloads"),
         (f"{counts['persistent_volumes']} PVs", False, "count-pvs"),
+        (f"{counts.get('snapshot_warnings', 0)} snapshot warnings", False, "count-snapshots"),
     ]
     chip_html = "".join(f'<li id="{i}"{" class=bad" if bad else ""}>{esc(t)}</li>' for t, bad, i in chips)
     return (
@@ -119,7 +128,7 @@ def _layer_rows(host):
     rows = []
     for row in host["rows"]:
         if row["ok"]:
-            fix = esc(LAYER_PLAYBOOKS.get(row["layer"], ""))
+            fix = ""
         else:
             fix = (
                 f'<span class="problem">{esc(row["problem"])}.</span> '
@@ -128,8 +137,8 @@ def _layer_rows(host):
         state = "ok" if row["ok"] else "bad"
         rows.append(
             f'<tr class="layer-row {state}" data-layer="{esc(row["layer"])}"><td>{badge(row["ok"])} '
-            f"{esc(row['layer'])}</td><td><code>{esc(row['path'])}</code></td><td>{esc(row['found'])}</td>"
-            f"<td>{esc(row['expected'])}</td><td{' class=mute' if row['ok'] else ''}>{fix}</td></tr>"
+            f"{esc(row['layer'])}</td><td>{esc(row['path'])}</td><td>{esc(row['found'])}</td>"
+            f"<td>{'as expected' if row['ok'] else esc(row['expected'])}</td><td>{fix}</td></tr>"
         )
     return rows
 
@@ -213,6 +222,16 @@ def _nodes_section(cluster):
     )
 
 
+def _names(names):
+    """Pod names of a workload, their common prefix (up to a '-') said once: 'app-7d9f-{a, b}'."""
+    names = list(names)
+    prefix = os.path.commonprefix(names) if len(names) > 2 else ""  # noqa: RUF071  # text, not paths
+    prefix = prefix[: prefix.rfind("-") + 1]
+    if len(prefix) < 4:
+        return ", ".join(esc(n) for n in names)
+    return f"{esc(prefix)}{{{', '.join(esc(n[len(prefix) :]) for n in names)}}}"
+
+
 def _pods_list(pods):
     """The pods of a workload: a ready pod by name (its node in report.json), one that is not
     ready with its node and phase, in red."""
@@ -224,7 +243,7 @@ def _pods_list(pods):
         f"<li class=bad>{esc(p.get('name'))} <i>{esc(p.get('node'))} {esc(p.get('phase'))} not ready</i></li>"
         for p in not_ready
     )
-    names = ", ".join(esc(p.get("name")) for p in ready)
+    names = _names(p.get("name") or "" for p in ready)
     return (
         f"<details{' open' if not_ready else ''}><summary>{len(pods)} pods, {len(not_ready)} not ready"
         f'</summary><ul class="pods">{items}</ul>{names}</details>'
@@ -278,31 +297,263 @@ def _fstab_cell(fstab):
     return f"{esc(fstab.get('source'))} {esc(fstab.get('fstype'))} {esc(options)}"
 
 
+def meter(pct, fill=True):
+    """A native bar for a percentage (no script): a fill is green, amber past 80 %, red past
+    90 %; progress (``fill`` false) is plain."""
+    if pct is None:
+        return ""
+    shown = f"{float(pct):.0f}"
+    levels = "low=.8 high=.9 optimum=0 " if fill else ""
+    return f"<meter {levels}value={float(pct) / 100:.3g}></meter> {shown}%"
+
+
+def _size(value):
+    return "" if value is None else esc(human_bytes(value))
+
+
+def _pool_line(host):
+    """Each pool as a badge (health) and its usage."""
+    out = []
+    for pool in host.get("usage", {}).get("pools") or []:
+        ok = pool.get("health") == "ONLINE"
+        used = ""
+        if pool.get("size_bytes") is not None:
+            used = (
+                f" {_size(pool.get('allocated_bytes'))} of {_size(pool.get('size_bytes'))}, "
+                f"{_size(pool.get('free_bytes'))} free {meter(pool.get('capacity_percent'))}"
+            )
+        out.append(
+            f' <span class="pool" data-pool="{esc(pool["name"])}" '
+            f'data-capacity="{esc(pool.get("capacity_percent"))}">'
+            f'<b class="badge {"ok" if ok else "bad"}">pool {esc(pool["name"])} '
+            f"{esc(pool.get('health') or 'not imported')}</b>{used}</span>"
+        )
+    if out or "usage" in host:
+        return "".join(out)
+    return "".join(  # a report without usage: the pools' health as before
+        f' <span class="badge {"ok" if (state or {}).get("health") == "ONLINE" else "bad"}">'
+        f"pool {esc(pool)} {esc((state or {}).get('health') or 'not imported')}</span>"
+        for pool, state in sorted((host.get("pools") or {}).items())
+    )
+
+
+def _usage_cells(fact):
+    usage = fact.get("usage")
+    if not isinstance(usage, dict):
+        size = f"of {_size(fact['size_bytes'])}" if fact.get("size_bytes") is not None else ""
+        return f"<td>{size}</td>" + "<td></td>" * 3
+    if usage.get("error"):
+        return f'<td colspan=4 class="fix">{esc(usage["error"])}</td>'
+    quota = usage.get("refquota_bytes") or usage.get("quota_bytes")
+    of = f" of {_size(usage['size_bytes'])}" if usage.get("size_bytes") is not None else ""
+    return (
+        f"<td>{_size(usage.get('used_bytes'))}{of}</td><td>{_size(usage.get('available_bytes'))}</td>"
+        f"<td>{_size(quota) or '-'}</td><td>{meter(usage.get('percent'))}</td>"
+    )
+
+
+def _storage_row(path, fact):
+    kind = fact.get("kind")
+    where = fact.get("dataset") or (fact.get("mount_point") if fact.get("mount_point") != path else "")
+    attrs = ""
+    if kind == "tmpfs" and isinstance(fact.get("usage"), dict):
+        attrs = f' class="ramdisk" data-fill="{esc(fact["usage"].get("percent"))}"'
+    return (
+        f"<tr{attrs}><td>{esc(path)}</td><td>{esc(kind)}</td><td>{esc(where)}</td>"
+        f"{_usage_cells(fact)}<td>{_fstab_cell(fact.get('fstab'))}</td></tr>"
+    )
+
+
 def _storage_section(report):
-    parts = ['<section id="storage"><h2>Storage: what backs each path</h2>']
+    """One table, a heading row per host (its pools), then each path read and how full it is."""
+    rows = []
     for name, host in report["hosts"].items():
         paths = host.get("paths") or {}
-        pools = "".join(
-            f' <span class="badge {"ok" if (state or {}).get("health") == "ONLINE" else "bad"}">'
-            f"pool {esc(pool)} {esc((state or {}).get('health') or 'not imported')}</span>"
-            for pool, state in sorted((host.get("pools") or {}).items())
+        rows.append(
+            f'<tr class="host" data-host="{esc(name)}"><th colspan=8>{esc(name)}{_pool_line(host)}</th></tr>'
         )
-        parts.append(f"<h3>{esc(name)}{pools}</h3>")
         if not paths:
-            parts.append('<p class="mute">No storage result from this host.</p>')
+            rows.append('<tr><td colspan=8 class="mute">No storage result from this host.</td></tr>')
+        rows.extend(_storage_row(path, paths[path] or {}) for path in sorted(paths))
+    columns = ["path", "kind", "dataset or mount", "used", "free", "quota", "fill", "fstab"]
+    return (
+        '<section id="storage"><h2>Storage: what backs each path, and how full it is</h2>'
+        + _table(columns, rows, ' class="storage"')
+        + "</section>"
+    )
+
+
+def _points(values, width, height, top):
+    pad = 2
+    step = (width - 2 * pad) / max(len(values) - 1, 1)
+    return " ".join(
+        f"{pad + i * step:.0f},{height - pad - (v * (height - 2 * pad) / top if top else 0):.0f}"
+        for i, v in enumerate(values)
+    )
+
+
+def downsample(samples, points):
+    """At most ``points`` rates: the mean of each run of neighbouring samples."""
+    rates = [rate for _at, rate in samples]
+    if len(rates) <= points:
+        return rates
+    size = len(rates) / points
+    return [
+        sum(rates[int(i * size) : int((i + 1) * size)]) // max(1, int((i + 1) * size) - int(i * size))
+        for i in range(points)
+    ]
+
+
+RATE_POINTS = 32
+
+
+def rate_chart(download, width=160, height=36):
+    """An inline SVG of a download's rate over time (at most RATE_POINTS points drawn)."""
+    samples = (download or {}).get("rate_history") or []
+    if len(samples) < 2:
+        return ""
+    values = downsample(samples, RATE_POINTS)
+    top = max(values) or 1
+    label = (
+        f"download rate over {samples[-1][0]:.0f} s: peak {human_bytes(max(r for _t, r in samples))}/s, "
+        f"{len(samples)} samples"
+    )
+    return (
+        f'<svg class="rate" width="{width}" height="{height}" role="img" data-points="{len(values)}">'
+        f'<title>{esc(label)}</title><polyline points="{_points(values, width, height, top)}"/></svg>'
+    )
+
+
+def lag_bar(lag, limit, width=120, height=14):
+    """The lag against the limit: a bar, red past the limit, and the limit as a red line."""
+    if lag is None or limit is None:
+        return ""
+    scale = max(lag, limit, 1) * 1.25
+    bar = max(0, lag) * width / scale
+    at = limit * width / scale
+    label = f"lag {lag} slots, limit {limit}"
+    return (
+        f'<svg class="lag" width="{width}" height="{height}" role="img"><title>{esc(label)}</title>'
+        f'<rect class="v{" bad" if lag > limit else ""}" x="0" y="3" width="{bar:.0f}" height="8"/>'
+        f'<line class="t" x1="{at:.0f}" y1="0" x2="{at:.0f}" y2="{height}"/></svg>'
+    )
+
+
+def _archive_cell(archive):
+    if not archive:
+        return '<span class="mute">none</span>'
+    problem = f' <span class="fix">{esc(archive["problem"])}</span>' if archive.get("problem") else ""
+    return f"slot {esc(archive.get('slot'))} <i class=mute>{_size(archive.get('size'))}</i>{problem}"
+
+
+def _tip_cell(snap):
+    if snap.get("tip_slot") is None:
+        reason = esc(snap.get("tip_reason"))
+        return f'<span class="badge warn">tip unknown</span> <span class="mute">{reason}</span>'
+    lag = snap.get("lag_slots")
+    if lag is None:
+        return f"tip {esc(snap['tip_slot'])}, no local snapshot to compare"
+    minutes = f" (~{lag * 0.4 / 60:.0f} min)" if lag is not None and lag >= 0 else ""
+    return (
+        f"tip {esc(snap['tip_slot'])}, lag {esc(lag)}{minutes} of {esc(snap.get('max_lag_slots'))} "
+        f"{lag_bar(lag, snap.get('max_lag_slots'))}"
+    )
+
+
+def _download_cell(download):
+    if not download:
+        return '<span class="mute">no download recorded</span>'
+    if download.get("error"):
+        return f'<span class="fix">{esc(download["error"])}</span>'
+    mean = download.get("mean_rate_bytes_per_s")
+    rate = f", mean {_size(mean)}/s" if mean else ""
+    return f"{esc(download.get('state'))}{rate} {rate_chart(download)}"
+
+
+def _snapshots_section(report):
+    rows = []
+    for name, host in report["hosts"].items():
+        snap = host.get("snapshots")
+        if not snap:
             continue
-        rows = []
-        for path in sorted(paths):
-            fact = paths[path] or {}
-            size = human_bytes(fact.get("size_bytes")) if fact.get("kind") == "tmpfs" else ""
-            rows.append(
-                f"<tr><td>{esc(path)}</td><td>{esc(fact.get('kind'))}</td><td>{esc(fact.get('dataset'))}</td>"
-                f"<td>{esc(fact.get('mount_point'))}</td><td>{esc(size)}</td><td>{_fstab_cell(fact.get('fstab'))}</td></tr>"
-            )
-        columns = ["path", "kind", "dataset", "mount point", "size", "fstab"]
-        parts.append(_table(columns, rows, f' class="storage" data-host="{esc(name)}"'))
-    parts.append("</section>")
-    return "".join(parts)
+        state = snap["state"]
+        rows.append(
+            f'<tr class="snap {state}" data-host="{esc(name)}" data-verdict="{esc(snap["verdict"])}">'
+            f'<td>{esc(name)} <b class="badge {state}">{esc(snap["verdict"])}</b></td>'
+            f"<td>{_archive_cell(snap.get('full'))}</td><td>{_archive_cell(snap.get('incremental'))}</td>"
+            f"<td>{_tip_cell(snap)}</td><td>{_download_cell(snap.get('download'))}</td></tr>"
+        )
+    if not rows:
+        return '<section id="snapshots"><h2>Snapshots</h2><p class="mute">Not read in this run.</p></section>'
+    return (
+        '<section id="snapshots"><h2>Snapshots: local slots against the tip, the last download</h2>'
+        + _table(
+            ["host", "full", "incremental", "tip and lag (limit drawn)", "last download"],
+            rows,
+            ' class="snapshots"',
+        )
+        + "</section>"
+    )
+
+
+NONE_HERE = '<span class="mute">none on this host</span>'
+
+
+def _transfer_cell(transfer):
+    if not transfer:
+        return NONE_HERE
+    if transfer.get("error"):
+        return f'<span class="fix">{esc(transfer["error"])}</span>'
+    failed = transfer.get("streams_failed")
+    streams = f", {failed} of {transfer.get('streams')} streams failed" if failed else ""
+    return (
+        f"{esc(transfer.get('state'))}: {_size(transfer.get('bytes_done'))} of "
+        f"{_size(transfer.get('bytes_total'))} "
+        f"{meter(transfer.get('percent'), fill=False)}, "
+        f"{_size(transfer.get('rate_bytes_s'))}/s{esc(streams)} "
+        f"<i class=mute>to {esc(transfer.get('destination'))}, {esc(human_time(transfer.get('updated')))}</i>"
+    )
+
+
+def _checkpoints_cell(checkpoints):
+    if not checkpoints:
+        return NONE_HERE
+    if checkpoints.get("error"):
+        return f'<span class="fix">{esc(checkpoints["error"])}</span>'
+    newest = (checkpoints.get("newest") or [{}])[0]
+    how = "restorable" if newest.get("restorable") else "usable" if newest.get("usable") else "unusable"
+    counted = f"{esc(checkpoints['count'])} ({esc(checkpoints['usable'])} usable)"
+    return f"{counted}, newest {esc(newest.get('id'))} {how}"
+
+
+def _isolation_cell(isolation):
+    if not isolation:
+        return NONE_HERE
+    if isolation.get("error"):
+        return f'<span class="fix">{esc(isolation["error"])}</span>'
+    return (
+        f'<b class="badge warn">isolated</b> since {esc(human_time(isolation.get("since")))}: node '
+        f"{esc(isolation.get('node') or '-')}, {esc(isolation.get('runners'))} runners paused, "
+        f"workloads {esc(', '.join(isolation.get('workloads') or []) or '-')}"
+    )
+
+
+def _activity_section(report):
+    rows = [
+        f'<tr class="activity-row" data-host="{esc(name)}"><td>{esc(name)}</td>'
+        f"<td>{_transfer_cell(host['activity'].get('transfer'))}</td>"
+        f"<td>{_checkpoints_cell(host['activity'].get('checkpoints'))}</td>"
+        f"<td>{_isolation_cell(host['activity'].get('isolation'))}</td></tr>"
+        for name, host in report["hosts"].items()
+        if host.get("activity")
+    ]
+    if not rows:
+        return ""
+    return (
+        '<section id="activity"><h2>Last transfer, checkpoints, experiment isolation</h2>'
+        + _table(["host", "last transfer", "checkpoints", "isolation"], rows, ' class="activity"')
+        + "</section>"
+    )
 
 
 def render_page(report):
@@ -317,6 +568,8 @@ def render_page(report):
         + _nodes_section(cluster)
         + _pvs_section(cluster)
         + _storage_section(report)
+        + _snapshots_section(report)
+        + _activity_section(report)
         + f'<p class="mute">strata.ops health_report, {esc(report["schema"])}</p></main>'
     )
     return _doc(report["verdict"], "ok" if report["healthy"] else "bad", body)

@@ -3,6 +3,11 @@
 
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
 from ansible_collections.strata.ops.plugins.module_utils.health_page.rows import check_expectations, host_rows
+from ansible_collections.strata.ops.plugins.module_utils.health_page.sections import (
+    activity_section,
+    snapshot_section,
+    usage_section,
+)
 
 SCHEMA = "strata.ops.health_report/1"
 # What report.json keeps of a cluster_health result (annotations, resourceVersions and Ansible's
@@ -19,7 +24,7 @@ CLUSTER_KEYS = (
     "api_server",
 )
 NODE_KEYS = ("name", "ready", "unschedulable", "labels", "taints", "allocatable")
-HOST_KEYS = ("storage", "expect", "rows")
+HOST_KEYS = ("storage", "expect", "rows", "snapshots", "activity")
 
 
 def check_params(params):
@@ -39,6 +44,9 @@ def check_params(params):
                 f"hosts[{host!r}] must be a dict with storage (a strata.ops.storage_info result), "
                 f"expect (the layer expectations) and/or rows; got {shown!r}"
             )
+        for key in ("snapshots", "activity"):
+            if entry.get(key) is not None and not isinstance(entry[key], dict):
+                raise InvalidArgument(f"hosts[{host!r}].{key} must be a dict (the health_check role's read)")
         if entry.get("rows") is None:
             check_expectations(host, entry.get("expect") or [])
 
@@ -120,6 +128,9 @@ def build_report(params, generated_at, stamp):
             "rows": host_rows(entry),
             "paths": storage.get("paths") if isinstance(storage.get("paths"), dict) else {},
             "pools": storage.get("pools") or {},
+            "usage": usage_section(storage),
+            "snapshots": snapshot_section(entry.get("snapshots")),
+            "activity": activity_section(entry.get("activity")),
         }
     cluster = slim_cluster(params.get("cluster"))
     broken = sum(1 for host in hosts.values() for row in host["rows"] if not row["ok"])
@@ -134,6 +145,10 @@ def build_report(params, generated_at, stamp):
         "pods": sum((cluster["pods"] or {}).values()) if cluster else 0,
         "workloads": len(cluster["workloads"]) if cluster else 0,
         "persistent_volumes": len(cluster["persistent_volumes"]) if cluster else 0,
+        # not problems: a stale or missing snapshot is what the next deploy fetches
+        "snapshot_warnings": sum(
+            1 for host in hosts.values() if (host["snapshots"] or {}).get("state") in ("warn", "bad")
+        ),
     }
     return {
         "schema": SCHEMA,

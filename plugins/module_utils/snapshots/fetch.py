@@ -21,6 +21,7 @@ from ansible_collections.strata.ops.plugins.module_utils.snapshots.rpc import (
     query_endpoints,
 )
 from ansible_collections.strata.ops.plugins.module_utils.snapshots.scan import scan_snapshot_dir
+from ansible_collections.strata.ops.plugins.module_utils.transfer import control as transfer_control
 
 RPC_NODE_PATHS = ("/snapshot.tar.bz2", "/incremental-snapshot.tar.bz2")
 
@@ -307,14 +308,17 @@ def fetch_snapshots(params, check_mode=False, transfer=None, warn=None):
         params = dict(params, status_file=None)
     status_file = params.get("status_file")
     transfer.write_status(status_file, dict(state="discovering", updated=time.time(), pid=os.getpid()))
+    # the rate over the run's downloads, kept in every status written from the first byte on
+    history = transfer_control.RateHistory(time.time())
     try:
-        return _fetch(params, check_mode, transfer, warn or (lambda _msg: None))
+        return _fetch(params, check_mode, transfer, warn or (lambda _msg: None), history)
     except (SnapshotError, transfer.TransferError):
-        transfer.write_status(status_file, dict(state="failed", updated=time.time(), pid=os.getpid()))
+        failed = dict(state="failed", updated=time.time(), pid=os.getpid())
+        transfer.write_status(status_file, dict(failed, **history.as_status()) if history.samples else failed)
         raise
 
 
-def _fetch(params, check_mode, transfer, warn):
+def _fetch(params, check_mode, transfer, warn, history):
     directory, status_file = params["snapshot_dir"], params.get("status_file")
     started = time.time()
     entries, tip, genesis = [], None, None
@@ -408,7 +412,8 @@ def _fetch(params, check_mode, transfer, warn):
     result["changed"] = True
     if check_mode:
         return result
-    _download(params, directory, todo, result, transfer)
+    history.started = time.time()
+    _download(params, directory, todo, result, transfer, history=history)
     keep_names = [a["name"] for a in (plan["full"], plan["incremental"]) if a]
     result["deleted"] = prune_archives(directory, params["keep"], keep_names, warn)
     elapsed = time.time() - started
@@ -426,13 +431,16 @@ def _fetch(params, check_mode, transfer, warn):
             bytes_done=total,
             bytes_total=total,
             percent=100.0,
+            mean_rate_bytes_per_s=result["mean_rate_bytes_per_s"],
+            elapsed_s=result["elapsed_s"],
             downloads=[d["name"] for d in result["downloads"]],
+            **history.as_status(),
         ),
     )
     return result
 
 
-def _download(params, directory, todo, result, transfer):
+def _download(params, directory, todo, result, transfer, *, history):
     """Fetch, verify and rename each archive of ``todo``; append their stats to result["downloads"]."""
     status_file = params.get("status_file")
     needed = 0
@@ -448,7 +456,8 @@ def _download(params, directory, todo, result, transfer):
 
         def progress(status, archive=archive):
             status["archive_kind"] = archive["kind"]
-            transfer.write_status(status_file, status)
+            history.record(status["updated"], status["rate_bytes_per_s"])
+            transfer.write_status(status_file, dict(status, **history.as_status()))
 
         download = transfer.Download(
             archive["sources"],
@@ -465,7 +474,14 @@ def _download(params, directory, todo, result, transfer):
         )
         stats = download.run()
         transfer.write_status(
-            status_file, dict(state="verifying", name=archive["name"], updated=time.time(), pid=os.getpid())
+            status_file,
+            dict(
+                state="verifying",
+                name=archive["name"],
+                updated=time.time(),
+                pid=os.getpid(),
+                **history.as_status(),
+            ),
         )
         try:
             if params["verify_archive"]:

@@ -109,6 +109,42 @@ def save_control(tmp_path, name, length, done, fetched_bytes):
     os.replace(ctl + ".new", ctl)
 
 
+class RateHistory:
+    """The download rate over time for the status file, bounded: one sample per ``interval``
+    seconds, ``[seconds since start, bytes/s]``; past ``max_points`` neighbours are merged
+    pairwise (mean rate) and the interval doubles, so a download of any length keeps its whole
+    shape in at most ``max_points`` samples."""
+
+    def __init__(self, started, interval=1.0, max_points=300):
+        self.started = started
+        self.interval = interval
+        self.max_points = max(2, max_points)
+        self.samples = []
+
+    def record(self, now, rate):
+        """Add a sample unless the last one is less than ``interval`` old; the samples."""
+        at = round(now - self.started, 1)
+        if self.samples and at - self.samples[-1][0] < self.interval:
+            return self.samples
+        self.samples.append([at, int(rate)])
+        if len(self.samples) > self.max_points:
+            pairs = zip(self.samples[::2], self.samples[1::2])
+            merged = [[a[0], (a[1] + b[1]) // 2] for a, b in pairs]
+            if len(self.samples) % 2:
+                merged.append(self.samples[-1])
+            self.samples = merged
+            self.interval *= 2
+        return self.samples
+
+    def as_status(self):
+        """The status file's keys: rate_history (the samples), its interval and start time."""
+        return dict(
+            rate_history=[list(s) for s in self.samples],
+            rate_history_interval_s=self.interval,
+            rate_history_started=self.started,
+        )
+
+
 def write_status(path, status):
     """Atomically replace a small JSON status file another task can read."""
     if not path:

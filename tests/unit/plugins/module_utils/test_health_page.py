@@ -102,6 +102,187 @@ def cluster_result(problems=(), nodes=2, pods_per_workload=1, workloads=1):
     }
 
 
+def with_usage(paths, fill=25.0):
+    """storage_info paths read with usage: each dataset 1 GiB, ``fill`` % used; the ramdisk too."""
+    out = {}
+    for path, read in paths.items():
+        fact = dict(read)
+        used = int(1024**3 * fill / 100)
+        if fact["kind"] == "zfs":
+            fact["usage"] = {
+                "used_bytes": used,
+                "available_bytes": 1024**3 - used,
+                "quota_bytes": 1024**3 if path.endswith("ledger") else None,
+                "refquota_bytes": None,
+                "percent": fill,
+            }
+        elif fact["kind"] == "tmpfs":
+            size = fact["size_bytes"]
+            fact["usage"] = {
+                "size_bytes": size,
+                "used_bytes": int(size * fill / 100),
+                "available_bytes": size - int(size * fill / 100),
+                "percent": fill,
+            }
+        out[path] = fact
+    return out
+
+
+POOL_USAGE = {
+    "lab": {
+        "health": "ONLINE",
+        "error": None,
+        "size_bytes": 1065353216,
+        "allocated_bytes": 1719664,
+        "free_bytes": 1063256064,
+        "capacity_percent": 0,
+    }
+}
+TIP = 350_003_500
+SNAP_H = "7jMmeXZSNcWPrB2RsTdeXfXrsyW5c1BfPjqoLW2X5T7V"
+
+
+def freshness(verdict="fresh", tip=TIP, full=350_000_000, incremental=350_001_500, endpoints=1):
+    """A snapshot_freshness result (the keys the report reads)."""
+    local = incremental or full
+    lag = tip - local if tip is not None and local is not None else None
+
+    def archive(slot, base=None):
+        return slot and {
+            "name": f"{'incremental-' if base else ''}snapshot-{slot}-{SNAP_H}.tar.zst",
+            "slot": slot,
+            "base_slot": base,
+            "size": 768 * 1024,
+            "problem": None,
+        }
+
+    return {
+        "changed": False,
+        "verdict": verdict,
+        "snapshot_dir": f"{WL}/snapshots",
+        "local_slot": local,
+        "full_slot": full,
+        "incremental_slot": incremental,
+        "full_snapshot": archive(full),
+        "incremental_snapshot": archive(incremental, full),
+        "tip_slot": tip,
+        "lag_slots": lag,
+        "full_lag_slots": tip - full if tip and full else None,
+        "max_lag_slots": 20000,
+        "endpoints": [
+            {"url": "http://10.0.0.1:8899", "ok": tip is not None, "error": None if tip else "refused"}
+        ]
+        * endpoints,
+        "msg": f"{verdict}: ...",
+    }
+
+
+def fetch_status(samples=300, state="done"):
+    """snapshot_fetch's status file after a download with a full rate history."""
+    history = [[float(i), 1_000_000 + (i % 50) * 20_000] for i in range(samples)]
+    return json.dumps(
+        {
+            "state": state,
+            "downloads": [f"snapshot-350000000-{SNAP_H}.tar.zst"],
+            "bytes_done": 786432,
+            "bytes_total": 786432,
+            "mean_rate_bytes_per_s": 1_400_000,
+            "elapsed_s": float(samples),
+            "rate_history": history,
+            "rate_history_interval_s": 1.0,
+            "rate_history_started": 1735787000.0,
+            "updated": 1735787045.0,
+        }
+    )
+
+
+def snapshots_entry(**kwargs):
+    return {
+        "dir": f"{WL}/snapshots",
+        "rpc_endpoints": 1,
+        "freshness": freshness(**kwargs),
+        "status_file": f"{WL}/snapshots/.strata-fetch-status.json",
+        "status_text": fetch_status(),
+        "status_error": None,
+    }
+
+
+def transfer_progress(failed=0, finished=True):
+    streams = [
+        {"index": i, "state": "failed" if i < failed else "done", "bytes_done": 1 << 20} for i in range(8)
+    ]
+    return json.dumps(
+        {
+            "started": "2025-01-02T03:00:00.000Z",
+            "updated": "2025-01-02T03:04:00.000Z",
+            "source": "/srv/data",
+            "destination": "strata-lab-2:/srv/copy",
+            "bytes_total": 16 << 20,
+            "bytes_done": 8 << 20,
+            "rate_bytes_s": 4 << 20,
+            "streams": streams,
+            "finished": finished,
+        }
+    )
+
+
+def checkpoint_result(count=5):
+    return {
+        "images_dir": "/var/lib/strata-ops/checkpoints",
+        "exists": True,
+        "checkpoints": [
+            {
+                "id": f"prod-app-worker-2025010{i}T000000.000Z",
+                "name": "prod-app-worker",
+                "created": f"2025-01-0{i}T00:00:00.000Z",
+                "size_bytes": 4 << 20,
+                "usable": i != 2,
+                "restorable": i == 1,
+                "problem": None if i != 2 else "pstree.img is missing",
+                "method": "criu",
+                "target": {"pid": 1},
+            }
+            for i in range(1, count + 1)
+        ],
+    }
+
+
+def isolation_record():
+    return {
+        "path": "/var/lib/strata-ops/runner_isolation.json",
+        "operation": "strata.ops.runner_isolation",
+        "since": "2025-01-02T02:00:00.000Z",
+        "node": "strata-lab-2",
+        "runners": [11, 12],
+        "workloads": ["minio"],
+        "stopped": [],
+    }
+
+
+def activity_entry(transfer=True, checkpoints=True, isolation=True):
+    return {
+        "transfer_state_dir": "/var/lib/strata-ops/transfer",
+        "transfer_path": "/var/lib/strata-ops/transfer/0150a2d0f23a1d21/progress.json" if transfer else None,
+        "transfer_text": transfer_progress() if transfer else None,
+        "transfer_error": None,
+        "checkpoints": checkpoint_result()
+        if checkpoints
+        else {"images_dir": "/x", "exists": False, "checkpoints": []},
+        "isolation_path": "/var/lib/strata-ops/runner_isolation.json",
+        "isolation": isolation_record() if isolation else None,
+    }
+
+
+def full_host(paths=None, expect=None):
+    """A host entry with every section the role reads filled."""
+    return {
+        "storage": {"paths": with_usage(paths or good_paths()), "pools": POOL_USAGE},
+        "expect": expect or EXPECT,
+        "snapshots": snapshots_entry(),
+        "activity": activity_entry(),
+    }
+
+
 def params(tmp_path, cluster=None, hosts=None, keep=50):
     return {
         "report_dir": str(tmp_path / "reports"),
@@ -280,6 +461,7 @@ def test_json_keeps_what_the_page_shows_and_drops_the_noise(tmp_path):
         "pods": 1,
         "workloads": 1,
         "persistent_volumes": 1,
+        "snapshot_warnings": 0,
     }
     json.dumps(doc)  # plain data
 
@@ -302,12 +484,16 @@ def test_a_big_cluster_renders_under_300_kb(tmp_path):
         {"layer": 4, "check": "dataset", "path": path, "dataset": path.replace("/srv/kind", ROOT_DS)}
         for path in children
     ]
-    hosts = {f"node-{i}": {"storage": {"paths": paths}, "expect": expect + EXPECT[2:]} for i in range(50)}
+    # every new section filled on every host: usage, snapshots with a 300-sample rate history,
+    # a transfer, checkpoints and an isolation record
+    hosts = {f"node-{i}": full_host(paths, expect + EXPECT[2:]) for i in range(50)}
     doc = build(tmp_path, cluster=cluster, hosts=hosts)
+    assert all(len(h["snapshots"]["download"]["rate_history"]) == 300 for h in doc["hosts"].values())
+    assert all(h["activity"]["isolation"]["isolated"] for h in doc["hosts"].values())
     assert doc["counts"]["rows"] == 350 and doc["problems"] == 20
     assert doc["counts"]["pods"] == 2000 and doc["counts"]["nodes"] == 50
     size = len(page.render_page(doc).encode("utf-8"))
-    print(f"50 nodes, 2000 pods, 50 hosts of 7 rows: report.html is {size} bytes")
+    print(f"50 nodes, 2000 pods, 50 hosts of 7 rows and every section: report.html is {size} bytes")
     assert size < 300 * 1024
 
 
