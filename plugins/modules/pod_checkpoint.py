@@ -245,7 +245,9 @@ options:
     description: Kubelet base URL for O(method=kubelet), for example C(https://node1:10250).
     type: str
   kubelet_token:
-    description: Bearer token allowed to C(create) C(nodes/checkpoint).
+    description:
+      - Bearer token allowed to C(create) C(nodes/checkpoint).
+      - Not logged (C(no_log)).
     type: str
   kubelet_ca_path:
     description: CA bundle that signed the kubelet's serving certificate.

@@ -92,6 +92,7 @@ options:
         change instance runners. Sent only in the C(PRIVATE-TOKEN) header.
       - Defaults to the environment variable E(GITLAB_TOKEN); otherwise pass it from a vault
         variable.
+      - Not logged (C(no_log)).
     type: str
   runners:
     description: IDs of the runners to pause (for example the bare-metal runners 7 to 14).

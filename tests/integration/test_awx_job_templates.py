@@ -34,6 +34,7 @@ import pytest
 import yaml
 
 from ansible_collections.strata.ops.plugins.module_utils import k8s
+from tests.canaries import AWX_TOKEN
 from tests.unit.test_awx_templates import _default_errors
 
 from .conftest import REPO, lab_lock, lib_sh_value
@@ -60,7 +61,7 @@ def _load(name):
 
 TEMPLATES = {t["name"]: t for t in _load("job_templates.yml")}
 CREDENTIAL_TYPES = _load("credential_types.yml")
-CANARY = "awx-canary-" + uuid.uuid4().hex
+CANARY = AWX_TOKEN  # tests/canaries.py: the run-wide canary the secret scan looks for
 
 # What an operator answers for the lab: the questions without a default, and the host limit the
 # flows on one host are launched with. The lab's workload is `solana` in `strata-solana`

@@ -20,11 +20,13 @@ import pytest
 import yaml
 from lab_k8s import create_kwok_node
 
+from tests.canaries import HF_TOKEN
+
 from .conftest import REPO
 from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 
 PLAYBOOK_BIN = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-TOKEN = "hf_canary_" + uuid.uuid4().hex
+TOKEN = HF_TOKEN  # tests/canaries.py: the run-wide canary the secret scan looks for
 
 
 def config(suffix, data="/data"):

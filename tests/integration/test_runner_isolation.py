@@ -27,6 +27,7 @@ import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils import gitlab as gl
 from ansible_collections.strata.ops.plugins.module_utils import k8s, state
+from tests.canaries import GITLAB_TOKEN
 
 from .conftest import COLLECTIONS, REPO, adhoc_result, assert_clean_failure, run_module
 from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
@@ -39,7 +40,7 @@ from lab_k8s import create_kwok_node
 pytestmark = pytest.mark.needs("k8s")
 
 MODULE = os.path.join(REPO, "plugins", "modules", "runner_isolation.py")
-TOKEN = "glpat-strata-test-0123456789"
+TOKEN = GITLAB_TOKEN  # tests/canaries.py: the run-wide canary the secret scan looks for
 TOLERATION = {"key": "experiment", "operator": "Equal", "value": "dedicated", "effect": "NoSchedule"}
 CONFIG = """\
 # gitlab-runner, managed by hand

@@ -388,7 +388,7 @@ def test_api_lost_in_the_middle_of_a_stop(controlplane, k8s_client, k8s_namespac
     relayed = kubeconfig_variant(controlplane, tmp_path, server=f"https://127.0.0.1:{proxy.port}")
     args_file = tmp_path / "args.json"
     args = {"kubeconfig": relayed, "state": "stopped", "name": "validator", "namespace": k8s_namespace}
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, timeout=60)}))
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, timeout=20)}))
     proc = subprocess.Popen(
         [sys.executable, MODULE, str(args_file)],
         stdout=subprocess.PIPE,

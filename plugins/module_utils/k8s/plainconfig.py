@@ -16,6 +16,7 @@ import base64
 import binascii
 import os
 import shutil
+import ssl
 import tempfile
 
 from ansible_collections.strata.ops.plugins.module_utils.k8s.library import urllib3
@@ -56,14 +57,22 @@ class PlainConfiguration:
         return {"BearerToken": {"in": "header", "key": "authorization", "value": "Bearer " + self.token}}
 
     def pool_manager(self):
+        cert_reqs = ssl.CERT_REQUIRED if self.verify else ssl.CERT_NONE
+        context = None
+        if self.cert_file:
+            # The client key goes into the TLS context once; a copy of embedded key data written for
+            # ssl (it loads keys from files only) is removed at once, not at exit: a module killed
+            # later (kill -9, a timeout) must leave no copy of the key behind.
+            context = urllib3.util.ssl_.create_urllib3_context(cert_reqs=cert_reqs)
+            context.load_cert_chain(self.cert_file, self.key_file)
+            remove_private_files()
         return urllib3.PoolManager(
             num_pools=4,
             maxsize=4,
-            cert_reqs="CERT_REQUIRED" if self.verify else "CERT_NONE",
+            cert_reqs=cert_reqs,
             ca_certs=self.ca_file,
             ca_cert_data=self.ca_data,
-            cert_file=self.cert_file,
-            key_file=self.key_file,
+            ssl_context=context,
             server_hostname=self.server_name,
         )
 
@@ -82,12 +91,18 @@ def _decoded(value):
         return None
 
 
+def remove_private_files():
+    """The private directory of the embedded certificate/key copies, gone (also at exit)."""
+    while _TEMP_DIRS:
+        shutil.rmtree(_TEMP_DIRS.pop(), True)
+
+
 def _private_file(data):
     """Embedded client certificate/key data as a 0600 file (ssl loads the chain from files only),
-    in a private directory removed when the module ends."""
+    in a private directory removed once the TLS context holds it (or when the module ends)."""
     if not _TEMP_DIRS:
         _TEMP_DIRS.append(tempfile.mkdtemp(prefix="strata-kubeconfig-"))
-        atexit.register(shutil.rmtree, _TEMP_DIRS[0], True)
+        atexit.register(remove_private_files)
     handle, path = tempfile.mkstemp(dir=_TEMP_DIRS[0])
     with os.fdopen(handle, "wb") as out:
         out.write(data)

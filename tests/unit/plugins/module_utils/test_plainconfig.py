@@ -83,3 +83,24 @@ def test_anything_else_is_left_to_the_library(doc, why):
 
 def test_an_unknown_context_is_left_to_the_library():
     assert plainconfig.load(kubeconfig(), "other", "/nowhere") is None
+
+
+def test_no_copy_of_an_embedded_key_stays_once_the_tls_context_holds_it(tmp_path):
+    """A module killed later (kill -9 skips atexit) must leave no copy of the client key behind."""
+    import subprocess  # noqa: PLC0415
+
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=strata-test",
+         "-keyout", str(key), "-out", str(cert), "-days", "1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    doc = kubeconfig(
+        user={"client-certificate-data": b64(cert.read_bytes()), "client-key-data": b64(key.read_bytes())}
+    )
+    cfg = plainconfig.load(doc, "lab", "/nowhere")
+    copy_dir = os.path.dirname(cfg.key_file)
+    assert os.path.isfile(cfg.key_file)
+    pool = cfg.pool_manager()
+    assert not os.path.exists(copy_dir)
+    assert pool.connection_pool_kw["ssl_context"] is not None and "cert_file" not in pool.connection_pool_kw
