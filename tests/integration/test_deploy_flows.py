@@ -59,19 +59,25 @@ SECOND = (
 )
 OLD = f"snapshot-{SLOT - 200_000}-{H1}.tar.zst"
 
-# Undo layer 4 for the test workload: unmount the ramdisk, drop its fstab line, destroy the
-# datasets (zfs-fuse says "busy" for a moment after unmounts, hence the retries).
-CLEAN_STORAGE = rf"""
+
+# Undo layer 4 for a test workload: unmount the ramdisk, drop its fstab line, destroy the
+# datasets with their snapshots (zfs-fuse says "busy" for a moment after unmounts, hence the retries).
+def clean_storage(workload):
+    root, dataset = f"/srv/kind/{workload}", f"lab/DATA/srv/kind/{workload}"
+    return rf"""
 set -u
-umount {RAMDISK} 2>/dev/null || true
-sed -i '\#[[:space:]]{RAMDISK}[[:space:]]#d' /etc/fstab
+umount {root}/ramdisk 2>/dev/null || true
+sed -i '\#[[:space:]]{root}/ramdisk[[:space:]]#d' /etc/fstab
 systemctl daemon-reload
-if zfs list -H -o name {DATASET} >/dev/null 2>&1; then
-  for i in $(seq 40); do zfs destroy -r {DATASET} 2>/dev/null && break; sleep 0.3; done
+if zfs list -H -o name {dataset} >/dev/null 2>&1; then
+  for i in $(seq 40); do zfs destroy -r {dataset} 2>/dev/null && break; sleep 0.3; done
 fi
-! zfs list -H -o name {DATASET} >/dev/null 2>&1 || {{ echo "cannot destroy {DATASET}"; exit 1; }}
-rm -rf {ROOT}
+! zfs list -H -o name {dataset} >/dev/null 2>&1 || {{ echo "cannot destroy {dataset}"; exit 1; }}
+rm -rf {root}
 """
+
+
+CLEAN_STORAGE = clean_storage(WORKLOAD)
 
 
 def docker(*args, check=True, timeout=120):
@@ -284,9 +290,9 @@ CHECK_MODE_FLOWS = {
 }
 
 
-def fingerprint(client, ns):
+def fingerprint(client, ns, root=ROOT):
     """The workload's objects (uid, generation, spec, labels, annotations), its PVs, and the lab
-    host's fstab, mounts, ZFS properties and the workload's files (name, size, mode)."""
+    host's fstab, mounts, ZFS properties and snapshots, and the workload's files (name, size, mode)."""
     objects = []
     for kind in ("Namespace", "Deployment", "Pod", "PersistentVolumeClaim", "PersistentVolume"):
         items = [client.get("Namespace", ns)] if kind == "Namespace" else client.list(kind, ns)[0]
@@ -307,7 +313,8 @@ def fingerprint(client, ns):
     host = on_host(
         "cat /etc/fstab; findmnt -rn -o TARGET,FSTYPE,OPTIONS | sort;"
         " zfs get -H -r -s local -o name,property,value all lab;"
-        f" find {ROOT} -printf '%p %s %m\\n' | sort"
+        " zfs list -H -t snapshot -o name -r lab;"
+        f" find {root} -printf '%p %s %m\\n' | sort"
     ).stdout
     return sorted(objects), host
 

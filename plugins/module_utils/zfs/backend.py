@@ -174,6 +174,31 @@ class ZfsBackend:
                 result[name] = origin.strip()
         return result
 
+    def own_snapshots(self, datasets):
+        """From one ``zfs get -Hp -d 1``: ({dataset: [(creation seconds, snapshot), ...] oldest
+        first}, {dataset: type}, [datasets that do not exist])."""
+        names = sorted(set(datasets))
+        argv = [self.zfs, "get", "-Hp", "-d", "1", "-o", "name,property,value,source", "creation,type"]
+        argv += names
+        rc, out, err = self.run(argv, check=False)
+        missing = []
+        if rc != 0:
+            missing = missing_from_stderr(err)
+            if missing is None:
+                raise ZfsCommandError(f"zfs get failed (rc={rc}): {err.strip()}", cmd=argv, rc=rc, stderr=err)
+        found = parse_get_output(out)
+        result = {}
+        for name in names:
+            if name in missing or name not in found:
+                continue
+            own = [
+                (int(entry["properties"]["creation"]["value"]), snap)
+                for snap, entry in found.items()
+                if snap.startswith(name + "@") and "creation" in entry["properties"]
+            ]
+            result[name] = sorted(own)
+        return result, {n: found[n]["type"] for n in result}, sorted(set(names) - set(result))
+
     # -- writes ------------------------------------------------------------------------------
 
     def create(self, name, properties, parents=()):
@@ -224,6 +249,12 @@ class ZfsBackend:
         values = out.splitlines()
         if len(values) == 2 and values[0] == "on" and values[1].startswith("/"):
             self.run([self.zfs, "mount", name])
+
+    def snapshot(self, name):
+        """Take the snapshot ``name`` (dataset@snap) through the CLI."""
+        self.run([self.zfs, "snapshot", name])
+        self._did("created", name)
+        return WRITE_PATH_CLI
 
     def set(self, name, properties):
         if not properties:
