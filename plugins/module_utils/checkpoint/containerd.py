@@ -170,7 +170,8 @@ def dump(params, check_mode, run_command):
     if check_mode:
         return dict(result, commands=[client.line(*step) for step in steps])
     mf.make_images_dir(params["images_dir"])
-    os.makedirs(dump_dir)
+    abandoned = mf.remove_abandoned(params["images_dir"], name)
+    mf.start(dump_dir)
     for step in steps:
         client.run(*step)
     manifest = {
@@ -185,9 +186,11 @@ def dump(params, check_mode, run_command):
         "target": target,
         "sizes": {"images_bytes": os.path.getsize(archive)},
     }
-    mf.write(dump_dir, manifest)
+    mf.finish(dump_dir, manifest)
     pruned = _prune(client, params["images_dir"], name, params["keep"], dump_dir)
-    return dict(result, manifest=manifest, pruned=pruned, commands=client.commands)
+    return dict(
+        result, manifest=manifest, pruned=pruned, commands=client.commands, abandoned_removed=abandoned
+    )
 
 
 def _prune(client, images_dir, name, keep, current):

@@ -240,7 +240,7 @@ class Dumper(CheckpointJob):
         dump_dir, pid = plan["dump_dir"], plan["target"]["pid"]
         gpu, freezer = plan["gpu"], plan["freezer"]
         locked_at = None
-        os.makedirs(dump_dir)
+        mf.start(dump_dir)
         started = self.clock()
         try:
             with open(os.path.join(dump_dir, "descriptors.json"), "w") as handle:
@@ -364,10 +364,12 @@ class Dumper(CheckpointJob):
             result["msg"] = f"check mode: would run {'; then '.join(commands)}"
             return result
         mf.make_images_dir(self.p["images_dir"])
+        abandoned = mf.remove_abandoned(self.p["images_dir"], plan["name"])  # before the space check
         self._free_space_check(plan["rss_bytes"])
         wall = self.dump(plan)
         manifest = self.manifest(plan, wall, self.check_images(plan))
-        mf.write(plan["dump_dir"], manifest)
+        mf.finish(plan["dump_dir"], manifest)
         pruned = mf.prune(self.p["images_dir"], plan["name"], self.p["keep"], plan["dump_dir"])
         result.update(manifest=manifest, pruned=pruned, frozen_s=manifest["stats"]["frozen_s"])
+        result["abandoned_removed"] = abandoned
         return result

@@ -138,7 +138,8 @@ def dump(params, check_mode, connect):
     if not written:
         raise ctr.RuntimeUnavailable(f"the kubelet answered {answer} to {url}: no archive path in items")
     mf.make_images_dir(params["images_dir"])
-    os.makedirs(dump_dir)
+    abandoned = mf.remove_abandoned(params["images_dir"], name)
+    mf.start(dump_dir)
     archive = os.path.join(dump_dir, ARCHIVE)
     _move_archive(written, archive, node, dump_dir)
     manifest = {
@@ -160,9 +161,9 @@ def dump(params, check_mode, connect):
         "pod_spec": pod_spec_to_keep(pod),
         "sizes": {"images_bytes": os.path.getsize(archive)},
     }
-    mf.write(dump_dir, manifest)
+    mf.finish(dump_dir, manifest)
     pruned = mf.prune(params["images_dir"], name, params["keep"], dump_dir)
-    return dict(result, manifest=manifest, pruned=pruned, kubelet=answer)
+    return dict(result, manifest=manifest, pruned=pruned, kubelet=answer, abandoned_removed=abandoned)
 
 
 def _move_archive(written, archive, node, dump_dir):

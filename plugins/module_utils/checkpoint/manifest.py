@@ -5,12 +5,17 @@ import json
 import os
 import re
 import shutil
+import socket
 
+from ansible_collections.strata.ops.plugins.module_utils import build_lock
 from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, utc_iso
 
 MANIFEST = "manifest.json"
+# Who is writing a dump directory (build_lock's owner record): a run killed mid-dump leaves one
+# behind, so the next run can tell its remains from a dump another run is still writing.
+OWNER = ".strata-dump-owner"
 
 
 # A dump directory's name: NAME-STAMP (stamp() below).
@@ -127,6 +132,54 @@ def write(dump_dir, manifest):
     with open(tmp, "w") as handle:
         json.dump(manifest, handle, indent=2, sort_keys=True)
     os.rename(tmp, os.path.join(dump_dir, MANIFEST))
+
+
+def start(dump_dir):
+    """Make the dump directory, owned by this process until finish()."""
+    os.makedirs(dump_dir)
+    try:
+        with open(os.path.join(dump_dir, OWNER), "w") as handle:
+            json.dump(build_lock.owner_record(command="pod_checkpoint dump"), handle)
+    except BaseException:
+        shutil.rmtree(dump_dir, ignore_errors=True)  # e.g. a full disk: no half-made directory
+        raise
+
+
+def finish(dump_dir, manifest):
+    """The manifest (the dump is complete), then no owner any more."""
+    write(dump_dir, manifest)
+    os.unlink(os.path.join(dump_dir, OWNER))
+
+
+def remove_abandoned(images_dir, name):
+    """Remove the unfinished dumps of ``name`` whose writer is dead (killed mid-dump: its images,
+    as large as the process's memory, would stay forever); an empty one too (killed before it
+    recorded itself). Dumps being written by a live process and foreign directories stay.
+    Returns the removed paths."""
+    here = {"host": socket.gethostname(), "boot_id": build_lock.boot_id()}
+    removed = []
+    try:
+        entries = sorted(os.listdir(images_dir))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = DUMP_DIR.match(entry)
+        path = os.path.join(images_dir, entry)
+        if not match or match.group("name") != name or os.path.exists(os.path.join(path, MANIFEST)):
+            continue
+        try:
+            with open(os.path.join(path, OWNER), "rb") as handle:
+                record = build_lock.parse_record(handle.read())
+        except FileNotFoundError:
+            record = None
+            if not os.path.isdir(path) or os.listdir(path):
+                continue  # not ours to judge: no owner record and not empty
+        except OSError:
+            continue
+        if record is None or build_lock.owner_state(record, here)[0] == build_lock.DEAD:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def prune(images_dir, name, keep, current):

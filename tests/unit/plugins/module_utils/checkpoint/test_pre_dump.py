@@ -5,6 +5,7 @@ import os
 import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils import criu
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.dump import Dumper
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.module import run as run_module_logic
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
@@ -84,7 +85,8 @@ def test_pre_dumps_run_in_order_into_their_own_directories_before_the_final_dump
     assert run.programs() == [("criu", "pre-dump"), ("criu", "pre-dump"), ("criu", "dump")]
     assert seen_dirs == [("pre-dump", True), ("pre-dump", True), ("dump", True)]
     assert plan["pre_dump_s"] == [1.0, 1.0]
-    assert sorted(os.listdir(plan["dump_dir"])) == ["descriptors.json", "pre-1", "pre-2"]
+    # the owner record stays until the manifest is written (Dumper.run_state)
+    assert sorted(os.listdir(plan["dump_dir"])) == [mf.OWNER, "descriptors.json", "pre-1", "pre-2"]
 
 
 def test_a_failed_pre_dump_never_freezes_for_the_final_dump_and_leaves_nothing(tmp_path):
