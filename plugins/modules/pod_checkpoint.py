@@ -391,6 +391,13 @@ pruned:
   returned: state=dumped
   type: list
   elements: str
+abandoned_removed:
+  description:
+    - Unfinished dump directories of the same O(name) removed before this dump - left by a run killed
+      mid-dump (no manifest, its writer process gone) or empty. A dump another live run is writing stays.
+  returned: state=dumped
+  type: list
+  elements: str
 restored:
   description:
     - The new container (C(container_id), C(name), C(pid) on the host, C(checkpoint)); with
