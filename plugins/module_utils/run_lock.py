@@ -1,0 +1,123 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The run lock of a host: one changing strata.ops run at a time (strata.ops.run_lock).
+
+A lock is a small JSON file (0600) ``<lock_dir>/<name>.json`` naming its holder: build_lock's owner
+record of one ansible-playbook process (controller host name, boot id, pid, the pid's start time,
+so a reused pid is never taken for the old run), its token, the play and the user. The default
+directory is under /run, a tmpfs: a reboot ends every run, and their locks with it.
+
+Taking, releasing and breaking go through ``fcntl.flock`` on ``<lock_dir>/.guard``, so two runs
+that look at the same moment never both see the lock free. A holder takes its own lock again
+(the plays of one site.yml run); a release or a break names the token it removes, so a run never
+removes a lock another run has taken since.
+"""
+
+import errno
+import fcntl
+import json
+import os
+import re
+from contextlib import contextmanager
+
+from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, StrataError
+from ansible_collections.strata.ops.plugins.module_utils.state import atomic_write_bytes
+
+LOCK_DIR = "/run/strata-ops/locks"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class RunLockError(StrataError):
+    """The lock directory or file cannot be used."""
+
+
+def lock_path(lock_dir, name):
+    if not _NAME.match(name or ""):
+        raise InvalidArgument(
+            f"name {name!r} is not a lock name: use letters, digits, '.', '_' and '-' (at most 100), "
+            "e.g. strata-ops or workload-validator"
+        )
+    if not os.path.isabs(lock_dir):
+        raise InvalidArgument(f"lock_dir must be an absolute path, got {lock_dir!r}")
+    return os.path.join(lock_dir, f"{name}.json")
+
+
+@contextmanager
+def _guarded(lock_dir, create):
+    """The guard flock, held while a lock file is read and changed. Without ``create`` (check mode)
+    a missing directory is simply a free lock: nothing is created."""
+    if create:
+        try:
+            os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise RunLockError(
+                f"cannot make the lock directory {lock_dir}: {exc.strerror}; give lock_dir a writable path"
+            ) from None
+    guard = os.path.join(lock_dir, ".guard")
+    try:
+        fd = os.open(guard, (os.O_RDWR | os.O_CREAT) if create else os.O_RDONLY, 0o600)
+    except FileNotFoundError:
+        yield
+        return
+    except OSError as exc:
+        raise RunLockError(f"cannot open {guard}: {exc.strerror}; check lock_dir") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_holder(path):
+    """The holder recorded in ``path``; None when free. A file that is not a holder (torn by an
+    editor, written by something else) is named, never silently taken over."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            holder = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise RunLockError(
+            f"the lock file {path} cannot be read ({exc}); if no strata.ops run is going on, remove it"
+        ) from None
+    if not isinstance(holder, dict) or not holder.get("token"):
+        raise RunLockError(
+            f"the lock file {path} names no holder; if no strata.ops run is going on, remove it"
+        )
+    return holder
+
+
+def acquire(lock_dir, name, holder, check_mode=False):
+    """(taken, the current holder): taken when free or already ours; in check mode nothing is
+    written, ``taken`` says whether it would be."""
+    path = lock_path(lock_dir, name)
+    with _guarded(lock_dir, create=not check_mode):
+        current = read_holder(path)
+        if current is not None and current["token"] != holder["token"]:
+            return False, current
+        if current is None and not check_mode:
+            atomic_write_bytes(path, json.dumps(holder, sort_keys=True).encode(), mode=0o600)
+        return True, holder
+
+
+def remove(lock_dir, name, token, check_mode=False):
+    """Removes the lock if ``token`` holds it: (removed, the holder found)."""
+    path = lock_path(lock_dir, name)
+    with _guarded(lock_dir, create=False):
+        current = read_holder(path)
+        if current is None or current["token"] != token:
+            return False, current
+        if not check_mode:
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise RunLockError(f"cannot remove {path}: {exc.strerror}") from None
+        return True, current
+
+
+def describe(holder):
+    """One line for an operator: who holds it, since when."""
+    return (
+        f"play {holder.get('play')!r} run by {holder.get('user')}@{holder.get('host')} "
+        f"(ansible-playbook pid {holder.get('pid')}) since {holder.get('started')}"
+    )
