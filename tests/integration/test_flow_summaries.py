@@ -9,6 +9,7 @@ teardown; the fixture removes everything.
 """
 
 import json
+import os
 import re
 import uuid
 
@@ -37,6 +38,20 @@ ROOT = f"/srv/kind/{WORKLOAD}"
 DATASET = f"lab/DATA/srv/kind/{WORKLOAD}"
 LEDGER = f"{ROOT}/ledger"
 PREFIX = "strata-prewipe-"
+GUIDE = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "operator-guide.md")
+
+
+def guide_rollback(snapshot):
+    """docs/operator-guide.md's prewipe-rollback example for ``snapshot`` ({"rollback": command,
+    "clone": command}): this test runs the guide's own commands, so the guide cannot drift."""
+    with open(GUIDE) as handle:
+        block = re.search(r"<!-- example: prewipe-rollback;.*?-->\n```sh\n(.*?)\n```", handle.read(), re.S)
+    dataset, stamp = snapshot.split("@" + PREFIX)
+    commands = {}
+    for line in block.group(1).splitlines():
+        command = line.split("#")[0].strip().replace("POOL/DATASET", dataset).replace("STAMP", stamp)
+        commands[command.split()[1]] = command
+    return commands
 
 
 def snapshots(dataset):
@@ -148,11 +163,10 @@ def test_wipe_snapshots_first_keeps_n_and_rolls_back(bed):
     assert "wiped ledger, ramdisk" in line and f"rollback: {taken[0]}" in line, line
     assert ns not in [n["metadata"]["name"] for n in client.list("Namespace")[0]]
 
-    # The snapshot holds what the wipe deleted: read it through a clone (the output's way to copy
-    # files out; the clone is below DATASET, which the fixture destroys with -r).
-    restore = f"{DATASET}/ledger-restore"
-    on_host(f"zfs clone -o mountpoint={ROOT}/restore {taken[0]} {restore}")
-    assert host_files(f"{ROOT}/restore") == ["more.bin", "shreds.bin"]
+    # The snapshot holds what the wipe deleted: read it through a clone, the guide's way to copy
+    # files out (the clone is below DATASET, which the fixture destroys with -r).
+    on_host(guide_rollback(taken[0])["clone"])
+    assert host_files(f"{ROOT}/ledger-restore") == ["more.bin", "shreds.bin"]
 
     # keep=2: a second wipe keeps both rollback points (the namespace is gone already: no-op there).
     on_host(f"echo again > {LEDGER}/again.bin")
@@ -166,7 +180,7 @@ def test_wipe_snapshots_first_keeps_n_and_rolls_back(bed):
     # zfs rollback to the newest undoes the second wipe. zfs-fuse in the lab container rolls back,
     # then fails to write /proc/sys/vm/drop_caches (read-only there): that message is accepted.
     newest = next(s for s in ours if s != taken[0])
-    rollback = on_host(f"zfs rollback {newest}", check=False)
+    rollback = on_host(guide_rollback(newest)["rollback"], check=False)
     assert rollback.returncode == 0 or rollback.stderr.strip() == (
         "drop_caches failed: snapshot permissions cannot be modified"
     ), rollback.stderr
