@@ -27,7 +27,7 @@ LOCK = "/run/strata-ops/locks/strata-ops.json"
 TAKE, RELEASE = "Run lock - present", "Run lock - absent"
 
 
-def start(node, *playbooks, check=False, **extra):
+def start(node, *playbooks, check=False, diff=False, **extra):
     """An ansible-playbook run in the background, in its own process group (a kill -9 takes its
     workers too, as when a controller dies)."""
     env = dict(
@@ -41,6 +41,8 @@ def start(node, *playbooks, check=False, **extra):
         argv += ["-e", json.dumps(extra)]
     if check:
         argv.append("--check")
+    if diff:
+        argv.append("--diff")
     return subprocess.Popen(
         [*argv, *playbooks],
         cwd=REPO,
