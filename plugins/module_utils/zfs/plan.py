@@ -178,6 +178,23 @@ def plan(requests, state, pools, pool=None, origins=None, *, dialect=DIALECT_OPE
     return actions
 
 
+def read_answers_plan(requests, state):
+    """Whether ``state``, read with only the requested properties, lets plan judge every request
+    as a read of all properties would: each native property a request names is in its reference
+    dataset's answer and settable there (else the read of all says why it is refused)."""
+    for req in requests:
+        reference = _reference_properties(state, req["name"]) if req["state"] == "present" else None
+        if reference is None:
+            continue
+        for prop in req["properties"]:
+            ref = reference["properties"].get(prop)
+            if ":" in prop or prop in CREATE_ONLY_PROPERTIES or prop in SETTABLE_WITHOUT_SOURCE:
+                continue
+            if ref is None or ref["source"] == "-":
+                return False
+    return True
+
+
 def _plan_present(action, properties, entry, reference, dialect):
     """Fill in the action of a request for a present dataset (its properties, what changes, and
     whether it is created, updated or unchanged); the problems found."""

@@ -2,6 +2,7 @@
 
 import os
 import sys
+import threading
 
 import pytest
 import yaml
@@ -182,7 +183,8 @@ class FakeZfs:
             names = argv[8:]
             missing = [n for n in names if (f"{n}\t") not in self.output]
             err = "".join(f"cannot open '{n}': dataset does not exist\n" for n in missing)
-            return (1 if missing else 0), self.output, err
+            answer = self.named(argv[7]) if argv[3] == "-d" else self.output
+            return (1 if missing else 0), answer, err
         if argv[1] == "list" and argv[3:5] == ["-o", "name"]:  # which of these exist
             found = [n for n in argv[5:] if f"{n}\t" in self.output]
             err = "".join(f"cannot open '{n}': dataset does not exist\n" for n in argv[5:] if n not in found)
@@ -190,6 +192,21 @@ class FakeZfs:
         if argv[1] == "list":
             return 0, "tank\t-\n", ""
         return 0, "", ""
+
+    def named(self, wanted):
+        """The answer to ``zfs get`` of ``wanted``: each dataset's rows in that order, "-" from "-"
+        for a property it does not have (as both CLIs print an unset user property or volsize)."""
+        if wanted == "all":
+            return self.output
+        rows = {}
+        for line in self.output.splitlines():
+            name, prop = line.split("\t")[:2]
+            rows.setdefault(name, {})[prop] = line
+        return "".join(
+            (props.get(prop) or f"{name}\t{prop}\t-\t-") + "\n"
+            for name, props in rows.items()
+            for prop in wanted.split(",")
+        )
 
     def writes(self):
         return [c for c in self.calls if c[0] == "zfs" and c[1] in ("create", "set", "destroy", "mount")]
@@ -423,3 +440,118 @@ def test_load_libzfs_core_import_error(tmp_path, monkeypatch):
     lzc, reason = zfs_backend.load_libzfs_core(str(dev))
     assert lzc is None
     assert "not usable" in reason
+
+
+# -- one read of the requested properties; writes a few at a time (issue 21) ---------------------
+
+
+def gets(fake):
+    return [c[7] for c in fake.calls if c[1] == "get"]
+
+
+def test_read_names_only_the_requested_properties():
+    fake = FakeZfs(zfs.DIALECT_OPENZFS, DATA["outputs"]["openzfs"])
+    result = zfs_ensure.ensure_datasets(
+        zfs_backend.ZfsBackend(fake),
+        [{"name": "tank/data", "properties": {"atime": "off", "com.example:note": "x"}}],
+    )
+    assert gets(fake) == ["type,atime,com.example:note"]
+    (dataset,) = result["datasets"]
+    # An unset user property is absent, as in a read of all: before is None, not "-".
+    assert dataset["changed_properties"] == {
+        "com.example:note": {"before": None, "before_source": None, "after": "x"}
+    }
+
+
+@pytest.mark.parametrize(
+    "properties, why",
+    [
+        ({"volsize": "1G"}, "is not supported by this ZFS"),  # "-" from "-" on a filesystem
+        ({"userquota@bob": "1G"}, None),  # not in a read of all: read all, as before
+    ],
+)
+def test_read_of_all_when_the_named_read_cannot_answer(properties, why):
+    fake = FakeZfs(zfs.DIALECT_OPENZFS, DATA["outputs"]["openzfs"])
+    backend = zfs_backend.ZfsBackend(fake)
+    if why:
+        with pytest.raises(zfs.ZfsValidationError, match=why):
+            zfs_ensure.ensure_datasets(backend, [{"name": "tank/data", "properties": properties}])
+        assert gets(fake) == ["type," + ",".join(properties), "all"]
+    else:
+        zfs_ensure.ensure_datasets(
+            backend, [{"name": "tank/data", "properties": properties}], check_mode=True
+        )
+        assert gets(fake) == ["all"]
+
+
+def test_read_of_all_when_zfs_refuses_the_property_list():
+    refused = (2, "", "bad property list: invalid property 'relatime'\nusage:\n")
+    output = DATA["outputs"]["openzfs"]
+    fake = FakeZfs(zfs.DIALECT_OPENZFS, output, fail={"zfs get": [refused, (0, output, "")]})
+    requests = [zfs_plan.normalize_request({"name": "tank/data", "properties": {"atime": "off"}})]
+    state = zfs_ensure._read_state(zfs_backend.ZfsBackend(fake), ["tank/data"], requests)
+    assert gets(fake) == ["type,atime", "all"]
+    assert state.property("tank/data", "guid") == {"value": "1234567891", "source": "-"}
+
+
+class SlowParentZfs(FakeZfs):
+    """Creating a parent takes a while, so a child started before it is done would be seen."""
+
+    def __init__(self, *args, slow=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.slow = set(slow)
+        self.made = set()
+        self.orphans = []
+
+    def __call__(self, argv):
+        if argv[:2] == ["zfs", "create"]:
+            name = argv[-1]
+            parent = name.rsplit("/", 1)[0]
+            if "/" in parent and parent not in self.made and f"{parent}\t" not in self.output:
+                self.orphans.append(name)
+            if name in self.slow:
+                threading.Event().wait(0.05)
+            answer = super().__call__(argv)
+            if answer[0] == 0:
+                self.made.add(name)
+            return answer
+        return super().__call__(argv)
+
+
+def test_parallel_creates_wait_for_their_parents():
+    fake = SlowParentZfs(zfs.DIALECT_ZFS_FUSE, DATA["outputs"]["openzfs"], slow={"tank/new", "tank/new/a"})
+    backend = zfs_backend.ZfsBackend(fake)
+    backend.parallel = 4
+    items = [{"name": f"tank/new/a/d{i:02d}", "properties": {"atime": "off"}} for i in range(12)]
+    items += [{"name": f"tank/new/b{i}"} for i in range(3)] + [
+        {"name": "tank/data", "properties": {"atime": "on"}}
+    ]
+    result = zfs_ensure.ensure_datasets(backend, items)
+    assert fake.orphans == []
+    created = [c[-1] for c in fake.writes() if c[1] == "create"]
+    assert sorted(created) == sorted(["tank/new", "tank/new/a"] + [i["name"] for i in items[:-1]])
+    assert sorted(e["name"] for e in backend.journal) == sorted([*created, "tank/data"])
+    assert [d["action"] for d in result["datasets"]] == ["created"] * 15 + ["updated"]
+
+
+def test_parallel_failure_stops_new_writes_and_reports_all_done():
+    refused = (1, "", "cannot create 'tank/new/d03': out of space\n")
+
+    class FailOne(SlowParentZfs):
+        def __call__(self, argv):
+            if argv[:2] == ["zfs", "create"] and argv[-1] == "tank/new/d03":
+                self.calls.append(list(argv))
+                return refused
+            return super().__call__(argv)
+
+    fake = FailOne(zfs.DIALECT_ZFS_FUSE, DATA["outputs"]["openzfs"], slow={"tank/new"})
+    backend = zfs_backend.ZfsBackend(fake)
+    backend.parallel = 2
+    items = [{"name": f"tank/new/d{i:02d}"} for i in range(40)]
+    with pytest.raises(zfs.ZfsCommandError) as info:
+        zfs_ensure.ensure_datasets(backend, items)
+    created = [c[-1] for c in fake.writes() if c[1] == "create" and c[-1] != "tank/new/d03"]
+    assert len(created) < 40  # nothing new started after the failure
+    assert sorted(info.value.details["created"]) == sorted(created)
+    assert "out of space" in info.value.msg
+    assert "stopped part way" in info.value.msg

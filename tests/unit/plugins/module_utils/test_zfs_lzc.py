@@ -283,8 +283,8 @@ class FakeZfsHost:
             if name not in self.datasets:
                 return 1, "", self._missing(name)
             return 0, "".join(self.value(name, p)[0] + "\n" for p in props), ""
-        if "-d" in args:  # zfs get -Hp -d 1 -o name,property,value,source all NAMES
-            names = args[args.index("all") + 1 :]
+        if "-d" in args:  # zfs get -Hp -d 1 -o name,property,value,source all|PROPS NAMES
+            wanted, names = args[5], args[6:]
             out, err = "", ""
             for name in names:
                 if name not in self.datasets:
@@ -297,8 +297,10 @@ class FakeZfsHost:
                     if n == name or (n.startswith(name + "/") and n.count("/") == depth)
                 ]
                 for item in shown:
-                    for prop in self._props(item):
+                    for prop in self._props(item) if wanted == "all" else wanted.split(","):
+                        # a named property that is not set prints "-" "-", as zfs does
                         value, source = self.value(item, prop)
+                        value, source = ("-", "-") if value is None else (value, source)
                         out += "\t".join([item, prop, value, source]) + "\n"
             return (1 if err else 0), out, err
         # zfs get -Hp -o property,value,source PROPS NAME
