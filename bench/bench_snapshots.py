@@ -33,16 +33,26 @@ Why these parameters (the real case, about 2.5 minutes in all):
   seconds from the request's start, per request, keep-alive or not; ``limit_rate_after`` is
   unset), so a tool making many requests can pass 1.00 slightly: requests per mirror are
   counted from the access logs and printed.
-* Then uneven mirrors (BENCH_SNAP_UNEVEN, default ``4m,2m``: limit 16 x (4 + 2) MiB/s), as
-  real RPC nodes differ: a static split waits for the slow mirror's pieces; snapshot_fetch
-  moves their ends to the fast mirror's idle connections.
+* Then 8 uneven mirrors (BENCH_SNAP_UNEVEN, default ``8m,6m,4m,4m,2m,2m,1m,1m``, one mirror per
+  cap, BENCH_SNAP_UNEVEN_X=4 connections each: 32 connections, so every one still gets a whole
+  ``-k50M`` piece of 2 GiB; limit 4 x 28 MiB/s), as real RPC nodes differ: a static split waits
+  for the slow mirrors' pieces; snapshot_fetch moves their ends to the fast mirrors' idle
+  connections.
+* Then uncapped (BENCH_SNAP_DISK_MIB, default ``200,2048``): one nginx without limit_rate, so
+  the disk or this host is the limit; snapshot_fetch and aria2c against ``dd bs=4M
+  conv=fdatasync`` to the same file system (goal >= 0.90x dd), and the growth from 200 MiB to
+  2 GiB (x10 work -> xN time, worse than linear named with its cause). BENCH_SNAP_DIR picks
+  the file system (default: the temporary directory's).
+* Every scenario also compares the whole process, start to verified file (the module's
+  process: discovery, transfer, ``zstd -t``, rename), with aria2c's process plus the same
+  ``zstd -t`` (goal >= 1x).
 * One round each by default (BENCH_SNAP_ROUNDS=2 alternates the order; the mean and the
   spread min-max are printed). The host is shared: note the load printed with each set.
 
 Env: BENCH_SNAP_MIB (archive size, default 2048), BENCH_SNAP_CAP (nginx limit_rate, default 4m),
-BENCH_SNAP_MIRRORS (default 2), BENCH_SNAP_ROUNDS (default 1), BENCH_SNAP_UNEVEN (default
-``4m,2m``; empty: skip). Prints one final line ``bench snapshots: ...``; the goal (issue 6):
-fetch >= 0.90 of the limit and not below aria2c.
+BENCH_SNAP_MIRRORS (default 2), BENCH_SNAP_ROUNDS (default 1), BENCH_SNAP_UNEVEN (empty:
+skip), BENCH_SNAP_UNEVEN_X, BENCH_SNAP_DISK_MIB, BENCH_SNAP_DIR. Prints one final line
+``bench snapshots: ...``; the goal (issue 6): fetch >= 0.90 of the limit and not below aria2c.
 """
 
 import json
@@ -58,11 +68,13 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 
+from benchkit import growth_exponent, growth_lines  # noqa: E402
 from results import record  # noqa: E402
 from snapshot_server import NGINX_PACKAGE, NginxSnapshotServer, nginx_binary  # noqa: E402
 
 MIB = 1024 * 1024
 GOAL_LIMIT = 0.90  # of min(connections x C, link), and not below aria2c
+GOAL_DISK = 0.90  # uncapped: of dd's write rate to the same file system
 H = "7jMmeXZSNcWPrB2RsTdeXfXrsyW5c1BfPjqoLW2X5T7V"
 
 
@@ -127,13 +139,13 @@ def zstd_test(path):
     return time.time() - started
 
 
-def run_aria2c(work, name, urls, conns):
+def run_aria2c(work, name, urls, conns, per_server=16):
     """aria2c's wall time, then the ``zstd -t`` an operator runs after it (timed apart)."""
     out = os.path.join(work, "aria2")
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     started = time.time()
-    agave_stack = ["-x16", f"-s{conns}", "-k50M"]
+    agave_stack = [f"-x{per_server}", f"-s{conns}", "-k50M"]
     cmd = ["aria2c", "-q", *agave_stack, "--allow-overwrite=true", "-d", out, "-o", name, *urls]
     subprocess.run(cmd, check=True)
     wall = time.time() - started
@@ -142,7 +154,7 @@ def run_aria2c(work, name, urls, conns):
     return wall, verify
 
 
-def run_fetch(work, servers, conns):
+def run_fetch(work, servers, conns, per_server=16):
     dest = os.path.join(work, "fetch")
     shutil.rmtree(dest, ignore_errors=True)
     os.makedirs(dest)
@@ -152,7 +164,7 @@ def run_fetch(work, servers, conns):
         "incremental": False,
         "min_speed": 0,
         "speed_test_seconds": 0,
-        "connections_per_server": 16,
+        "connections_per_server": per_server,
         "split": conns,
         "min_split_size": 50 * MIB,
         "verify_archive": True,
@@ -180,7 +192,7 @@ def run_fetch(work, servers, conns):
     return wall, download, verify
 
 
-def scenario(work, archive, cap_texts, *, rounds, reference):
+def scenario(work, archive, cap_texts, *, rounds, reference, per_server=16):
     """One set of mirrors: aria2c and snapshot_fetch in alternating order, ``rounds`` times each.
 
     ``archive`` is (www root, name, size); ``reference`` adds the uncapped link, one curl stream
@@ -188,7 +200,7 @@ def scenario(work, archive, cap_texts, *, rounds, reference):
     """
     root, name, size = archive
     caps = [parse_rate(c) for c in cap_texts]
-    conns = 16 * len(caps)
+    conns = per_server * len(caps)
     out = dict(aria2=[], aria2_e2e=[], fetch=[], fetch_e2e=[])
     out["c_text"] = "C=" + "/".join(f"{c / MIB:g}" for c in sorted(set(caps))) + " MiB/s"
     servers = [
@@ -198,8 +210,8 @@ def scenario(work, archive, cap_texts, *, rounds, reference):
     uncapped = NginxSnapshotServer(root, full=name).start()
     try:
         urls = [f"{s.url}/{name}" for s in servers]
-        link = out["link"] = curl_rate(f"{uncapped.url}/{name}", 10) if reference else float("inf")
-        bound = out["bound"] = min(16 * sum(caps), link)
+        link = out["link"] = curl_rate(f"{uncapped.url}/{name}", 4) if reference else float("inf")
+        bound = out["bound"] = min(per_server * sum(caps), link)
         print(
             f"-- {size / MIB:.0f} MiB, {len(caps)} mirrors, {out['c_text']} per request;"
             f" limit min({conns} connections x C, link) = {bound / MIB:.0f} MiB/s;"
@@ -216,12 +228,12 @@ def scenario(work, archive, cap_texts, *, rounds, reference):
             for tool in ("aria2c", "fetch") if r % 2 == 0 else ("fetch", "aria2c"):
                 before = requests_served(servers), children_cpu()
                 if tool == "aria2c":
-                    wall, verify = run_aria2c(work, name, urls, conns)
+                    wall, verify = run_aria2c(work, name, urls, conns, per_server)
                     out["aria2"].append(size / wall / bound)
                     out["aria2_e2e"].append(size / (wall + verify) / bound)
                     detail = f"{wall:.1f} s (+ zstd -t {verify:.1f} s: {out['aria2_e2e'][-1]:.2f})"
                 else:
-                    wall, dl, verify = run_fetch(work, servers, conns)
+                    wall, dl, verify = run_fetch(work, servers, conns, per_server)
                     out["fetch"].append(size / dl["transfer_s"] / bound)
                     out["fetch_e2e"].append(size / wall / bound)
                     opened = "+".join(str(s["connects"]) for s in dl["sources"])
@@ -252,30 +264,142 @@ def ratio(a, b):
     return statistics.mean(a) / statistics.mean(b)
 
 
-def record_run(run, size, notes, end_to_end=True):
-    """One scenario's rows: the transfer rate (the goal) and, when asked, end-to-end with zstd -t."""
+def record_run(run, size, notes, per_server=16):
+    """One scenario's rows: the transfer rate (goal: of the limit and aria2c's) and the whole
+    process, start to verified file, against aria2c's (its process and the zstd -t after it)."""
     bound = run["bound"]
-    kinds = [("fetch", "aria2", "download rate (transfer)")]
-    if end_to_end:
-        kinds.append(("fetch_e2e", "aria2_e2e", "end-to-end rate (with zstd -t)"))
+    kinds = [("fetch", "aria2", "download rate (transfer)"), ("fetch_e2e", "aria2_e2e", "whole process rate")]
     for ours_key, theirs_key, metric in kinds:
         fetch, aria2 = statistics.mean(run[ours_key]), statistics.mean(run[theirs_key])
-        judged = ours_key == "fetch"
+        transfer = ours_key == "fetch"
         record(
             "snapshots",
             metric=f"{metric}, {run['c_text']} per request",
             ours=fetch * bound / MIB,
             baseline=aria2 * bound / MIB,
-            baseline_name="aria2c -x16 -s<16 x mirrors> -k50M",
+            baseline_name=f"aria2c -x{per_server} -s<{per_server} x mirrors> -k50M"
+            + ("" if transfer else " + zstd -t"),
             limit=bound / MIB,
             limit_name="min(connections x C, link)",
             unit="MiB/s",
             ratio=fetch / aria2,
-            goal=f">= {GOAL_LIMIT:.2f}x limit, >= 1x aria2c" if judged else None,
-            met=fetch >= GOAL_LIMIT and fetch >= aria2 if judged else None,
+            goal=f">= {GOAL_LIMIT:.2f}x limit, >= 1x aria2c" if transfer else ">= 1x aria2c whole process",
+            met=fetch >= GOAL_LIMIT and fetch >= aria2 if transfer else fetch >= aria2,
             size=size,
             notes=f"fetch {spread(run[ours_key])}, aria2c {spread(run[theirs_key])} of the limit; {notes}",
         )
+
+
+def make_archive(work, root, size_mib, slot):
+    """A real zstd archive of ``size_mib`` MiB of random data in ``root``: (root, name, bytes)."""
+    name = f"snapshot-{slot}-{H}.tar.zst"
+    raw = os.path.join(work, "raw")
+    with open(raw, "wb") as handle:
+        for _ in range(size_mib):
+            handle.write(os.urandom(MIB))
+    subprocess.run(["zstd", "-q", "-1", "-T0", raw, "-o", os.path.join(root, name)], check=True)
+    os.unlink(raw)
+    return root, name, os.path.getsize(os.path.join(root, name))
+
+
+def dd_rate(work, size):
+    """Bytes/s of ``dd`` writing ``size`` bytes to the file system the downloads go to, synced at
+    the end (conv=fdatasync), as snapshot_fetch syncs its file before the rename."""
+    path = os.path.join(work, "dd.bin")
+    count = -(-size // (4 * MIB))
+    started = time.time()
+    subprocess.run(
+        ["dd", "if=/dev/zero", f"of={path}", "bs=4M", f"count={count}", "conv=fdatasync", "status=none"],
+        check=True,
+    )
+    wall = time.time() - started
+    os.unlink(path)
+    return count * 4 * MIB / wall
+
+
+def disk_scenario(work, archives):
+    """Uncapped: one local nginx, no limit_rate, so the disk (or this host) is the limit: fetch and
+    aria2c against dd's write rate to the same file system, at each archive size."""
+    out = {}
+    for root, name, size in archives:
+        server = NginxSnapshotServer(root, full=name).start()
+        try:
+            dd = dd_rate(work, size)
+            wall, dl, verify = run_fetch(work, [server], 16)
+            aria2_wall, aria2_verify = run_aria2c(work, name, [f"{server.url}/{name}"], 16)
+        finally:
+            server.stop()
+        out[size] = dict(
+            dd=dd,
+            fetch=size / dl["transfer_s"],
+            fetch_s=dl["transfer_s"],
+            whole_s=wall,
+            dd_s=size / dd,
+            aria2=size / aria2_wall,
+            aria2_s=aria2_wall,
+            aria2_whole_s=aria2_wall + aria2_verify,
+            verify_s=verify,
+        )
+        r = out[size]
+        print(
+            f"-- uncapped {size / MIB:.0f} MiB, load {os.getloadavg()[0]:.1f}: dd {dd / MIB:.0f} MiB/s;"
+            f" snapshot_fetch {r['fetch'] / MIB:.0f} MiB/s ({r['fetch'] / dd:.2f}x dd;"
+            f" whole process {wall:.1f} s, zstd -t {verify:.1f} s);"
+            f" aria2c {r['aria2'] / MIB:.0f} MiB/s ({r['aria2'] / dd:.2f}x dd;"
+            f" + zstd -t {r['aria2_whole_s']:.1f} s)",
+            flush=True,
+        )
+    return out
+
+
+def print_growth(disk):
+    """x10 work -> xN time per series over the uncapped sizes (benchkit.growth_lines); worse than
+    linear named with its cause: the disk when dd itself grows so, else not known (profile)."""
+    sizes = sorted(disk)
+    dd = [(round(n / MIB), disk[n]["dd_s"]) for n in sizes]
+    disk_worse = {
+        b[0]: f"the disk itself: dd grows x{10 ** growth_exponent(*a, *b):.1f} per x10 too (page cache"
+        " fills, writeback throttles)"
+        for a, b in zip(dd, dd[1:])
+        if (growth_exponent(*a, *b) or 0) > 1.15
+    }
+    lines = []
+    for label, key in (
+        ("uncapped fetch transfer", "fetch_s"),
+        ("uncapped fetch whole process", "whole_s"),
+        ("uncapped aria2c", "aria2_s"),
+        ("uncapped dd", "dd_s"),
+    ):
+        points = [(round(n / MIB), disk[n][key]) for n in sizes]
+        causes = {n: disk_worse.get(n, "not the disk (dd is linear here): profile it") for n, _s in points}
+        lines += growth_lines(label + " (MiB)", points, causes)
+    for line in lines:
+        print(line, flush=True)
+    return lines
+
+
+def record_disk(disk):
+    for size, r in sorted(disk.items()):
+        record(
+            "snapshots",
+            metric="download rate uncapped (disk as the limit)",
+            ours=r["fetch"] / MIB,
+            baseline=r["aria2"] / MIB,
+            baseline_name="aria2c -x16 -s16 -k50M, one uncapped mirror",
+            limit=r["dd"] / MIB,
+            limit_name="dd bs=4M conv=fdatasync to the same file system",
+            unit="MiB/s",
+            ratio=r["fetch"] / r["dd"],
+            goal=f">= {GOAL_DISK:.2f}x dd",
+            met=r["fetch"] >= GOAL_DISK * r["dd"],
+            size={"MiB": round(size / MIB), "mirrors": 1},
+            notes=f"ratio is of dd; aria2c {r['aria2'] / r['dd']:.2f}x dd; whole process {r['whole_s']:.1f} s"
+            f" (zstd -t {r['verify_s']:.1f} s) vs aria2c + zstd -t {r['aria2_whole_s']:.1f} s",
+        )
+
+
+def sizes_of(variable, default):
+    return [int(n) for n in os.environ.get(variable, default).split(",") if n.strip()]
 
 
 def main():
@@ -284,42 +408,50 @@ def main():
     size_mib = int(os.environ.get("BENCH_SNAP_MIB", "2048"))
     mirrors = int(os.environ.get("BENCH_SNAP_MIRRORS", "2"))
     cap = os.environ.get("BENCH_SNAP_CAP", "4m")
-    uneven = [c for c in os.environ.get("BENCH_SNAP_UNEVEN", "4m,2m").split(",") if c]
+    uneven = [c for c in os.environ.get("BENCH_SNAP_UNEVEN", "8m,6m,4m,4m,2m,2m,1m,1m").split(",") if c]
+    uneven_x = int(os.environ.get("BENCH_SNAP_UNEVEN_X", "4"))
+    disk_sizes = sizes_of("BENCH_SNAP_DISK_MIB", "200,2048")
     rounds = max(1, int(os.environ.get("BENCH_SNAP_ROUNDS", "1")))
-    work = tempfile.mkdtemp(prefix="strata-bench-snap-")
+    work = tempfile.mkdtemp(prefix="strata-bench-snap-", dir=os.environ.get("BENCH_SNAP_DIR"))
     try:
         root = os.path.join(work, "www")
         os.makedirs(root)
-        name = f"snapshot-350000000-{H}.tar.zst"
-        raw = os.path.join(work, "raw")
-        with open(raw, "wb") as handle:
-            for _ in range(size_mib):
-                handle.write(os.urandom(MIB))
-        subprocess.run(["zstd", "-q", "-1", "-T0", raw, "-o", os.path.join(root, name)], check=True)
-        os.unlink(raw)
-        size = os.path.getsize(os.path.join(root, name))
-        archive = (root, name, os.path.getsize(os.path.join(root, name)))
+        archive = make_archive(work, root, size_mib, 350000000)
+        size = archive[2]
         main_run = scenario(work, archive, [cap] * mirrors, rounds=rounds, reference=True)
         line = (
             f"bench snapshots: fetch {spread(main_run['fetch'])}, aria2c {spread(main_run['aria2'])}"
             f" of min(conns x C, link), fetch/aria2c {ratio(main_run['fetch'], main_run['aria2']):.2f}x;"
-            f" end-to-end with zstd -t: fetch {spread(main_run['fetch_e2e'])}, aria2c"
+            f" whole process: fetch {spread(main_run['fetch_e2e'])}, aria2c + zstd -t"
             f" {spread(main_run['aria2_e2e'])}, {ratio(main_run['fetch_e2e'], main_run['aria2_e2e']):.2f}x;"
             f" curl x{16 * mirrors} {main_run['parallel']:.2f}, curl {main_run['curl']:.2f}"
             f" ({size / MIB:.0f} MiB, {mirrors} mirrors, {main_run['c_text']}, {rounds} rounds)"
         )
+        other = None
         if uneven:
-            caps = [uneven[i % len(uneven)] for i in range(mirrors)]
-            other = scenario(work, archive, caps, rounds=1, reference=False)
+            other = scenario(work, archive, uneven, rounds=1, reference=False, per_server=uneven_x)
             line += (
-                f"; uneven mirrors {other['c_text']}: fetch {other['fetch'][0]:.2f}, aria2c"
-                f" {other['aria2'][0]:.2f}, {ratio(other['fetch'], other['aria2']):.2f}x"
+                f"; {len(uneven)} uneven mirrors {other['c_text']} x{uneven_x}:"
+                f" fetch {other['fetch'][0]:.2f}, aria2c {other['aria2'][0]:.2f},"
+                f" {ratio(other['fetch'], other['aria2']):.2f}x,"
+                f" whole process {ratio(other['fetch_e2e'], other['aria2_e2e']):.2f}x"
             )
+        archives = [
+            archive if n == size_mib else make_archive(work, root, n, 350000000 + n) for n in disk_sizes
+        ]
+        disk = disk_scenario(work, archives)
+        print_growth(disk)
+        line += "; uncapped vs dd: " + ", ".join(
+            f"{n / MIB:.0f} MiB {r['fetch'] / r['dd']:.2f}x (aria2c {r['aria2'] / r['dd']:.2f}x)"
+            for n, r in sorted(disk.items())
+        )
         print(line)
         sizes = {"MiB": round(size / MIB), "mirrors": mirrors}
         record_run(main_run, sizes, f"{rounds} round(s); curl x{16 * mirrors} {main_run['parallel']:.2f}")
-        if uneven:
-            record_run(other, sizes, "uneven mirrors, 1 round", end_to_end=False)
+        if other:
+            notes = f"{len(uneven)} uneven mirrors, {uneven_x} connections each, 1 round"
+            record_run(other, {"MiB": round(size / MIB), "mirrors": len(uneven)}, notes, per_server=uneven_x)
+        record_disk(disk)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -313,6 +313,7 @@ def test_benchmarks_turn_their_figures_into_rows(tmp_path, monkeypatch):
     """The record code of the long benchmarks, fed the figures they measure (a typo there would
     surface only at the end of a 15-minute make bench)."""
     import bench_checkpoint  # noqa: PLC0415
+    import bench_health  # noqa: PLC0415
     import bench_shutdown  # noqa: PLC0415
     import bench_snapshots  # noqa: PLC0415
     import bench_transfer  # noqa: PLC0415
@@ -329,10 +330,26 @@ def test_benchmarks_turn_their_figures_into_rows(tmp_path, monkeypatch):
     checks = {"ours": 10.0, "rsync": 50.0, "rsync_md5": 80.0, "kept": 1.0}
     resume = {"wire": 1.02, "payload": 1.0, "wire_bytes": 102e6, "missing_bytes": 100e6}
     bench_transfer.record_rows({"rate": 72e6, "wall_rate": 60e6}, {"rate": 8e6}, resume, checks, 4e9)
-    bench_shutdown.record_rows(0.06, 1.5, {"kubectl wait": 0.5})
+    shutdown = {"rounds": 20, "ours50": 0.04, "ours95": 0.09, "kub50": 0.08, "kub95": 0.1, "whole": 1.6}
+    assert bench_shutdown.record_rows(1, "module", dict(shutdown, rss=40.0, kub_rss=50.0)) is True
+    assert (
+        bench_shutdown.record_rows(1, "playbook", dict(shutdown, ours50=1.5, rss=80.0, kub_rss=50.0)) is False
+    )
+    assert (
+        bench_shutdown.record_rows(1000, "module", dict(shutdown, ours50=0.3, rss=90.0, kub_rss=60.0))
+        is False
+    )
+    health = {"rounds": 3, "ours_all": [1.0, 1.2, 1.1], "kubectl_all": [0.7, 0.8, 0.75], "seen": (52, 2010)}
+    health.update(ours=1.1, kubectl=0.75, rss=120.0, kub_rss=90.0, playbook=3.0)
+    assert bench_health.record_rows(50, 2000, health) is True
+    assert bench_health.record_rows(5, 200, dict(health, ours=0.5)) is None
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert all(set(row) == ROW_KEYS for row in rows)
-    judged = {(r["benchmark"], r["metric"]): (r["ratio"], r["better"], r["met"]) for r in rows if r["goal"]}
+    judged = {
+        (r["benchmark"], r["metric"]): (r["ratio"], r["better"], r["met"])
+        for r in rows
+        if r["goal"] and r["benchmark"] not in ("shutdown", "health")
+    }
     assert judged == {
         ("checkpoint", "dump + fsync (durable) write rate"): (0.8, "higher", True),
         ("snapshots", "download rate (transfer), C=4 MiB/s per request"): (
@@ -340,18 +357,77 @@ def test_benchmarks_turn_their_figures_into_rows(tmp_path, monkeypatch):
             "higher",
             True,
         ),
-        ("transfer", "copy rate: bytes sent / the streams' time"): (9.0, "higher", True),
-        ("transfer", "resume after kill -9: bytes on the wire"): (1.02, "lower", True),
-        ("transfer", "verify (xxh128 manifests both sides)"): (5.0, "higher", False),
-        ("shutdown", "last pod DELETED -> the stop returns (median)"): (
-            pytest.approx(0.5 / 0.06),
+        ("snapshots", "whole process rate, C=4 MiB/s per request"): (
+            pytest.approx(0.8 / 0.5),
             "higher",
             True,
         ),
+        ("transfer", "copy rate: bytes sent / the streams' time"): (9.0, "higher", True),
+        ("transfer", "resume after kill -9: bytes on the wire"): (1.02, "lower", True),
+        ("transfer", "verify (xxh128 manifests both sides)"): (5.0, "higher", False),
     }
+    shutdown_rows = {
+        (r["metric"], r["size"]["pods"]): (r["ratio"], r["better"], r["goal"], r["met"])
+        for r in rows
+        if r["benchmark"] == "shutdown"
+    }
+    assert shutdown_rows == {
+        ("last pod DELETED -> the stop returns (module process, p50)", 1): (
+            pytest.approx(0.5),
+            "lower",
+            "<= 1x kubectl wait (p50 and p95)",
+            True,
+        ),
+        ("peak RSS of the module process", 1): (pytest.approx(0.8), "lower", None, None),
+        ("last pod DELETED -> the stop returns (ansible-playbook, p50)", 1): (
+            pytest.approx(1.5 / 0.08),
+            "lower",
+            "<= 0.15 s (ansible-playbook)",
+            False,
+        ),
+        ("last pod DELETED -> the stop returns (module process, p50)", 1000): (
+            pytest.approx(0.3 / 0.08),
+            "lower",
+            "<= 2x kubectl wait",
+            False,
+        ),
+        ("peak RSS of the module process", 1000): (pytest.approx(1.5), "lower", None, None),
+    }
+    health_rows = [r for r in rows if r["benchmark"] == "health"]
+    assert [(r["metric"], r["size"], r["goal"], r["met"]) for r in health_rows] == [
+        ("one cluster_health run (module process)", {"nodes": 50, "pods": 2000}, "<= 2x kubectl get", True),
+        ("peak RSS of the cluster_health process", {"nodes": 50, "pods": 2000}, None, None),
+        ("one cluster_health run (module process)", {"nodes": 5, "pods": 200}, None, None),
+        ("peak RSS of the cluster_health process", {"nodes": 5, "pods": 200}, None, None),
+    ]
+    assert health_rows[0]["ratio"] == pytest.approx(1.1 / 0.75) and health_rows[0]["better"] == "lower"
+    assert "52 nodes and 2010 pods" in health_rows[0]["notes"] and health_rows[0]["ours"] == 1.1
     checkpoint = rows[0]
     assert (
         checkpoint["ours"] == pytest.approx(size / 1.5 / 1e6) and checkpoint["baseline"] == size / 1.25 / 1e6
     )
     assert checkpoint["size"] == {"GiB": 1}
-    assert len(rows) == 3 + 2 + 6 + 1
+    assert len(rows) == 3 + 2 + 6 + 5 + 4
+
+
+def test_storage_records_a_row_per_size_and_its_goals_where_issue_21_sets_them(tmp_path, monkeypatch):
+    import bench_storage  # noqa: PLC0415
+
+    path = tmp_path / "rows.jsonl"
+    monkeypatch.setenv(results.ENV, str(path))
+    create = ({20: 0.7, 200: 4.7}, {20: 0.6, 200: 5.0})
+    noop = ({200: 0.4, 2000: 3.3}, {200: 0.5, 2000: 9.0}, {200: 0.2, 2000: 5.5})
+    bench_storage.record_cli_rows(create, noop)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert all(set(row) == ROW_KEYS for row in rows)
+    seen = [(r["metric"], r["size"]["datasets"], r["goal"], r["met"]) for r in rows]
+    assert seen == [
+        ("create datasets (module process)", 20, None, None),
+        ("create datasets (module process)", 200, "<= 1.2x", True),
+        ("noop (module process) vs zfs get -d 1 of all", 200, "<= 1.2x", True),
+        ("noop (module process) vs zfs get -d 1 of the 3 properties", 200, None, None),
+        ("noop (module process) vs zfs get -d 1 of all", 2000, "<= 1.2x", True),
+        ("noop (module process) vs zfs get -d 1 of the 3 properties", 2000, None, None),
+    ]
+    assert rows[1]["ratio"] == pytest.approx(4.7 / 5.0) and rows[1]["better"] == "lower"
+    assert rows[3]["ratio"] == pytest.approx(2.0) and rows[3]["better"] == "lower"

@@ -1,0 +1,147 @@
+"""What the benchmarks on the lab control plane share (bench_shutdown.py, bench_health.py): the
+children's environment, a private temporary directory, a child process timed and measured by
+wait4, percentiles and the growth lines (x10 work -> xN time).
+
+Not a benchmark itself: bench/run runs bench/bench_*.py only.
+"""
+
+import atexit
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+# A step is "linear" while x10 work costs between x7 and x14 time (exponent 0.85-1.15): on two
+# shared cores a run-to-run spread of +-20 % is common, so a tighter band would call noise a cause.
+LINEAR_ABOVE, WORSE_ABOVE = 0.85, 1.15
+
+
+def bench_env():
+    """The environment of every child: this venv's ansible, the repo's ansible.cfg."""
+    return dict(
+        os.environ,
+        ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+        PATH=BIN + os.pathsep + os.environ.get("PATH", ""),
+    )
+
+
+def module_env(env=None):
+    """``env`` (default bench_env()) with the checkout's collection importable, as a module
+    process run by hand (``python plugins/modules/NAME.py ARGS``) needs it."""
+    return dict(env or bench_env(), PYTHONPATH=os.path.join(REPO, ".collections"))
+
+
+def private_tmpdir(prefix):
+    """Temporary files of this run and its children (the client certificates a kubeconfig's
+    *-data become, plainconfig.py) under .tmp/ of the checkout, removed at exit: a shared
+    machine's /tmp gets cleaned under a long run."""
+    root = os.path.join(REPO, ".tmp")
+    os.makedirs(root, exist_ok=True)
+    path = tempfile.mkdtemp(prefix=prefix + "-", dir=root)
+    os.environ["TMPDIR"] = tempfile.tempdir = path
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def percentile(values, share):
+    """The nearest-rank percentile (share 0.95: p95) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def growth_exponent(size_a, value_a, size_b, value_b):
+    """The k of value ~ size^k between two points (1: linear), or None when it is not defined."""
+    if size_b <= size_a or value_a <= 0 or value_b <= 0:
+        return None
+    return math.log(value_b / value_a) / math.log(size_b / size_a)
+
+
+def growth_lines(label, points, causes=None, unit="s"):
+    """'x10 work -> xN time' lines between consecutive (size, value) points; a step that grows
+    faster than the work (exponent > 1.15) is named with its cause: ``causes`` is a text, or a
+    dict of the larger size -> text."""
+    lines = []
+    for (size_a, time_a), (size_b, time_b) in zip(points, points[1:]):
+        exponent = growth_exponent(size_a, time_a, size_b, time_b)
+        if exponent is None:
+            continue
+        worse = exponent > WORSE_ABOVE
+        shape = "worse than linear" if worse else "linear" if exponent > LINEAR_ABOVE else "sublinear"
+        line = (
+            f"  growth {label}: {size_a:,} -> {size_b:,} ({size_b / size_a:.0f}x work): "
+            f"{time_a:.3f} -> {time_b:.3f} {unit}, x10 work -> x{10**exponent:.1f} ({shape})"
+        )
+        if worse:
+            cause = causes.get(size_b) if isinstance(causes, dict) else causes
+            line += f"; cause: {cause or 'not known'}"
+        lines.append(line)
+    return lines
+
+
+class Child:
+    """A child process started now; ``wait()`` gives its exit time (monotonic), exit status and
+    peak RSS (wait4's rusage, KiB). stdout goes to a file (a 1,000-pod result is over a pipe's
+    buffer, and wait4 must not race a reader)."""
+
+    def __init__(self, argv, env, tmp, stdout=None):
+        self.argv = argv
+        self.out = stdout or tempfile.TemporaryFile(dir=tmp)  # noqa: SIM115 - closed with the process
+        self.err = tempfile.TemporaryFile(dir=tmp)  # noqa: SIM115
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self.out, stderr=self.err)
+        self.ended = self.rc = self.maxrss_kib = None
+        self.thread = threading.Thread(target=self._reap, daemon=True)
+        self.thread.start()
+
+    def _reap(self):
+        _pid, status, usage = os.wait4(self.proc.pid, 0)
+        self.ended = time.monotonic()
+        self.rc = os.waitstatus_to_exitcode(status)
+        self.proc.returncode = self.rc
+        self.maxrss_kib = usage.ru_maxrss
+
+    @property
+    def seconds(self):
+        """Start to exit (after wait())."""
+        return self.ended - self.started
+
+    def wait(self, timeout=900):
+        self.thread.join(timeout)
+        if self.ended is None:
+            self.proc.kill()
+            self.thread.join(10)
+            raise SystemExit(f"bench: {' '.join(self.argv[:3])} did not end within {timeout} s")
+        return self
+
+    def stdout(self):
+        self.out.seek(0)
+        return self.out.read().decode("utf-8", "replace")
+
+    def stderr(self):
+        self.err.seek(0)
+        return self.err.read().decode("utf-8", "replace")
+
+    def check(self, what):
+        if self.rc != 0:
+            output = f"{self.stdout()[-3000:]}\n{self.stderr()[-3000:]}"
+            raise SystemExit(f"bench: {what} failed (rc {self.rc}):\n{output}")
+        return self
+
+
+def print_profile(path, top=15):
+    """The ``top`` functions of a cProfile stats file by cumulative time, as pstats prints them."""
+    import io  # noqa: PLC0415 - only with STRATA_BENCH_PROFILE
+    import pstats  # noqa: PLC0415
+
+    text = io.StringIO()
+    pstats.Stats(path, stream=text).strip_dirs().sort_stats("cumulative").print_stats(top)
+    lines = [line for line in text.getvalue().splitlines() if line.strip()]
+    print("\n".join(lines[-(top + 2) :]))
