@@ -234,10 +234,36 @@ def workload_summary(obj):
     }
 
 
+class PodIndex:
+    """Pods by namespace and by (namespace, label, value): a workload's candidates are the pods
+    carrying one of its matchLabels (all of its namespace when it has none), so matching every
+    workload costs about one pass over the pods, not workloads x pods."""
+
+    def __init__(self, pods):
+        self.by_namespace = {}
+        self.by_label = {}
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            namespace = meta.get("namespace")
+            self.by_namespace.setdefault(namespace, []).append(pod)
+            for key, value in (meta.get("labels") or {}).items():
+                self.by_label.setdefault((namespace, key, value), []).append(pod)
+
+    def candidates(self, namespace, selector):
+        match_labels = (selector or {}).get("matchLabels") or {}
+        if match_labels:
+            key, value = min(match_labels.items())
+            return self.by_label.get((namespace, key, value), [])
+        return self.by_namespace.get(namespace, [])
+
+
 def workload_pods(obj, pods):
-    """The pods of ``obj``'s namespace its selector selects: name, node, phase, ready."""
+    """The pods of ``obj``'s namespace its selector selects: name, node, phase, ready. ``pods``:
+    a list, or a PodIndex of them when many workloads are matched."""
     meta = obj.get("metadata") or {}
     selector = (obj.get("spec") or {}).get("selector")
+    if not isinstance(pods, PodIndex):
+        pods = PodIndex(pods)
     return [
         {
             "name": (pod.get("metadata") or {}).get("name"),
@@ -245,9 +271,8 @@ def workload_pods(obj, pods):
             "phase": (pod.get("status") or {}).get("phase"),
             "ready": pod_is_ready(pod),
         }
-        for pod in pods
-        if (pod.get("metadata") or {}).get("namespace") == meta.get("namespace")
-        and selector_matches(selector, (pod.get("metadata") or {}).get("labels"))
+        for pod in pods.candidates(meta.get("namespace"), selector)
+        if selector_matches(selector, (pod.get("metadata") or {}).get("labels"))
     ]
 
 
@@ -532,7 +557,8 @@ def health_report(client, params):
         "workloads": len(workloads),
         "persistent_volumes": len(pv_info),
     }
-    workload_info = [dict(workload_summary(w), pods=workload_pods(w, pods)) for w in workloads]
+    pod_index = PodIndex(pods)
+    workload_info = [dict(workload_summary(w), pods=workload_pods(w, pod_index)) for w in workloads]
     stopped = [f"{w['namespace']}/{w['name']}" for w in workload_info if w["state"] == "stopped"]
     return {
         "healthy": not problems,

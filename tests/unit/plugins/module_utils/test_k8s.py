@@ -703,6 +703,37 @@ def test_a_workload_lists_the_pods_its_selector_selects_with_their_nodes():
     ]
 
 
+def test_the_pod_index_selects_what_a_scan_of_every_pod_selects():
+    """PodIndex narrows by one matchLabels pair; the selector still decides, and the order of the
+    pods is kept. Without matchLabels (matchExpressions only) every pod of the namespace is a candidate."""
+    pods = []
+    for i, labels in enumerate(
+        [{"app": "a", "tier": "db"}, {"app": "a"}, {"tier": "db"}, {}, {"app": "a", "tier": "db"}]
+    ):
+        item = pod(f"p{i}", ns="ns2" if i == 3 else "ns")
+        item["metadata"]["labels"] = labels
+        pods.append(item)
+    index = health.PodIndex(pods)
+    selectors = [
+        {"matchLabels": {"app": "a", "tier": "db"}},
+        {"matchLabels": {"tier": "db"}},
+        {"matchExpressions": [{"key": "app", "operator": "Exists"}]},
+        {"matchLabels": {"app": "a"}, "matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]},
+    ]
+    for selector in selectors:
+        obj = deployment("w")
+        obj["spec"]["selector"] = selector
+        scanned = [
+            p["metadata"]["name"]
+            for p in pods
+            if p["metadata"]["namespace"] == "ns"
+            and health.selector_matches(selector, p["metadata"]["labels"])
+        ]
+        assert [p["name"] for p in health.workload_pods(obj, index)] == scanned
+        assert health.workload_pods(obj, index) == health.workload_pods(obj, pods)
+    assert [p["name"] for p in health.workload_pods(obj, index)] == ["p1"]
+
+
 def test_object_drift_compares_only_what_the_manifest_sets():
     manifest = {
         "kind": "PersistentVolume",
