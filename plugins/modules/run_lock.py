@@ -125,7 +125,7 @@ ARGUMENT_SPEC = dict(
     poll=dict(type="int", default=2),
     force=dict(type="bool", default=False),
     holder=dict(type="dict"),
-    break_token=dict(type="str"),
+    break_token=dict(type="str", no_log=False),  # a holder id, not a secret
 )
 
 

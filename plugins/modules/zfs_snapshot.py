@@ -20,7 +20,8 @@ description:
   - Runs the C(zfs) command line (OpenZFS and zfs-fuse answer alike here).
   - To undo what happened after the snapshot, C(zfs rollback DATASET@SNAP) (add C(-r) when newer
     snapshots exist; they are destroyed), or C(zfs clone DATASET@SNAP NEW) to copy files out.
-author: strata.ops maintainers
+author:
+  - strata.ops maintainers (!UNKNOWN)
 options:
   datasets:
     description: Filesystems (or volumes) to snapshot, pool/a/b.

@@ -92,7 +92,7 @@ class ApiServer:
             handle.write(str(proc.pid))
         os.replace(PID_FILE + ".new", PID_FILE)
         self.stopped = False
-        for _ in range(1200):  # readyz: etcd reconnected, caches synced
+        for _attempt in range(1200):  # readyz: etcd reconnected, caches synced
             with contextlib.suppress(k8s.K8sError):
                 self.client.request("GET", "/readyz")
                 self.client.list("Namespace")  # also drops the pool's connections to the old process

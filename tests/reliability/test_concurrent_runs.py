@@ -132,7 +132,7 @@ def test_two_runs_of_the_same_layer_at_once_take_turns(node):
         assert run.rc == 0 and run.failures == 0, run
     spans = [held(lock_tasks(node, run.raw)) for run in runs]
     flat = sorted((interval, i) for i, intervals in enumerate(spans) for interval in intervals)
-    for (a, _), (b, _) in zip(flat, flat[1:]):
+    for (a, _first), (b, _second) in zip(flat, flat[1:]):
         assert a[1] <= b[0], f"two runs held the lock at once: {spans}"
     # the run that waited changed nothing: the other had converged the host before it went on
     waits = [max(r["waited_s"] for n, r, _s, _e in lock_tasks(node, run.raw) if n == TAKE) for run in runs]

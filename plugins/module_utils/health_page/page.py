@@ -429,12 +429,12 @@ def lag_bar(lag, limit, width=120, height=14):
     if lag is None or limit is None:
         return ""
     scale = max(lag, limit, 1) * 1.25
-    bar = max(0, lag) * width / scale
+    lag_width = max(0, lag) * width / scale
     at = limit * width / scale
     label = f"lag {lag} slots, limit {limit}"
     return (
         f'<svg class="lag" width="{width}" height="{height}" role="img"><title>{esc(label)}</title>'
-        f'<rect class="v{" bad" if lag > limit else ""}" x="0" y="3" width="{bar:.0f}" height="8"/>'
+        f'<rect class="v{" bad" if lag > limit else ""}" x="0" y="3" width="{lag_width:.0f}" height="8"/>'
         f'<line class="t" x1="{at:.0f}" y1="0" x2="{at:.0f}" y2="{height}"/></svg>'
     )
 

@@ -55,10 +55,9 @@ class FaultyClient(k8s.K8sClient):
     def _watch_stream(self, kind, namespace, resource_version, seconds, **_kw):
         self.watched_from.append(resource_version)
         self.now += self.tick
-        answer = self.streams.pop(0) if self.streams else []
-        if isinstance(answer, Exception):
-            raise answer
-        yield from answer
+        if self.streams and isinstance(self.streams[0], Exception):
+            raise self.streams.pop(0)
+        yield from self.streams.pop(0) if self.streams else []
 
 
 def test_backoff_doubles_to_the_cap_and_never_past_the_deadline():
