@@ -71,25 +71,30 @@ class ActionModule(ActionBase):
         args = {k: params[k] for k in ("name", "state", "lock_dir")}
         args["holder"] = this_run(self._task.get_play().get_name())
         started = time.monotonic()
-        warnings = []
+        warnings, took_over = [], None
         while True:
             answer = self._execute_module("strata.ops.run_lock", module_args=args, task_vars=task_vars)
             answer.pop("invocation", None)
-            answer["waited_s"] = round(time.monotonic() - started, 1)
-            answer["state"] = params["state"]
+            answer.update(waited_s=round(time.monotonic() - started, 1), state=params["state"])
+            if took_over:
+                answer["took_over"] = took_over
             if answer.get("failed") or params["state"] == "absent" or answer.get("taken"):
                 return dict(result, **answer, warnings=warnings + answer.get("warnings", []))
             other = answer["holder"]
             stale = is_stale(other)
             if (stale or params["force"]) and args.get("break_token") != other["token"]:
-                why = "its ansible-playbook process is gone" if stale else "force=true"
                 check = self._play_context.check_mode
-                warnings.append(
+                took_over = (
                     f"run lock {answer['lock_file']}: {'would remove' if check else 'removed'} the lock of "
-                    f"{describe(other)} ({why})"
+                    f"{describe(other)} ({'its ansible-playbook process is gone' if stale else 'force=true'})"
                 )
+                # A stale lock is what every failed run leaves (post_tasks do not run): said in the
+                # result. Breaking a live or unknown run's lock is the operator's call: a warning.
+                if not stale:
+                    warnings.append(took_over)
                 if check:
-                    return dict(result, **dict(answer, taken=True, holder=args["holder"]), warnings=warnings)
+                    answer.update(taken=True, holder=args["holder"], took_over=took_over)
+                    return dict(result, **answer, warnings=warnings)
                 args["break_token"] = other["token"]
                 continue
             if time.monotonic() - started >= params["timeout"]:

@@ -15,7 +15,7 @@ description:
     interleave their changes on one host.
   - A lock held by another run is waited for, up to O(timeout) seconds; then the task fails naming that
     run and how to end it. A lock of this controller whose ansible-playbook process is gone (killed,
-    or failed before its release) is stale and is taken over, with a warning. A lock of another
+    or failed before its release) is stale and is taken over (result C(took_over)). A lock of another
     controller is never taken over unless O(force=true).
   - The plays of one ansible-playbook run share the lock (site.yml's layers take it once per host).
   - The work runs in the action plugin (on the controller, where the ansible-playbook process is
@@ -106,6 +106,12 @@ state:
   returned: always
   type: str
   sample: present
+took_over:
+  description:
+    - The lock this run removed before taking it - a stale one of this controller (its ansible-playbook
+      process is gone: that run failed or was killed) or, with O(force=true), another run's (also a warning).
+  returned: when a lock was removed
+  type: str
 waited_s:
   description: Seconds this run waited for another run's lock (action plugin).
   returned: always

@@ -22,6 +22,7 @@ the host dirty unless its clean-up provably restored the state. Without docker o
 image the tests fail under CI=true and are skipped otherwise, with the reason.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -49,6 +50,14 @@ ROOT_DS = "lab/DATA/srv/kind"
 WL = "/srv/kind/solana"
 WL_DS = "lab/DATA/srv/kind/solana"
 RAMDISK = "/srv/kind/solana/ramdisk"
+
+# ansible-playbook's environment: this repo's config, results as JSON documents.
+PLAYBOOK_ENV = dict(
+    os.environ,
+    ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
+    ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+    ANSIBLE_NOCOLOR="1",
+)
 
 # What "nothing changed" compares inside the host.
 SNAPSHOT = {
@@ -120,6 +129,30 @@ def docker_problem():
     return None
 
 
+def json_documents(text):
+    """The JSON documents the ansible.posix.json callback printed (one per playbook)."""
+    docs, decoder = [], json.JSONDecoder()
+    while "{" in text:
+        try:
+            doc, end = decoder.raw_decode(text, text.index("{"))
+        except ValueError:
+            break
+        docs.append(doc)
+        text = text[end:]
+    return docs
+
+
+def task_results(docs, host):
+    """(task as the callback records it: name, duration; the host's result) of every task that ran
+    on ``host``, in order."""
+    for doc in docs:
+        for play in doc.get("plays", []):
+            for task in play["tasks"]:
+                result = task["hosts"].get(host)
+                if result is not None:
+                    yield task["task"], result
+
+
 class Run:
     """One ansible-playbook run, read from the ansible.posix.json callback (one JSON document
     per playbook given on the command line)."""
@@ -127,14 +160,8 @@ class Run:
     def __init__(self, proc, node):
         self.rc = proc.returncode
         self.raw = proc.stdout + proc.stderr
-        docs, text, decoder = [], proc.stdout, json.JSONDecoder()
-        while "{" in text:
-            try:
-                doc, end = decoder.raw_decode(text, text.index("{"))
-            except ValueError:
-                break
-            docs.append(doc)
-            text = text[end:]
+        docs = json_documents(proc.stdout)
+        self.docs = docs
         if not docs:
             raise AssertionError(f"ansible-playbook printed no JSON (rc {self.rc}):\n{self.raw}")
         self.changed = self.failures = 0
@@ -195,20 +222,26 @@ class Host:
     def snapshot(self):
         return {what: self.sh(cmd) for what, cmd in SNAPSHOT.items()}
 
-    def playbook(self, *playbooks, check=False, **overrides):
-        env = dict(
-            os.environ,
-            ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
-            ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-            ANSIBLE_NOCOLOR="1",
-        )
+    def argv(self, *playbooks, check=False, diff=False, **overrides):
+        """ansible-playbook's command line for these playbooks on this host (with PLAYBOOK_ENV)."""
         argv = [ANSIBLE_PLAYBOOK, "-i", self.inventory, "-e", "@" + LAB_VARS]
         if overrides:
             argv += ["-e", json.dumps(overrides)]
         if check:
             argv.append("--check")
+        if diff:
+            argv.append("--diff")
+        return [*argv, *playbooks]
+
+    def playbook(self, *playbooks, check=False, **overrides):
         proc = subprocess.run(
-            [*argv, *playbooks], cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=300
+            self.argv(*playbooks, check=check, **overrides),
+            cwd=REPO,
+            env=PLAYBOOK_ENV,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
         )
         return Run(proc, self.name)
 
@@ -242,10 +275,12 @@ class Host:
         self.state = state if self.normalised() == self.baseline.get(state) else "dirty"
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory):
+@contextlib.contextmanager
+def host_container(tmp_path_factory, prefix):
+    """A host container booted from the test bed's host image, as a new machine is (no layer
+    applied), with a zfs-fuse pool as its disk; removed afterwards."""
     skip_or_fail(docker_problem())
-    name = f"strata-it-{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     started = docker(
         "run",
         "-d",
@@ -275,10 +310,16 @@ def node(tmp_path_factory):
         )
         machine = Host(name, str(inventory))
         machine.sh(f"strata-lab-pool {POOL} 512M")
-        machine.converge(L1)
         yield machine
     finally:
         docker("rm", "-f", "-v", name, check=False)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    with host_container(tmp_path_factory, "strata-it") as machine:
+        machine.converge(L1)
+        yield machine
 
 
 def refused(node, *playbooks, **overrides):

@@ -17,26 +17,13 @@ The workload flows (layer 5, stop, start, redeploy, recover, teardown, fix PV mo
 check) are checked on the running lab workload in tests/integration/test_deploy_flows.py.
 """
 
-import json
 import os
-import time
-import uuid
 
 import pytest
 import yaml
 
-from tests.integration.conftest import REPO, skip_or_fail
-from tests.integration.test_storage_layers import (
-    L1,
-    L2,
-    L4,
-    POOL,
-    SNAPSHOT,
-    Host,
-    docker,
-    docker_problem,
-    lib_sh,
-)
+from tests.integration.conftest import REPO
+from tests.integration.test_storage_layers import L1, L2, L4, SNAPSHOT, host_container, task_results
 
 from .test_concurrent_runs import finish, start
 
@@ -88,61 +75,22 @@ def predicted_by(check_changed, real_changed):
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory):
     """A host container as a new machine is: no layer applied; the pool is its disk."""
-    skip_or_fail(docker_problem())
-    name = f"strata-check-{uuid.uuid4().hex[:8]}"
-    started = docker(
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--hostname",
-        name,
-        *lib_sh("host_run_opts").split(),
-        lib_sh("host_image"),
-        check=False,
-    )
-    try:
-        if started.returncode != 0:
-            skip_or_fail(f"could not start a host container: {started.stderr.strip()}")
-        state, deadline = "", time.monotonic() + 30
-        while time.monotonic() < deadline:
-            state = docker("exec", name, "systemctl", "is-system-running", check=False).stdout.strip()
-            if state in ("running", "degraded"):
-                break
-            time.sleep(0.25)
-        assert state in ("running", "degraded"), f"{name} did not boot: {state!r}"
-        inventory = tmp_path_factory.mktemp("inventory") / "hosts.ini"
-        inventory.write_text(
-            "[strata_hosts]\n"
-            f"{name} ansible_connection=community.docker.docker ansible_python_interpreter=/usr/bin/python3\n"
-        )
-        host = Host(name, str(inventory))
-        host.sh(f"strata-lab-pool {POOL} 512M")
+    with host_container(tmp_path_factory, "strata-check") as host:
         yield host
-    finally:
-        docker("rm", "-f", "-v", name, check=False)
 
 
 def fingerprint(host):
     return {what: host.sh(cmd) for what, cmd in FINGERPRINT.items()}
 
 
-def diffs_by_task(host, run_output):
-    """{task name: [its diff (or its message), ...]} of the tasks that reported a change, from the
-    json callback."""
-    found, text, decoder = {}, run_output, json.JSONDecoder()
-    while "{" in text:
-        try:
-            doc, end = decoder.raw_decode(text, text.index("{"))
-        except ValueError:
-            break
-        text = text[end:]
-        for play in doc.get("plays", []):
-            for task in play["tasks"]:
-                result = task["hosts"].get(host.name) or {}
-                if result.get("changed"):
-                    name = task["task"]["name"].split(" : ", 1)[-1]
-                    found.setdefault(name, []).append(result.get("diff") or result.get("msg"))
+def diffs_by_task(host, run):
+    """{task name: [its diff (or its message), ...]} of the tasks that reported a change."""
+    found = {}
+    for task, result in task_results(run.docs, host.name):
+        if result.get("changed"):
+            found.setdefault(task["name"].split(" : ", 1)[-1], []).append(
+                result.get("diff") or result.get("msg")
+            )
     return found
 
 
@@ -156,14 +104,14 @@ def test_each_layer_checked_on_a_fresh_host_predicts_its_real_run_then_converges
         after = fingerprint(fresh)
         for what in FINGERPRINT:
             assert after[what] == before[what], f"{layer} --check changed {what}"
-        predicted = diffs_by_task(fresh, check.raw)
+        predicted = diffs_by_task(fresh, check)
         assert predicted, f"{layer} --check on a fresh host found nothing to do"
         for task, diffs in predicted.items():
             assert all(diffs), f"{layer} --check --diff: {task!r} would change but shows no diff"
 
         real = finish(fresh, start(fresh, layer))
         assert real.rc == 0 and real.failures == 0, f"{layer} on a fresh host: {real}"
-        unpredicted, not_done = predicted_by(predicted, diffs_by_task(fresh, real.raw))
+        unpredicted, not_done = predicted_by(predicted, diffs_by_task(fresh, real))
         assert unpredicted == [], f"{layer}: the real run changed what --check did not say: {unpredicted}"
         assert not_done == [], f"{layer}: --check said these would change, the real run did not: {not_done}"
         applied.append(layer)
