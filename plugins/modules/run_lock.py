@@ -109,7 +109,7 @@ state:
 took_over:
   description:
     - The lock this run removed before taking it - a stale one of this controller (its ansible-playbook
-      process is gone: that run failed or was killed) or, with O(force=true), another run's (also a warning).
+      process is gone - that run failed or was killed) or, with O(force=true), another run's (also a warning).
   returned: when a lock was removed
   type: str
 waited_s:
