@@ -22,9 +22,9 @@ import uuid
 import pytest
 import yaml
 
-from .conftest import CACHE, POOL, TESTBED_BIN, adhoc_run, destroy_tree, zfs
-from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
-from .k8s_fixtures import kubeconfig_variant, run_playbook
+from tests.integration.conftest import CACHE, POOL, TESTBED_BIN, adhoc_run, destroy_tree, zfs
+from tests.integration.k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
+from tests.integration.k8s_fixtures import kubeconfig_variant, run_playbook
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
