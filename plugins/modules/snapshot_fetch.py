@@ -143,6 +143,8 @@ options:
   status_file:
     description:
       - JSON progress file (state, bytes_done, bytes_total, rate, ETA), replaced about twice a second.
+      - A run that finds every planned archive present keeps the last download's record in it (its
+        rate_history, which the health report charts; C(last_download_updated)) and adds C(already_present).
     type: path
 notes:
   - The hash in an archive name is the bank hash of that slot, not a checksum of the file.

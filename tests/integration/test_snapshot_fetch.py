@@ -209,6 +209,12 @@ def test_check_mode_then_idempotent(served, dest, tmp_path):
     assert first["changed"] is True
     assert second["changed"] is False
     assert sorted(second["already_present"]) == sorted([served["full"], served["inc"]])
+    # The rerun keeps the last download's record (the health report's rate chart) and says so.
+    before, after = json.loads(written), json.loads(status.read_bytes())
+    assert after["rate_history"] == before["rate_history"] and after["rate_history"]
+    assert after["downloads"] == before["downloads"] and after["last_download_updated"] == before["updated"]
+    assert sorted(after["already_present"]) == sorted([served["full"], served["inc"]])
+    assert after["updated"] > before["updated"]
 
 
 def test_plain_archive_urls(served, dest, tmp_path):

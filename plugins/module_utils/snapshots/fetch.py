@@ -1,6 +1,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """strata.ops.snapshot_fetch: discover the archives on offer, rank them, download, verify, prune."""
 
+import json
 import os
 import threading
 import time
@@ -292,6 +293,34 @@ def check_numbers(params):
         raise InvalidArgument("sources is empty: give RPC node URLs or archive URLs to download from")
 
 
+# What the status file says of the last download (its rate chart in the health report): a run
+# that finds every archive present already keeps them, so the chart is not lost on a rerun.
+LAST_DOWNLOAD_KEYS = (
+    "downloads",
+    "bytes_done",
+    "bytes_total",
+    "percent",
+    "mean_rate_bytes_per_s",
+    "elapsed_s",
+    "rate_history",
+    "rate_history_interval_s",
+    "rate_history_started",
+)
+
+
+def last_download(status_file):
+    """The last download's keys from a status file a finished download wrote; {} otherwise."""
+    try:
+        with open(status_file, encoding="utf-8") as handle:
+            status = json.load(handle)
+    except (OSError, ValueError, TypeError):
+        return {}
+    if not isinstance(status, dict) or status.get("state") != "done" or not status.get("downloads"):
+        return {}
+    kept = dict((k, status[k]) for k in LAST_DOWNLOAD_KEYS if k in status)
+    return dict(kept, last_download_updated=status.get("last_download_updated", status.get("updated")))
+
+
 def fetch_snapshots(params, check_mode=False, transfer=None, warn=None):
     """Everything snapshot_fetch does; returns its result dict. Warnings go to ``warn``."""
     transfer = transfer or transfer_mod
@@ -307,18 +336,19 @@ def fetch_snapshots(params, check_mode=False, transfer=None, warn=None):
     if check_mode:  # check mode writes nothing, not even the status file a monitor reads
         params = dict(params, status_file=None)
     status_file = params.get("status_file")
+    previous = last_download(status_file) if status_file else {}
     transfer.write_status(status_file, dict(state="discovering", updated=time.time(), pid=os.getpid()))
     # the rate over the run's downloads, kept in every status written from the first byte on
     history = transfer_control.RateHistory(time.time())
     try:
-        return _fetch(params, check_mode, transfer, warn or (lambda _msg: None), history)
+        return _fetch(params, check_mode, transfer, warn or (lambda _msg: None), history, previous)
     except (SnapshotError, transfer.TransferError):
         failed = dict(state="failed", updated=time.time(), pid=os.getpid())
         transfer.write_status(status_file, dict(failed, **history.as_status()) if history.samples else failed)
         raise
 
 
-def _fetch(params, check_mode, transfer, warn, history):
+def _fetch(params, check_mode, transfer, warn, history, previous):  # noqa: PLR0917 (one caller)
     directory, status_file = params["snapshot_dir"], params.get("status_file")
     started = time.time()
     entries, tip, genesis = [], None, None
@@ -405,9 +435,10 @@ def _fetch(params, check_mode, transfer, warn, history):
         a["name"] for a in (plan["full"], plan["incremental"]) if a and a not in todo
     ]
     if not todo:
-        transfer.write_status(
-            status_file, dict(state="done", updated=time.time(), pid=os.getpid(), downloads=[])
+        done = dict(
+            state="done", updated=time.time(), pid=os.getpid(), already_present=result["already_present"]
         )
+        transfer.write_status(status_file, dict(previous, **done) if previous else dict(done, downloads=[]))
         return result
     result["changed"] = True
     if check_mode:
