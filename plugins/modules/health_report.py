@@ -71,6 +71,13 @@ options:
         dataset and ramdisk fill. See C(docs/health-report.md).
     type: dict
     default: {}
+  controller:
+    description:
+      - The controller's own reads, C(name) and C(activity) (as a host's) - runner isolation's record,
+        which C(playbooks/experiment_enter.yml) keeps on the controller when the runner config is a
+        Helm ConfigMap. Shown in the activity section as C(NAME (controller)).
+    type: dict
+    default: {}
   keep:
     description:
       - How many runs, newest first, C(index.html) lists.
@@ -178,6 +185,7 @@ def main():
             report_dir=dict(type="path", required=True),
             cluster=dict(type="dict"),
             hosts=dict(type="dict", default={}),
+            controller=dict(type="dict", default={}),
             keep=dict(type="int", default=50),
         ),
         supports_check_mode=True,

@@ -354,7 +354,28 @@ def test_snapshot_download_pool_usage_and_ramdisk_fill_are_shown(
             )
             assert fetch.returncode == 0, fetch.stdout[-3000:] + fetch.stderr[-2000:]
             on_host(SNAP_HOST, f"head -c 16777216 /dev/zero > {FILL}")
-            extra = json.dumps({"health_check_rpc_endpoints": [served_snapshot["rpc"]]})
+            # runner isolation's record on the controller, where experiment_enter.yml keeps it for a
+            # Helm ConfigMap (the keys runner_isolation/enter.py writes; the role reads only these)
+            isolation = tmp_path / "runner_isolation.json"
+            isolation.write_text(
+                json.dumps(
+                    {
+                        "operation": "strata.ops.runner_isolation",
+                        "format": 1,
+                        "recorded_at": "2026-12-03T10:00:00.000Z",
+                        "settings": {"node": "strata-lab-2"},
+                        "runners": [{"id": 7, "paused": False, "fields": {}}],
+                        "workloads": [{"name": "minio"}],
+                        "stopped": {},
+                    }
+                )
+            )
+            extra = json.dumps(
+                {
+                    "health_check_rpc_endpoints": [served_snapshot["rpc"]],
+                    "health_check_isolation_state_path": str(isolation),
+                }
+            )
             proc = health_run(page_bed["report_dir"] + "-sections", k8s_namespace, "-e", extra, lock=False)
         finally:
             on_host(SNAP_HOST, f"rm -f {FILL} {SNAP_DIR}/{SNAP_NAME} {SNAP_DIR}/.strata-fetch-status.json")
@@ -380,6 +401,11 @@ def test_snapshot_download_pool_usage_and_ramdisk_fill_are_shown(
     assert pool["name"] == "lab" and pool["health"] == "ONLINE" and pool["size_bytes"] > 0
     assert {d["path"] for d in host["usage"]["datasets"]} >= {"/srv/kind", "/srv/kind/solana", SNAP_DIR}
     assert data["counts"]["problems"] == 0 and data["counts"]["snapshot_warnings"] == 1  # lab-2: missing
+    controller = data["controller"]
+    assert controller["name"] == "localhost" and "localhost" not in data["hosts"]
+    assert controller["activity"]["isolation"]["isolated"] is True
+    assert controller["activity"]["isolation"]["node"] == "strata-lab-2"
+    assert controller["activity"]["isolation"]["runners"] == 1
 
     html_path = os.path.join(run_dir_of(proc), "report.html")
     print(f"report.html with the sections: {os.path.getsize(html_path)} bytes at {html_path}")
@@ -410,5 +436,7 @@ def check_sections_page(chromium, html_path, data):
     )
     assert f'data-pool="lab" data-capacity="{pool["capacity_percent"]}"' in dom_text
     activity = [r for r in dom.rows if "activity-row" in r["class"]]
-    assert len(activity) == len(data["hosts"])
+    assert len(activity) == len(data["hosts"]) + 1  # and the controller's isolation record
+    [controller] = [r for r in activity if r["attrs"]["data-host"] == "localhost"]
+    assert "localhost (controller)" in flat(controller["text"]) and "strata-lab-2" in flat(controller["text"])
     assert dom.ids["count-snapshots"] == "1 snapshot warnings"

@@ -539,13 +539,16 @@ def _isolation_cell(isolation):
 
 
 def _activity_section(report):
+    shown = [(name, name, host["activity"]) for name, host in report["hosts"].items() if host.get("activity")]
+    controller = report.get("controller")
+    if controller:
+        shown.append((controller["name"], f"{controller['name']} (controller)", controller["activity"]))
     rows = [
-        f'<tr class="activity-row" data-host="{esc(name)}"><td>{esc(name)}</td>'
-        f"<td>{_transfer_cell(host['activity'].get('transfer'))}</td>"
-        f"<td>{_checkpoints_cell(host['activity'].get('checkpoints'))}</td>"
-        f"<td>{_isolation_cell(host['activity'].get('isolation'))}</td></tr>"
-        for name, host in report["hosts"].items()
-        if host.get("activity")
+        f'<tr class="activity-row" data-host="{esc(name)}"><td>{esc(label)}</td>'
+        f"<td>{_transfer_cell(activity.get('transfer'))}</td>"
+        f"<td>{_checkpoints_cell(activity.get('checkpoints'))}</td>"
+        f"<td>{_isolation_cell(activity.get('isolation'))}</td></tr>"
+        for name, label, activity in shown
     ]
     if not rows:
         return ""

@@ -49,6 +49,12 @@ def check_params(params):
                 raise InvalidArgument(f"hosts[{host!r}].{key} must be a dict (the health_check role's read)")
         if entry.get("rows") is None:
             check_expectations(host, entry.get("expect") or [])
+    controller = params.get("controller") or {}
+    if set(controller) - {"name", "activity"} or not isinstance(controller.get("activity") or {}, dict):
+        raise InvalidArgument(
+            f"controller must be a dict with name and activity (the health_check role's read on the "
+            f"controller); got {controller!r}"
+        )
 
 
 def slim_cluster(cluster):
@@ -133,6 +139,8 @@ def build_report(params, generated_at, stamp):
             "activity": activity_section(entry.get("activity")),
         }
     cluster = slim_cluster(params.get("cluster"))
+    controller = params.get("controller") or {}
+    controller_activity = activity_section(controller.get("activity"))
     broken = sum(1 for host in hosts.values() for row in host["rows"] if not row["ok"])
     cluster_problems = len(cluster["problems"]) if cluster else 0
     counts = {
@@ -160,6 +168,10 @@ def build_report(params, generated_at, stamp):
         "counts": counts,
         "cluster": cluster,
         "hosts": hosts,
+        # the controller's own reads (runner isolation kept there); null when it has none
+        "controller": {"name": controller.get("name") or "localhost", "activity": controller_activity}
+        if controller_activity and any(controller_activity.values())
+        else None,
     }
 
 

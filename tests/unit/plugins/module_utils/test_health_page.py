@@ -497,6 +497,31 @@ def test_a_big_cluster_renders_under_300_kb(tmp_path):
     assert size < 300 * 1024
 
 
+def test_the_controllers_isolation_record_is_a_row_of_the_activity_section(tmp_path):
+    """experiment_enter.yml keeps its record on the controller when the runner config is a Helm
+    ConfigMap: the report shows it as NAME (controller), not as a host with storage rows."""
+    controller = {"name": "awx-ee", "activity": {"isolation": isolation_record()}}
+    doc = report.build_report(
+        dict(params(tmp_path), controller=controller), "2025-01-02T03:04:05.000Z", "20250102T030405Z"
+    )
+    assert doc["controller"]["name"] == "awx-ee"
+    assert doc["controller"]["activity"]["isolation"]["node"] == "strata-lab-2"
+    assert doc["controller"]["activity"]["transfer"] is None and "awx-ee" not in doc["hosts"]
+    assert doc["counts"]["hosts"] == 1 and doc["healthy"]
+    html = page.render_page(doc)
+    row = re.search(r'<tr class="activity-row" data-host="awx-ee">(.*?)</tr>', html).group(1)
+    assert "awx-ee (controller)" in row and "strata-lab-2" in row
+    # nothing read on the controller: no controller, no activity section for it
+    assert build(tmp_path)["controller"] is None
+    empty = dict(params(tmp_path), controller={"name": "x", "activity": {"isolation": None}})
+    assert report.build_report(empty, "2025-01-02T03:04:05.000Z", "20250102T030405Z")["controller"] is None
+
+
+def test_a_controller_entry_that_is_not_a_read_is_refused(tmp_path):
+    with pytest.raises(StrataError, match="controller must be a dict with name and activity"):
+        report.check_params(dict(params(tmp_path), controller={"isolation": {}}))
+
+
 def test_more_problems_than_the_page_lists_are_counted(tmp_path):
     problems = [{"kind": "Pod", "name": f"p{i}", "namespace": "n", "reason": "not Ready"} for i in range(600)]
     dom = Dom(page.render_page(build(tmp_path, cluster=cluster_result(problems=problems))))
