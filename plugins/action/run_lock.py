@@ -7,7 +7,6 @@ gone (or whose pid now belongs to another process: the start time differs) is st
 """
 
 import getpass
-import json
 import os
 import socket
 import time
@@ -38,7 +37,7 @@ def is_stale(holder):
     """A holder of this controller whose ansible-playbook process is gone (build_lock's rules: pid
     gone, a zombie, reused, or taken before the last reboot). Another controller's is never stale."""
     here = {"host": socket.gethostname(), "boot_id": build_lock.boot_id()}
-    record = build_lock.parse_record(json.dumps(holder).encode())
+    record = build_lock.checked_record(holder)
     return record is not None and build_lock.owner_state(record, here)[0] == build_lock.DEAD
 
 

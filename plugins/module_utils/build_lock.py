@@ -101,6 +101,11 @@ def parse_record(raw):
         record = json.loads(raw.decode("utf-8"))
     except ValueError:
         return None
+    return checked_record(record)
+
+
+def checked_record(record):
+    """``record`` when it is an owner record (the keys owner_state judges, well typed), else None."""
     if not isinstance(record, dict):
         return None
     typed = {"pid": int, "start_time": int, "boot_id": str, "host": str}
