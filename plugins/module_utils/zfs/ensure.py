@@ -79,7 +79,7 @@ def _apply_parallel(backend, writes, parallel):
     def work(i):
         try:
             _apply_one(backend, writes[i])
-        except ZfsError as exc:
+        except BaseException as exc:  # any failure, raised again in the caller's thread below
             failures.append(exc)
         finally:
             done[i].set()
@@ -108,9 +108,9 @@ def _apply(backend, actions):
     what was done before it."""
     try:
         order = _apply_order(actions)
-        writes = [a for a in order if a["action"] != "destroyed"]
-        for action in order[: len(order) - len(writes)]:
+        for action in (a for a in order if a["action"] == "destroyed"):  # deepest first, one at a time
             _apply_one(backend, action)
+        writes = [a for a in order if a["action"] != "destroyed"]
         if backend.parallel > 1 and len(writes) > 1:
             _apply_parallel(backend, writes, backend.parallel)
         else:

@@ -555,3 +555,18 @@ def test_parallel_failure_stops_new_writes_and_reports_all_done():
     assert sorted(info.value.details["created"]) == sorted(created)
     assert "out of space" in info.value.msg
     assert "stopped part way" in info.value.msg
+
+
+def test_parallel_write_that_crashes_is_raised_not_lost():
+    """A bug in a writer thread (not a ZfsError) must end the run as a crash, never pass silently."""
+
+    class Crash(SlowParentZfs):
+        def __call__(self, argv):
+            if argv[:2] == ["zfs", "create"] and argv[-1] == "tank/new/d01":
+                raise RuntimeError("boom in a writer thread")
+            return super().__call__(argv)
+
+    backend = zfs_backend.ZfsBackend(Crash(zfs.DIALECT_ZFS_FUSE, DATA["outputs"]["openzfs"]))
+    backend.parallel = 2
+    with pytest.raises(RuntimeError, match="boom in a writer thread"):
+        zfs_ensure.ensure_datasets(backend, [{"name": f"tank/new/d{i:02d}"} for i in range(6)])
