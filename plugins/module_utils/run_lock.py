@@ -23,6 +23,22 @@ from ansible_collections.strata.ops.plugins.module_utils.common import InvalidAr
 from ansible_collections.strata.ops.plugins.module_utils.state import atomic_write_bytes
 
 LOCK_DIR = "/run/strata-ops/locks"
+
+
+def default_lock_dir(uid=None, runtime_root="/run/user", temp_root="/tmp"):
+    """Where a user's run locks live when the play gives no lock_dir: /run/strata-ops/locks for
+    root (the playbooks become root); for another user (an execution environment runs as uid
+    1000) its runtime directory, else a directory of its own under /tmp. Like /run, both end with
+    a reboot."""
+    uid = os.getuid() if uid is None else uid
+    if uid == 0:
+        return LOCK_DIR
+    runtime = os.path.join(runtime_root, str(uid))
+    if os.path.isdir(runtime):
+        return os.path.join(runtime, "strata-ops", "locks")
+    return os.path.join(temp_root, f"strata-ops-{uid}", "locks")
+
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -52,6 +68,13 @@ def _guarded(lock_dir, create):
             raise RunLockError(
                 f"cannot make the lock directory {lock_dir}: {exc.strerror}; give lock_dir a writable path"
             ) from None
+        info = os.lstat(lock_dir)
+        if not os.path.isdir(lock_dir) or os.path.islink(lock_dir) or info.st_uid != os.getuid():
+            # a directory another user made (under /tmp) could be used to fake or hide a lock
+            raise RunLockError(
+                f"the lock directory {lock_dir} is not a directory of this user (uid {os.getuid()}); "
+                "remove it or give lock_dir another path"
+            )
     guard = os.path.join(lock_dir, ".guard")
     try:
         fd = os.open(guard, (os.O_RDWR | os.O_CREAT) if create else os.O_RDONLY, 0o600)

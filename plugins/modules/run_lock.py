@@ -46,10 +46,12 @@ options:
     default: present
   lock_dir:
     description:
-      - Where lock files live on the host. The default is on a tmpfs, so a reboot ends every lock with
-        the runs it belonged to.
+      - Where lock files live on the host. Default C(/run/strata-ops/locks) when the task runs as root
+        (the playbooks become root); for another user (an execution environment runs as uid 1000)
+        C(/run/user/UID/strata-ops/locks), or C(/tmp/strata-ops-UID/locks) where that runtime directory
+        does not exist. A reboot ends them all.
+      - The directory must belong to the user the task runs as (one another user made is refused).
     type: path
-    default: /run/strata-ops/locks
   timeout:
     description: Seconds to wait for another run's lock; 0 fails at once when it is held.
     type: int
@@ -126,7 +128,7 @@ from ansible_collections.strata.ops.plugins.module_utils.common import InvalidAr
 ARGUMENT_SPEC = dict(
     name=dict(type="str", default="strata-ops"),
     state=dict(type="str", choices=["present", "absent"], default="present"),
-    lock_dir=dict(type="path", default=run_lock.LOCK_DIR),
+    lock_dir=dict(type="path"),
     timeout=dict(type="int", default=600),
     poll=dict(type="int", default=2),
     force=dict(type="bool", default=False),
@@ -139,6 +141,7 @@ def run(params, check_mode):
     holder = params["holder"]
     if not holder or not holder.get("token"):
         raise InvalidArgument("holder is missing: strata.ops.run_lock runs through its action plugin")
+    params = dict(params, lock_dir=params["lock_dir"] or run_lock.default_lock_dir())
     path = run_lock.lock_path(params["lock_dir"], params["name"])
     result = {"changed": False, "lock_file": path}
     if params["break_token"]:

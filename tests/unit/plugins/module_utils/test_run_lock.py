@@ -92,3 +92,21 @@ def test_this_run_is_the_ansible_playbook_process_the_worker_belongs_to():
     assert run["pid"] == os.getppid() and run["start_time"] == build_lock.process_start(os.getppid())[0]
     assert run["token"] == f"{run['host']}/{run['boot_id']}/{run['pid']}/{run['start_time']}"
     assert "Layer 4" in rl.describe(run) and run["host"] in rl.describe(run)
+
+
+def test_the_default_directory_is_roots_or_the_users_own(tmp_path):
+    assert rl.default_lock_dir(uid=0) == "/run/strata-ops/locks"
+    (tmp_path / "user" / "1000").mkdir(parents=True)
+    runtime = rl.default_lock_dir(uid=1000, runtime_root=str(tmp_path / "user"), temp_root="/tmp")
+    assert runtime == str(tmp_path / "user" / "1000" / "strata-ops" / "locks")
+    assert rl.default_lock_dir(uid=1001, runtime_root=str(tmp_path / "user"), temp_root="/tmp") == (
+        "/tmp/strata-ops-1001/locks"
+    )
+
+
+def test_a_lock_directory_that_is_a_link_is_refused(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "locks").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(rl.RunLockError, match="is not a directory of this user"):
+        rl.acquire(str(tmp_path / "locks"), "strata-ops", holder("a"))
+    assert os.listdir(tmp_path / "elsewhere") == []
