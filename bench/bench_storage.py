@@ -369,7 +369,8 @@ def record_cli_rows(create, noop):
                 goal=goal,
                 met=mine[n] / baseline[n] <= GOAL_CLI if goal else None,
                 size={"datasets": n},
-                notes="medians of 3; the module reads type and the requested properties in one zfs get pass",
+                notes="medians of 3; the module reads type, the requested properties and canmount, mounted,"
+                " mountpoint in one zfs get pass",
             )
 
 

@@ -19,6 +19,9 @@ description:
     mountpoint that is an absolute path, C(none) or C(legacy); name and value lengths).
   - Only properties whose source is C(local) count as set. A desired value that the dataset only
     inherits or has by default is set locally, so the dataset keeps it when its parent changes.
+  - A present filesystem is also mounted, as C(zfs create) and boot leave it, when its C(canmount) is
+    C(on), its mountpoint a path and it is not mounted (a create killed between its create and its
+    mount leaves one so); C(changed_properties) then shows C(mounted) C(no) to C(yes).
   - Missing parents of a new dataset are created first, bare and mounted, as C(zfs create -p)
     creates them; each dataset's result names them in I(parents).
   - Writes go through pyzfs (C(libzfs_core)) when it imports and a kernel ZFS answers on
@@ -153,7 +156,8 @@ datasets:
       choices: [created, updated, destroyed, unchanged]
     changed_properties:
       description: Properties that were set, with the value before (null for a new dataset)
-        and after, normalised the way C(zfs get -p) prints them (sizes in bytes).
+        and after, normalised the way C(zfs get -p) prints them (sizes in bytes); C(mounted) when an
+        existing filesystem was mounted.
       type: dict
       sample: {"compression": {"before": "off", "before_source": "default", "after": "lz4"}}
     properties:
@@ -209,6 +213,11 @@ created:
   elements: str
 destroyed:
   description: When a change failed part way, the datasets destroyed before it.
+  returned: failure after the first change was attempted
+  type: list
+  elements: str
+mounted:
+  description: When a change failed part way, the existing datasets mounted before it.
   returned: failure after the first change was attempted
   type: list
   elements: str

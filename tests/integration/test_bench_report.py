@@ -58,6 +58,9 @@ def test_bench_run_writes_results_json_and_page(zfs_pool, chromium, tmp_path):
         PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
         STRATA_BENCH_OUT=str(out),
         BENCH_STORAGE_DATASETS="5",
+        BENCH_STORAGE_CREATE="5",
+        BENCH_STORAGE_NOOP="5",
+        BENCH_STORAGE_KEEP="0",
         BENCH_STORAGE_POOL=zfs_pool,
     )
     env.pop("STRATA_BENCH_RESULTS", None)
@@ -71,8 +74,12 @@ def test_bench_run_writes_results_json_and_page(zfs_pool, chromium, tmp_path):
     assert f"page:    {run_dir / 'results.html'}" in summary
     document = json.loads((latest / "results.json").read_text())
     assert document["ran"] == ["storage"] and document["failed"] == []
-    (row,) = document["benchmarks"]
-    assert row["benchmark"] == "storage" and row["size"] == {"datasets": 5} and row["unit"] == "s"
+    rows = document["benchmarks"]
+    assert {r["benchmark"] for r in rows} == {"storage"} and all(r["size"] == {"datasets": 5} for r in rows)
+    # create and noop against the CLI (at 5: no goal, it is set at 200), and the playbook comparison
+    assert len(rows) == 4, [r["metric"] for r in rows]
+    (row,) = [r for r in rows if r["baseline_name"] == "community.general.zfs in a loop"]
+    assert row["unit"] == "s" and row["goal"] == ">= 10x"
     assert row["ours"] > 0 and row["baseline"] > 0 and isinstance(row["met"], bool)
     assert row["ratio"] == pytest.approx(row["baseline"] / row["ours"])
     check_page(chromium, str(latest / "results.html"), document)

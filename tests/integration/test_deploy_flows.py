@@ -291,8 +291,9 @@ CHECK_MODE_FLOWS = {
 
 
 def fingerprint(client, ns, root=ROOT):
-    """The workload's objects (uid, generation, spec, labels, annotations), its PVs, and the lab
-    host's fstab, mounts, ZFS properties and snapshots, and the workload's files (name, size, mode)."""
+    """The workload's objects (uid, generation, spec, labels, annotations), its PVs, and on the lab
+    host its fstab lines, mounts, ZFS datasets with their local properties and snapshots, and files
+    (name, size, mode). Only the workload's: other test files change the shared lab host meanwhile."""
     objects = []
     for kind in ("Namespace", "Deployment", "Pod", "PersistentVolumeClaim", "PersistentVolume"):
         items = [client.get("Namespace", ns)] if kind == "Namespace" else client.list(kind, ns)[0]
@@ -311,9 +312,9 @@ def fingerprint(client, ns, root=ROOT):
             if kind != "PersistentVolume" or o["metadata"]["name"].startswith(ns + "-")
         ]
     host = on_host(
-        "cat /etc/fstab; findmnt -rn -o TARGET,FSTYPE,OPTIONS | sort;"
-        " zfs get -H -r -s local -o name,property,value all lab;"
-        " zfs list -H -t snapshot -o name -r lab;"
+        f"grep -F ' {root}' /etc/fstab; findmnt -rn -o TARGET,FSTYPE,OPTIONS | grep -F '{root}' | sort;"
+        f" zfs get -H -r -s local -o name,property,value all {DATASET};"
+        f" zfs list -H -t snapshot -o name -r {DATASET};"
         f" find {root} -printf '%p %s %m\\n' | sort"
     ).stdout
     return sorted(objects), host

@@ -119,14 +119,14 @@ def spec_names():
 
 
 def playbook_text(path, seen=None):
-    """The playbook and the playbooks it imports."""
+    """The playbook, the playbooks it imports and the task files it includes (playbooks/tasks/)."""
     seen = seen if seen is not None else set()
     if path in seen:
         return ""
     seen.add(path)
     with open(path) as handle:
         text = handle.read()
-    for imported in re.findall(r"import_playbook:\s*(\S+)", text):
+    for imported in re.findall(r"(?:import_playbook|include_tasks|import_tasks):\s*(\S+)", text):
         text += playbook_text(os.path.normpath(os.path.join(os.path.dirname(path), imported)), seen)
     return text
 

@@ -196,7 +196,7 @@ def args(bed, **extra):
             {"kind": "StatefulSet", "namespace": bed.ns, "name": "minio"},
         ],
         "kubeconfig": bed.kubeconfig,
-        "rollout_timeout": 90,
+        "rollout_timeout": 300,  # kwok pods restart in seconds; a loaded CI machine took over 90 s
     }
     base.update(extra)
     return base

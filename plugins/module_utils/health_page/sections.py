@@ -42,6 +42,8 @@ def _parse_json(text, what):
     """(dict, None) or (None, why not)."""
     if text is None:
         return None, None
+    if isinstance(text, dict):
+        return text, None  # ansible-core before 2.19 turns a template's JSON text into a dict
     try:
         data = json.loads(text)
     except ValueError as exc:

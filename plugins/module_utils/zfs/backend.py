@@ -261,6 +261,12 @@ class ZfsBackend:
         if len(values) == 2 and values[0] == "on" and values[1].startswith("/"):
             self.run([self.zfs, "mount", name])
 
+    def mount(self, name):
+        """Mount an existing filesystem (zfs mount), as zfs create would have."""
+        self.run([self.zfs, "mount", name])
+        self._did("mounted", name)
+        return WRITE_PATH_CLI
+
     def snapshot(self, name):
         """Take the snapshot ``name`` (dataset@snap) through the CLI."""
         self.run([self.zfs, "snapshot", name])

@@ -6,6 +6,7 @@ import threading
 from ansible_collections.strata.ops.plugins.module_utils.zfs import ZfsCommandError, ZfsError
 from ansible_collections.strata.ops.plugins.module_utils.zfs.backend import ZfsBackend, load_libzfs_core
 from ansible_collections.strata.ops.plugins.module_utils.zfs.plan import (
+    MOUNT_PROPERTIES,
     _apply_order,
     action_diff,
     ancestors,
@@ -40,7 +41,14 @@ DATASETS_OPTIONS = dict(
 def journal_details(journal):
     """Result keys that say what a run changed: ``changed``, ``done`` (one line per change, in
     order), ``created``, ``destroyed`` and ``properties_set`` ({dataset: {property: value}})."""
-    details = {"changed": bool(journal), "done": [], "created": [], "destroyed": [], "properties_set": {}}
+    details = {
+        "changed": bool(journal),
+        "done": [],
+        "created": [],
+        "destroyed": [],
+        "mounted": [],
+        "properties_set": {},
+    }
     for entry in journal:
         name, props = entry["name"], entry["properties"]
         listed = ", ".join(f"{prop}={value}" for prop, value in sorted(props.items()))
@@ -62,8 +70,10 @@ def _apply_one(backend, action):
     elif action["action"] == "created":
         action["write_path"] = backend.create(name, action["properties"], action["parents"])
     else:
-        changed = dict((p, action["properties"][p]) for p in action["changed_properties"])
+        changed = dict((p, action["properties"][p]) for p in action["changed_properties"] if p != "mounted")
         action["write_path"] = backend.set(name, changed)
+        if "mounted" in action["changed_properties"]:
+            backend.mount(name)
 
 
 def _apply_parallel(backend, writes, parallel):
@@ -134,7 +144,7 @@ def _read_state(backend, names, requests):
     wanted = set(p for r in requests for p in r["properties"])
     if not any("@" in p for p in wanted):
         try:
-            state = backend.read(names, properties=wanted)
+            state = backend.read(names, properties=wanted | set(MOUNT_PROPERTIES))
         except ZfsCommandError:
             state = None
         if state is not None and read_answers_plan(requests, state):

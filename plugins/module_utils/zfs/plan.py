@@ -195,6 +195,22 @@ def read_answers_plan(requests, state):
     return True
 
 
+# What tells whether an existing filesystem should be mounted and is not (_unmounted).
+MOUNT_PROPERTIES = ("mounted", "canmount", "mountpoint")
+
+
+def _unmounted(entry, properties):
+    """An existing filesystem that zfs create or boot (zfs mount -a) would have mounted - canmount on,
+    a path as mountpoint (as requested, or as it is) - and that is not mounted: a create killed
+    between its create and its mount leaves one, and so does an unmount by hand."""
+    props = entry["properties"] if entry else {}
+    if entry is None or entry.get("type") != "filesystem" or "mounted" not in props:
+        return False
+    canmount = properties.get("canmount", (props.get("canmount") or {}).get("value"))
+    mountpoint = properties.get("mountpoint", (props.get("mountpoint") or {}).get("value"))
+    return props["mounted"]["value"] == "no" and canmount == "on" and str(mountpoint or "").startswith("/")
+
+
 def _plan_present(action, properties, entry, reference, dialect):
     """Fill in the action of a request for a present dataset (its properties, what changes, and
     whether it is created, updated or unchanged); the problems found."""
@@ -225,6 +241,8 @@ def _plan_present(action, properties, entry, reference, dialect):
             "before_source": current["source"] if current else None,
             "after": desired,
         }
+    if _unmounted(entry, properties):
+        action["changed_properties"]["mounted"] = {"before": "no", "after": "yes"}
     if entry is None:
         action["action"] = "created"
     elif action["changed_properties"]:

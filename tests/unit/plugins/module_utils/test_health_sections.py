@@ -257,6 +257,17 @@ def test_transfer_checkpoints_and_isolation_as_read(tmp_path):
     assert "isolated since 2025-01-02 02:00:00 UTC: node strata-lab-2, 2 runners paused" in text
 
 
+def test_a_progress_record_ansible_already_parsed_is_read_the_same(tmp_path):
+    """ansible-core before 2.19 turns the role's JSON text of a progress file into a dict."""
+    host = full_host()
+    parsed = dict(
+        host, activity=dict(host["activity"], transfer_text=json.loads(host["activity"]["transfer_text"]))
+    )
+    as_text = build(tmp_path, hosts={"strata-lab-1": host})["hosts"]["strata-lab-1"]["activity"]
+    as_dict = build(tmp_path, hosts={"strata-lab-1": parsed})["hosts"]["strata-lab-1"]["activity"]
+    assert as_dict == as_text and as_dict["transfer"]["state"] == "finished"
+
+
 def test_a_failed_stream_and_an_unreadable_record_are_shown(tmp_path):
     activity = activity_entry()
     progress = json.loads(activity["transfer_text"])

@@ -455,7 +455,7 @@ def test_read_names_only_the_requested_properties():
         zfs_backend.ZfsBackend(fake),
         [{"name": "tank/data", "properties": {"atime": "off", "com.example:note": "x"}}],
     )
-    assert gets(fake) == ["type,atime,com.example:note"]
+    assert gets(fake) == ["type,atime,canmount,com.example:note,mounted,mountpoint"]
     (dataset,) = result["datasets"]
     # An unset user property is absent, as in a read of all: before is None, not "-".
     assert dataset["changed_properties"] == {
@@ -476,7 +476,7 @@ def test_read_of_all_when_the_named_read_cannot_answer(properties, why):
     if why:
         with pytest.raises(zfs.ZfsValidationError, match=why):
             zfs_ensure.ensure_datasets(backend, [{"name": "tank/data", "properties": properties}])
-        assert gets(fake) == ["type," + ",".join(properties), "all"]
+        assert gets(fake) == ["type," + ",".join(sorted({*properties, *zfs_plan.MOUNT_PROPERTIES})), "all"]
     else:
         zfs_ensure.ensure_datasets(
             backend, [{"name": "tank/data", "properties": properties}], check_mode=True
@@ -490,7 +490,7 @@ def test_read_of_all_when_zfs_refuses_the_property_list():
     fake = FakeZfs(zfs.DIALECT_OPENZFS, output, fail={"zfs get": [refused, (0, output, "")]})
     requests = [zfs_plan.normalize_request({"name": "tank/data", "properties": {"atime": "off"}})]
     state = zfs_ensure._read_state(zfs_backend.ZfsBackend(fake), ["tank/data"], requests)
-    assert gets(fake) == ["type,atime", "all"]
+    assert gets(fake) == ["type,atime,canmount,mounted,mountpoint", "all"]
     assert state.property("tank/data", "guid") == {"value": "1234567891", "source": "-"}
 
 
@@ -570,3 +570,30 @@ def test_parallel_write_that_crashes_is_raised_not_lost():
     backend.parallel = 2
     with pytest.raises(RuntimeError, match="boom in a writer thread"):
         zfs_ensure.ensure_datasets(backend, [{"name": f"tank/new/d{i:02d}"} for i in range(6)])
+
+
+def test_an_existing_filesystem_left_unmounted_is_mounted():
+    """A create killed between its create and its mount (or an unmount by hand) leaves a dataset
+    that exists unmounted: present means mounted when canmount is on and the mountpoint a path."""
+    out = "".join(
+        f"{name}\t{prop}\t{value}\t{source}\n"
+        for name, mountpoint, mounted in (("tank", "/tank", "yes"), ("tank/data", "/tank/data", "no"))
+        for prop, value, source in (
+            ("type", "filesystem", "-"),
+            ("canmount", "on", "default"),
+            ("mounted", mounted, "-"),
+            ("mountpoint", mountpoint, "default"),
+        )
+    )
+    fake = FakeZfs(zfs.DIALECT_ZFS_FUSE, out)
+    backend = zfs_backend.ZfsBackend(fake)
+    planned = zfs_ensure.ensure_datasets(backend, [{"name": "tank/data"}], check_mode=True)
+    assert planned["changed"] and planned["datasets"][0]["changed_properties"] == {
+        "mounted": {"before": "no", "after": "yes"}
+    }
+    assert fake.writes() == []
+    result = zfs_ensure.ensure_datasets(backend, [{"name": "tank/data"}])
+    assert [c[1:] for c in fake.writes()] == [["mount", "tank/data"]]
+    assert result["datasets"][0]["action"] == "updated" and backend.journal == [
+        {"action": "mounted", "name": "tank/data", "properties": {}}
+    ]
