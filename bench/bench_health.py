@@ -57,12 +57,12 @@ from benchkit import (  # noqa: E402
     Child,
     bench_env,
     growth_lines,
+    lab_control_plane,
     module_env,
     print_profile,
-    private_tmpdir,
 )
 from results import record  # noqa: E402
-from testbed_paths import CACHE, LAB_KUBECONFIG, kubectl_path  # noqa: E402 - no dependencies beyond os
+from testbed_paths import LAB_KUBECONFIG  # noqa: E402 - no dependencies beyond os
 
 KUBECONFIG = os.environ.get("STRATA_KUBECONFIG", LAB_KUBECONFIG)
 ROUNDS = max(1, int(os.environ.get("STRATA_BENCH_HEALTH_ROUNDS", "3")))
@@ -339,21 +339,7 @@ def skip(reason):
 
 
 def preflight():
-    private_tmpdir("bench-health")
-    if IMPORT_ERROR is not None:
-        skip(f"the kubernetes Python client is missing ({IMPORT_ERROR}): make venv")
-    if not os.path.isfile(KUBECONFIG):
-        skip(f"control plane not available: no kubeconfig at {KUBECONFIG} (tests/testbed/up controlplane)")
-    try:
-        client = k8s.get_client(KUBECONFIG)
-    except k8s.K8sError as exc:
-        skip(f"control plane not available: {exc}")
-    kubectl = kubectl_path()
-    if not kubectl:
-        skip(f"no kubectl under {CACHE}/controlplane/v1.*/bin (tests/testbed/controlplane/build)")
-    if PLAYBOOK and not os.access(os.path.join(BIN, "ansible-playbook"), os.X_OK):
-        skip(f"ansible-playbook is not beside {sys.executable} (run with the venv's python: make venv)")
-    return Bench(client, kubectl)
+    return Bench(*lab_control_plane(KUBECONFIG, skip, IMPORT_ERROR, "bench-health", need_playbook=PLAYBOOK))
 
 
 def main():

@@ -53,9 +53,17 @@ try:
     from ansible_collections.strata.ops.plugins.module_utils import k8s
 except ImportError as import_exc:
     IMPORT_ERROR = import_exc
-from benchkit import BIN, Child, bench_env, growth_lines, module_env, percentile, private_tmpdir  # noqa: E402
+from benchkit import (  # noqa: E402
+    BIN,
+    Child,
+    bench_env,
+    growth_lines,
+    lab_control_plane,
+    module_env,
+    percentile,
+)
 from results import record  # noqa: E402
-from testbed_paths import CACHE, LAB_KUBECONFIG, kubectl_path  # noqa: E402 - no dependencies beyond os
+from testbed_paths import LAB_KUBECONFIG  # noqa: E402 - no dependencies beyond os
 
 KUBECONFIG = os.environ.get("STRATA_KUBECONFIG", LAB_KUBECONFIG)
 ROUNDS = int(os.environ.get("STRATA_BENCH_ROUNDS", "20"))
@@ -362,20 +370,7 @@ def skip(reason):
 
 
 def preflight():
-    private_tmpdir("bench-shutdown")
-    if IMPORT_ERROR is not None:
-        skip(f"the kubernetes Python client is missing ({IMPORT_ERROR}): make venv")
-    if not os.path.isfile(KUBECONFIG):
-        skip(f"control plane not available: no kubeconfig at {KUBECONFIG} (tests/testbed/up controlplane)")
-    try:
-        client = k8s.get_client(KUBECONFIG)
-    except k8s.K8sError as exc:
-        skip(f"control plane not available: {exc}")
-    kubectl = kubectl_path()
-    if not kubectl:
-        skip(f"no kubectl under {CACHE}/controlplane/v1.*/bin (tests/testbed/controlplane/build)")
-    if not os.access(os.path.join(BIN, "ansible-playbook"), os.X_OK):
-        skip(f"ansible-playbook is not beside {sys.executable} (run with the venv's python: make venv)")
+    client, kubectl = lab_control_plane(KUBECONFIG, skip, IMPORT_ERROR, "bench-shutdown")
     api = kclient.CoreV1Api(kconfig.new_client_from_config(config_file=KUBECONFIG))
     return Bench(client, api, kubectl)
 

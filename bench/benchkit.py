@@ -51,6 +51,32 @@ def private_tmpdir(prefix):
     return path
 
 
+def lab_control_plane(kubeconfig, skip, import_error, tmp_prefix, need_playbook=True):
+    """(client, kubectl) of the lab control plane, or ``skip(reason)``: the checks every benchmark
+    on it makes first (the venv's libraries, a kubeconfig that answers, the control plane's own
+    kubectl, ansible-playbook beside this Python). The benchmark put tests/testbed and the
+    collection on sys.path before importing this module."""
+    from testbed_paths import CACHE, kubectl_path  # noqa: PLC0415 - on sys.path only in a benchmark
+
+    private_tmpdir(tmp_prefix)
+    if import_error is not None:
+        skip(f"the kubernetes Python client is missing ({import_error}): make venv")
+    if not os.path.isfile(kubeconfig):
+        skip(f"control plane not available: no kubeconfig at {kubeconfig} (tests/testbed/up controlplane)")
+    from ansible_collections.strata.ops.plugins.module_utils import k8s  # noqa: PLC0415 - see above
+
+    try:
+        client = k8s.get_client(kubeconfig)
+    except k8s.K8sError as exc:
+        skip(f"control plane not available: {exc}")
+    kubectl = kubectl_path()
+    if not kubectl:
+        skip(f"no kubectl under {CACHE}/controlplane/v1.*/bin (tests/testbed/controlplane/build)")
+    if need_playbook and not os.access(os.path.join(BIN, "ansible-playbook"), os.X_OK):
+        skip(f"ansible-playbook is not beside {sys.executable} (run with the venv's python: make venv)")
+    return client, kubectl
+
+
 def percentile(values, share):
     """The nearest-rank percentile (share 0.95: p95) of a non-empty list."""
     ordered = sorted(values)
