@@ -202,7 +202,7 @@ def _isolation(record):
 
 def activity_section(activity):
     """{transfer, checkpoints, isolation} of one host (each None: none on this host)."""
-    if activity is None:
+    if not activity:  # not read (None; "" from an ansible-core before 2.19)
         return None
     return {
         "transfer": _transfer(activity),
