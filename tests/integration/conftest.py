@@ -7,7 +7,9 @@ Fixtures (used by name):
 Helpers (``from .conftest import ...``):
     skip_or_fail(problem)   fail under CI=true, skip otherwise; nothing when problem is None
     zfs(*args), destroy_tree(name)   from tests/testbed/zfs_testbed.py
-    run_module(name, args)  run plugins/modules/<name>.py as Ansible does (ANSIBLE_MODULE_ARGS)
+    start_module(name, args)  plugins/modules/<name>.py started as Ansible starts it (a Popen);
+                            stop_after= SIGSTOPs it where the test chooses: wait_stopped(proc)
+    run_module(name, args)  the same, run to its end: its JSON result
     run_adhoc(name, args)   run strata.ops.<name> through `ansible localhost -c local`
     adhoc_result(name, args)  the same, returning the task's result dict (json callback)
     adhoc_run(name, args)     (that result, Ansible's whole output)
@@ -20,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -58,23 +61,79 @@ def lib_sh_value(expression):
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def run_module(name, args, check_mode=False, diff=False):
-    """Run plugins/modules/<name>.py as Ansible would, with ANSIBLE_MODULE_ARGS in a JSON
-    file, and return its JSON result."""
+# The module run under a profiler that SIGSTOPs the whole process (every thread) when a function
+# whose file path contains WHERE returns the NTH time: argv FUNCTION NTH WHERE MODULE.
+STOP_AFTER = r"""
+import os, runpy, signal, sys, threading
+function, nth, where, sys.argv = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+seen = []
+
+def stop_after(frame, event, arg):
+    code = frame.f_code
+    if event == "return" and code.co_name == function and where in code.co_filename:
+        seen.append(1)
+        if len(seen) == nth:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+sys.setprofile(stop_after)
+threading.setprofile(stop_after)
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def start_module(name, args, *, check_mode=False, diff=False, env=None, stop_after=None):
+    """plugins/modules/<name>.py started as Ansible starts it with pipelining: in its own session,
+    its arguments on stdin. Never in a file: they hold tokens, and Ansible's own args file lives
+    only as long as the module runs. ``stop_after`` = (function, nth, path part): see STOP_AFTER."""
     module = os.path.join(REPO, "plugins", "modules", name + ".py")
+    argv = [sys.executable, module]
+    if stop_after:
+        function, nth, where = stop_after
+        argv = [sys.executable, "-c", STOP_AFTER, function, str(nth), where, module]
+    env = dict(env if env is not None else os.environ, PYTHONPATH=COLLECTIONS)
     args = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
-    env = dict(os.environ, PYTHONPATH=COLLECTIONS)
-    with tempfile.TemporaryDirectory(prefix="strata-it-") as tmp:
-        args_file = os.path.join(tmp, "args.json")
-        with open(args_file, "w") as handle:
-            json.dump({"ANSIBLE_MODULE_ARGS": args}, handle)
-        proc = subprocess.run(
-            [sys.executable, module, args_file], capture_output=True, text=True, env=env, check=False
+    # an unlinked file: no size limit (as a pipe has), no name anyone can read it by
+    with tempfile.TemporaryFile() as stdin:
+        stdin.write(json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode())
+        stdin.seek(0)
+        return subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
         )
+
+
+def module_result(proc, timeout=None):
+    """The JSON result of a module started by start_module, once it ended."""
+    out, err = proc.communicate(timeout=timeout)
     try:
-        return json.loads(proc.stdout)
+        return json.loads(out)
     except ValueError:
-        raise AssertionError(f"module printed no JSON: {proc.stdout}\n{proc.stderr}") from None
+        raise AssertionError(f"module printed no JSON (rc {proc.returncode}): {out}\n{err}") from None
+
+
+def process_state(pid):
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0]
+
+
+def wait_stopped(proc, what, timeout=180):
+    """Waits until a stop_after module stopped itself (state T); fails when it ended first."""
+    deadline = time.monotonic() + timeout
+    while process_state(proc.pid) != "T":
+        if proc.poll() is not None:
+            raise AssertionError(f"the module ended before {what}: {proc.communicate()}")
+        assert time.monotonic() < deadline, f"the module did not reach {what} within {timeout} s"
+        time.sleep(0.02)
+
+
+def run_module(name, args, *, check_mode=False, diff=False, env=None):
+    """Run plugins/modules/<name>.py to its end as Ansible would; its JSON result."""
+    return module_result(start_module(name, args, check_mode=check_mode, diff=diff, env=env))
 
 
 def adhoc_run(name, args, *options):

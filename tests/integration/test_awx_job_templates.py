@@ -254,12 +254,16 @@ def launch(
                 quiet=True,
                 timeout=900,
             )
+        stdout = result.stdout.read()
+        events = list(result.events)
     finally:
         os.environ["PATH"] = path
-    stdout = result.stdout.read()
+        # AWX removes a job's private data dir when the job ends: the credentials' files and
+        # env/envvars hold the secrets the job was given
+        shutil.rmtree(private, ignore_errors=True)
     failures = [
         (e["event_data"].get("task"), e["event_data"].get("res", {}).get("msg"))
-        for e in result.events
+        for e in events
         if e.get("event") in ("runner_on_failed", "runner_on_unreachable")
         and not e["event_data"].get("ignore_errors")
     ]
@@ -267,7 +271,7 @@ def launch(
     assert "no hosts matched" not in stdout, (
         f"a play of {template['playbook']} ran on no host:\n{stdout[-3000:]}"
     )
-    assert any(e.get("event") in ("runner_on_ok", "runner_on_failed") for e in result.events), stdout[-3000:]
+    assert any(e.get("event") in ("runner_on_ok", "runner_on_failed") for e in events), stdout[-3000:]
     return result, stdout, failures
 
 

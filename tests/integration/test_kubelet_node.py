@@ -196,7 +196,7 @@ def kubelet_args(tmp_path, counter_pod, token, **changes):
 def test_kubelet_checkpoint_then_restore_as_a_new_pod(node, tokens, counter_pod, tmp_path):
     ns = counter_pod["namespace"]
     args = kubelet_args(tmp_path, counter_pod, tokens["checkpointer"], ctr_path=node["ctr"])
-    planned = run_module(tmp_path, args, check_mode=True)
+    planned = run_module(args, check_mode=True)
     assert planned["changed"] is True and planned["command"] == [
         "POST",
         f"{KUBELET_URL}/checkpoint/{ns}/counter/counter",
@@ -204,7 +204,7 @@ def test_kubelet_checkpoint_then_restore_as_a_new_pod(node, tokens, counter_pod,
     assert not (tmp_path / "images").exists()  # check mode wrote nothing
 
     before_dump = wait_count(node, ns, "counter", COUNTED_BEFORE_DUMP)  # the dump holds at least this
-    dumped = run_module(tmp_path, args)
+    dumped = run_module(args)
     assert dumped.get("failed") is not True, dumped
     before = count_of(node, ns, "counter")
     manifest = dumped["manifest"]
@@ -220,7 +220,7 @@ def test_kubelet_checkpoint_then_restore_as_a_new_pod(node, tokens, counter_pod,
     restore = dict(args, state="restored", name=manifest["name"], new_pod="counter-restored")
     for key in ("pod", "container"):
         restore.pop(key)
-    restored = run_module(tmp_path, restore)
+    restored = run_module(restore)
     assert restored.get("failed") is not True, restored
     assert restored["changed"] is True and restored["restored"]["node"] == node["name"]
     labels = kubectl("-n", ns, "get", "pod", "counter-restored", "-o", "jsonpath={.metadata.labels}")
@@ -232,11 +232,11 @@ def test_kubelet_checkpoint_then_restore_as_a_new_pod(node, tokens, counter_pod,
     )
     assert wait_count(node, ns, "counter-restored", first + 3) > first
 
-    again = run_module(tmp_path, restore)
+    again = run_module(restore)
     assert again.get("failed") is not True and again["changed"] is False, again
 
     # a second pod of that name that is not this restore is refused, nothing created
-    taken = run_module(tmp_path, dict(restore, new_pod="counter"))
+    taken = run_module(dict(restore, new_pod="counter"))
     assert taken.get("failed") is True and taken["error"] == "ContainerConflict", taken
     assert f"a pod {ns}/counter exists already" in taken["msg"]
 
@@ -244,20 +244,16 @@ def test_kubelet_checkpoint_then_restore_as_a_new_pod(node, tokens, counter_pod,
 def test_kubelet_refusals_leave_nothing_behind(node, tokens, counter_pod, tmp_path):
     ns = counter_pod["namespace"]
     images = tmp_path / "images"
-    refused = run_module(tmp_path, kubelet_args(tmp_path, counter_pod, tokens["bystander"]))
+    refused = run_module(kubelet_args(tmp_path, counter_pod, tokens["bystander"]))
     assert refused.get("failed") is True, refused
     assert "403" in refused["msg"] and "nodes/checkpoint" in refused["msg"], refused["msg"]
     assert not images.exists() or not os.listdir(images)
 
-    wrong = run_module(
-        tmp_path, kubelet_args(tmp_path, counter_pod, tokens["checkpointer"], container="countr")
-    )
+    wrong = run_module(kubelet_args(tmp_path, counter_pod, tokens["checkpointer"], container="countr"))
     assert wrong.get("failed") is True and wrong["error"] == "InvalidArgument", wrong
     assert f"pod {ns}/counter has no container 'countr'; its containers: counter" in wrong["msg"]
 
-    gone = run_module(
-        tmp_path, kubelet_args(tmp_path, counter_pod, tokens["checkpointer"], pod="no-such-pod")
-    )
+    gone = run_module(kubelet_args(tmp_path, counter_pod, tokens["checkpointer"], pod="no-such-pod"))
     assert gone.get("failed") is True and gone["error"] == "not_found", gone
     assert kubectl("-n", ns, "get", "pods", "-o", "name").split() == ["pod/counter"]
 
@@ -324,7 +320,7 @@ def test_safe_shutdown_on_a_real_kubelet_ends_with_no_process_left(node, counter
         "exit_command": ["python3", str(client), "--ledger", str(ledger), "exit"],
         "exit_timeout": 30,
     }
-    exited = run_module(tmp_path, dict(exit_args, state="exited"), module="safe_shutdown")
+    exited = run_module(dict(exit_args, state="exited"), module="safe_shutdown")
     assert exited.get("failed") is not True, exited
     assert exited["exit_command"]["stdout"].strip() == "validator exited"
 
@@ -341,12 +337,8 @@ def test_safe_shutdown_on_a_real_kubelet_ends_with_no_process_left(node, counter
         assert time.monotonic() < deadline, "the restarted validator never opened its admin socket"
         time.sleep(0.2)
 
-    stopped = run_module(
-        tmp_path,
-        {"state": "stopped", "kind": "Deployment", "name": "validator", "namespace": ns,
-         "kubeconfig": LAB_KUBECONFIG, "timeout": 90},
-        module="safe_shutdown",
-    )  # fmt: skip
+    stop = {"state": "stopped", "kind": "Deployment", "name": "validator", "namespace": ns}
+    stopped = run_module(dict(stop, kubeconfig=LAB_KUBECONFIG, timeout=90), module="safe_shutdown")
     assert stopped.get("failed") is not True, stopped
     (pod,) = stopped["pods"]
     assert pod["node"] == node["name"] and pod["gone_at"]
@@ -438,9 +430,7 @@ def test_kubelet_dump_into_a_full_file_system_leaves_no_dump(node, tokens, count
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(full)], check=True)
     try:
         wait_count(node, counter_pod["namespace"], "counter", 5)
-        result = run_module(
-            tmp_path, kubelet_args(tmp_path, counter_pod, tokens["checkpointer"], images_dir=str(full))
-        )
+        result = run_module(kubelet_args(tmp_path, counter_pod, tokens["checkpointer"], images_dir=str(full)))
         assert result.get("failed") is True and result["error"] == "InvalidArgument", result
         assert (
             "cannot move the kubelet's archive /var/lib/kubelet/checkpoints/checkpoint-counter_"

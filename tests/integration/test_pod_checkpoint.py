@@ -27,6 +27,7 @@ import uuid
 
 import pytest
 
+from . import conftest
 from .conftest import TESTBED_BIN, adhoc_result, assert_clean_failure
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -88,24 +89,11 @@ def experimental(testbed):
         _missing("dockerd runs without --experimental: it cannot start a container from a checkpoint")
 
 
-def run_module(tmp_path, args, check_mode=False, path_prefix=None, module="pod_checkpoint"):
-    args = dict(args, _ansible_check_mode=check_mode)
-    args_file = tmp_path / f"args-{uuid.uuid4().hex[:6]}.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, ".collections"))
+def run_module(args, check_mode=False, path_prefix=None, module="pod_checkpoint"):
+    env = dict(os.environ)
     if path_prefix:
         env["PATH"] = path_prefix + os.pathsep + env.get("PATH", "")
-    proc = subprocess.run(
-        [sys.executable, os.path.join(os.path.dirname(MODULE), module + ".py"), str(args_file)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    try:
-        return json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError(f"module printed no JSON: {proc.stdout}\n{proc.stderr}") from None
+    return conftest.run_module(module, args, check_mode=check_mode, env=env)
 
 
 def unique():
@@ -168,7 +156,7 @@ def test_dump_leaves_running_and_restores_into_new_container(counter, tmp_path, 
     images = tmp_path / "images"
     args = {"container": counter["name"], "images_dir": str(images), "criu_path": CRIU, "crit_path": CRIT}
     before = last_count(counter["name"])
-    result = run_module(tmp_path, args)
+    result = run_module(args)
     after = last_count(counter["name"])
     assert result.get("failed") is not True, result
     assert result["changed"] is True
@@ -205,7 +193,7 @@ def test_dump_leaves_running_and_restores_into_new_container(counter, tmp_path, 
     # restore into a NEW container: the counter goes on from the dumped value
     new = unique()
     names.append(new)
-    restored = run_module(tmp_path, {"state": "restored", "checkpoint": dump_dir, "new_container": new})
+    restored = run_module({"state": "restored", "checkpoint": dump_dir, "new_container": new})
     assert restored.get("failed") is not True, restored
     assert restored["changed"] is True
     new_inspect = json.loads(docker("inspect", new).stdout)[0]
@@ -220,7 +208,7 @@ def test_dump_leaves_running_and_restores_into_new_container(counter, tmp_path, 
     assert docker("exec", new, "cat", "/data/marker").stdout == "host side\n"
 
     # same name, same checkpoint, running: nothing to do
-    again = run_module(tmp_path, {"state": "restored", "checkpoint": dump_dir, "new_container": new})
+    again = run_module({"state": "restored", "checkpoint": dump_dir, "new_container": new})
     assert again.get("failed") is not True, again
     assert again["changed"] is False
 
@@ -263,7 +251,6 @@ def test_restore_of_a_hosttocontainer_volume_keeps_the_hosts_mounts(
     wait_count(name, 3)
 
     dumped = run_module(
-        tmp_path,
         {"container": name, "images_dir": str(tmp_path / "images"), "criu_path": CRIU, "crit_path": CRIT},
     )
     assert dumped.get("failed") is not True, dumped  # CRIU alone: "has unreachable sharing"
@@ -278,9 +265,7 @@ def test_restore_of_a_hosttocontainer_volume_keeps_the_hosts_mounts(
     names.append(new)
     # the ramdisk not mounted again (a host after a reboot): refused, nothing created
     subprocess.run(["umount", str(ramdisk)], check=True)
-    refused = run_module(
-        tmp_path, {"state": "restored", "checkpoint": dumped["checkpoint_dir"], "new_container": new}
-    )
+    refused = run_module({"state": "restored", "checkpoint": dumped["checkpoint_dir"], "new_container": new})
     assert refused.get("failed") is True
     assert f"nothing is mounted at {ramdisk}" in refused["msg"]
     assert docker("inspect", new, check=False).returncode != 0
@@ -292,7 +277,7 @@ def test_restore_of_a_hosttocontainer_volume_keeps_the_hosts_mounts(
     stagings = [f"/run/strata-ops/restore/{name}" for name in (new, again)]
     try:
         restored = run_module(
-            tmp_path, {"state": "restored", "checkpoint": dumped["checkpoint_dir"], "new_container": new}
+            {"state": "restored", "checkpoint": dumped["checkpoint_dir"], "new_container": new}
         )
         assert restored.get("failed") is not True, restored
         # runc's restore unmounts the host's ramdisk unless the source is bound through a slave view
@@ -309,7 +294,7 @@ def test_restore_of_a_hosttocontainer_volume_keeps_the_hosts_mounts(
         # once that container is gone, the next restore takes its view down
         docker("rm", "-f", new)
         second = run_module(
-            tmp_path, {"state": "restored", "checkpoint": dumped["checkpoint_dir"], "new_container": again}
+            {"state": "restored", "checkpoint": dumped["checkpoint_dir"], "new_container": again}
         )
         assert second.get("failed") is not True, second
         assert f"{stagings[0]}/0" not in host_mount_points()
@@ -334,7 +319,7 @@ def test_check_mode_reports_command_and_writes_nothing(counter, tmp_path):
         "criu_path": CRIU,
         "tcp_established": True,
     }
-    result = run_module(tmp_path, args, check_mode=True)
+    result = run_module(args, check_mode=True)
     assert result.get("failed") is not True, result
     assert result["changed"] is True
     assert result["command"][:2] == [CRIU, "dump"]
@@ -349,7 +334,7 @@ def test_keep_prunes_old_dumps(counter, tmp_path):
     args = {"container": counter["name"], "images_dir": str(images), "criu_path": CRIU, "keep": 2}
     dirs = []
     for _attempt in range(3):
-        result = run_module(tmp_path, args)
+        result = run_module(args)
         assert result.get("failed") is not True, result
         dirs.append(result["checkpoint_dir"])
     assert result["pruned"] == [dirs[0]]
@@ -369,17 +354,17 @@ def test_pre_dumps_copy_memory_first_or_are_refused_where_the_kernel_cannot_trac
     args = {"container": counter["name"], "images_dir": str(images), "criu_path": CRIU, "pre_dumps": 2}
     if not dirty_tracking_here():
         for check_mode in (True, False):
-            result = run_module(tmp_path, args, check_mode=check_mode)
+            result = run_module(args, check_mode=check_mode)
             assert result.get("failed") is True, result
             assert result["error"] == "PreDumpUnsupported"
             assert "Dirty tracking is OFF" in result["msg"] and "pre_dumps: 0" in result["msg"]
             assert not images.exists() or os.listdir(images) == []
         assert docker("inspect", "-f", "{{.State.Running}}", counter["name"]).stdout.strip() == "true"
         return
-    planned = run_module(tmp_path, args, check_mode=True)
+    planned = run_module(args, check_mode=True)
     assert [argv[1] for argv in planned["pre_dump_commands"]] == ["pre-dump", "pre-dump"]
     assert "--prev-images-dir" in planned["command"] and not images.exists()
-    result = run_module(tmp_path, args)
+    result = run_module(args)
     assert result.get("failed") is not True, result
     dump_dir = result["checkpoint_dir"]
     assert os.readlink(os.path.join(dump_dir, "parent")) == "pre-2"
@@ -414,7 +399,7 @@ def test_pod_container_found_among_docker_containers_by_kubelet_labels(testbed, 
         "criu_path": CRIU,
         "crit_path": CRIT,
     }
-    result = run_module(tmp_path, args)
+    result = run_module(args)
     assert result.get("failed") is not True, result
     inspect = json.loads(docker("inspect", f"{pod}-counter").stdout)[0]
     assert result["manifest"]["container_id"] == inspect["Id"]
@@ -510,7 +495,7 @@ def cri_args(tmp_path, pod):
 
 def test_pod_container_found_through_crictl_and_dumped(cri_pod, tmp_path):
     wait_cri_count(cri_pod["log"], 3)
-    result = run_module(tmp_path, cri_args(tmp_path, cri_pod["pod"]), path_prefix=TESTBED_BIN)
+    result = run_module(cri_args(tmp_path, cri_pod["pod"]), path_prefix=TESTBED_BIN)
     after = cri_count(cri_pod["log"])
     assert result.get("failed") is not True, result
     target = result["manifest"]["target"]
@@ -558,10 +543,10 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
     count from 1)."""
     wait_cri_count(cri_pod["log"], 25)
     args = dict(cri_args(tmp_path, cri_pod["pod"]), method="containerd", keep=1)
-    planned = run_module(tmp_path, args, check_mode=True, path_prefix=TESTBED_BIN)
+    planned = run_module(args, check_mode=True, path_prefix=TESTBED_BIN)
     assert planned["changed"] is True and not os.path.exists(planned["checkpoint_dir"]), planned
     assert any(" containers checkpoint --task --rw " + cri_pod["id"] in c for c in planned["commands"])
-    dumped = run_module(tmp_path, args, path_prefix=TESTBED_BIN)
+    dumped = run_module(args, path_prefix=TESTBED_BIN)
     assert dumped.get("failed") is not True, dumped
     at_dump = cri_count(cri_pod["log"])
     with open(os.path.join(dumped["checkpoint_dir"], "manifest.json")) as handle:
@@ -569,7 +554,7 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
     assert (manifest["method"], manifest["target"]["container_id"]) == ("containerd", cri_pod["id"])
     assert os.path.getsize(os.path.join(dumped["checkpoint_dir"], "checkpoint.tar")) > 0
     wait_cri_count(cri_pod["log"], at_dump + 3)  # left running
-    listed = run_module(tmp_path, {"images_dir": args["images_dir"]}, module="pod_checkpoint_info")
+    listed = run_module({"images_dir": args["images_dir"]}, module="pod_checkpoint_info")
     assert [(c["usable"], c["restorable"]) for c in listed["checkpoints"]] == [(True, True)], listed
 
     new = unique()
@@ -577,17 +562,17 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
     try:
         # The checkpoint image leaves the store: the restore imports it from the dump directory.
         ctr_cli("images", "rm", dumped["image_ref"])
-        restored = run_module(tmp_path, restore, path_prefix=TESTBED_BIN)
+        restored = run_module(restore, path_prefix=TESTBED_BIN)
         assert restored.get("failed") is not True, restored
         assert any(" images import " in c for c in restored["command"]), restored["command"]
         pid = restored["restored"]["pid"]
         first = counted_in(pid)
         assert first >= at_dump - 10, (first, at_dump)  # the dump's memory, not a fresh 1
         wait_until_counted(lambda: counted_in(pid), first + 3, f"restored container {new}")
-        again = run_module(tmp_path, restore, path_prefix=TESTBED_BIN)
+        again = run_module(restore, path_prefix=TESTBED_BIN)
         assert (again["changed"], again["restored"]["pid"]) == (False, pid), again  # restored and running
         # The pod's own container (its CRI id is its containerd id) is a name that exists: refused.
-        taken = run_module(tmp_path, dict(restore, new_container=cri_pod["id"]), path_prefix=TESTBED_BIN)
+        taken = run_module(dict(restore, new_container=cri_pod["id"]), path_prefix=TESTBED_BIN)
         assert (
             taken.get("failed") is True and f"a container {cri_pod['id']} exists already" in taken["msg"]
         ), taken
@@ -601,7 +586,7 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
 def test_a_criu_dump_is_not_restored_by_containerd_nor_the_other_way(cri_pod, tmp_path):
     wait_cri_count(cri_pod["log"], 3)
     args = cri_args(tmp_path, cri_pod["pod"])
-    dumped = run_module(tmp_path, args, path_prefix=TESTBED_BIN)
+    dumped = run_module(args, path_prefix=TESTBED_BIN)
     assert dumped.get("failed") is not True, dumped
     restore = dict(
         args,
@@ -610,7 +595,7 @@ def test_a_criu_dump_is_not_restored_by_containerd_nor_the_other_way(cri_pod, tm
         checkpoint=dumped["checkpoint_dir"],
         new_container=unique(),
     )
-    refused = run_module(tmp_path, restore, path_prefix=TESTBED_BIN)
+    refused = run_module(restore, path_prefix=TESTBED_BIN)
     assert refused.get("failed") is True, refused
     assert "was dumped by CRIU from a cri target (method criu), not by containerd" in refused["msg"]
 
@@ -624,7 +609,7 @@ def test_a_criu_dump_is_not_restored_by_containerd_nor_the_other_way(cri_pod, tm
 )
 def test_cri_target_faults(cri, tmp_path, change, expected):
     args = dict(cri_args(tmp_path, "somepod"), **change)
-    result = run_module(tmp_path, args, path_prefix=TESTBED_BIN)
+    result = run_module(args, path_prefix=TESTBED_BIN)
     assert result.get("failed") is True
     assert expected in result["msg"]
     assert not (tmp_path / "images").exists()
@@ -641,7 +626,7 @@ def test_cri_target_faults(cri, tmp_path, change, expected):
     ],
 )
 def test_unknown_target(testbed, tmp_path, target, expected):
-    result = run_module(tmp_path, dict(target, images_dir=str(tmp_path / "images"), criu_path=CRIU))
+    result = run_module(dict(target, images_dir=str(tmp_path / "images"), criu_path=CRIU))
     assert result.get("failed") is True
     assert expected in result["msg"]
     assert not (tmp_path / "images").exists()
@@ -676,7 +661,7 @@ def test_pid_exits_during_dump(testbed, tmp_path):
 
         killer = threading.Thread(target=kill_when_dump_starts)
         killer.start()
-        result = run_module(tmp_path, {"pid": proc.pid, "images_dir": str(images), "criu_path": CRIU})
+        result = run_module({"pid": proc.pid, "images_dir": str(images), "criu_path": CRIU})
         killer.join()
     finally:
         proc.kill()
@@ -698,7 +683,6 @@ def test_criu_missing_or_too_old(counter, tmp_path, case):
         criu_path.chmod(0o755)
         expected = "is CRIU 3.17; pod_checkpoint needs CRIU >= 4.0"
     result = run_module(
-        tmp_path,
         {"container": counter["name"], "images_dir": str(tmp_path / "i"), "criu_path": str(criu_path)},
     )
     assert result.get("failed") is True
@@ -718,9 +702,7 @@ def test_no_space_left_in_images_dir(counter, tmp_path):
     if mount.returncode != 0:
         _missing("cannot mount a tmpfs for the no-space test: " + mount.stderr.strip())
     try:
-        result = run_module(
-            tmp_path, {"container": counter["name"], "images_dir": str(tiny), "criu_path": CRIU}
-        )
+        result = run_module({"container": counter["name"], "images_dir": str(tiny), "criu_path": CRIU})
         assert result.get("failed") is True
         assert result["error"] == "NoSpace"
         assert "free space" in result["msg"]
@@ -749,12 +731,9 @@ def test_images_dir_that_cannot_hold_a_dump_is_refused(tmp_path, where):
 
 def test_restore_onto_running_name_is_refused(counter, tmp_path, experimental):
     images = tmp_path / "images"
-    dumped = run_module(
-        tmp_path, {"container": counter["name"], "images_dir": str(images), "criu_path": CRIU}
-    )
+    dumped = run_module({"container": counter["name"], "images_dir": str(images), "criu_path": CRIU})
     assert dumped.get("failed") is not True, dumped
     result = run_module(
-        tmp_path,
         {"state": "restored", "checkpoint": dumped["checkpoint_dir"], "new_container": counter["name"]},
     )
     assert result.get("failed") is True

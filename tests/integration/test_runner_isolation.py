@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import stat
-import subprocess
 import sys
 import threading
 import time
@@ -29,7 +28,7 @@ from ansible_collections.strata.ops.plugins.module_utils import gitlab as gl
 from ansible_collections.strata.ops.plugins.module_utils import k8s, state
 from tests.canaries import GITLAB_TOKEN
 
-from .conftest import COLLECTIONS, REPO, adhoc_result, assert_clean_failure, run_module
+from .conftest import REPO, adhoc_result, assert_clean_failure, run_module, start_module, wait_stopped
 from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 from .k8s_fixtures import recap, run_playbook
 
@@ -39,7 +38,6 @@ from lab_k8s import create_kwok_node
 
 pytestmark = pytest.mark.needs("k8s")
 
-MODULE = os.path.join(REPO, "plugins", "modules", "runner_isolation.py")
 TOKEN = GITLAB_TOKEN  # tests/canaries.py: the run-wide canary the secret scan looks for
 TOLERATION = {"key": "experiment", "operator": "Equal", "value": "dedicated", "effect": "NoSchedule"}
 CONFIG = """\
@@ -499,14 +497,7 @@ def test_crash_after_pausing_then_restore(bed):
     before = snapshot(bed)
     bed.gitlab.jobs_delay = 30.0
     a = args(bed)
-    args_file = bed.tmp / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": a}))
-    proc = subprocess.Popen(
-        [sys.executable, MODULE, str(args_file)],
-        env=dict(os.environ, PYTHONPATH=COLLECTIONS),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_module("runner_isolation", a)
     try:
         deadline = time.monotonic() + 30
         while not bed.gitlab.requests_for("GET", "/api/v4/runners/7/jobs"):
@@ -622,42 +613,10 @@ def test_runner_config_options_need_a_config(bed):
 # A breakpoint for a real module process: run plugins/modules/runner_isolation.py as Ansible does,
 # and SIGSTOP it when the named method of module_utils/runner_isolation/ returns, so that a test
 # sees the state of that moment and kills it there with SIGKILL.
-STOP_AFTER = """
-import os, runpy, signal, sys
-target, sys.argv = sys.argv[1], sys.argv[2:]
-
-def stop_after(frame, event, arg):
-    code = frame.f_code
-    if event == "return" and code.co_name == target and "/module_utils/runner_isolation/" in code.co_filename:
-        sys.setprofile(None)
-        os.kill(os.getpid(), signal.SIGSTOP)
-
-sys.setprofile(stop_after)
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-def process_state(pid):
-    with open(f"/proc/{pid}/stat") as handle:
-        return handle.read().rsplit(")", 1)[1].split()[0]
-
-
-def run_until_stopped(bed, a, step, timeout=180):
+def run_until_stopped(a, step):
     """The module, started as Ansible starts it, stopped right after ``step`` returned."""
-    args_file = bed.tmp / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": a}))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", STOP_AFTER, step, MODULE, str(args_file)],
-        env=dict(os.environ, PYTHONPATH=COLLECTIONS),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + timeout
-    while process_state(proc.pid) != "T":
-        if proc.poll() is not None:
-            raise AssertionError(f"the module ended before {step} returned: {proc.communicate()}")
-        assert time.monotonic() < deadline, f"the module did not reach the end of {step}"
-        time.sleep(0.05)
+    proc = start_module("runner_isolation", a, stop_after=(step, 1, "/module_utils/runner_isolation/"))
+    wait_stopped(proc, f"the end of {step}")
     return proc
 
 
@@ -674,7 +633,7 @@ def test_killed_after_a_later_step_then_restore(bed, step):
     slow_rollout(bed)
     before, original = snapshot(bed), bed.config.read_bytes()
     a = args(bed)
-    proc = run_until_stopped(bed, a, step)
+    proc = run_until_stopped(a, step)
     try:
         at_kill = snapshot(bed)
         text = bed.config.read_text()
@@ -928,7 +887,7 @@ def test_killed_while_the_validator_is_stopped_then_restore(bed):
     validator = {"kind": "Deployment", "namespace": ns, "name": "validator", "exit_command": ["/bin/true"]}
     a = args(bed, runners=[], workloads=[validator])
     del a["config_path"], a["concurrent"], a["cpu_request"], a["memory_request"]
-    proc = run_until_stopped(bed, a, "_graceful")
+    proc = run_until_stopped(a, "_graceful")
     try:
         assert bed.client.get("Deployment", "validator", ns)["spec"]["replicas"] == 0
         assert json.loads(read_bytes(a["state_path"]))["stopped"] == {f"Deployment {ns}/validator": 2}

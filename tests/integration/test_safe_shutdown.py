@@ -39,13 +39,12 @@ from ansible_collections.strata.ops.plugins.module_utils import k8s
 from ansible_collections.strata.ops.plugins.module_utils.k8s.objects import parse_time
 
 from .conftest import (
-    COLLECTIONS,
-    REPO,
     adhoc_result,
     assert_clean_failure,
     run_adhoc,
     run_module,
     skip_or_fail,
+    start_module,
 )
 from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 from .k8s_fixtures import VALIDATOR_SERVER, agave_cli, kubeconfig_variant
@@ -55,7 +54,6 @@ pytestmark = pytest.mark.needs("k8s")
 IMAGE = os.environ.get("STRATA_SHUTDOWN_IMAGE", "strata-ops-host:latest")
 TAINT = {"key": "strata.io/test", "value": "safe-shutdown", "effect": "NoSchedule"}
 DELAY_ANNOTATION = "pod-delete.stage.kwok.x-k8s.io/delay"
-MODULE = os.path.join(REPO, "plugins", "modules", "safe_shutdown.py")
 
 # The exit client: like `agave-validator --ledger DIR exit --force`, it connects to the admin
 # socket, asks for exit and returns only when the server process is gone (EOF on the socket).
@@ -386,16 +384,8 @@ def test_api_lost_in_the_middle_of_a_stop(controlplane, k8s_client, k8s_namespac
     started = started_at(kind_node)
     proxy = TcpProxy(*api_server(controlplane))
     relayed = kubeconfig_variant(controlplane, tmp_path, server=f"https://127.0.0.1:{proxy.port}")
-    args_file = tmp_path / "args.json"
     args = {"kubeconfig": relayed, "state": "stopped", "name": "validator", "namespace": k8s_namespace}
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, timeout=20)}))
-    proc = subprocess.Popen(
-        [sys.executable, MODULE, str(args_file)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=COLLECTIONS),
-    )
+    proc = start_module("safe_shutdown", dict(args, timeout=20))
     try:
         k8s_client.watch_until(
             "Deployment",

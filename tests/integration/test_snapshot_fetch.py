@@ -22,11 +22,10 @@ import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils import transfer
 
+from . import conftest
 from .conftest import adhoc_result, assert_clean_failure, skip_or_fail
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MODULE = os.path.join(REPO, "plugins", "modules", "snapshot_fetch.py")
-FRESHNESS = os.path.join(REPO, "plugins", "modules", "snapshot_freshness.py")
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 
 from http_stand_in import HTTPStandIn, QuietHandler  # noqa: E402
@@ -128,28 +127,8 @@ def args_for(dest, sources, **extra):
     return args
 
 
-def write_args(tmp_path, args, check_mode=False):
-    args_file = tmp_path / f"args-{time.monotonic_ns()}.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=check_mode)}))
-    return args_file
-
-
-def module_env():
-    return dict(os.environ, PYTHONPATH=os.path.join(REPO, ".collections"))
-
-
-def run_module(tmp_path, args, check_mode=False, module=MODULE):
-    proc = subprocess.run(
-        [sys.executable, module, str(write_args(tmp_path, args, check_mode))],
-        capture_output=True,
-        text=True,
-        env=module_env(),
-        check=False,
-    )
-    try:
-        return json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError(proc.stdout + proc.stderr) from None
+def run_module(args, check_mode=False, module="snapshot_fetch"):
+    return conftest.run_module(module, args, check_mode=check_mode)
 
 
 def final_archives(directory):
@@ -169,12 +148,11 @@ def test_full_and_incremental_from_two_rpc_nodes(served, dest, tmp_path):
         root, full=served["full"], incremental=served["inc"], rate="2m"
     ) as b, SolanaRpcStandIn(start_slot=INC_SLOT + 5_000) as rpc:
         result = run_module(
-            tmp_path,
             args_for(dest, [a.url, b.url], rpc_endpoints=[rpc.url], keep=2, status_file=str(status)),
         )
         assert result.get("failed") is not True, result
         fresh = run_module(
-            tmp_path, {"snapshot_dir": str(dest), "rpc_endpoints": [rpc.url]}, module=FRESHNESS
+            {"snapshot_dir": str(dest), "rpc_endpoints": [rpc.url]}, module="snapshot_freshness"
         )
     assert result["changed"] is True
     names = [d["name"] for d in result["downloads"]]
@@ -195,17 +173,17 @@ def test_check_mode_then_idempotent(served, dest, tmp_path):
     status = dest / ".strata-fetch-status.json"
     with NginxSnapshotServer(served["root"], full=served["full"], incremental=served["inc"]) as a:
         args = args_for(dest, [a.url], status_file=str(status))
-        planned = run_module(tmp_path, args, check_mode=True)
+        planned = run_module(args, check_mode=True)
         assert planned["changed"] is True and planned["downloads"] == []
         assert planned["plan"]["full"]["name"] == served["full"]
         # Check mode writes nothing, not even the status file.
         assert final_archives(dest) == [] and os.listdir(dest) == []
-        first = run_module(tmp_path, args)
+        first = run_module(args)
         written = status.read_bytes()
         assert json.loads(written)["state"] == "done"
-        assert run_module(tmp_path, args, check_mode=True)["changed"] is False
+        assert run_module(args, check_mode=True)["changed"] is False
         assert status.read_bytes() == written
-        second = run_module(tmp_path, args)
+        second = run_module(args)
     assert first["changed"] is True
     assert second["changed"] is False
     assert sorted(second["already_present"]) == sorted([served["full"], served["inc"]])
@@ -220,7 +198,7 @@ def test_check_mode_then_idempotent(served, dest, tmp_path):
 def test_plain_archive_urls(served, dest, tmp_path):
     with NginxSnapshotServer(served["root"]) as a, NginxSnapshotServer(served["root"]) as b:
         urls = [f"{a.url}/{served['full']}", f"{b.url}/{served['full']}"]
-        result = run_module(tmp_path, args_for(dest, urls, incremental=False))
+        result = run_module(args_for(dest, urls, incremental=False))
     assert result.get("failed") is not True, result
     assert final_archives(dest) == [served["full"]]
 
@@ -228,7 +206,7 @@ def test_plain_archive_urls(served, dest, tmp_path):
 def test_malformed_redirect_name(served, dest, tmp_path):
     (served["root"] / "snapshot-12x-bad.tar.zst").write_bytes(b"x")
     with NginxSnapshotServer(served["root"], full="snapshot-12x-bad.tar.zst") as a:
-        result = run_module(tmp_path, args_for(dest, [a.url]))
+        result = run_module(args_for(dest, [a.url]))
     assert result["failed"] is True
     assert result["msg"].startswith("no source offers a snapshot archive: ")
     assert "snapshot-12x-bad.tar.zst: not named snapshot-<slot>-<hash>" in result["msg"]
@@ -237,7 +215,7 @@ def test_malformed_redirect_name(served, dest, tmp_path):
 
 def test_source_without_redirect_or_down(dest, tmp_path, served):
     with NginxSnapshotServer(served["root"]) as a:  # no redirect: 404 for /snapshot.tar.bz2
-        result = run_module(tmp_path, args_for(dest, [a.url, "http://127.0.0.1:9"]))
+        result = run_module(args_for(dest, [a.url, "http://127.0.0.1:9"]))
     assert result["failed"] is True
     assert "HTTP 404" in " ".join(result["source_errors"][a.url])
     assert "http://127.0.0.1:9" in result["source_errors"]
@@ -245,7 +223,7 @@ def test_source_without_redirect_or_down(dest, tmp_path, served):
 
 def test_server_without_range_support(served, dest, tmp_path):
     with NginxSnapshotServer(served["root"], full=served["full"], ranges=False) as a:
-        result = run_module(tmp_path, args_for(dest, [a.url], incremental=False))
+        result = run_module(args_for(dest, [a.url], incremental=False))
     assert result.get("failed") is not True, result
     assert result["downloads"][0]["single_stream"] is True
     assert result["downloads"][0]["connections"] == 1
@@ -256,7 +234,7 @@ def test_rangeless_mirror_is_set_aside(served, dest, tmp_path):
     with NginxSnapshotServer(served["root"], full=served["full"], ranges=False) as plain, NginxSnapshotServer(
         served["root"], full=served["full"]
     ) as ranged:
-        result = run_module(tmp_path, args_for(dest, [plain.url, ranged.url], incremental=False))
+        result = run_module(args_for(dest, [plain.url, ranged.url], incremental=False))
     download = result["downloads"][0]
     assert download["single_stream"] is False
     assert list(download["sources_ignored"]) == [f"{plain.url}/{served['full']}"]
@@ -266,7 +244,7 @@ def test_stale_sources_are_refused(served, dest, tmp_path):
     with NginxSnapshotServer(served["root"], full=served["full"]) as a, SolanaRpcStandIn(
         start_slot=FULL_SLOT + 90_000
     ) as rpc:
-        result = run_module(tmp_path, args_for(dest, [a.url], rpc_endpoints=[rpc.url], incremental=False))
+        result = run_module(args_for(dest, [a.url], rpc_endpoints=[rpc.url], incremental=False))
     assert result["failed"] is True
     assert "slots behind the tip" in next(iter(result["rejected"].values()))
     assert f"{a.url}/{served['full']}: slot {FULL_SLOT} is " in result["msg"]  # the reason itself
@@ -277,9 +255,7 @@ def test_slow_source_rejected_when_measured(served, dest, tmp_path):
     with NginxSnapshotServer(served["root"], full=served["full"]) as fast, NginxSnapshotServer(
         served["root"], full=served["full"], rate="64k"
     ) as slow:
-        result = run_module(
-            tmp_path, args_for(dest, [fast.url, slow.url], incremental=False, min_speed=2 * MIB)
-        )
+        result = run_module(args_for(dest, [fast.url, slow.url], incremental=False, min_speed=2 * MIB))
     assert result.get("failed") is not True, result
     assert "below min_speed" in result["rejected"][f"{slow.url}/{served['full']}"]
     assert [s["url"] for s in result["downloads"][0]["sources"]] == [f"{fast.url}/{served['full']}"]
@@ -293,7 +269,7 @@ def test_slow_source_dropped_during_download(served, dest, tmp_path):
             dest, [ok.url, slow.url], incremental=False, min_speed=512 * 1024, speed_test_seconds=0,
             speed_grace_seconds=1,
         )  # fmt: skip
-        result = run_module(tmp_path, args)
+        result = run_module(args)
     assert result.get("failed") is not True, result
     by_url = {s["url"]: s for s in result["downloads"][0]["sources"]}
     assert by_url[f"{slow.url}/{served['full']}"]["dropped"].startswith("slower than min_speed")
@@ -307,7 +283,7 @@ def test_corrupt_archive_is_discarded(dest, tmp_path):
     name = f"snapshot-{FULL_SLOT}-{H}.tar.zst"
     (root / name).write_bytes(os.urandom(2 * MIB))  # right name, not a zstd stream
     with NginxSnapshotServer(root, full=name) as a:
-        result = run_module(tmp_path, args_for(dest, [a.url], incremental=False))
+        result = run_module(args_for(dest, [a.url], incremental=False))
     assert result["failed"] is True
     assert "zstd -t" in result["msg"] and "discarded" in result["msg"]
     assert os.listdir(dest) == []
@@ -317,9 +293,9 @@ def test_checksum_from_source(served, dest, tmp_path):
     full = served["root"] / served["full"]
     (served["root"] / (served["full"] + ".sha256")).write_text(f"{'0' * 64}  {served['full']}\n")
     with NginxSnapshotServer(served["root"], full=served["full"]) as a:
-        bad = run_module(tmp_path, args_for(dest, [a.url], incremental=False))
+        bad = run_module(args_for(dest, [a.url], incremental=False))
         (served["root"] / (served["full"] + ".sha256")).write_text(f"{sha(full)}  {served['full']}\n")
-        good = run_module(tmp_path, args_for(dest, [a.url], incremental=False))
+        good = run_module(args_for(dest, [a.url], incremental=False))
     assert bad["failed"] is True and "does not match" in bad["msg"]
     assert good["downloads"][0]["sha256"] == sha(full)
 
@@ -327,7 +303,7 @@ def test_checksum_from_source(served, dest, tmp_path):
 def test_disk_too_small(served, small_fs, tmp_path):
     small = small_fs("2m")
     with NginxSnapshotServer(served["root"], full=served["full"]) as a:
-        result = run_module(tmp_path, args_for(small, [a.url], incremental=False))
+        result = run_module(args_for(small, [a.url], incremental=False))
     assert result["failed"] is True
     assert "bytes free" in result["msg"] and result["needed_bytes"] > result["free_bytes"]
     assert os.listdir(small) == []
@@ -346,12 +322,7 @@ def test_kill_9_then_resume(tmp_path, dest):
         args = args_for(
             dest, [a.url, b.url], incremental=False, speed_test_seconds=0, connections_per_server=2
         )
-        proc = subprocess.Popen(
-            [sys.executable, MODULE, str(write_args(tmp_path, args))],
-            env=module_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = conftest.start_module("snapshot_fetch", args)
         deadline = time.time() + 30
         done = 0
         while time.time() < deadline and done < 6 * MIB:
@@ -362,10 +333,10 @@ def test_kill_9_then_resume(tmp_path, dest):
             except (OSError, ValueError):
                 done = 0
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        proc.communicate()
         assert done >= 6 * MIB, "the download did not progress"
         assert tmp_file.exists() and not (dest / name).exists()
-        result = run_module(tmp_path, args)
+        result = run_module(args)
     assert result.get("failed") is not True, result
     stats = result["downloads"][0]
     size = (root / name).stat().st_size
@@ -377,9 +348,9 @@ def test_kill_9_then_resume(tmp_path, dest):
 
 
 def test_bad_arguments(dest, tmp_path):
-    result = run_module(tmp_path, args_for(dest, ["http://127.0.0.1:9"], keep=0))
+    result = run_module(args_for(dest, ["http://127.0.0.1:9"], keep=0))
     assert result["failed"] is True and "keep must be 1 or more" in result["msg"]
-    result = run_module(tmp_path, args_for(tmp_path / "missing", ["http://127.0.0.1:9"]))
+    result = run_module(args_for(tmp_path / "missing", ["http://127.0.0.1:9"]))
     assert result["failed"] is True and "does not exist" in result["msg"]
 
 
@@ -445,7 +416,7 @@ def test_disk_full_during_the_download_stops_at_once_and_a_rerun_resumes(tmp_pat
         assert result["transfer"]["sources"][0]["dropped"] is None  # not the source's fault
         assert json.loads(status.read_text())["state"] == "failed"  # a poller stops waiting
         os.unlink(filler)
-        resumed = run_module(tmp_path, args)
+        resumed = run_module(args)
     assert resumed.get("failed") is not True, resumed
     assert resumed["downloads"][0]["resumed_bytes"] >= result["recorded_bytes"]
     assert sha(small / name) == sha(root / name) and partial_files(small) == []

@@ -22,20 +22,15 @@ sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 
 from solana_rpc import DEVNET_GENESIS, MAINNET_GENESIS, SolanaRpcStandIn  # noqa: E402
 
+from . import conftest  # noqa: E402
 from .conftest import adhoc_result, assert_clean_failure  # noqa: E402
 
 H = "7jMmeXZSNcWPrB2RsTdeXfXrsyW5c1BfPjqoLW2X5T7V"
 TIP = 350_000_000  # processed slot at start; finalized is 32 behind
 
 
-def run_module(tmp_path, args, check_mode=False):
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=check_mode)}))
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, ".collections"))
-    proc = subprocess.run(
-        [sys.executable, MODULE, str(args_file)], capture_output=True, text=True, env=env, check=False
-    )
-    return json.loads(proc.stdout)
+def run_module(args, check_mode=False):
+    return conftest.run_module("snapshot_freshness", args, check_mode=check_mode)
 
 
 def free_port():
@@ -67,7 +62,7 @@ def test_fresh_through_incremental(snapdir, tmp_path, rpc):
     full = TIP - 60_000
     touch(snapdir, f"snapshot-{full}-{H}.tar.zst")
     touch(snapdir, f"incremental-snapshot-{full}-{TIP - 1_000}-{H}.tar.zst")
-    result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url]})
+    result = run_module({"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url]})
     assert result["verdict"] == "fresh", result
     assert result["changed"] is False
     assert result["full_slot"] == full and result["incremental_slot"] == TIP - 1_000
@@ -82,7 +77,7 @@ def test_fresh_through_incremental(snapdir, tmp_path, rpc):
 
 def test_stale_full_only(snapdir, tmp_path, rpc):
     touch(snapdir, f"snapshot-{TIP - 60_000}-{H}.tar.zst")
-    result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url]}, check_mode=True)
+    result = run_module({"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url]}, check_mode=True)
     assert result["verdict"] == "stale"
     assert result["lag_slots"] > 20_000 and result["incremental_slot"] is None
 
@@ -91,7 +86,7 @@ def test_incremental_without_base_is_not_counted(snapdir, tmp_path, rpc):
     orphan = f"incremental-snapshot-{TIP - 100_000}-{TIP - 500}-{H}.tar.zst"
     touch(snapdir, orphan)
     touch(snapdir, f"snapshot-{TIP - 50_000}-{H}.tar.zst")
-    result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url]})
+    result = run_module({"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url]})
     assert result["verdict"] == "stale"
     assert result["local_slot"] == TIP - 50_000
     assert result["orphan_incrementals"] == [orphan]
@@ -103,7 +98,7 @@ def test_missing_when_only_orphans_and_malformed(snapdir, tmp_path, rpc):
     touch(snapdir, f"snapshot-{TIP}-{H}.tar.zst.partial")
     touch(snapdir, f".strata-partial-snapshot-{TIP}-{H}.tar.zst")
     touch(snapdir, f"snapshot-{TIP - 10}-{H}.tar.bz2")  # agave no longer reads .tar.bz2
-    result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url]})
+    result = run_module({"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url]})
     assert result["verdict"] == "missing"
     reasons = {u["name"]: u["reason"] for u in result["not_used"]}
     assert set(reasons) == set(os.listdir(snapdir))
@@ -116,7 +111,7 @@ def test_missing_when_only_orphans_and_malformed(snapdir, tmp_path, rpc):
 def test_all_endpoints_down(snapdir, tmp_path):
     touch(snapdir, f"snapshot-100-{H}.tar.zst")
     down = [f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"]
-    result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "rpc_endpoints": down, "timeout": 1})
+    result = run_module({"snapshot_dir": str(snapdir), "rpc_endpoints": down, "timeout": 1})
     assert result["verdict"] == "unknown"
     assert result["tip_slot"] is None and result["lag_slots"] is None
     assert result["endpoints_failed"] == down
@@ -135,7 +130,7 @@ def test_all_endpoints_down(snapdir, tmp_path):
 def test_bad_endpoint_is_reported_and_good_one_used(snapdir, tmp_path, rpc, mode, fragment):
     touch(snapdir, f"snapshot-{TIP - 5_000}-{H}.tar.zst")
     with SolanaRpcStandIn(start_slot=TIP + 1_000_000, mode=mode) as bad:
-        result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "rpc_endpoints": [bad.url, rpc.url]})
+        result = run_module({"snapshot_dir": str(snapdir), "rpc_endpoints": [bad.url, rpc.url]})
     assert result["verdict"] == "fresh", result  # the bad node's higher slot was not used
     assert result["endpoints_failed"] == [bad.url]
     assert fragment in result["endpoints"][0]["error"]
@@ -150,13 +145,13 @@ def test_slow_endpoints_asked_concurrently(snapdir, tmp_path, rpc):
     touch(snapdir, f"snapshot-{TIP - 5_000}-{H}.tar.zst")
     args = {"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url], "timeout": 1}
     started = time.monotonic()
-    run_module(tmp_path, args)
+    run_module(args)
     baseline = time.monotonic() - started  # the module's own start, on this (shared) machine now
     with SolanaRpcStandIn(mode="slow", delay=4) as a, SolanaRpcStandIn(
         mode="slow", delay=4
     ) as b, SolanaRpcStandIn(mode="slow", delay=4) as c:
         started = time.monotonic()
-        result = run_module(tmp_path, dict(args, rpc_endpoints=[a.url, b.url, c.url, rpc.url]))
+        result = run_module(dict(args, rpc_endpoints=[a.url, b.url, c.url, rpc.url]))
         elapsed = time.monotonic() - started
     assert result["verdict"] == "fresh"
     assert result["endpoints_failed"] == [a.url, b.url, c.url]
@@ -167,7 +162,7 @@ def test_slow_endpoints_asked_concurrently(snapdir, tmp_path, rpc):
 def test_node_without_snapshot_method(snapdir, tmp_path):
     touch(snapdir, f"snapshot-{TIP - 5_000}-{H}.tar.zst")
     with SolanaRpcStandIn(start_slot=TIP, offer_snapshot_slot=False) as old:
-        result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "rpc_endpoints": [old.url]})
+        result = run_module({"snapshot_dir": str(snapdir), "rpc_endpoints": [old.url]})
     assert result["verdict"] == "fresh"
     assert result["best_remote_snapshot"] is None
     assert "-32601" in result["endpoints"][0]["highest_snapshot_error"]
@@ -175,17 +170,17 @@ def test_node_without_snapshot_method(snapdir, tmp_path):
 
 def test_no_endpoints_given(snapdir, tmp_path):
     touch(snapdir, f"snapshot-100-{H}.tar.zst")
-    assert run_module(tmp_path, {"snapshot_dir": str(snapdir)})["verdict"] == "unknown"
+    assert run_module({"snapshot_dir": str(snapdir)})["verdict"] == "unknown"
 
 
 def test_missing_directory_fails_with_advice(tmp_path):
-    result = run_module(tmp_path, {"snapshot_dir": str(tmp_path / "nope")})
+    result = run_module({"snapshot_dir": str(tmp_path / "nope")})
     assert result["failed"] is True
     assert "does not exist" in result["msg"] and "layer 4" in result["msg"]
 
 
 def test_negative_limit_fails(snapdir, tmp_path):
-    result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "max_lag_slots": -1})
+    result = run_module({"snapshot_dir": str(snapdir), "max_lag_slots": -1})
     assert result["failed"] is True and "max_lag_slots" in result["msg"]
 
 
@@ -209,14 +204,14 @@ def test_through_ansible_cli(snapdir, rpc):
 def test_newest_archive_in_agaves_remote_directory_counts(snapdir, tmp_path, rpc):
     (snapdir / "remote").mkdir()
     touch(snapdir / "remote", f"snapshot-{TIP - 5_000}-{H}.tar.zst")
-    result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url]})
+    result = run_module({"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url]})
     assert result["verdict"] == "fresh", result
     assert result["full_snapshot"]["path"] == str(snapdir / "remote" / f"snapshot-{TIP - 5_000}-{H}.tar.zst")
 
 
 def test_hash_of_any_length_agave_parses(snapdir, tmp_path, rpc):
     touch(snapdir, f"snapshot-{TIP - 5_000}-{'1' * 32}.tar.zst")  # Hash::default(), 32 characters
-    result = run_module(tmp_path, {"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url]})
+    result = run_module({"snapshot_dir": str(snapdir), "rpc_endpoints": [rpc.url]})
     assert result["verdict"] == "fresh" and result["full_slot"] == TIP - 5_000
 
 

@@ -11,8 +11,8 @@ Ways to choose the point:
         whose command line holds ``match``; None: the caller) and everything below it.
         ``trap.calls`` lists every call seen; ``trap.files()`` can be copied into a host container
         (python="/usr/bin/python3").
-    start_module(name, args, env, stop_after=("function", n, "module_utils/pkg/"))
-        the module run as Ansible runs it (ANSIBLE_MODULE_ARGS file); with stop_after it SIGSTOPs
+    start_module(name, args, env=..., stop_after=("function", n, "module_utils/pkg/"))
+        the module run as Ansible runs it (its arguments on stdin); with stop_after it SIGSTOPs
         itself when that function of our module_utils returns for the n-th time: wait_stopped()
         then kill_tree() kills it exactly there.
     KillOnRequest(at=K, after=..., counts=...)
@@ -26,14 +26,14 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
 
-from tests.integration.conftest import COLLECTIONS, REPO
+from tests.integration.conftest import REPO, start_module, wait_stopped
 
-MODULES = os.path.join(REPO, "plugins", "modules")
+__all__ = ["start_module", "wait_stopped"]  # the harness's, from tests/integration/conftest.py
+
 TESTBED = os.path.join(REPO, "tests", "testbed")
 
 # The wrapper a ToolTrap puts first on PATH. Its settings come from the JSON file beside it.
@@ -163,43 +163,6 @@ def _which(tool, exclude):
     raise AssertionError(f"{tool} is not installed")
 
 
-# The module run as Ansible runs it, SIGSTOPped when a function of our module_utils returns the n-th time.
-STOP_AFTER = r"""
-import os, runpy, signal, sys, threading
-function, nth, where, sys.argv = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
-seen = []
-
-def stop_after(frame, event, arg):
-    code = frame.f_code
-    if event == "return" and code.co_name == function and where in code.co_filename:
-        seen.append(1)
-        if len(seen) == nth:
-            os.kill(os.getpid(), signal.SIGSTOP)  # the whole process, every thread
-
-sys.setprofile(stop_after)
-threading.setprofile(stop_after)
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-def start_module(name, args, tmp, *, env=None, stop_after=None, check_mode=False):
-    """plugins/modules/<name>.py started as Ansible starts it (its own session); stop_after =
-    (function, n, path part) stops it when that function returns the n-th time."""
-    args_file = os.path.join(str(tmp), f"args-{time.monotonic_ns()}.json")
-    with open(args_file, "w") as handle:
-        json.dump({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=check_mode)}, handle)
-    module = os.path.join(MODULES, name + ".py")
-    argv = [sys.executable, module, args_file]
-    if stop_after:
-        function, nth, where = stop_after
-        argv = [sys.executable, "-c", STOP_AFTER, function, str(nth), where, module, args_file]
-    env = dict(env if env is not None else os.environ)
-    env["PYTHONPATH"] = COLLECTIONS
-    return subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-
-
 def finish(proc, timeout=300):
     """(returncode, the module's JSON result or None, stderr)."""
     out, err = proc.communicate(timeout=timeout)
@@ -214,21 +177,6 @@ def assert_killed(proc, timeout=300):
     rc, result, err = finish(proc, timeout)
     assert rc == -signal.SIGKILL, f"the module was not killed (rc {rc}): {result} {err[-2000:]}"
     return err
-
-
-def process_state(pid):
-    with open(f"/proc/{pid}/stat") as handle:
-        return handle.read().rsplit(")", 1)[1].split()[0]
-
-
-def wait_stopped(proc, what, timeout=180):
-    """Waits until the stop_after module stopped itself (state T); fails when it ended first."""
-    deadline = time.monotonic() + timeout
-    while process_state(proc.pid) != "T":
-        if proc.poll() is not None:
-            raise AssertionError(f"the module ended before {what}: {proc.communicate()}")
-        assert time.monotonic() < deadline, f"the module did not reach {what} within {timeout} s"
-        time.sleep(0.02)
 
 
 def kill_tree(proc):

@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 
@@ -27,7 +26,14 @@ import pytest
 from lab_k8s import create_kwok_node, deployment
 
 from ansible_collections.strata.ops.plugins.module_utils import k8s
-from tests.integration.conftest import CACHE, COLLECTIONS, REPO, lab_lock, run_module, skip_or_fail
+from tests.integration.conftest import (
+    CACHE,
+    lab_lock,
+    module_result,
+    run_module,
+    skip_or_fail,
+    start_module,
+)
 from tests.integration.k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 
 # The API server goes away for every user of the lab: `make integration` runs this file alone,
@@ -37,7 +43,6 @@ pytestmark = [pytest.mark.needs("k8s"), pytest.mark.exclusive]
 CLUSTER_DIR = os.path.join(CACHE, "controlplane", "kwok-workdir", "clusters", "strata-lab")
 PID_FILE = os.path.join(CLUSTER_DIR, "pids", "kube-apiserver.pid")
 LOG_FILE = os.path.join(CLUSTER_DIR, "logs", "kube-apiserver.log")
-MODULE = os.path.join(REPO, "plugins", "modules", "safe_shutdown.py")
 FINALIZER = "strata.io/fault-test-hold"
 TAINT = {"key": "strata.io/test", "value": "api-faults", "effect": "NoSchedule"}
 OUTAGE_SECONDS = 10  # the "stop the apiserver for 10 s"
@@ -165,22 +170,8 @@ def release(client, ns):
         )
 
 
-def start_module(tmp_path, args):
-    args_file = tmp_path / f"args-{uuid.uuid4().hex[:6]}.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    return subprocess.Popen(
-        [sys.executable, MODULE, str(args_file)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=COLLECTIONS),
-    )
-
-
 def result_of(proc):
-    out, err = proc.communicate(timeout=300)
-    assert out.strip(), f"the module printed nothing; stderr: {err}"
-    return json.loads(out)
+    return module_result(proc, timeout=300)
 
 
 def wait_for(client, ns, kind, predicate, **selectors):
@@ -202,7 +193,7 @@ def test_stop_rides_out_an_api_server_restart(k8s_namespace, fault_node, tmp_pat
     controlplane, k8s_client = apiserver.kubeconfig, apiserver.client
     held_deployment(k8s_client, k8s_namespace, fault_node)
     args = {"kubeconfig": controlplane, "state": "stopped", "name": "validator", "namespace": k8s_namespace}
-    proc = start_module(tmp_path, dict(args, timeout=240))
+    proc = start_module("safe_shutdown", dict(args, timeout=240))
     try:
         scaled_to_zero_and_terminating(k8s_client, k8s_namespace)
         assert proc.poll() is None  # still waiting for the held pod when the server goes
@@ -232,7 +223,7 @@ def test_start_wait_rides_out_an_api_server_restart(k8s_namespace, tmp_path, api
     node = f"strata-fault-{uuid.uuid4().hex[:6]}"
     k8s_client.create("Deployment", deployment("validator", 0, pod_spec(node)), k8s_namespace)
     args = {"kubeconfig": controlplane, "state": "running", "name": "validator", "namespace": k8s_namespace}
-    proc = start_module(tmp_path, dict(args, replicas=1, timeout=240))
+    proc = start_module("safe_shutdown", dict(args, replicas=1, timeout=240))
     try:
         wait_for(k8s_client, k8s_namespace, "Pod", bool, label_selector="app=validator")
         assert proc.poll() is None  # waiting: the pod is Pending (no such node yet)
@@ -274,7 +265,7 @@ def test_outage_longer_than_the_timeout_fails_with_the_state_left_and_a_rerun_fi
     controlplane, k8s_client = apiserver.kubeconfig, apiserver.client
     held_deployment(k8s_client, k8s_namespace, fault_node)
     args = {"kubeconfig": controlplane, "state": "stopped", "name": "validator", "namespace": k8s_namespace}
-    proc = start_module(tmp_path, dict(args, timeout=20))
+    proc = start_module("safe_shutdown", dict(args, timeout=20))
     try:
         scaled_to_zero_and_terminating(k8s_client, k8s_namespace)
         [held] = [p["metadata"]["name"] for p in pods(k8s_client, k8s_namespace)]

@@ -89,8 +89,8 @@ def ok(proc):
     return result
 
 
-def run_to_end(name, args, tmp, env=None):
-    return ok(start_module(name, args, tmp, env=env))
+def run_to_end(name, args, env=None, diff=False):
+    return ok(start_module(name, args, env=env, diff=diff))
 
 
 # ------------------------------------------------------------------------------------- zfs_dataset
@@ -157,7 +157,7 @@ def zfs_reference(zfs_pool, tmp_path_factory):
         zfs("create", "-o", "quota=32M", root.name + "/keep")
         (root.mnt / "keep" / "data.bin").write_bytes(b"reference")
         zfs("create", root.name + "/old")
-        run_to_end("zfs_dataset", zfs_request(root.name), tmp)
+        run_to_end("zfs_dataset", zfs_request(root.name))
         state = zfs_end_state(root)
     finally:
         destroy_tree(root.name)
@@ -175,15 +175,15 @@ def test_zfs_dataset_killed(point, zfs_root, zfs_reference, tmp_path):
     trap = ToolTrap(
         tmp_path / "trap", "zfs", at=nth, after=after, counts=ZFS_WRITES, last=f"{zfs_root.name}/{target}"
     )
-    assert_killed(start_module("zfs_dataset", request, tmp_path, env=trap.env()))
+    assert_killed(start_module("zfs_dataset", request, env=trap.env()))
     assert trap.killed and trap.killed["argv"][0] == sub, trap.calls
 
-    again = run_to_end("zfs_dataset", request, tmp_path)
+    again = run_to_end("zfs_dataset", request)
     assert again["changed"] is (point != "create-a/b/c-after")  # that kill came after the last write
     end = zfs_end_state(zfs_root)
     assert end.pop("kept file") == kept  # the data of the updated dataset is still there
     assert end == zfs_reference
-    assert run_to_end("zfs_dataset", request, tmp_path)["changed"] is False
+    assert run_to_end("zfs_dataset", request)["changed"] is False
 
 
 # ----------------------------------------------------------------------------------- snapshot_fetch
@@ -301,7 +301,7 @@ def fetch_reference(archive, tmp_path_factory):
     dest = fetch_dest(tmp)
     with RangeServer(archive) as server:
         args = dict(FETCH_ARGS, snapshot_dir=str(dest), sources=[f"{server.url}/{archive.name}"])
-        result = run_to_end("snapshot_fetch", args, tmp)
+        result = run_to_end("snapshot_fetch", args)
     assert result["changed"] is True and result["downloads"][0]["name"] == archive.name
     return dir_state(dest)
 
@@ -327,7 +327,7 @@ def test_snapshot_fetch_killed(point, archive, fetch_reference, tmp_path):
         args = dict(FETCH_ARGS, snapshot_dir=str(dest), sources=[f"{server.url}/{archive.name}"])
         if not killer:
             args["connections_per_server"] = 1
-        proc = start_module("snapshot_fetch", args, tmp_path)
+        proc = start_module("snapshot_fetch", args)
         if killer:
             killer.pid = proc.pid
         else:
@@ -336,7 +336,7 @@ def test_snapshot_fetch_killed(point, archive, fetch_reference, tmp_path):
             kill_tree(proc)
         assert_killed(proc)
         assert not (dest / archive.name).exists()  # never a partial file under the final name
-        again = run_to_end("snapshot_fetch", args, tmp_path)
+        again = run_to_end("snapshot_fetch", args)
     stats = again["downloads"][0]
     assert stats["fetched_bytes"] + stats["resumed_bytes"] == archive.stat().st_size, stats
     assert stats["refetched_bytes"] == 0
@@ -406,9 +406,7 @@ def test_runner_isolation_killed(point, bed):
     before, original = ri_snapshot(bed), bed.config.read_bytes()
     a = ri_args(bed)
     if "step" in spec:
-        proc = start_module(
-            "runner_isolation", a, bed.tmp, stop_after=(spec["step"], 1, "/runner_isolation/")
-        )
+        proc = start_module("runner_isolation", a, stop_after=(spec["step"], 1, "/runner_isolation/"))
         wait_stopped(proc, f"the end of {spec['step']}")
         kill_tree(proc)
     else:
@@ -416,12 +414,12 @@ def test_runner_isolation_killed(point, bed):
         bed.gitlab.killer = KillOnRequest(
             spec["at"], after=spec["after"], counts=lambda m, p: m == (method or m) and p.endswith(path)
         )
-        proc = start_module("runner_isolation", a, bed.tmp)
+        proc = start_module("runner_isolation", a)
         bed.gitlab.killer.pid = proc.pid
     assert_killed(proc)
     bed.gitlab.killer = None
 
-    again = run_to_end("runner_isolation", a, bed.tmp)
+    again = run_to_end("runner_isolation", a)
     assert again["state"] == "isolated"
     assert ri_paused(bed.gitlab) == {7: True, 8: True, 9: True}
     assert_config_isolated(bed)
@@ -430,10 +428,10 @@ def test_runner_isolation_killed(point, bed):
         text.count('"experiment=dedicated" = "NoSchedule"') == 1 and text.count("kubernetes.io/hostname") == 1
     )
     assert ri_snapshot(bed) == isolated_state(bed, before)
-    assert run_to_end("runner_isolation", a, bed.tmp)["changed"] is False
+    assert run_to_end("runner_isolation", a)["changed"] is False
 
     bed.gitlab.requests.clear()
-    restored = run_to_end("runner_isolation", dict(a, state="restored", _ansible_diff=True), bed.tmp)
+    restored = run_to_end("runner_isolation", dict(a, state="restored"), diff=True)
     assert_restored_exactly(bed, restored, before, original, a["state_path"])
 
 
@@ -472,18 +470,18 @@ def test_safe_shutdown_killed(point, shutdown_bed, tmp_path):
         "namespace": ns,
         "timeout": 60,
     }
-    proc = start_module("safe_shutdown", args, tmp_path, stop_after=SHUTDOWN_POINTS[point])
+    proc = start_module("safe_shutdown", args, stop_after=SHUTDOWN_POINTS[point])
     wait_stopped(proc, point)
     kill_tree(proc)
     assert_killed(proc)
 
-    again = run_to_end("safe_shutdown", args, tmp_path)
+    again = run_to_end("safe_shutdown", args)
     # right at return, as after an uninterrupted run: no pod left, the same spec at 0 replicas
     assert pods_of(k8s_client, ns, "validator") == []
     assert k8s_client.get("Deployment", "validator", ns)["spec"] == dict(spec_before, replicas=0)
     assert again["replicas_after"] == 0 and again["changed"] is (point == "pods-listed"), again
     assert started_at(node) == started  # the node container was never restarted
-    assert run_to_end("safe_shutdown", args, tmp_path)["changed"] is False
+    assert run_to_end("safe_shutdown", args)["changed"] is False
 
 
 # ----------------------------------------------------------------------------------- data_transfer
@@ -596,14 +594,14 @@ def test_pod_checkpoint_killed(point, counter, tmp_path):
     tool, counts, after = CKPT_POINTS[point]
     images = tmp_path / "images"
     args = {"container": counter["name"], "images_dir": str(images), "criu_path": CRIU, "crit_path": CRIT}
-    first = run_to_end("pod_checkpoint", args, tmp_path)["checkpoint_dir"]
+    first = run_to_end("pod_checkpoint", args)["checkpoint_dir"]
     trap = ToolTrap(tmp_path / "trap", tool, at=1, after=after, counts=counts, real=args[f"{tool}_path"])
     trapped = dict(args, **{f"{tool}_path": os.path.join(trap.dir, tool)})
     before = last_count(counter["name"])
-    assert_killed(start_module("pod_checkpoint", trapped, tmp_path))
+    assert_killed(start_module("pod_checkpoint", trapped))
     assert trap.killed, trap.calls
 
-    again = run_to_end("pod_checkpoint", args, tmp_path)
+    again = run_to_end("pod_checkpoint", args)
     # the killed run's unfinished dump directory (made once criu is about to dump) is removed
     assert len(again["abandoned_removed"]) == (point != "criu-first-call-before"), again["abandoned_removed"]
     assert sorted(os.listdir(images)) == sorted(os.path.basename(d) for d in (first, again["checkpoint_dir"]))

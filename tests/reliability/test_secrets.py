@@ -42,6 +42,8 @@ HOLDERS = (
     LAB_KUBECONFIG,
     os.path.join(CACHE, "node", "kubeconfig"),  # the real kubelet node's (tests/testbed/node)
 )
+# another run's canary, built here so that this file (and every copy of it) holds none
+OLD_CANARY = "hf_" + "CANARY-" + "0123456789abcdef" + "01234567"
 PLANTED = "test_a_planted_canary"  # this file's own planted canaries (basetemp dirs of that test)
 SKIP_DIRS = ("bin", "cache", "etcd-3.5.16", "etcd-trixie", "kwok-v0.8.0", "node-images", "images")
 
@@ -174,7 +176,7 @@ def test_a_planted_canary_is_found_and_a_private_holder_is_not_a_leak(tmp_path):
     leak.write_text(f"TASK [x] ok: token={canaries.GITLAB_TOKEN}\n")
     leak.chmod(0o600)
     old_canary = tmp_path / "report.html"  # another run's canary: found by its pattern
-    old_canary.write_text("<td>hf_CANARY-0123456789abcdef01234567</td>")
+    old_canary.write_text(f"<td>{OLD_CANARY}</td>")
     key = tmp_path / "key.json"
     key.write_text('{"k": "SECRETKEYLINE"}')
     clean = tmp_path / "clean.txt"
@@ -183,7 +185,7 @@ def test_a_planted_canary_is_found_and_a_private_holder_is_not_a_leak(tmp_path):
     leaks, holders = scan([(str(tmp_path), None)], needles)
     assert leaks == {
         str(leak): [canaries.GITLAB_TOKEN],
-        str(old_canary): ["hf_CANARY-0123456789abcdef01234567"],
+        str(old_canary): [OLD_CANARY],
         str(key): ["client key (PEM)"],
     }
     assert holders == {}
