@@ -40,23 +40,17 @@ import tempfile
 import time
 import uuid
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, ".collections"))
-sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 sys.stdout.reconfigure(line_buffering=True)  # bench/run tees it: each line as it comes
 
-IMPORT_ERROR = None
-try:
-    from lab_k8s import create_kwok_node, deployment
-
-    from ansible_collections.strata.ops.plugins.module_utils import k8s
-except ImportError as import_exc:
-    IMPORT_ERROR = import_exc
 from benchkit import (  # noqa: E402
     BIN,
+    REPO,
     Child,
     bench_env,
+    create_kwok_node,
+    deployment,
     growth_lines,
+    k8s,
     lab_control_plane,
     module_env,
     print_profile,
@@ -339,7 +333,7 @@ def skip(reason):
 
 
 def preflight():
-    return Bench(*lab_control_plane(KUBECONFIG, skip, IMPORT_ERROR, "bench-health", need_playbook=PLAYBOOK))
+    return Bench(*lab_control_plane(KUBECONFIG, skip, "bench-health", need_playbook=PLAYBOOK))
 
 
 def main():

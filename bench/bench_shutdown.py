@@ -40,28 +40,26 @@ import threading
 import time
 import uuid
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, ".collections"))
-sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
+from benchkit import (
+    BIN,
+    REPO,
+    Child,
+    bench_env,
+    create_kwok_node,
+    deployment,
+    growth_lines,
+    k8s,
+    lab_control_plane,
+    module_env,
+    percentile,
+)
 
 IMPORT_ERROR = None
 try:
     from kubernetes import client as kclient
     from kubernetes import config as kconfig
-    from lab_k8s import create_kwok_node, deployment
-
-    from ansible_collections.strata.ops.plugins.module_utils import k8s
 except ImportError as import_exc:
     IMPORT_ERROR = import_exc
-from benchkit import (  # noqa: E402
-    BIN,
-    Child,
-    bench_env,
-    growth_lines,
-    lab_control_plane,
-    module_env,
-    percentile,
-)
 from results import record  # noqa: E402
 from testbed_paths import LAB_KUBECONFIG  # noqa: E402 - no dependencies beyond os
 
@@ -370,7 +368,7 @@ def skip(reason):
 
 
 def preflight():
-    client, kubectl = lab_control_plane(KUBECONFIG, skip, IMPORT_ERROR, "bench-shutdown")
+    client, kubectl = lab_control_plane(KUBECONFIG, skip, "bench-shutdown", import_error=IMPORT_ERROR)
     api = kclient.CoreV1Api(kconfig.new_client_from_config(config_file=KUBECONFIG))
     return Bench(client, api, kubectl)
 

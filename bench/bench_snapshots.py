@@ -55,7 +55,6 @@ skip), BENCH_SNAP_UNEVEN_X, BENCH_SNAP_DISK_MIB, BENCH_SNAP_DIR. Prints one fina
 ``bench snapshots: ...``; the goal (issue 6): fetch >= 0.90 of the limit and not below aria2c.
 """
 
-import json
 import os
 import resource
 import shutil
@@ -68,7 +67,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 
-from benchkit import growth_exponent, growth_lines  # noqa: E402
+from benchkit import growth_exponent, growth_lines, timed_module_run  # noqa: E402
 from results import record  # noqa: E402
 from snapshot_server import NGINX_PACKAGE, NginxSnapshotServer, nginx_binary  # noqa: E402
 
@@ -170,22 +169,10 @@ def run_fetch(work, servers, conns, per_server=16):
         "verify_archive": True,
         "checksum_from_source": False,
     }
-    args_file = os.path.join(work, "args.json")
-    with open(args_file, "w") as handle:
-        json.dump({"ANSIBLE_MODULE_ARGS": args}, handle)
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, ".collections"))
-    module = os.path.join(REPO, "plugins", "modules", "snapshot_fetch.py")
-    started = time.time()
-    proc = subprocess.run(
-        [sys.executable, module, args_file], capture_output=True, text=True, env=env, check=False
-    )
-    wall = time.time() - started
     try:
-        result = json.loads(proc.stdout)
-    except ValueError:
-        sys.exit("bench snapshots: snapshot_fetch answered no JSON: " + (proc.stdout + proc.stderr)[-2000:])
-    if result.get("failed"):
-        sys.exit("bench snapshots: snapshot_fetch failed: " + result["msg"])
+        wall, result = timed_module_run("snapshot_fetch", args)
+    except ValueError as exc:
+        sys.exit(f"bench snapshots: {exc}")
     download = result["downloads"][0]
     verify = zstd_test(download["path"])  # the same pass the module made, timed on its own
     shutil.rmtree(dest, ignore_errors=True)

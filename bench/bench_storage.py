@@ -45,7 +45,7 @@ import uuid
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 
-from benchkit import growth_exponent, growth_lines  # noqa: E402
+from benchkit import growth_exponent, growth_lines, timed_module_run  # noqa: E402
 from results import record  # noqa: E402
 from zfs_testbed import ZfsTestbedError, destroy_tree, testbed_problem, zfs  # noqa: E402
 
@@ -159,25 +159,12 @@ def check_community_zfs(output, names):
     return f"community.general.zfs: {len(items)} loop items unchanged"
 
 
-def run_module(work, datasets, pool):
+def run_module(datasets, pool):
     """The zfs_dataset module process on ``datasets``: (seconds, result)."""
-    args = os.path.join(work, "module-args.json")
-    with open(args, "w") as handle:
-        json.dump({"ANSIBLE_MODULE_ARGS": {"pool": pool, "datasets": datasets}}, handle)
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, ".collections"))
-    module = os.path.join(REPO, "plugins", "modules", "zfs_dataset.py")
-    start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, module, args], capture_output=True, text=True, env=env, check=False
-    )
-    seconds = time.monotonic() - start
     try:
-        result = json.loads(proc.stdout)
-    except ValueError:
-        raise BenchError(f"zfs_dataset answered no JSON: {(proc.stdout + proc.stderr)[-2000:]}") from None
-    if result.get("failed"):
-        raise BenchError(f"zfs_dataset failed: {result.get('msg')}")
-    return seconds, result
+        return timed_module_run("zfs_dataset", {"pool": pool, "datasets": datasets})
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
 
 
 def wanted(names):
@@ -278,7 +265,7 @@ def bench_create(work, parent, pool, sizes):
         names = [f"{module_parent}/d{i:04d}" for i in range(n)]
         if n <= 200 or n in LOOP_BIG:
             loop[n] = shell_loop(loop_names)
-        ours[n], result = run_module(work, wanted(names), pool)
+        ours[n], result = run_module(wanted(names), pool)
         expect_actions(result, names, "created")
         print(
             f"create {n:5d}: zfs_dataset {ours[n]:.2f}s"
@@ -301,7 +288,7 @@ def kept_set(work, pool, n):
     if zfs("list", "-H", "-o", "name", f"{pool}/{KEPT}", check=False).returncode != 0:
         zfs("create", "-o", "mountpoint=none", f"{pool}/{KEPT}")
     zfs("create", home)
-    seconds, result = run_module(work, wanted(names), pool)
+    seconds, result = run_module(wanted(names), pool)
     expect_actions(result, names, "created")
     print(
         f"create {n:5d}: zfs_dataset {seconds:.2f}s (the noop's set-up, kept under {pool}/{KEPT})", flush=True
@@ -319,7 +306,7 @@ def bench_noop(work, parent, pool, sizes):
             names = kept_set(work, pool, n)
         times = []
         for _round in range(3):
-            seconds, result = run_module(work, wanted(names), pool)
+            seconds, result = run_module(wanted(names), pool)
             expect_actions(result, names, "unchanged")
             times.append(seconds)
         ours[n] = statistics.median(times)
@@ -397,7 +384,7 @@ def bench_community(work, names, pool):
     home = names[0].rsplit("/", 1)[0]
     if zfs("list", "-H", "-o", "name", home, check=False).returncode != 0:
         zfs("create", home)
-        seconds, result = run_module(work, wanted(names), pool)
+        seconds, result = run_module(wanted(names), pool)
         expect_actions(result, names, "created")
         print(f"setup: {len(names)} datasets under {home} in {seconds:.1f}s (not timed)", flush=True)
     extra_vars = os.path.join(work, "vars.json")

@@ -6,6 +6,7 @@ Not a benchmark itself: bench/run runs bench/bench_*.py only.
 """
 
 import atexit
+import json
 import math
 import os
 import shutil
@@ -17,6 +18,19 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
+# The benchmarks import the checkout's collection and the test bed's helpers (tests/testbed).
+sys.path[:0] = [os.path.join(REPO, ".collections"), os.path.join(REPO, "tests", "testbed")]
+from testbed_paths import CACHE, kubectl_path  # noqa: E402 - no dependencies beyond os
+
+try:
+    from lab_k8s import create_kwok_node, deployment
+
+    from ansible_collections.strata.ops.plugins.module_utils import k8s
+
+    LAB_IMPORT_ERROR = None
+except ImportError as lab_import_exc:  # lab_control_plane() says what is missing
+    create_kwok_node = deployment = k8s = None
+    LAB_IMPORT_ERROR = lab_import_exc
 # A step is "linear" while x10 work costs between x7 and x14 time (exponent 0.85-1.15): on two
 # shared cores a run-to-run spread of +-20 % is common, so a tighter band would call noise a cause.
 LINEAR_ABOVE, WORSE_ABOVE = 0.85, 1.15
@@ -39,6 +53,29 @@ def module_env(env=None):
     return dict(env or bench_env(), PYTHONPATH=os.path.join(REPO, ".collections"))
 
 
+def timed_module_run(name, args, env=None):
+    """plugins/modules/<name>.py run once as Ansible runs it with pipelining (its arguments on
+    stdin): (seconds, result). A ValueError names the module when it printed no JSON or failed."""
+    module = os.path.join(REPO, "plugins", "modules", name + ".py")
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, module],
+        input=json.dumps({"ANSIBLE_MODULE_ARGS": args}),
+        capture_output=True,
+        text=True,
+        env=module_env(env or os.environ),
+        check=False,
+    )
+    seconds = time.monotonic() - started
+    try:
+        result = json.loads(proc.stdout)
+    except ValueError:
+        raise ValueError(f"{name} answered no JSON: {(proc.stdout + proc.stderr)[-2000:]}") from None
+    if result.get("failed"):
+        raise ValueError(f"{name} failed: {result.get('msg')}")
+    return seconds, result
+
+
 def private_tmpdir(prefix):
     """Temporary files of this run and its children (the client certificates a kubeconfig's
     *-data become, plainconfig.py) under .tmp/ of the checkout, removed at exit: a shared
@@ -51,20 +88,17 @@ def private_tmpdir(prefix):
     return path
 
 
-def lab_control_plane(kubeconfig, skip, import_error, tmp_prefix, need_playbook=True):
+def lab_control_plane(kubeconfig, skip, tmp_prefix, need_playbook=True, import_error=None):
     """(client, kubectl) of the lab control plane, or ``skip(reason)``: the checks every benchmark
     on it makes first (the venv's libraries, a kubeconfig that answers, the control plane's own
-    kubectl, ansible-playbook beside this Python). The benchmark put tests/testbed and the
-    collection on sys.path before importing this module."""
-    from testbed_paths import CACHE, kubectl_path  # noqa: PLC0415 - on sys.path only in a benchmark
-
+    kubectl, ansible-playbook beside this Python); ``import_error``: the benchmark's own
+    libraries' ImportError, if any."""
     private_tmpdir(tmp_prefix)
-    if import_error is not None:
-        skip(f"the kubernetes Python client is missing ({import_error}): make venv")
+    missing = import_error or LAB_IMPORT_ERROR
+    if missing is not None:
+        skip(f"the kubernetes Python client is missing ({missing}): make venv")
     if not os.path.isfile(kubeconfig):
         skip(f"control plane not available: no kubeconfig at {kubeconfig} (tests/testbed/up controlplane)")
-    from ansible_collections.strata.ops.plugins.module_utils import k8s  # noqa: PLC0415 - see above
-
     try:
         client = k8s.get_client(kubeconfig)
     except k8s.K8sError as exc:
