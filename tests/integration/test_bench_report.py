@@ -72,6 +72,8 @@ def test_bench_run_writes_results_json_and_page(zfs_pool, chromium, tmp_path):
     summary = proc.stdout.split("== bench summary", 1)[1]
     assert f"results: {run_dir / 'results.json'}" in summary
     assert f"page:    {run_dir / 'results.html'}" in summary
+    # each benchmark's whole output is kept beside the results; its last line is the summary's
+    assert (run_dir / "storage.log").read_text().splitlines()[-1] in summary
     document = json.loads((latest / "results.json").read_text())
     assert document["ran"] == ["storage"] and document["failed"] == []
     rows = document["benchmarks"]
