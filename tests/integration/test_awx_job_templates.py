@@ -121,6 +121,9 @@ LAUNCH = {
 # Flows whose check mode refuses on the lab as it is, and the message they refuse with. (Layer 1
 # and site pass: on hosts without apt lists, check mode reports what a real run installs.)
 NO_WORKLOAD = r"namespace 'strata-solana' does not exist \(looking for Deployment strata-solana/solana\)"
+NO_CRIU = r"criu not found on PATH"
+# with CRIU on the host (a layer 1 run of another test installs it), the next check of checkpoint.yml
+NO_DOCKER = r"Docker socket /var/run/docker.sock does not exist"
 REFUSALS = {
     # the lab's workload is not deployed (the deploy tests use their own and remove it)
     "strata-ops stop": NO_WORKLOAD,
@@ -130,7 +133,7 @@ REFUSALS = {
         r"workload_deploy_snapshot_sources is empty and no workload_deploy_snapshot_hook is set"
     ),
     # the lab hosts have no criu on PATH (the test bed keeps its own in ~/.cache/strata-ops/bin)
-    "strata-ops checkpoint": r"criu not found on PATH",
+    "strata-ops checkpoint": NO_CRIU,
     # nothing was checkpointed under that name
     "strata-ops restore": (
         r"No restorable checkpoint of strata-awx-none-nothing-here-c in /var/lib/strata-ops/checkpoints"
@@ -279,6 +282,12 @@ def lab_refusal(name, k8s_client):
     """The refusal expected of a lab template, given what the lab holds now: a refusal whose cause is
     gone (the workload deployed, apt lists present) must turn into a successful run."""
     refusal = REFUSALS.get(name)
+    if refusal == NO_CRIU:
+        limit = LAUNCH[name]["limit"]
+        found = subprocess.run(
+            ["docker", "exec", limit, "sh", "-c", "command -v criu"], capture_output=True, check=False
+        )
+        return NO_DOCKER if found.returncode == 0 else NO_CRIU
     if refusal == NO_WORKLOAD:
         try:
             k8s_client.get_namespace(WORKLOAD["strata_namespace"])
