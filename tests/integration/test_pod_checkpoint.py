@@ -31,7 +31,6 @@ from . import conftest
 from .conftest import TESTBED_BIN, adhoc_result, assert_clean_failure
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MODULE = os.path.join(REPO, "plugins", "modules", "pod_checkpoint.py")
 CRIU = os.environ.get("STRATA_CRIU", os.path.join(TESTBED_BIN, "criu"))
 CRIT = os.environ.get("STRATA_CRIT", os.path.join(TESTBED_BIN, "crit"))
 CRICTL = os.path.join(TESTBED_BIN, "crictl")

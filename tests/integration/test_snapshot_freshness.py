@@ -17,7 +17,6 @@ import time
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MODULE = os.path.join(REPO, "plugins", "modules", "snapshot_freshness.py")
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 
 from solana_rpc import DEVNET_GENESIS, MAINNET_GENESIS, SolanaRpcStandIn  # noqa: E402
