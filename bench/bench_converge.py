@@ -16,6 +16,10 @@ the time goes (not timed). The lab playbook lock (~/.cache/strata-ops/lab-playbo
 throughout, so tests never interleave with it. BENCH_CONVERGE_STRATEGY=mitogen_linear runs (a)
 and (b) with that strategy too, when the mitogen package is installed.
 
+site.yml deploys the lab's workload into a namespace of the bench's own (NAMESPACE), which
+playbooks/teardown.yml removes at the end (data kept), even after a failure: a workload left in
+the lab's own namespace would be there for every later test of the lab (they expect none).
+
 Needs the lab test bed (tests/testbed/up all). Prints one final line `bench converge: ...`.
 """
 
@@ -35,6 +39,7 @@ from testbed_paths import lab_lock  # noqa: E402
 
 GOAL = 5.0
 INVENTORY = os.path.join(REPO, "inventories", "lab")
+NAMESPACE = "strata-bench-converge"
 FACTS_PLAY = """\
 - name: Gather facts only (the floor of any play over these hosts)
   hosts: strata_hosts:localhost
@@ -48,7 +53,7 @@ def playbook(path, extra_env=None):
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env.update(extra_env or {})
     started = time.monotonic()
-    argv = ["ansible-playbook", "-i", INVENTORY, path]
+    argv = ["ansible-playbook", "-i", INVENTORY, path, "-e", f"strata_namespace={NAMESPACE}"]
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - started
     if proc.returncode != 0:
@@ -65,6 +70,42 @@ def tasks_run(stdout):
     return len(re.findall(r"^TASK \[", stdout, re.M))
 
 
+def measure(site, facts_play, rounds, strategy):
+    """{variant: (median site.yml s, median facts play s, task headers)}; prints the profile."""
+    first, _ = playbook(site)
+    print(f"converge run (untimed): {first:.1f} s")
+    variants = [("default", {})]
+    if strategy:
+        variants.append((strategy, {"ANSIBLE_STRATEGY": strategy}))
+    results = {}
+    for name, env in variants:
+        site_times, facts_times = [], []
+        for _ in range(rounds):
+            elapsed, out = playbook(site, env)
+            if changed(out):
+                sys.exit(f"bench converge: a second site.yml changed {changed(out)}:\n{out[-3000:]}")
+            site_times.append(elapsed)
+            facts_times.append(playbook(facts_play, env)[0])
+        results[name] = (statistics.median(site_times), statistics.median(facts_times), tasks_run(out))
+        print(
+            f"[{name}] site.yml converged: median {results[name][0]:.2f} s over {rounds} runs "
+            f"({results[name][2]} task headers); gather-facts play: median {results[name][1]:.2f} s"
+        )
+    profile_env = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_roles,ansible.posix.profile_tasks"}
+    _, profiled = playbook(site, profile_env)
+    print("where the time goes (profile_roles, profile_tasks; untimed run):")
+    print("\n".join(profiled.split("PLAY RECAP")[-1].splitlines()[-45:]))
+    return results
+
+
+def remove_workload():
+    """playbooks/teardown.yml on the bench's namespace: the namespace and its PVs go, data kept."""
+    try:
+        playbook(os.path.join(REPO, "playbooks", "teardown.yml"))
+    except SystemExit as failed:
+        print(f"warning: the bench's workload in {NAMESPACE} was not removed: {failed}", file=sys.stderr)
+
+
 def main():
     rounds = int(os.environ.get("BENCH_CONVERGE_ROUNDS", "3"))
     strategy = os.environ.get("BENCH_CONVERGE_STRATEGY")
@@ -73,29 +114,10 @@ def main():
         facts_play = os.path.join(tmp, "facts.yml")
         with open(facts_play, "w") as handle:
             handle.write(FACTS_PLAY)
-        first, _ = playbook(site)
-        print(f"converge run (untimed): {first:.1f} s")
-        variants = [("default", {})]
-        if strategy:
-            variants.append((strategy, {"ANSIBLE_STRATEGY": strategy}))
-        results = {}
-        for name, env in variants:
-            site_times, facts_times = [], []
-            for _ in range(rounds):
-                elapsed, out = playbook(site, env)
-                if changed(out):
-                    sys.exit(f"bench converge: a second site.yml changed {changed(out)}:\n{out[-3000:]}")
-                site_times.append(elapsed)
-                facts_times.append(playbook(facts_play, env)[0])
-            results[name] = (statistics.median(site_times), statistics.median(facts_times), tasks_run(out))
-            print(
-                f"[{name}] site.yml converged: median {results[name][0]:.2f} s over {rounds} runs "
-                f"({results[name][2]} task headers); gather-facts play: median {results[name][1]:.2f} s"
-            )
-        profile_env = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_roles,ansible.posix.profile_tasks"}
-        _, profiled = playbook(site, profile_env)
-        print("where the time goes (profile_roles, profile_tasks; untimed run):")
-        print("\n".join(profiled.split("PLAY RECAP")[-1].splitlines()[-45:]))
+        try:
+            results = measure(site, facts_play, rounds, strategy)
+        finally:
+            remove_workload()
     site_s, facts_s, tasks = results["default"]
     ratio = site_s / facts_s
     extra = ""

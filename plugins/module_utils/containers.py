@@ -21,6 +21,7 @@ API_VERSION = "v1.41"  # Docker 20.10; newer engines accept it
 LABEL_POD = "io.kubernetes.pod.name"
 LABEL_NAMESPACE = "io.kubernetes.pod.namespace"
 LABEL_CONTAINER = "io.kubernetes.container.name"
+CRICTL_TIMEOUT = "60s"
 
 
 class ContainerError(StrataError):
@@ -266,6 +267,15 @@ def replace_bind_source(create, old, new):
     for mount in host.get("Mounts") or []:
         if mount.get("Type") == "bind" and mount.get("Source") == old:
             mount["Source"] = new
+
+
+def crictl_argv(crictl, endpoint):
+    """crictl's argv prefix: the binary, a timeout, and ``--runtime-endpoint`` when one is given.
+
+    crictl bounds every call by --timeout, 2 s unless given (cri-tools cmd/crictl/main.go): a
+    loaded node - the one whose job is being checkpointed - can take longer. The kubelet gives
+    its runtime 2 min (--runtime-request-timeout)."""
+    return [crictl, "--timeout", CRICTL_TIMEOUT] + (["--runtime-endpoint", endpoint] if endpoint else [])
 
 
 def crictl_target(run_command, crictl, pod, namespace, container):

@@ -159,6 +159,34 @@ def test_reports_a_crashlooping_pod(lab_cluster, k8s_client, k8s_namespace):
     assert failed["problems"] == result["problems"]
 
 
+def test_a_pod_marked_not_ready_while_its_node_was_away_is_ready_again(
+    lab_cluster, k8s_client, k8s_namespace
+):
+    """What the node lifecycle controller writes to the pods of a node whose lease expired
+    (MarkPodsNotReady: Ready False, nothing else): once the node is back, its kubelet - kwok's
+    pod-ready-again stage here - reports the pod Ready again. Without it a workload left on the
+    lab across a control plane restart stayed not Ready for good, and every later check of the
+    lab failed on it."""
+    make_pod(k8s_client, k8s_namespace, "worker")
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    marked = k8s_client.patch(
+        "Pod",
+        "worker",
+        {"status": {"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}]}},
+        k8s_namespace,
+        patch_type="strategic",
+        subresource="status",
+    )
+    assert not k8s.pod_is_ready(marked)
+    ready = k8s_client.watch_until(
+        "Pod", k8s.named_ready(["worker"], k8s.pod_is_ready), k8s_namespace, timeout=60
+    )
+    [pod] = ready["items"]
+    assert pod["status"]["containerStatuses"][0]["state"]["running"]
+    result = health(lab_cluster["kubeconfig"], namespaces=[k8s_namespace], nodes=LAB_NODES)
+    assert result["healthy"], result["problems"]
+
+
 @pytest.fixture
 def wrong_pvs(k8s_client, k8s_namespace):
     suffix = k8s_namespace[-6:]

@@ -27,6 +27,8 @@ import uuid
 
 import pytest
 
+from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
+
 from . import conftest
 from .conftest import TESTBED_BIN, adhoc_result, assert_clean_failure
 
@@ -408,7 +410,8 @@ def test_pod_container_found_among_docker_containers_by_kubelet_labels(testbed, 
 
 
 def crictl(*args, check=True):
-    argv = [CRICTL, "--runtime-endpoint", CRI_ENDPOINT, "--image-endpoint", CRI_ENDPOINT, *args]
+    # the module's own timeout: a sandbox takes longer than crictl's 2 s while the CI is busy
+    argv = [*ctr.crictl_argv(CRICTL, CRI_ENDPOINT), "--image-endpoint", CRI_ENDPOINT, *args]
     return run_cli(argv, check).stdout.strip()
 
 

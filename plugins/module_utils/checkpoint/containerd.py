@@ -140,11 +140,12 @@ def dump(params, check_mode, run_command):
         raise ctr.RuntimeUnavailable(
             "method=containerd finds the pod's container with crictl, which is not installed"
         )
-    crictl_argv = [crictl] + (
-        ["--runtime-endpoint", params["cri_endpoint"]] if params["cri_endpoint"] else []
-    )
     target = ctr.crictl_target(
-        run_command, crictl_argv, params["pod"], params["namespace"], params["container"]
+        run_command,
+        ctr.crictl_argv(crictl, params["cri_endpoint"]),
+        params["pod"],
+        params["namespace"],
+        params["container"],
     )
     client = Ctr(params, run_command)
     mf.check_images_dir(params["images_dir"])

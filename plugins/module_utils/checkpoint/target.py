@@ -27,7 +27,7 @@ def find_target(params, run_command, docker=ctr.DockerAPI):
     if params["pod"] and (params["runtime"] == "cri" or (params["runtime"] == "auto" and crictl)):
         if not crictl:
             raise ctr.RuntimeUnavailable("runtime=cri but crictl is not installed on this host")
-        argv = [crictl] + (["--runtime-endpoint", params["cri_endpoint"]] if params["cri_endpoint"] else [])
+        argv = ctr.crictl_argv(crictl, params["cri_endpoint"])
         return ctr.crictl_target(run_command, argv, params["pod"], params["namespace"], params["container"])
     api = docker_api(params, docker)
     return ctr.docker_target(

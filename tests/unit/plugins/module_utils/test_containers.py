@@ -1,4 +1,5 @@
-"""crictl_target of plugins/module_utils/containers.py: the crictl calls and their answers.
+"""crictl_argv and crictl_target of plugins/module_utils/containers.py: the crictl calls and their
+answers.
 
 The real crictl and containerd are exercised by tests/integration/test_pod_checkpoint.py;
 these cases cover the answers that test bed does not produce (several containers, no pid).
@@ -10,18 +11,26 @@ import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 
-CRICTL = ["crictl", "--runtime-endpoint", "unix:///run/k3s/containerd/containerd.sock"]
+ENDPOINT = "unix:///run/k3s/containerd/containerd.sock"
+CRICTL = ctr.crictl_argv("crictl", ENDPOINT)
 
 
 def crictl_stub(ps, inspect=None, calls=None):
     def run(argv):
         if calls is not None:
             calls.append(argv)
-        if argv[3] == "ps":
+        if argv[len(CRICTL)] == "ps":
             return 0, json.dumps({"containers": ps}), ""
         return 0, json.dumps(inspect or {}), ""
 
     return run
+
+
+def test_crictl_argv_gives_every_call_the_kubelets_patience():
+    # crictl's own default is 2 s per call: a loaded node answers slower
+    assert CRICTL == ["crictl", "--timeout", "60s", "--runtime-endpoint", ENDPOINT]
+    # no endpoint: crictl's own configuration (/etc/crictl.yaml) or its default sockets
+    assert ctr.crictl_argv("/usr/bin/crictl", None) == ["/usr/bin/crictl", "--timeout", "60s"]
 
 
 def container(name, cid="c1"):
