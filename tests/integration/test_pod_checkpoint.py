@@ -28,6 +28,7 @@ import uuid
 import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import leftovers
 
 from . import conftest
 from .conftest import TESTBED_BIN, adhoc_result, assert_clean_failure
@@ -207,11 +208,35 @@ def test_dump_leaves_running_and_restores_into_new_container(counter, tmp_path, 
     assert before < first <= after + 2, (before, first, after)
     wait_count(new, first + 3)  # and it keeps counting
     assert docker("exec", new, "cat", "/data/marker").stdout == "host side\n"
+    assert_no_docker_copy(restored, new_inspect["Id"], dump_dir)
 
     # same name, same checkpoint, running: nothing to do
     again = run_module({"state": "restored", "checkpoint": dump_dir, "new_container": new})
     assert again.get("failed") is not True, again
     assert again["changed"] is False
+
+
+def assert_no_containerd_copy(restored, files):
+    """containerd extracts the checkpoint into its temporary directory for every restore and keeps
+    it (leftovers.py): the restore removed its copy, and no copy of this checkpoint is left."""
+    removed = restored["containerd_copy_removed"]
+    assert removed and os.path.basename(removed).startswith(leftovers.PREFIX), restored
+    assert not os.path.exists(removed)  # containerd runs in this mount namespace here
+    copies = [
+        os.path.join(reach, name)
+        for reach in leftovers.containerd_temp_dirs()
+        for name in os.listdir(reach)
+        if name.startswith(leftovers.PREFIX)
+    ]
+    assert [c for c in copies if leftovers.dir_files(c) == files] == []
+
+
+def assert_no_docker_copy(restored, container_id, dump_dir):
+    """Neither the dump's copy in Docker's checkpoints/ nor the one dockerd's containerd extracts."""
+    root = json.loads(docker("info", "--format", "{{json .}}").stdout)["DockerRootDir"]
+    checkpoints = os.path.join(root, "containers", container_id, "checkpoints")
+    assert not os.path.exists(os.path.join(checkpoints, os.path.basename(dump_dir)))
+    assert_no_containerd_copy(restored, leftovers.dir_files(dump_dir))
 
 
 def mount(*args):
@@ -571,6 +596,9 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
         first = counted_in(pid)
         assert first >= at_dump - 10, (first, at_dump)  # the dump's memory, not a fresh 1
         wait_until_counted(lambda: counted_in(pid), first + 3, f"restored container {new}")
+        assert_no_containerd_copy(
+            restored, leftovers.image_files(os.path.join(dumped["checkpoint_dir"], "checkpoint.tar"))
+        )
         again = run_module(restore, path_prefix=TESTBED_BIN)
         assert (again["changed"], again["restored"]["pid"]) == (False, pid), again  # restored and running
         # The pod's own container (its CRI id is its containerd id) is a name that exists: refused.

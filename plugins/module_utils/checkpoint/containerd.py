@@ -23,7 +23,7 @@ import time
 
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils import criu
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, leftovers
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, utc_iso
 
@@ -209,8 +209,9 @@ def _prune(client, images_dir, name, keep, current):
     return pruned
 
 
-def restore(params, check_mode, run_command):
-    """Restore a method=containerd dump into the NEW container new_container."""
+def restore(params, check_mode, run_command, proc="/proc"):
+    """Restore a method=containerd dump into the NEW container new_container (``proc``: where
+    containerd's processes are looked up, leftovers.py)."""
     checkpoint = mf.choose(params["checkpoint"], params["images_dir"], params["name"])
     manifest = mf.load(checkpoint)
     if manifest.get("method") != METHOD:
@@ -247,10 +248,12 @@ def restore(params, check_mode, run_command):
             f"{params['containerd_namespace']}{stopped}: "
             f"choose another new_container or remove it ({client.line('containers', 'rm', new)})"
         )
+    files = leftovers.image_files(archive)  # also refuses a damaged archive before anything is made
     steps = [] if client.has_image(ref) else [("images", "import", "--no-unpack", archive)]
     steps.append(("containers", "restore", "--live", "--rw", new, ref))
     if check_mode:
         return dict(result, command=[client.line(*step) for step in steps])
+    copies = leftovers.RestoreCopies(files, proc)
     try:
         for step in steps:
             client.run(*step)
@@ -267,6 +270,8 @@ def restore(params, check_mode, run_command):
         _remove(client, new)
         exc.msg += f" -- {new} was removed again, nothing is left half-restored"
         raise
+    finally:
+        result.update(copies.result())
     return dict(result, restored={"container": new, "pid": pid}, command=client.commands)
 
 

@@ -9,7 +9,11 @@ import shutil
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, CheckpointJob
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import (
+    BadCheckpoint,
+    CheckpointJob,
+    leftovers,
+)
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu as gpu_mod
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.staging import BindStaging
@@ -18,6 +22,13 @@ from ansible_collections.strata.ops.plugins.module_utils.common import InvalidAr
 
 # Label on a restored container: the dump it came from (a rerun with the same dump is a no-op).
 RESTORE_LABEL = "strata.ops.checkpoint"
+
+
+def _link_or_copy(src, dst):
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system (EXDEV), or links not allowed there
+        shutil.copy2(src, dst)
 
 
 def check_propagated_mounts(manifest, read_mountinfo=mnt.read_mountinfo, exists=os.path.exists):
@@ -44,7 +55,8 @@ def check_propagated_mounts(manifest, read_mountinfo=mnt.read_mountinfo, exists=
 
 class Restorer(CheckpointJob):
     """One restore. ``run_command`` mounts and runs cuda-checkpoint; ``docker`` makes the Docker
-    API client; ``staging`` is a BindStaging; ``find_freezer`` finds what thaws CUDA processes."""
+    API client; ``staging`` is a BindStaging; ``find_freezer`` finds what thaws CUDA processes;
+    ``proc`` is where containerd's processes are looked up (leftovers.py)."""
 
     def __init__(
         self,
@@ -57,12 +69,14 @@ class Restorer(CheckpointJob):
         find_freezer=gpu_mod.find_freezer,
         read_mountinfo=mnt.read_mountinfo,
         gpus_dir=gpu_mod.NVIDIA_GPUS_DIR,
+        proc="/proc",
     ):
         super().__init__(
             params, check_mode, run_command, docker=docker, find_freezer=find_freezer, gpus_dir=gpus_dir
         )
         self.staging = staging or BindStaging(run_command, read_mountinfo)
         self.read_mountinfo = read_mountinfo
+        self.proc = proc
 
     def gpu_plan(self, manifest, checkpoint):
         """What restoring a dump with CUDA state needs here, checked before anything is created.
@@ -189,10 +203,10 @@ class Restorer(CheckpointJob):
         }
         if self.check_mode:
             return result
-        result["restored"] = self._restore(
+        result["restored"], copies = self._restore(
             api, root, create, checkpoint, manifest, staged=staged, gpu=gpu, freezer=freezer
         )
-        return result
+        return dict(result, **copies)
 
     def _container_exists(self, api):
         def exists(name):
@@ -217,9 +231,10 @@ class Restorer(CheckpointJob):
                     f"{root}/containers/{new_id} does not exist on this host: "
                     "run the module on the Docker host, as root"
                 )
-            shutil.copytree(
-                checkpoint, os.path.join(root, "containers", new_id, "checkpoints", cp_name), symlinks=True
-            )
+            docker_copy = os.path.join(root, "containers", new_id, "checkpoints", cp_name)
+            # Hard links where the dump and Docker's root share a file system: dockerd only reads them.
+            shutil.copytree(checkpoint, docker_copy, symlinks=True, copy_function=_link_or_copy)
+            copies = leftovers.RestoreCopies(leftovers.dir_files(checkpoint), self.proc)
             try:
                 api.start(new_id, checkpoint=cp_name)
             except ctr.ContainerError as exc:
@@ -230,6 +245,10 @@ class Restorer(CheckpointJob):
                     "runc runs the criu on dockerd's PATH: it must be CRIU >= 4.0 as well; "
                     f"the new container must offer every external mount of the dump ({external_mounts})"
                 ) from None
+            finally:
+                found = copies.result()
+                # dockerd needs its copy only to start the container (a restart does not restore)
+                shutil.rmtree(docker_copy, ignore_errors=True)
             doc = api.inspect(new_id)
             if freezer is not None:
                 gpu["cuda_pids"] = gpu_mod.cuda_pids_of(criu.process_tree(doc["State"]["Pid"]))
@@ -244,10 +263,11 @@ class Restorer(CheckpointJob):
                     api.remove(new_id)
             self.staging.unstage(staged)
             raise
-        return {
+        restored = {
             "container_id": new_id,
             "name": p["new_container"],
             "pid": doc["State"].get("Pid"),
             "running": doc["State"].get("Running"),
             "checkpoint": checkpoint,
         }
+        return restored, found

@@ -1,7 +1,8 @@
 """A Docker Engine that answers the calls containers.DockerAPI makes, the way dockerd does:
 inspect of an unknown name is a 404 (TargetNotFound), create makes the container's directory
 under DockerRootDir, start with a checkpoint needs that checkpoint copied under the container's
-checkpoints/ directory and an experimental daemon."""
+checkpoints/ directory and an experimental daemon; its containerd extracts the checkpoint into
+``containerd_tmp`` (when given) and keeps it there, as containerd does (leftovers.py)."""
 
 import copy
 import itertools
@@ -9,14 +10,27 @@ import os
 
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 
+from .containerd import leave_copy
+
 
 class FakeDockerAPI:
-    def __init__(self, root, experimental=True, containers=None, start_error=None, restored_pid=4242):
+    def __init__(
+        self,
+        root,
+        experimental=True,
+        containers=None,
+        start_error=None,
+        restored_pid=4242,
+        *,
+        containerd_tmp=None,
+    ):
         self.root = str(root)
         self.experimental = experimental
         self.containers = dict(containers or {})
         self.start_error = start_error
         self.restored_pid = restored_pid
+        self.containerd_tmp = containerd_tmp
+        self.checkpoint_inodes = {}  # the inodes of the files of the checkpoint each start read
         self.calls = []
         self._ids = itertools.count(1)
 
@@ -62,6 +76,14 @@ class FakeDockerAPI:
             images = os.path.join(self.root, "containers", doc["Id"], "checkpoints", checkpoint)
             if not os.path.isdir(images):
                 raise ctr.ContainerError(f"checkpoint {checkpoint} does not exist for container {doc['Id']}")
+            files = {name: os.path.join(images, name) for name in os.listdir(images)}
+            self.checkpoint_inodes = {name: os.stat(path).st_ino for name, path in files.items()}
+            if self.containerd_tmp:
+                contents = {}
+                for name, path in files.items():
+                    with open(path, "rb") as handle:
+                        contents[name] = handle.read()
+                leave_copy(self.containerd_tmp, contents)
         if self.start_error:
             raise ctr.ContainerError(self.start_error)
         doc["State"] = {"Status": "running", "Running": True, "Pid": self.restored_pid}

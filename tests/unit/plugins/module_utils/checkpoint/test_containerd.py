@@ -11,6 +11,7 @@ from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCh
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
 from ansible_collections.strata.ops.plugins.module_utils.criu import CriuError
 
+from ....fakes.containerd import checkpoint_archive, containerd_proc, leave_copy
 from ....fakes.run import FakeRun
 
 REF = "strata.local/checkpoint/counter:20250101T000000.000Z"
@@ -25,8 +26,9 @@ class FakeCtr:
     """ctr answering like containerd 1.6's: ``existing`` containers, ``images`` in the store,
     ``fail`` maps a verb pair (e.g. ("containers", "restore")) to its stderr."""
 
-    def __init__(self, existing=(), images=(), fail=None, statuses=("RUNNING",)):
+    def __init__(self, existing=(), images=(), fail=None, statuses=("RUNNING",), copy_into=None):
         self.existing = set(existing)
+        self.copy_into = copy_into  # containerd's temporary directory: a restore leaves a copy there
         self.images = set(images)
         self.fail = fail or {}
         self.statuses = list(statuses)  # what each tasks ls shows; the last one stays
@@ -37,6 +39,8 @@ class FakeCtr:
         verb = tuple(args[:2])
         if verb == ("containers", "restore"):  # containerd makes the container before its task restores
             self.existing.add(args[-2])
+            if self.copy_into:  # and extracts the checkpoint before the runtime restores from it
+                leave_copy(self.copy_into)
         if verb in self.fail:
             return 1, "", self.fail[verb]
         if verb == ("containers", "info"):
@@ -58,7 +62,7 @@ class FakeCtr:
 def dump_dir(tmp_path):
     path = tmp_path / "counter-20250101T000000.000Z"
     path.mkdir()
-    (path / "checkpoint.tar").write_bytes(b"oci")
+    checkpoint_archive(path / "checkpoint.tar")
     (path / "manifest.json").write_text(
         json.dumps(
             {
@@ -93,9 +97,10 @@ def verbs(run):
     return [tuple(argv[5:7]) for argv, _kwargs in run.calls]
 
 
-def test_restore_imports_a_missing_image_then_restores_into_the_new_container(dump_dir):
-    run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr()})
-    result = containerd.restore(params(checkpoint=dump_dir), False, run)
+def test_restore_imports_a_missing_image_then_restores_into_the_new_container(dump_dir, tmp_path):
+    proc, temp = containerd_proc(tmp_path)
+    run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr(copy_into=temp)})
+    result = containerd.restore(params(checkpoint=dump_dir), False, run, proc=proc)
     assert verbs(run) == [
         ("containers", "info"),
         ("images", "ls"),
@@ -112,12 +117,16 @@ def test_restore_imports_a_missing_image_then_restores_into_the_new_container(du
         {"container": "counter-2", "pid": 4242},
         {"path": "none"},
     )
+    # containerd's copy of the checkpoint (made by the restore, never removed by containerd) is gone
+    assert result["containerd_copy_removed"].startswith("/tmp/ctrd-checkpoint")
+    assert os.listdir(temp) == []
 
 
-def test_a_restored_task_shown_created_first_is_waited_for(dump_dir):
+def test_a_restored_task_shown_created_first_is_waited_for(dump_dir, tmp_path):
+    proc, _temp = containerd_proc(tmp_path)
     fake = FakeCtr(images=[REF], statuses=("CREATED", "CREATED", "RUNNING"))
     run = FakeRun(**{os.path.basename(params()["ctr_path"]): fake})
-    result = containerd.restore(params(checkpoint=dump_dir), False, run)
+    result = containerd.restore(params(checkpoint=dump_dir), False, run, proc=proc)
     assert result["restored"]["pid"] == 4242 and verbs(run).count(("tasks", "ls")) == 3
 
 
@@ -164,14 +173,28 @@ def test_restore_refuses_a_dump_without_its_archive(dump_dir):
         containerd.restore(params(checkpoint=dump_dir), False, FakeRun())
 
 
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_restore_refuses_a_damaged_archive_before_any_change(dump_dir, check_mode):
+    archive = os.path.join(dump_dir, "checkpoint.tar")
+    with open(archive, "r+b") as handle:
+        handle.truncate(2000)
+    run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr()})
+    damaged = re.escape(f"{archive} is not a whole containerd checkpoint image")
+    with pytest.raises(BadCheckpoint, match=damaged):
+        containerd.restore(params(checkpoint=dump_dir), check_mode, run)
+    assert verbs(run) == [("containers", "info")]  # only looked whether new_container exists
+
+
 @pytest.mark.parametrize("restore_fails", [True, False])
-def test_a_failed_restore_leaves_nothing_behind(dump_dir, restore_fails):
-    """The task's restore fails, or it returns without a running task: the new container goes."""
+def test_a_failed_restore_leaves_nothing_behind(dump_dir, restore_fails, tmp_path):
+    """The task's restore fails, or it returns without a running task: the new container goes, and
+    so does containerd's copy of the checkpoint."""
+    proc, temp = containerd_proc(tmp_path)
     fail = {("containers", "restore"): "criu failed: type RESTORE errno 0"} if restore_fails else {}
-    fake = FakeCtr(images=[REF], fail=fail, statuses=("STOPPED",))
+    fake = FakeCtr(images=[REF], fail=fail, statuses=("STOPPED",), copy_into=temp)
     run = FakeRun(**{os.path.basename(params()["ctr_path"]): fake})
     with pytest.raises(CriuError) as caught:
-        containerd.restore(params(checkpoint=dump_dir), False, run)
+        containerd.restore(params(checkpoint=dump_dir), False, run, proc=proc)
     assert "counter-2 was removed again, nothing is left half-restored" in caught.value.msg
     assert verbs(run)[-4:] == [
         ("containers", "info"),
@@ -180,13 +203,15 @@ def test_a_failed_restore_leaves_nothing_behind(dump_dir, restore_fails):
         ("containers", "rm"),
     ]
     assert "counter-2" not in fake.existing
+    assert os.listdir(temp) == []
 
 
-def test_no_criu_on_containerds_path_is_named(dump_dir):
+def test_no_criu_on_containerds_path_is_named(dump_dir, tmp_path):
+    proc, _temp = containerd_proc(tmp_path)
     fake = FakeCtr(images=[REF], fail={("containers", "restore"): NO_CRIU_ON_PATH})
     run = FakeRun(**{os.path.basename(params()["ctr_path"]): fake})
     with pytest.raises(CriuError, match="runs the criu on containerd's PATH and finds none"):
-        containerd.restore(params(checkpoint=dump_dir), False, run)
+        containerd.restore(params(checkpoint=dump_dir), False, run, proc=proc)
 
 
 def test_the_socket_comes_from_cri_endpoint_and_refs_are_valid():

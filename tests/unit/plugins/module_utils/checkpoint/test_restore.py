@@ -16,6 +16,7 @@ from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCh
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.restore import RESTORE_LABEL, Restorer
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.staging import BindStaging
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
+from tests.unit.fakes.containerd import containerd_proc
 from tests.unit.fakes.cuda import FakeCudaCheckpoint, build_libcuda
 from tests.unit.fakes.docker import FakeDockerAPI
 from tests.unit.fakes.run import FakeRun
@@ -117,6 +118,7 @@ def restorer(
         return mnt.parse_mountinfo(host + extra)
 
     staging = BindStaging(run, read_mountinfo, root=str(tmp_path / "staging"))
+    proc, _temp = containerd_proc(tmp_path)
     worker = Restorer(
         params(tmp_path, checkpoint, **overrides),
         check_mode,
@@ -125,12 +127,13 @@ def restorer(
         staging=staging,
         read_mountinfo=read_mountinfo,
         gpus_dir=gpus_dir or str(tmp_path / "no-gpus"),
+        proc=proc,
     )
     return worker, run, mounted
 
 
 def test_restore_binds_a_shared_source_through_a_slave_view_first(tmp_path):
-    docker = FakeDockerAPI(tmp_path / "docker")
+    docker = FakeDockerAPI(tmp_path / "docker", containerd_tmp=tmp_path / "host" / "tmp")
     checkpoint = write_dump(tmp_path, binds=(SOURCE + ":/data", "/var/lib/app:/app"))
     worker, run, mounted = restorer(tmp_path, checkpoint, docker)
     result = worker.run_state()
@@ -147,8 +150,13 @@ def test_restore_binds_a_shared_source_through_a_slave_view_first(tmp_path):
     assert create[2]["HostConfig"]["Binds"] == [staging + ":/data", "/var/lib/app:/app"]
     assert create[2]["Labels"][RESTORE_LABEL] == checkpoint
     assert docker.verbs()[-3:] == ["create", "start", "inspect"]
+    # dockerd read the dump through hard links, removed once it started; its containerd's copy went
+    dump_inodes = {name: os.stat(os.path.join(checkpoint, name)).st_ino for name in os.listdir(checkpoint)}
+    assert docker.checkpoint_inodes == dump_inodes
     copied = os.path.join(docker.root, "containers", result["restored"]["container_id"], "checkpoints")
-    assert os.listdir(copied) == [os.path.basename(checkpoint)]
+    assert os.listdir(copied) == []
+    assert result["containerd_copy_removed"].startswith("/tmp/ctrd-checkpoint")
+    assert os.listdir(tmp_path / "host" / "tmp") == []
     assert result["restored"] == {
         "container_id": result["restored"]["container_id"],
         "name": "app-restored",
@@ -171,10 +179,14 @@ def test_check_mode_plans_the_staging_and_creates_nothing(tmp_path):
 
 
 def test_a_failed_start_removes_the_container_and_takes_the_views_down(tmp_path):
-    docker = FakeDockerAPI(tmp_path / "docker", start_error="criu failed: type RESTORE errno 0")
+    containerd_tmp = tmp_path / "host" / "tmp"
+    docker = FakeDockerAPI(
+        tmp_path / "docker", start_error="criu failed: type RESTORE errno 0", containerd_tmp=containerd_tmp
+    )
     worker, run, mounted = restorer(tmp_path, write_dump(tmp_path), docker)
     with pytest.raises(ctr.ContainerError, match=r"restoring .* into app-restored failed: criu failed"):
         worker.run_state()
+    assert os.listdir(containerd_tmp) == []  # containerd's copy, kept by containerd, went too
     assert "app-restored" not in docker.containers
     assert docker.verbs()[-1] == "remove"
     assert mounted == set()

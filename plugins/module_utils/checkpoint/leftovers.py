@@ -1,0 +1,137 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The copy of a checkpoint that containerd leaves behind after every restore.
+
+containerd's tasks service (``plugins/services/tasks/local.go``, ``Create``; 1.6 to 2.3) extracts
+the checkpoint it is asked to restore from into ``os.MkdirTemp(os.Getenv("XDG_RUNTIME_DIR"),
+"ctrd-checkpoint")`` and hands that directory to the runtime, but never removes it
+(containerd/containerd#10166). Both restores of pod_checkpoint go through it - ``ctr containers
+restore`` (method=containerd) and ``docker start --checkpoint`` (dockerd passes the dump to its
+containerd as a checkpoint) - so each would leave a full copy of the process's memory in the
+temporary directory of containerd, often a tmpfs: RAM.
+
+A restore therefore notes the copies present before its call and, once the call has returned,
+removes the one that appeared meanwhile holding the checkpoint's files (same names and sizes). Two
+such copies mean another restore of the same checkpoint ran at the same moment, which may still be
+reading its own: both are left and named.
+"""
+
+import json
+import os
+import shutil
+import stat
+import tarfile
+
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint
+
+PREFIX = "ctrd-checkpoint"
+# The layer of a containerd checkpoint image holding CRIU's image files (containerd's
+# images.MediaTypeContainerd1Checkpoint): the files containerd extracts.
+CRIU_TAR = "application/vnd.containerd.container.criu.checkpoint.criu.tar"
+
+
+def containerd_temp_dirs(proc="/proc"):
+    """{path as this process reaches it: path as containerd sees it} of the directories running
+    containerd processes make their restore copies in: Go's os.MkdirTemp(XDG_RUNTIME_DIR), that is
+    XDG_RUNTIME_DIR, else TMPDIR, else /tmp. Reached through /proc/PID/root, so a containerd in
+    another mount namespace (a snap's private /tmp) is found too; one directory is listed once."""
+    found, seen = {}, set()
+    for pid in os.listdir(proc):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, pid, "comm")) as handle:
+                if handle.read().strip() != "containerd":
+                    continue
+            with open(os.path.join(proc, pid, "environ"), "rb") as handle:
+                env = dict(v.split(b"=", 1) for v in handle.read().split(b"\0") if b"=" in v)
+            own = (env.get(b"XDG_RUNTIME_DIR") or env.get(b"TMPDIR") or b"/tmp").decode()
+            reach = os.path.join(proc, pid, "root", own.lstrip("/"))
+            key = (os.stat(reach).st_dev, os.stat(reach).st_ino)
+        except (OSError, UnicodeDecodeError):
+            continue  # gone meanwhile, or not ours to read
+        if key not in seen:
+            seen.add(key)
+            found[reach] = own
+    return found
+
+
+def dir_files(path):
+    """{relative path: size} of the regular files under ``path``."""
+    files = {}
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            full = os.path.join(root, name)
+            info = os.lstat(full)
+            if stat.S_ISREG(info.st_mode):
+                files[os.path.relpath(full, path)] = info.st_size
+    return files
+
+
+def image_files(archive):
+    """{relative path: size} of the CRIU files in a containerd checkpoint image exported as an OCI
+    archive (index.json -> the image index -> its criu.tar layer), read from the tar headers only."""
+    try:
+        with tarfile.open(archive, mode="r:") as outer:  # ctr images export writes it uncompressed
+
+            def blob(digest):
+                return outer.extractfile("blobs/" + digest.replace(":", "/", 1))
+
+            index = json.load(outer.extractfile("index.json"))
+            image = json.load(blob(index["manifests"][0]["digest"]))
+            layer = next(m for m in image["manifests"] if m["mediaType"] == CRIU_TAR)
+            with tarfile.open(fileobj=blob(layer["digest"]), mode="r:") as inner:
+                return {os.path.normpath(m.name): m.size for m in inner if m.isreg()}
+    except (OSError, tarfile.TarError, KeyError, IndexError, StopIteration, ValueError, TypeError) as exc:
+        raise BadCheckpoint(
+            f"{archive} is not a whole containerd checkpoint image ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())}): "
+            "the dump is damaged or incomplete; take a new one"
+        ) from None
+
+
+class RestoreCopies:
+    """containerd's copies of one checkpoint: note them before a restore call, remove the new one
+    after it (see the module's doc)."""
+
+    def __init__(self, files, proc="/proc"):
+        self.files = files
+        self.dirs = containerd_temp_dirs(proc)
+        self.before = self._present()
+
+    def _present(self):
+        present = set()
+        for reach in self.dirs:
+            try:
+                present.update(os.path.join(reach, n) for n in os.listdir(reach) if n.startswith(PREFIX))
+            except OSError:
+                continue
+        return present
+
+    def _shown(self, path):
+        reach = os.path.dirname(path)
+        return os.path.join(self.dirs[reach], os.path.basename(path))
+
+    def remove(self):
+        """(removed, left): containerd's paths of the copy removed and of the copies left."""
+        matching = []
+        for path in sorted(self._present() - self.before):
+            try:
+                if dir_files(path) == self.files:
+                    matching.append(path)
+            except OSError:
+                continue
+        if len(matching) != 1:
+            return [], [self._shown(p) for p in matching]
+        shutil.rmtree(matching[0], ignore_errors=True)
+        return [self._shown(matching[0])], []
+
+    def result(self):
+        """The restore's result keys: the copy removed (or None), a warning naming copies left."""
+        removed, left = self.remove()
+        found = {"containerd_copy_removed": removed[0] if removed else None}
+        if left:
+            found["warnings"] = [
+                f"containerd left copies of this checkpoint in {', '.join(left)} (a restore of the same "
+                "checkpoint ran at the same time and may still read one): remove them once no restore runs"
+            ]
+        return found

@@ -1,0 +1,87 @@
+"""leftovers.py: where containerd keeps its restore copies, which copy a restore made, and what is
+left alone (other checkpoints' copies, older ones, two copies of the same checkpoint at once)."""
+
+import os
+
+import pytest
+
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, leftovers
+
+from ....fakes.containerd import CRIU_FILES, checkpoint_archive, containerd_proc, leave_copy
+
+
+def test_the_temp_dir_is_xdg_runtime_dir_else_tmpdir_else_tmp_once_each(tmp_path):
+    proc, temp = containerd_proc(tmp_path)
+    (tmp_path / "host" / "run" / "user" / "0").mkdir(parents=True)
+    (tmp_path / "host" / "scratch").mkdir()
+    for pid, comm, environ in (
+        ("4200", "containerd", b"TMPDIR=/scratch\0"),
+        ("4300", "containerd", b"XDG_RUNTIME_DIR=/run/user/0\0TMPDIR=/scratch\0"),
+        ("4400", "containerd", b""),  # the same /tmp as 4100: listed once
+        ("4500", "dockerd", b"TMPDIR=/elsewhere\0"),
+    ):
+        (tmp_path / "proc" / pid).mkdir()
+        (tmp_path / "proc" / pid / "comm").write_text(comm + "\n")
+        (tmp_path / "proc" / pid / "environ").write_bytes(environ)
+        (tmp_path / "proc" / pid / "root").symlink_to(tmp_path / "host")
+    (tmp_path / "proc" / "self").mkdir()
+    found = leftovers.containerd_temp_dirs(proc)
+    assert sorted(found.values()) == ["/run/user/0", "/scratch", "/tmp"]
+    assert os.path.realpath(next(r for r, own in found.items() if own == "/tmp")) == str(temp)
+
+
+def test_the_files_of_a_checkpoint_image_are_read_from_its_layer(tmp_path):
+    archive = checkpoint_archive(tmp_path / "checkpoint.tar")
+    assert leftovers.image_files(archive) == {name: len(data) for name, data in CRIU_FILES.items()}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-a-tar", "no-criu-layer"])
+def test_a_damaged_checkpoint_image_is_a_bad_checkpoint(tmp_path, damage):
+    archive = tmp_path / "checkpoint.tar"
+    checkpoint_archive(archive)
+    if damage == "truncated":
+        archive.write_bytes(archive.read_bytes()[:1500])
+    elif damage == "not-a-tar":
+        archive.write_bytes(b"oci")
+    else:
+        checkpoint_archive(archive, files={})
+        data = archive.read_bytes().replace(leftovers.CRIU_TAR.encode(), b"x" * len(leftovers.CRIU_TAR))
+        archive.write_bytes(data)
+    damaged = r"is not a whole containerd checkpoint image \(\w+: .*\): the dump .*take a new one$"
+    with pytest.raises(BadCheckpoint, match=damaged):
+        leftovers.image_files(str(archive))
+
+
+def test_the_copy_the_restore_made_goes_and_nothing_else(tmp_path):
+    proc, temp = containerd_proc(tmp_path)
+    older = leave_copy(temp)  # an earlier restore of the same checkpoint, before this module ran
+    files = {name: len(data) for name, data in CRIU_FILES.items()}
+    copies = leftovers.RestoreCopies(files, proc)
+    ours = leave_copy(temp)
+    other = leave_copy(temp, {"inventory.img": b"other", "pages-1.img": b"\0" * 10})
+    assert copies.result() == {"containerd_copy_removed": f"/tmp/{ours.name}"}
+    assert not ours.exists()
+    assert older.exists() and other.exists()
+
+
+def test_no_copy_is_nothing_to_remove(tmp_path):
+    proc, _temp = containerd_proc(tmp_path)
+    copies = leftovers.RestoreCopies({"pages-1.img": 8192}, proc)
+    assert copies.result() == {"containerd_copy_removed": None}
+
+
+def test_two_copies_of_the_same_checkpoint_at_once_are_both_left_and_named(tmp_path):
+    proc, temp = containerd_proc(tmp_path)
+    copies = leftovers.RestoreCopies({name: len(data) for name, data in CRIU_FILES.items()}, proc)
+    first, second = leave_copy(temp), leave_copy(temp)
+    found = copies.result()
+    assert found["containerd_copy_removed"] is None
+    assert f"/tmp/{first.name}, /tmp/{second.name}" in found["warnings"][0]
+    assert first.exists() and second.exists()
+
+
+def test_no_containerd_running_finds_nothing(tmp_path):
+    (tmp_path / "proc" / "1").mkdir(parents=True)
+    (tmp_path / "proc" / "1" / "comm").write_text("systemd\n")
+    copies = leftovers.RestoreCopies({"pages-1.img": 1}, str(tmp_path / "proc"))
+    assert copies.dirs == {} and copies.result() == {"containerd_copy_removed": None}
