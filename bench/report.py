@@ -4,6 +4,7 @@ that document as one self-contained HTML page (inline CSS and SVG; no script, no
 
     python bench/report.py results.json > results.html      # render a document
     python bench/report.py --collect RUN_DIR --rows FILE --ran NAME... [--failed NAME...] [--date ISO]
+                           [--seconds NAME=SECONDS...]
         # bench/run: results.json and results.html into RUN_DIR, then RUN_DIR/../latest -> RUN_DIR
 
 docs/performance.md ("Results: bench JSON and page") describes the document.
@@ -85,9 +86,10 @@ def git(repo, *args):
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def build_document(rows_path, *, ran, failed, date=None, repo=REPO):
-    """The results document of one bench/run: its rows, the benchmarks run and failed, where and
-    on what it ran. ``date`` defaults to now (UTC, ISO 8601)."""
+def build_document(rows_path, *, ran, failed, date=None, seconds=None, repo=REPO):
+    """The results document of one bench/run: its rows, the benchmarks run and failed, how long
+    each took (``seconds``: {name: wall seconds}), where and on what it ran. ``date`` defaults to
+    now (UTC, ISO 8601)."""
     rows, problems = read_rows(rows_path)
     status = git(repo, "status", "--porcelain", "--untracked-files=no")
     return {
@@ -99,6 +101,7 @@ def build_document(rows_path, *, ran, failed, date=None, repo=REPO):
         "ran": list(ran),
         "benchmarks": rows,
         "failed": list(failed),
+        "seconds": dict(seconds or {}),
         "problems": problems,
     }
 
@@ -321,9 +324,30 @@ def render(document):
         f'<p class="meta" id="date">Date: {esc(document.get("date", "unknown"))}</p>'
         f'<p class="meta" id="commit">Commit: {esc(commit)}</p>'
         f'<p class="meta" id="machine">Machine: {esc(machine_line(document.get("machine") or {}))}</p>'
+        f"{durations_line(document.get('seconds') or {})}"
         f'<p class="verdict {mood}" id="verdict">{esc(text)}</p></header>'
         f"{problems}{sections}</body></html>\n"
     )
+
+
+def durations_line(seconds):
+    """How long the run and each benchmark took, or nothing when the document does not say."""
+    if not seconds:
+        return ""
+    each = ", ".join(f"{name} {int(s)} s" for name, s in seconds.items())
+    total = int(sum(seconds.values()))
+    return f'<p class="meta" id="durations">Took {total // 60} min {total % 60} s: {esc(each)}</p>'
+
+
+def parse_seconds(pairs):
+    """{name: seconds} from NAME=SECONDS arguments."""
+    found = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--seconds takes NAME=SECONDS, not {pair!r}")
+        found[name] = float(value)
+    return found
 
 
 def write_run(run_dir, document):
@@ -362,9 +386,16 @@ def main(argv=None):
     parser.add_argument("--ran", nargs="*", default=[], help="the benchmarks run, in order")
     parser.add_argument("--failed", nargs="*", default=[], help="the benchmarks that failed")
     parser.add_argument("--date", help="when the run started (default: now), UTC ISO 8601")
+    parser.add_argument("--seconds", nargs="*", default=[], help="NAME=SECONDS: how long each benchmark took")
     args = parser.parse_args(argv)
     if args.collect:
-        document = build_document(args.rows, ran=args.ran, failed=args.failed, date=args.date)
+        try:
+            seconds = parse_seconds(args.seconds)
+        except ValueError as exc:
+            parser.error(str(exc))
+        document = build_document(
+            args.rows, ran=args.ran, failed=args.failed, date=args.date, seconds=seconds
+        )
         json_path, html_path = write_run(args.collect, document)
         update_latest(args.collect)
         print(f"results: {shown(json_path)}")

@@ -307,6 +307,21 @@ def test_collect_writes_the_run_and_points_latest_at_it(tmp_path, monkeypatch):
     assert len(document["benchmarks"]) == 5
     assert (latest / "results.html").read_text() == report.render(document)
     assert (runs[0] / "results.html").exists()
+    assert document["seconds"] == {}
+    assert 'id="durations"' not in report.render(document)
+
+
+def test_collect_keeps_how_long_each_benchmark_took(tmp_path, monkeypatch):
+    rows = tmp_path / "rows.jsonl"
+    sample_rows(rows, monkeypatch)
+    argv = ["--collect", str(tmp_path), "--rows", str(rows), "--ran", "storage", "transfer"]
+    assert report.main([*argv, "--seconds", "storage=128", "transfer=75"]) == 0
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["seconds"] == {"storage": 128, "transfer": 75}
+    page = (tmp_path / "results.html").read_text()
+    assert '<p class="meta" id="durations">Took 3 min 23 s: storage 128 s, transfer 75 s</p>' in page
+    with pytest.raises(SystemExit):
+        report.main([*argv, "--seconds", "storage"])
 
 
 def test_benchmarks_turn_their_figures_into_rows(tmp_path, monkeypatch):
