@@ -13,9 +13,11 @@ dumped once by strata.ops.pod_checkpoint; then each round, in ABBA order, a rest
 
 Caches: before each timed step the page cache is dropped (``sync; echo 3 > /proc/sys/vm/drop_caches``,
 root), so every side reads the images from the disk (this VM's disk has a host cache below it).
-The Docker path costs more than the images: the module copies the dump into the new container's
-checkpoint directory (Docker 20.10 takes no other), and dockerd writes that directory as a tar into
-containerd's content store before the runc shim unpacks it for CRIU.
+The Docker path costs more than the images: the module hard-links the dump into the new container's
+checkpoint directory (Docker 20.10 takes no other; a copy across file systems), dockerd writes that
+directory as a tar into containerd's content store, and containerd extracts it into a temporary
+directory for the runc shim's CRIU (a copy the module removes once the container runs, in the timed
+part: containerd keeps it otherwise).
 
 Pre-dump frozen time: measured only where the kernel tracks dirty memory (``criu check --feature
 mem_dirty_track``); where it cannot, the line says so with CRIU's own words.
