@@ -574,7 +574,7 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
     assert planned["changed"] is True and not os.path.exists(planned["checkpoint_dir"]), planned
     assert any(" containers checkpoint --task --rw " + cri_pod["id"] in c for c in planned["commands"])
     dumped = run_module(args, path_prefix=TESTBED_BIN)
-    assert dumped.get("failed") is not True, dumped
+    assert dumped.get("failed") is not True, (dumped.get("msg"), dumped)
     at_dump = cri_count(cri_pod["log"])
     with open(os.path.join(dumped["checkpoint_dir"], "manifest.json")) as handle:
         manifest = json.load(handle)
