@@ -388,9 +388,11 @@ def test_snapshot_download_pool_usage_and_ramdisk_fill_are_shown(
     assert snap["tip_slot"] is not None and snap["lag_slots"] == snap["tip_slot"] - SNAP_SLOT
     assert snap["verdict"] == "fresh" and snap["max_lag_slots"] == 20000
     download = snap["download"]
-    # 3 MiB at 1 MiB/s: a sample a second of the real transfer
+    # 3 MiB at 1 MiB/s: a sample a second of the real transfer; the peak is the highest sample (a
+    # bound on it would be a timing assertion: one sample's window may hold a burst of the server)
     assert download["state"] == "done" and len(download["rate_history"]) >= 2, download
-    assert 0 < download["peak_rate_bytes_per_s"] < 4 * 1024 * 1024
+    rates = [rate for _at, rate in download["rate_history"]]
+    assert download["peak_rate_bytes_per_s"] == max(rates) > 0, download
     other = data["hosts"]["strata-lab-2"]["snapshots"]
     assert other["verdict"] == "missing" and other["tip_slot"] is not None
 
