@@ -46,7 +46,8 @@ def containerd_temp_dirs(proc="/proc"):
                 env = dict(v.split(b"=", 1) for v in handle.read().split(b"\0") if b"=" in v)
             own = (env.get(b"XDG_RUNTIME_DIR") or env.get(b"TMPDIR") or b"/tmp").decode()
             reach = os.path.join(proc, pid, "root", own.lstrip("/"))
-            key = (os.stat(reach).st_dev, os.stat(reach).st_ino)
+            info = os.stat(reach)
+            key = (info.st_dev, info.st_ino)
         except (OSError, UnicodeDecodeError):
             continue  # gone meanwhile, or not ours to read
         if key not in seen:
