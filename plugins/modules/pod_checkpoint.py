@@ -410,7 +410,8 @@ containerd_copy_removed:
     - The copy of the checkpoint that containerd extracts into its temporary directory for the restore
       (C(ctrd-checkpoint*) in C(XDG_RUNTIME_DIR), C(TMPDIR) or C(/tmp)) and never removes, removed once
       the restore call returned - a full copy of the process's memory, often on a tmpfs. V(null) when
-      none was found; two copies of the same checkpoint at once are left, with a warning.
+      none was found; two copies of the same checkpoint at once, or one that could not be removed, are left,
+      with a warning.
   returned: state=restored with O(method=criu) or O(method=containerd), not check mode
   type: str
   sample: /tmp/ctrd-checkpoint2032093446

@@ -222,12 +222,7 @@ def assert_no_containerd_copy(restored, files):
     removed = restored["containerd_copy_removed"]
     assert removed and os.path.basename(removed).startswith(leftovers.PREFIX), restored
     assert not os.path.exists(removed)  # containerd runs in this mount namespace here
-    copies = [
-        os.path.join(reach, name)
-        for reach in leftovers.containerd_temp_dirs()
-        for name in os.listdir(reach)
-        if name.startswith(leftovers.PREFIX)
-    ]
+    copies = leftovers.copies_in(leftovers.containerd_temp_dirs())
     assert [c for c in copies if leftovers.dir_files(c) == files] == []
 
 

@@ -90,6 +90,17 @@ def image_files(archive):
         ) from None
 
 
+def copies_in(dirs):
+    """The paths of containerd's restore copies in ``dirs`` (paths as this process reaches them)."""
+    present = set()
+    for reach in dirs:
+        try:
+            present.update(os.path.join(reach, n) for n in os.listdir(reach) if n.startswith(PREFIX))
+        except OSError:
+            continue
+    return present
+
+
 class RestoreCopies:
     """containerd's copies of one checkpoint: note them before a restore call, remove the new one
     after it (see the module's doc)."""
@@ -97,16 +108,7 @@ class RestoreCopies:
     def __init__(self, files, proc="/proc"):
         self.files = files
         self.dirs = containerd_temp_dirs(proc)
-        self.before = self._present()
-
-    def _present(self):
-        present = set()
-        for reach in self.dirs:
-            try:
-                present.update(os.path.join(reach, n) for n in os.listdir(reach) if n.startswith(PREFIX))
-            except OSError:
-                continue
-        return present
+        self.before = copies_in(self.dirs)
 
     def _shown(self, path):
         reach = os.path.dirname(path)
@@ -115,16 +117,17 @@ class RestoreCopies:
     def remove(self):
         """(removed, left): containerd's paths of the copy removed and of the copies left."""
         matching = []
-        for path in sorted(self._present() - self.before):
+        for path in sorted(copies_in(self.dirs) - self.before):
             try:
                 if dir_files(path) == self.files:
                     matching.append(path)
             except OSError:
                 continue
-        if len(matching) != 1:
-            return [], [self._shown(p) for p in matching]
-        shutil.rmtree(matching[0], ignore_errors=True)
-        return [self._shown(matching[0])], []
+        if len(matching) == 1:
+            shutil.rmtree(matching[0], ignore_errors=True)
+            if not os.path.exists(matching[0]):
+                return [self._shown(matching[0])], []
+        return [], [self._shown(p) for p in matching]
 
     def result(self):
         """The restore's result keys: the copy removed (or None), a warning naming copies left."""
@@ -132,7 +135,8 @@ class RestoreCopies:
         found = {"containerd_copy_removed": removed[0] if removed else None}
         if left:
             found["warnings"] = [
-                f"containerd left copies of this checkpoint in {', '.join(left)} (a restore of the same "
-                "checkpoint ran at the same time and may still read one): remove them once no restore runs"
+                f"containerd left copies of this checkpoint in {', '.join(left)} (could not be removed, "
+                "or a restore of the same checkpoint ran at the same time and may still read one): "
+                "remove them once no restore runs"
             ]
         return found

@@ -85,3 +85,13 @@ def test_no_containerd_running_finds_nothing(tmp_path):
     (tmp_path / "proc" / "1" / "comm").write_text("systemd\n")
     copies = leftovers.RestoreCopies({"pages-1.img": 1}, str(tmp_path / "proc"))
     assert copies.dirs == {} and copies.result() == {"containerd_copy_removed": None}
+
+
+def test_a_copy_that_cannot_be_removed_is_named_not_reported_removed(tmp_path, monkeypatch):
+    proc, temp = containerd_proc(tmp_path)
+    copies = leftovers.RestoreCopies({name: len(data) for name, data in CRIU_FILES.items()}, proc)
+    stuck = leave_copy(temp)
+    monkeypatch.setattr(leftovers.shutil, "rmtree", lambda path, ignore_errors=False: None)  # EBUSY, EPERM
+    found = copies.result()
+    assert found["containerd_copy_removed"] is None
+    assert f"/tmp/{stuck.name} (could not be removed" in found["warnings"][0]
