@@ -11,10 +11,11 @@ through the community.docker.docker connection, and the controller):
       connection and one module per host).
 
 Each is run BENCH_CONVERGE_ROUNDS times (default 3), alternating; the medians give the ratio.
-A last run of (a) with ansible.posix's profile_roles and profile_tasks callbacks prints where
-the time goes (not timed). The lab playbook lock (~/.cache/strata-ops/lab-playbook.lock) is held
-throughout, so tests never interleave with it. BENCH_CONVERGE_STRATEGY=mitogen_linear runs (a)
-and (b) with that strategy too, when the mitogen package is installed.
+With BENCH_CONVERGE_PROFILE=1, a last run of (a) with ansible.posix's profile_roles and
+profile_tasks callbacks prints where the time goes (not timed; off by default: ~15 s). The lab
+playbook lock (~/.cache/strata-ops/lab-playbook.lock) is held throughout, so tests never
+interleave with it. BENCH_CONVERGE_STRATEGY=mitogen_linear runs (a) and (b) with that strategy
+too, when the mitogen package is installed.
 
 site.yml deploys the lab's workload into a namespace of the bench's own (NAMESPACE), which
 playbooks/teardown.yml removes at the end (data kept), even after a failure: a workload left in
@@ -91,6 +92,8 @@ def measure(site, facts_play, rounds, strategy):
             f"[{name}] site.yml converged: median {results[name][0]:.2f} s over {rounds} runs "
             f"({results[name][2]} task headers); gather-facts play: median {results[name][1]:.2f} s"
         )
+    if os.environ.get("BENCH_CONVERGE_PROFILE", "0") in ("", "0"):
+        return results
     profile_env = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_roles,ansible.posix.profile_tasks"}
     _, profiled = playbook(site, profile_env)
     print("where the time goes (profile_roles, profile_tasks; untimed run):")

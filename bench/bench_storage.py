@@ -18,7 +18,7 @@ properties. In the same run:
   made by the module the first time (timed and printed), ``BENCH_STORAGE_KEEP=0`` destroys them.
 * one ``strata.ops.zfs_dataset`` task against ``community.general.zfs`` in a loop, both through
   ``ansible-playbook -i localhost, -c local`` (the ``ansible.posix.json`` callback checks that
-  each covered all N and changed nothing), noop at BENCH_STORAGE_DATASETS (default 100); goal
+  each covered all N and changed nothing), noop at BENCH_STORAGE_DATASETS (default 50); goal
   >= 10x. Property values are in the form ``zfs get -Hp`` prints them, as community.general.zfs
   compares strings.
 
@@ -27,7 +27,7 @@ Growth: for each pair of sizes ``x10 work -> xN time`` for ours and each baselin
 BENCH_STORAGE_CREATE=20,200,2000 adds the shell loop at 2,000 (about a minute more). About 5
 minutes at the default sizes (one more minute the first time, for the kept 2,000).
 
-Env: BENCH_STORAGE_DATASETS (default 100), BENCH_STORAGE_CREATE, BENCH_STORAGE_NOOP, BENCH_STORAGE_KEEP,
+Env: BENCH_STORAGE_DATASETS (default 50), BENCH_STORAGE_CREATE, BENCH_STORAGE_NOOP, BENCH_STORAGE_KEEP,
 BENCH_STORAGE_POOL (default strata-testbed). Prints one final line `bench storage: ...`.
 """
 
@@ -406,7 +406,7 @@ def bench_community(work, names, pool):
 
 
 def main():
-    count = int(os.environ.get("BENCH_STORAGE_DATASETS", "100"))
+    count = int(os.environ.get("BENCH_STORAGE_DATASETS", "50"))
     pool = os.environ.get("BENCH_STORAGE_POOL", "strata-testbed")
     create_sizes = sizes_of("BENCH_STORAGE_CREATE", "20,200")
     noop_sizes = sizes_of("BENCH_STORAGE_NOOP", "200,2000")
