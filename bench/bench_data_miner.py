@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """A converged re-apply of a large data-miner pipeline against a `kubectl get` of its objects.
 
-A generated cluster_config.yaml of 50 nodes (one GPU master, 45 workers, 4 storage-only) and 40
-workers (StatefulSets, Deployments, GPU workers with the HF token), with the operators' four
-infrastructure entries, is rendered and applied to the lab control plane with
-``playbooks/data_miner/deploy.yml`` (first run untimed). Then, alternating, BENCH_DM_ROUNDS times
+At each size of BENCH_DM_SIZES (nodes:workers, default 5:4,50:40), a generated cluster_config.yaml
+(at 50: one GPU master, 45 workers, 4 storage-only nodes, and 40 workers: StatefulSets,
+Deployments, GPU workers with the HF token), with the operators' four infrastructure entries,
+is rendered and applied to the lab control plane with ``playbooks/data_miner/deploy.yml`` (first
+run untimed). Then, alternating, BENCH_DM_ROUNDS times
 (default 3):
 
   (a) the same playbook again: it must report changed=0; timed is its apply step (the tasks
@@ -15,8 +16,9 @@ infrastructure entries, is rendered and applied to the lab control plane with
   (c) for reference, one ``kubectl get`` listing every kind the pipeline renders across
       namespaces by the pipeline's labels (7 LISTs; the floor of any read of the set).
 
-The medians give the ratio (a)/(b); the goal is at most 2. (a)/(c) is printed beside it. No
-kwok node is made: the pods stay Pending, which costs the apply nothing. Needs the lab control
+The medians give the ratio (a)/(b); the goal is at most 2, judged at the largest size; the
+growth lines say how each grows with the objects. (a)/(c) is printed beside it. No kwok node is
+made: the pods stay Pending, which costs the apply nothing. Needs the lab control
 plane (tests/testbed/up controlplane). Prints one final line `bench data_miner: ...`.
 """
 
@@ -35,6 +37,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 sys.path.insert(0, os.path.join(REPO, ".collections"))
 
+from benchkit import growth_lines  # noqa: E402
 from results import record  # noqa: E402
 from testbed_paths import LAB_KUBECONFIG, kubectl_path  # noqa: E402
 
@@ -42,7 +45,12 @@ from ansible_collections.strata.ops.plugins.module_utils import cluster_config, 
 
 GOAL = 2.0
 TOKEN = "hf_bench_" + uuid.uuid4().hex  # one per bench run: the re-applies must change nothing
-NODES, WORKERS = 50, 40
+# (nodes, workers) of each generated pipeline, the goal judged at the largest.
+SIZES = [
+    tuple(int(n) for n in size.split(":"))
+    for size in os.environ.get("BENCH_DM_SIZES", "5:4,50:40").split(",")
+    if size.strip()
+]
 APPLY_STEP = (
     "Plan the apply against what the cluster holds",
     "Apply what would change (server-side apply)",
@@ -53,17 +61,17 @@ SELECTOR = "app.kubernetes.io/part-of=data-miner,app.kubernetes.io/managed-by=st
 KINDS = "namespaces,configmaps,secrets,services,statefulsets,deployments,daemonsets"
 
 
-def generated_config(suffix):
+def generated_config(suffix, node_count, worker_count):
     nodes = {
         f"bench{suffix}-master": {"ip": "127.0.1.1", "role": "master", "gpu": True, "disk_limit_mb": 50000}
     }
-    for index in range(1, NODES):
+    for index in range(1, node_count):
         node = {"ip": f"127.0.1.{index + 1}", "role": "worker", "disk_limit_mb": 100000 + index}
-        if index > NODES - 5:
+        if index > node_count - 5:
             node.update(storage_only=True, disk_limit_mb=500000)
         nodes[f"bench{suffix}-n{index:02d}"] = node
     workers = {}
-    for index in range(WORKERS):
+    for index in range(worker_count):
         if index % 10 == 0:
             workers[f"gpu{index:02d}"] = {
                 "replicas": 1,
@@ -171,24 +179,9 @@ def delete_namespaces(kubectl, doc):
     )
 
 
-def main():
-    kubectl = kubectl_path()
-    if not kubectl or not os.path.exists(LAB_KUBECONFIG):
-        reason = "no lab control plane: tests/testbed/up controlplane"
-        print(f"bench data_miner: SKIPPED ({reason})")
-        record(
-            "data_miner",
-            metric="converged re-apply (the apply step)",
-            ours=None,
-            baseline=None,
-            baseline_name="kubectl get -f of the same objects",
-            unit="s",
-            ratio=None,
-            notes=f"SKIPPED: {reason}",
-        )
-        return
-    rounds = int(os.environ.get("BENCH_DM_ROUNDS", "3"))
-    doc = generated_config(uuid.uuid4().hex[:6])
+def measure(kubectl, rounds, node_count, worker_count):
+    """One pipeline size: (medians, object count) after ``rounds`` converged re-applies."""
+    doc = generated_config(uuid.uuid4().hex[:6], node_count, worker_count)
     with tempfile.TemporaryDirectory(prefix="strata-bench-") as tmp:
         path = os.path.join(tmp, "cluster_config.yaml")
         with open(path, "w", encoding="utf-8") as handle:
@@ -199,7 +192,9 @@ def main():
             yaml.safe_dump_all(rendered, handle)
         try:
             wall, step, changed, summary = deploy(path)
-            print(f"first apply (untimed): {summary}; {wall:.1f} s")
+            print(
+                f"{node_count} nodes, {worker_count} workers: first apply (untimed): {summary}; {wall:.1f} s"
+            )
             walls, steps, gets, lists = [], [], [], []
             for round_number in range(1, rounds + 1):
                 wall, step, changed, summary = deploy(path)
@@ -221,29 +216,70 @@ def main():
             print(f"last re-apply: {summary}")
         finally:
             delete_namespaces(kubectl, doc)
-    step, wall = statistics.median(steps), statistics.median(walls)
-    get, listing = statistics.median(gets), statistics.median(lists)
+    medians = {
+        "step": statistics.median(steps),
+        "wall": statistics.median(walls),
+        "get": statistics.median(gets),
+        "listing": statistics.median(lists),
+    }
+    return medians, len(rendered)
+
+
+def main():
+    kubectl = kubectl_path()
+    if not kubectl or not os.path.exists(LAB_KUBECONFIG):
+        reason = "no lab control plane: tests/testbed/up controlplane"
+        print(f"bench data_miner: SKIPPED ({reason})")
+        record(
+            "data_miner",
+            metric="converged re-apply (the apply step)",
+            ours=None,
+            baseline=None,
+            baseline_name="kubectl get -f of the same objects",
+            unit="s",
+            ratio=None,
+            notes=f"SKIPPED: {reason}",
+        )
+        return
+    rounds = int(os.environ.get("BENCH_DM_ROUNDS", "3"))
+    runs = []
+    for node_count, worker_count in SIZES:
+        medians, count = measure(kubectl, rounds, node_count, worker_count)
+        runs.append((node_count, worker_count, count, medians))
+    for label, key in (
+        ("converged re-apply step (objects)", "step"),
+        ("kubectl get -f (objects)", "get"),
+        ("one LIST per kind (objects)", "listing"),
+    ):
+        for line in growth_lines(label, [(count, medians[key]) for _n, _w, count, medians in runs]):
+            print(line)
+    for node_count, worker_count, count, medians in runs:
+        judged = (node_count, worker_count) == SIZES[-1]
+        ratio = medians["step"] / medians["get"]
+        record(
+            "data_miner",
+            metric="converged re-apply (the apply step)",
+            ours=medians["step"],
+            baseline=medians["get"],
+            baseline_name="kubectl get -f of the same objects",
+            limit=medians["listing"],
+            limit_name="kubectl get -l: one LIST per kind (the floor)",
+            unit="s",
+            ratio=ratio,
+            goal=f"<= {GOAL:.0f}x" if judged else None,
+            met=ratio <= GOAL if judged else None,
+            size={"nodes": node_count, "workers": worker_count, "objects": count},
+            notes=f"medians of {rounds} rounds; whole playbook {medians['wall']:.1f} s",
+        )
+    node_count, worker_count, count, medians = runs[-1]
+    step, get, listing = medians["step"], medians["get"], medians["listing"]
     ratio = step / get
     verdict = "goal met" if ratio <= GOAL else "goal MISSED"
     print(
-        f"bench data_miner: {NODES} nodes, {WORKERS} workers, {len(rendered)} objects: converged re-apply "
+        f"bench data_miner: {node_count} nodes, {worker_count} workers, {count} objects: converged re-apply "
         f"{step:.2f} s vs kubectl get -f {get:.2f} s = {ratio:.2f}x (goal <= {GOAL:.0f}x, {verdict}; "
-        f"vs one LIST per kind {listing:.2f} s = {step / listing:.1f}x; whole playbook {wall:.1f} s)"
-    )
-    record(
-        "data_miner",
-        metric="converged re-apply (the apply step)",
-        ours=step,
-        baseline=get,
-        baseline_name="kubectl get -f of the same objects",
-        limit=listing,
-        limit_name="kubectl get -l: one LIST per kind (the floor)",
-        unit="s",
-        ratio=ratio,
-        goal=f"<= {GOAL:.0f}x",
-        met=ratio <= GOAL,
-        size={"nodes": NODES, "workers": WORKERS, "objects": len(rendered)},
-        notes=f"medians of {rounds} rounds; whole playbook {wall:.1f} s",
+        f"vs one LIST per kind {listing:.2f} s = {step / listing:.1f}x; whole playbook "
+        f"{medians['wall']:.1f} s)"
     )
 
 
