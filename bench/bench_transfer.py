@@ -40,10 +40,11 @@ Each copy goes into a fresh directory on strata-lab-2:
 The caps are cleared at the end, also on errors and Ctrl-C; the copies are removed, the source tree
 is kept (its recipe in /srv/bench-transfer/src.recipe.json). Env: BENCH_TRANSFER_SCALE (default 1:
 sizes and the number of small files scale with it; 0.1 for a quick run), BENCH_TRANSFER_STREAMS
-(default 16), BENCH_TRANSFER_RSYNC_S (default 30: (b) is rsync's rate over its first 30 s, killed
-then; 0: the whole tree). Needs root (tc, drop_caches) and the lab hosts (started with
-``tests/testbed/up all`` when not running). Prints one final line `bench transfer: ...`; exits
-non-zero only on errors.
+(default 16), BENCH_TRANSFER_SMALL (default 0.1: (a) again on a tree of that share, kept in
+/srv/bench-transfer/src-small, for the growth lines; 0: none), BENCH_TRANSFER_RSYNC_S (default
+30: (b) is rsync's rate over its first 30 s, killed then; 0: the whole tree). Needs root (tc,
+drop_caches) and the lab hosts (started with ``tests/testbed/up all`` when not running). Prints
+one final line `bench transfer: ...`; exits non-zero only on errors.
 """
 
 import datetime
@@ -57,6 +58,7 @@ import sys
 import tempfile
 import time
 
+from benchkit import growth_lines
 from caches import drop_caches
 from results import record
 
@@ -68,6 +70,9 @@ SOURCE_HOST, DEST_HOST = "strata-lab-1", "strata-lab-2"
 ROOT = "/srv/bench-transfer"
 SOURCE = f"{ROOT}/src"
 STAMP = f"{ROOT}/src.recipe.json"
+# The growth line's second size: the same recipe at a tenth (BENCH_TRANSFER_SMALL; 0: none).
+SMALL_SOURCE, SMALL_STAMP = f"{ROOT}/src-small", f"{ROOT}/src-small.recipe.json"
+SMALL_DEST = f"{ROOT}/dst-s"
 STATE = "/var/lib/strata-bench"
 MANIFESTS = f"{STATE}/manifests"
 PROGRESS_C = f"{STATE}/progress-c.json"
@@ -308,8 +313,8 @@ def netcap(*args):
     run([NETCAP, DEST_HOST, *map(str, args)])
 
 
-def recipe():
-    scale = float(os.environ.get("BENCH_TRANSFER_SCALE", "1"))
+def recipe(share=1.0):
+    scale = float(os.environ.get("BENCH_TRANSFER_SCALE", "1")) * share
     if scale <= 0:
         raise BenchError(f"BENCH_TRANSFER_SCALE must be above 0, got {scale}")
     large = max(4 * MIB, round(128 * MIB * scale / MIB) * MIB)
@@ -353,23 +358,30 @@ def setup(tree):
         data=key.strip(),
     )
     host_sh(SOURCE_HOST, f"{RSYNC_SSH} {DEST_HOST} true")
-    host_sh(DEST_HOST, f"rm -rf {ROOT}/dst-a {ROOT}/dst-b {ROOT}/dst-c {STATE} && mkdir -p {ROOT}")
+    host_sh(
+        DEST_HOST, f"rm -rf {ROOT}/dst-a {ROOT}/dst-b {ROOT}/dst-c {SMALL_DEST} {STATE} && mkdir -p {ROOT}"
+    )
     host_sh(SOURCE_HOST, f"rm -rf {STATE} && mkdir -p {ROOT} {STATE}")
+    return source_tree(tree, SOURCE, STAMP)
+
+
+def source_tree(tree, source, stamp):
+    """The tree of ``tree`` (a recipe) at ``source`` on the source host, made or kept: (files, bytes)."""
     start = time.monotonic()
-    made = host_python(SOURCE_HOST, MAKE_TREE, json.dumps(tree, sort_keys=True), SOURCE, STAMP).strip()
-    files = json.loads(host_python(SOURCE_HOST, LIST_TREE, SOURCE, str(tree["large_file_min"])))
+    made = host_python(SOURCE_HOST, MAKE_TREE, json.dumps(tree, sort_keys=True), source, stamp).strip()
+    files = json.loads(host_python(SOURCE_HOST, LIST_TREE, source, str(tree["large_file_min"])))
     total = sum({f["inode"]: f["size"] for f in files}.values())
     print(
-        f"setup: source tree {SOURCE} on {SOURCE_HOST} {made} in {time.monotonic() - start:.1f} s: "
+        f"setup: source tree {source} on {SOURCE_HOST} {made} in {time.monotonic() - start:.1f} s: "
         f"{len(files)} files, {total / 1e6:.0f} MB (apparent sizes, hard links once)",
         flush=True,
     )
     return files, total
 
 
-def transfer_argv(tree, dest, progress=None):
+def transfer_argv(tree, dest, progress=None, source=SOURCE):
     args = {
-        "src_path": SOURCE,
+        "src_path": source,
         "dest_host": DEST_HOST,
         "dest_path": dest,
         "streams": int(os.environ.get("BENCH_TRANSFER_STREAMS", "16")),
@@ -407,11 +419,11 @@ def callback_json(text):
     return json.loads(text[start:])
 
 
-def transfer(tree, dest, progress=None):
+def transfer(tree, dest, progress=None, source=SOURCE):
     """(seconds, the task's result) of data_transfer into dest; fails on a failed task."""
     start = time.monotonic()
     proc = subprocess.run(
-        transfer_argv(tree, dest, progress),
+        transfer_argv(tree, dest, progress, source),
         cwd=REPO,
         env=ansible_env(),
         capture_output=True,
@@ -434,10 +446,9 @@ def fresh(dest):
     host_sh(DEST_HOST, f"rm -rf {shlex.quote(dest)}")
 
 
-def measure_ours(tree, total):
-    dest = f"{ROOT}/dst-a"
+def measure_ours(tree, total, source=SOURCE, dest=f"{ROOT}/dst-a"):
     fresh(dest)
-    seconds, result = transfer(tree, dest)
+    seconds, result = transfer(tree, dest, source=source)
     # The link share is judged on the bytes that crossed it (bytes_sent: data, each hard-linked file
     # once, the sparse file's holes not at all); the tree's apparent bytes per second beside it.
     rate = result["bytes_sent"] / result["elapsed_s"]
@@ -460,7 +471,30 @@ def measure_ours(tree, total):
         "wall_sent_rate": result["bytes_sent"] / seconds,
         "seconds": seconds,
         "retries": retries,
+        "elapsed_s": result["elapsed_s"],
+        "sent": result["bytes_sent"],
     }
+
+
+def measure_growth(ours):
+    """data_transfer again on a tree a tenth the size (kept beside the main one), for the growth
+    lines of the streams' time and the task's wall against the bytes sent."""
+    share = float(os.environ.get("BENCH_TRANSFER_SMALL", "0.1"))
+    if share <= 0:
+        return
+    tree = recipe(share)
+    _files, total = source_tree(tree, SMALL_SOURCE, SMALL_STAMP)
+    print("(a) again on that tree, for the growth lines:", flush=True)
+    small = measure_ours(tree, total, SMALL_SOURCE, SMALL_DEST)
+    fresh(SMALL_DEST)
+    start_cost = "the start of 16 ssh connections, rsyncs and range receivers, the same at every size"
+    for label, key in (
+        ("data_transfer streams (MB sent)", "elapsed_s"),
+        ("data_transfer task (MB sent)", "seconds"),
+    ):
+        points = [(round(run["sent"] / 1e6), run[key]) for run in (small, ours)]
+        for line in growth_lines(label, points, causes=start_cost):
+            print(line, flush=True)
 
 
 def measure_rsync(total):
@@ -804,7 +838,7 @@ def cleanup():
     for step in (
         lambda: netcap("clear"),
         lambda: processes(SOURCE_HOST, f"{ROOT}/dst-", "all"),
-        lambda: host_sh(DEST_HOST, f"rm -rf {ROOT}/dst-a {ROOT}/dst-b {ROOT}/dst-c {STATE}"),
+        lambda: host_sh(DEST_HOST, f"rm -rf {ROOT}/dst-a {ROOT}/dst-b {ROOT}/dst-c {SMALL_DEST} {STATE}"),
         lambda: host_sh(SOURCE_HOST, f"rm -rf {STATE}"),
     ):
         try:
@@ -827,6 +861,7 @@ def main():
             flush=True,
         )
         ours = measure_ours(tree, total)
+        measure_growth(ours)
         rsync = measure_rsync(total)
         resume = measure_resume(tree, files)
         netcap("clear")
