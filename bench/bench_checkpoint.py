@@ -148,8 +148,13 @@ def spread(values):
     return sum(values) / len(values), min(values), max(values)
 
 
+def holder_bytes(gib):
+    """The memory the holder fills for ``gib`` GiB: whole chunks, at least one."""
+    return max(CHUNK, int(gib * 2**30) // CHUNK * CHUNK)
+
+
 def bench_size(gib):
-    size = max(CHUNK, int(gib * 2**30) // CHUNK * CHUNK)
+    size = holder_bytes(gib)
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(size), str(CHUNK)],
         stdout=subprocess.PIPE,

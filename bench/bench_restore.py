@@ -40,7 +40,7 @@ import sys
 import time
 import uuid
 
-from bench_checkpoint import BENCH_DIR, BIN, CHUNK, HOLDER, REPO
+from bench_checkpoint import BENCH_DIR, BIN, CHUNK, HOLDER, REPO, holder_bytes
 from bench_checkpoint import run_module as module
 from benchkit import growth_lines
 from caches import drop_caches
@@ -232,8 +232,8 @@ def main():
     os.makedirs(WORK, exist_ok=True)
     largest = SIZES_GIB[-1]
     try:
-        host = {gib: host_process(int(gib * 2**30)) for gib in SIZES_GIB}
-        container = docker_container(int(largest * 2**30))
+        host = {gib: host_process(holder_bytes(gib)) for gib in SIZES_GIB}
+        container = docker_container(holder_bytes(largest))
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
         shutil.rmtree(BENCH_DIR, ignore_errors=True)
