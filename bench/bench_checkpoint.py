@@ -255,9 +255,11 @@ def main():
         "module+fsync {m[0]:.2f}x)".format(gib=row["gib"], d=row["durable"], c=row["cache"], m=row["module"])
         for row in rows
     ]
-    worse = "cause: the page cache's writeback on this VM's virtual disk (both sides; see the spreads)"
-    for label, key in (("dump + fsync", ("criu_s", "sync_s")), ("dd conv=fdatasync", ("durable_s",))):
-        side = "dumps" if label.startswith("dump") else "dds"
+    worse = "the page cache's writeback on this VM's virtual disk (both sides; see the spreads)"
+    for label, side, key in (
+        ("dump + fsync", "dumps", ("criu_s", "sync_s")),
+        ("dd conv=fdatasync", "dds", ("durable_s",)),
+    ):
         points = [(row["gib"], mean([sum(one[k] for k in key) for one in row[side]])) for row in rows]
         for line in growth_lines(label, points, causes=worse):
             print(line)

@@ -46,11 +46,11 @@ from ansible_collections.strata.ops.plugins.module_utils import cluster_config, 
 GOAL = 2.0
 TOKEN = "hf_bench_" + uuid.uuid4().hex  # one per bench run: the re-applies must change nothing
 # (nodes, workers) of each generated pipeline, the goal judged at the largest.
-SIZES = [
+SIZES = sorted(
     tuple(int(n) for n in size.split(":"))
     for size in os.environ.get("BENCH_DM_SIZES", "5:4,50:40").split(",")
     if size.strip()
-]
+)
 APPLY_STEP = (
     "Plan the apply against what the cluster holds",
     "Apply what would change (server-side apply)",
