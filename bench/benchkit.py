@@ -146,27 +146,71 @@ def growth_lines(label, points, causes=None, unit="s"):
     return lines
 
 
+# The reaper between a benchmark and its child: Linux keeps the highest RSS a process had across
+# exec (wait4's ru_maxrss), and a child of a benchmark starts as a vfork of the benchmark's own
+# 60-150 MiB, so its figure would be the benchmark's. The reaper (python -S, a few MiB) forks the
+# child, waits for it and writes: fork time, exit time (CLOCK_MONOTONIC, one clock for every
+# process), the wait status and the child's ru_maxrss (KiB).
+REAPER = """
+import os, sys, time
+report = int(sys.argv[1])
+started = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    os.close(report)
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    except OSError as exc:
+        os.write(2, f"bench: cannot run {sys.argv[2]}: {exc}\\n".encode())
+    os._exit(127)
+while True:
+    try:
+        _pid, status, usage = os.wait4(pid, 0)
+        break
+    except InterruptedError:
+        continue
+ended = time.monotonic()
+os.write(report, f"{started!r} {ended!r} {status} {usage.ru_maxrss}".encode())
+"""
+
+
 class Child:
-    """A child process started now; ``wait()`` gives its exit time (monotonic), exit status and
-    peak RSS (wait4's rusage, KiB). stdout goes to a file (a 1,000-pod result is over a pipe's
-    buffer, and wait4 must not race a reader)."""
+    """A child process started now; ``wait()`` gives its start and exit times (monotonic, taken
+    by REAPER around fork and wait4), exit status and peak RSS (KiB, its own: see REAPER).
+    stdout goes to a file (a 1,000-pod result is over a pipe's buffer, and wait4 must not race a
+    reader)."""
 
     def __init__(self, argv, env, tmp, stdout=None):
         self.argv = argv
         self.out = stdout or tempfile.TemporaryFile(dir=tmp)  # noqa: SIM115 - closed with the process
         self.err = tempfile.TemporaryFile(dir=tmp)  # noqa: SIM115
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self.out, stderr=self.err)
+        self.started = time.monotonic()  # the reaper's fork time replaces it at the exit
+        report, self._report_w = os.pipe()
+        self._report = os.fdopen(report, "rb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-S", "-c", REAPER, str(self._report_w), *argv],
+            cwd=REPO,
+            env=env,
+            stdout=self.out,
+            stderr=self.err,
+            pass_fds=(self._report_w,),
+            start_new_session=True,  # wait()'s timeout stops the reaper and the child together
+        )
+        os.close(self._report_w)
         self.ended = self.rc = self.maxrss_kib = None
         self.thread = threading.Thread(target=self._reap, daemon=True)
         self.thread.start()
 
     def _reap(self):
-        _pid, status, usage = os.wait4(self.proc.pid, 0)
-        self.ended = time.monotonic()
-        self.rc = os.waitstatus_to_exitcode(status)
-        self.proc.returncode = self.rc
-        self.maxrss_kib = usage.ru_maxrss
+        with self._report:
+            report = self._report.read().split()
+        reaper_rc = self.proc.wait()
+        if len(report) != 4:  # the reaper itself failed: its error is in stderr
+            self.ended, self.rc, self.maxrss_kib = time.monotonic(), reaper_rc or 1, 0
+            return
+        self.started, self.ended = float(report[0]), float(report[1])
+        self.rc = os.waitstatus_to_exitcode(int(report[2]))
+        self.maxrss_kib = int(report[3])
 
     @property
     def seconds(self):
@@ -176,7 +220,7 @@ class Child:
     def wait(self, timeout=900):
         self.thread.join(timeout)
         if self.ended is None:
-            self.proc.kill()
+            os.killpg(self.proc.pid, 9)
             self.thread.join(10)
             raise SystemExit(f"bench: {' '.join(self.argv[:3])} did not end within {timeout} s")
         return self
