@@ -16,7 +16,10 @@ A module's ``main()`` builds its AnsibleModule and hands the work to ``run_modul
 
 import datetime
 import gc
+import inspect
 import time
+
+from ansible_collections.strata.ops.plugins.module_utils.process_end import end_after_exit_handlers
 
 
 def utc_iso(wall=None):
@@ -62,7 +65,11 @@ def fail(module, exc, **result):
 
 def run_module(module, work):
     """Run ``work()`` (returns the result dict) and end the module: exit_json, or fail_json for a
-    StrataError. Anything else is a bug and is left to ansible-core's own crash report."""
+    StrataError. Anything else is a bug and is left to ansible-core's own crash report.
+
+    In a module process (the caller runs as ``__main__``: under Ansible's AnsiballZ and as
+    ``python plugins/modules/NAME.py``) the process ends once its exit handlers have run
+    (process_end.py); imported (unit tests) it only raises SystemExit."""
     try:
         result = work()
     except StrataError as exc:
@@ -70,7 +77,13 @@ def run_module(module, work):
     # The process ends now: its objects need no collection at exit. CPython's final collection of
     # them took 6-35 ms after the result was written, more than the waits it ends (docs/performance.md).
     gc.freeze()
-    if isinstance(result, StrataError):
-        fail(module, result)
-    warn_all(module, result.pop("warnings", None))
-    module.exit_json(**result)
+    in_module_process = inspect.currentframe().f_back.f_globals.get("__name__") == "__main__"
+    try:
+        if isinstance(result, StrataError):
+            fail(module, result)
+        warn_all(module, result.pop("warnings", None))
+        module.exit_json(**result)
+    except SystemExit as ending:
+        if in_module_process:
+            end_after_exit_handlers(module, ending.code)
+        raise

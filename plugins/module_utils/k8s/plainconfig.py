@@ -11,7 +11,6 @@ key is kubectl's (k8s.io/client-go/tools/clientcmd/api/v1/types.go); relative fi
 relative to the kubeconfig's directory, as client-go resolves them.
 """
 
-import atexit
 import base64
 import binascii
 import os
@@ -20,6 +19,7 @@ import ssl
 import tempfile
 
 from ansible_collections.strata.ops.plugins.module_utils.k8s.library import urllib3
+from ansible_collections.strata.ops.plugins.module_utils.process_end import at_exit
 
 PLAIN_CLUSTER_KEYS = frozenset(
     (
@@ -102,7 +102,7 @@ def _private_file(data):
     in a private directory removed once the TLS context holds it (or when the module ends)."""
     if not _TEMP_DIRS:
         _TEMP_DIRS.append(tempfile.mkdtemp(prefix="strata-kubeconfig-"))
-        atexit.register(remove_private_files)
+        at_exit(remove_private_files)
     handle, path = tempfile.mkstemp(dir=_TEMP_DIRS[0])
     with os.fdopen(handle, "wb") as out:
         out.write(data)
