@@ -9,7 +9,7 @@ import time
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import CheckpointJob
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import CheckpointJob, writeback
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu as gpu_mod
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.target import default_name, find_target
@@ -245,15 +245,16 @@ class Dumper(CheckpointJob):
         try:
             with open(os.path.join(dump_dir, "descriptors.json"), "w") as handle:
                 json.dump(criu.descriptors(pid), handle)  # what runc restore expects
-            plan["pre_dump_s"] = self._pre_dump(plan)
-            if gpu["taken"]:
-                gpu_mod.step(freezer, gpu, label="before dump")
-            if gpu["path"] in DIRECT_GPU_PATHS:
-                locked_at = self.clock()
-                gpu_mod.step(freezer, gpu, "lock", timeout_ms=self.p["cuda_lock_timeout"] * 1000)
-                gpu_mod.step(freezer, gpu, "checkpoint")
-            rc, _out, err = self.run(plan["argv"], environ_update=plan["env"])
-            wall = self.clock() - started
+            with writeback.Writeback(dump_dir):  # the images go to the disk while CRIU writes them
+                plan["pre_dump_s"] = self._pre_dump(plan)
+                if gpu["taken"]:
+                    gpu_mod.step(freezer, gpu, label="before dump")
+                if gpu["path"] in DIRECT_GPU_PATHS:
+                    locked_at = self.clock()
+                    gpu_mod.step(freezer, gpu, "lock", timeout_ms=self.p["cuda_lock_timeout"] * 1000)
+                    gpu_mod.step(freezer, gpu, "checkpoint")
+                rc, _out, err = self.run(plan["argv"], environ_update=plan["env"])
+                wall = self.clock() - started
             if rc != 0:
                 raise self._failure(plan, rc, err)
         except BaseException as exc:
@@ -368,6 +369,8 @@ class Dumper(CheckpointJob):
         self._free_space_check(plan["rss_bytes"])
         wall = self.dump(plan)
         manifest = self.manifest(plan, wall, self.check_images(plan))
+        # On the disk before the manifest says the dump is complete and before an older dump goes.
+        manifest["durable_s"] = round(writeback.make_durable(plan["dump_dir"], self.clock)[0], 3)
         mf.finish(plan["dump_dir"], manifest)
         pruned = mf.prune(self.p["images_dir"], plan["name"], self.p["keep"], plan["dump_dir"])
         result.update(manifest=manifest, pruned=pruned, frozen_s=manifest["stats"]["frozen_s"])

@@ -127,11 +127,19 @@ def load(checkpoint):
 
 
 def write(dump_dir, manifest):
-    """Write manifest.json last and atomically: a dump directory without one is no dump."""
+    """Write manifest.json last, atomically and durably: a dump directory without one is no dump,
+    and one with it survives a power loss (its images were synced before)."""
     tmp = os.path.join(dump_dir, MANIFEST + ".tmp")
     with open(tmp, "w") as handle:
         json.dump(manifest, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.rename(tmp, os.path.join(dump_dir, MANIFEST))
+    directory = os.open(dump_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def start(dump_dir):
