@@ -11,6 +11,9 @@ through the community.docker.docker connection, and the controller):
       connection and one module per host).
 
 Each is run BENCH_CONVERGE_ROUNDS times (default 3), alternating; the medians give the ratio.
+A second size, for the growth line: both limited to one lab host and the controller
+(BENCH_CONVERGE_SMALL, default "strata-lab-1,localhost", the host layer 5 runs on; "" skips it),
+BENCH_CONVERGE_SMALL_ROUNDS times (default 2). The goal is judged on the whole lab.
 With BENCH_CONVERGE_PROFILE=1, a last run of (a) with ansible.posix's profile_roles and
 profile_tasks callbacks prints where the time goes (not timed; off by default: ~15 s). The lab
 playbook lock (~/.cache/strata-ops/lab-playbook.lock) is held throughout, so tests never
@@ -32,13 +35,17 @@ import sys
 import tempfile
 import time
 
+import yaml
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 
+from benchkit import growth_lines  # noqa: E402
 from results import record  # noqa: E402
 from testbed_paths import lab_lock  # noqa: E402
 
 GOAL = 5.0
+SMALL = os.environ.get("BENCH_CONVERGE_SMALL", "strata-lab-1,localhost")
 INVENTORY = os.path.join(REPO, "inventories", "lab")
 NAMESPACE = "strata-bench-converge"
 FACTS_PLAY = """\
@@ -49,18 +56,26 @@ FACTS_PLAY = """\
 """
 
 
-def playbook(path, extra_env=None):
+def playbook(path, extra_env=None, limit=None):
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env.update(extra_env or {})
     started = time.monotonic()
     argv = ["ansible-playbook", "-i", INVENTORY, path, "-e", f"strata_namespace={NAMESPACE}"]
+    if limit:
+        argv += ["--limit", limit]
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - started
     if proc.returncode != 0:
         name = os.path.basename(path)
         sys.exit(f"bench converge: {name} failed (rc={proc.returncode}):\n{proc.stdout[-3000:]}")
     return elapsed, proc.stdout
+
+
+def lab_hosts():
+    """The lab inventory's strata_hosts (the whole lab: the size the goal is judged at)."""
+    with open(os.path.join(INVENTORY, "hosts.yml")) as handle:
+        return sorted(yaml.safe_load(handle)["strata_hosts"]["hosts"])
 
 
 def changed(stdout):
@@ -71,8 +86,21 @@ def tasks_run(stdout):
     return len(re.findall(r"^TASK \[", stdout, re.M))
 
 
+def converged_medians(site, facts_play, rounds, env, limit=None):
+    """(median site.yml s, median facts play s, task headers) over ``rounds`` alternating runs."""
+    site_times, facts_times = [], []
+    for _ in range(rounds):
+        elapsed, out = playbook(site, env, limit)
+        if changed(out):
+            sys.exit(f"bench converge: a second site.yml changed {changed(out)}:\n{out[-3000:]}")
+        site_times.append(elapsed)
+        facts_times.append(playbook(facts_play, env, limit)[0])
+    return statistics.median(site_times), statistics.median(facts_times), tasks_run(out)
+
+
 def measure(site, facts_play, rounds, strategy):
-    """{variant: (median site.yml s, median facts play s, task headers)}; prints the profile."""
+    """{variant: (median site.yml s, median facts play s, task headers)}, and with
+    BENCH_CONVERGE_SMALL "small": the same on one lab host; prints the profile."""
     first, _ = playbook(site)
     print(f"converge run (untimed): {first:.1f} s")
     variants = [("default", {})]
@@ -80,17 +108,18 @@ def measure(site, facts_play, rounds, strategy):
         variants.append((strategy, {"ANSIBLE_STRATEGY": strategy}))
     results = {}
     for name, env in variants:
-        site_times, facts_times = [], []
-        for _ in range(rounds):
-            elapsed, out = playbook(site, env)
-            if changed(out):
-                sys.exit(f"bench converge: a second site.yml changed {changed(out)}:\n{out[-3000:]}")
-            site_times.append(elapsed)
-            facts_times.append(playbook(facts_play, env)[0])
-        results[name] = (statistics.median(site_times), statistics.median(facts_times), tasks_run(out))
+        results[name] = converged_medians(site, facts_play, rounds, env)
         print(
             f"[{name}] site.yml converged: median {results[name][0]:.2f} s over {rounds} runs "
             f"({results[name][2]} task headers); gather-facts play: median {results[name][1]:.2f} s"
+        )
+    if SMALL:
+        small_rounds = int(os.environ.get("BENCH_CONVERGE_SMALL_ROUNDS", "2"))
+        results["small"] = converged_medians(site, facts_play, small_rounds, {}, SMALL)
+        print(
+            f"[--limit {SMALL}] site.yml converged: median {results['small'][0]:.2f} s over "
+            f"{small_rounds} runs ({results['small'][2]} task headers); gather-facts play: median "
+            f"{results['small'][1]:.2f} s"
         )
     if os.environ.get("BENCH_CONVERGE_PROFILE", "0") in ("", "0"):
         return results
@@ -131,18 +160,30 @@ def main():
         f"bench converge: second site.yml {site_s:.2f} s vs gather-facts play {facts_s:.2f} s = {ratio:.1f}x "
         f"({tasks} task headers; goal <= {GOAL:.0f}x){extra}"
     )
-    for name, (variant_site_s, _facts, variant_tasks) in results.items():
+    hosts = {"small": 1, "default": len(lab_hosts())}
+    if "small" in results:
+        for index, label in ((0, "site.yml"), (1, "gather-facts play")):
+            points = [(hosts[size], results[size][index]) for size in ("small", "default")]
+            for line in growth_lines(f"{label} by lab hosts", points, causes="the lab hosts share two cores"):
+                print(line)
+    for name, (variant_site_s, variant_facts_s, variant_tasks) in results.items():
+        small = name == "small"
+        baseline_s = variant_facts_s if small else facts_s
         record(
             "converge",
-            metric=f"second site.yml, nothing to change ({name} strategy)",
+            metric="second site.yml, nothing to change (one lab host)"
+            if small
+            else f"second site.yml, nothing to change ({name} strategy)",
             ours=variant_site_s,
-            baseline=facts_s,
+            baseline=baseline_s,
             baseline_name="gather-facts play, same hosts (default strategy)",
             unit="s",
-            ratio=variant_site_s / facts_s,
+            ratio=variant_site_s / baseline_s,
             goal=f"<= {GOAL:.0f}x" if name == "default" else None,
-            met=variant_site_s / facts_s <= GOAL if name == "default" else None,
-            notes=f"medians of {rounds} runs; {variant_tasks} task headers",
+            met=variant_site_s / baseline_s <= GOAL if name == "default" else None,
+            size={"lab_hosts": hosts.get(name, hosts["default"])},
+            notes=f"medians of {rounds if not small else 'BENCH_CONVERGE_SMALL_ROUNDS'} runs; "
+            f"{variant_tasks} task headers",
         )
     return 0
 
