@@ -48,6 +48,8 @@ def dead_record(sleeper, reap=True):
     proc.kill()
     if reap:
         proc.wait()
+    else:  # until it is a zombie: SIGKILL is not instant, and a busy machine showed it still alive
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
     return record
 
 
