@@ -16,7 +16,7 @@ def test_the_files_a_writer_grows_are_advised_while_it_writes(tmp_path):
 
     def criu_like_writer():
         with open(pages, "wb") as out:
-            for _ in range(8):
+            for _chunk in range(8):
                 out.write(CHUNK)
                 out.flush()
                 wrote.wait(0.03)
