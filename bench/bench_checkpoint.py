@@ -9,9 +9,10 @@ baseline, ``dd if=/dev/zero bs=1M conv=fdatasync`` of the same size.
 The headline ratio is durable against durable: the dump followed by fsync of every image file
 (pages written / (CRIU dump wall + fsync)) against dd conv=fdatasync; both include getting the
 bytes onto the disk. The module starts the writeback while CRIU writes and syncs the dump itself
-before its manifest (``durable_s``); the bench's own fsync after it finds nothing left and counts. Also printed: page cache against page cache (CRIU's wall alone against dd
-without fdatasync, its file deleted before writeback) and module+fsync (the module's whole wall:
-Python start, target discovery, stats, manifest; a fixed ~0.3 s, nothing reads the images again).
+before its manifest (``durable_s``); the bench's own fsync after it finds nothing left and counts.
+Also printed: page cache against page cache (CRIU's wall alone against dd without fdatasync, its
+file deleted before writeback) and module+fsync (the module's whole wall: Python start, target
+discovery, stats, manifest; a fixed ~0.3 s, nothing reads the images again).
 
 Same conditions for both sides:
 * dd runs while the memory holder is resident, as the dump does;

@@ -353,8 +353,9 @@ manifest:
       C(gpu), C(sizes), C(stats) (C(frozen_s), freezing/frozen/memdump/memwrite times in
       microseconds and pages written), C(pre_dumps) (command and wall time of each pre-dump),
       C(dump_wall_s) (CRIU's wall time), C(durable_s) (the seconds spent syncing the dump to the
-      disk after CRIU, before the manifest was written), C(stats_source), C(stats_check) and C(crit_check) (C(crit) read
-      C(pstree.img) and C(inventory.img); C(plugins) lists the CRIU plugins the restore needs).
+      disk after CRIU, before the manifest was written), C(stats_source), C(stats_check) and
+      C(crit_check) (C(crit) read C(pstree.img) and C(inventory.img); C(plugins) lists the CRIU
+      plugins the restore needs).
   returned: success and not check mode
   type: dict
 gpu:
