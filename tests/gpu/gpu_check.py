@@ -17,12 +17,14 @@ GPU (a CPU worker, the fake libcuda of the unit tests): it checks the script, ne
 import argparse
 import ctypes
 import glob
+import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -86,32 +88,13 @@ def run(argv, environ_update=None, timeout=900):
 
 
 def find_cuda_checkpoint():
+    """cuda-checkpoint on PATH, and every file of that name where NVIDIA's packages put programs."""
     found = set()
     on_path = shutil.which("cuda-checkpoint")
     if on_path:
         found.add(os.path.realpath(on_path))
-    _rc, out, _err = run(
-        [
-            "find",
-            "/",
-            "-xdev",
-            "(",
-            "-path",
-            "/proc",
-            "-o",
-            "-path",
-            "/sys",
-            ")",
-            "-prune",
-            "-o",
-            "-name",
-            "cuda-checkpoint*",
-            "-type",
-            "f",
-            "-print",
-        ],
-        timeout=60,
-    )
+    roots = [d for d in ("/usr", "/opt", "/root", "/home", "/bin", "/sbin") if os.path.isdir(d)]
+    _rc, out, _err = run(["find", *roots, "-xdev", "-name", "cuda-checkpoint*", "-type", "f"], timeout=20)
     found.update(line for line in out.splitlines() if line)
     return on_path, sorted(found)
 
@@ -167,8 +150,18 @@ def probe(report, args):
     except OSError as exc:
         facts["driver"] = f"no /proc/driver/nvidia/version ({exc.strerror})"
     facts["gpus_dir"] = gpu.nvidia_gpu_present()
+    with open("/proc/meminfo") as handle:
+        memory = [line.strip() for line in handle if line.startswith(("MemTotal", "MemAvail"))]
+    facts["machine"] = {
+        "kernel": os.uname().release,
+        "cpus": os.cpu_count(),
+        "images_dir_free_gib": round(disk_free(args.images_dir) / GIB, 1),
+        "meminfo": memory,
+    }
     on_path, everywhere = find_cuda_checkpoint()
     facts["cuda_checkpoint"] = {"on_path": on_path, "found": everywhere}
+    # The freeze cycle tries a cuda-checkpoint found off PATH too; the module's dump takes PATH's.
+    args.cuda_checkpoint = on_path or (everywhere[0] if everywhere else None)
     if on_path:
         facts["cuda_checkpoint"]["has_action"] = gpu.CudaCheckpointTool(run, on_path).has_action()
         facts["cuda_checkpoint"]["help"] = run([on_path, "-h"])[1][:2000]
@@ -176,7 +169,7 @@ def probe(report, args):
     facts["ldconfig_libcuda"] = [
         line.strip() for line in run(["ldconfig", "-p"])[1].splitlines() if "libcuda" in line
     ]
-    criu_bin = carried_criu(report.out)
+    criu_bin = carried_criu(args.work)
     facts["criu"] = {"path": criu_bin}
     if criu_bin:
         rc, out, err = run([criu_bin, "--version"])
@@ -210,8 +203,8 @@ def probe(report, args):
 
 class Worker:
     def __init__(self, report, args, gib, name):
-        self.status_path = os.path.join(report.out, f"{name}.status.json")
-        self.log_path = os.path.join(report.out, f"{name}.log")
+        self.status_path = os.path.join(args.work, f"{name}.status.json")
+        self.log_path = os.path.join(args.work, f"{name}.log")
         argv = [
             args.python,
             os.path.join(HERE, "cuda_worker.py"),
@@ -291,8 +284,43 @@ def fake_cuda_pids(args, pid):
 # ---- 2. the freeze cycle ----------------------------------------------------------------------------
 
 
+def freezers(args):
+    """Each way this machine can freeze CUDA, with the facts behind it: cuda-checkpoint (when
+    the probe found one with --action), then the driver API that the module falls back to."""
+    found = []
+    if args.cuda_checkpoint:
+        tool, facts = gpu.find_freezer(run, args.cuda_checkpoint, args.libcuda)
+        if tool is not None and tool.kind == gpu.CudaCheckpointTool.kind:
+            found.append((tool, facts))
+    tool, facts = gpu.find_freezer(run, None, args.libcuda)
+    found.append((tool, facts))
+    return found
+
+
+def one_freeze_cycle(report, args, worker, freezer):
+    """lock (the counter stops), checkpoint (the GPU memory is released), restore, unlock (the
+    counter goes on, the pattern is intact) with one freezer."""
+    cycle = {"freezer": {"kind": freezer.kind, "path": freezer.path}}
+    state = {"cuda_pids": [worker.pid], "states": []}
+    gpu.step(freezer, state, label="start")
+    gpu.step(freezer, state, "lock", timeout_ms=args.lock_timeout * 1000)
+    cycle["frozen_after_lock"], count_locked = counter_frozen(worker)
+    gpu.step(freezer, state, "checkpoint")
+    cycle["gpu_mib_checkpointed"] = gpu_memory_of(worker.pid)
+    gpu.step(freezer, state, "restore")
+    cycle["gpu_mib_restored"] = gpu_memory_of(worker.pid)
+    gpu.step(freezer, state, "unlock")
+    cycle["states"] = state["states"]
+    after = worker.wait(lambda s: s["count"] > (count_locked or 0) + 5, 60, "the counter to go on")
+    cycle["counter_went_on"] = True
+    checked = worker.wait(lambda s: s["verified_at"] > after["count"], 120, "a pattern check after unlock")
+    cycle["pattern_ok_after"] = checked["pattern_ok"]
+    report.log(f"freeze cycle ({freezer.kind}): {json.dumps(cycle, default=str)}")
+    return cycle
+
+
 def freeze_cycle(report, args):
-    fig = {"gib": args.freeze_gib, "device": args.device}
+    fig = {"gib": args.freeze_gib, "device": args.device, "cycles": {}}
     worker = Worker(report, args, args.freeze_gib, "freeze")
     try:
         ready = worker.wait(lambda s: s.get("count", 0) > 5, 300, "the worker to run")
@@ -300,30 +328,19 @@ def freeze_cycle(report, args):
         fig["gpu_mib_before"] = gpu_memory_of(worker.pid)
         if args.self_test:
             fake_cuda_pids(args, worker.pid)
-        freezer, facts = gpu.find_freezer(run, gpu.cuda_checkpoint_binary(), args.libcuda)
-        fig["freezer_facts"] = facts
-        if freezer is None:
-            fig["skipped"] = f"nothing here can freeze CUDA: {gpu.missing_freezer_reason(facts)}"
-            report.log("freeze cycle skipped: " + fig["skipped"])
-            return fig
-        fig["freezer"] = {"kind": freezer.kind, "path": freezer.path}
-        state = {"cuda_pids": [worker.pid], "states": []}
-        gpu.step(freezer, state, label="start")
-        gpu.step(freezer, state, "lock", timeout_ms=args.lock_timeout * 1000)
-        fig["frozen_after_lock"], count_locked = counter_frozen(worker)
-        gpu.step(freezer, state, "checkpoint")
-        fig["gpu_mib_checkpointed"] = gpu_memory_of(worker.pid)
-        gpu.step(freezer, state, "restore")
-        gpu.step(freezer, state, "unlock")
-        fig["states"] = state["states"]
-        after = worker.wait(lambda s: s["count"] > (count_locked or 0) + 5, 60, "the counter to go on")
-        fig["counter_went_on"] = True
-        checked = worker.wait(
-            lambda s: s["verified_at"] > after["count"], 120, "a pattern check after unlock"
-        )
-        fig["pattern_ok_after"] = checked["pattern_ok"]
+        for freezer, facts in freezers(args):
+            if freezer is None:
+                fig["skipped"] = f"nothing here can freeze CUDA: {gpu.missing_freezer_reason(facts)}"
+                report.log("freeze cycle skipped: " + fig["skipped"])
+                continue
+            try:
+                fig["cycles"][freezer.kind] = one_freeze_cycle(report, args, worker, freezer)
+            except (RuntimeError, OSError, criu.CriuError) as exc:
+                fig["cycles"][freezer.kind] = {"error": str(exc)}
+                fig["error"] = f"{freezer.kind}: {exc}"
+                report.log(f"freeze cycle ({freezer.kind}) FAILED: {exc}")
+                break
         fig["gpu_mib_after"] = gpu_memory_of(worker.pid)
-        report.log(f"freeze cycle: {json.dumps(fig, default=str)}")
         return fig
     except (RuntimeError, criu.CriuError) as exc:
         fig["error"] = str(exc)
@@ -363,15 +380,29 @@ def dump_params(pid, args):
     }
 
 
-def no_room_for_dump(images_dir, gib):
-    """Why images_dir cannot take the dump of ``gib`` GiB, or None when it can."""
-    need_disk = gib * GIB * 1.15 + 4 * GIB
+def disk_need(gib):
+    """Bytes a dump of ``gib`` GiB of GPU memory takes: the images, CRIU's other files, a margin."""
+    return gib * GIB * 1.15 + 4 * GIB
+
+
+def disk_free(images_dir):
     os.makedirs(images_dir, exist_ok=True)
     vfs = os.statvfs(images_dir)
-    if vfs.f_bavail * vfs.f_frsize < need_disk:
-        free = vfs.f_bavail * vfs.f_frsize / GIB
-        return f"{images_dir} has {free:.1f} GiB free, the dump needs about {need_disk / GIB:.1f} GiB"
+    return vfs.f_bavail * vfs.f_frsize
+
+
+def no_room_for_dump(images_dir, gib):
+    """Why images_dir cannot take the dump of ``gib`` GiB, or None when it can."""
+    free = disk_free(images_dir)
+    if free < disk_need(gib):
+        need = disk_need(gib) / GIB
+        return f"{images_dir} has {free / GIB:.1f} GiB free, the dump needs about {need:.1f} GiB"
     return None
+
+
+def largest_dump_fitting(images_dir):
+    """The most GiB of GPU memory whose dump fits in images_dir (whole GiB)."""
+    return int((disk_free(images_dir) - 4 * GIB) / 1.15 / GIB)
 
 
 def dump_worker(fig, args, pid):
@@ -472,8 +503,31 @@ def dump_and_restore(report, args, gib):
         report.log(f"dump/restore {gib} GiB FAILED: {exc}")
     finally:
         worker.kill()
+        keep_criu_logs(args, f"criu-{gib}")
         shutil.rmtree(args.images_dir, ignore_errors=True)
     return fig
+
+
+def keep_criu_logs(args, name):
+    """CRIU's logs of a dump and its restore, out of the images about to be removed."""
+    kept = os.path.join(args.work, name)
+    for path in glob.glob(os.path.join(args.images_dir, "**", "*.log"), recursive=True):
+        os.makedirs(kept, exist_ok=True)
+        shutil.copy(path, os.path.join(kept, os.path.relpath(path, args.images_dir).replace(os.sep, "_")))
+
+
+def pack_logs(args, limit=4 << 20):
+    """OUT/logs.tar.gz: the work folder's logs and status files, the last ``limit`` bytes of each."""
+    with tarfile.open(os.path.join(args.out, "logs.tar.gz"), "w:gz") as tar:
+        for path in sorted(glob.glob(os.path.join(args.work, "**", "*"), recursive=True)):
+            if not path.endswith((".log", ".json")) or not os.path.isfile(path):
+                continue
+            with open(path, "rb") as handle:
+                handle.seek(max(0, os.path.getsize(path) - limit))
+                data = handle.read()
+            info = tarfile.TarInfo(os.path.relpath(path, args.work))
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
 
 
 def parse_args():
@@ -487,6 +541,9 @@ def parse_args():
     parser.add_argument("--lock-timeout", type=int, default=10)
     parser.add_argument("--libcuda", default=gpu.LIBCUDA)
     parser.add_argument("--images-dir", default="/var/tmp/strata-gpu-dumps")
+    # The device tool brings back at most 8 files from OUT: the workers' files and CRIU's logs
+    # live here and come back packed in OUT/logs.tar.gz.
+    parser.add_argument("--work", default="/var/tmp/strata-gpu-work")
     parser.add_argument("--self-test", action="store_true", help="no GPU: check this script only")
     return parser.parse_args()
 
@@ -497,7 +554,7 @@ def use_fake_cuda(report, args):
 
     # Named libcuda.so.1 and mapped by the worker, so that the module finds a CUDA process; a
     # directory stands in for /proc/driver/nvidia/gpus. The dump then takes the driver-API path.
-    fake_dir = os.path.join(args.out, "fake-cuda")
+    fake_dir = os.path.join(args.work, "fake-cuda")
     os.makedirs(os.path.join(fake_dir, "gpus"), exist_ok=True)
     args.libcuda = os.path.join(fake_dir, "libcuda.so.1")
     shutil.copy(build_libcuda(fake_dir), args.libcuda)
@@ -507,38 +564,45 @@ def use_fake_cuda(report, args):
 
 
 def run_dumps(report, args, facts):
-    """dump_and_restore for each size asked, unless the GPU, the budget left or CRIU rules it out."""
+    """dump_and_restore for each size asked, unless the GPU, the budget left or CRIU rules it out.
+    A size that does not fit on the disk, or in the time left at the rate the last size took,
+    becomes the largest that does (when that is still twice the last one)."""
     dumps = {}
     args.plugin_dir = (facts["cuda_plugin"] or PLUGIN_DIRS)[0]
     if not args.criu or facts["criu"].get("check", {}).get("rc") not in (0, None):
         report.log("criu check did not pass here; the dumps are tried anyway and their errors recorded")
     total = facts["nvidia_smi"]["gpus"]
+    # A dump and restore take about 6 s per GiB on a disk of ~0.5 GB/s, with the fill, until
+    # a size has been measured here.
+    seconds_per_gib, last_gib = 6.0, 0
     for size in [float(s) for s in args.sizes.split(",") if s]:
         gib = size if args.self_test else int(size)
+        if not args.self_test:
+            fitting = min(largest_dump_fitting(args.images_dir), int((report.left() - 30) / seconds_per_gib))
+            if fitting < gib and fitting >= max(2, 2 * last_gib):
+                report.log(f"dump {gib} GiB fits neither the disk nor the time left: {fitting} GiB instead")
+                gib = fitting
         if total and not args.self_test and float(total[0][2]) < gib * 1024 + 2048:
             dumps[str(gib)] = {"skipped": f"the GPU has {total[0][2]} MiB"}
             continue
-        # A dump and restore take about 6 s per GiB on a disk of ~0.5 GB/s, with the fill.
-        if report.left() < 30 + gib * 6:
+        if report.left() < 30 + gib * seconds_per_gib:
             dumps[str(gib)] = {"skipped": f"{report.left():.0f} s of the budget left"}
             report.log("dump {} GiB skipped: {}".format(gib, dumps[str(gib)]["skipped"]))
             continue
         if not args.criu:
             dumps[str(gib)] = {"skipped": "no CRIU here"}
             continue
+        started = time.monotonic()
         dumps[str(gib)] = dump_and_restore(report, args, gib)
+        seconds_per_gib = max(seconds_per_gib, 1.2 * (time.monotonic() - started) / gib)
+        last_gib = gib
         report.record("dumps", dumps)
     report.record("dumps", dumps)
     return dumps
 
 
-def main():
-    args = parse_args()
-    args.gpus_dir = gpu.NVIDIA_GPUS_DIR
-    os.makedirs(args.out, exist_ok=True)
-    report = Report(args.out, args.budget)
-    report.record("self_test", args.self_test)
-    args.device = "cpu" if args.self_test else "cuda"
+def check(report, args):
+    """Every step; returns the exit status."""
     if args.self_test:
         use_fake_cuda(report, args)
     facts, args.criu, python = probe(report, args)
@@ -559,6 +623,23 @@ def main():
     report.record("result", f"failed: {failed}" if failed else "done")
     report.log("done in {:.1f} s; failed parts: {}".format(report.elapsed(), failed or "none"))
     return 1 if failed else 0
+
+
+def main():
+    args = parse_args()
+    args.gpus_dir = gpu.NVIDIA_GPUS_DIR
+    args.device = "cpu" if args.self_test else "cuda"
+    os.makedirs(args.out, exist_ok=True)
+    shutil.rmtree(args.work, ignore_errors=True)
+    os.makedirs(args.work)
+    report = Report(args.out, args.budget)
+    report.record("self_test", args.self_test)
+    # tests/gpu/run's timeout stops the check with SIGTERM: the logs are still packed.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
+    try:
+        return check(report, args)
+    finally:
+        pack_logs(args)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ without them, skips otherwise.
 import json
 import os
 import subprocess
+import tarfile
 
 from .conftest import REPO, skip_or_fail
 
@@ -31,6 +32,8 @@ def test_gpu_check_self_test_runs_every_step(tmp_path):
         "0.1",
         "--images-dir",
         str(tmp_path / "dumps"),
+        "--work",
+        str(tmp_path / "work"),
     ]
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
     log = (out / "log.txt").read_text()
@@ -41,8 +44,9 @@ def test_gpu_check_self_test_runs_every_step(tmp_path):
     probe = figures["probe"]
     assert probe["criu"]["check"]["rc"] == 0, probe["criu"]
     assert probe["libcuda"]["complete"] is True
-    freeze = figures["freeze"]
-    assert freeze["freezer"]["kind"] == "cuda-driver-api"
+    # no cuda-checkpoint here: the one freeze cycle is the driver API's
+    assert list(figures["freeze"]["cycles"]) == ["cuda-driver-api"]
+    freeze = figures["freeze"]["cycles"]["cuda-driver-api"]
     assert [(s["step"], s["state"]) for s in freeze["states"]] == [
         ("start", "running"),
         ("lock", "locked"),
@@ -66,3 +70,9 @@ def test_gpu_check_self_test_runs_every_step(tmp_path):
     assert dump["same_process_state"] and dump["counter_went_on"] and dump["pattern_ok_after_restore"]
     # a freshly started worker would count from 1
     assert dump["counter_first_after_restore"] > 5
+    # the workers' files and CRIU's logs come back packed (the device tool returns 8 files at most)
+    with tarfile.open(out / "logs.tar.gz") as tar:
+        names = tar.getnames()
+    assert {"freeze.log", "freeze.status.json", "dump-0.25.status.json"} <= set(names), names
+    assert any(name.startswith("criu-0.25/") and name.endswith("dump.log") for name in names), names
+    assert sorted(os.listdir(out)) == ["figures.json", "log.txt", "logs.tar.gz", "nvidia-smi.txt"]
