@@ -601,6 +601,58 @@ def run_dumps(report, args, facts):
     return dumps
 
 
+D2H_SCRIPT = """
+import sys, time, torch
+gib = int(sys.argv[1])
+data = torch.ones((gib, 1 << 28), dtype=torch.int32, device="cuda")
+torch.cuda.synchronize()
+pinned = torch.empty((1 << 28,), dtype=torch.int32, pin_memory=True)
+started = time.monotonic()
+for row in data:
+    pinned.copy_(row)
+torch.cuda.synchronize()
+pinned_s = time.monotonic() - started
+started = time.monotonic()
+host = data.cpu()
+pageable_s = time.monotonic() - started
+print(pinned_s, pageable_s, int(host[-1, -1]))
+"""
+
+
+def baselines(report, args, gib):
+    """The same work without the checkpoint: ``dd conv=fdatasync`` of ``gib`` GiB into images_dir
+    (the dump's write), ``cat`` of it after dropping the page cache (the restore's read), and
+    PyTorch copies of ``gib`` GiB from GPU to host memory (the CUDA checkpoint step's copy)."""
+    fig = {"gib": gib}
+    os.makedirs(args.images_dir, exist_ok=True)
+    path = os.path.join(args.images_dir, "baseline.bin")
+    try:
+        started = time.monotonic()
+        argv = ["dd", "if=/dev/zero", f"of={path}", "bs=16M", f"count={int(gib * 64)}", "conv=fdatasync"]
+        rc, _out, err = run(argv, timeout=600)
+        fig["dd_fdatasync_s"] = round(time.monotonic() - started, 3)
+        fig["dd_rc"] = rc if rc == 0 else f"{rc}: {err.strip()[-200:]}"
+        rc, _out, err = run(["sh", "-c", "sync && echo 3 > /proc/sys/vm/drop_caches"])
+        fig["page_cache_dropped"] = rc == 0 or err.strip()[-200:]
+        started = time.monotonic()
+        run(["sh", "-c", f"cat {path} > /dev/null"], timeout=600)
+        fig["cat_s"] = round(time.monotonic() - started, 3)
+    finally:
+        os.unlink(path)
+    if not args.self_test:
+        rc, out, err = run([args.python, "-c", D2H_SCRIPT, str(gib)], timeout=300)
+        if rc == 0:
+            pinned_s, pageable_s, _check = out.split()
+            fig["d2h_pinned_s"] = round(float(pinned_s), 3)
+            fig["d2h_pageable_s"] = round(float(pageable_s), 3)
+        else:
+            fig["d2h_error"] = err.strip()[-300:]
+    for key in [k for k in fig if k.endswith("_s")]:
+        fig[key.replace("_s", "_gib_s")] = round(gib / max(fig[key], 1e-6), 3)
+    report.log(f"baselines {gib} GiB: {json.dumps(fig)}")
+    return fig
+
+
 def check(report, args):
     """Every step; returns the exit status."""
     if args.self_test:
@@ -617,6 +669,9 @@ def check(report, args):
         return 1
     report.record("freeze", freeze_cycle(report, args))
     dumps = run_dumps(report, args, facts)
+    dumped = max((v["gib"] for v in dumps.values() if "dump_wall_s" in v), default=None)
+    if dumped and report.left() > 30 + dumped * 3:
+        report.record("baselines", baselines(report, args, dumped))
     failed = [k for k, v in dumps.items() if "error" in v] + (
         ["freeze"] if "error" in report.figures["freeze"] else []
     )
