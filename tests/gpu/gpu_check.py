@@ -538,6 +538,7 @@ def parse_args():
     parser.add_argument("--budget", type=float, default=450, help="seconds for the whole check")
     parser.add_argument("--sizes", default="8,40", help="GiB of GPU memory per CRIU dump")
     parser.add_argument("--freeze-gib", type=float, default=1)
+    parser.add_argument("--ansible-gib", type=float, default=2, help="GiB of the worker the module dumps")
     parser.add_argument("--lock-timeout", type=int, default=10)
     parser.add_argument("--libcuda", default=gpu.LIBCUDA)
     parser.add_argument("--images-dir", default="/var/tmp/strata-gpu-dumps")
@@ -599,6 +600,76 @@ def run_dumps(report, args, facts):
         report.record("dumps", dumps)
     report.record("dumps", dumps)
     return dumps
+
+
+# ---- 4. the module through Ansible ------------------------------------------------------------------
+
+ADHOC = "from ansible.cli.adhoc import main\nmain()\n"
+
+
+def module_through_ansible(report, args, gib):
+    """strata.ops.pod_checkpoint run by ansible-core (an ad-hoc task on localhost: the module's
+    argument spec, AnsiballZ, its own process) on a CUDA worker, which must run on after it. Runs
+    where the check's Python imports ansible (on the GPU machine: ansible-core carried as a wheel)."""
+    fig = {"gib": gib}
+    rc, out, err = run([sys.executable, "-c", "import ansible.release as r; print(r.__version__)"])
+    if rc != 0:
+        fig["skipped"] = "ansible-core is not importable here"
+        report.log("module through Ansible skipped: " + fig["skipped"])
+        return fig
+    fig["ansible_core"] = out.strip()
+    adhoc = os.path.join(args.work, "bin", "ansible")
+    with open(adhoc, "w") as handle:
+        handle.write(ADHOC)
+    module_args = {
+        "pid": None,
+        "images_dir": os.path.join(args.images_dir, "ansible"),
+        "name": "gpu-ansible",
+        "keep": 1,
+        "criu_path": args.criu,
+        "cuda_driver_library": args.libcuda,
+    }
+    worker = Worker(report, args, gib, "ansible")
+    try:
+        ready = worker.wait(lambda s: s.get("count", 0) > 5 and s.get("pattern_ok"), 300, "the worker")
+        if args.self_test:
+            os.environ["FAKE_LIBCUDA_PIDS"] = str(worker.pid)
+        module_args["pid"] = worker.pid
+        argv = [sys.executable, adhoc, "localhost", "-i", "localhost,", "-c", "local", "-m"]
+        argv += ["strata.ops.pod_checkpoint", "-a", json.dumps(module_args)]
+        argv += ["-e", f"ansible_python_interpreter={sys.executable}"]
+        environ = {
+            "ANSIBLE_COLLECTIONS_PATH": os.path.join(REPO, ".collections"),
+            # ansible-core alone (the GPU machine's): its minimal callback, "host | CHANGED => {...}"
+            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.minimal",
+            "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+            "ANSIBLE_LOCAL_TEMP": os.path.join(args.work, "ansible-tmp"),
+            "ANSIBLE_HOME": os.path.join(args.work, "ansible-home"),
+        }
+        started = time.monotonic()
+        rc, out, err = run(argv, environ_update=environ, timeout=600)
+        fig["ansible_wall_s"] = round(time.monotonic() - started, 3)
+        try:
+            result = json.loads(out[out.index("{") :])
+        except ValueError:
+            raise RuntimeError(f"ansible rc={rc}: {(out + err).strip()[-1500:]}") from None
+        if rc != 0 or result.get("failed"):
+            raise RuntimeError(f"pod_checkpoint failed (rc={rc}): {result.get('msg')}")
+        gpu_result = result["manifest"]["gpu"]
+        fig["gpu"] = {k: gpu_result.get(k) for k in ("path", "states", "locked_s")}
+        fig["frozen_s"], fig["changed"] = result["frozen_s"], result["changed"]
+        fig["images_bytes"] = result["manifest"]["sizes"]["images_bytes"]
+        after = worker.wait(lambda s: s["count"] > ready["count"] + 5, 60, "the counter after the dump")
+        checked = worker.wait(lambda s: s["verified_at"] > after["count"], 120, "a pattern check after it")
+        fig["counter_went_on"], fig["pattern_ok_after"] = True, checked["pattern_ok"]
+        report.log(f"module through Ansible: {json.dumps(fig, default=str)}")
+    except (RuntimeError, KeyError) as exc:
+        fig["error"] = str(exc)
+        report.log(f"module through Ansible FAILED: {exc}")
+    finally:
+        worker.kill()
+        shutil.rmtree(args.images_dir, ignore_errors=True)
+    return fig
 
 
 D2H_SCRIPT = """
@@ -669,12 +740,13 @@ def check(report, args):
         return 1
     report.record("freeze", freeze_cycle(report, args))
     dumps = run_dumps(report, args, facts)
+    if report.left() > 60:
+        report.record("ansible", module_through_ansible(report, args, args.ansible_gib))
     dumped = max((v["gib"] for v in dumps.values() if "dump_wall_s" in v), default=None)
     if dumped and report.left() > 30 + dumped * 3:
         report.record("baselines", baselines(report, args, dumped))
-    failed = [k for k, v in dumps.items() if "error" in v] + (
-        ["freeze"] if "error" in report.figures["freeze"] else []
-    )
+    failed = [k for k, v in dumps.items() if "error" in v]
+    failed += [part for part in ("freeze", "ansible") if "error" in report.figures.get(part, {})]
     report.record("result", f"failed: {failed}" if failed else "done")
     report.log("done in {:.1f} s; failed parts: {}".format(report.elapsed(), failed or "none"))
     return 1 if failed else 0

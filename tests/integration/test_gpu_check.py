@@ -11,6 +11,7 @@ without them, skips otherwise.
 import json
 import os
 import subprocess
+import sys
 import tarfile
 
 from .conftest import REPO, skip_or_fail
@@ -22,13 +23,17 @@ def test_gpu_check_self_test_runs_every_step(tmp_path):
     criu_root = subprocess.run(prepare, capture_output=True, text=True, check=False)
     skip_or_fail(None if criu_root.returncode == 0 else "tests/gpu/prepare: " + criu_root.stderr.strip())
     out = tmp_path / "out"
-    env = dict(os.environ, OUT=str(out), GPU_CHECK_BUDGET="120")
+    # python3 is the test's own (it imports ansible): the module-through-Ansible step runs too
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+    env = dict(os.environ, OUT=str(out), GPU_CHECK_BUDGET="120", PATH=path)
     argv = [
         os.path.join(REPO, "tests", "gpu", "run"),
         "--self-test",
         "--sizes",
         "0.25",
         "--freeze-gib",
+        "0.1",
+        "--ansible-gib",
         "0.1",
         "--images-dir",
         str(tmp_path / "dumps"),
@@ -70,6 +75,11 @@ def test_gpu_check_self_test_runs_every_step(tmp_path):
     assert dump["same_process_state"] and dump["counter_went_on"] and dump["pattern_ok_after_restore"]
     # a freshly started worker would count from 1
     assert dump["counter_first_after_restore"] > 5
+    # pod_checkpoint through ansible-core dumped the worker, which ran on; no GPU directory for
+    # the module's own process here, so no GPU path
+    ansible = figures["ansible"]
+    assert ansible["changed"] and ansible["images_bytes"] > 0.1 * (1 << 30), ansible
+    assert ansible["gpu"]["path"] == "none" and ansible["counter_went_on"] and ansible["pattern_ok_after"]
     # the workers' files and CRIU's logs come back packed (the device tool returns 8 files at most)
     with tarfile.open(out / "logs.tar.gz") as tar:
         names = tar.getnames()
