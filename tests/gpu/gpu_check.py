@@ -538,6 +538,7 @@ def parse_args():
     parser.add_argument("--budget", type=float, default=450, help="seconds for the whole check")
     parser.add_argument("--sizes", default="8,40", help="GiB of GPU memory per CRIU dump")
     parser.add_argument("--freeze-gib", type=float, default=1)
+    parser.add_argument("--predump-gib", type=float, default=4, help="0: no pre-dump measure")
     parser.add_argument("--ansible-gib", type=float, default=2, help="GiB of the worker the module dumps")
     parser.add_argument("--lock-timeout", type=int, default=10)
     parser.add_argument("--libcuda", default=gpu.LIBCUDA)
@@ -600,6 +601,90 @@ def run_dumps(report, args, facts):
         report.record("dumps", dumps)
     report.record("dumps", dumps)
     return dumps
+
+
+# ---- pre-dump: frozen time with and without (a CPU process; needs the kernel's dirty tracking) ------
+
+PREDUMP_HOLDER = """
+import os, signal, sys, time
+chunk = 64 << 20
+blocks = [bytearray(os.urandom(chunk)) for _ in range(int(float(sys.argv[1]) * (1 << 30)) // chunk)]
+def dirty(_signum, _frame):
+    # one byte of every 20th page: 5 % of the pages
+    for block in blocks:
+        for offset in range(0, chunk, 20 * 4096):
+            block[offset] ^= 1
+    print("dirtied", flush=True)
+signal.signal(signal.SIGUSR1, dirty)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def predump_frozen(report, args, gib):
+    """Issue 15's frozen time: a plain dump of a ``gib`` GiB random-filled process against a
+    pre-dump, 5 % of the pages dirtied, then the final dump (the argv pod_checkpoint builds:
+    criu.build_dump_args, --track-mem and --prev-images-dir). CRIU's frozen_time of each."""
+    fig = {"gib": gib}
+    rc, out, err = run([args.criu, "check", "--feature", "mem_dirty_track"])
+    fig["mem_dirty_track"] = rc == 0 or (err or out).strip().splitlines()[-1:]
+    if rc != 0:
+        report.log(f"pre-dump frozen time: not measurable here: {fig['mem_dirty_track']}")
+        return fig
+    log_path = os.path.join(args.work, "predump-holder.log")
+    with open(log_path, "w") as log, open(os.devnull) as null:
+        holder = subprocess.Popen(
+            [sys.executable, "-c", PREDUMP_HOLDER, str(gib)],
+            stdin=null,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+
+    def wait_line(text):
+        deadline = time.monotonic() + 300
+        while True:
+            with open(log_path) as handle:
+                if text in handle.read():
+                    return
+            if time.monotonic() > deadline or holder.poll() is not None:
+                raise RuntimeError(f"the holder did not print {text!r}: see {log_path}")
+            time.sleep(0.05)
+
+    def dump(name, **options):
+        """One criu dump (or pre-dump): its wall seconds and its stats (frozen_s, pages_written)."""
+        images = os.path.join(args.images_dir, "predump", name)
+        os.makedirs(images)
+        argv = criu.build_dump_args(args.criu, holder.pid, images, [], manage_cgroups=False, **options)
+        started = time.monotonic()
+        rc, _out, _err = run(argv)
+        wall = round(time.monotonic() - started, 3)
+        if rc != 0:
+            raise RuntimeError(f"criu {argv[1]} failed: {criu.log_tail(os.path.join(images, 'dump.log'))}")
+        if options.get("pre_dump"):
+            return wall, None
+        return wall, criu.summarize_dump_stats(criu.read_stats(run, images)[0])
+
+    try:
+        wait_line("ready")
+        fig["plain_wall_s"], plain = dump("plain")
+        fig["plain_frozen_s"] = plain["frozen_s"]
+        fig["pre_dump_wall_s"], _pre = dump("pre", pre_dump=True)
+        holder.send_signal(signal.SIGUSR1)
+        wait_line("dirtied")
+        fig["final_wall_s"], final = dump("final", prev_images_dir="../pre")
+        fig["final_frozen_s"], fig["final_pages_written"] = final["frozen_s"], final["pages_written"]
+        fig["frozen_ratio"] = round(final["frozen_s"] / max(plain["frozen_s"], 1e-6), 3)
+        report.log(f"pre-dump frozen time: {json.dumps(fig)}")
+    except (RuntimeError, criu.CriuError) as exc:
+        fig["error"] = str(exc)
+        report.log(f"pre-dump frozen time FAILED: {exc}")
+    finally:
+        holder.kill()
+        holder.wait()
+        shutil.rmtree(os.path.join(args.images_dir, "predump"), ignore_errors=True)
+    return fig
 
 
 # ---- 4. the module through Ansible ------------------------------------------------------------------
@@ -740,13 +825,15 @@ def check(report, args):
         return 1
     report.record("freeze", freeze_cycle(report, args))
     dumps = run_dumps(report, args, facts)
+    if args.predump_gib and report.left() > 60:
+        report.record("predump", predump_frozen(report, args, args.predump_gib))
     if report.left() > 60:
         report.record("ansible", module_through_ansible(report, args, args.ansible_gib))
     dumped = max((v["gib"] for v in dumps.values() if "dump_wall_s" in v), default=None)
     if dumped and report.left() > 30 + dumped * 3:
         report.record("baselines", baselines(report, args, dumped))
     failed = [k for k, v in dumps.items() if "error" in v]
-    failed += [part for part in ("freeze", "ansible") if "error" in report.figures.get(part, {})]
+    failed += [part for part in ("freeze", "ansible", "predump") if "error" in report.figures.get(part, {})]
     report.record("result", f"failed: {failed}" if failed else "done")
     report.log("done in {:.1f} s; failed parts: {}".format(report.elapsed(), failed or "none"))
     return 1 if failed else 0

@@ -35,6 +35,8 @@ def test_gpu_check_self_test_runs_every_step(tmp_path):
         "0.1",
         "--ansible-gib",
         "0.1",
+        "--predump-gib",
+        "0.25",
         "--images-dir",
         str(tmp_path / "dumps"),
         "--work",
@@ -80,6 +82,9 @@ def test_gpu_check_self_test_runs_every_step(tmp_path):
     ansible = figures["ansible"]
     assert ansible["changed"] and ansible["images_bytes"] > 0.1 * (1 << 30), ansible
     assert ansible["gpu"]["path"] == "none" and ansible["counter_went_on"] and ansible["pattern_ok_after"]
+    # pre-dump's frozen time where the kernel tracks dirty memory; CRIU's own words where it does not
+    predump = figures["predump"]
+    assert predump["frozen_ratio"] > 0 if predump["mem_dirty_track"] is True else predump["mem_dirty_track"]
     # the workers' files and CRIU's logs come back packed (the device tool returns 8 files at most)
     with tarfile.open(out / "logs.tar.gz") as tar:
         names = tar.getnames()
