@@ -63,13 +63,32 @@ def fail(module, exc, **result):
     module.fail_json(msg=exc.msg, error=exc.error_kind, **details)
 
 
+def load_result_encoder():
+    """Import what exit_json encodes the result with, now. ansible-core 2.19+ imports it in
+    exit_json (its module-to-controller serialization profile): 1-2 ms between the event a wait
+    ends on and the module's return (safe_shutdown, docs/performance.md). Earlier releases
+    import their encoder with AnsibleModule: nothing to do there."""
+    try:
+        from ansible.module_utils import basic  # noqa: PLC0415 - the running ansible-core's
+        from ansible.module_utils.common.json import Direction, get_module_encoder  # noqa: PLC0415
+    except ImportError:
+        return
+    profile = getattr(basic, "_ANSIBLE_PROFILE", None)
+    if profile:
+        get_module_encoder(profile, Direction.MODULE_TO_CONTROLLER)
+
+
 def run_module(module, work):
     """Run ``work()`` (returns the result dict) and end the module: exit_json, or fail_json for a
     StrataError. Anything else is a bug and is left to ansible-core's own crash report.
 
+    The result's JSON encoder is loaded before ``work()``: a module that waits for an event
+    returns that much sooner after it.
+
     In a module process (the caller runs as ``__main__``: under Ansible's AnsiballZ and as
     ``python plugins/modules/NAME.py``) the process ends once its exit handlers have run
     (process_end.py); imported (unit tests) it only raises SystemExit."""
+    load_result_encoder()
     try:
         result = work()
     except StrataError as exc:

@@ -66,3 +66,34 @@ def test_other_exceptions_are_bugs_and_not_hidden():
 
 def test_utc_iso_has_milliseconds_and_z():
     assert common.utc_iso(0.25) == "1970-01-01T00:00:00.250Z"
+
+
+def test_the_result_encoder_is_loaded_before_the_work(monkeypatch):
+    """ansible-core 2.19+ imports the module-to-controller JSON profile in exit_json; run_module
+    imports it before work() so that a wait's end is not followed by an import."""
+    json_utils = pytest.importorskip("ansible.module_utils.common.json")
+    if not hasattr(json_utils, "get_module_encoder"):
+        pytest.skip("this ansible-core loads its encoder with AnsibleModule")
+    import sys  # noqa: PLC0415 - the modules loaded so far
+
+    from ansible.module_utils import basic  # noqa: PLC0415
+
+    monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy")
+    profile = "ansible.module_utils._internal._json._profiles._module_legacy_m2c"
+    monkeypatch.delitem(sys.modules, profile, raising=False)
+    loaded_before_work = []
+
+    def work():
+        loaded_before_work.append(profile in sys.modules)
+        return {"changed": False}
+
+    with pytest.raises(SystemExit):
+        common.run_module(Module(), work)
+    assert loaded_before_work == [True]
+
+
+def test_no_profile_no_encoder_load(monkeypatch):
+    from ansible.module_utils import basic  # noqa: PLC0415
+
+    monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", None, raising=False)
+    common.load_result_encoder()  # nothing to load and no error: imported outside a module process
