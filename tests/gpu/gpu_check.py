@@ -717,8 +717,6 @@ def module_through_ansible(report, args, gib):
     worker = Worker(report, args, gib, "ansible")
     try:
         ready = worker.wait(lambda s: s.get("count", 0) > 5 and s.get("pattern_ok"), 300, "the worker")
-        if args.self_test:
-            os.environ["FAKE_LIBCUDA_PIDS"] = str(worker.pid)
         module_args["pid"] = worker.pid
         argv = [sys.executable, adhoc, "localhost", "-i", "localhost,", "-c", "local", "-m"]
         argv += ["strata.ops.pod_checkpoint", "-a", json.dumps(module_args)]
