@@ -9,7 +9,8 @@ directory is under /run, a tmpfs: a reboot ends every run, and their locks with 
 Taking, releasing and breaking go through ``fcntl.flock`` on ``<lock_dir>/.guard``, so two runs
 that look at the same moment never both see the lock free. A holder takes its own lock again
 (the plays of one site.yml run); a release or a break names the token it removes, so a run never
-removes a lock another run has taken since.
+removes a lock another run has taken since. Several names are taken together, all or none, under
+one guard (site.yml holds the host's and the workload's for its whole run).
 """
 
 import errno
@@ -109,33 +110,47 @@ def read_holder(path):
     return holder
 
 
-def acquire(lock_dir, name, holder, check_mode=False):
-    """(taken, the current holder): taken when free or already ours; in check mode nothing is
-    written, ``taken`` says whether it would be."""
-    path = lock_path(lock_dir, name)
+def _names(names):
+    return [names] if isinstance(names, str) else list(names)
+
+
+def acquire(lock_dir, names, holder, check_mode=False):
+    """(taken, the holder in the way or ours, the lock file in the way or None): the locks of
+    ``names`` (one name or several) are taken when each is free or already ours, none of them
+    when one is another run's. In check mode nothing is written; ``taken`` says whether it would be."""
+    paths = [lock_path(lock_dir, name) for name in _names(names)]
     with _guarded(lock_dir, create=not check_mode):
-        current = read_holder(path)
-        if current is not None and current["token"] != holder["token"]:
-            return False, current
-        if current is None and not check_mode:
-            atomic_write_bytes(path, json.dumps(holder, sort_keys=True).encode(), mode=0o600)
-        return True, holder
-
-
-def remove(lock_dir, name, token, check_mode=False):
-    """Removes the lock if ``token`` holds it: (removed, the holder found)."""
-    path = lock_path(lock_dir, name)
-    with _guarded(lock_dir, create=False):
-        current = read_holder(path)
-        if current is None or current["token"] != token:
-            return False, current
+        free = []
+        for path in paths:
+            current = read_holder(path)
+            if current is not None and current["token"] != holder["token"]:
+                return False, current, path
+            if current is None:
+                free.append(path)
         if not check_mode:
-            try:
-                os.unlink(path)
-            except OSError as exc:
-                if exc.errno != errno.ENOENT:
-                    raise RunLockError(f"cannot remove {path}: {exc.strerror}") from None
-        return True, current
+            for path in free:
+                atomic_write_bytes(path, json.dumps(holder, sort_keys=True).encode(), mode=0o600)
+        return True, holder, None
+
+
+def remove(lock_dir, names, token, check_mode=False):
+    """Removes each lock of ``names`` that ``token`` holds: (whether one was, the first holder
+    found: ``token``'s, another run's, or None when all are free)."""
+    removed, found = False, None
+    with _guarded(lock_dir, create=False):
+        for path in [lock_path(lock_dir, name) for name in _names(names)]:
+            current = read_holder(path)
+            found = found or current
+            if current is None or current["token"] != token:
+                continue
+            removed = True
+            if not check_mode:
+                try:
+                    os.unlink(path)
+                except OSError as exc:
+                    if exc.errno != errno.ENOENT:
+                        raise RunLockError(f"cannot remove {path}: {exc.strerror}") from None
+    return removed, found
 
 
 def describe(holder):

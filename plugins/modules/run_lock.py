@@ -36,9 +36,13 @@ attributes:
     support: full
 options:
   name:
-    description: The lock's name; runs that must not overlap use the same.
-    type: str
-    default: strata-ops
+    description:
+      - The lock's name; runs that must not overlap use the same.
+      - Several names are taken and released together, all or none (site.yml holds C(strata-ops) and
+        the workload's lock with one task).
+    type: list
+    elements: str
+    default: [strata-ops]
   state:
     description: C(present) takes the lock (waiting for it), C(absent) releases this run's lock.
     type: str
@@ -85,6 +89,10 @@ EXAMPLES = r"""
 - name: Release it at the end of the play
   strata.ops.run_lock:
     state: absent
+
+- name: The host's lock and a workload's, together (all or none)
+  strata.ops.run_lock:
+    name: [strata-ops, workload-validator-solana]
 """
 
 RETURN = r"""
@@ -100,9 +108,14 @@ holder:
   returned: when the lock is held
   type: dict
 lock_file:
-  description: The lock file.
+  description: The lock file of another run that is in the way, else the first of O(name)'s.
   returned: always
   type: str
+lock_files:
+  description: The lock files of O(name).
+  returned: always
+  type: list
+  elements: str
 state:
   description: The O(state) asked for (a log of a run shows which lock task took and which released).
   returned: always
@@ -126,7 +139,7 @@ from ansible_collections.strata.ops.plugins.module_utils import run_lock
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, run_module
 
 ARGUMENT_SPEC = dict(
-    name=dict(type="str", default="strata-ops"),
+    name=dict(type="list", elements="str", default=["strata-ops"]),
     state=dict(type="str", choices=["present", "absent"], default="present"),
     lock_dir=dict(type="path"),
     timeout=dict(type="int", default=600),
@@ -142,15 +155,17 @@ def run(params, check_mode):
     if not holder or not holder.get("token"):
         raise InvalidArgument("holder is missing: strata.ops.run_lock runs through its action plugin")
     params = dict(params, lock_dir=params["lock_dir"] or run_lock.default_lock_dir())
-    path = run_lock.lock_path(params["lock_dir"], params["name"])
-    result = {"changed": False, "lock_file": path}
+    if not params["name"]:
+        raise InvalidArgument("name is empty: give the lock's name (or several), e.g. strata-ops")
+    paths = [run_lock.lock_path(params["lock_dir"], name) for name in params["name"]]
+    result = {"changed": False, "lock_file": paths[0], "lock_files": paths}
     if params["break_token"]:
         run_lock.remove(params["lock_dir"], params["name"], params["break_token"], check_mode)
     if params["state"] == "absent":
         released, found = run_lock.remove(params["lock_dir"], params["name"], holder["token"], check_mode)
         return dict(result, taken=released, holder=found)
-    taken, current = run_lock.acquire(params["lock_dir"], params["name"], holder, check_mode)
-    return dict(result, taken=taken, holder=current)
+    taken, current, in_the_way = run_lock.acquire(params["lock_dir"], params["name"], holder, check_mode)
+    return dict(result, taken=taken, holder=current, lock_file=in_the_way or paths[0])
 
 
 def main():
