@@ -110,15 +110,11 @@ def read_holder(path):
     return holder
 
 
-def _names(names):
-    return [names] if isinstance(names, str) else list(names)
-
-
 def acquire(lock_dir, names, holder, check_mode=False):
     """(taken, the holder in the way or ours, the lock file in the way or None): the locks of
-    ``names`` (one name or several) are taken when each is free or already ours, none of them
-    when one is another run's. In check mode nothing is written; ``taken`` says whether it would be."""
-    paths = [lock_path(lock_dir, name) for name in _names(names)]
+    ``names`` (a list) are taken when each is free or already ours, none of them when one is
+    another run's. In check mode nothing is written; ``taken`` says whether it would be."""
+    paths = [lock_path(lock_dir, name) for name in names]
     with _guarded(lock_dir, create=not check_mode):
         free = []
         for path in paths:
@@ -138,7 +134,7 @@ def remove(lock_dir, names, token, check_mode=False):
     found: ``token``'s, another run's, or None when all are free)."""
     removed, found = False, None
     with _guarded(lock_dir, create=False):
-        for path in [lock_path(lock_dir, name) for name in _names(names)]:
+        for path in [lock_path(lock_dir, name) for name in names]:
             current = read_holder(path)
             found = found or current
             if current is None or current["token"] != token:

@@ -1,5 +1,7 @@
 """The one error type and the one way a module ends (module_utils/common.py)."""
 
+import sys
+
 import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils import common
@@ -74,8 +76,6 @@ def test_the_result_encoder_is_loaded_before_the_work(monkeypatch):
     json_utils = pytest.importorskip("ansible.module_utils.common.json")
     if not hasattr(json_utils, "get_module_encoder"):
         pytest.skip("this ansible-core loads its encoder with AnsibleModule")
-    import sys  # noqa: PLC0415 - the modules loaded so far
-
     from ansible.module_utils import basic  # noqa: PLC0415
 
     monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy")

@@ -17,7 +17,7 @@ def holder(token, **extra):
 
 
 def test_a_free_lock_is_taken_and_written_0600(tmp_path):
-    taken, current, in_the_way = rl.acquire(str(tmp_path / "locks"), "strata-ops", holder("a"))
+    taken, current, in_the_way = rl.acquire(str(tmp_path / "locks"), ["strata-ops"], holder("a"))
     path = tmp_path / "locks" / "strata-ops.json"
     assert taken and current["token"] == "a" and in_the_way is None
     assert json.loads(path.read_text())["token"] == "a"
@@ -26,29 +26,29 @@ def test_a_free_lock_is_taken_and_written_0600(tmp_path):
 
 
 def test_the_holder_takes_it_again_another_run_is_told_who_holds_it(tmp_path):
-    rl.acquire(str(tmp_path), "strata-ops", holder("a"))
-    assert rl.acquire(str(tmp_path), "strata-ops", holder("a")) == (True, holder("a"), None)
-    taken, current, in_the_way = rl.acquire(str(tmp_path), "strata-ops", holder("b"))
+    rl.acquire(str(tmp_path), ["strata-ops"], holder("a"))
+    assert rl.acquire(str(tmp_path), ["strata-ops"], holder("a")) == (True, holder("a"), None)
+    taken, current, in_the_way = rl.acquire(str(tmp_path), ["strata-ops"], holder("b"))
     assert not taken and current["token"] == "a" and in_the_way == str(tmp_path / "strata-ops.json")
-    assert rl.acquire(str(tmp_path), "other-lock", holder("b"))[0]  # another name is another lock
+    assert rl.acquire(str(tmp_path), ["other-lock"], holder("b"))[0]  # another name is another lock
 
 
 def test_release_and_break_remove_only_the_token_they_name(tmp_path):
-    rl.acquire(str(tmp_path), "strata-ops", holder("a"))
-    assert rl.remove(str(tmp_path), "strata-ops", "b") == (False, holder("a"))
+    rl.acquire(str(tmp_path), ["strata-ops"], holder("a"))
+    assert rl.remove(str(tmp_path), ["strata-ops"], "b") == (False, holder("a"))
     assert (tmp_path / "strata-ops.json").exists()
-    assert rl.remove(str(tmp_path), "strata-ops", "a") == (True, holder("a"))
+    assert rl.remove(str(tmp_path), ["strata-ops"], "a") == (True, holder("a"))
     assert not (tmp_path / "strata-ops.json").exists()
-    assert rl.remove(str(tmp_path), "strata-ops", "a") == (False, None)  # released already
+    assert rl.remove(str(tmp_path), ["strata-ops"], "a") == (False, None)  # released already
 
 
 def test_several_names_are_taken_all_or_none_and_released_together(tmp_path):
-    rl.acquire(str(tmp_path), "workload-x", holder("b"))
+    rl.acquire(str(tmp_path), ["workload-x"], holder("b"))
     names = ["strata-ops", "workload-x"]
     taken, current, in_the_way = rl.acquire(str(tmp_path), names, holder("a"))
     assert (taken, current["token"], in_the_way) == (False, "b", str(tmp_path / "workload-x.json"))
     assert not (tmp_path / "strata-ops.json").exists()  # none taken while one is another run's
-    assert rl.remove(str(tmp_path), "workload-x", "b") == (True, holder("b"))
+    assert rl.remove(str(tmp_path), ["workload-x"], "b") == (True, holder("b"))
     assert rl.acquire(str(tmp_path), names, holder("a")) == (True, holder("a"), None)
     assert sorted(p.name for p in tmp_path.glob("*.json")) == ["strata-ops.json", "workload-x.json"]
     assert rl.acquire(str(tmp_path), names, holder("a"))[0]  # ours already: taken again, unchanged
@@ -58,18 +58,18 @@ def test_several_names_are_taken_all_or_none_and_released_together(tmp_path):
 
 
 def test_a_release_of_several_leaves_another_runs_lock(tmp_path):
-    rl.acquire(str(tmp_path), "strata-ops", holder("a"))
-    rl.acquire(str(tmp_path), "workload-x", holder("b"))
+    rl.acquire(str(tmp_path), ["strata-ops"], holder("a"))
+    rl.acquire(str(tmp_path), ["workload-x"], holder("b"))
     assert rl.remove(str(tmp_path), ["strata-ops", "workload-x"], "a") == (True, holder("a"))
     assert [p.name for p in tmp_path.glob("*.json")] == ["workload-x.json"]
 
 
 def test_check_mode_writes_nothing_not_even_the_directory(tmp_path):
     locks = tmp_path / "locks"
-    assert rl.acquire(str(locks), "strata-ops", holder("a"), check_mode=True) == (True, holder("a"), None)
+    assert rl.acquire(str(locks), ["strata-ops"], holder("a"), check_mode=True) == (True, holder("a"), None)
     assert not locks.exists()
-    rl.acquire(str(locks), "strata-ops", holder("a"))
-    assert rl.remove(str(locks), "strata-ops", "a", check_mode=True)[0]
+    rl.acquire(str(locks), ["strata-ops"], holder("a"))
+    assert rl.remove(str(locks), ["strata-ops"], "a", check_mode=True)[0]
     assert (locks / "strata-ops.json").exists()
 
 
@@ -80,7 +80,7 @@ def test_check_mode_writes_nothing_not_even_the_directory(tmp_path):
 def test_a_lock_file_that_is_not_a_holder_is_named_never_taken_over(tmp_path, content, says):
     (tmp_path / "strata-ops.json").write_text(content)
     with pytest.raises(rl.RunLockError, match=says):
-        rl.acquire(str(tmp_path), "strata-ops", holder("a"))
+        rl.acquire(str(tmp_path), ["strata-ops"], holder("a"))
     assert (tmp_path / "strata-ops.json").read_text() == content
 
 
@@ -130,5 +130,5 @@ def test_a_lock_directory_that_is_a_link_is_refused(tmp_path):
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "locks").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(rl.RunLockError, match="is not a directory of this user"):
-        rl.acquire(str(tmp_path / "locks"), "strata-ops", holder("a"))
+        rl.acquire(str(tmp_path / "locks"), ["strata-ops"], holder("a"))
     assert os.listdir(tmp_path / "elsewhere") == []
