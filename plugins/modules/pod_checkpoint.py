@@ -356,6 +356,10 @@ manifest:
       disk after CRIU, before the manifest was written), C(stats_source), C(stats_check) and
       C(crit_check) (C(crit) read C(pstree.img) and C(inventory.img); C(plugins) lists the CRIU
       plugins the restore needs).
+    - With method=containerd, C(image_ref), C(archive), C(pod), C(target) and C(joined_namespaces),
+      the pod sandbox's namespaces the container joins, each C(type), C(path) and C(id) (its
+      identity at dump time, for example C(net:[4026532323])). A restore is refused while one of
+      them is gone, as the restored container joins them again.
   returned: success and not check mode
   type: dict
 gpu:

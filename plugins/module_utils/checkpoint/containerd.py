@@ -43,6 +43,37 @@ def image_ref(name, stamp):
     return f"{REF_REPOSITORY}{repository}:{stamp}"
 
 
+def joined_namespaces(info, readlink=os.readlink):
+    """The namespaces the container joins by path (its pod sandbox's: ``/proc/PID/ns/net``, ipc,
+    uts), each {type, path, id} with the namespace's identity (``net:[INODE]``) at dump time, from
+    ``ctr containers info``'s OCI spec (linux.namespaces, runtime-spec config-linux.md). A
+    checkpoint image keeps that spec: ``ctr containers restore`` joins the same paths again."""
+    joined = []
+    for entry in ((info.get("Spec") or {}).get("linux") or {}).get("namespaces") or []:
+        path = entry.get("path")
+        if path:
+            try:
+                identity = readlink(path)
+            except OSError:
+                identity = None
+            joined.append({"type": entry.get("type"), "path": path, "id": identity})
+    return joined
+
+
+def namespaces_gone(joined, readlink=os.readlink):
+    """The entries of ``joined`` (joined_namespaces) whose path is gone or now names another
+    namespace: the pod sandbox was removed or restarted (a reused pid names another process)."""
+    gone = []
+    for entry in joined:
+        try:
+            now = readlink(entry["path"])
+        except OSError:
+            now = None
+        if now is None or now != entry.get("id"):
+            gone.append(dict(entry, now=now))
+    return gone
+
+
 def containerd_address(params):
     """containerd's socket: containerd_address, else the unix socket of cri_endpoint (the CRI plugin
     serves both APIs on one socket), else containerd's default."""
@@ -98,6 +129,14 @@ class Ctr(ctr.CtrClient):
         _rc, out, _err = self.run("images", "ls", "-q", check=False)
         return ref in out.split()
 
+    def container_info(self, name):
+        """``ctr containers info``'s JSON of container ``name`` (its OCI spec under "Spec")."""
+        _rc, out, _err = self.run("containers", "info", name)
+        try:
+            return json.loads(out)
+        except ValueError:
+            raise criu.CriuError(f"ctr containers info {name} printed no JSON: {out[:200]!r}") from None
+
     def task_state(self, name):
         """(pid, status) of ``name``'s task as ``ctr tasks ls`` shows it, or (None, None)."""
         _rc, out, _err = self.run("tasks", "ls", check=False)
@@ -118,6 +157,15 @@ class Ctr(ctr.CtrClient):
             if status == "STOPPED" or time.monotonic() >= deadline:
                 return None
             sleep(0.2)
+
+    def wait_stopped(self, name, wait_s=RUNNING_WAIT_S, sleep=time.sleep):
+        """Wait until ``name``'s task is STOPPED or gone (after a SIGKILL); its last status."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            _pid, status = self.task_state(name)
+            if status in (None, "STOPPED") or time.monotonic() >= deadline:
+                return status
+            sleep(0.1)
 
 
 def dump(params, check_mode, run_command):
@@ -148,6 +196,7 @@ def dump(params, check_mode, run_command):
         params["container"],
     )
     client = Ctr(params, run_command)
+    joined = joined_namespaces(client.container_info(target["container_id"]))
     mf.check_images_dir(params["images_dir"])
     name = params["name"] or target["container_name"] or params["pod"]
     stamp = mf.stamp()
@@ -185,6 +234,7 @@ def dump(params, check_mode, run_command):
         "leave_running": True,
         "pod": {"name": params["pod"], "namespace": params["namespace"] or "default"},
         "target": target,
+        "joined_namespaces": joined,
         "sizes": {"images_bytes": os.path.getsize(archive)},
     }
     mf.finish(dump_dir, manifest)
@@ -209,9 +259,29 @@ def _prune(client, images_dir, name, keep, current):
     return pruned
 
 
-def restore(params, check_mode, run_command, proc="/proc"):
+def check_pod_namespaces(manifest, readlink=os.readlink):
+    """Refuse a restore whose pod sandbox is gone: the restored container joins the namespaces the
+    dumped one joined (its pod's), and runc fails on a missing one only after containerd has made
+    the container and its task."""
+    gone = namespaces_gone(manifest.get("joined_namespaces") or [], readlink)
+    if gone:
+        pod = manifest.get("pod") or {}
+        what = ", ".join(
+            f"{g['type']} {g['path']} ({'gone' if g['now'] is None else 'now ' + g['now']}, was {g['id']})"
+            for g in gone
+        )
+        raise InvalidArgument(
+            f"the pod {pod.get('namespace')}/{pod.get('name')} this container was dumped from is gone from "
+            f"this node or was restarted: the namespaces its container joined are not there ({what}). "
+            "containerd restores a container into the namespaces of the pod sandbox it was dumped from: "
+            "restore while that pod runs on this node, or restore it as a new pod with method=kubelet "
+            "(containerd 2.x). Nothing was created"
+        )
+
+
+def restore(params, check_mode, run_command, proc="/proc", readlink=os.readlink):
     """Restore a method=containerd dump into the NEW container new_container (``proc``: where
-    containerd's processes are looked up, leftovers.py)."""
+    containerd's processes are looked up, leftovers.py; ``readlink``: the pod's namespaces)."""
     checkpoint = mf.choose(params["checkpoint"], params["images_dir"], params["name"])
     manifest = mf.load(checkpoint)
     if manifest.get("method") != METHOD:
@@ -248,6 +318,7 @@ def restore(params, check_mode, run_command, proc="/proc"):
             f"{params['containerd_namespace']}{stopped}: "
             f"choose another new_container or remove it ({client.line('containers', 'rm', new)})"
         )
+    check_pod_namespaces(manifest, readlink)
     files = leftovers.image_files(archive)  # also refuses a damaged archive before anything is made
     steps = [] if client.has_image(ref) else [("images", "import", "--no-unpack", archive)]
     steps.append(("containers", "restore", "--live", "--rw", new, ref))
@@ -276,7 +347,15 @@ def restore(params, check_mode, run_command, proc="/proc"):
 
 
 def _remove(client, name):
-    if client.has_container(name):
+    """Remove container ``name`` and its task. Not ``ctr tasks rm --force``: it kills the task and
+    waits for its exit, and a task whose restore failed (CREATED, pid 0) never exits - ctr hangs
+    (containerd 1.6 and 1.7). A running task is killed and waited for; then a plain delete."""
+    if not client.has_container(name):
+        return
+    _pid, status = client.task_state(name)
+    if status in ("RUNNING", "PAUSED", "PAUSING"):
         client.run("tasks", "kill", "--signal", "SIGKILL", name, check=False)
-        client.run("tasks", "rm", "--force", name, check=False)
-        client.run("containers", "rm", name, check=False)
+        status = client.wait_stopped(name)
+    if status is not None:
+        client.run("tasks", "rm", name, check=False)
+    client.run("containers", "rm", name, check=False)

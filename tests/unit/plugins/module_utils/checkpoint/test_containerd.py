@@ -198,12 +198,111 @@ def test_a_failed_restore_leaves_nothing_behind(dump_dir, restore_fails, tmp_pat
     assert "counter-2 was removed again, nothing is left half-restored" in caught.value.msg
     assert verbs(run)[-4:] == [
         ("containers", "info"),
-        ("tasks", "kill"),
+        ("tasks", "ls"),
         ("tasks", "rm"),
         ("containers", "rm"),
     ]
     assert "counter-2" not in fake.existing
     assert os.listdir(temp) == []
+
+
+@pytest.mark.parametrize(
+    ("statuses", "fail", "removal"),
+    [
+        # runc refused the restore (a namespace gone): the task stays CREATED with pid 0, and
+        # `ctr tasks rm --force` would wait forever for it to exit (seen on containerd 1.6.20)
+        (("CREATED",), ("containers", "restore"), [("tasks", "ls"), ("tasks", "rm")]),
+        # it ran, then a later step failed: killed, waited for, deleted
+        (
+            ("RUNNING", "RUNNING", "STOPPED"),
+            ("containers", "label"),
+            [("tasks", "ls"), ("tasks", "kill"), ("tasks", "ls"), ("tasks", "rm")],
+        ),
+    ],
+)
+def test_a_restored_task_is_removed_without_force(dump_dir, tmp_path, statuses, fail, removal):
+    proc, _temp = containerd_proc(tmp_path)
+    fake = FakeCtr(images=[REF], fail={fail: "failed"}, statuses=statuses)
+    run = FakeRun(**{os.path.basename(params()["ctr_path"]): fake})
+    with pytest.raises(CriuError, match="nothing is left half-restored"):
+        containerd.restore(params(checkpoint=dump_dir), False, run, proc=proc)
+    calls = verbs(run)
+    cleanup = calls[calls.index(fail) + 1 :]
+    assert cleanup == [("containers", "info"), *removal, ("containers", "rm")]
+    assert not any("--force" in argv for argv, _kwargs in run.calls)
+    assert "counter-2" not in fake.existing
+
+
+SPEC = {
+    "linux": {
+        "namespaces": [
+            {"type": "pid"},
+            {"type": "ipc", "path": "/proc/16189/ns/ipc"},
+            {"type": "mount"},
+            {"type": "network", "path": "/proc/16189/ns/net"},
+        ]
+    }
+}
+
+
+def test_the_pod_namespaces_a_container_joins_are_recorded_with_their_identity():
+    links = {"/proc/16189/ns/ipc": "ipc:[4026532393]", "/proc/16189/ns/net": "net:[4026532323]"}
+    assert containerd.joined_namespaces({"Spec": SPEC}, links.__getitem__) == [
+        {"type": "ipc", "path": "/proc/16189/ns/ipc", "id": "ipc:[4026532393]"},
+        {"type": "network", "path": "/proc/16189/ns/net", "id": "net:[4026532323]"},
+    ]
+    assert containerd.joined_namespaces({}, links.__getitem__) == []
+
+
+def gone_link(path):
+    raise FileNotFoundError(path)
+
+
+@pytest.mark.parametrize(
+    ("readlink", "said"),
+    [
+        (gone_link, "network /proc/16189/ns/net (gone, was net:[4026532323])"),
+        (
+            {"/proc/16189/ns/net": "net:[4026531833]"}.__getitem__,
+            "(now net:[4026531833], was net:[4026532323])",
+        ),
+    ],
+    ids=["sandbox-removed", "pid-reused"],
+)
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_restore_refuses_when_the_pod_sandbox_is_gone_and_creates_nothing(
+    dump_dir, readlink, said, check_mode
+):
+    manifest_path = os.path.join(dump_dir, "manifest.json")
+    with open(manifest_path) as handle:
+        manifest = json.load(handle)
+    manifest["pod"] = {"name": "validator-0", "namespace": "solana"}
+    manifest["joined_namespaces"] = [
+        {"type": "network", "path": "/proc/16189/ns/net", "id": "net:[4026532323]"}
+    ]
+    with open(manifest_path, "w") as handle:
+        json.dump(manifest, handle)
+    run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr(images=[REF])})
+    with pytest.raises(InvalidArgument) as caught:
+        containerd.restore(params(checkpoint=dump_dir), check_mode, run, readlink=readlink)
+    assert "the pod solana/validator-0 this container was dumped from is gone" in caught.value.msg
+    assert said in caught.value.msg and "method=kubelet" in caught.value.msg
+    assert verbs(run) == [("containers", "info")]  # only looked whether new_container exists
+
+
+def test_restore_goes_on_while_the_pod_sandbox_is_there(dump_dir, tmp_path):
+    manifest_path = os.path.join(dump_dir, "manifest.json")
+    with open(manifest_path) as handle:
+        manifest = json.load(handle)
+    manifest["joined_namespaces"] = [{"type": "network", "path": "/proc/1/ns/net", "id": "net:[1]"}]
+    with open(manifest_path, "w") as handle:
+        json.dump(manifest, handle)
+    proc, _temp = containerd_proc(tmp_path)
+    run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr(images=[REF])})
+    result = containerd.restore(
+        params(checkpoint=dump_dir), False, run, proc=proc, readlink={"/proc/1/ns/net": "net:[1]"}.__getitem__
+    )
+    assert result["restored"]["pid"] == 4242
 
 
 def test_no_criu_on_containerds_path_is_named(dump_dir, tmp_path):
