@@ -17,6 +17,7 @@ CI=true and are skipped otherwise. Containers are named strata-ckpt-<random> and
 import contextlib
 import json
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -25,9 +26,9 @@ import threading
 import time
 import uuid
 
+import cri_pod as cri_pod_lib  # tests/testbed, on sys.path by conftest
 import pytest
 
-from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import leftovers
 
 from . import conftest
@@ -36,8 +37,7 @@ from .conftest import TESTBED_BIN, adhoc_result, assert_clean_failure
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CRIU = os.environ.get("STRATA_CRIU", os.path.join(TESTBED_BIN, "criu"))
 CRIT = os.environ.get("STRATA_CRIT", os.path.join(TESTBED_BIN, "crit"))
-CRICTL = os.path.join(TESTBED_BIN, "crictl")
-CRI_ENDPOINT = "unix:///run/strata-cri/containerd.sock"
+CRI_ENDPOINT = cri_pod_lib.CRI_ENDPOINT
 GPU_HERE = os.path.isdir("/proc/driver/nvidia/gpus")
 IMAGE = os.environ.get("STRATA_CKPT_IMAGE", "strata-ops-host:latest")
 COUNTER = "import time\nn = 0\nwhile True:\n    n += 1\n    print(n, flush=True)\n    time.sleep(0.2)\n"
@@ -395,11 +395,7 @@ def test_pre_dumps_copy_memory_first_or_are_refused_where_the_kernel_cannot_trac
 
 
 def kubelet_labels(pod, container):
-    return {
-        "io.kubernetes.pod.name": pod,
-        "io.kubernetes.pod.namespace": "strata-test",
-        "io.kubernetes.container.name": container,
-    }
+    return cri_pod_lib.kubelet_labels(pod, "strata-test", container)
 
 
 def test_pod_container_found_among_docker_containers_by_kubelet_labels(testbed, tmp_path, names):
@@ -430,65 +426,35 @@ def test_pod_container_found_among_docker_containers_by_kubelet_labels(testbed, 
 
 
 def crictl(*args, check=True):
-    # the module's own timeout: a sandbox takes longer than crictl's 2 s while the CI is busy
-    argv = [*ctr.crictl_argv(CRICTL, CRI_ENDPOINT), "--image-endpoint", CRI_ENDPOINT, *args]
-    return run_cli(argv, check).stdout.strip()
+    try:
+        return cri_pod_lib.crictl(*args, check=check)
+    except RuntimeError as exc:
+        raise AssertionError(str(exc)) from exc
 
 
 @pytest.fixture(scope="module")
 def cri(testbed):
-    if not os.access(CRICTL, os.X_OK):
-        _missing(f"no crictl at {CRICTL} (tests/testbed/cri/start builds it)")
-    images = crictl("images", "-o", "json", check=False)
-    if not images:
-        _missing(f"the CRI runtime does not answer on {CRI_ENDPOINT} (tests/testbed/cri/start)")
-    tags = [t for i in json.loads(images)["images"] for t in i.get("repoTags") or []]
-    workload = [t for t in tags if "/strata-cri-workload:" in t]
-    if not workload:
-        _missing("the CRI workload image is not loaded (tests/testbed/cri/start)")
-    return workload[0]
+    why = cri_pod_lib.missing()
+    if why:
+        _missing(why)
 
 
 @pytest.fixture(params=["pod-network", "host-network"])
 def cri_pod(cri, tmp_path, request):
-    """A pod on containerd's CRI, made as the kubelet makes one: a sandbox, then a container
-    labelled with the pod, a PID namespace per container; the pod's own network namespace
-    (the test bed's CNI bridge) or the host's (hostNetwork: true)."""
+    """A pod on containerd's CRI, made as the kubelet makes one (tests/testbed/cri_pod.py), whose
+    container "counter" counts: the pod's own network namespace or the host's (hostNetwork: true)."""
     pod = unique()
-    # CRI namespace modes: POD 0, CONTAINER 1, NODE 2; the kubelet's defaults for pid and ipc
-    namespaces = {"network": 2 if request.param == "host-network" else 0, "pid": 1, "ipc": 0}
-    pod_config = tmp_path / "pod.json"
-    pod_config.write_text(
-        json.dumps(
-            {
-                "metadata": {"name": pod, "namespace": "strata-test", "uid": uuid.uuid4().hex, "attempt": 0},
-                "labels": {"io.kubernetes.pod.name": pod, "io.kubernetes.pod.namespace": "strata-test"},
-                "log_directory": str(tmp_path / "logs"),
-                "linux": {"security_context": {"namespace_options": namespaces}},
-            }
-        )
-    )
-    container_config = tmp_path / "container.json"
-    container_config.write_text(
-        json.dumps(
-            {
-                "metadata": {"name": "counter"},
-                "image": {"image": cri},
-                "command": ["/workload", "count"],
-                "labels": kubelet_labels(pod, "counter"),
-                "log_path": "counter.log",
-                "linux": {"security_context": {"namespace_options": namespaces}},
-            }
-        )
-    )
-    sandbox = crictl("runp", str(pod_config))
-    try:
-        cid = crictl("create", sandbox, str(container_config), str(pod_config))
-        crictl("start", cid)
-        log = tmp_path / "logs" / "counter.log"
-        yield {"pod": pod, "id": cid, "log": log, "network": request.param}
-    finally:
-        crictl("rmp", "--force", sandbox, check=False)
+    host_network = request.param == "host-network"
+    with cri_pod_lib.running_pod(
+        str(tmp_path), pod, "strata-test", "counter", ["count"], host_network=host_network
+    ) as made:
+        yield {
+            "pod": pod,
+            "id": made["id"],
+            "sandbox": made["sandbox"],
+            "log": pathlib.Path(made["log"]),
+            "network": request.param,
+        }
 
 
 def cri_count(log):
@@ -605,6 +571,33 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
         ctr_cli("tasks", "kill", "--signal", "SIGKILL", new, check=False)
         ctr_cli("tasks", "rm", "--force", new, check=False)
         ctr_cli("containers", "rm", new, check=False)
+        ctr_cli("images", "rm", dumped["image_ref"], check=False)
+
+
+def test_containerd_restore_refuses_a_pod_that_is_gone_and_leaves_nothing(cri_pod, tmp_path):
+    """containerd restores a container into the namespaces of the pod sandbox it was dumped from:
+    once that pod is gone from the node (moved, deleted), the restore is refused before containerd
+    makes anything - runc's failure comes only after the container and its task exist, and such a
+    task (CREATED, pid 0) hangs `ctr tasks rm --force`."""
+    wait_cri_count(cri_pod["log"], 3)
+    args = dict(cri_args(tmp_path, cri_pod["pod"]), method="containerd", keep=1)
+    dumped = run_module(args, path_prefix=TESTBED_BIN)
+    assert dumped.get("failed") is not True, dumped
+    joined = dumped["manifest"]["joined_namespaces"]
+    assert {j["type"] for j in joined} >= {"network", "ipc", "uts"}, joined
+    crictl("rmp", "--force", cri_pod["sandbox"])
+    new = unique()
+    restore = dict(args, state="restored", checkpoint=dumped["checkpoint_dir"], new_container=new)
+    try:
+        for check_mode in (True, False):
+            refused = run_module(restore, check_mode=check_mode, path_prefix=TESTBED_BIN)
+            assert refused.get("failed") is True, refused
+            assert (
+                f"the pod strata-test/{cri_pod['pod']} this container was dumped from is gone"
+                in refused["msg"]
+            )
+            assert ctr_cli("containers", "info", new, check=False).returncode != 0  # nothing was made
+    finally:
         ctr_cli("images", "rm", dumped["image_ref"], check=False)
 
 
