@@ -11,6 +11,13 @@ dumped once by strata.ops.pod_checkpoint; then each round, in ABBA order, a rest
   container of the test bed's host image; the module restores the dump into a NEW container and
   returns once the restored process runs (``docker start --checkpoint``); timed from the module's
   start to its return.
+* containerd (method=containerd, the MicroK8s and k3s path; at the largest size only, one round
+  each): the CRI workload's ``hold MIB`` in a pod's container on the test bed's containerd
+  (tests/testbed/cri_pod.py), dumped by the module with the pod left running; then the module
+  restores it into a NEW container (``ctr containers restore``) with the checkpoint image still in
+  containerd's content store (the node that dumped), and again after removing it from the store
+  (the module imports the dump's archive first: another node). Timed from the module's start to its
+  return with the task running; the baseline is a cat of the dump's checkpoint.tar.
 
 Caches: before each timed step the page cache is dropped (``sync; echo 3 > /proc/sys/vm/drop_caches``,
 root), so every side reads the images from the disk (this VM's disk has a host cache below it).
@@ -33,6 +40,7 @@ strata-ops-host:latest).
 """
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -40,6 +48,9 @@ import sys
 import time
 import uuid
 
+# tests/testbed's helpers (cri_pod), as bench_checkpoint puts it there
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests/testbed"))
+import cri_pod
 from bench_checkpoint import BENCH_DIR, BIN, CHUNK, HOLDER, REPO, holder_bytes
 from bench_checkpoint import run_module as module
 from benchkit import growth_lines
@@ -57,6 +68,7 @@ ROUNDS = int(os.environ.get("STRATA_BENCH_ROUNDS", "2"))
 DOCKER_ROUNDS = int(os.environ.get("STRATA_BENCH_DOCKER_ROUNDS", "1"))
 IMAGE = os.environ.get("STRATA_CKPT_IMAGE", "strata-ops-host:latest")
 WORK = os.path.join(REPO, ".tmp", "bench-restore")
+CRI_ENDPOINT = cri_pod.CRI_ENDPOINT
 GOAL = 1.5
 
 
@@ -67,8 +79,14 @@ def docker(*args, check=True):
     return proc.stdout
 
 
-def cat_seconds(dump_dir):
+def dump_files(dump_dir):
+    """What a restore reads: CRIU's image files, or containerd's checkpoint archive."""
     files = sorted(glob.glob(os.path.join(dump_dir, "**", "*.img"), recursive=True))
+    return files or [os.path.join(dump_dir, "checkpoint.tar")]
+
+
+def cat_seconds(dump_dir):
+    files = dump_files(dump_dir)
     start = time.perf_counter()
     subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
     return time.perf_counter() - start
@@ -129,7 +147,7 @@ def rss_of(pid):
 
 
 def rounds(label, dump_dir, restore, size, count):
-    images = sum(os.path.getsize(p) for p in glob.glob(os.path.join(dump_dir, "*.img")))
+    images = sum(os.path.getsize(p) for p in dump_files(dump_dir))
     ratios, restores, cats = [], [], []
     for number in range(count):
         timed = {}
@@ -194,6 +212,93 @@ def docker_container(size):
         docker("rm", "-f", holder, check=False)
 
 
+def ctr(*args, check=True):
+    argv = ["ctr", "--address", CRI_ENDPOINT[len("unix://") :], "--namespace", "k8s.io", *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"bench restore: ctr {' '.join(args[:2])} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def containerd_restore(from_store):
+    """A restore by the module's method=containerd into a new container, timed from the module's
+    start to its return (the restored task running): with the checkpoint image still in
+    containerd's content store (a restore on the node that dumped), or without it (the module
+    imports the dump's archive first: another node, or a store pruned since)."""
+
+    def restore(dump_dir, size):
+        with open(os.path.join(dump_dir, "manifest.json")) as handle:
+            ref = json.load(handle)["image_ref"]
+        if not from_store:
+            ctr("images", "rm", ref, check=False)
+        new = f"strata-bench-restored-{uuid.uuid4().hex[:6]}"
+        args = {
+            "state": "restored",
+            "method": "containerd",
+            "checkpoint": dump_dir,
+            "new_container": new,
+            "cri_endpoint": CRI_ENDPOINT,
+        }
+        start = time.perf_counter()
+        try:
+            result = module(args)
+            seconds = time.perf_counter() - start
+            if rss_of(result["restored"]["pid"]) < size * 0.9:
+                raise SystemExit(
+                    f"bench restore: the restored task holds {rss_of(result['restored']['pid'])} bytes"
+                )
+            return seconds
+        finally:
+            ctr("tasks", "kill", "--signal", "SIGKILL", new, check=False)
+            ctr("tasks", "rm", "--force", new, check=False)
+            ctr("containers", "rm", new, check=False)
+
+    return restore
+
+
+def containerd_container(size):
+    """The holder in a CRI pod's container; the module's method=containerd dump (left running, as
+    an operator takes it), then restores of it into new containers (containerd's own path:
+    ``ctr containers restore``)."""
+    why = cri_pod.missing()
+    if why:
+        raise SystemExit("bench restore: " + why)
+    os.environ["PATH"] = BIN + os.pathsep + os.environ["PATH"]  # the module runs the test bed's crictl
+    pod = f"strata-bench-restore-{uuid.uuid4().hex[:6]}"
+    mib = str(size >> 20)
+    # containerd restores a container into the namespaces of the pod it was dumped from: the pod
+    # stays while the restores run (the holder keeps its memory: 2x the size in all).
+    with cri_pod.running_pod(WORK, pod, "strata-bench", "holder", ["hold", mib]) as made:
+        pid = json.loads(cri_pod.crictl("inspect", "-o", "json", made["id"]))["info"]["pid"]
+        deadline = time.monotonic() + 300
+        while not os.path.exists(f"/proc/{pid}/root/ready"):
+            if time.monotonic() > deadline:
+                raise SystemExit("bench restore: the CRI holder did not fill its memory in 300 s")
+            time.sleep(0.2)
+        dumped = module(
+            {
+                "pod": pod,
+                "namespace": "strata-bench",
+                "container": "holder",
+                "runtime": "cri",
+                "cri_endpoint": CRI_ENDPOINT,
+                "method": "containerd",
+                "images_dir": os.path.join(WORK, "containerd"),
+                "keep": 1,
+            }
+        )
+        dump_dir = dumped["checkpoint_dir"]
+        try:
+            return {
+                where: rounds(
+                    f"containerd ({where})", dump_dir, containerd_restore(where == "store"), size, 1
+                )
+                for where in ("store", "archive")
+            }
+        finally:
+            ctr("images", "rm", dumped["image_ref"], check=False)
+
+
 def pre_dump_line():
     proc = subprocess.run(
         [CRIU, "check", "--feature", "mem_dirty_track"], capture_output=True, text=True, check=False
@@ -234,6 +339,7 @@ def main():
     try:
         host = {gib: host_process(holder_bytes(gib)) for gib in SIZES_GIB}
         container = docker_container(holder_bytes(largest))
+        containerd = containerd_container(holder_bytes(largest))
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
         shutil.rmtree(BENCH_DIR, ignore_errors=True)
@@ -244,11 +350,15 @@ def main():
     print(
         f"bench restore: {largest:g}GiB restore/cat host process (criu restore) {host[largest][0]:.2f}x "
         f"({host[largest][1]:.2f}-{host[largest][2]:.2f}), Docker container (module) {container[0]:.2f}x "
-        f"({container[1]:.2f}-{container[2]:.2f}); page cache dropped before each; goal <= {GOAL:.2f}x"
+        f"({container[1]:.2f}-{container[2]:.2f}), containerd (module) {containerd['store'][0]:.2f}x "
+        f"from its store, {containerd['archive'][0]:.2f}x from the archive; page cache dropped before "
+        f"each; goal <= {GOAL:.2f}x"
     )
     for gib, figures in host.items():
         record_path("host process (criu restore)", figures, gib, gib == largest)
     record_path("Docker container (module)", container, largest, True)
+    for where, figures in containerd.items():
+        record_path(f"containerd, checkpoint image in the {where} (module)", figures, largest, True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 // the pod checkpoint tests dump, and writes it to /count too: a restored container's
 // output goes to a client that is gone, so the tests read the counter there; "admin SOCKET"
 // plays a validator's admin socket (the safe shutdown tests): on "exit" it answers, takes a
-// moment to shut down, removes the socket and exits 0, as agave-validator does.
+// moment to shut down, removes the socket and exits 0, as agave-validator does; "hold MIB"
+// fills MIB MiB of memory with pseudo-random bytes (no page zero, none alike: what a dump of a
+// training process holds), writes MIB to /ready and waits for SIGTERM (bench/bench_restore.py).
 package main
 
 import (
@@ -12,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -29,9 +32,38 @@ func main() {
 		admin(os.Args[2])
 		return
 	}
+	if len(os.Args) > 2 && os.Args[1] == "hold" {
+		held := hold(os.Args[2])
+		_ = os.WriteFile("/ready", []byte(os.Args[2]+"\n"), 0o644)
+		waitForStop()
+		fmt.Println(len(held)) // keeps the memory reachable until the end
+		return
+	}
+	waitForStop()
+}
+
+func waitForStop() {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
 	<-stop
+}
+
+// hold returns mib MiB filled by xorshift64 (a word at a time: ~1 GiB/s, and no two pages alike).
+func hold(mib string) []uint64 {
+	n, err := strconv.Atoi(mib)
+	if err != nil || n <= 0 {
+		fmt.Fprintln(os.Stderr, "hold: MIB must be a positive number of MiB, not", mib)
+		os.Exit(2)
+	}
+	words := make([]uint64, n<<17) // 1 MiB = 2^17 words of 8 bytes
+	x := uint64(time.Now().UnixNano()) | 1
+	for i := range words {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		words[i] = x
+	}
+	return words
 }
 
 func admin(path string) {
