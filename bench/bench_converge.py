@@ -13,7 +13,7 @@ through the community.docker.docker connection, and the controller):
 Each is run BENCH_CONVERGE_ROUNDS times (default 3), alternating; the medians give the ratio.
 A second size, for the growth line: both limited to one lab host and the controller
 (BENCH_CONVERGE_SMALL, default "strata-lab-1,localhost", the host layer 5 runs on; "" skips it),
-BENCH_CONVERGE_SMALL_ROUNDS times (default 2). The goal is judged on the whole lab.
+BENCH_CONVERGE_SMALL_ROUNDS times (default 1: a growth line, no goal). The goal is judged on the whole lab.
 With BENCH_CONVERGE_PROFILE=1, a last run of (a) with ansible.posix's profile_roles and
 profile_tasks callbacks prints where the time goes (not timed; off by default: ~15 s). The lab
 playbook lock (~/.cache/strata-ops/lab-playbook.lock) is held throughout, so tests never
@@ -114,7 +114,7 @@ def measure(site, facts_play, rounds, strategy):
             f"({results[name][2]} task headers); gather-facts play: median {results[name][1]:.2f} s"
         )
     if SMALL:
-        small_rounds = int(os.environ.get("BENCH_CONVERGE_SMALL_ROUNDS", "2"))
+        small_rounds = int(os.environ.get("BENCH_CONVERGE_SMALL_ROUNDS", "1"))
         results["small"] = converged_medians(site, facts_play, small_rounds, {}, SMALL)
         print(
             f"[--limit {SMALL}] site.yml converged: median {results['small'][0]:.2f} s over "
