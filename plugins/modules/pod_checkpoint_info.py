@@ -13,8 +13,9 @@ description:
   - Each checkpoint is reported with what its C(manifest.json) says (name, creation time, target,
     C(leave_running), CRIU version, GPU path) and its size on disk, and whether it is usable
     (a readable manifest and CRIU's C(inventory.img) and C(pstree.img)) and restorable with
-    C(state=restored) (a Docker container dump). A directory without a valid manifest is listed
-    as unusable, with the reason.
+    C(state=restored) on this host (a Docker container dump, a kubelet archive, or a containerd
+    checkpoint whose pod sandbox still runs here, as the restored container joins its namespaces).
+    A directory without a valid manifest is listed as unusable, with the reason.
   - Read-only; never changes anything.
 author:
   - strata.ops maintainers (!UNKNOWN)

@@ -586,6 +586,9 @@ def test_containerd_restore_refuses_a_pod_that_is_gone_and_leaves_nothing(cri_po
     joined = dumped["manifest"]["joined_namespaces"]
     assert {j["type"] for j in joined} >= {"network", "ipc", "uts"}, joined
     crictl("rmp", "--force", cri_pod["sandbox"])
+    listed = run_module({"images_dir": args["images_dir"]}, module="pod_checkpoint_info")
+    assert [(c["usable"], c["restorable"]) for c in listed["checkpoints"]] == [(True, False)], listed
+    assert listed["latest_restorable"] is None
     new = unique()
     restore = dict(args, state="restored", checkpoint=dumped["checkpoint_dir"], new_container=new)
     try:

@@ -259,24 +259,24 @@ def _prune(client, images_dir, name, keep, current):
     return pruned
 
 
-def check_pod_namespaces(manifest, readlink=os.readlink):
-    """Refuse a restore whose pod sandbox is gone: the restored container joins the namespaces the
-    dumped one joined (its pod's), and runc fails on a missing one only after containerd has made
-    the container and its task."""
+def pod_gone(manifest, readlink=os.readlink):
+    """Why a restore of this dump cannot work on this node now, or None: the restored container joins
+    the namespaces the dumped one joined (its pod sandbox's), and one of them is gone."""
     gone = namespaces_gone(manifest.get("joined_namespaces") or [], readlink)
-    if gone:
-        pod = manifest.get("pod") or {}
-        what = ", ".join(
-            f"{g['type']} {g['path']} ({'gone' if g['now'] is None else 'now ' + g['now']}, was {g['id']})"
-            for g in gone
-        )
-        raise InvalidArgument(
-            f"the pod {pod.get('namespace')}/{pod.get('name')} this container was dumped from is gone from "
-            f"this node or was restarted: the namespaces its container joined are not there ({what}). "
-            "containerd restores a container into the namespaces of the pod sandbox it was dumped from: "
-            "restore while that pod runs on this node, or restore it as a new pod with method=kubelet "
-            "(containerd 2.x). Nothing was created"
-        )
+    if not gone:
+        return None
+    pod = manifest.get("pod") or {}
+    what = ", ".join(
+        f"{g['type']} {g['path']} ({'gone' if g['now'] is None else 'now ' + g['now']}, was {g['id']})"
+        for g in gone
+    )
+    return (
+        f"the pod {pod.get('namespace')}/{pod.get('name')} this container was dumped from is gone from "
+        f"this node or was restarted: the namespaces its container joined are not there ({what}). "
+        "containerd restores a container into the namespaces of the pod sandbox it was dumped from: "
+        "restore while that pod runs on this node, or restore it as a new pod with method=kubelet "
+        "(containerd 2.x)"
+    )
 
 
 def restore(params, check_mode, run_command, proc="/proc", readlink=os.readlink):
@@ -318,7 +318,10 @@ def restore(params, check_mode, run_command, proc="/proc", readlink=os.readlink)
             f"{params['containerd_namespace']}{stopped}: "
             f"choose another new_container or remove it ({client.line('containers', 'rm', new)})"
         )
-    check_pod_namespaces(manifest, readlink)
+    # runc would fail on a missing namespace only after containerd has made the container and its task
+    gone = pod_gone(manifest, readlink)
+    if gone:
+        raise InvalidArgument(gone + ". Nothing was created")
     files = leftovers.image_files(archive)  # also refuses a damaged archive before anything is made
     steps = [] if client.has_image(ref) else [("images", "import", "--no-unpack", archive)]
     steps.append(("containers", "restore", "--live", "--rw", new, ref))

@@ -5,7 +5,7 @@ with what its manifest says and whether it is usable (and restorable by state=re
 import json
 import os
 
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import kubelet
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import containerd, kubelet
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, utc_iso
 from ansible_collections.strata.ops.plugins.module_utils.criu import dir_size
@@ -66,9 +66,11 @@ def _problem(directory, manifest):
     return None
 
 
-def _not_restorable(manifest):
-    """Why state=restored cannot restore this (usable) dump, or None."""
-    if manifest.get("method") in ("containerd", "kubelet"):
+def _not_restorable(manifest, readlink=os.readlink):
+    """Why state=restored cannot restore this (usable) dump on this node, or None."""
+    if manifest.get("method") == "containerd":
+        return containerd.pod_gone(manifest, readlink)
+    if manifest.get("method") == "kubelet":
         return None
     runtime = (manifest.get("target") or {}).get("runtime")
     if runtime != "docker":
