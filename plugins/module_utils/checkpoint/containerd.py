@@ -62,9 +62,12 @@ def joined_namespaces(info, readlink=os.readlink):
 
 def namespaces_gone(joined, readlink=os.readlink):
     """The entries of ``joined`` (joined_namespaces) whose path is gone or now names another
-    namespace: the pod sandbox was removed or restarted (a reused pid names another process)."""
+    namespace: the pod sandbox was removed or restarted (a reused pid names another process).
+    An entry whose identity the dump could not read is not judged."""
     gone = []
     for entry in joined:
+        if entry.get("id") is None:
+            continue
         try:
             now = readlink(entry["path"])
         except OSError:
@@ -341,20 +344,31 @@ def restore(params, check_mode, run_command, proc="/proc", readlink=os.readlink)
         # What a second run finds: restored from this checkpoint and running, nothing to do.
         client.run("containers", "label", new, f"{RESTORED_FROM}={ref}")
     except criu.CriuError as exc:
-        _remove(client, new)
-        exc.msg += f" -- {new} was removed again, nothing is left half-restored"
+        exc.msg += _undo(client, new)
         raise
     finally:
         result.update(copies.result())
     return dict(result, restored={"container": new, "pid": pid}, command=client.commands)
 
 
+def _undo(client, name):
+    """Remove what a failed restore made; what to add to its message."""
+    if _remove(client, name):
+        return f" -- {name} was removed again, nothing is left half-restored"
+    return (
+        f" -- {name} could not be removed (its task did not stop within {RUNNING_WAIT_S} s of SIGKILL): "
+        f"remove it with {client.line('tasks', 'rm', '--force', name)} and "
+        f"{client.line('containers', 'rm', name)}"
+    )
+
+
 def _remove(client, name):
     """Remove container ``name`` and its task. Not ``ctr tasks rm --force``: it kills the task and
     waits for its exit, and a task whose restore failed (CREATED, pid 0) never exits - ctr hangs
-    (containerd 1.6 and 1.7). A running task is killed and waited for; then a plain delete."""
+    (containerd 1.6 and 1.7). A running task is killed and waited for; then a plain delete.
+    True when the container is gone."""
     if not client.has_container(name):
-        return
+        return True
     _pid, status = client.task_state(name)
     if status in ("RUNNING", "PAUSED", "PAUSING"):
         client.run("tasks", "kill", "--signal", "SIGKILL", name, check=False)
@@ -362,3 +376,4 @@ def _remove(client, name):
     if status is not None:
         client.run("tasks", "rm", name, check=False)
     client.run("containers", "rm", name, check=False)
+    return not client.has_container(name)

@@ -196,11 +196,12 @@ def test_a_failed_restore_leaves_nothing_behind(dump_dir, restore_fails, tmp_pat
     with pytest.raises(CriuError) as caught:
         containerd.restore(params(checkpoint=dump_dir), False, run, proc=proc)
     assert "counter-2 was removed again, nothing is left half-restored" in caught.value.msg
-    assert verbs(run)[-4:] == [
+    assert verbs(run)[-5:] == [
         ("containers", "info"),
         ("tasks", "ls"),
         ("tasks", "rm"),
         ("containers", "rm"),
+        ("containers", "info"),
     ]
     assert "counter-2" not in fake.existing
     assert os.listdir(temp) == []
@@ -228,9 +229,32 @@ def test_a_restored_task_is_removed_without_force(dump_dir, tmp_path, statuses, 
         containerd.restore(params(checkpoint=dump_dir), False, run, proc=proc)
     calls = verbs(run)
     cleanup = calls[calls.index(fail) + 1 :]
-    assert cleanup == [("containers", "info"), *removal, ("containers", "rm")]
+    assert cleanup == [("containers", "info"), *removal, ("containers", "rm"), ("containers", "info")]
     assert not any("--force" in argv for argv, _kwargs in run.calls)
     assert "counter-2" not in fake.existing
+
+
+def test_a_task_that_does_not_stop_is_named_with_how_to_remove_it(dump_dir, tmp_path, monkeypatch):
+    """SIGKILL not taken within the wait (a process in uninterruptible sleep): the failure says the
+    container is still there and how to remove it, instead of claiming nothing is left."""
+    clock = iter(range(0, 10_000, 5))
+    monkeypatch.setattr(containerd.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(containerd.time, "sleep", lambda _s: None)
+    proc, _temp = containerd_proc(tmp_path)
+
+    class Stuck(FakeCtr):
+        def __call__(self, argv, **kwargs):
+            if tuple(argv[5:7]) == ("containers", "rm"):  # containerd refuses: the task still runs
+                return 1, "", "cannot delete a container with a running task"
+            return super().__call__(argv, **kwargs)
+
+    fake = Stuck(images=[REF], fail={("containers", "label"): "failed"}, statuses=("RUNNING",))
+    run = FakeRun(**{os.path.basename(params()["ctr_path"]): fake})
+    with pytest.raises(CriuError) as caught:
+        containerd.restore(params(checkpoint=dump_dir), False, run, proc=proc)
+    assert "counter-2 could not be removed (its task did not stop within 10 s of SIGKILL)" in caught.value.msg
+    assert "tasks rm --force counter-2" in caught.value.msg
+    assert "half-restored" not in caught.value.msg
 
 
 SPEC = {
@@ -340,3 +364,9 @@ def test_dump_refusals_come_before_any_command(extra, message):
     with pytest.raises(InvalidArgument, match=message):
         containerd.dump(dump_params, False, run)
     assert run.calls == []
+
+
+def test_a_namespace_the_dump_could_not_read_is_not_judged():
+    unread = [{"type": "network", "path": "/proc/16189/ns/net", "id": None}]
+    assert containerd.namespaces_gone(unread, gone_link) == []
+    assert containerd.pod_gone({"joined_namespaces": unread}, gone_link) is None
