@@ -163,8 +163,10 @@ def _which(tool, exclude):
     raise AssertionError(f"{tool} is not installed")
 
 
-def finish(proc, timeout=300):
-    """(returncode, the module's JSON result or None, stderr)."""
+def finish(proc, timeout=420):
+    """(returncode, the module's JSON result or None, stderr). The wait outlasts the modules' own
+    timeouts in these tests (runner_isolation's rollout_timeout is 300 s), so a module that waits
+    too long ends with its own message, which names what it waited for."""
     out, err = proc.communicate(timeout=timeout)
     try:
         return proc.returncode, json.loads(out), err
