@@ -48,14 +48,15 @@ import sys
 import time
 import uuid
 
-# tests/testbed's helpers (cri_pod), as bench_checkpoint puts it there
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests/testbed"))
-import cri_pod
-from bench_checkpoint import BENCH_DIR, BIN, CHUNK, HOLDER, REPO, holder_bytes
-from bench_checkpoint import run_module as module
-from benchkit import growth_lines
-from caches import drop_caches
-from results import record
+# tests/testbed's helpers (cri_pod) and the collection they use, as bench/benchkit.py puts them there
+_repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(_repo, ".collections"), os.path.join(_repo, "tests", "testbed")]
+import cri_pod  # noqa: E402
+from bench_checkpoint import BENCH_DIR, BIN, CHUNK, HOLDER, REPO, holder_bytes  # noqa: E402
+from bench_checkpoint import run_module as module  # noqa: E402
+from benchkit import growth_lines  # noqa: E402
+from caches import drop_caches  # noqa: E402
+from results import record  # noqa: E402
 
 CRIU = os.environ.get("STRATA_CRIU", os.path.join(BIN, "criu"))
 # GiB, fractions allowed (whole 64 MiB chunks); the goal is judged at the largest, the Docker path runs

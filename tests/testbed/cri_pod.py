@@ -11,19 +11,19 @@ import uuid
 
 from testbed_paths import BIN
 
+# needs .collections on sys.path, as lab_k8s.py (tests/conftest.py, bench/benchkit.py put it there)
+from ansible_collections.strata.ops.plugins.module_utils.containers import crictl_argv
+
 CRI_ENDPOINT = "unix:///run/strata-cri/containerd.sock"
 CRICTL = os.path.join(BIN, "crictl")
-# crictl bounds every call by --timeout (2 s unless given): a sandbox takes longer on a busy machine.
-CRICTL_TIMEOUT = "60s"
 # CRI namespace modes (k8s.io/cri-api NamespaceMode): POD 0, CONTAINER 1, NODE 2
 POD, CONTAINER, NODE = 0, 1, 2
 
 
 def crictl(*args, check=True):
-    argv = [CRICTL, "--timeout", CRICTL_TIMEOUT, "--runtime-endpoint", CRI_ENDPOINT]
-    proc = subprocess.run(
-        [*argv, "--image-endpoint", CRI_ENDPOINT, *args], capture_output=True, text=True, check=False
-    )
+    # the module's own crictl timeout: a sandbox takes longer than crictl's 2 s on a busy machine
+    argv = [*crictl_argv(CRICTL, CRI_ENDPOINT), "--image-endpoint", CRI_ENDPOINT, *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
         raise RuntimeError(f"crictl {' '.join(args[:2])} failed: {proc.stderr.strip()}")
     return proc.stdout.strip()
