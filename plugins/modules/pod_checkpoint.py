@@ -86,6 +86,9 @@ options:
         running - and exports the checkpoint image into the dump directory; O(state=restored) restores
         such a dump into the new container O(new_container) (C(ctr containers restore --live --rw)).
         The runc shim runs the C(criu) on containerd's PATH, which must be CRIU >= 4.
+        CUDA processes in the container are frozen on the GPU (lock, checkpoint) only while containerd
+        checkpoints it and thawed before the export, as for V(criu); the restore brings the restored
+        processes' GPU state back and unlocks them before it returns.
     type: str
     choices: [criu, containerd, kubelet]
     default: criu
@@ -359,7 +362,8 @@ manifest:
     - With method=containerd, C(image_ref), C(archive), C(pod), C(target) and C(joined_namespaces),
       the pod sandbox's namespaces the container joins, each C(type), C(path) and C(id) (its
       identity at dump time, for example C(net:[4026532323])). A restore is refused while one of
-      them is gone, as the restored container joins them again.
+      them is gone, as the restored container joins them again. C(gpu) holds the GPU path
+      the dump took (C(path)) and its CUDA processes (C(cuda_pids)).
   returned: success and not check mode
   type: dict
 gpu:
@@ -369,7 +373,9 @@ gpu:
       (C(cuda_pids)), the CUDA state and the seconds of each step (C(states)) and, when this
       module locked the processes itself, how long they stayed locked (C(locked_s)).
     - With O(state=restored), the same for the restore (C(path) is the dump's).
-  returned: method=criu
+    - With O(method=containerd), C(locked_s) covers containerd's checkpoint alone (the export runs
+      after the thaw).
+  returned: method=criu or method=containerd
   type: dict
   sample: {"taken": false, "path": "none", "states": [], "cuda_pids": [],
            "reason": "no NVIDIA GPU on this host (no /proc/driver/nvidia/gpus): the GPU path was not taken"}

@@ -24,6 +24,7 @@ import time
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, leftovers
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu as gpu_mod
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, utc_iso
 
@@ -171,8 +172,20 @@ class Ctr(ctr.CtrClient):
             sleep(0.1)
 
 
-def dump(params, check_mode, run_command):
-    """Checkpoint the CRI container of pod/namespace/container through containerd."""
+def dump(
+    params,
+    check_mode,
+    run_command,
+    *,
+    gpus_dir=gpu_mod.NVIDIA_GPUS_DIR,
+    find_freezer=gpu_mod.find_freezer,
+    clock=time.monotonic,
+    proc="/proc",
+):
+    """Checkpoint the CRI container of pod/namespace/container through containerd. CUDA processes
+    in it are locked and checkpointed around containerd's checkpoint (runc's CRIU cannot dump GPU
+    state), then restored and unlocked: the container keeps running (``gpus_dir``, ``find_freezer``,
+    ``proc``: gpu.dump_plan's; ``clock`` times the lock)."""
     if not params["pod"]:
         raise InvalidArgument(
             "method=containerd checkpoints a CRI container: set pod (and namespace, container)"
@@ -200,6 +213,10 @@ def dump(params, check_mode, run_command):
     )
     client = Ctr(params, run_command)
     joined = joined_namespaces(client.container_info(target["container_id"]))
+    tree = criu.process_tree(target["pid"], proc)
+    gpu, freezer = gpu_mod.dump_plan(
+        params, run_command, tree, gpus_dir=gpus_dir, find=find_freezer, proc=proc
+    )
     mf.check_images_dir(params["images_dir"])
     name = params["name"] or target["container_name"] or params["pod"]
     stamp = mf.stamp()
@@ -218,15 +235,15 @@ def dump(params, check_mode, run_command):
         "image_ref": ref,
         "target": target,
         "command": [*client.argv, *steps[0]],
-        "gpu": {"path": "none"},
+        "gpu": gpu,
     }
     if check_mode:
         return dict(result, commands=[client.line(*step) for step in steps])
     mf.make_images_dir(params["images_dir"])
     abandoned = mf.remove_abandoned(params["images_dir"], name)
     mf.start(dump_dir)
-    for step in steps:
-        client.run(*step)
+    _checkpoint(client, steps[0], gpu, freezer, lock_timeout_s=params["cuda_lock_timeout"], clock=clock)
+    client.run(*steps[1])
     manifest = {
         "name": name,
         "method": METHOD,
@@ -238,6 +255,7 @@ def dump(params, check_mode, run_command):
         "pod": {"name": params["pod"], "namespace": params["namespace"] or "default"},
         "target": target,
         "joined_namespaces": joined,
+        "gpu": {"path": gpu["path"], "cuda_pids": gpu["cuda_pids"]},
         "sizes": {"images_bytes": os.path.getsize(archive)},
     }
     mf.finish(dump_dir, manifest)
@@ -245,6 +263,28 @@ def dump(params, check_mode, run_command):
     return dict(
         result, manifest=manifest, pruned=pruned, commands=client.commands, abandoned_removed=abandoned
     )
+
+
+def _checkpoint(client, step, gpu, freezer, *, lock_timeout_s, clock):
+    """containerd's checkpoint, with the container's CUDA processes frozen on the GPU around it
+    when this module drives them (locked_s: how long they stayed locked). The export after it
+    runs with the processes thawed."""
+    if gpu["taken"]:
+        gpu_mod.step(freezer, gpu, label="before dump")
+    if not gpu_mod.drives(gpu):
+        client.run(*step)
+        if gpu["taken"]:
+            gpu_mod.step(freezer, gpu, label="after dump (plugin)")
+        return
+    locked_at = clock()
+    try:
+        gpu_mod.lock_and_checkpoint(freezer, gpu, lock_timeout_s)
+        client.run(*step)
+    except BaseException as exc:
+        gpu_mod.thaw_after_failure(freezer, gpu, exc)
+        raise
+    gpu_mod.thaw(freezer, gpu)
+    gpu["locked_s"] = round(clock() - locked_at, 3)
 
 
 def _prune(client, images_dir, name, keep, current):
@@ -282,9 +322,20 @@ def pod_gone(manifest, readlink=os.readlink):
     )
 
 
-def restore(params, check_mode, run_command, proc="/proc", readlink=os.readlink):
+def restore(
+    params,
+    check_mode,
+    run_command,
+    proc="/proc",
+    readlink=os.readlink,
+    *,
+    gpus_dir=gpu_mod.NVIDIA_GPUS_DIR,
+    find_freezer=gpu_mod.find_freezer,
+):
     """Restore a method=containerd dump into the NEW container new_container (``proc``: where
-    containerd's processes are looked up, leftovers.py; ``readlink``: the pod's namespaces)."""
+    containerd's processes are looked up, leftovers.py; ``readlink``: the pod's namespaces). CUDA
+    processes come back checkpointed: they are restored and unlocked before the module returns
+    (``gpus_dir``, ``find_freezer``: gpu.restore_plan's)."""
     checkpoint = mf.choose(params["checkpoint"], params["images_dir"], params["name"])
     manifest = mf.load(checkpoint)
     if manifest.get("method") != METHOD:
@@ -307,7 +358,7 @@ def restore(params, check_mode, run_command, proc="/proc", readlink=os.readlink)
         "checkpoint": checkpoint,
         "new_container": new,
         "image_ref": ref,
-        "gpu": {"path": "none"},
+        "gpu": {"path": (manifest.get("gpu") or {}).get("path", "none")},
     }
     labels = client.container_labels(new)
     if labels is not None:
@@ -325,6 +376,9 @@ def restore(params, check_mode, run_command, proc="/proc", readlink=os.readlink)
     gone = pod_gone(manifest, readlink)
     if gone:
         raise InvalidArgument(gone + ". Nothing was created")
+    result["gpu"], freezer = gpu_mod.restore_plan(
+        params, run_command, manifest, checkpoint, gpus_dir=gpus_dir, find=find_freezer
+    )
     files = leftovers.image_files(archive)  # also refuses a damaged archive before anything is made
     steps = [] if client.has_image(ref) else [("images", "import", "--no-unpack", archive)]
     steps.append(("containers", "restore", "--live", "--rw", new, ref))
@@ -341,6 +395,8 @@ def restore(params, check_mode, run_command, proc="/proc", readlink=os.readlink)
                 f"{RUNNING_WAIT_S} s: see containerd's log",
                 cmd=client.commands[-1],
             )
+        if freezer is not None:
+            gpu_mod.after_restore(freezer, result["gpu"], criu.process_tree(pid, proc), proc)
         # What a second run finds: restored from this checkpoint and running, nothing to do.
         client.run("containers", "label", new, f"{RESTORED_FROM}={ref}")
     except criu.CriuError as exc:

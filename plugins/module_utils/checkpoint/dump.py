@@ -15,8 +15,6 @@ from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manif
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.target import default_name, find_target
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, utc_iso
 
-DIRECT_GPU_PATHS = (gpu_mod.CudaCheckpointTool.kind, gpu_mod.CudaDriverAPI.kind)
-
 
 def _restore_binds(create, external, configured):
     """The mounts the host propagated into the container after it started (a tmpfs mounted on
@@ -101,7 +99,7 @@ class Dumper(CheckpointJob):
                 _restore_binds(target["create"], external, target["mount_points"])
         tree = criu.process_tree(pid)
         inode = _netns(pid)
-        gpu, freezer = self.gpu_facts(tree)
+        gpu, freezer = gpu_mod.dump_plan(p, self.run, tree, gpus_dir=self.gpus_dir, find=self.find_freezer)
         name = default_name(p, target)
         dump_dir = os.path.join(p["images_dir"], f"{name}-{mf.stamp()}")
         if p["pre_dumps"]:
@@ -163,21 +161,6 @@ class Dumper(CheckpointJob):
             "freezer": freezer,
             "rss_bytes": criu.rss_bytes(tree),
         }
-
-    def gpu_facts(self, tree):
-        """The GPU plan for a process tree (see gpu.gpu_plan) and the freezer it uses."""
-        p = self.p
-        nvidia = gpu_mod.nvidia_gpu_present(self.gpus_dir)
-        cuda_pids = gpu_mod.cuda_pids_of(tree)
-        freezer, facts = None, {}
-        if nvidia and cuda_pids:
-            freezer, facts = self.find_freezer(
-                self.run, gpu_mod.cuda_checkpoint_binary(p["cuda_checkpoint_path"]), p["cuda_driver_library"]
-            )
-        gpu = gpu_mod.gpu_plan(nvidia, cuda_pids, gpu_mod.cuda_plugin(p["criu_plugin_dir"]), freezer, facts)
-        gpu["states"] = []
-        gpu["cuda_pids"] = cuda_pids
-        return gpu, freezer
 
     def _check_pre_dump(self, binary, gpu):
         """Pre-dumps need CRIU's memory tracking; CUDA state reaches host memory only when the
@@ -249,10 +232,9 @@ class Dumper(CheckpointJob):
                 plan["pre_dump_s"] = self._pre_dump(plan)
                 if gpu["taken"]:
                     gpu_mod.step(freezer, gpu, label="before dump")
-                if gpu["path"] in DIRECT_GPU_PATHS:
+                if gpu_mod.drives(gpu):
                     locked_at = self.clock()
-                    gpu_mod.step(freezer, gpu, "lock", timeout_ms=self.p["cuda_lock_timeout"] * 1000)
-                    gpu_mod.step(freezer, gpu, "checkpoint")
+                    gpu_mod.lock_and_checkpoint(freezer, gpu, self.p["cuda_lock_timeout"])
                 rc, _out, err = self.run(plan["argv"], environ_update=plan["env"])
                 wall = self.clock() - started
             if rc != 0:
@@ -260,7 +242,7 @@ class Dumper(CheckpointJob):
         except BaseException as exc:
             shutil.rmtree(dump_dir, ignore_errors=True)
             if locked_at is not None and criu.alive(pid):
-                self._thaw_after_failure(gpu, freezer, exc)
+                gpu_mod.thaw_after_failure(freezer, gpu, exc)
             raise
         if locked_at is not None and self.p["leave_running"] and criu.alive(pid):
             gpu_mod.thaw(freezer, gpu)
@@ -268,18 +250,6 @@ class Dumper(CheckpointJob):
         elif gpu["path"] == "criu-cuda-plugin" and criu.alive(pid):
             gpu_mod.step(freezer, gpu, label="after dump (plugin)")
         return wall
-
-    @staticmethod
-    def _thaw_after_failure(gpu, freezer, exc):
-        """A failed dump must not leave CUDA processes frozen; say so if they stay frozen."""
-        try:
-            gpu_mod.thaw(freezer, gpu)
-        except criu.GpuError as thaw_error:
-            raise criu.GpuError(
-                f"{exc}; then bringing the CUDA processes back failed too: {thaw_error}. They may stay "
-                "frozen until cuda-checkpoint --action restore/unlock --pid PID runs for each of "
-                f"{gpu['cuda_pids']}"
-            ) from None
 
     def check_images(self, plan):
         """Decode the stats and the image set with crit; a plugin dump without the plugin is removed."""

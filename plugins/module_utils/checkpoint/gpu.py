@@ -304,6 +304,96 @@ def gpu_plan(nvidia_present, cuda_pids, plugin_file, freezer, facts):
     }
 
 
+def dump_plan(params, run_command, tree, *, gpus_dir=NVIDIA_GPUS_DIR, find=find_freezer, proc="/proc"):
+    """The GPU plan for a process tree about to be dumped (gpu_plan's dict, with the tree's CUDA
+    pids and an empty list of states) and the freezer it uses (None when no GPU path is taken).
+    ``params``: pod_checkpoint's cuda_checkpoint_path, cuda_driver_library, criu_plugin_dir."""
+    nvidia = nvidia_gpu_present(gpus_dir)
+    cuda_pids = cuda_pids_of(tree, proc)
+    freezer, facts = None, {}
+    if nvidia and cuda_pids:
+        freezer, facts = find(
+            run_command, cuda_checkpoint_binary(params["cuda_checkpoint_path"]), params["cuda_driver_library"]
+        )
+    gpu = gpu_plan(nvidia, cuda_pids, cuda_plugin(params["criu_plugin_dir"]), freezer, facts)
+    gpu["states"] = []
+    gpu["cuda_pids"] = cuda_pids
+    return gpu, freezer
+
+
+def restore_plan(params, run_command, manifest, checkpoint, *, gpus_dir=NVIDIA_GPUS_DIR, find=find_freezer):
+    """What restoring a dump with CUDA state needs here, checked before anything is created: the
+    restore's gpu result and the freezer that thaws the restored processes (None: no CUDA state).
+    The restored processes come back "checkpointed"; CRIU's plugin or this freezer brings them back."""
+    path = (manifest.get("gpu") or {}).get("path", "none")
+    gpu = {"path": path, "states": [], "cuda_pids": []}
+    if path == "none":
+        gpu["reason"] = "the dump holds no CUDA state"
+        return gpu, None
+    if not nvidia_gpu_present(gpus_dir):
+        raise GpuError(
+            f"{checkpoint} holds CUDA state (taken by {path}) but this host has no NVIDIA GPU "
+            f"(no {gpus_dir}): restore it on a GPU host whose runtime gives the container the GPU"
+        )
+    binary = cuda_checkpoint_binary(params["cuda_checkpoint_path"])
+    if path == "criu-cuda-plugin":
+        if not binary:
+            raise GpuError(
+                f"{checkpoint} was dumped with CRIU's CUDA plugin, which runs cuda-checkpoint on restore "
+                "too: it is not installed here (cuda_checkpoint_path, or on PATH; also on the runtime's PATH)"
+            )
+        if not cuda_plugin(params["criu_plugin_dir"]):
+            plugin_path = os.path.join(params["criu_plugin_dir"], CUDA_PLUGIN_FILE)
+            raise GpuError(
+                f"{checkpoint} was dumped with CRIU's CUDA plugin, which its restore needs too: "
+                f"{plugin_path} is missing (runc's CRIU loads its plugins from there)"
+            )
+        gpu["reason"] = "CRIU's CUDA plugin restores the GPU state"
+        return gpu, CudaCheckpointTool(run_command, binary)
+    freezer, facts = find(run_command, binary, params["cuda_driver_library"])
+    if freezer is None:
+        raise GpuError(
+            f"{checkpoint} holds CUDA state that must be restored and unlocked after the restore, "
+            f"but {missing_freezer_reason(facts)}"
+        )
+    gpu["reason"] = f"{freezer.path} restores and unlocks the CUDA processes after the restore"
+    return gpu, freezer
+
+
+def drives(gpu):
+    """True when this module locks and checkpoints the CUDA processes around the dump (not CRIU's
+    plugin, which does it inside CRIU)."""
+    return gpu["path"] in (CudaCheckpointTool.kind, CudaDriverAPI.kind)
+
+
+def lock_and_checkpoint(freezer, gpu, lock_timeout_s):
+    """The two steps before CRIU dumps: GPU work stops, GPU memory moves into host memory."""
+    step(freezer, gpu, "lock", timeout_ms=lock_timeout_s * 1000)
+    step(freezer, gpu, "checkpoint")
+
+
+def thaw_after_failure(freezer, gpu, exc):
+    """A failed dump must not leave CUDA processes frozen; say so if they stay frozen."""
+    try:
+        thaw(freezer, gpu)
+    except GpuError as thaw_error:
+        raise GpuError(
+            f"{exc}; then bringing the CUDA processes back failed too: {thaw_error}. They may stay "
+            "frozen until cuda-checkpoint --action restore/unlock --pid PID runs for each of "
+            f"{gpu['cuda_pids']}"
+        ) from None
+
+
+def after_restore(freezer, gpu, tree, proc="/proc"):
+    """Bring the restored tree's CUDA processes back to running: CRIU's plugin did it inside the
+    restore (record their state), or restore and unlock them here."""
+    gpu["cuda_pids"] = cuda_pids_of(tree, proc)
+    if gpu["path"] == "criu-cuda-plugin":
+        step(freezer, gpu, label="after restore (plugin)")
+    else:
+        thaw(freezer, gpu)
+
+
 def step(freezer, gpu, action=None, *, label=None, timeout_ms=0, clock=time.monotonic, pids=None):
     """Run one action (or none) on every CUDA process of ``gpu`` (or ``pids``), then record each
     one's state in gpu["states"]."""

@@ -78,47 +78,6 @@ class Restorer(CheckpointJob):
         self.read_mountinfo = read_mountinfo
         self.proc = proc
 
-    def gpu_plan(self, manifest, checkpoint):
-        """What restoring a dump with CUDA state needs here, checked before anything is created.
-
-        Returns (gpu result, freezer or None)."""
-        p = self.p
-        path = (manifest.get("gpu") or {}).get("path", "none")
-        gpu = {"path": path, "states": [], "cuda_pids": []}
-        if path == "none":
-            gpu["reason"] = "the dump holds no CUDA state"
-            return gpu, None
-        if not gpu_mod.nvidia_gpu_present(self.gpus_dir):
-            raise criu.GpuError(
-                f"{checkpoint} holds CUDA state (taken by {path}) but this host has no NVIDIA GPU "
-                f"(no {self.gpus_dir}): restore it on a GPU host, "
-                "into a container that gets the GPU (docker run --gpus)"
-            )
-        binary = gpu_mod.cuda_checkpoint_binary(p["cuda_checkpoint_path"])
-        if path == "criu-cuda-plugin":
-            if not binary:
-                raise criu.GpuError(
-                    f"{checkpoint} was dumped with CRIU's CUDA plugin, which runs cuda-checkpoint on restore "
-                    "too: it is not installed here (cuda_checkpoint_path, or on PATH; also on dockerd's PATH)"
-                )
-            if not gpu_mod.cuda_plugin(p["criu_plugin_dir"]):
-                plugin_path = os.path.join(p["criu_plugin_dir"], gpu_mod.CUDA_PLUGIN_FILE)
-                raise criu.GpuError(
-                    f"{checkpoint} was dumped with CRIU's CUDA plugin, which its restore needs too: "
-                    f"{plugin_path} is missing (runc's CRIU loads its plugins from there)"
-                )
-            gpu["reason"] = "CRIU's CUDA plugin restores the GPU state"
-            return gpu, gpu_mod.CudaCheckpointTool(self.run, binary)
-        freezer, facts = self.find_freezer(self.run, binary, p["cuda_driver_library"])
-        if freezer is None:
-            missing = gpu_mod.missing_freezer_reason(facts)
-            raise criu.GpuError(
-                f"{checkpoint} holds CUDA state that must be restored and unlocked after the restore, "
-                f"but {missing}"
-            )
-        gpu["reason"] = f"{freezer.path} restores and unlocks the CUDA processes after the restore"
-        return gpu, freezer
-
     def _existing(self, api, checkpoint, command, manifest):
         """The result when new_container exists: done if it runs from this dump, else a conflict."""
         p = self.p
@@ -187,7 +146,9 @@ class Restorer(CheckpointJob):
                 "dockerd runs without experimental features, so it cannot start a container from a "
                 'checkpoint: start dockerd with --experimental (or "experimental": true in daemon.json)'
             )
-        gpu, freezer = self.gpu_plan(manifest, checkpoint)
+        gpu, freezer = gpu_mod.restore_plan(
+            p, self.run, manifest, checkpoint, gpus_dir=self.gpus_dir, find=self.find_freezer
+        )
         staged = self.staging.plan(create, p["new_container"])
         command[0:0] = [
             f"mount --rbind {s['source']} {s['staging']} && mount --make-rslave {s['staging']}"
@@ -251,12 +212,7 @@ class Restorer(CheckpointJob):
                 shutil.rmtree(docker_copy, ignore_errors=True)
             doc = api.inspect(new_id)
             if freezer is not None:
-                gpu["cuda_pids"] = gpu_mod.cuda_pids_of(criu.process_tree(doc["State"]["Pid"]))
-                if gpu["path"] == "criu-cuda-plugin":
-                    gpu_mod.step(freezer, gpu, label="after restore (plugin)")
-                else:
-                    # Restored in the "checkpointed" CUDA state: bring the GPU state back, then unlock.
-                    gpu_mod.thaw(freezer, gpu)
+                gpu_mod.after_restore(freezer, gpu, criu.process_tree(doc["State"]["Pid"]))
         except BaseException:
             if new_id:
                 with contextlib.suppress(ctr.ContainerError):

@@ -12,6 +12,7 @@ from ansible_collections.strata.ops.plugins.module_utils.common import InvalidAr
 from ansible_collections.strata.ops.plugins.module_utils.criu import CriuError
 
 from ....fakes.containerd import checkpoint_archive, containerd_proc, leave_copy
+from ....fakes.cuda import FakeCudaCheckpoint
 from ....fakes.run import FakeRun
 
 REF = "strata.local/checkpoint/counter:20250101T000000.000Z"
@@ -55,6 +56,8 @@ class FakeCtr:
             return 0, "\n".join(["TASK PID STATUS", *rows]), ""
         if verb == ("containers", "rm"):
             self.existing.discard(args[2])
+        if verb == ("images", "export"):  # ctr images export --skip-manifest-json ARCHIVE REF
+            checkpoint_archive(args[-2])
         return 0, "", ""
 
 
@@ -88,6 +91,10 @@ def params(**extra):
         containerd_namespace="k8s.io",
         cri_endpoint=None,
         ctr_path="/usr/bin/ctr" if os.access("/usr/bin/ctr", os.X_OK) else "/bin/true",
+        cuda_checkpoint_path=None,
+        cuda_driver_library="libcuda.so.1",
+        criu_plugin_dir="/nonexistent",
+        cuda_lock_timeout=10,
     )
     base.update(extra)
     return base
@@ -112,10 +119,10 @@ def test_restore_imports_a_missing_image_then_restores_into_the_new_container(du
     assert run.calls[-1][0][-2:] == ["counter-2", f"strata.io/restored-from={REF}"]
     assert run.calls[2][0][-2:] == ["--no-unpack", os.path.join(dump_dir, "checkpoint.tar")]
     assert run.calls[3][0][-4:] == ["--live", "--rw", "counter-2", REF]
-    assert (result["changed"], result["restored"], result["gpu"]) == (
+    assert (result["changed"], result["restored"], result["gpu"]["path"]) == (
         True,
         {"container": "counter-2", "pid": 4242},
-        {"path": "none"},
+        "none",
     )
     # containerd's copy of the checkpoint (made by the restore, never removed by containerd) is gone
     assert result["containerd_copy_removed"].startswith("/tmp/ctrd-checkpoint")
@@ -370,3 +377,188 @@ def test_a_namespace_the_dump_could_not_read_is_not_judged():
     unread = [{"type": "network", "path": "/proc/16189/ns/net", "id": None}]
     assert containerd.namespaces_gone(unread, gone_link) == []
     assert containerd.pod_gone({"joined_namespaces": unread}, gone_link) is None
+
+
+# The GPU path: a CUDA process in the pod's container is locked and checkpointed around containerd's
+# checkpoint (runc's CRIU has no GPU support of its own) and thawed after it and after a restore.
+CONTAINER_ID = "c0ffee"
+
+
+def crictl(argv, **_kwargs):
+    """crictl ps / inspect of one running container, as cri-tools 1.34 prints them."""
+    if "ps" in argv:
+        container = {"id": CONTAINER_ID, "metadata": {"name": "trainer"}, "image": {"image": "img"}}
+        return 0, json.dumps({"containers": [container]}), ""
+    return 0, json.dumps({"info": {"pid": 4242}}), ""
+
+
+def cuda_proc(proc_dir, pid=4242):
+    """A /proc entry of a process that maps libcuda (what gpu.uses_cuda looks for)."""
+    task = proc_dir / str(pid) / "task" / str(pid)
+    task.mkdir(parents=True)
+    (task / "children").write_text("")
+    (proc_dir / str(pid) / "maps").write_text(
+        "7f0000000000-7f0000001000 r-xp 0 08:01 1 /usr/lib/libcuda.so.1\n"
+    )
+
+
+@pytest.fixture
+def gpu_host(tmp_path, monkeypatch):
+    """(gpus dir, cuda-checkpoint path, proc dir): an NVIDIA GPU, NVIDIA's tool, a CUDA process 4242."""
+    gpus = tmp_path / "gpus"
+    (gpus / "0000:00:05.0").mkdir(parents=True)
+    tool = tmp_path / "bin" / "cuda-checkpoint"
+    tool.parent.mkdir()
+    tool.write_text("")
+    proc, _temp = containerd_proc(tmp_path)
+    cuda_proc(tmp_path / "proc")
+    monkeypatch.setattr(containerd.criu, "find_executable", lambda name: f"/usr/bin/{name}")
+    return str(gpus), str(tool), proc
+
+
+def gpu_params(tool, images_dir, **extra):
+    return params(
+        state="dumped",
+        pod="trainer-0",
+        namespace="ml",
+        container="trainer",
+        leave_running=True,
+        images_dir=images_dir,
+        keep=0,
+        cuda_checkpoint_path=tool,
+        **extra,
+    )
+
+
+def steps_of(run):
+    """The ctr verbs and cuda-checkpoint actions in call order (state reads left out)."""
+    out = []
+    for argv, _kwargs in run.calls:
+        if "--action" in argv:
+            out.append(("cuda-checkpoint", argv[argv.index("--action") + 1]))
+        elif os.path.basename(argv[0]) == "ctr":
+            out.append(tuple(argv[5:7]))
+    return out
+
+
+def test_a_cuda_container_is_frozen_only_around_containerds_checkpoint(gpu_host, tmp_path):
+    gpus, tool, proc = gpu_host
+    cuda = FakeCudaCheckpoint([4242], path=tool)
+    fake = FakeCtr(existing=[CONTAINER_ID])
+    run = FakeRun(ctr=fake, crictl=crictl, cuda_checkpoint=cuda)
+    clock = iter([100.0, 102.5])
+    result = containerd.dump(
+        gpu_params(tool, str(tmp_path / "dumps")),
+        False,
+        run,
+        gpus_dir=gpus,
+        proc=proc,
+        clock=lambda: next(clock),
+    )
+    assert steps_of(run) == [
+        ("containers", "info"),
+        ("cuda-checkpoint", "lock"),
+        ("cuda-checkpoint", "checkpoint"),
+        ("containers", "checkpoint"),
+        ("cuda-checkpoint", "restore"),
+        ("cuda-checkpoint", "unlock"),
+        ("images", "export"),
+    ]
+    gpu = result["gpu"]
+    assert (gpu["path"], gpu["cuda_pids"], gpu["locked_s"]) == ("cuda-checkpoint", [4242], 2.5)
+    assert [(s["step"], s["state"]) for s in gpu["states"]] == [
+        ("before dump", "running"),
+        ("lock", "locked"),
+        ("checkpoint", "checkpointed"),
+        ("restore", "locked"),
+        ("unlock", "running"),
+    ]
+    assert result["manifest"]["gpu"] == {"path": "cuda-checkpoint", "cuda_pids": [4242]}
+    assert cuda.states[4242] == "running"
+
+
+def test_a_failed_checkpoint_thaws_the_cuda_container(gpu_host, tmp_path):
+    gpus, tool, proc = gpu_host
+    cuda = FakeCudaCheckpoint([4242], path=tool)
+    fake = FakeCtr(existing=[CONTAINER_ID], fail={("containers", "checkpoint"): "criu failed: type DUMP"})
+    run = FakeRun(ctr=fake, crictl=crictl, cuda_checkpoint=cuda)
+    with pytest.raises(CriuError, match="containers checkpoint failed"):
+        containerd.dump(gpu_params(tool, str(tmp_path / "dumps")), False, run, gpus_dir=gpus, proc=proc)
+    assert steps_of(run)[-3:] == [
+        ("containers", "checkpoint"),
+        ("cuda-checkpoint", "restore"),
+        ("cuda-checkpoint", "unlock"),
+    ]
+    assert cuda.states[4242] == "running"
+
+
+def test_a_cuda_container_without_a_freezer_is_refused_before_anything(gpu_host, tmp_path):
+    """No cuda-checkpoint and a libcuda without the checkpoint API: runc's CRIU would fail on (or
+    silently leave out) the GPU state, so nothing is checkpointed, in check mode too."""
+    gpus, _tool, proc = gpu_host
+    run = FakeRun(ctr=FakeCtr(existing=[CONTAINER_ID]), crictl=crictl)
+    dump_params = gpu_params(None, str(tmp_path / "dumps"), cuda_driver_library="/nonexistent/libcuda.so.1")
+    for check_mode in (True, False):
+        with pytest.raises(
+            CriuError, match=re.escape("processes [4242] use CUDA but nothing here can checkpoint")
+        ):
+            containerd.dump(dump_params, check_mode, run, gpus_dir=gpus, proc=proc)
+    assert ("containers", "checkpoint") not in steps_of(run)
+    assert not os.path.exists(tmp_path / "dumps")
+
+
+def gpu_dump(dump_dir, path="cuda-checkpoint"):
+    manifest_path = os.path.join(dump_dir, "manifest.json")
+    with open(manifest_path) as handle:
+        manifest = json.load(handle)
+    manifest["gpu"] = {"path": path, "cuda_pids": [17]}
+    with open(manifest_path, "w") as handle:
+        json.dump(manifest, handle)
+
+
+def test_a_restored_cuda_container_is_restored_and_unlocked_on_the_gpu(dump_dir, gpu_host):
+    gpus, tool, proc = gpu_host
+    gpu_dump(dump_dir)
+    cuda = FakeCudaCheckpoint([4242], path=tool)
+    cuda.states[4242] = "checkpointed"  # as CRIU brings back a process dumped checkpointed
+    run = FakeRun(ctr=FakeCtr(images=[REF]), cuda_checkpoint=cuda)
+    result = containerd.restore(
+        params(checkpoint=dump_dir, cuda_checkpoint_path=tool),
+        False,
+        run,
+        proc=proc,
+        gpus_dir=gpus,
+    )
+    assert steps_of(run)[-4:] == [
+        ("tasks", "ls"),
+        ("cuda-checkpoint", "restore"),
+        ("cuda-checkpoint", "unlock"),
+        ("containers", "label"),
+    ]
+    assert (result["gpu"]["path"], result["gpu"]["cuda_pids"]) == ("cuda-checkpoint", [4242])
+    assert cuda.states[4242] == "running"
+
+
+def test_a_restored_cuda_container_that_cannot_be_thawed_is_removed(dump_dir, gpu_host):
+    gpus, tool, proc = gpu_host
+    gpu_dump(dump_dir)
+    cuda = FakeCudaCheckpoint([4242], path=tool, fail={"restore": (1, "CUDA_ERROR_OUT_OF_MEMORY\n")})
+    cuda.states[4242] = "checkpointed"
+    fake = FakeCtr(images=[REF], statuses=("RUNNING", "RUNNING", "STOPPED"))
+    run = FakeRun(ctr=fake, cuda_checkpoint=cuda)
+    restore_params = params(checkpoint=dump_dir, cuda_checkpoint_path=tool)
+    with pytest.raises(CriuError) as caught:
+        containerd.restore(restore_params, False, run, proc=proc, gpus_dir=gpus)
+    assert "CUDA_ERROR_OUT_OF_MEMORY" in caught.value.msg
+    assert "counter-2 was removed again, nothing is left half-restored" in caught.value.msg
+    assert "counter-2" not in fake.existing
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_a_cuda_dump_is_not_restored_on_a_host_without_a_gpu(dump_dir, tmp_path, check_mode):
+    gpu_dump(dump_dir)
+    run = FakeRun(ctr=FakeCtr(images=[REF]))
+    restore_params = params(checkpoint=dump_dir, cuda_checkpoint_path=None)
+    with pytest.raises(CriuError, match=r"holds CUDA state .* but this host has no NVIDIA GPU"):
+        containerd.restore(restore_params, check_mode, run, gpus_dir=str(tmp_path / "no-gpus"))
+    assert ("containers", "restore") not in steps_of(run) and ("images", "import") not in steps_of(run)
