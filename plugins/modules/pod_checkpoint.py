@@ -51,7 +51,10 @@ description:
     O(new_pod) on O(node): the archive is imported into the node's containerd as a checkpoint image
     (annotation C(org.criu.checkpoint.container.name)), and a copy of the original pod's spec runs
     the checkpointed container from it, which containerd's CRI plugin restores instead of starting.
-    The module runs on the node (the archive is a file there)."
+    The module runs on the node (the archive is a file there). On a node with an NVIDIA GPU the
+    container's CUDA processes (found through C(crictl)) are frozen only around the kubelet's
+    checkpoint, as for O(method=containerd), and a restored pod's are restored and unlocked once it
+    runs (a pod that cannot be thawed is deleted again)."
   - Docker is reached through its HTTP API on the unix socket with the Python standard library
     (no Docker SDK or CLI needed on the host).
 author:
@@ -373,9 +376,10 @@ gpu:
       (C(cuda_pids)), the CUDA state and the seconds of each step (C(states)) and, when this
       module locked the processes itself, how long they stayed locked (C(locked_s)).
     - With O(state=restored), the same for the restore (C(path) is the dump's).
-    - With O(method=containerd), C(locked_s) covers containerd's checkpoint alone (the export runs
-      after the thaw).
-  returned: method=criu or method=containerd
+    - With O(method=containerd) or O(method=kubelet), C(locked_s) covers the runtime's checkpoint
+      alone (containerd's checkpoint, the kubelet's POST); the export or the move of the archive runs
+      after the thaw.
+  returned: always
   type: dict
   sample: {"taken": false, "path": "none", "states": [], "cuda_pids": [],
            "reason": "no NVIDIA GPU on this host (no /proc/driver/nvidia/gpus): the GPU path was not taken"}

@@ -242,7 +242,10 @@ def dump(
     mf.make_images_dir(params["images_dir"])
     abandoned = mf.remove_abandoned(params["images_dir"], name)
     mf.start(dump_dir)
-    _checkpoint(client, steps[0], gpu, freezer, lock_timeout_s=params["cuda_lock_timeout"], clock=clock)
+    # The export runs with the CUDA processes thawed: locked_s is containerd's checkpoint alone.
+    gpu_mod.frozen_while(
+        freezer, gpu, lambda: client.run(*steps[0]), lock_timeout_s=params["cuda_lock_timeout"], clock=clock
+    )
     client.run(*steps[1])
     manifest = {
         "name": name,
@@ -263,28 +266,6 @@ def dump(
     return dict(
         result, manifest=manifest, pruned=pruned, commands=client.commands, abandoned_removed=abandoned
     )
-
-
-def _checkpoint(client, step, gpu, freezer, *, lock_timeout_s, clock):
-    """containerd's checkpoint, with the container's CUDA processes frozen on the GPU around it
-    when this module drives them (locked_s: how long they stayed locked). The export after it
-    runs with the processes thawed."""
-    if gpu["taken"]:
-        gpu_mod.step(freezer, gpu, label="before dump")
-    if not gpu_mod.drives(gpu):
-        client.run(*step)
-        if gpu["taken"]:
-            gpu_mod.step(freezer, gpu, label="after dump (plugin)")
-        return
-    locked_at = clock()
-    try:
-        gpu_mod.lock_and_checkpoint(freezer, gpu, lock_timeout_s)
-        client.run(*step)
-    except BaseException as exc:
-        gpu_mod.thaw_after_failure(freezer, gpu, exc)
-        raise
-    gpu_mod.thaw(freezer, gpu)
-    gpu["locked_s"] = round(clock() - locked_at, 3)
 
 
 def _prune(client, images_dir, name, keep, current):

@@ -372,6 +372,30 @@ def lock_and_checkpoint(freezer, gpu, lock_timeout_s):
     step(freezer, gpu, "checkpoint")
 
 
+def frozen_while(freezer, gpu, checkpoint, *, lock_timeout_s, clock=time.monotonic):
+    """Run ``checkpoint()`` (a runtime's own checkpoint of a container that keeps running:
+    containerd's, the kubelet's) with the CUDA processes of ``gpu`` locked and checkpointed where
+    this module drives them, and thawed right after it or after its failure (``locked_s``: how
+    long they stayed locked); with CRIU's plugin, their states before and after. Its result."""
+    if gpu["taken"]:
+        step(freezer, gpu, label="before dump")
+    if not drives(gpu):
+        done = checkpoint()
+        if gpu["taken"]:
+            step(freezer, gpu, label="after dump (plugin)")
+        return done
+    locked_at = clock()
+    try:
+        lock_and_checkpoint(freezer, gpu, lock_timeout_s)
+        done = checkpoint()
+    except BaseException as exc:
+        thaw_after_failure(freezer, gpu, exc)
+        raise
+    thaw(freezer, gpu)
+    gpu["locked_s"] = round(clock() - locked_at, 3)
+    return done
+
+
 def thaw_after_failure(freezer, gpu, exc):
     """A failed dump must not leave CUDA processes frozen; say so if they stay frozen."""
     try:

@@ -19,9 +19,12 @@
 import json
 import os
 import shutil
+import time
 
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
+from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, containerd, ociimage
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu as gpu_mod
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, StrataError, utc_iso
 
@@ -97,9 +100,43 @@ def pod_spec_to_keep(pod):
     return spec
 
 
-def dump(params, check_mode, connect):
+def container_tree(params, run_command, pod, namespace, container, *, proc="/proc"):
+    """The host PIDs of a pod's container and its descendants, found through crictl on this node."""
+    crictl = criu.find_executable("crictl")
+    if not crictl:
+        raise ctr.RuntimeUnavailable(
+            f"this node has an NVIDIA GPU, and the CUDA processes of {namespace}/{pod} must be frozen around "
+            "the kubelet's checkpoint: the module finds them through crictl, which is not installed here"
+        )
+    argv = ctr.crictl_argv(crictl, params["cri_endpoint"])
+    return criu.process_tree(ctr.crictl_target(run_command, argv, pod, namespace, container)["pid"], proc)
+
+
+def node_gpu_plan(params, run_command, pod, namespace, *, gpus_dir, find_freezer, proc="/proc"):
+    """dump_plan for the container of ``pod`` on this node: the CRI runtime's CRIU has no GPU support
+    of its own. A node without an NVIDIA GPU is not asked for processes."""
+    if not gpu_mod.nvidia_gpu_present(gpus_dir):
+        tree = []
+    else:
+        tree = container_tree(params, run_command, pod, namespace, params["container"], proc=proc)
+    return gpu_mod.dump_plan(params, run_command, tree, gpus_dir=gpus_dir, find=find_freezer, proc=proc)
+
+
+def dump(
+    params,
+    check_mode,
+    connect,
+    run_command=None,
+    *,
+    gpus_dir=gpu_mod.NVIDIA_GPUS_DIR,
+    find_freezer=gpu_mod.find_freezer,
+    clock=time.monotonic,
+    proc="/proc",
+):
     """Checkpoint pod/container through the kubelet into a dump directory of images_dir;
-    ``connect()`` gives the Kubernetes client, once the parameters are known to be good."""
+    ``connect()`` gives the Kubernetes client, once the parameters are known to be good. On a GPU
+    node the container's CUDA processes are frozen only around the kubelet's checkpoint
+    (``run_command`` runs crictl and cuda-checkpoint; the rest as containerd.dump's)."""
     url = checkpoint_url(params)
     if not params["images_dir"]:
         raise InvalidArgument(
@@ -129,11 +166,20 @@ def dump(params, check_mode, connect):
             "container_name": params["container"],
             "node": node,
         },
-        "gpu": {"path": "none"},
     }
+    gpu, freezer = node_gpu_plan(
+        params, run_command, params["pod"], namespace, gpus_dir=gpus_dir, find_freezer=find_freezer, proc=proc
+    )
+    result["gpu"] = gpu
     if check_mode:
         return result
-    answer = post_checkpoint(params, url)
+    answer = gpu_mod.frozen_while(
+        freezer,
+        gpu,
+        lambda: post_checkpoint(params, url),
+        lock_timeout_s=params["cuda_lock_timeout"],
+        clock=clock,
+    )
     written = (answer.get("items") or [None])[0]
     if not written:
         raise ctr.RuntimeUnavailable(f"the kubelet answered {answer} to {url}: no archive path in items")
@@ -159,6 +205,7 @@ def dump(params, check_mode, connect):
         },
         "container": params["container"],
         "pod_spec": pod_spec_to_keep(pod),
+        "gpu": {"path": gpu["path"], "cuda_pids": gpu["cuda_pids"]},
         "sizes": {"images_bytes": os.path.getsize(archive)},
     }
     mf.finish(dump_dir, manifest)
@@ -185,8 +232,18 @@ def _move_archive(written, archive, node, dump_dir):
         ) from None
 
 
-def restore(params, check_mode, connect, run_command):
-    """Restore a method=kubelet dump as the new pod new_pod (``connect()``: the Kubernetes client)."""
+def restore(
+    params,
+    check_mode,
+    connect,
+    run_command,
+    *,
+    gpus_dir=gpu_mod.NVIDIA_GPUS_DIR,
+    find_freezer=gpu_mod.find_freezer,
+    proc="/proc",
+):
+    """Restore a method=kubelet dump as the new pod new_pod (``connect()``: the Kubernetes client).
+    CUDA processes come back checkpointed: restored and unlocked here once the pod runs."""
     checkpoint = mf.choose(params["checkpoint"], params["images_dir"], params["name"])
     manifest = mf.load(checkpoint)
     if manifest.get("method") != METHOD:
@@ -210,7 +267,7 @@ def restore(params, check_mode, connect, run_command):
         "namespace": namespace,
         "node": node,
         "image_ref": ref,
-        "gpu": {"path": "none"},
+        "gpu": {"path": (manifest.get("gpu") or {}).get("path", "none")},
     }
     client = connect()
     existing = _existing_pod(client, new_pod, namespace)
@@ -224,6 +281,9 @@ def restore(params, check_mode, connect, run_command):
             f"new_pod or delete it (kubectl -n {namespace} delete pod {new_pod})"
         )
     client.get_node(node)
+    result["gpu"], freezer = gpu_mod.restore_plan(
+        params, run_command, manifest, checkpoint, gpus_dir=gpus_dir, find=find_freezer
+    )
     ctr_client = containerd.Ctr(params, run_command)
     body = pod_body(manifest, new_pod, namespace, node, ref, checkpoint)
     steps = _image_steps(ctr_client, archive, ref, checkpoint)
@@ -241,6 +301,9 @@ def restore(params, check_mode, connect, run_command):
     client.create("Pod", body, namespace)
     try:
         pod = wait_restored(client, new_pod, namespace, manifest["container"], params["timeout"])
+        if freezer is not None:
+            tree = container_tree(params, run_command, new_pod, namespace, manifest["container"], proc=proc)
+            gpu_mod.after_restore(freezer, result["gpu"], tree, proc)
     except StrataError as exc:
         client.delete("Pod", new_pod, namespace, grace_period_seconds=0)
         exc.msg += f" -- pod {namespace}/{new_pod} was deleted again, nothing is left half-restored"

@@ -30,7 +30,7 @@ def run(params, check_mode, run_command):
     if params["method"] == "kubelet":
         if params["state"] == "restored":
             return kubelet.restore(params, check_mode, lambda: kubernetes_client(params), run_command)
-        return kubelet.dump(params, check_mode, lambda: kubernetes_client(params))
+        return kubelet.dump(params, check_mode, lambda: kubernetes_client(params), run_command)
     if params["method"] == "containerd":
         job = containerd.restore if params["state"] == "restored" else containerd.dump
         return job(params, check_mode, run_command)

@@ -11,7 +11,7 @@ from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCh
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
 from ansible_collections.strata.ops.plugins.module_utils.criu import CriuError
 
-from ....fakes.containerd import checkpoint_archive, containerd_proc, leave_copy
+from ....fakes.containerd import CONTAINER_ID, FakeCtr, checkpoint_archive, containerd_proc, crictl
 from ....fakes.cuda import FakeCudaCheckpoint
 from ....fakes.run import FakeRun
 
@@ -21,44 +21,6 @@ NO_CRIU_ON_PATH = (
     "runc did not terminate successfully: exit status 1: CRIU version check failed: "
     'exec: "criu": executable file not found in $PATH'
 )
-
-
-class FakeCtr:
-    """ctr answering like containerd 1.6's: ``existing`` containers, ``images`` in the store,
-    ``fail`` maps a verb pair (e.g. ("containers", "restore")) to its stderr."""
-
-    def __init__(self, existing=(), images=(), fail=None, statuses=("RUNNING",), copy_into=None):
-        self.existing = set(existing)
-        self.copy_into = copy_into  # containerd's temporary directory: a restore leaves a copy there
-        self.images = set(images)
-        self.fail = fail or {}
-        self.statuses = list(statuses)  # what each tasks ls shows; the last one stays
-        self.labels = {}
-
-    def __call__(self, argv, **_kwargs):
-        args = argv[5:]  # after ctr --address A --namespace N
-        verb = tuple(args[:2])
-        if verb == ("containers", "restore"):  # containerd makes the container before its task restores
-            self.existing.add(args[-2])
-            if self.copy_into:  # and extracts the checkpoint before the runtime restores from it
-                leave_copy(self.copy_into)
-        if verb in self.fail:
-            return 1, "", self.fail[verb]
-        if verb == ("containers", "info"):
-            if args[2] not in self.existing:
-                return 1, "", f'container "{args[2]}": not found'
-            return 0, json.dumps({"ID": args[2], "Labels": self.labels}), ""
-        if verb == ("images", "ls"):
-            return 0, "\n".join(sorted(self.images)), ""
-        if verb == ("tasks", "ls"):
-            status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
-            rows = [f"{name} 4242 {status}" for name in sorted(self.existing)]
-            return 0, "\n".join(["TASK PID STATUS", *rows]), ""
-        if verb == ("containers", "rm"):
-            self.existing.discard(args[2])
-        if verb == ("images", "export"):  # ctr images export --skip-manifest-json ARCHIVE REF
-            checkpoint_archive(args[-2])
-        return 0, "", ""
 
 
 @pytest.fixture
@@ -381,41 +343,6 @@ def test_a_namespace_the_dump_could_not_read_is_not_judged():
 
 # The GPU path: a CUDA process in the pod's container is locked and checkpointed around containerd's
 # checkpoint (runc's CRIU has no GPU support of its own) and thawed after it and after a restore.
-CONTAINER_ID = "c0ffee"
-
-
-def crictl(argv, **_kwargs):
-    """crictl ps / inspect of one running container, as cri-tools 1.34 prints them."""
-    if "ps" in argv:
-        container = {"id": CONTAINER_ID, "metadata": {"name": "trainer"}, "image": {"image": "img"}}
-        return 0, json.dumps({"containers": [container]}), ""
-    return 0, json.dumps({"info": {"pid": 4242}}), ""
-
-
-def cuda_proc(proc_dir, pid=4242):
-    """A /proc entry of a process that maps libcuda (what gpu.uses_cuda looks for)."""
-    task = proc_dir / str(pid) / "task" / str(pid)
-    task.mkdir(parents=True)
-    (task / "children").write_text("")
-    (proc_dir / str(pid) / "maps").write_text(
-        "7f0000000000-7f0000001000 r-xp 0 08:01 1 /usr/lib/libcuda.so.1\n"
-    )
-
-
-@pytest.fixture
-def gpu_host(tmp_path, monkeypatch):
-    """(gpus dir, cuda-checkpoint path, proc dir): an NVIDIA GPU, NVIDIA's tool, a CUDA process 4242."""
-    gpus = tmp_path / "gpus"
-    (gpus / "0000:00:05.0").mkdir(parents=True)
-    tool = tmp_path / "bin" / "cuda-checkpoint"
-    tool.parent.mkdir()
-    tool.write_text("")
-    proc, _temp = containerd_proc(tmp_path)
-    cuda_proc(tmp_path / "proc")
-    monkeypatch.setattr(containerd.criu, "find_executable", lambda name: f"/usr/bin/{name}")
-    return str(gpus), str(tool), proc
-
-
 def gpu_params(tool, images_dir, **extra):
     return params(
         state="dumped",

@@ -8,6 +8,12 @@ import tarfile
 import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import kubelet, ociimage
+from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
+from ansible_collections.strata.ops.plugins.module_utils.k8s.errors import K8sNotFound
+
+from ....fakes.containerd import CONTAINER_ID, FakeCtr, crictl
+from ....fakes.cuda import FakeCudaCheckpoint
+from ....fakes.run import FakeRun
 
 REF = "strata.local/checkpoint/counter:20250101T000000.000Z"
 
@@ -142,3 +148,174 @@ def test_checkpoint_url_and_what_it_needs():
     assert kubelet.checkpoint_url(params) == "https://127.0.0.1:10250/checkpoint/ns/p/c"
     with pytest.raises(kubelet.InvalidArgument, match="needs kubelet_url, pod and container"):
         kubelet.checkpoint_url(dict(params, container=None))
+
+
+# The GPU path on a GPU node: the kubelet's runtime runs CRIU without GPU support, so the module
+# (on the node) freezes the container's CUDA processes around the checkpoint POST and thaws the
+# restored pod's processes once it runs.
+ORIGINAL = {
+    "metadata": {"name": "trainer-0", "namespace": "ml", "uid": "u1"},
+    "spec": {"nodeName": "gpu-1", "containers": [{"name": "trainer", "image": "img"}]},
+}
+
+
+def running_pod(name):
+    state = {"name": "trainer", "state": {"running": {}}, "containerID": f"containerd://{CONTAINER_ID}"}
+    return {
+        "metadata": {"name": name, "namespace": "ml"},
+        "spec": {"nodeName": "gpu-1"},
+        "status": {"phase": "Running", "containerStatuses": [dict(state, restartCount=0)]},
+    }
+
+
+class FakeKube:
+    """The calls kubelet.dump and kubelet.restore make on the Kubernetes client."""
+
+    def __init__(self):
+        self.created, self.deleted = [], []
+
+    def get(self, _kind, name, _namespace):
+        if name == ORIGINAL["metadata"]["name"]:
+            return ORIGINAL
+        raise K8sNotFound(f"pod {name} not found")
+
+    def get_node(self, _node):
+        return {}
+
+    def create(self, _kind, body, _namespace):
+        self.created.append(body)
+
+    def watch_until(self, _kind, _predicate, _namespace, **_kwargs):
+        return {"items": [running_pod(self.created[-1]["metadata"]["name"])]}
+
+    def delete(self, _kind, name, _namespace, **_kwargs):
+        self.deleted.append(name)
+
+
+def kubelet_params(tool, images_dir, **extra):
+    base = dict(
+        state="dumped",
+        method="kubelet",
+        kubelet_url="https://127.0.0.1:10250",
+        pod="trainer-0",
+        namespace="ml",
+        container="trainer",
+        images_dir=str(images_dir),
+        name="trainer",
+        keep=0,
+        checkpoint=None,
+        new_pod=None,
+        node=None,
+        timeout=30,
+        cri_endpoint=None,
+        containerd_address="/run/c.sock",
+        containerd_namespace="k8s.io",
+        ctr_path="/bin/true",
+        cuda_checkpoint_path=tool,
+        cuda_driver_library="libcuda.so.1",
+        criu_plugin_dir="/nonexistent",
+        cuda_lock_timeout=10,
+    )
+    base.update(extra)
+    return base
+
+
+@pytest.fixture
+def kubelet_archive(tmp_path, monkeypatch, archive):
+    """The kubelet's POST answers with an archive it wrote on the node; the state of the CUDA
+    process during the POST is kept."""
+    during_post = []
+
+    def post(_params, _url):
+        during_post.append(cuda_states.get(4242))
+        written = tmp_path / "kubelet-checkpoints" / "checkpoint-trainer-0.tar"
+        written.parent.mkdir(exist_ok=True)
+        written.write_bytes(archive.read_bytes())
+        return {"items": [str(written)]}
+
+    cuda_states = {}
+    monkeypatch.setattr(kubelet, "post_checkpoint", post)
+    return cuda_states, during_post
+
+
+def test_a_cuda_container_is_frozen_only_around_the_kubelets_checkpoint(gpu_host, tmp_path, kubelet_archive):
+    gpus, tool, proc = gpu_host
+    cuda = FakeCudaCheckpoint([4242], path=tool)
+    states, during_post = kubelet_archive
+    states.update(cuda.states)
+    cuda.states = states  # the POST sees the fake's states
+    run = FakeRun(crictl=crictl, cuda_checkpoint=cuda)
+    result = kubelet.dump(
+        kubelet_params(tool, tmp_path / "dumps"), False, FakeKube, run, gpus_dir=gpus, proc=proc
+    )
+    assert during_post == ["checkpointed"]
+    assert cuda.actions() == [(a, 4242) for a in ("lock", "checkpoint", "restore", "unlock")]
+    assert result["manifest"]["gpu"] == {"path": "cuda-checkpoint", "cuda_pids": [4242]}
+    assert result["gpu"]["locked_s"] >= 0
+
+
+def test_a_node_without_a_gpu_is_not_asked_for_processes(tmp_path, kubelet_archive):
+    run = FakeRun()
+    result = kubelet.dump(
+        kubelet_params(None, tmp_path / "dumps"), False, FakeKube, run, gpus_dir=str(tmp_path / "none")
+    )
+    assert run.calls == [] and result["manifest"]["gpu"]["path"] == "none"
+
+
+def kubelet_dump_with_cuda(tmp_path, archive):
+    """A method=kubelet dump directory whose container had CUDA state (taken by cuda-checkpoint)."""
+    stamp = "20250101T000000.000Z"
+    dump_dir = tmp_path / "dumps" / f"trainer-{stamp}"
+    dump_dir.mkdir(parents=True)
+    (dump_dir / "checkpoint.tar").write_bytes(archive.read_bytes())
+    manifest = {
+        "name": "trainer",
+        "method": "kubelet",
+        "archive": "checkpoint.tar",
+        "archive_sha256": ociimage.sha256_of(str(dump_dir / "checkpoint.tar")),
+        "pod": {"name": "trainer-0", "namespace": "ml", "node": "gpu-1"},
+        "container": "trainer",
+        "pod_spec": ORIGINAL["spec"],
+        "gpu": {"path": "cuda-checkpoint", "cuda_pids": [17]},
+        "sizes": {"images_bytes": archive.stat().st_size},
+    }
+    (dump_dir / "manifest.json").write_text(json.dumps(manifest))
+    ref = f"strata.local/checkpoint/trainer:{stamp}"
+    return str(dump_dir), FakeCtr(images=[ref, "sha256:" + "a" * 64])
+
+
+@pytest.mark.parametrize("thaw_fails", [False, True])
+def test_a_restored_cuda_pod_is_thawed_or_deleted(gpu_host, tmp_path, archive, thaw_fails):
+    gpus, tool, proc = gpu_host
+    dump_dir, fake_ctr = kubelet_dump_with_cuda(tmp_path, archive)
+    fail = {"restore": (1, "CUDA_ERROR_OUT_OF_MEMORY\n")} if thaw_fails else {}
+    cuda = FakeCudaCheckpoint([4242], path=tool, fail=fail)
+    cuda.states[4242] = "checkpointed"  # as CRIU brings back a process dumped checkpointed
+    kube = FakeKube()
+    run = FakeRun(true=fake_ctr, crictl=crictl, cuda_checkpoint=cuda)
+    restore_params = kubelet_params(
+        tool, tmp_path / "dumps", state="restored", checkpoint=dump_dir, new_pod="trainer-r"
+    )
+    if thaw_fails:
+        with pytest.raises(StrataError) as caught:
+            kubelet.restore(restore_params, False, lambda: kube, run, gpus_dir=gpus, proc=proc)
+        assert "CUDA_ERROR_OUT_OF_MEMORY" in caught.value.msg and "was deleted again" in caught.value.msg
+        assert kube.deleted == ["trainer-r"]
+        return
+    result = kubelet.restore(restore_params, False, lambda: kube, run, gpus_dir=gpus, proc=proc)
+    assert cuda.actions() == [("restore", 4242), ("unlock", 4242)] and cuda.states[4242] == "running"
+    assert (result["gpu"]["path"], result["gpu"]["cuda_pids"]) == ("cuda-checkpoint", [4242])
+    assert kube.deleted == []
+
+
+def test_a_cuda_dump_is_refused_before_the_pod_on_a_node_without_a_gpu(tmp_path, archive):
+    dump_dir, fake_ctr = kubelet_dump_with_cuda(tmp_path, archive)
+    kube = FakeKube()
+    restore_params = kubelet_params(
+        None, tmp_path / "dumps", state="restored", checkpoint=dump_dir, new_pod="trainer-r"
+    )
+    with pytest.raises(StrataError, match="holds CUDA state"):
+        kubelet.restore(
+            restore_params, False, lambda: kube, FakeRun(true=fake_ctr), gpus_dir=str(tmp_path / "x")
+        )
+    assert kube.created == []
