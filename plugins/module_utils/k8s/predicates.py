@@ -31,7 +31,8 @@ def pod_is_ready(pod):
 
 def workload_is_ready(obj):
     """A Deployment/StatefulSet whose controller has seen its spec and has every wanted
-    replica updated and ready (0 wanted: none left)."""
+    replica updated and ready (0 wanted: none left); a StatefulSet's rolling update also done
+    by its controller's own account (statefulset_rolled_out)."""
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     wanted = spec.get("replicas", 1)
@@ -39,11 +40,27 @@ def workload_is_ready(obj):
         return False
     if wanted == 0:
         return status.get("replicas", 0) == 0
-    return (
-        status.get("readyReplicas", 0) >= wanted
-        and status.get("updatedReplicas", 0) >= wanted
-        and status.get("replicas", 0) == wanted
-    )
+    if status.get("readyReplicas", 0) < wanted or status.get("replicas", 0) != wanted:
+        return False
+    if "updateRevision" in status:  # only a StatefulSet's status has it (list items carry no kind)
+        return statefulset_rolled_out(spec, status, wanted)
+    return status.get("updatedReplicas", 0) >= wanted
+
+
+def statefulset_rolled_out(spec, status, wanted):
+    """kubectl rollout status' rule for a StatefulSet (kubectl's rollout_status.go,
+    StatefulSetStatusViewer): with a partition, the pods at or above it are updated; without one,
+    the controller has moved currentRevision to updateRevision, which it does only once every pod
+    runs the new revision and is ready (updatedReplicas alone can count a pod it is about to
+    replace). OnDelete updates pods only when they are deleted: every pod updated, as before."""
+    strategy = spec.get("updateStrategy") or {}
+    updated = status.get("updatedReplicas", 0)
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+        return updated >= wanted
+    partition = (strategy.get("rollingUpdate") or {}).get("partition") or 0
+    if partition > 0:
+        return updated >= wanted - partition
+    return updated >= wanted and status.get("currentRevision") == status["updateRevision"]
 
 
 def no_items(items):

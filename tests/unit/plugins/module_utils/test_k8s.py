@@ -82,6 +82,50 @@ def test_workload_is_ready(obj, ready):
     assert k8s.workload_is_ready(obj) is ready
 
 
+def statefulset(current="web-2", update="web-2", updated=3, strategy=None):
+    """A StatefulSet of 3 replicas, all ready, as a list item (no kind), at the given revisions."""
+    return {
+        "metadata": {"name": "web", "namespace": "ns", "generation": 2},
+        "spec": {"replicas": 3, **({"updateStrategy": strategy} if strategy else {})},
+        "status": {
+            "observedGeneration": 2,
+            "replicas": 3,
+            "readyReplicas": 3,
+            "updatedReplicas": updated,
+            "currentRevision": current,
+            "updateRevision": update,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("obj", "ready"),
+    [
+        (statefulset(), True),
+        # every pod counted updated and ready, but the controller has not finished the roll yet
+        (statefulset(current="web-1"), False),
+        (statefulset(current="web-1", updated=2), False),
+        # a partition of 2: pods 2.. updated is the whole roll (kubectl: "partitioned roll out complete")
+        (statefulset(current="web-1", updated=1, strategy={"rollingUpdate": {"partition": 2}}), True),
+        (statefulset(current="web-1", updated=0, strategy={"rollingUpdate": {"partition": 2}}), False),
+        # OnDelete: revisions move only as pods are deleted; every pod updated is enough
+        (statefulset(current="web-1", strategy={"type": "OnDelete"}), True),
+        (statefulset(current="web-1", updated=2, strategy={"type": "OnDelete"}), False),
+    ],
+    ids=[
+        "rolled-out",
+        "revision-not-moved",
+        "rolling",
+        "partition-done",
+        "partition-rolling",
+        "ondelete-done",
+        "ondelete-old-pod",
+    ],
+)
+def test_a_statefulset_is_ready_when_its_controller_says_the_roll_is_done(obj, ready):
+    assert k8s.workload_is_ready(obj) is ready
+
+
 def test_set_predicates():
     assert k8s.no_items([])
     assert not k8s.no_items([pod("p")])
