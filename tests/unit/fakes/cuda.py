@@ -10,6 +10,13 @@ import subprocess
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "fake_libcuda.c")
 
+# pod_checkpoint's CUDA parameters as a test passes them (no CRIU plugin installed).
+CUDA_PARAMS = {
+    "cuda_driver_library": "libcuda.so.1",
+    "criu_plugin_dir": "/nonexistent",
+    "cuda_lock_timeout": 10,
+}
+
 # The states and moves the driver documents; cuda-checkpoint prints the state names.
 MOVES = {
     "lock": ("running", "locked"),

@@ -12,7 +12,7 @@ from ansible_collections.strata.ops.plugins.module_utils.common import InvalidAr
 from ansible_collections.strata.ops.plugins.module_utils.criu import CriuError
 
 from ....fakes.containerd import CONTAINER_ID, FakeCtr, checkpoint_archive, containerd_proc, crictl
-from ....fakes.cuda import FakeCudaCheckpoint
+from ....fakes.cuda import CUDA_PARAMS, FakeCudaCheckpoint
 from ....fakes.run import FakeRun
 
 REF = "strata.local/checkpoint/counter:20250101T000000.000Z"
@@ -54,9 +54,7 @@ def params(**extra):
         cri_endpoint=None,
         ctr_path="/usr/bin/ctr" if os.access("/usr/bin/ctr", os.X_OK) else "/bin/true",
         cuda_checkpoint_path=None,
-        cuda_driver_library="libcuda.so.1",
-        criu_plugin_dir="/nonexistent",
-        cuda_lock_timeout=10,
+        **CUDA_PARAMS,
     )
     base.update(extra)
     return base

@@ -12,7 +12,7 @@ from ansible_collections.strata.ops.plugins.module_utils.common import StrataErr
 from ansible_collections.strata.ops.plugins.module_utils.k8s.errors import K8sNotFound
 
 from ....fakes.containerd import CONTAINER_ID, FakeCtr, crictl
-from ....fakes.cuda import FakeCudaCheckpoint
+from ....fakes.cuda import CUDA_PARAMS, FakeCudaCheckpoint
 from ....fakes.run import FakeRun
 
 REF = "strata.local/checkpoint/counter:20250101T000000.000Z"
@@ -212,9 +212,7 @@ def kubelet_params(tool, images_dir, **extra):
         containerd_namespace="k8s.io",
         ctr_path="/bin/true",
         cuda_checkpoint_path=tool,
-        cuda_driver_library="libcuda.so.1",
-        criu_plugin_dir="/nonexistent",
-        cuda_lock_timeout=10,
+        **CUDA_PARAMS,
     )
     base.update(extra)
     return base
