@@ -6,7 +6,8 @@ With --device cuda (PyTorch) it fills N GiB of GPU memory with a pattern (chunk 
 value PATTERN(i) in every int32), then loops: one small GPU reduction per step (so a CUDA lock
 stops the loop), the step counter in host memory, and every VERIFY_EVERY steps a full compare of
 the pattern on the GPU. Each step rewrites FILE (atomically) as JSON: pid, count, time,
-pattern_ok and the count at which the pattern was last checked. With --device cpu the pattern
+pattern_ok, the count at which the pattern was last checked, and identity and ready_at (drawn
+at start and kept in memory: a restored process has the dumped one's). With --device cpu the pattern
 lives in host memory (the self-test of tests/gpu/run on machines without a GPU, which also maps
 the fake libcuda so that the module sees a CUDA process).
 """
@@ -73,7 +74,13 @@ def main():
     if args.load_library:
         ctypes.CDLL(args.load_library)
     memory = CudaPattern(int(args.gib)) if args.device == "cuda" else CpuPattern(args.gib)
-    status = {"pid": os.getpid(), "device": args.device, "gib": args.gib, "count": 0}
+    status = {
+        "pid": os.getpid(),
+        "device": args.device,
+        "gib": args.gib,
+        "count": 0,
+        "identity": os.urandom(8).hex(),
+    }
     status.update(pattern_ok=memory.verify(), verified_at=0, ready_at=time.time())
     while True:
         status["count"] += 1

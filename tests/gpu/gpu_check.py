@@ -9,12 +9,19 @@
 3. Where CRIU runs: the module's dump (checkpoint.dump.Dumper, the code pod_checkpoint runs) of
    the process with N GiB of GPU memory, then `criu restore` of the images into a new process and
    the thaw; frozen time, dump rate, restore time, for each size asked (8 and 40 GiB).
+4. containerd: the worker in a CRI pod on a containerd of the check's own (tests/gpu/cri_runtime.py),
+   dumped by pod_checkpoint method=containerd (the module's containerd.dump: the GPU frozen around
+   containerd's checkpoint, the pod left running), then restored into a new container.
+
+--steps picks steps (the probe always runs): freeze, dumps, containerd, predump, ansible, baselines.
 
 Everything goes to OUT/log.txt and OUT/figures.json. --self-test runs the same steps without a
 GPU (a CPU worker, the fake libcuda of the unit tests): it checks the script, never the GPU.
 """
 
 import argparse
+import ast
+import contextlib
 import ctypes
 import glob
 import io
@@ -25,21 +32,26 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, ".collections"))
 sys.path.insert(0, REPO)
 
-from ansible_collections.strata.ops.plugins.module_utils import criu  # noqa: E402
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu  # noqa: E402
+import cri_runtime  # noqa: E402 - tests/gpu, beside this script
+
+from ansible_collections.strata.ops.plugins.module_utils import containers, criu  # noqa: E402
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import containerd, gpu  # noqa: E402
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.dump import Dumper  # noqa: E402
 
 GIB = 1 << 30
-# Where `run` carries the test bed's unpacked CRIU (tests/gpu/prepare copies it there).
+# What `run` carries (tests/gpu/prepare puts it there): CRIU, the containerd step's runtime.
 CARRY = os.path.join(REPO, ".tmp", "gpu-carry")
 PLUGIN_DIRS = ("/usr/lib/criu", "/usr/local/lib/criu", "/usr/lib64/criu")
+STEPS = ("freeze", "dumps", "containerd", "predump", "ansible", "baselines")
 
 
 class Report:
@@ -101,7 +113,12 @@ def find_cuda_checkpoint():
 
 def carried_criu(out):
     """A wrapper that runs the carried CRIU with its own glibc, as tests/testbed/up writes it."""
-    roots = sorted(glob.glob(os.path.join(CARRY, "criu-*")))
+    archives = sorted(glob.glob(os.path.join(CARRY, "criu-*.tar.xz")))
+    if archives:
+        cri_runtime.extract(archives[-1], os.path.join(out, "carry"))
+        roots = sorted(glob.glob(os.path.join(out, "carry", "criu-*")))
+    else:
+        roots = sorted(d for d in glob.glob(os.path.join(CARRY, "criu-*")) if os.path.isdir(d))
     if not roots:
         return shutil.which("criu")
     root = roots[-1]
@@ -154,6 +171,7 @@ def probe(report, args):
         memory = [line.strip() for line in handle if line.startswith(("MemTotal", "MemAvail"))]
     facts["machine"] = {
         "kernel": os.uname().release,
+        "sandbox": cri_runtime.sandbox_kind(),
         "cpus": os.cpu_count(),
         "images_dir_free_gib": round(disk_free(args.images_dir) / GIB, 1),
         "meminfo": memory,
@@ -201,7 +219,37 @@ def probe(report, args):
 # ---- the worker -----------------------------------------------------------------------------------
 
 
-class Worker:
+class WorkerStatus:
+    """The status file a cuda_worker.py writes, and waits on it."""
+
+    def __init__(self, status_path, log_path, pid):
+        self.status_path, self.log_path, self.pid = status_path, log_path, pid
+
+    def exited(self):
+        return not criu.alive(self.pid)
+
+    def status(self):
+        try:
+            with open(self.status_path) as handle:
+                return json.load(handle)
+        except (OSError, ValueError):
+            return {}
+
+    def wait(self, predicate, timeout, what):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.status()
+            if status and predicate(status):
+                return status
+            if self.exited():
+                raise RuntimeError(
+                    f"the worker (pid {self.pid}) exited waiting for {what}: see {self.log_path}"
+                )
+            time.sleep(0.05)
+        raise RuntimeError(f"timed out after {timeout} s waiting for {what} (last status {self.status()})")
+
+
+class Worker(WorkerStatus):
     def __init__(self, report, args, gib, name):
         self.status_path = os.path.join(args.work, f"{name}.status.json")
         self.log_path = os.path.join(args.work, f"{name}.log")
@@ -222,25 +270,8 @@ class Worker:
             self.proc = subprocess.Popen(argv, stdin=null, stdout=log, stderr=log, start_new_session=True)
         self.pid = self.proc.pid
 
-    def status(self):
-        try:
-            with open(self.status_path) as handle:
-                return json.load(handle)
-        except (OSError, ValueError):
-            return {}
-
-    def wait(self, predicate, timeout, what):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = self.status()
-            if status and predicate(status):
-                return status
-            if self.proc.poll() is not None and not criu.alive(self.pid):
-                raise RuntimeError(
-                    f"the worker exited (rc={self.proc.returncode}) waiting for {what}: see {self.log_path}"
-                )
-            time.sleep(0.05)
-        raise RuntimeError(f"timed out after {timeout} s waiting for {what} (last status {self.status()})")
+    def exited(self):
+        return self.proc.poll() is not None and not criu.alive(self.pid)
 
     def kill(self):
         try:
@@ -275,9 +306,14 @@ def counter_frozen(worker, seconds=1.0):
     return before == worker.status().get("count"), before
 
 
-def fake_cuda_pids(args, pid):
-    """Self-test only: make the fake libcuda treat ``pid`` as its CUDA process."""
+def fake_cuda_pids(args, pid, new_pid_state=None):
+    """Self-test only: make the fake libcuda treat ``pid`` as its CUDA process (and a PID it has not
+    seen as one in ``new_pid_state``: a process restored from a checkpointed dump)."""
     os.environ["FAKE_LIBCUDA_PIDS"] = str(pid)
+    if new_pid_state:
+        os.environ["FAKE_LIBCUDA_NEW_PID_STATE"] = new_pid_state
+    else:
+        os.environ.pop("FAKE_LIBCUDA_NEW_PID_STATE", None)
     ctypes.CDLL(args.libcuda).fake_reset()
 
 
@@ -540,6 +576,8 @@ def parse_args():
     parser.add_argument("--freeze-gib", type=float, default=1)
     parser.add_argument("--predump-gib", type=float, default=4, help="0: no pre-dump measure")
     parser.add_argument("--ansible-gib", type=float, default=2, help="GiB of the worker the module dumps")
+    parser.add_argument("--cri-gib", type=float, default=2, help="GiB of the worker in the containerd step")
+    parser.add_argument("--steps", default="all", help=f"comma-separated, of {', '.join(STEPS)}; or all")
     parser.add_argument("--lock-timeout", type=int, default=10)
     parser.add_argument("--libcuda", default=gpu.LIBCUDA)
     parser.add_argument("--images-dir", default="/var/tmp/strata-gpu-dumps")
@@ -547,7 +585,13 @@ def parse_args():
     # live here and come back packed in OUT/logs.tar.gz.
     parser.add_argument("--work", default="/var/tmp/strata-gpu-work")
     parser.add_argument("--self-test", action="store_true", help="no GPU: check this script only")
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.steps = (
+        set(STEPS) if args.steps == "all" else {s.strip() for s in args.steps.split(",") if s.strip()}
+    )
+    if args.steps - set(STEPS):
+        parser.error(f"--steps: unknown {sorted(args.steps - set(STEPS))}; the steps are {', '.join(STEPS)}")
+    return args
 
 
 def use_fake_cuda(report, args):
@@ -601,6 +645,303 @@ def run_dumps(report, args, facts):
         report.record("dumps", dumps)
     report.record("dumps", dumps)
     return dumps
+
+
+# ---- containerd: the worker in a CRI pod, containerd's own checkpoint and restore -----------------
+
+CRI_POD, CRI_NAMESPACE, CRI_CONTAINER = "gpu-check", "strata-gpu", "cuda-worker"
+
+
+def module_defaults():
+    """pod_checkpoint's parameters with their defaults, read from its argument spec (so that a
+    parameter added there reaches the module's functions here too)."""
+    path = os.path.join(REPO, "plugins", "modules", "pod_checkpoint.py")
+    with open(path) as handle:
+        tree = ast.parse(handle.read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "argument_spec" and isinstance(node.value, ast.Call):
+            params = {}
+            for option in node.value.keywords:
+                if option.arg is None:  # **K8S_AUTH_ARGSPEC: method=kubelet's
+                    continue
+                params[option.arg] = None
+                for setting in getattr(option.value, "keywords", []):
+                    # a constant's name is no literal: set below where it matters
+                    if setting.arg == "default":
+                        with contextlib.suppress(ValueError):
+                            params[option.arg] = ast.literal_eval(setting.value)
+            params.update(docker_socket=containers.DEFAULT_DOCKER_SOCKET, cuda_driver_library=gpu.LIBCUDA)
+            return params
+    raise RuntimeError(f"no argument_spec in {path}")
+
+
+def cri_params(args, runtime, plugin_dir):
+    """pod_checkpoint's parameters for method=containerd on the step's pod."""
+    params = module_defaults()
+    params.update(
+        method="containerd",
+        state="dumped",
+        pod=CRI_POD,
+        namespace=CRI_NAMESPACE,
+        container=CRI_CONTAINER,
+        images_dir=os.path.join(args.images_dir, "containerd"),
+        name="gpu-cri",
+        keep=1,
+        leave_running=True,
+        cri_endpoint="unix://" + runtime.socket,
+        containerd_address=runtime.socket,
+        containerd_namespace=cri_runtime.NAMESPACE,
+        ctr_path=os.path.join(runtime.bin, "ctr"),
+        criu_path=args.criu,
+        criu_plugin_dir=plugin_dir,
+        cuda_driver_library=args.libcuda,
+        cuda_lock_timeout=args.lock_timeout,
+    )
+    return params
+
+
+def cri_worker_spec(args, status_path):
+    """The worker's CRI container config: the host's python (PyTorch's on the GPU machine) and
+    tests/gpu through read-only bind mounts, its status folder read-write; on a GPU the NVIDIA
+    devices and the driver's folder, in the self-test the fake libcuda."""
+    status_dir = os.path.dirname(status_path)
+    argv = [args.python, os.path.join(HERE, "cuda_worker.py"), "--gib", str(args.cri_gib)]
+    argv += ["--status", status_path, "--device", args.device]
+    paths = [HERE, *cri_runtime.python_mounts(run, args.python)]
+    # HOME and TMPDIR: the only writable folder (CUDA's and PyTorch's caches)
+    envs = {"HOME": status_dir, "TMPDIR": status_dir, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
+    if os.environ.get("PYTHONPATH"):
+        envs["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    devices = []
+    if args.self_test:
+        argv += ["--load-library", args.libcuda]
+        paths.append(os.path.dirname(args.libcuda))
+    else:
+        driver = cri_runtime.libcuda_dir(run)
+        if driver:
+            paths.append(driver)
+            envs["LD_LIBRARY_PATH"] = driver
+        # CUDA used once on the host first: the driver makes /dev/nvidia-uvm on first use
+        rc, _out, err = run([args.python, "-c", "import torch; torch.zeros(1, device='cuda')"], timeout=120)
+        if rc != 0:
+            raise RuntimeError(f"PyTorch cannot use the GPU on the host: {err.strip()[-500:]}")
+        devices = cri_runtime.nvidia_devices()
+    return {
+        "command": argv,
+        "envs": [{"key": key, "value": value} for key, value in envs.items()],
+        "mounts": cri_runtime.bind_mounts([*paths, status_dir], writable=[status_dir]),
+        "devices": devices,
+    }
+
+
+class GpuMemoryWatch(threading.Thread):
+    """nvidia-smi's MiB of one process, read over and over while the module dumps it: the least
+    seen says whether the CUDA checkpoint released the GPU memory inside the dump."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.seen, self.halt = pid, [], threading.Event()
+
+    def run(self):
+        while not self.halt.is_set():
+            self.seen.append(gpu_memory_of(self.pid))
+            time.sleep(0.1)
+
+    def least(self):
+        self.halt.set()
+        self.join(timeout=90)
+        seen = [v for v in self.seen if v is not None]
+        return min(seen) if seen else None
+
+
+def cri_skip_reason(report, args, facts):
+    """Why the containerd step cannot run here, or None."""
+    if facts["machine"]["sandbox"] == "gvisor":
+        return "gVisor (kernel 4.4.0) runs no CRIU: containerd's checkpoint needs a Firecracker machine"
+    if os.geteuid() != 0:
+        return "containerd and runc need root"
+    if not args.criu:
+        return "no CRIU here"
+    need = 40 if args.self_test else 150 + 10 * args.cri_gib
+    if report.left() < need:
+        return f"{report.left():.0f} s of the budget left, the step needs about {need:.0f} s"
+    return None
+
+
+def gpu_figures(result):
+    taken = result.get("gpu") or {}
+    return {k: taken.get(k) for k in ("path", "taken", "reason", "states", "cuda_pids", "locked_s")}
+
+
+class CriStep:
+    """The containerd step's parts, on one runtime, pod and worker."""
+
+    def __init__(self, report, args, runtime, fig):
+        self.report, self.args, self.runtime, self.fig = report, args, runtime, fig
+        self.checks = fig["checks"]
+        self.worker = self.pod = self.params = None
+
+    def start(self):
+        """containerd up, the image in, the pod running and its worker counting."""
+        args, runtime = self.args, self.runtime
+        runtime.unpack()
+        runtime.start()
+        runtime.import_image()
+        self.fig["runtime"] = runtime.facts
+        self.report.record("containerd", self.fig)
+        # the module finds crictl on PATH; ctr's client unpacks into the CRI plugin's snapshotter
+        os.environ["PATH"] = runtime.bin + os.pathsep + os.environ.get("PATH", "")
+        os.environ["CONTAINERD_SNAPSHOTTER"] = "native"
+        status_dir = os.path.join(args.work, "cri-status")
+        os.makedirs(status_dir)
+        status_path = os.path.join(status_dir, "worker.status.json")
+        started = time.monotonic()
+        self.pod = runtime.run_pod(CRI_POD, CRI_NAMESPACE, CRI_CONTAINER, cri_worker_spec(args, status_path))
+        pid = self.pod["pid"]
+        self.worker = WorkerStatus(
+            status_path, os.path.join(args.work, "pod-logs", CRI_CONTAINER + ".log"), pid
+        )
+        ready = self.worker.wait(
+            lambda s: s.get("count", 0) > 5 and s.get("pattern_ok"), 600, "the worker in the pod to count"
+        )
+        self.fig.update(pod_to_counting_s=round(time.monotonic() - started, 2), worker_pid=pid)
+        self.fig["gpu_mib_before"] = gpu_memory_of(pid)
+        self.report.log(f"containerd step: worker pid {pid} counts ({ready['count']})")
+        if args.self_test:
+            fake_cuda_pids(args, pid, new_pid_state="checkpointed")
+
+    def dump(self):
+        """containerd.dump with the pod left running; the worker counts on. Returns (result, the
+        worker's status before the dump)."""
+        args, worker = self.args, self.worker
+        before = worker.status()
+        watch = None if args.self_test else GpuMemoryWatch(worker.pid)
+        if watch:
+            watch.start()
+        started, commands = time.monotonic(), len(self.runtime.timings)
+        try:
+            result = containerd.dump(
+                self.params, False, self.runtime.run, gpus_dir=args.gpus_dir, find_freezer=gpu.find_freezer
+            )
+        finally:
+            least = watch.least() if watch else None
+        dump = self.fig["dump"] = {"module_wall_s": round(time.monotonic() - started, 3)}
+        at_end = worker.status()
+        manifest = result.get("manifest") or {}
+        dump.update(
+            gpu_mib_least_during=least,
+            gpu_mib_after=gpu_memory_of(worker.pid),
+            checkpoint_dir=result["checkpoint_dir"],
+            images_bytes=manifest.get("sizes", {}).get("images_bytes"),
+            gpu=gpu_figures(result),
+            manifest_gpu_path=(manifest.get("gpu") or {}).get("path"),
+            count_before=before["count"],
+            count_at_end=at_end["count"],
+            commands=self.runtime.timings[commands:],
+        )
+        stats = self.runtime.criu_stats("stats-dump")
+        dump["criu_stats"] = criu.summarize_dump_stats(stats) if stats else None
+        self.report.log(f"containerd dump: {json.dumps(dump, default=str)}")
+        self.report.record("containerd", self.fig)
+        after = worker.wait(lambda s: s["count"] > at_end["count"] + 5, 120, "the counter after the dump")
+        checked = worker.wait(
+            lambda s: s["verified_at"] > after["count"], 300, "a pattern check after the dump"
+        )
+        self.checks["counted_on_after_dump"] = True
+        self.checks["pattern_ok_after_dump"] = checked["pattern_ok"]
+        self.checks["gpu_path_taken"] = bool(dump["gpu"].get("taken")) and dump["gpu"].get("path") != "none"
+        if not args.self_test and self.fig["gpu_mib_before"]:
+            self.checks["gpu_memory_released_in_dump"] = least == 0
+            self.checks["gpu_memory_back_after_dump"] = bool(dump["gpu_mib_after"])
+        return result, before
+
+    def restore(self, dumped, before):
+        """The original container stopped (only the restored process writes the status file: both
+        have the same mounts), then containerd.restore into a new container: the dumped process."""
+        args, runtime, worker = self.args, self.runtime, self.worker
+        runtime.crictl("stop", "--timeout", "2", self.pod["id"])
+        deadline = time.monotonic() + 30
+        while criu.alive(self.pod["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stopped_at = time.time()
+        new = CRI_CONTAINER + "-restored"
+        runtime.restored.append(new)
+        params = dict(self.params, state="restored", checkpoint=dumped["checkpoint_dir"], new_container=new)
+        started, commands = time.monotonic(), len(runtime.timings)
+        result = containerd.restore(
+            params, False, runtime.run, gpus_dir=args.gpus_dir, find_freezer=gpu.find_freezer
+        )
+        restore = self.fig["restore"] = {"module_wall_s": round(time.monotonic() - started, 3)}
+        restore["pid"] = worker.pid = result["restored"]["pid"]
+        runtime.remember(worker.pid)
+        restore["gpu"] = gpu_figures(result)
+        first = worker.wait(lambda s: s["time"] > stopped_at, 120, "the restored process to count")
+        restore.update(
+            to_counting_s=round(time.monotonic() - started, 3),
+            gpu_mib_after=gpu_memory_of(worker.pid),
+            count_first=first["count"],
+            commands=runtime.timings[commands:],
+            criu_stats=(runtime.criu_stats("stats-restore") or {}).get("restore"),
+        )
+        self.report.log(f"containerd restore: {json.dumps(restore, default=str)}")
+        self.report.record("containerd", self.fig)
+        identity = ("identity", "ready_at")
+        self.checks["same_process"] = [first.get(k) for k in identity] == [before.get(k) for k in identity]
+        # on from the count before the dump: the dumped memory (a fresh start counts from 1)
+        self.checks["counts_on_from_dump"] = first["count"] >= before["count"]
+        after = worker.wait(lambda s: s["count"] > first["count"] + 5, 120, "the restored counter to go on")
+        checked = worker.wait(
+            lambda s: s["verified_at"] > after["count"], 300, "a pattern check after restore"
+        )
+        self.checks["counted_on_after_restore"] = True
+        self.checks["pattern_ok_after_restore"] = checked["pattern_ok"]
+        if not args.self_test and self.fig["gpu_mib_before"]:
+            self.checks["gpu_memory_after_restore"] = bool(restore["gpu_mib_after"])
+
+
+def containerd_step(report, args, facts):
+    """The worker in a CRI pod on a containerd started here; the module's containerd.dump (the
+    GPU frozen around containerd's checkpoint, the pod left running): the worker counts on. Then
+    the worker's container is stopped and containerd.restore brings the dump back in a new
+    container: the dumped process (same identity), counting on, its pattern intact."""
+    fig = {"gib": args.cri_gib, "device": args.device, "checks": {}}
+    why = cri_skip_reason(report, args, facts)
+    if why:
+        fig["skipped"] = why
+        report.log(f"containerd step SKIPPED: {why}")
+        return fig
+    if facts["criu"].get("check", {}).get("rc") not in (0, None):
+        report.log("containerd step: criu check did not pass here; tried anyway")
+    runtime = cri_runtime.CriRuntime(report.log, args.work, args.criu, CARRY)
+    saved = {k: os.environ.get(k) for k in ("PATH", "CONTAINERD_SNAPSHOTTER", "FAKE_LIBCUDA_NEW_PID_STATE")}
+    try:
+        step = CriStep(report, args, runtime, fig)
+        step.start()
+        step.params = cri_params(args, runtime, (facts["cuda_plugin"] or PLUGIN_DIRS)[0])
+        step.restore(*step.dump())
+        failed = sorted(k for k, v in fig["checks"].items() if not v)
+        if failed:
+            fig["error"] = f"checks failed: {failed}"
+            report.log(f"containerd step FAILED: {fig['error']}")
+        else:
+            report.log(f"containerd step passed: {json.dumps(fig['checks'])}")
+    except cri_runtime.Unavailable as exc:
+        fig["skipped"] = str(exc)
+        report.log(f"containerd step SKIPPED: {exc}")
+    except Exception as exc:
+        # whatever it was: one run on the GPU machine has to say what broke
+        fig["error"] = f"{type(exc).__name__}: {exc}"
+        report.log(f"containerd step FAILED: {fig['error']}\n{traceback.format_exc()}")
+        report.log(f"containerd's log (tail): {runtime.log_tail()}")
+    finally:
+        runtime.clean_up()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(os.path.join(args.images_dir, "containerd"), ignore_errors=True)
+    return fig
 
 
 # ---- pre-dump: frozen time with and without (a CPU process; needs the kernel's dirty tracking) ------
@@ -821,19 +1162,32 @@ def check(report, args):
         report.log(f"no NVIDIA GPU ({gpu.NVIDIA_GPUS_DIR} missing): nothing GPU-related can run")
         report.record("result", "no GPU")
         return 1
-    report.record("freeze", freeze_cycle(report, args))
-    dumps = run_dumps(report, args, facts)
-    if args.predump_gib and report.left() > 60:
+    report.record("steps", sorted(args.steps))
+    if "freeze" in args.steps:
+        report.record("freeze", freeze_cycle(report, args))
+    if "containerd" in args.steps:
+        report.record("containerd", containerd_step(report, args, facts))
+    dumps = run_dumps(report, args, facts) if "dumps" in args.steps else {}
+    if "predump" in args.steps and args.predump_gib and report.left() > 60:
         report.record("predump", predump_frozen(report, args, args.predump_gib))
-    if report.left() > 60:
+    if "ansible" in args.steps and report.left() > 60:
         report.record("ansible", module_through_ansible(report, args, args.ansible_gib))
     dumped = max((v["gib"] for v in dumps.values() if "dump_wall_s" in v), default=None)
-    if dumped and report.left() > 30 + dumped * 3:
+    if "baselines" in args.steps and dumped and report.left() > 30 + dumped * 3:
         report.record("baselines", baselines(report, args, dumped))
+    parts = ("freeze", "containerd", "ansible", "predump")
     failed = [k for k, v in dumps.items() if "error" in v]
-    failed += [part for part in ("freeze", "ansible", "predump") if "error" in report.figures.get(part, {})]
+    failed += [part for part in parts if "error" in report.figures.get(part, {})]
+    skipped = {
+        part: report.figures[part]["skipped"] for part in parts if "skipped" in report.figures.get(part, {})
+    }
+    report.record("skipped", skipped)
     report.record("result", f"failed: {failed}" if failed else "done")
-    report.log("done in {:.1f} s; failed parts: {}".format(report.elapsed(), failed or "none"))
+    report.log(
+        "done in {:.1f} s; failed parts: {}; skipped: {}".format(
+            report.elapsed(), failed or "none", sorted(skipped) or "none"
+        )
+    )
     return 1 if failed else 0
 
 
@@ -842,9 +1196,11 @@ def main():
     args.gpus_dir = gpu.NVIDIA_GPUS_DIR
     args.device = "cpu" if args.self_test else "cuda"
     os.makedirs(args.out, exist_ok=True)
+    report = Report(args.out, args.budget)
+    # a run killed before its clean-up leaves the containerd step's processes and mounts in work
+    cri_runtime.clean_leftovers(report.log, args.work)
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
-    report = Report(args.out, args.budget)
     report.record("self_test", args.self_test)
     # tests/gpu/run's timeout stops the check with SIGTERM: the logs are still packed.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))

@@ -5,7 +5,9 @@ tests' fake libcuda (so the module sees a CUDA process), a directory in place of
 /proc/driver/nvidia/gpus, and the real CRIU of the test bed for the dump and the restore. It
 proves the script and the module's driver-API path around a real criu dump; it proves nothing
 about a GPU (docs/gpu-checkpoint.md). Needs root and the test bed's CRIU; fails under CI=true
-without them, skips otherwise.
+without them, skips otherwise. Its containerd step starts a containerd of its own from what
+tests/gpu/prepare carries (the GPU machine's path): without the test bed's CRI runtime to carry,
+that step is skipped and so is this test, after every other step was checked.
 """
 
 import json
@@ -37,6 +39,8 @@ def test_gpu_check_self_test_runs_every_step(tmp_path):
         "0.1",
         "--predump-gib",
         "0.25",
+        "--cri-gib",
+        "0.1",
         "--images-dir",
         str(tmp_path / "dumps"),
         "--work",
@@ -91,3 +95,52 @@ def test_gpu_check_self_test_runs_every_step(tmp_path):
     assert {"freeze.log", "freeze.status.json", "dump-0.25.status.json"} <= set(names), names
     assert any(name.startswith("criu-0.25/") and name.endswith("dump.log") for name in names), names
     assert sorted(os.listdir(out)) == ["figures.json", "log.txt", "logs.tar.gz", "nvidia-smi.txt"]
+    assert_containerd_step(figures, names, log, tmp_path)
+
+
+def assert_containerd_step(figures, names, log, tmp_path):
+    """containerd's checkpoint of the worker in a CRI pod (left running), restored into a new
+    container; skips (fails under CI=true) where the step was skipped."""
+    cri = figures["containerd"]
+    if "skipped" in cri:
+        assert figures["skipped"] == {"containerd": cri["skipped"]} and "containerd step SKIPPED" in log
+        skip_or_fail("the containerd step: " + cri["skipped"])
+    assert "error" not in cri, cri
+    # the carried binaries, as on the GPU machine, not the host's
+    assert cri["runtime"]["containerd_exe"].startswith(str(tmp_path / "work")), cri["runtime"]
+    dumped, restored = cri["dump"], cri["restore"]
+    assert dumped["gpu"]["path"] == dumped["manifest_gpu_path"] == "cuda-driver-api", dumped
+    assert [(s["step"], s["state"]) for s in dumped["gpu"]["states"]][1:] == [
+        ("lock", "locked"),
+        ("checkpoint", "checkpointed"),
+        ("restore", "locked"),
+        ("unlock", "running"),
+    ]
+    assert dumped["gpu"]["locked_s"] > 0 and dumped["images_bytes"] > 0.1 * (1 << 30)
+    # CRIU's own stats, kept from the runc shim's work folder before it went
+    assert dumped["criu_stats"]["pages_written"] > 0 and restored["criu_stats"]["pages_restored"] > 0
+    # the restored process is another host pid, which the fake libcuda saw first as checkpointed
+    assert restored["pid"] != cri["worker_pid"]
+    assert [(s["step"], s["state"]) for s in restored["gpu"]["states"]] == [
+        ("restore", "locked"),
+        ("unlock", "running"),
+    ]
+    assert restored["count_first"] >= dumped["count_before"] > 5
+    assert cri["checks"] == dict.fromkeys(
+        [
+            "counted_on_after_dump",
+            "pattern_ok_after_dump",
+            "gpu_path_taken",
+            "same_process",
+            "counts_on_from_dump",
+            "counted_on_after_restore",
+            "pattern_ok_after_restore",
+        ],
+        True,
+    )
+    # CRIU's logs of containerd's checkpoint and restore, kept before the shim and containerd remove them
+    kept = [n for n in names if n.startswith("containerd-criu-logs/")]
+    assert any(n.endswith("criu-work_dump.log") for n in kept) and any(
+        n.endswith("restore.log") for n in kept
+    ), names
+    assert "containerd.log" in names

@@ -9,6 +9,10 @@
  *   FAKE_LIBCUDA_LOG           file that gets one line per call
  *   FAKE_LIBCUDA_INIT_RESULT   what cuInit returns (default 0)
  *   FAKE_LIBCUDA_LOCK_RESULT   what a lock returns instead of succeeding (e.g. 909, timeout)
+ *   FAKE_LIBCUDA_NEW_PID_STATE running, locked or checkpointed: a PID not in FAKE_LIBCUDA_PIDS
+ *                              joins the table in that state when first asked about (a process
+ *                              restored from a dump taken while checkpointed has a new PID);
+ *                              unset (or another value), such a PID stays unknown
  * Built with -DNO_CHECKPOINT_API it exports only cuInit/cuDriverGetVersion/cuGetErrorName,
  * as an r550 driver does. */
 #include <stdarg.h>
@@ -29,6 +33,7 @@ typedef struct {
 
 #define MAX_PIDS 64
 static int pids[MAX_PIDS], states[MAX_PIDS], npids, initialized;
+static int new_pid_state = -1; /* -1: an unknown PID stays unknown */
 
 static void log_call(const char *fmt, ...)
 {
@@ -48,10 +53,18 @@ static void log_call(const char *fmt, ...)
 void fake_reset(void)
 {
 	const char *list = getenv("FAKE_LIBCUDA_PIDS");
+	const char *fresh = getenv("FAKE_LIBCUDA_NEW_PID_STATE");
 	char *copy, *tok, *save = NULL;
 
 	npids = 0;
 	initialized = 0;
+	new_pid_state = -1;
+	if (fresh && !strcmp(fresh, "running"))
+		new_pid_state = RUNNING;
+	else if (fresh && !strcmp(fresh, "locked"))
+		new_pid_state = LOCKED;
+	else if (fresh && !strcmp(fresh, "checkpointed"))
+		new_pid_state = CHECKPOINTED;
 	if (!list)
 		return;
 	copy = strdup(list);
@@ -106,7 +119,12 @@ static int slot(int pid)
 	for (int i = 0; i < npids; i++)
 		if (pids[i] == pid)
 			return i;
-	return -1;
+	if (new_pid_state < 0 || pid <= 0 || npids >= MAX_PIDS)
+		return -1;
+	log_call("new pid %d state %d", pid, new_pid_state);
+	pids[npids] = pid;
+	states[npids] = new_pid_state;
+	return npids++;
 }
 
 static CUresult move(const char *call, int pid, int from, int to)
