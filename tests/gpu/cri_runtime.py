@@ -28,7 +28,9 @@ import threading
 import time
 import uuid
 
+from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils import criu
+from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
 
 # /run/strata-gpu-cri-HASH/containerd.sock: a socket per work folder, so that a check running
 # beside another (two checkouts' `make test`) never takes the other's containerd for a leftover
@@ -84,16 +86,6 @@ def sandbox_kind():
 
 def is_under(path, roots):
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
-
-
-def mount_points():
-    """The host's mount points (this process's mount namespace)."""
-    points = []
-    with open("/proc/self/mountinfo") as handle:
-        for line in handle:
-            fields = line.split()
-            points.append(fields[4].encode().decode("unicode_escape"))
-    return points
 
 
 class LogKeeper(threading.Thread):
@@ -267,10 +259,8 @@ class CriRuntime:
             return None
 
     def crictl_argv(self):
-        # 60 s per call, as the module's own crictl (containers.crictl_argv)
-        endpoint = "unix://" + self.socket
-        crictl = os.path.join(self.bin, "crictl")
-        return [crictl, "--timeout", "60s", "--runtime-endpoint", endpoint, "--image-endpoint", endpoint]
+        # the module's own crictl argv: its timeout, this containerd's socket (images too)
+        return ctr.crictl_argv(os.path.join(self.bin, "crictl"), "unix://" + self.socket)
 
     def crictl(self, *args, check=True):
         argv = [*self.crictl_argv(), *args]
@@ -300,7 +290,7 @@ class CriRuntime:
 
     def cgroups(self):
         """runc needs a cgroup file system: mount cgroup2 where none is mounted (a bare VM)."""
-        mounted = [p for p in mount_points() if p == "/sys/fs/cgroup" or p.startswith("/sys/fs/cgroup/")]
+        mounted = [p for p in mnt.mount_points_now() if is_under(p, ["/sys/fs/cgroup"])]
         with open("/proc/self/cgroup") as handle:
             self.facts["self_cgroup"] = handle.read().strip().splitlines()[:20]
         if not mounted:
@@ -556,10 +546,10 @@ def kill_shims(log, socket, more=()):
 def unmount_below(log, folder):
     """Lazy unmounts of every mount below ``folder`` (a pod's shm, the native snapshotter's rootfs
     binds); True when none is left, so that it can go."""
-    for point in sorted((p for p in mount_points() if is_under(p, [folder])), key=len, reverse=True):
+    for point in sorted((p for p in mnt.mount_points_now() if is_under(p, [folder])), key=len, reverse=True):
         done = subprocess.run(["umount", "-l", point], capture_output=True, text=True, check=False)
         log(f"umount -l {point}: rc={done.returncode} {done.stderr.strip()}")
-    if any(is_under(p, [folder]) for p in mount_points()):
+    if any(is_under(p, [folder]) for p in mnt.mount_points_now()):
         log(f"mounts are left below {folder}: it is kept")
         return False
     return True
@@ -664,7 +654,7 @@ def bind_mounts(paths, writable=()):
     for path in sorted(set(paths), key=lambda p: (p.count("/"), p)):
         if path in writable or not is_under(path, list(chosen)):
             chosen[path] = os.path.realpath(path)
-    points = mount_points()
+    points = mnt.mount_points_now()
     for container, host in list(chosen.items()):
         for point in points:
             if point != host and is_under(point, [host]):
