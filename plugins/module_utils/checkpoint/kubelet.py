@@ -126,7 +126,7 @@ def dump(
     params,
     check_mode,
     connect,
-    run_command=None,
+    run_command,
     *,
     gpus_dir=gpu_mod.NVIDIA_GPUS_DIR,
     find_freezer=gpu_mod.find_freezer,
