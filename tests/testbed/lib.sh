@@ -46,6 +46,7 @@ HOST_PACKAGES=(
   python3-protobuf  # crit (CRIU's image tool, from the same suite as CRIU) decodes with it
   containerd        # the CRI runtime of the pod checkpoint tests (docker.io brings it too)
   containernetworking-plugins  # its pods' network (bridge, host-local, loopback)
+  qemu-system-x86 busybox-static  # the dirty-tracking guest of CRIU's pre-dump (vm/build)
 )
 
 say() { printf 'testbed: %s\n' "$*" >&2; }
