@@ -37,6 +37,7 @@ STRATA_BENCH_ROUNDS (default 2; each round is one dd pair and one dump).
 
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,7 @@ import uuid
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 from benchkit import growth_lines  # noqa: E402
+from memory_holder import CHUNK  # noqa: E402
 from results import record  # noqa: E402
 from testbed_paths import BIN  # noqa: E402
 
@@ -56,22 +58,11 @@ BENCH_DIR = os.environ.get("STRATA_BENCH_DIR", os.path.join(REPO, ".tmp", "bench
 # at a quarter of what 1 GiB took (its fill and warm-up writes run at ~90 MB/s on this test bed).
 SIZES = [float(s) for s in os.environ.get("STRATA_BENCH_SIZES_GIB", "0.25,4").split(",")]
 ROUNDS = int(os.environ.get("STRATA_BENCH_ROUNDS", "2"))
-CHUNK = 64 << 20
 GOAL = 0.70
 
-HOLDER = r"""
-import mmap, os, sys, time
-size, chunk = int(sys.argv[1]), int(sys.argv[2])
-block = memoryview(os.urandom(chunk))
-mem = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-for i, off in enumerate(range(0, size, chunk)):
-    r = (i * 4099 + 17) % chunk  # rotation: every page content differs, none is zero
-    head = chunk - r
-    mem[off:off + head] = block[r:]
-    mem[off + head:off + chunk] = block[:r]
-print("ready", flush=True)
-time.sleep(3600)
-"""
+# The memory holder: every page different, none zero (tests/testbed/memory_holder.py), passed as
+# source with -c so that it runs as well in a container without the checkout.
+HOLDER = pathlib.Path(REPO, "tests", "testbed", "memory_holder.py").read_text()
 
 
 def rss(pid):
@@ -158,14 +149,14 @@ def holder_bytes(gib):
 def bench_size(gib):
     size = holder_bytes(gib)
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(size), str(CHUNK)],
+        [sys.executable, "-c", HOLDER, str(size)],
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # its own session: CRIU dumps it without --shell-job
     )
     try:
         start = time.perf_counter()
-        if holder.stdout.readline().strip() != b"ready":
+        if not holder.stdout.readline().startswith(b"ready"):
             raise SystemExit("bench checkpoint: the memory holder did not start")
         fill = time.perf_counter() - start
         resident = rss(holder.pid)

@@ -31,8 +31,8 @@ and containerd together ~1.4 of the 2 cores; ``ctr content ingest`` of 1 GiB alo
 3.3 s containerd's extraction (~400 MiB/s), 3 s CRIU: Docker 20.10's restore path, not ours, is
 what keeps this far from the cat.
 
-Pre-dump frozen time: measured only where the kernel tracks dirty memory (``criu check --feature
-mem_dirty_track``); where it cannot, the line says so with CRIU's own words.
+Pre-dump frozen time: bench predump (a guest on a kernel that tracks dirty memory); this host's
+kernel is named with CRIU's own words where it cannot (``criu check --feature mem_dirty_track``).
 
 Env: STRATA_CRIU (default ~/.cache/strata-ops/bin/criu), STRATA_BENCH_RESTORE_GIB (default 0.25,1),
 STRATA_BENCH_ROUNDS (default 2), STRATA_BENCH_DOCKER_ROUNDS (default 1), STRATA_CKPT_IMAGE (default
@@ -52,7 +52,7 @@ import uuid
 _repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(_repo, ".collections"), os.path.join(_repo, "tests", "testbed")]
 import cri_pod  # noqa: E402
-from bench_checkpoint import BENCH_DIR, BIN, CHUNK, HOLDER, REPO, holder_bytes  # noqa: E402
+from bench_checkpoint import BENCH_DIR, BIN, HOLDER, REPO, holder_bytes  # noqa: E402
 from bench_checkpoint import run_module as module  # noqa: E402
 from benchkit import growth_lines  # noqa: E402
 from caches import drop_caches  # noqa: E402
@@ -169,13 +169,13 @@ def rounds(label, dump_dir, restore, size, count):
 
 def host_process(size):
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(size), str(CHUNK)],
+        [sys.executable, "-c", HOLDER, str(size)],
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # its own session: CRIU dumps and restores it without --shell-job
     )
     try:
-        if holder.stdout.readline().strip() != b"ready":
+        if not holder.stdout.readline().startswith(b"ready"):
             raise SystemExit("bench restore: the memory holder did not start")
         dumped = module(
             {
@@ -194,7 +194,7 @@ def host_process(size):
 def docker_container(size):
     holder = f"strata-bench-holder-{uuid.uuid4().hex[:6]}"
     try:
-        docker("run", "-d", "--name", holder, IMAGE, "python3", "-u", "-c", HOLDER, str(size), str(CHUNK))
+        docker("run", "-d", "--name", holder, IMAGE, "python3", "-u", "-c", HOLDER, str(size))
         deadline = time.monotonic() + 300
         while "ready" not in docker("logs", holder):
             if time.monotonic() > deadline:
@@ -307,9 +307,10 @@ def pre_dump_line():
         said = (proc.stderr or proc.stdout).strip().splitlines()
         return (
             "pre-dump frozen time: not measurable on this kernel (criu check --feature mem_dirty_track: "
-            f"{said[-1] if said else 'rc=' + str(proc.returncode)}); pod_checkpoint refuses pre_dumps here"
+            f"{said[-1] if said else 'rc=' + str(proc.returncode)}); bench predump measures it in a "
+            "QEMU guest on Debian's kernel"
         )
-    return "pre-dump frozen time: the kernel tracks dirty memory; run bench checkpoint with pre_dumps"
+    return "pre-dump frozen time: this kernel tracks dirty memory; bench predump measures it (in a guest)"
 
 
 def record_path(path, figures, gib, judged):
