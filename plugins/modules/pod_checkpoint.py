@@ -170,6 +170,9 @@ options:
       - Needs a kernel with memory dirty tracking (C(criu check --feature mem_dirty_track));
         refused before anything is written where it is missing, and for CUDA processes.
       - Pre-dump images are kept in C(pre-1) .. C(pre-N) inside the dump directory.
+      - The kernel tracks dirty memory per page it maps, so a process under transparent huge pages
+        that writes a little into many 2 MiB pages dirties all of them; the module warns when the
+        final dump still wrote more than half of the pages it scanned (the pre-dumps saved little).
     type: int
     default: 0
   tcp_established:
