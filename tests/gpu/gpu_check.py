@@ -947,14 +947,20 @@ def containerd_step(report, args, facts):
 # ---- pre-dump: frozen time with and without (a CPU process; needs the kernel's dirty tracking) ------
 
 PREDUMP_HOLDER = """
-import os, signal, sys, time
-chunk = 64 << 20
-blocks = [bytearray(os.urandom(chunk)) for _ in range(int(float(sys.argv[1]) * (1 << 30)) // chunk)]
+import ctypes, mmap, os, signal, sys, time
+chunk, huge = 64 << 20, 2 << 20
+# private: CRIU dumps shared anonymous memory apart from the pages it counts and tracks
+size = int(float(sys.argv[1]) * (1 << 30)) // chunk * chunk
+mem = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for offset in range(0, len(mem), chunk):
+    mem[offset:offset + chunk] = os.urandom(chunk)
+first = (-ctypes.addressof(ctypes.c_char.from_buffer(mem))) % huge
 def dirty(_signum, _frame):
-    # one byte of every 20th page: 5 % of the pages
-    for block in blocks:
-        for offset in range(0, chunk, 20 * 4096):
-            block[offset] ^= 1
+    # every 4 KiB page of every 20th 2 MiB block, aligned: 5 % of the pages. Not one byte of every
+    # 20th page: under transparent huge pages the kernel tracks a 2 MiB page's dirtiness as one.
+    for block in range(first, len(mem) - huge + 1, 20 * huge):
+        for offset in range(block, block + huge, 4096):
+            mem[offset] ^= 1
     print("dirtied", flush=True)
 signal.signal(signal.SIGUSR1, dirty)
 print("ready", flush=True)
