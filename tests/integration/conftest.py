@@ -31,6 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 COLLECTIONS = os.path.join(REPO, ".collections")
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
 
+import adhoc  # noqa: E402
 from testbed_paths import BIN as TESTBED_BIN  # noqa: E402
 from testbed_paths import CACHE, lab_lock  # noqa: E402
 from zfs_testbed import destroy_tree, testbed_problem, zfs  # noqa: E402
@@ -139,20 +140,10 @@ def run_module(name, args, *, check_mode=False, diff=False, env=None):
 def adhoc_run(name, args, *options):
     """``strata.ops.<name>`` run as ``run_adhoc`` runs it: (the task's result dict read from the
     json callback, what a playbook would register; Ansible's whole stdout and stderr)."""
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-    )
-    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
-    argv = [ansible, "localhost", "-c", "local", "-m", "strata.ops." + name, "-a", json.dumps(args), *options]
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    try:
-        result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    except (ValueError, KeyError, IndexError):
-        raise AssertionError(f"no result from ansible: {proc.stdout}\n{proc.stderr}") from None
-    return result, proc.stdout + proc.stderr
+    result, output = adhoc.task_result(name, args, *options)
+    if result is None:
+        raise AssertionError(f"no result from ansible: {output}")
+    return result, output
 
 
 def adhoc_result(name, args, *options):
@@ -185,7 +176,4 @@ def assert_clean_failure(result):
 def run_adhoc(name, args, *options):
     """``ansible localhost -c local -m strata.ops.<name> -a <json> [options]`` from the
     repository root, so strata.ops resolves through ansible.cfg's collections_path."""
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"))
-    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
-    argv = [ansible, "localhost", "-c", "local", "-m", "strata.ops." + name, "-a", json.dumps(args)]
-    return subprocess.run([*argv, *options], cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    return adhoc.run(name, args, *options)

@@ -21,6 +21,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed"))
+import adhoc  # noqa: E402
 from guest_vm import SCRATCH  # noqa: E402
 
 HOLDER = os.path.join(REPO, "tests", "testbed", "memory_holder.py")
@@ -54,34 +55,21 @@ def checksum(pid, log, checksum_file, count):
     raise SystemExit("guest: the holder did not answer SIGUSR1")
 
 
-def adhoc(module_args):
-    """strata.ops.pod_checkpoint through ansible localhost (ansible.posix.json): the task's result."""
-    env = dict(
-        os.environ,
-        HOME=os.path.join(WORK, "home"),  # ~/.ansible: the checkout and /root are read-only here
-        ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_LOCAL_TEMP=os.path.join(WORK, "ansible-local"),
-        ANSIBLE_REMOTE_TEMP=os.path.join(WORK, "ansible-remote"),
-        ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".collections"),
+def pod_checkpoint(module_args):
+    """strata.ops.pod_checkpoint through ansible localhost: the task's result."""
+    result, output = adhoc.task_result(
+        "pod_checkpoint",
+        module_args,
+        # ~/.ansible and Ansible's temporary files: the checkout and /root are read-only here
+        env={
+            "HOME": os.path.join(WORK, "home"),
+            "ANSIBLE_LOCAL_TEMP": os.path.join(WORK, "ansible-local"),
+            "ANSIBLE_REMOTE_TEMP": os.path.join(WORK, "ansible-remote"),
+        },
     )
-    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
-    argv = [
-        ansible,
-        "localhost",
-        "-c",
-        "local",
-        "-m",
-        "strata.ops.pod_checkpoint",
-        "-a",
-        json.dumps(module_args),
-    ]
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    try:
-        return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    except (ValueError, KeyError, IndexError):
-        raise SystemExit(f"guest: no result from ansible: {proc.stdout}\n{proc.stderr}") from None
+    if result is None:
+        raise SystemExit(f"guest: no result from ansible: {output}")
+    return result
 
 
 def start_holder(log, *options):
@@ -103,7 +91,7 @@ def scattered_writes(criu):
     holder = start_holder(os.path.join(WORK, "scattered.log"), "--scattered")
     try:
         images = os.path.join(WORK, "scattered")
-        return adhoc({"pid": holder.pid, "images_dir": images, "criu_path": criu, "pre_dumps": 1})
+        return pod_checkpoint({"pid": holder.pid, "images_dir": images, "criu_path": criu, "pre_dumps": 1})
     finally:
         holder.kill()
         holder.wait()
@@ -115,7 +103,7 @@ def main():
     log, checksum_file = os.path.join(WORK, "holder.log"), os.path.join(WORK, "checksum")
     holder = start_holder(log, "--checksum-file", checksum_file)
     before = checksum(holder.pid, log, checksum_file, 1)
-    result = adhoc(
+    result = pod_checkpoint(
         {"pid": holder.pid, "images_dir": os.path.join(WORK, "images"), "criu_path": criu, "pre_dumps": 2}
     )
     report = {"result": result, "checksum_before": before, "pages": SIZE // os.sysconf("SC_PAGE_SIZE")}
