@@ -370,6 +370,7 @@ manifest:
       identity at dump time, for example C(net:[4026532323])). A restore is refused while one of
       them is gone, as the restored container joins them again. C(gpu) holds the GPU path
       the dump took (C(path)) and its CUDA processes (C(cuda_pids)).
+    - With method=kubelet, C(stats) as for a CRIU dump, from the archive's C(stats-dump) (null without one).
   returned: success and not check mode
   type: dict
 gpu:
@@ -397,7 +398,11 @@ frozen_s:
   description:
     - How long the process tree was frozen by the final dump, in seconds (CRIU's own
       C(frozen_time) from C(stats-dump)), which is what a running job feels, unlike the dump's wall time.
-  returned: state=dumped and not check mode
+    - With O(method=kubelet), from the C(stats-dump) containerd's CRI plugin puts in the kubelet's archive;
+      null, with a warning, when the archive has none.
+    - Not returned with O(method=containerd) - containerd's runc shim removes CRIU's work directory, and
+      C(stats-dump) with it, once C(ctr containers checkpoint) is done.
+  returned: state=dumped with method=criu or method=kubelet, not in check mode
   type: float
   sample: 0.412
 pre_dump_commands:

@@ -214,6 +214,9 @@ def test_kubelet_checkpoint_then_restore_as_a_new_pod(node, tokens, counter_pod,
     kubelet_archive = dumped["kubelet"]["items"][0]
     assert kubelet_archive.startswith("/var/lib/kubelet/checkpoints/checkpoint-counter_")
     assert not os.path.exists(kubelet_archive)  # moved into the dump directory, under retention
+    # the frozen time from CRIU's stats-dump, which containerd's CRI plugin puts in the archive
+    assert dumped["frozen_s"] == manifest["stats"]["frozen_s"] > 0
+    assert manifest["stats"]["pages_written"] > 0
     # the original pod ran on through the checkpoint
     assert wait_count(node, ns, "counter", before + 5) > before
 

@@ -208,9 +208,31 @@ def dump(
         "gpu": {"path": gpu["path"], "cuda_pids": gpu["cuda_pids"]},
         "sizes": {"images_bytes": os.path.getsize(archive)},
     }
+    stats, warnings = archive_stats(archive)
+    manifest["stats"] = stats
     mf.finish(dump_dir, manifest)
     pruned = mf.prune(params["images_dir"], name, params["keep"], dump_dir)
-    return dict(result, manifest=manifest, pruned=pruned, kubelet=answer, abandoned_removed=abandoned)
+    return dict(
+        result,
+        manifest=manifest,
+        pruned=pruned,
+        kubelet=answer,
+        abandoned_removed=abandoned,
+        frozen_s=stats["frozen_s"] if stats else None,
+        warnings=warnings,
+    )
+
+
+def archive_stats(archive):
+    """(CRIU's dump stats from the archive, warnings): containerd's CRI plugin puts CRIU's
+    ``stats-dump`` at the archive's root, as CRI-O does; the checkpoint stands without it."""
+    data = ociimage.read_member(archive, "stats-dump")
+    if data is None:
+        return None, [f"{archive} has no stats-dump (CRIU's): the frozen time of this checkpoint is unknown"]
+    try:
+        return criu.summarize_dump_stats(criu.parse_stats(data)), []
+    except criu.CriuError as exc:
+        return None, [f"the stats-dump in {archive} cannot be read ({exc}): the frozen time is unknown"]
 
 
 def _move_archive(written, archive, node, dump_dir):

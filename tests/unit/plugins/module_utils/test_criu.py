@@ -7,6 +7,7 @@ import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
+from tests.unit.fakes.criu_images import STATS_DUMP
 
 CID = "4422447b02fb609b42c72388cf593c7acd30e6a75a482199fb6809b9f8fbf9d1"
 # /proc/PID/mountinfo of a Docker 20.10 container (cgroup v1) with -v /tmp/ckx/bind:/data,
@@ -172,10 +173,7 @@ def test_check_version_refuses_3x_and_says_why():
         criu.check_version(lambda argv: (127, "", "not found"), "criu")
 
 
-# stats-dump written by CRIU 4.1.1 on the test bed; `crit decode` printed STATS_JSON for it.
-STATS_DUMP = bytes.fromhex(
-    "4059105506330957250000000a2308940110d19e0818a21220f80a28d305300038920540004800500858086000680070" + "00"
-)
+# `crit decode` printed this for STATS_DUMP.
 STATS_JSON = {
     "magic": "STATS",
     "entries": [

@@ -12,6 +12,7 @@ from ansible_collections.strata.ops.plugins.module_utils.common import StrataErr
 from ansible_collections.strata.ops.plugins.module_utils.k8s.errors import K8sNotFound
 
 from ....fakes.containerd import CONTAINER_ID, FakeCtr, crictl
+from ....fakes.criu_images import STATS_DUMP
 from ....fakes.cuda import CUDA_PARAMS, FakeCudaCheckpoint
 from ....fakes.run import FakeRun
 
@@ -28,6 +29,7 @@ def archive(tmp_path):
                 {"rootfsImageRef": "sha256:" + "a" * 64, "rootfsImageName": "docker.io/library/w:1"}
             ).encode(),
             "spec.dump": b"{}",
+            "stats-dump": STATS_DUMP,
             "checkpoint/pages-1.img": b"\0" * 8192,
         }.items():
             info = tarfile.TarInfo(name)
@@ -258,6 +260,25 @@ def test_a_node_without_a_gpu_is_not_asked_for_processes(tmp_path, kubelet_archi
         kubelet_params(None, tmp_path / "dumps"), False, FakeKube, run, gpus_dir=str(tmp_path / "none")
     )
     assert run.calls == [] and result["manifest"]["gpu"]["path"] == "none"
+    # CRIU's stats from the archive's stats-dump: the frozen time a running job felt
+    assert result["frozen_s"] == result["manifest"]["stats"]["frozen_s"] == 0.134993
+    assert result["manifest"]["stats"]["pages_written"] == 658 and result["warnings"] == []
+
+
+def test_an_archive_without_stats_is_kept_and_its_frozen_time_is_unknown(tmp_path):
+    path = tmp_path / "checkpoint.tar"
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("spec.dump")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    stats, warnings = kubelet.archive_stats(str(path))
+    assert stats is None and "has no stats-dump" in warnings[0] and "unknown" in warnings[0]
+    with tarfile.open(path, "a") as tar:
+        info = tarfile.TarInfo("stats-dump")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"\x40\x59\x10\x55"))
+    stats, warnings = kubelet.archive_stats(str(path))
+    assert stats is None and "cannot be read" in warnings[0]
 
 
 def kubelet_dump_with_cuda(tmp_path, archive):
