@@ -2,8 +2,8 @@
 
 What a training job feels of a checkpoint is the time it is frozen, not the dump's wall time.
 strata.ops.pod_checkpoint dumps a process whose memory (random bytes, every page different:
-tests/testbed/memory_holder.py) keeps 5 % of its pages hot (one byte of every 20th page written
-over and over, as a running job does), twice per size, with the process left running:
+tests/testbed/memory_holder.py) keeps 5 % of its pages hot (every page of every 20th aligned 2 MiB
+block written over and over, as a running job does), twice per size, with the process left running:
 
 * plain: ``pre_dumps: 0``, one ``criu dump``: every page is copied while the process is frozen;
 * pre-dump: ``pre_dumps: 1``: ``criu pre-dump --track-mem`` copies the memory while the process

@@ -15,7 +15,6 @@ test runs that step in the test bed's QEMU guest on Debian's kernel (tests/testb
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -153,14 +152,7 @@ def assert_containerd_step(figures, names, log, tmp_path):
 
 
 def test_gpu_check_pre_dump_step_in_the_dirty_tracking_guest():
-    skip_or_fail(None if os.geteuid() == 0 else "the guest exports / over 9p: needs root")
-    skip_or_fail(
-        None if shutil.which(guest_vm.QEMU) else "qemu-system-x86 is not installed (tests/testbed/up)"
-    )
-    try:
-        guest_vm.assets()
-    except guest_vm.GuestError as exc:
-        skip_or_fail(str(exc))
+    skip_or_fail(guest_vm.problem())
     scratch = guest_vm.SCRATCH
     gpu_run = os.path.join(REPO, "tests", "gpu", "run")
     script = (

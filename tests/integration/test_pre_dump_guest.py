@@ -14,7 +14,6 @@ fails when CI=true and is skipped otherwise.
 
 import json
 import os
-import shutil
 import sys
 
 import guest_vm  # tests/testbed, on sys.path by conftest
@@ -31,16 +30,9 @@ pytestmark = pytest.mark.needs("criu")
 @pytest.fixture(scope="module")
 def guest_report():
     """guest_pre_dump.py's report, from one guest run for both tests."""
-    if os.geteuid() != 0:
-        skip_or_fail("the guest exports / over 9p and CRIU runs as root in it: needs root")
-    if not shutil.which("qemu-system-x86_64"):
-        skip_or_fail("qemu-system-x86_64 is not installed (tests/testbed/up installs qemu-system-x86)")
+    skip_or_fail(guest_vm.problem())
     if not os.access(CRIU, os.X_OK):
         skip_or_fail(f"no CRIU at {CRIU} (tests/testbed/up installs CRIU 4 there)")
-    try:
-        guest_vm.assets()
-    except guest_vm.GuestError as exc:
-        skip_or_fail(str(exc))
     ran = guest_vm.run(
         [sys.executable, GUEST_SCRIPT, CRIU],
         memory_mib=1536,

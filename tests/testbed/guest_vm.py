@@ -16,6 +16,7 @@ measured in the same guest only.
 
 import os
 import shlex
+import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class GuestError(RuntimeError):
 class GuestRun:
     returncode: int
     output: str
+    kernel: str  # the vmlinuz booted (its directory names the package and version)
 
 
 def assets(cached=False):
@@ -49,6 +51,20 @@ def assets(cached=False):
         raise GuestError(f"{BUILD} failed (rc={proc.returncode}): {proc.stderr.strip()}")
     found = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
     return found["kernel"], found["initrd"], found["modules"]
+
+
+def problem():
+    """Why no guest can run here (the tests' skip_or_fail), or None. Builds the guest once when
+    only it is missing (as tests/testbed/up does)."""
+    if os.geteuid() != 0:
+        return "the guest exports / over 9p and runs CRIU as root in it: needs root"
+    if not shutil.which(QEMU):
+        return f"{QEMU} is not installed (tests/testbed/up installs qemu-system-x86)"
+    try:
+        assets()
+    except GuestError as exc:
+        return str(exc)
+    return None
 
 
 def qemu_argv(script, memory_mib, cpus, cached):
@@ -85,9 +101,10 @@ def run(argv, *, memory_mib=2048, cpus=2, timeout=600, env=None, cwd=None, cache
     workdir = shlex.quote(os.path.abspath(cwd or os.getcwd()))
     with open(script, "w") as handle:
         handle.write(f"cd {workdir} || exit 125\n{exports}{shlex.join(argv)}\n")
+    qemu = qemu_argv(script, memory_mib, cpus, cached)
     try:
         proc = subprocess.run(
-            qemu_argv(script, memory_mib, cpus, cached),
+            qemu,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -106,7 +123,7 @@ def run(argv, *, memory_mib=2048, cpus=2, timeout=600, env=None, cwd=None, cache
             f"{proc.stderr.strip()} {output[-2000:]}"
         )
     body = "\n".join(line for line in lines if not line.startswith(EXIT_MARK) and not line.startswith("["))
-    return GuestRun(int(marks[-1][len(EXIT_MARK) :]), body)
+    return GuestRun(int(marks[-1][len(EXIT_MARK) :]), body, qemu[qemu.index("-kernel") + 1])
 
 
 def probe(criu):
@@ -116,7 +133,8 @@ def probe(criu):
     except GuestError as exc:
         return False, str(exc).splitlines()[0]
     said = guest.output.strip().splitlines()[-1:] or [""]
-    return guest.returncode == 0, f"criu check --feature mem_dirty_track in the guest: {said[0]}"
+    kernel = os.path.basename(os.path.dirname(guest.kernel))
+    return guest.returncode == 0, f"QEMU TCG, {kernel}: criu check --feature mem_dirty_track: {said[0]}"
 
 
 if __name__ == "__main__":
