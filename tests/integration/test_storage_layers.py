@@ -204,15 +204,50 @@ class Run:
         )
 
 
+# What the host's processes were doing (state, kernel wait channel) when a command on it did not end
+# in time: a zfs-fuse that stopped answering shows as zfs commands and FUSE requests waiting on it.
+PROCESSES = "ps -eo pid,ppid,stat,wchan:28,etime,args"
+
+
 class Host:
-    def __init__(self, name, inventory):
-        self.name = name
-        self.inventory = inventory
+    """A host container (see host_container). ``boot`` starts a new one and returns its name and
+    inventory; ``layers`` are converged on every host it boots."""
+
+    def __init__(self, boot, layers=()):
+        self._boot = boot
+        self.layers = layers
+        self.name = self.inventory = None
         self.state = "l1"
         self.baseline = {}
 
+    def start(self):
+        self.name, self.inventory = self._boot()
+        self.state, self.baseline = "l1", {}
+        for layer in self.layers:
+            self.converge(layer)
+
+    def remove(self):
+        if self.name:
+            docker("rm", "-f", "-v", self.name, check=False)
+
+    def timed_out(self, what, exc):
+        """A command that did not end in time: the failure shows the host's processes, and the
+        host is not used again (every later zfs call would hang the same way): the next test that
+        asks for a state gets a new host."""
+        self.state = "wedged"
+        try:
+            processes = docker("exec", self.name, "sh", "-c", PROCESSES, check=False, timeout=30).stdout
+        except subprocess.TimeoutExpired:
+            processes = "(ps did not answer within 30 s either)"
+        return AssertionError(
+            f"{what} on {self.name} did not end within {exc.timeout:.0f} s; its processes then:\n{processes}"
+        )
+
     def sh(self, script, check=True):
-        proc = docker("exec", self.name, "sh", "-c", script, check=False)
+        try:
+            proc = docker("exec", self.name, "sh", "-c", script, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise self.timed_out(f"{script.strip().splitlines()[0]!r}", exc) from None
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"in {self.name}: {script!r} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
@@ -234,15 +269,18 @@ class Host:
         return [*argv, *playbooks]
 
     def playbook(self, *playbooks, check=False, **overrides):
-        proc = subprocess.run(
-            self.argv(*playbooks, check=check, **overrides),
-            cwd=REPO,
-            env=PLAYBOOK_ENV,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=300,
-        )
+        try:
+            proc = subprocess.run(
+                self.argv(*playbooks, check=check, **overrides),
+                cwd=REPO,
+                env=PLAYBOOK_ENV,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=300,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise self.timed_out("ansible-playbook " + " ".join(playbooks), exc) from None
         return Run(proc, self.name)
 
     def converge(self, *playbooks, **overrides):
@@ -254,6 +292,9 @@ class Host:
         """Bring the host to 'l1' (layer 1 only, empty pool), 'l2' (layer 2 converged) or
         'converged' (layers 2 and 4 with the lab's settings), unless it is there already."""
         order = ["l1", "l2", "converged"]
+        if self.state == "wedged":
+            self.remove()
+            self.start()
         if self.state == state:
             return
         if self.state not in order or order.index(self.state) > order.index(state):
@@ -275,11 +316,9 @@ class Host:
         self.state = state if self.normalised() == self.baseline.get(state) else "dirty"
 
 
-@contextlib.contextmanager
-def host_container(tmp_path_factory, prefix):
-    """A host container booted from the test bed's host image, as a new machine is (no layer
-    applied), with a zfs-fuse pool as its disk; removed afterwards."""
-    skip_or_fail(docker_problem())
+def boot_host(tmp_path_factory, prefix):
+    """A new host container booted from the test bed's host image, as a new machine is (no layer
+    applied), with a zfs-fuse pool as its disk: its name and inventory file."""
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     started = docker(
         "run",
@@ -292,9 +331,10 @@ def host_container(tmp_path_factory, prefix):
         lib_sh("host_image"),
         check=False,
     )
+    if started.returncode != 0:
+        docker("rm", "-f", "-v", name, check=False)
+        skip_or_fail(f"could not start a host container: {started.stderr.strip()}")
     try:
-        if started.returncode != 0:
-            skip_or_fail(f"could not start a host container: {started.stderr.strip()}")
         state = ""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -303,22 +343,33 @@ def host_container(tmp_path_factory, prefix):
                 break
             time.sleep(0.25)
         assert state in ("running", "degraded"), f"{name} did not boot: {state!r}"
-        inventory = tmp_path_factory.mktemp("inventory") / "hosts.ini"
-        inventory.write_text(
-            "[strata_hosts]\n"
-            f"{name} ansible_connection=community.docker.docker ansible_python_interpreter=/usr/bin/python3\n"
-        )
-        machine = Host(name, str(inventory))
-        machine.sh(f"strata-lab-pool {POOL} 512M")
+        docker("exec", name, "strata-lab-pool", POOL, "512M")
+    except BaseException:
+        docker("rm", "-f", "-v", name, check=False)
+        raise
+    inventory = tmp_path_factory.mktemp("inventory") / "hosts.ini"
+    inventory.write_text(
+        "[strata_hosts]\n"
+        f"{name} ansible_connection=community.docker.docker ansible_python_interpreter=/usr/bin/python3\n"
+    )
+    return name, str(inventory)
+
+
+@contextlib.contextmanager
+def host_container(tmp_path_factory, prefix, layers=()):
+    """A Host on a new host container with ``layers`` converged; removed afterwards."""
+    skip_or_fail(docker_problem())
+    machine = Host(lambda: boot_host(tmp_path_factory, prefix), layers)
+    try:
+        machine.start()
         yield machine
     finally:
-        docker("rm", "-f", "-v", name, check=False)
+        machine.remove()
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    with host_container(tmp_path_factory, "strata-it") as machine:
-        machine.converge(L1)
+    with host_container(tmp_path_factory, "strata-it", layers=(L1,)) as machine:
         yield machine
 
 
