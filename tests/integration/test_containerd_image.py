@@ -1,5 +1,6 @@
-"""strata.ops.containerd_image against the test bed's real containerds: Debian's 1.6 (the CRI runtime
-of tests/testbed/cri/start) and 2.3 (the real node's, tests/testbed/node/start).
+"""strata.ops.containerd_image against the test bed's real containerds: Debian bookworm's 1.6 and
+trixie's 1.7 (the CRI runtimes of tests/testbed/cri/start [1.7]) and 2.3 (the real node's,
+tests/testbed/node/start).
 
 The image is the CRI workload image, saved with ``docker save`` and exported as an OCI layout by ctr.
 Each case imports into a containerd namespace of its own (never k8s.io, which the kubelet uses), then
@@ -25,14 +26,21 @@ CRI_SOCKET = "/run/strata-cri/containerd.sock"
 def runtimes():
     if os.geteuid() != 0:
         _missing("containerd needs root")
-    for script in ("cri/start", "node/start"):
+    for script, *args in (("cri/start",), ("cri/start", "1.7"), ("node/start",)):
         proc = subprocess.run(
-            [os.path.join(REPO, "tests", "testbed", script)], capture_output=True, text=True, check=False
+            [os.path.join(REPO, "tests", "testbed", script), *args],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0:
-            _missing(f"tests/testbed/{script} failed: {proc.stderr.strip()[-1000:]}")
+            _missing(f"tests/testbed/{' '.join([script, *args])} failed: {proc.stderr.strip()[-1000:]}")
     return {
         "1.6": {"address": CRI_SOCKET, "ctr": "ctr"},
+        "1.7": {
+            "address": lib_sh_value("echo $CRI17_SOCKET"),
+            "ctr": os.path.join(lib_sh_value("containerd17_bin"), "ctr"),
+        },
         "2.3": {
             "address": lib_sh_value("echo $NODE_SOCKET"),
             "ctr": os.path.join(lib_sh_value("containerd2_bin"), "ctr"),
@@ -73,7 +81,7 @@ def held(runtime, namespace):
     return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.split()
 
 
-@pytest.mark.parametrize("version", ["1.6", "2.3"])
+@pytest.mark.parametrize("version", ["1.6", "1.7", "2.3"])
 @pytest.mark.parametrize("form", ["docker-save", "oci"])
 def test_import_once_then_skip_the_same_image(runtimes, archives, namespace, version, form):
     runtime = runtimes[version]

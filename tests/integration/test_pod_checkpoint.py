@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import uuid
+from types import SimpleNamespace
 
 import cri_pod as cri_pod_lib  # tests/testbed, on sys.path by conftest
 import pytest
@@ -32,12 +33,11 @@ import pytest
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import leftovers
 
 from . import conftest
-from .conftest import TESTBED_BIN, adhoc_result, assert_clean_failure
+from .conftest import TESTBED_BIN, adhoc_result, assert_clean_failure, lib_sh_value
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CRIU = os.environ.get("STRATA_CRIU", os.path.join(TESTBED_BIN, "criu"))
 CRIT = os.environ.get("STRATA_CRIT", os.path.join(TESTBED_BIN, "crit"))
-CRI_ENDPOINT = cri_pod_lib.CRI_ENDPOINT
 GPU_HERE = os.path.isdir("/proc/driver/nvidia/gpus")
 IMAGE = os.environ.get("STRATA_CKPT_IMAGE", "strata-ops-host:latest")
 COUNTER = "import time\nn = 0\nwhile True:\n    n += 1\n    print(n, flush=True)\n    time.sleep(0.2)\n"
@@ -425,18 +425,23 @@ def test_pod_container_found_among_docker_containers_by_kubelet_labels(testbed, 
     assert_crit_checked(result)
 
 
-def crictl(*args, check=True):
+def crictl(cri, *args, check=True):
     try:
-        return cri_pod_lib.crictl(*args, check=check)
+        return cri_pod_lib.crictl(*args, check=check, endpoint=cri.endpoint)
     except RuntimeError as exc:
         raise AssertionError(str(exc)) from exc
 
 
-@pytest.fixture(scope="module")
-def cri(testbed):
-    why = cri_pod_lib.missing()
+@pytest.fixture(scope="module", params=sorted(cri_pod_lib.CRI_ENDPOINTS), ids=lambda r: f"containerd-{r}")
+def cri(testbed, request):
+    """One of the test bed's containerd CRI runtimes: 1.6 as Debian bookworm ships it, 1.7 as trixie
+    does (tests/testbed/cri/start 1.7), each with its own ctr, as k3s and MicroK8s bring theirs."""
+    endpoint = cri_pod_lib.CRI_ENDPOINTS[request.param]
+    why = cri_pod_lib.missing(endpoint)
     if why:
         _missing(why)
+    ctr = "/usr/bin/ctr" if request.param == "1.6" else os.path.join(lib_sh_value("containerd17_bin"), "ctr")
+    return SimpleNamespace(release=request.param, endpoint=endpoint, ctr=ctr)
 
 
 @pytest.fixture(params=["pod-network", "host-network"])
@@ -446,7 +451,13 @@ def cri_pod(cri, tmp_path, request):
     pod = unique()
     host_network = request.param == "host-network"
     with cri_pod_lib.running_pod(
-        str(tmp_path), pod, "strata-test", "counter", ["count"], host_network=host_network
+        str(tmp_path),
+        pod,
+        "strata-test",
+        "counter",
+        ["count"],
+        host_network=host_network,
+        endpoint=cri.endpoint,
     ) as made:
         yield {
             "pod": pod,
@@ -454,6 +465,7 @@ def cri_pod(cri, tmp_path, request):
             "sandbox": made["sandbox"],
             "log": pathlib.Path(made["log"]),
             "network": request.param,
+            "cri": cri,
         }
 
 
@@ -467,14 +479,14 @@ def wait_cri_count(log, minimum):
     wait_until_counted(lambda: cri_count(log), minimum, f"CRI log {log}")
 
 
-def cri_args(tmp_path, pod):
-    """Module arguments for the container "counter" of a CRI pod in strata-test."""
+def cri_args(tmp_path, pod, cri):
+    """Module arguments for the container "counter" of a CRI pod in strata-test on ``cri``."""
     return {
         "pod": pod,
         "namespace": "strata-test",
         "container": "counter",
         "runtime": "cri",
-        "cri_endpoint": CRI_ENDPOINT,
+        "cri_endpoint": cri.endpoint,
         "images_dir": str(tmp_path / "images"),
         "criu_path": CRIU,
         "crit_path": CRIT,
@@ -483,11 +495,11 @@ def cri_args(tmp_path, pod):
 
 def test_pod_container_found_through_crictl_and_dumped(cri_pod, tmp_path):
     wait_cri_count(cri_pod["log"], 3)
-    result = run_module(cri_args(tmp_path, cri_pod["pod"]), path_prefix=TESTBED_BIN)
+    result = run_module(cri_args(tmp_path, cri_pod["pod"], cri_pod["cri"]), path_prefix=TESTBED_BIN)
     after = cri_count(cri_pod["log"])
     assert result.get("failed") is not True, result
     target = result["manifest"]["target"]
-    inspect = json.loads(crictl("inspect", "-o", "json", cri_pod["id"]))
+    inspect = json.loads(crictl(cri_pod["cri"], "inspect", "-o", "json", cri_pod["id"]))
     assert (target["runtime"], target["container_id"]) == ("cri", cri_pod["id"])
     assert target["pid"] == inspect["info"]["pid"]
     assert target["image"].endswith(":" + inspect["status"]["image"]["image"].rsplit(":", 1)[-1])
@@ -506,10 +518,16 @@ def test_pod_container_found_through_crictl_and_dumped(cri_pod, tmp_path):
     wait_cri_count(cri_pod["log"], after + 3)  # left running
 
 
-def ctr_cli(*args, check=True):
+def ctr_cli(cri, *args, check=True):
     return run_cli(
-        ["ctr", "--address", CRI_ENDPOINT[len("unix://") :], "--namespace", "k8s.io", *args], check
+        [cri.ctr, "--address", cri.endpoint[len("unix://") :], "--namespace", "k8s.io", *args], check
     )
+
+
+def containerd_args(tmp_path, cri_pod):
+    """method=containerd on the pod's runtime, through that containerd's own ctr."""
+    cri = cri_pod["cri"]
+    return dict(cri_args(tmp_path, cri_pod["pod"], cri), method="containerd", keep=1, ctr_path=cri.ctr)
 
 
 def counted_in(pid):
@@ -530,10 +548,15 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
     NEW container whose process goes on counting from where the dump was (a fresh start would
     count from 1)."""
     wait_cri_count(cri_pod["log"], 25)
-    args = dict(cri_args(tmp_path, cri_pod["pod"]), method="containerd", keep=1)
+    args = containerd_args(tmp_path, cri_pod)
     planned = run_module(args, check_mode=True, path_prefix=TESTBED_BIN)
     assert planned["changed"] is True and not os.path.exists(planned["checkpoint_dir"]), planned
     assert any(" containers checkpoint --task --rw " + cri_pod["id"] in c for c in planned["commands"])
+    # this runtime's own ctr, on its socket
+    cri = cri_pod["cri"]
+    assert all(
+        c.startswith(f"{cri.ctr} --address {cri.endpoint[len('unix://') :]} ") for c in planned["commands"]
+    )
     dumped = run_module(args, path_prefix=TESTBED_BIN)
     assert dumped.get("failed") is not True, (dumped.get("msg"), dumped)
     at_dump = cri_count(cri_pod["log"])
@@ -549,7 +572,7 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
     restore = dict(args, state="restored", checkpoint=dumped["checkpoint_dir"], new_container=new)
     try:
         # The checkpoint image leaves the store: the restore imports it from the dump directory.
-        ctr_cli("images", "rm", dumped["image_ref"])
+        ctr_cli(cri_pod["cri"], "images", "rm", dumped["image_ref"])
         restored = run_module(restore, path_prefix=TESTBED_BIN)
         assert restored.get("failed") is not True, restored
         assert any(" images import " in c for c in restored["command"]), restored["command"]
@@ -568,10 +591,10 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
             taken.get("failed") is True and f"a container {cri_pod['id']} exists already" in taken["msg"]
         ), taken
     finally:
-        ctr_cli("tasks", "kill", "--signal", "SIGKILL", new, check=False)
-        ctr_cli("tasks", "rm", "--force", new, check=False)
-        ctr_cli("containers", "rm", new, check=False)
-        ctr_cli("images", "rm", dumped["image_ref"], check=False)
+        ctr_cli(cri_pod["cri"], "tasks", "kill", "--signal", "SIGKILL", new, check=False)
+        ctr_cli(cri_pod["cri"], "tasks", "rm", "--force", new, check=False)
+        ctr_cli(cri_pod["cri"], "containers", "rm", new, check=False)
+        ctr_cli(cri_pod["cri"], "images", "rm", dumped["image_ref"], check=False)
 
 
 def test_containerd_restore_refuses_a_pod_that_is_gone_and_leaves_nothing(cri_pod, tmp_path):
@@ -580,12 +603,12 @@ def test_containerd_restore_refuses_a_pod_that_is_gone_and_leaves_nothing(cri_po
     makes anything - runc's failure comes only after the container and its task exist, and such a
     task (CREATED, pid 0) hangs `ctr tasks rm --force`."""
     wait_cri_count(cri_pod["log"], 3)
-    args = dict(cri_args(tmp_path, cri_pod["pod"]), method="containerd", keep=1)
+    args = containerd_args(tmp_path, cri_pod)
     dumped = run_module(args, path_prefix=TESTBED_BIN)
     assert dumped.get("failed") is not True, dumped
     joined = dumped["manifest"]["joined_namespaces"]
     assert {j["type"] for j in joined} >= {"network", "ipc", "uts"}, joined
-    crictl("rmp", "--force", cri_pod["sandbox"])
+    crictl(cri_pod["cri"], "rmp", "--force", cri_pod["sandbox"])
     listed = run_module({"images_dir": args["images_dir"]}, module="pod_checkpoint_info")
     assert [(c["usable"], c["restorable"]) for c in listed["checkpoints"]] == [(True, False)], listed
     assert listed["latest_restorable"] is None
@@ -599,14 +622,16 @@ def test_containerd_restore_refuses_a_pod_that_is_gone_and_leaves_nothing(cri_po
                 f"the pod strata-test/{cri_pod['pod']} this container was dumped from is gone"
                 in refused["msg"]
             )
-            assert ctr_cli("containers", "info", new, check=False).returncode != 0  # nothing was made
+            assert (
+                ctr_cli(cri_pod["cri"], "containers", "info", new, check=False).returncode != 0
+            )  # nothing was made
     finally:
-        ctr_cli("images", "rm", dumped["image_ref"], check=False)
+        ctr_cli(cri_pod["cri"], "images", "rm", dumped["image_ref"], check=False)
 
 
 def test_a_criu_dump_is_not_restored_by_containerd_nor_the_other_way(cri_pod, tmp_path):
     wait_cri_count(cri_pod["log"], 3)
-    args = cri_args(tmp_path, cri_pod["pod"])
+    args = cri_args(tmp_path, cri_pod["pod"], cri_pod["cri"])
     dumped = run_module(args, path_prefix=TESTBED_BIN)
     assert dumped.get("failed") is not True, dumped
     restore = dict(
@@ -629,7 +654,7 @@ def test_a_criu_dump_is_not_restored_by_containerd_nor_the_other_way(cri_pod, tm
     ],
 )
 def test_cri_target_faults(cri, tmp_path, change, expected):
-    args = dict(cri_args(tmp_path, "somepod"), **change)
+    args = dict(cri_args(tmp_path, "somepod", cri), **change)
     result = run_module(args, path_prefix=TESTBED_BIN)
     assert result.get("failed") is True
     assert expected in result["msg"]

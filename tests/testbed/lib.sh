@@ -22,6 +22,12 @@ CRI_SOCKET=/run/strata-cri/containerd.sock
 CRI_CONFIG=$STRATA_CACHE/cri/config.toml
 CRICTL=$STRATA_CACHE/bin/crictl
 CRI_POD_SUBNET=10.213.0.0/24
+# A second one, containerd 1.7 as Debian trixie ships it (what k3s and MicroK8s users run beside
+# bookworm's 1.6): unpacked with dpkg -x, on a socket, root and bridge of its own (cri/start 1.7).
+CRI17_SUITE=trixie
+CRI17_SOCKET=/run/strata-cri17/containerd.sock
+CRI17_CONFIG=$STRATA_CACHE/cri17/config.toml
+CRI17_POD_SUBNET=10.215.0.0/24
 # The lab cluster's one real node (node/start): a kubelet on containerd 2.x, beside the kwok nodes.
 NODE_NAME=strata-node-1
 NODE_DIR=/run/strata-node
@@ -73,7 +79,9 @@ apt_install() {
 }
 
 docker_answers() { docker info >/dev/null 2>&1; }
-cri_answers() { ctr --address "$CRI_SOCKET" version >/dev/null 2>&1; }
+cri_answers() { ctr --address "${1:-$CRI_SOCKET}" version >/dev/null 2>&1; }
+# Where cri/start 1.7 unpacked trixie's containerd: its containerd, ctr and runc shim.
+containerd17_bin() { echo "$STRATA_CACHE/containerd-1.7/usr/bin"; }
 containerd2_bin() { echo "$STRATA_CACHE/containerd-$CONTAINERD2_VERSION/bin"; }
 node_answers() { "$(containerd2_bin)/ctr" --address "$NODE_SOCKET" version >/dev/null 2>&1; }
 
