@@ -134,6 +134,18 @@ def version_string(version):
 
 def check_version(run_command, criu):
     """Run ``criu --version``; return the version tuple or raise CriuTooOld/CriuNotFound."""
+    version = read_version(run_command, criu)
+    if version[:2] < MIN_VERSION:
+        raise CriuTooOld(
+            f"{criu} is CRIU {version_string(version)}; "
+            f"pod_checkpoint needs CRIU >= {version_string(MIN_VERSION)} because {MIN_VERSION_REASON}. "
+            "Install CRIU 4.x (Debian trixie's criu, or upstream) and set criu_path to it."
+        )
+    return version
+
+
+def read_version(run_command, criu):
+    """``criu --version`` as a tuple; CriuNotFound when it does not run, CriuError when it says none."""
     try:
         rc, out, err = run_command([criu, "--version"])
     except OSError as exc:
@@ -144,14 +156,7 @@ def check_version(run_command, criu):
             f"{criu} --version failed (rc={rc}): {output}. "
             f"Point criu_path at a working CRIU >= {version_string(MIN_VERSION)}"
         )
-    version = parse_version(out)
-    if version[:2] < MIN_VERSION:
-        raise CriuTooOld(
-            f"{criu} is CRIU {version_string(version)}; "
-            f"pod_checkpoint needs CRIU >= {version_string(MIN_VERSION)} because {MIN_VERSION_REASON}. "
-            "Install CRIU 4.x (Debian trixie's criu, or upstream) and set criu_path to it."
-        )
-    return version
+    return parse_version(out)
 
 
 def check_dirty_tracking(run_command, criu):

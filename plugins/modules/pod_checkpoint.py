@@ -44,6 +44,10 @@ description:
     reports the restored process's host PID. A dump with CUDA state is restored only on a host
     with a GPU and C(cuda-checkpoint) (and the plugin, for a plugin dump); after a dump taken by
     C(cuda-checkpoint) directly, the module restores and unlocks the CUDA processes itself.
+  - A restore through Docker or containerd runs the CRIU on the PATH of the containerd serving it
+    (runc's, started by its runc shim). A dump whose manifest names a CRIU release newer
+    (major.minor) than every such CRIU the module can read is refused before anything is created, as
+    CRIU reads the images of its own and older releases only.
   - "O(method=kubelet) asks the kubelet's checkpoint API (C(POST /checkpoint/NS/POD/CONTAINER),
     Kubernetes 1.25+ with the C(ContainerCheckpoint) feature; the CRI runtime, containerd 2.x or
     CRI-O, runs CRIU) and moves the archive it writes on the node into a dump directory, with the
@@ -369,7 +373,9 @@ manifest:
       the pod sandbox's namespaces the container joins, each C(type), C(path) and C(id) (its
       identity at dump time, for example C(net:[4026532323])). A restore is refused while one of
       them is gone, as the restored container joins them again. C(gpu) holds the GPU path
-      the dump took (C(path)) and its CUDA processes (C(cuda_pids)).
+      the dump took (C(path)) and its CUDA processes (C(cuda_pids)). C(criu) names the CRIU the
+      runc shim ran (C(path) as containerd sees it, C(version)), the first C(criu) on the PATH of
+      the containerd serving the socket (empty when it is not one known CRIU).
     - With method=kubelet, C(stats) as for a CRIU dump, from the archive's C(stats-dump) (null without one).
   returned: success and not check mode
   type: dict

@@ -102,6 +102,12 @@ def unique():
     return f"strata-ckpt-{uuid.uuid4().hex[:8]}"
 
 
+def criu_version(criu=CRIU):
+    """``criu --version``'s release, as "4.1.1"."""
+    out = subprocess.run([criu, "--version"], capture_output=True, text=True, check=True).stdout
+    return re.search(r"Version: (\S+)", out).group(1)
+
+
 def last_count(name):
     lines = docker("logs", name).stdout.split()
     return int(lines[-1]) if lines else 0
@@ -563,6 +569,9 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
     with open(os.path.join(dumped["checkpoint_dir"], "manifest.json")) as handle:
         manifest = json.load(handle)
     assert (manifest["method"], manifest["target"]["container_id"]) == ("containerd", cri_pod["id"])
+    # the CRIU containerd's runc shim ran: the one on that containerd's PATH (tests/testbed/cri/start)
+    shim_criu = os.path.join(TESTBED_BIN, "criu")
+    assert manifest["criu"] == {"path": shim_criu, "version": criu_version(shim_criu)}, manifest["criu"]
     assert os.path.getsize(os.path.join(dumped["checkpoint_dir"], "checkpoint.tar")) > 0
     wait_cri_count(cri_pod["log"], at_dump + 3)  # left running
     listed = run_module({"images_dir": args["images_dir"]}, module="pod_checkpoint_info")
@@ -625,6 +634,29 @@ def test_containerd_restore_refuses_a_pod_that_is_gone_and_leaves_nothing(cri_po
             assert (
                 ctr_cli(cri_pod["cri"], "containers", "info", new, check=False).returncode != 0
             )  # nothing was made
+    finally:
+        ctr_cli(cri_pod["cri"], "images", "rm", dumped["image_ref"], check=False)
+
+
+def test_containerd_refuses_a_dump_of_a_newer_criu_release_and_creates_nothing(cri_pod, tmp_path):
+    wait_cri_count(cri_pod["log"], 3)
+    args = containerd_args(tmp_path, cri_pod)
+    dumped = run_module(args, path_prefix=TESTBED_BIN)
+    assert dumped.get("failed") is not True, dumped
+    record_newer_criu(dumped["checkpoint_dir"])
+    new = unique()
+    restore = dict(args, state="restored", checkpoint=dumped["checkpoint_dir"], new_container=new)
+    try:
+        for check_mode in (True, False):
+            refused = run_module(restore, check_mode=check_mode, path_prefix=TESTBED_BIN)
+            assert refused.get("failed") is True, refused
+            shim_criu = os.path.join(TESTBED_BIN, "criu")
+            assert (
+                f"was dumped by CRIU 99.0, and the CRIU that would restore it is older: {shim_criu} (CRIU "
+                in (refused["msg"])
+            )
+            assert "the criu on containerd's PATH" in refused["msg"]
+            assert ctr_cli(cri_pod["cri"], "containers", "info", new, check=False).returncode != 0
     finally:
         ctr_cli(cri_pod["cri"], "images", "rm", dumped["image_ref"], check=False)
 
@@ -786,3 +818,34 @@ def test_restore_onto_running_name_is_refused(counter, tmp_path, experimental):
     assert result["error"] == "ContainerConflict"
     assert f"a container named {counter['name']} already exists (running" in result["msg"]
     assert "docker rm -f" in result["msg"]
+
+
+def record_newer_criu(dump_dir):
+    """Make a dump say a newer CRIU release wrote it (none exists here to write one): what a restore
+    meets when the dumping host runs a newer CRIU than the restoring one."""
+    path = os.path.join(dump_dir, "manifest.json")
+    with open(path) as handle:
+        manifest = json.load(handle)
+    manifest["criu"] = dict(manifest.get("criu") or {}, version="99.0")
+    with open(path, "w") as handle:
+        json.dump(manifest, handle)
+
+
+def test_a_dump_of_a_newer_criu_release_is_refused_before_docker_creates_anything(
+    counter, tmp_path, experimental
+):
+    dumped = run_module(
+        {"container": counter["name"], "images_dir": str(tmp_path / "images"), "criu_path": CRIU}
+    )
+    assert dumped.get("failed") is not True, dumped
+    record_newer_criu(dumped["checkpoint_dir"])
+    new = unique()
+    for check_mode in (True, False):
+        refused = run_module(
+            {"state": "restored", "checkpoint": dumped["checkpoint_dir"], "new_container": new},
+            check_mode=check_mode,
+        )
+        assert refused.get("failed") is True, refused
+        assert "was dumped by CRIU 99.0, and the CRIU that would restore it is older" in refused["msg"]
+        assert "install CRIU >= 99.0 on that PATH" in refused["msg"]
+        assert docker("inspect", new, check=False).returncode != 0  # nothing was created

@@ -23,7 +23,11 @@ import time
 
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils import criu
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, leftovers
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import (
+    BadCheckpoint,
+    leftovers,
+    runtime_criu,
+)
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu as gpu_mod
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, utc_iso
@@ -248,6 +252,7 @@ def dump(
     )
     client.run(*steps[1])
     manifest = {
+        "criu": dumping_criu(run_command, proc, client.address),
         "name": name,
         "method": METHOD,
         "created": utc_iso(),
@@ -266,6 +271,16 @@ def dump(
     return dict(
         result, manifest=manifest, pruned=pruned, commands=client.commands, abandoned_removed=abandoned
     )
+
+
+def dumping_criu(run_command, proc, address):
+    """{"path", "version"} of the criu containerd at ``address`` ran for the checkpoint (its runc
+    shim's, runtime_criu.py), or {} when that is not one known CRIU."""
+    found = {(c["path"], c["version"]) for c in runtime_criu.containerd_crius(run_command, proc, address)}
+    if len(found) != 1:
+        return {}
+    path, version = found.pop()
+    return {"path": path, "version": criu.version_string(version)} if version else {}
 
 
 def _prune(client, images_dir, name, keep, current):
@@ -357,6 +372,12 @@ def restore(
     gone = pod_gone(manifest, readlink)
     if gone:
         raise InvalidArgument(gone + ". Nothing was created")
+    runtime_criu.refuse_older(
+        checkpoint,
+        (manifest.get("criu") or {}).get("version"),
+        runtime_criu.containerd_crius(run_command, proc, client.address),
+        "containerd's",
+    )
     result["gpu"], freezer = gpu_mod.restore_plan(
         params, run_command, manifest, checkpoint, gpus_dir=gpus_dir, find=find_freezer
     )

@@ -22,6 +22,7 @@ import stat
 import tarfile
 
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint.runtime_criu import containerd_processes
 
 PREFIX = "ctrd-checkpoint"
 # The layer of a containerd checkpoint image holding CRIU's image files (containerd's
@@ -35,15 +36,8 @@ def containerd_temp_dirs(proc="/proc"):
     XDG_RUNTIME_DIR, else TMPDIR, else /tmp. Reached through /proc/PID/root, so a containerd in
     another mount namespace (a snap's private /tmp) is found too; one directory is listed once."""
     found, seen = {}, set()
-    for pid in os.listdir(proc):
-        if not pid.isdigit():
-            continue
+    for pid, env in containerd_processes(proc):
         try:
-            with open(os.path.join(proc, pid, "comm")) as handle:
-                if handle.read().strip() != "containerd":
-                    continue
-            with open(os.path.join(proc, pid, "environ"), "rb") as handle:
-                env = dict(v.split(b"=", 1) for v in handle.read().split(b"\0") if b"=" in v)
             own = (env.get(b"XDG_RUNTIME_DIR") or env.get(b"TMPDIR") or b"/tmp").decode()
             reach = os.path.join(proc, pid, "root", own.lstrip("/"))
             info = os.stat(reach)

@@ -13,6 +13,7 @@ from ansible_collections.strata.ops.plugins.module_utils.checkpoint import (
     BadCheckpoint,
     CheckpointJob,
     leftovers,
+    runtime_criu,
 )
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu as gpu_mod
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
@@ -127,6 +128,12 @@ class Restorer(CheckpointJob):
                 "method=containerd)"
             )
         check_propagated_mounts(manifest, self.read_mountinfo)
+        runtime_criu.refuse_older(
+            checkpoint,
+            (manifest.get("criu") or {}).get("version"),
+            runtime_criu.containerd_crius(self.run, self.proc),
+            "dockerd's containerd's",
+        )
         cp_name = os.path.basename(checkpoint)
         api = docker_api(p, self.docker)
         info = api.info()

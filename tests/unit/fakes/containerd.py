@@ -17,16 +17,34 @@ CRIU_FILES = {"inventory.img": b"inventory", "pages-1.img": b"\0" * 8192, "pstre
 _suffixes = itertools.count(1_000_000)
 
 
-def containerd_proc(tmp_path, environ=b"PATH=/usr/bin\0"):
-    """(proc dir, the temporary directory containerd sees as /tmp, as a path of the test)."""
-    root = tmp_path / "host"
+def containerd_proc(tmp_path, environ=b"PATH=/usr/bin\0", *, criu=False, pid="4100", address=None):
+    """(proc dir, the temporary directory containerd sees as /tmp, as a path of the test): a
+    containerd process ``pid`` whose root is a directory of the test, with an executable
+    /usr/bin/criu there when ``criu`` (what it answers is the test's FakeRun's), listening on the
+    unix socket ``address`` when given (/proc/net/unix and a socket fd)."""
+    root = tmp_path / ("host" if pid == "4100" else f"host-{pid}")
     (root / "tmp").mkdir(parents=True)
-    pid = tmp_path / "proc" / "4100"
-    pid.mkdir(parents=True)
-    (pid / "comm").write_text("containerd\n")
-    (pid / "environ").write_bytes(environ)
-    (pid / "root").symlink_to(root)
-    return str(tmp_path / "proc"), root / "tmp"
+    if criu:
+        (root / "usr" / "bin").mkdir(parents=True)
+        (root / "usr" / "bin" / "criu").write_text("#!/bin/sh\n")
+        (root / "usr" / "bin" / "criu").chmod(0o755)
+    proc = tmp_path / "proc"
+    process = proc / pid
+    process.mkdir(parents=True)
+    (process / "comm").write_text("containerd\n")
+    (process / "environ").write_bytes(environ)
+    (process / "root").symlink_to(root)
+    if address:
+        inode = str(int(pid) * 10)
+        unix = proc / "net" / "unix"
+        unix.parent.mkdir(exist_ok=True)
+        if not unix.exists():
+            unix.write_text("Num       RefCount Protocol Flags    Type St Inode Path\n")
+        with unix.open("a") as handle:
+            handle.write(f"0000000000000000: 00000002 00000000 00010000 0001 01 {inode} {address}\n")
+        (process / "fd").mkdir()
+        (process / "fd" / "7").symlink_to(f"socket:[{inode}]")
+    return str(proc), root / "tmp"
 
 
 def leave_copy(temp_dir, files=None):

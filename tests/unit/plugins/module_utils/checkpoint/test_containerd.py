@@ -97,9 +97,10 @@ def test_a_restored_task_shown_created_first_is_waited_for(dump_dir, tmp_path):
     assert result["restored"]["pid"] == 4242 and verbs(run).count(("tasks", "ls")) == 3
 
 
-def test_restore_in_check_mode_only_reads(dump_dir):
+def test_restore_in_check_mode_only_reads(dump_dir, tmp_path):
+    proc, _temp = containerd_proc(tmp_path)
     run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr(images=[REF])})
-    result = containerd.restore(params(checkpoint=dump_dir), True, run)
+    result = containerd.restore(params(checkpoint=dump_dir), True, run, proc=proc)
     assert verbs(run) == [("containers", "info"), ("images", "ls")]
     assert result["changed"] is True and result["command"][-1].endswith(
         f"containers restore --live --rw counter-2 {REF}"
@@ -141,14 +142,38 @@ def test_restore_refuses_a_dump_without_its_archive(dump_dir):
 
 
 @pytest.mark.parametrize("check_mode", [True, False])
-def test_restore_refuses_a_damaged_archive_before_any_change(dump_dir, check_mode):
+def test_a_dump_of_a_newer_criu_is_refused_before_any_change(dump_dir, tmp_path, check_mode):
+    manifest_path = os.path.join(dump_dir, "manifest.json")
+    with open(manifest_path) as handle:
+        manifest = json.load(handle)
+    manifest["criu"] = {"path": "/usr/local/sbin/criu", "version": "4.1.1"}
+    with open(manifest_path, "w") as handle:
+        json.dump(manifest, handle)
+    proc, _temp = containerd_proc(tmp_path, criu=True, address="/run/c.sock")
+    run = FakeRun(
+        **{os.path.basename(params()["ctr_path"]): FakeCtr(images=[REF])},
+        criu=lambda argv, **_kwargs: (0, "Version: 3.17.1\n", ""),
+    )
+    with pytest.raises(BadCheckpoint) as caught:
+        containerd.restore(params(checkpoint=dump_dir), check_mode, run, proc=proc)
+    assert (
+        "was dumped by CRIU 4.1.1, and the CRIU that would restore it is older: /usr/bin/criu (CRIU 3.17.1)"
+        in (caught.value.msg)
+    )
+    assert "the criu on containerd's PATH" in caught.value.msg
+    assert verbs(run)[0] == ("containers", "info") and len(run.calls) == 2  # that check, then criu --version
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_restore_refuses_a_damaged_archive_before_any_change(dump_dir, tmp_path, check_mode):
+    proc, _temp = containerd_proc(tmp_path)
     archive = os.path.join(dump_dir, "checkpoint.tar")
     with open(archive, "r+b") as handle:
         handle.truncate(2000)
     run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr()})
     damaged = re.escape(f"{archive} is not a whole containerd checkpoint image")
     with pytest.raises(BadCheckpoint, match=damaged):
-        containerd.restore(params(checkpoint=dump_dir), check_mode, run)
+        containerd.restore(params(checkpoint=dump_dir), check_mode, run, proc=proc)
     assert verbs(run) == [("containers", "info")]  # only looked whether new_container exists
 
 
@@ -484,6 +509,16 @@ def test_a_cuda_dump_is_not_restored_on_a_host_without_a_gpu(dump_dir, tmp_path,
     gpu_dump(dump_dir)
     run = FakeRun(ctr=FakeCtr(images=[REF]))
     restore_params = params(checkpoint=dump_dir, cuda_checkpoint_path=None)
+    no_gpus, proc = str(tmp_path / "no-gpus"), containerd_proc(tmp_path)[0]
     with pytest.raises(CriuError, match=r"holds CUDA state .* but this host has no NVIDIA GPU"):
-        containerd.restore(restore_params, check_mode, run, gpus_dir=str(tmp_path / "no-gpus"))
+        containerd.restore(restore_params, check_mode, run, gpus_dir=no_gpus, proc=proc)
     assert ("containers", "restore") not in steps_of(run) and ("images", "import") not in steps_of(run)
+
+
+def test_a_dump_records_the_criu_of_the_containerd_that_took_it(tmp_path):
+    containerd_proc(tmp_path, criu=True, pid="4100", address="/run/c.sock")
+    proc, _temp = containerd_proc(tmp_path, b"PATH=/opt/bin\0", pid="4200", address="/run/other.sock")
+    run = FakeRun(criu=lambda argv, **_kwargs: (0, "Version: 4.1.1\n", ""))
+    assert containerd.dumping_criu(run, proc, "/run/c.sock") == {"path": "/usr/bin/criu", "version": "4.1.1"}
+    # not told apart (no process found serving the address), and not the same CRIU: none recorded
+    assert containerd.dumping_criu(run, proc, "/run/unknown.sock") == {}

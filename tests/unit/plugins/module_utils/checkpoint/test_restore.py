@@ -105,10 +105,14 @@ def restorer(
     check_mode=False,
     gpus_dir=None,
     host=HOST_MOUNTINFO,
+    criu_says=None,
     **overrides,
 ):
+    """A Restorer on fakes; ``criu_says``: the ``criu --version`` of a criu on containerd's PATH."""
     mounted = set()
     run = run or mount_run(mounted)
+    if criu_says:
+        run.handlers["criu"] = lambda argv, **_kwargs: (0, criu_says, "")
 
     def read_mountinfo():
         extra = "".join(
@@ -118,7 +122,7 @@ def restorer(
         return mnt.parse_mountinfo(host + extra)
 
     staging = BindStaging(run, read_mountinfo, root=str(tmp_path / "staging"))
-    proc, _temp = containerd_proc(tmp_path)
+    proc, _temp = containerd_proc(tmp_path, criu=bool(criu_says))
     worker = Restorer(
         params(tmp_path, checkpoint, **overrides),
         check_mode,
@@ -165,6 +169,44 @@ def test_restore_binds_a_shared_source_through_a_slave_view_first(tmp_path):
         "checkpoint": checkpoint,
     }
     assert staging in mounted  # the view stays while the container may be restarted
+
+
+def dump_of_criu(tmp_path, version):
+    """write_dump's dump, recording the CRIU release that took it."""
+    checkpoint = write_dump(tmp_path)
+    manifest_path = os.path.join(checkpoint, "manifest.json")
+    with open(manifest_path) as handle:
+        manifest = json.load(handle)
+    manifest["criu"] = {"path": "/usr/local/sbin/criu", "version": version}
+    with open(manifest_path, "w") as handle:
+        json.dump(manifest, handle)
+    return checkpoint
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_a_dump_of_a_newer_criu_is_refused_before_anything_is_created(tmp_path, check_mode):
+    docker = FakeDockerAPI(tmp_path / "docker")
+    checkpoint = dump_of_criu(tmp_path, "4.1.1")
+    worker, run, mounted = restorer(
+        tmp_path, checkpoint, docker, check_mode=check_mode, criu_says="Version: 3.17\n"
+    )
+    with pytest.raises(BadCheckpoint) as caught:
+        worker.run_state()
+    assert "dumped by CRIU 4.1.1, and the CRIU that would restore it is older: /usr/bin/criu (CRIU 3.17)" in (
+        caught.value.msg
+    )
+    assert "the criu on dockerd's containerd's PATH" in caught.value.msg
+    assert [argv[0].rsplit("/", 1)[-1] for argv, _kwargs in run.calls] == ["criu"]  # no mount, no staging
+    assert "create" not in docker.verbs() and mounted == set()
+
+
+def test_a_dump_restores_where_containerds_criu_is_of_the_same_release(tmp_path):
+    docker = FakeDockerAPI(tmp_path / "docker")
+    checkpoint = dump_of_criu(tmp_path, "4.1.1")
+    worker, _run, _mounted = restorer(
+        tmp_path, checkpoint, docker, check_mode=True, criu_says="Version: 4.1\n"
+    )
+    assert worker.run_state()["changed"] is True
 
 
 def test_check_mode_plans_the_staging_and_creates_nothing(tmp_path):
