@@ -80,7 +80,7 @@ def criu_of(pid, env, run_command, proc="/proc"):
     root = os.path.join(proc, pid, "root")
     for directory in env.get(b"PATH", NO_PATH).decode(errors="replace").split(os.pathsep):
         if not directory.startswith("/"):
-            continue  # a relative PATH entry names the shim's working directory: not followed
+            continue  # Go's exec.LookPath refuses what a relative PATH entry finds (exec.ErrDot)
         reach = os.path.join(root, directory.lstrip("/"), "criu")
         if os.path.isfile(reach) and os.access(reach, os.X_OK):
             try:
@@ -115,7 +115,7 @@ def refuse_older(checkpoint, dumped_by, crius, where):
     known = [c for c in crius if c["version"] is not None]
     if not known or any(c["version"][:2] >= dumped[:2] for c in known):
         return
-    found = ", ".join(f"{c['path']} (CRIU {criu.version_string(c['version'])})" for c in known)
+    found = ", ".join(sorted({f"{c['path']} (CRIU {criu.version_string(c['version'])})" for c in known}))
     raise BadCheckpoint(
         f"{checkpoint} was dumped by CRIU {dumped_by}, and the CRIU that would restore it is older: "
         f"{found}, the criu on {where} PATH, which runc runs. CRIU reads the images of its own and "

@@ -77,6 +77,15 @@ def test_a_restore_goes_on_unless_every_known_criu_is_older(dumped_by, crius):
     runtime_criu.refuse_older("/dumps/app-1", dumped_by, crius, "containerd's")
 
 
+def test_every_older_criu_is_named_once():
+    same = [{"pid": pid, "path": "/usr/sbin/criu", "version": (3, 17)} for pid in (1, 2)]
+    with pytest.raises(BadCheckpoint) as caught:
+        runtime_criu.refuse_older("/dumps/app-1", "4.1", [*same, *known((4, 0, 2))], "dockerd's containerd's")
+    assert "is older: /opt/criu-0/criu (CRIU 4.0.2), /usr/sbin/criu (CRIU 3.17), the criu on dockerd's" in (
+        caught.value.msg
+    )
+
+
 def test_a_dump_of_a_newer_criu_release_is_refused_with_the_fix():
     with pytest.raises(BadCheckpoint) as caught:
         runtime_criu.refuse_older("/dumps/app-1", "4.1.1", known((3, 17, 1)), "containerd's")
