@@ -44,8 +44,8 @@ description:
     reports the restored process's host PID. A dump with CUDA state is restored only on a host
     with a GPU and C(cuda-checkpoint) (and the plugin, for a plugin dump); after a dump taken by
     C(cuda-checkpoint) directly, the module restores and unlocks the CUDA processes itself.
-  - A restore through Docker or containerd runs the CRIU on the PATH of the containerd serving it
-    (runc's, started by its runc shim). A dump whose manifest names a CRIU release newer
+  - A restore through Docker, containerd or the kubelet runs the CRIU on the PATH of the containerd
+    serving it (runc's, started by its runc shim). A dump whose manifest names a CRIU release newer
     (major.minor) than every such CRIU the module can read is refused before anything is created, as
     CRIU reads the images of its own and older releases only.
   - "O(method=kubelet) asks the kubelet's checkpoint API (C(POST /checkpoint/NS/POD/CONTAINER),
@@ -376,7 +376,8 @@ manifest:
       the dump took (C(path)) and its CUDA processes (C(cuda_pids)). C(criu) names the CRIU the
       runc shim ran (C(path) as containerd sees it, C(version)), the first C(criu) on the PATH of
       the containerd serving the socket (empty when it is not one known CRIU).
-    - With method=kubelet, C(stats) as for a CRIU dump, from the archive's C(stats-dump) (null without one).
+    - With method=kubelet, C(stats) as for a CRIU dump, from the archive's C(stats-dump) (null without one),
+      and C(criu) as for method=containerd, of the node's containerd (O(containerd_address)).
   returned: success and not check mode
   type: dict
 gpu:

@@ -21,7 +21,7 @@ import pytest
 
 from .conftest import CACHE, REPO, lib_sh_value
 from .k8s_fixtures import controlplane  # noqa: F401  # pylint: disable=unused-import
-from .test_pod_checkpoint import _missing, run_module
+from .test_pod_checkpoint import _missing, criu_version, record_newer_criu, run_module
 
 NODE_START = os.path.join(REPO, "tests", "testbed", "node", "start")
 NODE_CA = os.path.join(CACHE, "node", "ca.crt")
@@ -217,6 +217,9 @@ def test_kubelet_checkpoint_then_restore_as_a_new_pod(node, tokens, counter_pod,
     # the frozen time from CRIU's stats-dump, which containerd's CRI plugin puts in the archive
     assert dumped["frozen_s"] == manifest["stats"]["frozen_s"] > 0
     assert manifest["stats"]["pages_written"] > 0
+    # the CRIU the node's containerd ran for the kubelet: the one on its PATH (tests/testbed/node/start)
+    shim_criu = os.path.join(CACHE, "bin", "criu")
+    assert manifest["criu"] == {"path": shim_criu, "version": criu_version(shim_criu)}, manifest["criu"]
     # the original pod ran on through the checkpoint
     assert wait_count(node, ns, "counter", before + 5) > before
 
@@ -242,6 +245,15 @@ def test_kubelet_checkpoint_then_restore_as_a_new_pod(node, tokens, counter_pod,
     taken = run_module(dict(restore, new_pod="counter"))
     assert taken.get("failed") is True and taken["error"] == "ContainerConflict", taken
     assert f"a pod {ns}/counter exists already" in taken["msg"]
+
+    # the same dump as a newer CRIU release would have written it: the node's CRIU cannot read it
+    record_newer_criu(dumped["checkpoint_dir"])
+    newer = run_module(dict(restore, new_pod="counter-newer"))
+    assert newer.get("failed") is True, newer
+    assert "was dumped by CRIU 99.0, and the CRIU that would restore it is older" in newer["msg"]
+    assert "the criu on the node's containerd's PATH" in newer["msg"]
+    pods = kubectl("-n", ns, "get", "pods", "-o", "name").split()
+    assert "pod/counter-newer" not in pods, pods
 
 
 def test_kubelet_refusals_leave_nothing_behind(node, tokens, counter_pod, tmp_path):

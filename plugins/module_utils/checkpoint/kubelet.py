@@ -23,7 +23,12 @@ import time
 
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils import criu
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, containerd, ociimage
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import (
+    BadCheckpoint,
+    containerd,
+    ociimage,
+    runtime_criu,
+)
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu as gpu_mod
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, StrataError, utc_iso
@@ -192,6 +197,8 @@ def dump(
         "name": name,
         "method": METHOD,
         "created": utc_iso(),
+        # the node's containerd ran CRIU for the kubelet (the module runs on the node)
+        "criu": containerd.dumping_criu(run_command, proc, containerd.containerd_address(params)),
         "archive": ARCHIVE,
         "kubelet_archive": written,
         "archive_sha256": ociimage.sha256_of(archive),
@@ -303,6 +310,12 @@ def restore(
             f"new_pod or delete it (kubectl -n {namespace} delete pod {new_pod})"
         )
     client.get_node(node)
+    runtime_criu.refuse_older(
+        checkpoint,
+        (manifest.get("criu") or {}).get("version"),
+        runtime_criu.containerd_crius(run_command, proc, containerd.containerd_address(params)),
+        "the node's containerd's",
+    )
     result["gpu"], freezer = gpu_mod.restore_plan(
         params, run_command, manifest, checkpoint, gpus_dir=gpus_dir, find=find_freezer
     )

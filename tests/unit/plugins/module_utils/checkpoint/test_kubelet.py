@@ -11,7 +11,7 @@ from ansible_collections.strata.ops.plugins.module_utils.checkpoint import kubel
 from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
 from ansible_collections.strata.ops.plugins.module_utils.k8s.errors import K8sNotFound
 
-from ....fakes.containerd import CONTAINER_ID, FakeCtr, crictl
+from ....fakes.containerd import CONTAINER_ID, FakeCtr, containerd_proc, crictl
 from ....fakes.criu_images import STATS_DUMP
 from ....fakes.cuda import CUDA_PARAMS, FakeCudaCheckpoint
 from ....fakes.run import FakeRun
@@ -256,8 +256,9 @@ def test_a_cuda_container_is_frozen_only_around_the_kubelets_checkpoint(gpu_host
 
 def test_a_node_without_a_gpu_is_not_asked_for_processes(tmp_path, kubelet_archive):
     run = FakeRun()
+    no_gpus, proc = str(tmp_path / "none"), containerd_proc(tmp_path)[0]
     result = kubelet.dump(
-        kubelet_params(None, tmp_path / "dumps"), False, FakeKube, run, gpus_dir=str(tmp_path / "none")
+        kubelet_params(None, tmp_path / "dumps"), False, FakeKube, run, gpus_dir=no_gpus, proc=proc
     )
     assert run.calls == [] and result["manifest"]["gpu"]["path"] == "none"
     # CRIU's stats from the archive's stats-dump: the frozen time a running job felt
@@ -333,8 +334,47 @@ def test_a_cuda_dump_is_refused_before_the_pod_on_a_node_without_a_gpu(tmp_path,
     restore_params = kubelet_params(
         None, tmp_path / "dumps", state="restored", checkpoint=dump_dir, new_pod="trainer-r"
     )
+    no_gpus, proc = str(tmp_path / "x"), containerd_proc(tmp_path)[0]
     with pytest.raises(StrataError, match="holds CUDA state"):
         kubelet.restore(
-            restore_params, False, lambda: kube, FakeRun(true=fake_ctr), gpus_dir=str(tmp_path / "x")
+            restore_params, False, lambda: kube, FakeRun(true=fake_ctr), gpus_dir=no_gpus, proc=proc
         )
+    assert kube.created == []
+
+
+def test_the_node_containerds_criu_is_recorded_and_a_newer_one_refused(tmp_path, kubelet_archive, archive):
+    """The module runs on the node: its containerd (containerd_address) ran CRIU for the kubelet, and
+    restores the new pod with it."""
+    proc, _temp = containerd_proc(tmp_path, criu=True, address="/run/c.sock")
+    run = FakeRun(criu=lambda argv, **_kwargs: (0, "Version: 4.1.1\n", ""))
+    dumped = kubelet.dump(
+        kubelet_params(None, tmp_path / "dumps"),
+        False,
+        FakeKube,
+        run,
+        gpus_dir=str(tmp_path / "none"),
+        proc=proc,
+    )
+    assert dumped["manifest"]["criu"] == {"path": "/usr/bin/criu", "version": "4.1.1"}
+
+    dump_dir, fake_ctr = kubelet_dump_with_cuda(tmp_path / "newer", archive)
+    manifest_path = f"{dump_dir}/manifest.json"
+    with open(manifest_path) as handle:
+        manifest = dict(
+            json.load(handle), criu={"path": "/usr/local/sbin/criu", "version": "4.2"}, gpu={"path": "none"}
+        )
+    with open(manifest_path, "w") as handle:
+        json.dump(manifest, handle)
+    kube = FakeKube()
+    restore_params = kubelet_params(
+        None, tmp_path / "newer" / "dumps", state="restored", checkpoint=dump_dir, new_pod="trainer-r"
+    )
+    with pytest.raises(StrataError) as caught:
+        kubelet.restore(
+            restore_params, True, lambda: kube, FakeRun(true=fake_ctr, criu=run.handlers["criu"]), proc=proc
+        )
+    assert "dumped by CRIU 4.2, and the CRIU that would restore it is older: /usr/bin/criu (CRIU 4.1.1)" in (
+        caught.value.msg
+    )
+    assert "the criu on the node's containerd's PATH" in caught.value.msg
     assert kube.created == []
