@@ -52,6 +52,7 @@ from ansible_collections.strata.ops.plugins.module_utils.k8s.predicates import (
     no_items,
     node_is_ready,
     pod_is_ready,
+    rollout_brief,
     workload_is_ready,
 )
 from ansible_collections.strata.ops.plugins.module_utils.k8s.resources import (
@@ -107,5 +108,6 @@ __all__ = [
     "pod_is_ready",
     "resource_path",
     "retry_on_conflict",
+    "rollout_brief",
     "workload_is_ready",
 ]

@@ -47,6 +47,26 @@ def workload_is_ready(obj):
     return status.get("updatedReplicas", 0) >= wanted
 
 
+def rollout_brief(obj):
+    """A Deployment's or StatefulSet's rollout as its status tells it, for a wait that timed out:
+    "minio: 0/1 ready, 1 updated", and what holds it back where workload_is_ready says so (spec not
+    yet seen by the controller, replicas still to add or remove, a StatefulSet between revisions)."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    wanted = spec.get("replicas", 1)
+    ready, updated = status.get("readyReplicas", 0), status.get("updatedReplicas", 0)
+    parts = [f"{ready}/{wanted} ready", f"{updated} updated"]
+    if status.get("replicas", 0) != wanted:
+        parts.append(f"{status.get('replicas', 0)} exist")
+    seen, generation = status.get("observedGeneration", 0), meta.get("generation", 0)
+    if seen < generation:
+        parts.append(f"its controller has not seen spec generation {generation} yet (at {seen})")
+    if "updateRevision" in status and status.get("currentRevision") != status["updateRevision"]:
+        parts.append(f"rolling from revision {status.get('currentRevision')} to {status['updateRevision']}")
+    return f"{meta.get('name')}: {', '.join(parts)}"
+
+
 def statefulset_rolled_out(spec, status, wanted):
     """kubectl rollout status' rule for a StatefulSet (kubectl's rollout_status.go,
     StatefulSetStatusViewer): with a partition, the pods at or above it are updated; without one,

@@ -345,6 +345,7 @@ class RunnerIsolation(Entering, Restoring):
                     field_selector="metadata.name=" + w["name"],
                     timeout=timeout,
                     description=f"{workload_text(w)} to be Ready {after}",
+                    summarize=lambda items: [k8s.rollout_brief(i) for i in items],
                 )
             except k8s.K8sTimeout as exc:
                 advice = (

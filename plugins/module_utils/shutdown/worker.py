@@ -11,6 +11,7 @@ from ansible_collections.strata.ops.plugins.module_utils.k8s import (
     K8sNotFound,
     K8sTimeout,
     K8sUnreachable,
+    rollout_brief,
 )
 from ansible_collections.strata.ops.plugins.module_utils.k8s.objects import (
     Ownership,
@@ -348,10 +349,7 @@ class SafeShutdown(NodeRestarts):
                 field_selector="metadata.name=" + name,
                 timeout=self.remaining(deadline),
                 description=f"{ref} to have {wanted} ready replica(s)",
-                summarize=lambda items: [
-                    f"{(i.get('status') or {}).get('readyReplicas', 0)}/{spec_replicas(i)} ready"
-                    for i in items
-                ],
+                summarize=lambda items: [rollout_brief(i) for i in items],
             )
             own = self.ownership(watch["items"][0])
             pods_watch = self.client.watch_until(

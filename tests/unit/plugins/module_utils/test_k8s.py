@@ -810,3 +810,37 @@ def test_object_drift_compares_list_items_in_order_and_scalars_as_the_api_prints
         "spec.containers[0].name",
         "spec.containers[0].ports",
     ]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "spec", "status", "brief"),
+    [
+        (
+            {"generation": 2},
+            {"replicas": 1},
+            {"observedGeneration": 2, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1},
+            "minio: 1/1 ready, 1 updated",
+        ),
+        (
+            {"generation": 3},
+            {"replicas": 2},
+            {"observedGeneration": 2, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1},
+            "minio: 1/2 ready, 1 updated, 1 exist, its controller has not seen spec generation 3 yet (at 2)",
+        ),
+        (
+            {"generation": 4},
+            {"replicas": 1},
+            {
+                "observedGeneration": 4,
+                "replicas": 1,
+                "updatedReplicas": 1,
+                "currentRevision": "minio-5c",
+                "updateRevision": "minio-6d",
+            },
+            "minio: 0/1 ready, 1 updated, rolling from revision minio-5c to minio-6d",
+        ),
+    ],
+)
+def test_a_rollout_that_timed_out_says_what_holds_it(metadata, spec, status, brief):
+    obj = {"metadata": dict(metadata, name="minio"), "spec": spec, "status": status}
+    assert k8s.rollout_brief(obj) == brief
