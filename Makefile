@@ -63,11 +63,11 @@ unit: venv
 
 # A test file runs in one worker (--dist loadfile): files share the lab but not state.
 # tests/reliability (issue 20's sweep: killed runs, faults, secrets) runs on the same test bed; the
-# tests marked exclusive (the API server stopped; the scan for secrets in what every run wrote) run
-# alone afterwards, in file order.
+# tests marked exclusive (the API server stopped; the QEMU guest, a core busy for a minute; the scan
+# for secrets in what every run wrote, last) run alone afterwards, in file order.
 integration: venv testbed
 	pytest -q -n $(INTEGRATION_WORKERS) --dist loadfile --durations=15 -m "not exclusive" tests/integration tests/reliability
-	pytest -q --durations=5 -m exclusive tests/reliability
+	pytest -q --durations=8 -m exclusive tests/integration tests/reliability
 
 molecule: venv testbed-base
 	STRATA_HOST_IMAGE=$$(tests/testbed/up image) molecule test --all

@@ -20,6 +20,7 @@ import sys
 import tarfile
 
 import guest_vm  # tests/testbed, on sys.path by conftest
+import pytest
 
 from .conftest import REPO, skip_or_fail
 
@@ -151,6 +152,7 @@ def assert_containerd_step(figures, names, log, tmp_path):
     assert "containerd.log" in names
 
 
+@pytest.mark.exclusive  # an emulated guest: alone after the parallel suite (test_pre_dump_guest.py)
 def test_gpu_check_pre_dump_step_in_the_dirty_tracking_guest():
     skip_or_fail(guest_vm.problem())
     scratch = guest_vm.SCRATCH

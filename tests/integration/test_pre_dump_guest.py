@@ -24,7 +24,9 @@ from .conftest import REPO, TESTBED_BIN, skip_or_fail
 CRIU = os.environ.get("STRATA_CRIU", os.path.join(TESTBED_BIN, "criu"))
 GUEST_SCRIPT = os.path.join(REPO, "tests", "integration", "guest_pre_dump.py")
 
-pytestmark = pytest.mark.needs("criu")
+# The guest is an emulated machine (QEMU TCG) that keeps a core busy for a minute or more: it runs
+# alone after the parallel suite (marker exclusive), not beside tests that wait on timeouts.
+pytestmark = [pytest.mark.needs("criu"), pytest.mark.exclusive]
 
 
 @pytest.fixture(scope="module")
