@@ -621,19 +621,22 @@ def test_containerd_restore_refuses_a_pod_that_is_gone_and_leaves_nothing(cri_po
     listed = run_module({"images_dir": args["images_dir"]}, module="pod_checkpoint_info")
     assert [(c["usable"], c["restorable"]) for c in listed["checkpoints"]] == [(True, False)], listed
     assert listed["latest_restorable"] is None
+    gone = f"the pod strata-test/{cri_pod['pod']} this container was dumped from is gone"
+    assert_containerd_restore_refused(cri_pod, args, dumped, gone)
+
+
+def assert_containerd_restore_refused(cri_pod, args, dumped, *phrases):
+    """A restore of ``dumped`` into a new container is refused, in check mode and not, with every
+    phrase in its message, and no container is made; the checkpoint image leaves the store after."""
     new = unique()
     restore = dict(args, state="restored", checkpoint=dumped["checkpoint_dir"], new_container=new)
     try:
         for check_mode in (True, False):
             refused = run_module(restore, check_mode=check_mode, path_prefix=TESTBED_BIN)
             assert refused.get("failed") is True, refused
-            assert (
-                f"the pod strata-test/{cri_pod['pod']} this container was dumped from is gone"
-                in refused["msg"]
-            )
-            assert (
-                ctr_cli(cri_pod["cri"], "containers", "info", new, check=False).returncode != 0
-            )  # nothing was made
+            for phrase in phrases:
+                assert phrase in refused["msg"], refused["msg"]
+            assert ctr_cli(cri_pod["cri"], "containers", "info", new, check=False).returncode != 0
     finally:
         ctr_cli(cri_pod["cri"], "images", "rm", dumped["image_ref"], check=False)
 
@@ -644,21 +647,14 @@ def test_containerd_refuses_a_dump_of_a_newer_criu_release_and_creates_nothing(c
     dumped = run_module(args, path_prefix=TESTBED_BIN)
     assert dumped.get("failed") is not True, dumped
     record_newer_criu(dumped["checkpoint_dir"])
-    new = unique()
-    restore = dict(args, state="restored", checkpoint=dumped["checkpoint_dir"], new_container=new)
-    try:
-        for check_mode in (True, False):
-            refused = run_module(restore, check_mode=check_mode, path_prefix=TESTBED_BIN)
-            assert refused.get("failed") is True, refused
-            shim_criu = os.path.join(TESTBED_BIN, "criu")
-            assert (
-                f"was dumped by CRIU 99.0, and the CRIU that would restore it is older: {shim_criu} (CRIU "
-                in (refused["msg"])
-            )
-            assert "the criu on containerd's PATH" in refused["msg"]
-            assert ctr_cli(cri_pod["cri"], "containers", "info", new, check=False).returncode != 0
-    finally:
-        ctr_cli(cri_pod["cri"], "images", "rm", dumped["image_ref"], check=False)
+    shim_criu = os.path.join(TESTBED_BIN, "criu")
+    assert_containerd_restore_refused(
+        cri_pod,
+        args,
+        dumped,
+        f"was dumped by CRIU 99.0, and the CRIU that would restore it is older: {shim_criu} (CRIU ",
+        "the criu on containerd's PATH",
+    )
 
 
 def test_a_criu_dump_is_not_restored_by_containerd_nor_the_other_way(cri_pod, tmp_path):
