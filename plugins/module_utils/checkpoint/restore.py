@@ -128,12 +128,6 @@ class Restorer(CheckpointJob):
                 "method=containerd)"
             )
         check_propagated_mounts(manifest, self.read_mountinfo)
-        runtime_criu.refuse_older(
-            checkpoint,
-            (manifest.get("criu") or {}).get("version"),
-            runtime_criu.containerd_crius(self.run, self.proc),
-            "dockerd's containerd's",
-        )
         cp_name = os.path.basename(checkpoint)
         api = docker_api(p, self.docker)
         info = api.info()
@@ -148,6 +142,12 @@ class Restorer(CheckpointJob):
         done = self._existing(api, checkpoint, command, manifest)
         if done:
             return done
+        runtime_criu.refuse_older(
+            checkpoint,
+            (manifest.get("criu") or {}).get("version"),
+            runtime_criu.containerd_crius(self.run, self.proc),
+            "dockerd's containerd's",
+        )
         if not info.get("ExperimentalBuild"):
             raise ctr.RuntimeUnavailable(
                 "dockerd runs without experimental features, so it cannot start a container from a "
