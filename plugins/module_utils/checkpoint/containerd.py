@@ -372,11 +372,8 @@ def restore(
     gone = pod_gone(manifest, readlink)
     if gone:
         raise InvalidArgument(gone + ". Nothing was created")
-    runtime_criu.refuse_older(
-        checkpoint,
-        (manifest.get("criu") or {}).get("version"),
-        runtime_criu.containerd_crius(run_command, proc, client.address),
-        "containerd's",
+    runtime_criu.refuse_unreadable(
+        checkpoint, manifest, run_command, proc, address=client.address, where="containerd's"
     )
     result["gpu"], freezer = gpu_mod.restore_plan(
         params, run_command, manifest, checkpoint, gpus_dir=gpus_dir, find=find_freezer

@@ -310,11 +310,13 @@ def restore(
             f"new_pod or delete it (kubectl -n {namespace} delete pod {new_pod})"
         )
     client.get_node(node)
-    runtime_criu.refuse_older(
+    runtime_criu.refuse_unreadable(
         checkpoint,
-        (manifest.get("criu") or {}).get("version"),
-        runtime_criu.containerd_crius(run_command, proc, containerd.containerd_address(params)),
-        "the node's containerd's",
+        manifest,
+        run_command,
+        proc,
+        address=containerd.containerd_address(params),
+        where="the node's containerd's",
     )
     result["gpu"], freezer = gpu_mod.restore_plan(
         params, run_command, manifest, checkpoint, gpus_dir=gpus_dir, find=find_freezer

@@ -142,11 +142,8 @@ class Restorer(CheckpointJob):
         done = self._existing(api, checkpoint, command, manifest)
         if done:
             return done
-        runtime_criu.refuse_older(
-            checkpoint,
-            (manifest.get("criu") or {}).get("version"),
-            runtime_criu.containerd_crius(self.run, self.proc),
-            "dockerd's containerd's",
+        runtime_criu.refuse_unreadable(
+            checkpoint, manifest, self.run, self.proc, address=None, where="dockerd's containerd's"
         )
         if not info.get("ExperimentalBuild"):
             raise ctr.RuntimeUnavailable(

@@ -122,3 +122,11 @@ def refuse_older(checkpoint, dumped_by, crius, where):
         f"older releases only: install CRIU >= {criu.version_string(dumped[:2])} on that PATH, or restore "
         "on a host that has one. Nothing was created"
     )
+
+
+def refuse_unreadable(checkpoint, manifest, run_command, proc, *, address, where):
+    """refuse_older for a dump by its manifest, against the CRIU of the containerd serving
+    ``address`` (every containerd when None). A manifest that names no CRIU version asks nothing."""
+    dumped_by = (manifest.get("criu") or {}).get("version")
+    if dumped_by:
+        refuse_older(checkpoint, dumped_by, containerd_crius(run_command, proc, address), where)

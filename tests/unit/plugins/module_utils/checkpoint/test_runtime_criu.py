@@ -96,3 +96,16 @@ def test_a_dump_of_a_newer_criu_release_is_refused_with_the_fix():
         "host that has one. Nothing was created"
     )
     assert re.search(r"install CRIU >= 4\.1 ", caught.value.msg)
+
+
+def test_a_manifest_that_names_no_criu_asks_no_runtime(tmp_path):
+    proc, _temp = containerd_proc(tmp_path, criu=True)
+    run = criu_answering("3.17")
+    runtime_criu.refuse_unreadable(
+        "/dumps/app-1", {"criu": {}}, run, proc, address=None, where="containerd's"
+    )
+    assert run.calls == []
+    with pytest.raises(BadCheckpoint, match=r"dumped by CRIU 4\.1\.1, .* /usr/bin/criu \(CRIU 3\.17\)"):
+        runtime_criu.refuse_unreadable(
+            "/dumps/app-1", {"criu": {"version": "4.1.1"}}, run, proc, address=None, where="containerd's"
+        )
