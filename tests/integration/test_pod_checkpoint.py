@@ -31,6 +31,7 @@ import cri_pod as cri_pod_lib  # tests/testbed, on sys.path by conftest
 import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import leftovers
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 
 from . import conftest
 from .conftest import TESTBED_BIN, adhoc_result, assert_clean_failure, lib_sh_value
@@ -819,12 +820,8 @@ def test_restore_onto_running_name_is_refused(counter, tmp_path, experimental):
 def record_newer_criu(dump_dir):
     """Make a dump say a newer CRIU release wrote it (none exists here to write one): what a restore
     meets when the dumping host runs a newer CRIU than the restoring one."""
-    path = os.path.join(dump_dir, "manifest.json")
-    with open(path) as handle:
-        manifest = json.load(handle)
-    manifest["criu"] = dict(manifest.get("criu") or {}, version="99.0")
-    with open(path, "w") as handle:
-        json.dump(manifest, handle)
+    manifest = mf.load(dump_dir)
+    mf.write(dump_dir, dict(manifest, criu=dict(manifest.get("criu") or {}, version="99.0")))
 
 
 def test_a_dump_of_a_newer_criu_release_is_refused_before_docker_creates_anything(

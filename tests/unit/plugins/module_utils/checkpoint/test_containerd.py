@@ -8,6 +8,7 @@ import re
 import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, containerd
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
 from ansible_collections.strata.ops.plugins.module_utils.criu import CriuError
 
@@ -143,12 +144,7 @@ def test_restore_refuses_a_dump_without_its_archive(dump_dir):
 
 @pytest.mark.parametrize("check_mode", [True, False])
 def test_a_dump_of_a_newer_criu_is_refused_before_any_change(dump_dir, tmp_path, check_mode):
-    manifest_path = os.path.join(dump_dir, "manifest.json")
-    with open(manifest_path) as handle:
-        manifest = json.load(handle)
-    manifest["criu"] = {"path": "/usr/local/sbin/criu", "version": "4.1.1"}
-    with open(manifest_path, "w") as handle:
-        json.dump(manifest, handle)
+    mf.write(dump_dir, dict(mf.load(dump_dir), criu={"path": "/usr/local/sbin/criu", "version": "4.1.1"}))
     proc, _temp = containerd_proc(tmp_path, criu=True, address="/run/c.sock")
     run = FakeRun(
         **{os.path.basename(params()["ctr_path"]): FakeCtr(images=[REF])},
@@ -289,15 +285,9 @@ def gone_link(path):
 def test_restore_refuses_when_the_pod_sandbox_is_gone_and_creates_nothing(
     dump_dir, readlink, said, check_mode
 ):
-    manifest_path = os.path.join(dump_dir, "manifest.json")
-    with open(manifest_path) as handle:
-        manifest = json.load(handle)
-    manifest["pod"] = {"name": "validator-0", "namespace": "solana"}
-    manifest["joined_namespaces"] = [
-        {"type": "network", "path": "/proc/16189/ns/net", "id": "net:[4026532323]"}
-    ]
-    with open(manifest_path, "w") as handle:
-        json.dump(manifest, handle)
+    joined = [{"type": "network", "path": "/proc/16189/ns/net", "id": "net:[4026532323]"}]
+    pod = {"name": "validator-0", "namespace": "solana"}
+    mf.write(dump_dir, dict(mf.load(dump_dir), pod=pod, joined_namespaces=joined))
     run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr(images=[REF])})
     with pytest.raises(InvalidArgument) as caught:
         containerd.restore(params(checkpoint=dump_dir), check_mode, run, readlink=readlink)
@@ -307,12 +297,8 @@ def test_restore_refuses_when_the_pod_sandbox_is_gone_and_creates_nothing(
 
 
 def test_restore_goes_on_while_the_pod_sandbox_is_there(dump_dir, tmp_path):
-    manifest_path = os.path.join(dump_dir, "manifest.json")
-    with open(manifest_path) as handle:
-        manifest = json.load(handle)
-    manifest["joined_namespaces"] = [{"type": "network", "path": "/proc/1/ns/net", "id": "net:[1]"}]
-    with open(manifest_path, "w") as handle:
-        json.dump(manifest, handle)
+    joined = [{"type": "network", "path": "/proc/1/ns/net", "id": "net:[1]"}]
+    mf.write(dump_dir, dict(mf.load(dump_dir), joined_namespaces=joined))
     proc, _temp = containerd_proc(tmp_path)
     run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr(images=[REF])})
     result = containerd.restore(
@@ -458,12 +444,7 @@ def test_a_cuda_container_without_a_freezer_is_refused_before_anything(gpu_host,
 
 
 def gpu_dump(dump_dir, path="cuda-checkpoint"):
-    manifest_path = os.path.join(dump_dir, "manifest.json")
-    with open(manifest_path) as handle:
-        manifest = json.load(handle)
-    manifest["gpu"] = {"path": path, "cuda_pids": [17]}
-    with open(manifest_path, "w") as handle:
-        json.dump(manifest, handle)
+    mf.write(dump_dir, dict(mf.load(dump_dir), gpu={"path": path, "cuda_pids": [17]}))
 
 
 def test_a_restored_cuda_container_is_restored_and_unlocked_on_the_gpu(dump_dir, gpu_host):

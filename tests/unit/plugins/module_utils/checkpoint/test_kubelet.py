@@ -8,6 +8,7 @@ import tarfile
 import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import kubelet, ociimage
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
 from ansible_collections.strata.ops.plugins.module_utils.k8s.errors import K8sNotFound
 
@@ -358,13 +359,8 @@ def test_the_node_containerds_criu_is_recorded_and_a_newer_one_refused(tmp_path,
     assert dumped["manifest"]["criu"] == {"path": "/usr/bin/criu", "version": "4.1.1"}
 
     dump_dir, fake_ctr = kubelet_dump_with_cuda(tmp_path / "newer", archive)
-    manifest_path = f"{dump_dir}/manifest.json"
-    with open(manifest_path) as handle:
-        manifest = dict(
-            json.load(handle), criu={"path": "/usr/local/sbin/criu", "version": "4.2"}, gpu={"path": "none"}
-        )
-    with open(manifest_path, "w") as handle:
-        json.dump(manifest, handle)
+    newer = {"path": "/usr/local/sbin/criu", "version": "4.2"}
+    mf.write(dump_dir, dict(mf.load(dump_dir), criu=newer, gpu={"path": "none"}))
     kube = FakeKube()
     restore_params = kubelet_params(
         None, tmp_path / "newer" / "dumps", state="restored", checkpoint=dump_dir, new_pod="trainer-r"

@@ -13,6 +13,7 @@ from ansible_collections.strata.ops.plugins.module_utils import containers as ct
 from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.restore import RESTORE_LABEL, Restorer
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.staging import BindStaging
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
@@ -174,12 +175,7 @@ def test_restore_binds_a_shared_source_through_a_slave_view_first(tmp_path):
 def dump_of_criu(tmp_path, version):
     """write_dump's dump, recording the CRIU release that took it."""
     checkpoint = write_dump(tmp_path)
-    manifest_path = os.path.join(checkpoint, "manifest.json")
-    with open(manifest_path) as handle:
-        manifest = json.load(handle)
-    manifest["criu"] = {"path": "/usr/local/sbin/criu", "version": version}
-    with open(manifest_path, "w") as handle:
-        json.dump(manifest, handle)
+    mf.write(checkpoint, dict(mf.load(checkpoint), criu={"path": "/usr/local/sbin/criu", "version": version}))
     return checkpoint
 
 
