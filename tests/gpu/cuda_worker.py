@@ -5,9 +5,9 @@
 With --device cuda (PyTorch) it fills N GiB of GPU memory with a pattern (chunk i holds the
 value PATTERN(i) in every int32), then loops: one small GPU reduction per step (so a CUDA lock
 stops the loop), the step counter in host memory, and every VERIFY_EVERY steps a full compare of
-the pattern on the GPU. Each step rewrites FILE (atomically) as JSON: pid, count, time,
-pattern_ok, the count at which the pattern was last checked, and identity and ready_at (drawn
-at start and kept in memory: a restored process has the dumped one's). With --device cpu the pattern
+the pattern on the GPU. Each step rewrites FILE as JSON: pid, count, time, pattern_ok, the count
+at which the pattern was last checked, and identity and ready_at (drawn at start and kept in
+memory: a restored process has the dumped one's). With --device cpu the pattern
 lives in host memory (the self-test of tests/gpu/run on machines without a GPU, which also maps
 the fake libcuda so that the module sees a CUDA process).
 """
@@ -57,11 +57,26 @@ class CpuPattern:
         return all(chunk == bytearray([pattern(i) % 251]) * len(chunk) for i, chunk in enumerate(self.chunks))
 
 
-def write_status(path, status):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(status, handle)
-    os.rename(tmp, path)
+class StatusFile:
+    """FILE, open for the whole run and always STATUS_BYTES long.
+
+    A dump can come at any step, and CRIU restores an open file only where it is found at the
+    same path with the size it had at the dump (criu/files-reg.c): a temporary file renamed
+    away after the dump, or a status that grew, would fail the restore. One open file rewritten
+    in place at a fixed size is always there as dumped. Readers retry a torn read (not JSON).
+    """
+
+    STATUS_BYTES = 4096
+
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        os.ftruncate(self.fd, self.STATUS_BYTES)
+
+    def write(self, status):
+        record = json.dumps(status).encode()
+        if len(record) >= self.STATUS_BYTES:
+            raise ValueError(f"status of {len(record)} bytes does not fit in {self.STATUS_BYTES}")
+        os.pwrite(self.fd, record.ljust(self.STATUS_BYTES - 1) + b"\n", 0)
 
 
 def main():
@@ -82,13 +97,14 @@ def main():
         "identity": os.urandom(8).hex(),
     }
     status.update(pattern_ok=memory.verify(), verified_at=0, ready_at=time.time())
+    status_file = StatusFile(args.status)
     while True:
         status["count"] += 1
         memory.touch(status["count"])
         if status["count"] % VERIFY_EVERY == 0:
             status.update(pattern_ok=memory.verify(), verified_at=status["count"])
         status["time"] = time.time()
-        write_status(args.status, status)
+        status_file.write(status)
         time.sleep(0.01)
 
 
