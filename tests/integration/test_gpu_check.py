@@ -54,7 +54,7 @@ def test_gpu_check_self_test_runs_every_step(tmp_path):
     ]
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
     log = (out / "log.txt").read_text()
-    assert proc.returncode == 0, log + proc.stderr
+    assert proc.returncode == 0, failed_steps(log) + "\n--- the whole log:\n" + log + proc.stderr
     figures = json.loads((out / "figures.json").read_text())
     assert figures["self_test"] is True and figures["result"] == "done"
     assert "No figure here is a GPU figure" in log
@@ -102,6 +102,20 @@ def test_gpu_check_self_test_runs_every_step(tmp_path):
     assert any(name.startswith("criu-0.25/") and name.endswith("dump.log") for name in names), names
     assert sorted(os.listdir(out)) == ["figures.json", "log.txt", "logs.tar.gz", "nvidia-smi.txt"]
     assert_containerd_step(figures, names, log, tmp_path)
+
+
+def failed_steps(log):
+    """The entries of the log that say FAILED, each with its continuation lines (a CRIU log, a
+    traceback): first in an assertion's message, which CI's excerpt cuts in the middle."""
+    entries, current = [], None
+    for line in log.splitlines():
+        if line.startswith("["):
+            current = [line] if "FAILED" in line else None
+            if current:
+                entries.append(current)
+        elif current is not None:
+            current.append(line)
+    return "\n".join("\n".join(entry) for entry in entries)
 
 
 def assert_containerd_step(figures, names, log, tmp_path):
