@@ -16,10 +16,8 @@ import uuid
 
 import pytest
 
-from .conftest import REPO, lib_sh_value, run_module
+from .conftest import CONTAINERD_RELEASES, REPO, containerd_of, lib_sh_value, run_module
 from .test_pod_checkpoint import _missing
-
-CRI_SOCKET = "/run/strata-cri/containerd.sock"
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +33,7 @@ def runtimes():
         )
         if proc.returncode != 0:
             _missing(f"tests/testbed/{' '.join([script, *args])} failed: {proc.stderr.strip()[-1000:]}")
-    return {
-        "1.6": {"address": CRI_SOCKET, "ctr": "ctr"},
-        "1.7": {
-            "address": lib_sh_value("echo $CRI17_SOCKET"),
-            "ctr": os.path.join(lib_sh_value("containerd17_bin"), "ctr"),
-        },
-        "2.3": {
-            "address": lib_sh_value("echo $NODE_SOCKET"),
-            "ctr": os.path.join(lib_sh_value("containerd2_bin"), "ctr"),
-        },
-    }
+    return {release: containerd_of(release) for release in CONTAINERD_RELEASES}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +45,18 @@ def archives(runtimes, tmp_path_factory):
     subprocess.run(["docker", "save", "-o", str(saved), image.removeprefix("docker.io/library/")], check=True)
     oci = where / "oci.tar"
     subprocess.run(
-        ["ctr", "--address", CRI_SOCKET, "-n", "k8s.io", "images", "export", str(oci), image], check=True
+        [
+            runtimes["1.6"].ctr,
+            "--address",
+            runtimes["1.6"].address,
+            "-n",
+            "k8s.io",
+            "images",
+            "export",
+            str(oci),
+            image,
+        ],
+        check=True,
     )
     return {"docker-save": saved, "oci": oci, "image": image}
 
@@ -67,7 +66,7 @@ def namespace(runtimes):
     name = f"strata-it-{uuid.uuid4().hex[:6]}"
     yield name
     for runtime in runtimes.values():
-        ctr = [runtime["ctr"], "--address", runtime["address"], "-n", name]
+        ctr = [runtime.ctr, "--address", runtime.address, "-n", name]
         listed = subprocess.run(
             [*ctr, "images", "ls", "-q"], capture_output=True, text=True, check=False
         ).stdout.split()
@@ -77,20 +76,20 @@ def namespace(runtimes):
 
 
 def held(runtime, namespace):
-    argv = [runtime["ctr"], "--address", runtime["address"], "-n", namespace, "images", "ls", "-q"]
+    argv = [runtime.ctr, "--address", runtime.address, "-n", namespace, "images", "ls", "-q"]
     return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.split()
 
 
-@pytest.mark.parametrize("version", ["1.6", "1.7", "2.3"])
+@pytest.mark.parametrize("version", sorted(CONTAINERD_RELEASES))
 @pytest.mark.parametrize("form", ["docker-save", "oci"])
 def test_import_once_then_skip_the_same_image(runtimes, archives, namespace, version, form):
     runtime = runtimes[version]
     args = {
         "archive": str(archives[form]),
         "name": "data-miner:latest",
-        "address": runtime["address"],
+        "address": runtime.address,
         "namespace": namespace,
-        "ctr_command": [runtime["ctr"]],
+        "ctr_command": [runtime.ctr],
     }
     planned = run_module("containerd_image", args, check_mode=True)
     assert planned.get("failed") is not True, planned
@@ -146,7 +145,7 @@ def test_images_playbook_imports_once_per_node(runtimes, archives, namespace, tm
         "data_miner_image_hosts": "localhost",
         "data_miner_image_archive": str(archives["docker-save"]),
         "data_miner_image_name": "data-miner:latest",
-        "data_miner_containerd_address": CRI_SOCKET,
+        "data_miner_containerd_address": runtimes["1.6"].address,
         "data_miner_containerd_namespace": namespace,
         "data_miner_ctr_command": ["ctr"],
         "data_miner_image_dir": str(tmp_path / "images"),
@@ -179,7 +178,7 @@ def test_images_playbook_builds_the_image_then_imports_it(runtimes, namespace, t
         "data_miner_image_archive": str(tmp_path / "data-miner.tar"),
         "data_miner_build_lock": str(tmp_path / "build.lock"),
         "data_miner_image_name": name,
-        "data_miner_containerd_address": CRI_SOCKET,
+        "data_miner_containerd_address": runtimes["1.6"].address,
         "data_miner_containerd_namespace": namespace,
         "data_miner_ctr_command": ["ctr"],
         "data_miner_image_dir": str(tmp_path / "images"),
