@@ -446,6 +446,57 @@ def parse_stats(data):
     return out
 
 
+# files.img and remap-fpath.img: the common magic, the image's own (criu/include/magic.h), then
+# entries, each a u32 size and a protobuf message (criu/protobuf.c).
+IMG_COMMON_MAGIC = 0x54564319
+FILES_MAGIC = 0x56303138
+REMAP_FPATH_MAGIC = 0x59133954
+FD_TYPE_REG = 1  # images/fdinfo.proto fd_types: REG, a regular file or directory opened by its path
+
+
+def _image_entries(data, magic, what):
+    """The messages (bytes) of a CRIU image's ``data``; [] for None (the dump has no such image)."""
+    if data is None:
+        return []
+    if len(data) < 8 or struct.unpack_from("<II", data, 0) != (IMG_COMMON_MAGIC, magic):
+        raise CriuError(f"{what} is not the CRIU image it should be (wrong magic): the dump is damaged")
+    entries, pos = [], 8
+    while pos < len(data):
+        (size,) = struct.unpack_from("<I", data, pos) if pos + 4 <= len(data) else (len(data),)
+        if pos + 4 + size > len(data):
+            raise CriuError(f"{what} is truncated: the dump is damaged")
+        entries.append(data[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    return entries
+
+
+def reopened_files(files_img, remap_fpath_img=None):
+    """The regular files and directories of a dump that ``criu restore`` opens again by their path
+    (open, mapped, a cwd or root), from the bytes of its files.img and remap-fpath.img (None: not in
+    the dump): [{"path", "size", "mode"}], paths as the dumped processes saw them, each once.
+    CRIU refuses the restore when one is missing, or when its mode or its size (``size``; None where
+    CRIU does not check it: write-only O_APPEND files such as logs) is not what it was at the dump
+    (criu/files-reg.c open_path). Files CRIU brings back itself are left out: deleted ones (ghost
+    files, carried in the dump) and renamed ones (linked remaps), both in remap-fpath.img."""
+    try:
+        remapped = set(
+            _fields(e).get(1) for e in _image_entries(remap_fpath_img, REMAP_FPATH_MAGIC, "remap-fpath.img")
+        )
+        found = {}
+        for entry in _image_entries(files_img, FILES_MAGIC, "files.img"):
+            fields = _fields(entry)
+            if fields.get(1) != FD_TYPE_REG or 3 not in fields:
+                continue
+            reg = _fields(fields[3])  # images/regfile.proto: id 1, name 6, size 8, mode 10
+            name = reg.get(6, b"").decode("utf-8", "surrogateescape")
+            if reg.get(1) in remapped or not name.startswith("/"):
+                continue
+            found.setdefault(name, {"path": name, "size": reg.get(8), "mode": reg.get(10)})
+    except (ValueError, TypeError, AttributeError, struct.error) as exc:
+        raise CriuError(f"files.img cannot be read ({exc}): the dump is damaged") from None
+    return sorted(found.values(), key=lambda f: f["path"])
+
+
 def parse_crit_stats(text):
     """``crit decode -i stats-dump`` JSON to the same shape as parse_stats()."""
     doc = json.loads(text)

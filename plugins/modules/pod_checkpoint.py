@@ -48,6 +48,11 @@ description:
     serving it (runc's, started by its runc shim). A dump whose manifest names a CRIU release newer
     (major.minor) than every such CRIU the module can read is refused before anything is created, as
     CRIU reads the images of its own and older releases only.
+  - CRIU reopens every file the dumped processes had open by its path and refuses a restore when one
+    is missing or its size or mode changed. Before a Docker or O(method=containerd) restore, the
+    files on the container's bind mounts (read from the dump's C(files.img), the binds from the
+    create config or the container's OCI spec) are checked on the host, and a changed one is named
+    with its host path before anything is created.
   - "O(method=kubelet) asks the kubelet's checkpoint API (C(POST /checkpoint/NS/POD/CONTAINER),
     Kubernetes 1.25+ with the C(ContainerCheckpoint) feature; the CRI runtime, containerd 2.x or
     CRI-O, runs CRIU) and moves the archive it writes on the node into a dump directory, with the
@@ -375,7 +380,9 @@ manifest:
       them is gone, as the restored container joins them again. C(gpu) holds the GPU path
       the dump took (C(path)) and its CUDA processes (C(cuda_pids)). C(criu) names the CRIU the
       runc shim ran (C(path) as containerd sees it, C(version)), the first C(criu) on the PATH of
-      the containerd serving the socket (empty when it is not one known CRIU).
+      the containerd serving the socket (empty when it is not one known CRIU). C(binds) lists the
+      container's bind mounts as (container path, host path) pairs, from its OCI spec; a restore
+      checks the files the process had open on them.
     - With method=kubelet, C(stats) as for a CRIU dump, from the archive's C(stats-dump) (null without one),
       and C(criu) as for method=containerd, of the node's containerd (O(containerd_address)).
   returned: success and not check mode

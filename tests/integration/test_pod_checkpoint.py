@@ -34,7 +34,7 @@ from ansible_collections.strata.ops.plugins.module_utils.checkpoint import lefto
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 
 from . import conftest
-from .conftest import TESTBED_BIN, adhoc_result, assert_clean_failure, lib_sh_value
+from .conftest import TESTBED_BIN, adhoc_result, assert_clean_failure, containerd_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CRIU = os.environ.get("STRATA_CRIU", os.path.join(TESTBED_BIN, "criu"))
@@ -447,8 +447,7 @@ def cri(testbed, request):
     why = cri_pod_lib.missing(endpoint)
     if why:
         _missing(why)
-    ctr = "/usr/bin/ctr" if request.param == "1.6" else os.path.join(lib_sh_value("containerd17_bin"), "ctr")
-    return SimpleNamespace(release=request.param, endpoint=endpoint, ctr=ctr)
+    return SimpleNamespace(release=request.param, endpoint=endpoint, ctr=containerd_of(request.param).ctr)
 
 
 @pytest.fixture(params=["pod-network", "host-network"])
@@ -658,6 +657,53 @@ def test_containerd_refuses_a_dump_of_a_newer_criu_release_and_creates_nothing(c
     )
 
 
+def test_containerd_restore_names_a_changed_directory_of_a_volume_before_containerd_makes_anything(
+    cri, tmp_path
+):
+    """A pod with a hostPath volume whose process works in it (its cwd): the dump records the
+    container's bind mounts; once the volume's directory has another mode, CRIU would refuse the
+    restore (after containerd made the container): the module names it first. Put back, it restores."""
+    volume = tmp_path / "volume"
+    volume.mkdir(mode=0o755)
+    pod = unique()
+    with cri_pod_lib.running_pod(
+        str(tmp_path),
+        pod,
+        "strata-test",
+        "counter",
+        ["count"],
+        endpoint=cri.endpoint,
+        volumes=[(str(volume), "/data")],
+        working_dir="/data",
+    ) as made:
+        wait_cri_count(pathlib.Path(made["log"]), 3)
+        args = dict(cri_args(tmp_path, pod, cri), method="containerd", ctr_path=cri.ctr)
+        dumped = run_module(args, path_prefix=TESTBED_BIN)
+        assert dumped.get("failed") is not True, (dumped.get("msg"), dumped)
+        assert ["/data", str(volume)] in dumped["manifest"]["binds"], dumped["manifest"]["binds"]
+        volume.chmod(0o700)
+        new = unique()
+        restore = dict(args, state="restored", checkpoint=dumped["checkpoint_dir"], new_container=new)
+        try:
+            for check_mode in (True, False):
+                refused = run_module(restore, check_mode=check_mode, path_prefix=TESTBED_BIN)
+                assert refused.get("failed") is True, refused
+                assert f"/data (on the host {volume}) has mode 0o40700, it had 0o40755" in refused["msg"]
+                assert new not in ctr_cli(cri, "containers", "ls", "-q").stdout.split()  # nothing made
+            volume.chmod(0o755)
+            restored = run_module(restore, path_prefix=TESTBED_BIN)
+            assert restored.get("failed") is not True, restored
+            pid = restored["restored"]["pid"]
+            assert os.readlink(f"/proc/{pid}/cwd") == "/data"
+            first = counted_in(pid)
+            wait_until_counted(lambda: counted_in(pid), first + 3, f"restored container {new}")
+        finally:
+            ctr_cli(cri, "tasks", "kill", "--signal", "SIGKILL", new, check=False)
+            ctr_cli(cri, "tasks", "rm", "--force", new, check=False)
+            ctr_cli(cri, "containers", "rm", new, check=False)
+            ctr_cli(cri, "images", "rm", dumped["image_ref"], check=False)
+
+
 def test_a_criu_dump_is_not_restored_by_containerd_nor_the_other_way(cri_pod, tmp_path):
     wait_cri_count(cri_pod["log"], 3)
     args = cri_args(tmp_path, cri_pod["pod"], cri_pod["cri"])
@@ -842,3 +888,44 @@ def test_a_dump_of_a_newer_criu_release_is_refused_before_docker_creates_anythin
         assert "was dumped by CRIU 99.0, and the CRIU that would restore it is older" in refused["msg"]
         assert "install CRIU >= 99.0 on that PATH" in refused["msg"]
         assert docker("inspect", new, check=False).returncode != 0  # nothing was created
+
+
+# A job holding a file open on its volume (as a training job holds its log or status file).
+HOLDER = (
+    "import time\nheld = open('/data/held', 'r+')\nn = 0\n"
+    "while True:\n    n += 1\n    print(n, flush=True)\n    time.sleep(0.2)\n"
+)
+
+
+def test_a_file_held_open_on_a_bind_mount_that_changed_is_named_before_docker_creates_anything(
+    testbed, tmp_path, names, experimental
+):
+    data = tmp_path / "hostdata"
+    data.mkdir()
+    held = data / "held"
+    held.write_bytes(b"x" * 100)
+    name = unique()
+    names.append(name)
+    docker("run", "-d", "--name", name, "-v", f"{data}:/data", IMAGE, "python3", "-u", "-c", HOLDER)
+    wait_count(name, 3)
+    dumped = run_module({"container": name, "images_dir": str(tmp_path / "images"), "criu_path": CRIU})
+    assert dumped.get("failed") is not True, dumped
+    docker("rm", "-f", name)
+    with open(held, "ab") as handle:  # the file went on after the dump
+        handle.write(b"y" * 50)
+    new = unique()
+    names.append(new)
+    for check_mode in (True, False):
+        refused = run_module(
+            {"state": "restored", "checkpoint": dumped["checkpoint_dir"], "new_container": new},
+            check_mode=check_mode,
+        )
+        assert refused.get("failed") is True, refused
+        assert f"/data/held (on the host {held}) is 150 bytes, it was 100" in refused["msg"]
+        assert docker("inspect", new, check=False).returncode != 0  # nothing was created
+    # as it was at the dump (from a snapshot taken with it): the restore goes on, the count with it
+    held.write_bytes(b"x" * 100)
+    restored = run_module({"state": "restored", "checkpoint": dumped["checkpoint_dir"], "new_container": new})
+    assert restored.get("failed") is not True, restored
+    wait_count(new, 1)
+    assert int(docker("logs", new).stdout.split()[0]) > 3  # the dumped process, not a fresh one

@@ -63,11 +63,23 @@ def kubelet_labels(pod, namespace, container):
 
 
 @contextlib.contextmanager
-def running_pod(workdir, pod, namespace, container, command, *, host_network=False, endpoint=CRI_ENDPOINT):
+def running_pod(
+    workdir,
+    pod,
+    namespace,
+    container,
+    command,
+    *,
+    host_network=False,
+    endpoint=CRI_ENDPOINT,
+    volumes=(),
+    working_dir=None,
+):
     """A pod ``namespace/pod`` on the CRI runtime at ``endpoint`` whose container ``container`` runs
     ``command`` of the workload image, a PID namespace per container (the kubelet's default), the
-    pod's own network namespace (the test bed's CNI bridge) or the host's. Yields {"sandbox", "id",
-    "log"}; the pod is removed at the end."""
+    pod's own network namespace (the test bed's CNI bridge) or the host's; ``volumes``: (host path,
+    container path) bind mounts, as the kubelet mounts a hostPath volume; ``working_dir``: its cwd.
+    Yields {"sandbox", "id", "log"}; the pod is removed at the end."""
     namespaces = {"network": NODE if host_network else POD, "pid": CONTAINER, "ipc": POD}
     security = {"security_context": {"namespace_options": namespaces}}
     pod_config = os.path.join(workdir, f"{pod}-pod.json")
@@ -85,7 +97,10 @@ def running_pod(workdir, pod, namespace, container, command, *, host_network=Fal
             "labels": kubelet_labels(pod, namespace, container),
             "log_path": container + ".log",
             "linux": security,
+            "mounts": [{"host_path": host, "container_path": inside} for host, inside in volumes],
         }
+        if working_dir:
+            config["working_dir"] = working_dir
         json.dump(config, handle)
     sandbox = crictl("runp", pod_config, endpoint=endpoint)
     try:

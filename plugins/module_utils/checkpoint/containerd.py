@@ -26,6 +26,7 @@ from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import (
     BadCheckpoint,
     leftovers,
+    reopened,
     runtime_criu,
 )
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu as gpu_mod
@@ -216,7 +217,8 @@ def dump(
         params["container"],
     )
     client = Ctr(params, run_command)
-    joined = joined_namespaces(client.container_info(target["container_id"]))
+    spec = client.container_info(target["container_id"])
+    joined = joined_namespaces(spec)
     tree = criu.process_tree(target["pid"], proc)
     gpu, freezer = gpu_mod.dump_plan(
         params, run_command, tree, gpus_dir=gpus_dir, find=find_freezer, proc=proc
@@ -263,6 +265,8 @@ def dump(
         "pod": {"name": params["pod"], "namespace": params["namespace"] or "default"},
         "target": target,
         "joined_namespaces": joined,
+        # what a restore checks the open files on (the restored container has the same spec)
+        "binds": reopened.oci_binds(spec.get("Spec")),
         "gpu": {"path": gpu["path"], "cuda_pids": gpu["cuda_pids"]},
         "sizes": {"images_bytes": os.path.getsize(archive)},
     }
@@ -379,6 +383,7 @@ def restore(
         params, run_command, manifest, checkpoint, gpus_dir=gpus_dir, find=find_freezer
     )
     files = leftovers.image_files(archive)  # also refuses a damaged archive before anything is made
+    reopened.refuse_changed(checkpoint, manifest.get("binds"), lambda: reopened.in_archive(archive))
     steps = [] if client.has_image(ref) else [("images", "import", "--no-unpack", archive)]
     steps.append(("containers", "restore", "--live", "--rw", new, ref))
     if check_mode:

@@ -15,6 +15,7 @@ such copies mean another restore of the same checkpoint ran at the same moment, 
 reading its own: both are left and named.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -62,9 +63,10 @@ def dir_files(path):
     return files
 
 
-def image_files(archive):
-    """{relative path: size} of the CRIU files in a containerd checkpoint image exported as an OCI
-    archive (index.json -> the image index -> its criu.tar layer), read from the tar headers only."""
+@contextlib.contextmanager
+def _criu_layer(archive):
+    """The tar of CRIU's files in a containerd checkpoint image exported as an OCI archive
+    (index.json -> the image index -> its criu.tar layer); a damaged archive is a BadCheckpoint."""
     try:
         with tarfile.open(archive, mode="r:") as outer:  # ctr images export writes it uncompressed
 
@@ -75,13 +77,31 @@ def image_files(archive):
             image = json.load(blob(index["manifests"][0]["digest"]))
             layer = next(m for m in image["manifests"] if m["mediaType"] == CRIU_TAR)
             with tarfile.open(fileobj=blob(layer["digest"]), mode="r:") as inner:
-                return {os.path.normpath(m.name): m.size for m in inner if m.isreg()}
+                yield inner
     except (OSError, tarfile.TarError, KeyError, IndexError, StopIteration, ValueError, TypeError) as exc:
         raise BadCheckpoint(
             f"{archive} is not a whole containerd checkpoint image ({type(exc).__name__}: "
             f"{' '.join(str(exc).split())}): "
             "the dump is damaged or incomplete; take a new one"
         ) from None
+
+
+def image_files(archive):
+    """{relative path: size} of the CRIU files in a containerd checkpoint archive, read from the
+    tar headers only."""
+    with _criu_layer(archive) as inner:
+        return {os.path.normpath(m.name): m.size for m in inner if m.isreg()}
+
+
+def image_contents(archive, names):
+    """{name: bytes} of those of the (small) CRIU files ``names`` that a containerd checkpoint
+    archive holds."""
+    with _criu_layer(archive) as inner:
+        return {
+            os.path.normpath(m.name): inner.extractfile(m).read()
+            for m in inner
+            if m.isreg() and os.path.normpath(m.name) in names
+        }
 
 
 def copies_in(dirs):

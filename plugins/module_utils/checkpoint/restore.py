@@ -13,6 +13,7 @@ from ansible_collections.strata.ops.plugins.module_utils.checkpoint import (
     BadCheckpoint,
     CheckpointJob,
     leftovers,
+    reopened,
     runtime_criu,
 )
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu as gpu_mod
@@ -144,6 +145,9 @@ class Restorer(CheckpointJob):
             return done
         runtime_criu.refuse_unreadable(
             checkpoint, manifest, self.run, self.proc, address=None, where="dockerd's containerd's"
+        )
+        reopened.refuse_changed(
+            checkpoint, reopened.docker_binds(create), lambda: reopened.in_dump_dir(checkpoint)
         )
         if not info.get("ExperimentalBuild"):
             raise ctr.RuntimeUnavailable(
