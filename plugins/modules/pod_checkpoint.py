@@ -49,10 +49,11 @@ description:
     (major.minor) than every such CRIU the module can read is refused before anything is created, as
     CRIU reads the images of its own and older releases only.
   - CRIU reopens every file the dumped processes had open by its path and refuses a restore when one
-    is missing or its size or mode changed. Before a Docker or O(method=containerd) restore, the
-    files on the container's bind mounts (read from the dump's C(files.img), the binds from the
-    create config or the container's OCI spec) are checked on the host, and a changed one is named
-    with its host path before anything is created.
+    is missing or its size or mode changed. Before a restore, the files on the container's bind
+    mounts (read from the dump's C(files.img); the binds from Docker's create config, the
+    container's OCI spec for O(method=containerd), the pod spec's hostPath volumes for
+    O(method=kubelet)) are checked on the host, and a changed one is named with its host path
+    before anything is created.
   - "O(method=kubelet) asks the kubelet's checkpoint API (C(POST /checkpoint/NS/POD/CONTAINER),
     Kubernetes 1.25+ with the C(ContainerCheckpoint) feature; the CRI runtime, containerd 2.x or
     CRI-O, runs CRIU) and moves the archive it writes on the node into a dump directory, with the

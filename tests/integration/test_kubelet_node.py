@@ -461,3 +461,41 @@ def test_kubelet_dump_into_a_full_file_system_leaves_no_dump(node, tokens, count
         os.unlink(left)
     finally:
         subprocess.run(["umount", str(full)], check=True)
+
+
+def test_kubelet_restore_names_a_changed_hostpath_directory_before_making_the_pod(node, tokens, tmp_path):
+    """A pod working in a hostPath volume (its cwd): once that directory has another mode, CRIU would
+    refuse the restore after the new pod was made; the module names it first. Put back, it restores."""
+    namespace = f"strata-ckpt-{uuid.uuid4().hex[:6]}"
+    volume = tmp_path / "volume"
+    volume.mkdir(mode=0o755)
+    pod = pod_manifest("counter", namespace, node["image"])
+    pod["spec"]["volumes"] = [{"name": "work", "hostPath": {"path": str(volume), "type": "Directory"}}]
+    pod["spec"]["containers"][0].update(
+        workingDir="/work", volumeMounts=[{"name": "work", "mountPath": "/work"}]
+    )
+    apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    try:
+        apply(pod)
+        wait_pod(namespace, "counter", "{.status.phase}", "Running")
+        counter_pod = {"namespace": namespace, "name": "counter"}
+        wait_count(node, namespace, "counter", 3)
+        args = kubelet_args(tmp_path, counter_pod, tokens["checkpointer"], ctr_path=node["ctr"])
+        dumped = run_module(args)
+        assert dumped.get("failed") is not True, dumped
+        restore = dict(args, state="restored", name=dumped["manifest"]["name"], new_pod="counter-restored")
+        for key in ("pod", "container"):
+            restore.pop(key)
+        volume.chmod(0o700)
+        for check_mode in (True, False):
+            refused = run_module(restore, check_mode=check_mode)
+            assert refused.get("failed") is True, refused
+            assert f"/work (on the host {volume}) has mode 0o40700, it had 0o40755" in refused["msg"]
+            assert kubectl("-n", namespace, "get", "pods", "-o", "name").split() == ["pod/counter"]
+        volume.chmod(0o755)
+        restored = run_module(restore)
+        assert restored.get("failed") is not True, restored
+        first = count_of(node, namespace, "counter-restored")
+        assert wait_count(node, namespace, "counter-restored", first + 3) > first
+    finally:
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -27,6 +27,7 @@ from ansible_collections.strata.ops.plugins.module_utils.checkpoint import (
     BadCheckpoint,
     containerd,
     ociimage,
+    reopened,
     runtime_criu,
 )
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import gpu as gpu_mod
@@ -317,6 +318,11 @@ def restore(
         proc,
         address=containerd.containerd_address(params),
         where="the node's containerd's",
+    )
+    reopened.refuse_changed(
+        checkpoint,
+        reopened.hostpath_binds(manifest["pod_spec"], manifest["container"]),
+        lambda: reopened.in_kubelet_archive(archive),
     )
     result["gpu"], freezer = gpu_mod.restore_plan(
         params, run_command, manifest, checkpoint, gpus_dir=gpus_dir, find=find_freezer

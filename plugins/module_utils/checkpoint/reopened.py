@@ -12,7 +12,7 @@ runc's "criu failed: type NOTIFY errno 0" after a container was made.
 import os
 
 from ansible_collections.strata.ops.plugins.module_utils import criu
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, leftovers
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, leftovers, ociimage
 
 FILES_IMG, REMAP_IMG = "files.img", "remap-fpath.img"
 
@@ -33,6 +33,12 @@ def in_archive(archive):
     """The same for a containerd checkpoint archive (its criu.tar layer)."""
     images = leftovers.image_contents(archive, {FILES_IMG, REMAP_IMG})
     return criu.reopened_files(images.get(FILES_IMG), images.get(REMAP_IMG))
+
+
+def in_kubelet_archive(archive):
+    """The same for a kubelet checkpoint archive (CRIU's files under checkpoint/)."""
+    images = {name: ociimage.read_member(archive, "checkpoint/" + name) for name in (FILES_IMG, REMAP_IMG)}
+    return criu.reopened_files(images[FILES_IMG], images[REMAP_IMG])
 
 
 def docker_binds(create):
@@ -61,6 +67,26 @@ def oci_binds(spec):
         is_bind = mount.get("type") == "bind" or "bind" in options or "rbind" in options
         if is_bind and mount.get("source", "").startswith("/") and mount.get("destination"):
             binds.append((mount["destination"], mount["source"]))
+    return binds
+
+
+def hostpath_binds(pod_spec, container):
+    """(container path, host path) of ``container``'s hostPath volumes in a pod spec: the same host
+    paths for every pod made from it on a node (a subPath below its volume's path). Other volumes
+    are directories of the pod itself, which a new pod does not share."""
+    volumes = {
+        v["name"]: v["hostPath"]["path"]
+        for v in pod_spec.get("volumes") or []
+        if (v.get("hostPath") or {}).get("path")
+    }
+    binds = []
+    for spec in pod_spec.get("containers") or []:
+        if spec.get("name") != container:
+            continue
+        for mount in spec.get("volumeMounts") or []:
+            if mount.get("name") in volumes:
+                source = os.path.join(volumes[mount["name"]], mount.get("subPath") or "")
+                binds.append((mount["mountPath"], source.rstrip("/") or "/"))
     return binds
 
 

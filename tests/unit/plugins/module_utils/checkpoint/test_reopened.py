@@ -3,21 +3,30 @@ from CRIU's files.img (a real one, written by CRIU 4.1.1 for a Docker container 
 /data/held open, and hand-made ones for the cases it lacks), mapped through the new container's
 bind mounts, and checked on the host before a Docker restore makes anything."""
 
+import io
 import json
 import os
 import shutil
 import struct
+import tarfile
 
 import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils import criu
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, containerd, reopened
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import (
+    BadCheckpoint,
+    containerd,
+    kubelet,
+    ociimage,
+    reopened,
+)
 from tests.unit.fakes.containerd import FakeCtr, checkpoint_archive, containerd_proc
 from tests.unit.fakes.docker import FakeDockerAPI
 from tests.unit.fakes.run import FakeRun
 
 from .test_containerd import REF
 from .test_containerd import params as containerd_params
+from .test_kubelet import FakeKube, kubelet_params
 from .test_restore import restorer, write_dump
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "fixtures", "criu", "files.img")
@@ -244,3 +253,68 @@ def test_a_containerd_restore_refuses_a_dump_whose_open_file_is_gone(tmp_path, c
 
     (volume / "status.json").write_bytes(b" " * 4096)
     assert containerd.restore(containerd_params(checkpoint=str(dump)), check_mode, run, proc=proc)["changed"]
+
+
+def test_hostpath_binds_of_the_checkpointed_container():
+    spec = {
+        "volumes": [
+            {"name": "ledger", "hostPath": {"path": "/srv/ledger/", "type": "Directory"}},
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "models", "hostPath": {"path": "/srv/models"}},
+        ],
+        "containers": [
+            {
+                "name": "trainer",
+                "volumeMounts": [
+                    {"name": "ledger", "mountPath": "/data"},
+                    {"name": "scratch", "mountPath": "/scratch"},  # the pod's own: a new pod has another
+                    {"name": "models", "mountPath": "/models/current", "subPath": "v2"},
+                ],
+            },
+            {"name": "sidecar", "volumeMounts": [{"name": "models", "mountPath": "/m"}]},
+        ],
+    }
+    assert reopened.hostpath_binds(spec, "trainer") == [
+        ("/data", "/srv/ledger"),
+        ("/models/current", "/srv/models/v2"),
+    ]
+    assert reopened.hostpath_binds({}, "trainer") == []
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_a_kubelet_restore_refuses_a_dump_whose_open_file_is_gone(tmp_path, check_mode):
+    volume = tmp_path / "ledger"
+    volume.mkdir()
+    dump = tmp_path / "dumps" / "trainer-20250101T000000.000Z"
+    dump.mkdir(parents=True)
+    held = image(criu.FILES_MAGIC, [reg_file(1, "/data/tower.bin", size=64)])
+    with tarfile.open(dump / "checkpoint.tar", "w") as tar:
+        for name, data in {"checkpoint/files.img": held, "checkpoint/pages-1.img": b"\0" * 4096}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    pod_spec = {
+        "volumes": [{"name": "ledger", "hostPath": {"path": str(volume)}}],
+        "containers": [{"name": "trainer", "volumeMounts": [{"name": "ledger", "mountPath": "/data"}]}],
+    }
+    manifest = {
+        "name": "trainer",
+        "method": "kubelet",
+        "archive": "checkpoint.tar",
+        "archive_sha256": ociimage.sha256_of(str(dump / "checkpoint.tar")),
+        "pod": {"name": "trainer-0", "namespace": "ml", "node": "gpu-1"},
+        "container": "trainer",
+        "pod_spec": pod_spec,
+        "gpu": {"path": "none"},
+        "sizes": {"images_bytes": (dump / "checkpoint.tar").stat().st_size},
+    }
+    (dump / "manifest.json").write_text(json.dumps(manifest))
+    kube = FakeKube()
+    params = kubelet_params(
+        None, tmp_path / "dumps", state="restored", checkpoint=str(dump), new_pod="trainer-r"
+    )
+    proc, _temp = containerd_proc(tmp_path)
+    with pytest.raises(BadCheckpoint) as caught:
+        kubelet.restore(params, check_mode, lambda: kube, FakeRun(true=FakeCtr()), proc=proc)
+    assert f"/data/tower.bin (on the host {volume}/tower.bin) is gone. " in caught.value.msg
+    assert kube.created == []
