@@ -17,16 +17,16 @@ from ansible_collections.strata.ops.plugins.module_utils.checkpoint import (
     BadCheckpoint,
     containerd,
     kubelet,
-    ociimage,
     reopened,
 )
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from tests.unit.fakes.containerd import FakeCtr, checkpoint_archive, containerd_proc
 from tests.unit.fakes.docker import FakeDockerAPI
 from tests.unit.fakes.run import FakeRun
 
 from .test_containerd import REF
 from .test_containerd import params as containerd_params
-from .test_kubelet import FakeKube, kubelet_params
+from .test_kubelet import FakeKube, kubelet_dump_with_cuda, kubelet_params
 from .test_restore import restorer, write_dump
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "fixtures", "criu", "files.img")
@@ -285,36 +285,25 @@ def test_hostpath_binds_of_the_checkpointed_container():
 def test_a_kubelet_restore_refuses_a_dump_whose_open_file_is_gone(tmp_path, check_mode):
     volume = tmp_path / "ledger"
     volume.mkdir()
-    dump = tmp_path / "dumps" / "trainer-20250101T000000.000Z"
-    dump.mkdir(parents=True)
+    archive = tmp_path / "checkpoint.tar"
     held = image(criu.FILES_MAGIC, [reg_file(1, "/data/tower.bin", size=64)])
-    with tarfile.open(dump / "checkpoint.tar", "w") as tar:
+    with tarfile.open(archive, "w") as tar:
         for name, data in {"checkpoint/files.img": held, "checkpoint/pages-1.img": b"\0" * 4096}.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+    dump_dir, fake_ctr = kubelet_dump_with_cuda(tmp_path, archive)
     pod_spec = {
         "volumes": [{"name": "ledger", "hostPath": {"path": str(volume)}}],
         "containers": [{"name": "trainer", "volumeMounts": [{"name": "ledger", "mountPath": "/data"}]}],
     }
-    manifest = {
-        "name": "trainer",
-        "method": "kubelet",
-        "archive": "checkpoint.tar",
-        "archive_sha256": ociimage.sha256_of(str(dump / "checkpoint.tar")),
-        "pod": {"name": "trainer-0", "namespace": "ml", "node": "gpu-1"},
-        "container": "trainer",
-        "pod_spec": pod_spec,
-        "gpu": {"path": "none"},
-        "sizes": {"images_bytes": (dump / "checkpoint.tar").stat().st_size},
-    }
-    (dump / "manifest.json").write_text(json.dumps(manifest))
+    mf.write(dump_dir, dict(mf.load(dump_dir), pod_spec=pod_spec, gpu={"path": "none"}))
     kube = FakeKube()
     params = kubelet_params(
-        None, tmp_path / "dumps", state="restored", checkpoint=str(dump), new_pod="trainer-r"
+        None, tmp_path / "dumps", state="restored", checkpoint=dump_dir, new_pod="trainer-r"
     )
     proc, _temp = containerd_proc(tmp_path)
     with pytest.raises(BadCheckpoint) as caught:
-        kubelet.restore(params, check_mode, lambda: kube, FakeRun(true=FakeCtr()), proc=proc)
+        kubelet.restore(params, check_mode, lambda: kube, FakeRun(true=fake_ctr), proc=proc)
     assert f"/data/tower.bin (on the host {volume}/tower.bin) is gone. " in caught.value.msg
     assert kube.created == []
