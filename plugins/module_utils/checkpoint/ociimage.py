@@ -108,12 +108,16 @@ def _add_bytes(out, name, data):
     out.addfile(info, io.BytesIO(data))
 
 
+def read_members(archive, names):
+    """{name: bytes} of those members ``names`` a tar archive holds, in one pass over it."""
+    found = {}
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            if member.name in names and member.isfile():
+                found[member.name] = tar.extractfile(member).read()
+    return found
+
+
 def read_member(archive, name):
     """The bytes of member ``name`` of a tar archive, or None when it has none."""
-    with tarfile.open(archive) as tar:
-        try:
-            member = tar.getmember(name)
-        except KeyError:
-            return None
-        handle = tar.extractfile(member)
-        return handle.read() if handle else None
+    return read_members(archive, {name}).get(name)

@@ -37,8 +37,8 @@ def in_archive(archive):
 
 def in_kubelet_archive(archive):
     """The same for a kubelet checkpoint archive (CRIU's files under checkpoint/)."""
-    images = {name: ociimage.read_member(archive, "checkpoint/" + name) for name in (FILES_IMG, REMAP_IMG)}
-    return criu.reopened_files(images[FILES_IMG], images[REMAP_IMG])
+    images = ociimage.read_members(archive, {"checkpoint/" + FILES_IMG, "checkpoint/" + REMAP_IMG})
+    return criu.reopened_files(images.get("checkpoint/" + FILES_IMG), images.get("checkpoint/" + REMAP_IMG))
 
 
 def docker_binds(create):
