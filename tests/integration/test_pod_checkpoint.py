@@ -597,7 +597,7 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
         assert first >= at_dump - 10, (first, at_dump)  # the dump's memory, not a fresh 1
         wait_until_counted(lambda: counted_in(pid), first + 3, f"restored container {new}")
         assert_no_containerd_copy(
-            restored, leftovers.image_files(os.path.join(dumped["checkpoint_dir"], "checkpoint.tar"))
+            restored, leftovers.image_files(os.path.join(dumped["checkpoint_dir"], "checkpoint.tar"))[0]
         )
         again = run_module(restore, path_prefix=TESTBED_BIN)
         assert (again["changed"], again["restored"]["pid"]) == (False, pid), again  # restored and running

@@ -382,8 +382,10 @@ def restore(
     result["gpu"], freezer = gpu_mod.restore_plan(
         params, run_command, manifest, checkpoint, gpus_dir=gpus_dir, find=find_freezer
     )
-    files = leftovers.image_files(archive)  # also refuses a damaged archive before anything is made
-    reopened.refuse_changed(checkpoint, manifest.get("binds"), lambda: reopened.in_archive(archive))
+    binds = manifest.get("binds")
+    # One walk over the archive; it also refuses a damaged one before anything is made.
+    files, images = leftovers.image_files(archive, reopened.IMAGES if binds else frozenset())
+    reopened.refuse_changed(checkpoint, binds, lambda: reopened.in_layer(images))
     steps = [] if client.has_image(ref) else [("images", "import", "--no-unpack", archive)]
     steps.append(("containers", "restore", "--live", "--rw", new, ref))
     if check_mode:

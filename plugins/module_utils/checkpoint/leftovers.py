@@ -86,22 +86,18 @@ def _criu_layer(archive):
         ) from None
 
 
-def image_files(archive):
-    """{relative path: size} of the CRIU files in a containerd checkpoint archive, read from the
-    tar headers only."""
+def image_files(archive, read=frozenset()):
+    """({relative path: size} of the CRIU files in a containerd checkpoint archive, {name: bytes} of
+    those of them named in ``read``: small ones), in one walk over the layer's tar headers."""
+    sizes, contents = {}, {}
     with _criu_layer(archive) as inner:
-        return {os.path.normpath(m.name): m.size for m in inner if m.isreg()}
-
-
-def image_contents(archive, names):
-    """{name: bytes} of those of the (small) CRIU files ``names`` that a containerd checkpoint
-    archive holds."""
-    with _criu_layer(archive) as inner:
-        return {
-            os.path.normpath(m.name): inner.extractfile(m).read()
-            for m in inner
-            if m.isreg() and os.path.normpath(m.name) in names
-        }
+        for member in inner:
+            if member.isreg():
+                name = os.path.normpath(member.name)
+                sizes[name] = member.size
+                if name in read:
+                    contents[name] = inner.extractfile(member).read()
+    return sizes, contents
 
 
 def copies_in(dirs):

@@ -12,9 +12,10 @@ runc's "criu failed: type NOTIFY errno 0" after a container was made.
 import os
 
 from ansible_collections.strata.ops.plugins.module_utils import criu
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, leftovers, ociimage
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, ociimage
 
 FILES_IMG, REMAP_IMG = "files.img", "remap-fpath.img"
+IMAGES = frozenset((FILES_IMG, REMAP_IMG))
 
 
 def in_dump_dir(images_dir):
@@ -29,9 +30,9 @@ def in_dump_dir(images_dir):
     return criu.reopened_files(images[FILES_IMG], images[REMAP_IMG])
 
 
-def in_archive(archive):
-    """The same for a containerd checkpoint archive (its criu.tar layer)."""
-    images = leftovers.image_contents(archive, {FILES_IMG, REMAP_IMG})
+def in_layer(images):
+    """The same from ``images``: {name: bytes} of IMAGES read out of a containerd checkpoint
+    archive's criu.tar layer (leftovers.image_files)."""
     return criu.reopened_files(images.get(FILES_IMG), images.get(REMAP_IMG))
 
 
@@ -128,7 +129,7 @@ def changes(files, binds):
 def refuse_changed(checkpoint, binds, files):
     """Refuse the restore of ``checkpoint`` when a file its processes had open on one of ``binds`` is
     missing or changed since the dump; nothing has been made yet. ``files`` reads them (in_dump_dir,
-    in_archive): only where there are bind mounts."""
+    in_layer): only where there are bind mounts."""
     if not binds:
         return
     found = changes(files(), binds)

@@ -32,7 +32,11 @@ def test_the_temp_dir_is_xdg_runtime_dir_else_tmpdir_else_tmp_once_each(tmp_path
 
 def test_the_files_of_a_checkpoint_image_are_read_from_its_layer(tmp_path):
     archive = checkpoint_archive(tmp_path / "checkpoint.tar")
-    assert leftovers.image_files(archive) == {name: len(data) for name, data in CRIU_FILES.items()}
+    sizes = {name: len(data) for name, data in CRIU_FILES.items()}
+    assert leftovers.image_files(archive) == (sizes, {})
+    name = next(iter(CRIU_FILES))
+    # the contents asked for come from the same walk; a name the layer lacks is left out
+    assert leftovers.image_files(archive, {name, "absent.img"}) == (sizes, {name: CRIU_FILES[name]})
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not-a-tar", "no-criu-layer"])
