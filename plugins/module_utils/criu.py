@@ -359,17 +359,30 @@ def alive(pid, proc="/proc"):
     return state not in ("Z", "X")
 
 
-def rss_bytes(pids, proc="/proc"):
+def status_bytes(pids, fields, proc="/proc"):
+    """The sum over ``pids`` of the kB ``fields`` of /proc/PID/status, in bytes (a pid gone: 0)."""
+    keys = tuple(f"{field}:" for field in fields)
     total = 0
     for pid in pids:
         try:
             with open(os.path.join(proc, str(pid), "status")) as handle:
                 for line in handle:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(keys):
                         total += int(line.split()[1]) * 1024
         except (OSError, ValueError, IndexError):
             continue
     return total
+
+
+def rss_bytes(pids, proc="/proc"):
+    return status_bytes(pids, ("VmRSS",), proc)
+
+
+def dumped_memory_bytes(pids, proc="/proc"):
+    """About what a dump of ``pids`` writes of their memory: their anonymous and shared memory
+    resident (RssAnon, RssShmem; proc(5)). CRIU writes those pages and never the clean pages of
+    file mappings (RssFile: the libraries), which it maps again from the files on restore."""
+    return status_bytes(pids, ("RssAnon", "RssShmem"), proc)
 
 
 def descriptors(pid, proc="/proc"):

@@ -157,6 +157,10 @@ options:
     description:
       - Directory that holds the dated dump directories. Created when missing.
       - Required for O(method=criu), and with O(state=restored) unless O(checkpoint) is given.
+      - A dump is refused before anything is frozen when the file system there has less room than the
+        memory it writes (the processes' anonymous and shared memory, RssAnon + RssShmem). One that runs
+        out of room anyway leaves no partial dump directory, and with O(method=containerd) no checkpoint
+        image in containerd's store.
     type: path
   name:
     description:

@@ -693,6 +693,52 @@ def test_containerd_restore_names_a_changed_directory_of_a_volume_before_contain
             remove_restored(cri, new, dumped["image_ref"])
 
 
+def test_containerd_dump_into_a_full_file_system_leaves_neither_dump_nor_image(cri, tmp_path):
+    """images_dir on a small tmpfs. With less room than the container's memory the dump is refused
+    before containerd checkpoints anything; with room for the memory but not for the 4 MiB the
+    container wrote into its rw layer (`--rw`), the export fails. Both: NoSpace with the fix, no
+    partial dump directory, no checkpoint image left in containerd's store, the pod counting on."""
+    full = tmp_path / "full"
+    full.mkdir()
+    pod = unique()
+    with counter_in_pod(tmp_path, pod, cri) as made:
+        log = pathlib.Path(made["log"])
+        wait_cri_count(log, 3)
+        args = dict(
+            cri_args(tmp_path, pod, cri),
+            method="containerd",
+            ctr_path=cri.ctr,
+            name=pod,
+            images_dir=str(full),
+        )
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(full)], check=True)
+        try:
+            refused = run_module(args, path_prefix=TESTBED_BIN)
+            assert refused.get("error") == "NoSpace", refused
+            assert "has 262144 bytes free but the dump of the process tree writes about" in refused["msg"]
+            assert not any(ref.startswith(f"strata.local/checkpoint/{pod}:") for ref in checkpoint_refs(cri))
+
+            subprocess.run(["mount", "-o", "remount,size=2m", str(full)], check=True)
+            pid = json.loads(crictl(cri, "inspect", "-o", "json", made["id"]))["info"]["pid"]
+            with open(f"/proc/{pid}/root/filler", "wb") as handle:
+                handle.write(os.urandom(4 << 20))
+            failed = run_module(args, path_prefix=TESTBED_BIN)
+            assert failed.get("error") == "NoSpace", failed
+            assert failed["msg"].startswith(f"{full} ran out of space while containerd's checkpoint"), failed
+            assert "no space left on device" in failed["msg"]
+            assert "free space there or point images_dir at a larger file system" in failed["msg"]
+            assert failed["msg"].endswith("were removed, the container runs on")
+            assert os.listdir(full) == []
+            assert not any(ref.startswith(f"strata.local/checkpoint/{pod}:") for ref in checkpoint_refs(cri))
+            wait_cri_count(log, cri_count(log) + 3)  # the pod counts on
+        finally:
+            subprocess.run(["umount", str(full)], check=True)
+
+
+def checkpoint_refs(cri):
+    return ctr_cli(cri, "images", "ls", "-q").stdout.split()
+
+
 def test_a_criu_dump_is_not_restored_by_containerd_nor_the_other_way(cri_pod, tmp_path):
     wait_cri_count(cri_pod["log"], 3)
     args = cri_args(tmp_path, cri_pod["pod"], cri_pod["cri"])

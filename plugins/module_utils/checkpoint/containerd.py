@@ -19,6 +19,7 @@ made, so nothing half-restored is left running.
 import json
 import os
 import re
+import shutil
 import time
 
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
@@ -247,12 +248,20 @@ def dump(
         return dict(result, commands=[client.line(*step) for step in steps])
     mf.make_images_dir(params["images_dir"])
     abandoned = mf.remove_abandoned(params["images_dir"], name)
+    mf.check_free_space(params["images_dir"], tree, proc)
     mf.start(dump_dir)
-    # The export runs with the CUDA processes thawed: locked_s is containerd's checkpoint alone.
-    gpu_mod.frozen_while(
-        freezer, gpu, lambda: client.run(*steps[0]), lock_timeout_s=params["cuda_lock_timeout"], clock=clock
-    )
-    client.run(*steps[1])
+    try:
+        # The export runs with the CUDA processes thawed: locked_s is containerd's checkpoint alone.
+        gpu_mod.frozen_while(
+            freezer,
+            gpu,
+            lambda: client.run(*steps[0]),
+            lock_timeout_s=params["cuda_lock_timeout"],
+            clock=clock,
+        )
+        client.run(*steps[1])
+    except criu.CriuError as exc:
+        raise _failed_dump(client, exc, dump_dir, ref, params["images_dir"]) from None
     manifest = {
         "criu": dumping_criu(run_command, proc, client.address),
         "name": name,
@@ -275,6 +284,22 @@ def dump(
     return dict(
         result, manifest=manifest, pruned=pruned, commands=client.commands, abandoned_removed=abandoned
     )
+
+
+def _failed_dump(client, exc, dump_dir, ref, images_dir):
+    """The error of a dump that failed after its directory was made: the partial directory and the
+    checkpoint image go (each as large as the container's memory); a full images_dir is NoSpace."""
+    shutil.rmtree(dump_dir, ignore_errors=True)
+    client.run("images", "rm", ref, check=False)
+    undone = f"the partial dump {dump_dir} and the checkpoint image {ref} were removed, the container runs on"
+    if "no space left on device" in exc.msg.lower():
+        return criu.NoSpace(
+            f"{images_dir} ran out of space while containerd's checkpoint was written into it "
+            f"({exc.msg}): free space there or point images_dir at a larger file system; {undone}",
+            **exc.details,
+        )
+    exc.msg += f" -- {undone}"
+    return exc
 
 
 def dumping_criu(run_command, proc, address):

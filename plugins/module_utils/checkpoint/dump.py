@@ -211,16 +211,6 @@ class Dumper(CheckpointJob):
             times.append(round(self.clock() - started, 3))
         return times
 
-    def _free_space_check(self, rss):
-        vfs = os.statvfs(self.p["images_dir"])
-        free = vfs.f_bavail * vfs.f_frsize
-        if free < rss:
-            images_dir = self.p["images_dir"]
-            raise criu.NoSpace(
-                f"{images_dir} has {free} bytes free but the process tree's resident memory is {rss} bytes "
-                "(the dump is about that size): free space there or point images_dir at a larger file system"
-            )
-
     def _failure(self, plan, rc, err):
         """The typed error for a failed criu dump, with CRIU's own words."""
         p, pid = self.p, plan["target"]["pid"]
@@ -357,7 +347,7 @@ class Dumper(CheckpointJob):
             return result
         mf.make_images_dir(self.p["images_dir"])
         abandoned = mf.remove_abandoned(self.p["images_dir"], plan["name"])  # before the space check
-        self._free_space_check(plan["rss_bytes"])
+        mf.check_free_space(self.p["images_dir"], plan["tree"])
         wall = self.dump(plan)
         manifest = self.manifest(plan, wall, self.check_images(plan))
         # On the disk before the manifest says the dump is complete and before an older dump goes.

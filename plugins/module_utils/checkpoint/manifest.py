@@ -7,7 +7,7 @@ import re
 import shutil
 import socket
 
-from ansible_collections.strata.ops.plugins.module_utils import build_lock
+from ansible_collections.strata.ops.plugins.module_utils import build_lock, criu
 from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, utc_iso
@@ -140,6 +140,20 @@ def write(dump_dir, manifest):
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def check_free_space(images_dir, pids, proc="/proc", statvfs=os.statvfs):
+    """Refuse a dump into ``images_dir`` when it has less room than the memory a dump of ``pids``
+    writes (criu.dumped_memory_bytes), before anything is frozen or written."""
+    vfs = statvfs(images_dir)
+    free = vfs.f_bavail * vfs.f_frsize
+    needed = criu.dumped_memory_bytes(pids, proc)
+    if free < needed:
+        raise criu.NoSpace(
+            f"{images_dir} has {free} bytes free but the dump of the process tree writes about {needed} "
+            "bytes (its anonymous and shared memory, RssAnon + RssShmem): free space there or point "
+            "images_dir at a larger file system"
+        )
 
 
 def start(dump_dir):

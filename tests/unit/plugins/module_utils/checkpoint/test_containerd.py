@@ -7,10 +7,11 @@ import re
 
 import pytest
 
+from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, containerd
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
-from ansible_collections.strata.ops.plugins.module_utils.criu import CriuError
+from ansible_collections.strata.ops.plugins.module_utils.criu import CriuError, NoSpace
 
 from ....fakes.containerd import CONTAINER_ID, FakeCtr, checkpoint_archive, containerd_proc, crictl
 from ....fakes.cuda import CUDA_PARAMS, FakeCudaCheckpoint
@@ -418,14 +419,66 @@ def test_a_failed_checkpoint_thaws_the_cuda_container(gpu_host, tmp_path):
     cuda = FakeCudaCheckpoint([4242], path=tool)
     fake = FakeCtr(existing=[CONTAINER_ID], fail={("containers", "checkpoint"): "criu failed: type DUMP"})
     run = FakeRun(ctr=fake, crictl=crictl, cuda_checkpoint=cuda)
-    with pytest.raises(CriuError, match="containers checkpoint failed"):
+    with pytest.raises(CriuError, match="containers checkpoint failed") as caught:
         containerd.dump(gpu_params(tool, str(tmp_path / "dumps")), False, run, gpus_dir=gpus, proc=proc)
-    assert steps_of(run)[-3:] == [
+    assert steps_of(run)[-4:] == [
         ("containers", "checkpoint"),
         ("cuda-checkpoint", "restore"),
         ("cuda-checkpoint", "unlock"),
+        ("images", "rm"),
     ]
     assert cuda.states[4242] == "running"
+    assert caught.value.msg.endswith("were removed, the container runs on")
+    assert os.listdir(tmp_path / "dumps") == []
+
+
+@pytest.fixture
+def plain_host(tmp_path, monkeypatch):
+    """holding(anon_kb, file_kb): the proc dir of a node whose container process 4242 (no CUDA) has
+    that much anonymous and file-mapped memory resident."""
+    proc, _temp = containerd_proc(tmp_path)
+    task = tmp_path / "proc" / "4242" / "task" / "4242"
+    task.mkdir(parents=True)
+    (task / "children").write_text("")
+    (tmp_path / "proc" / "4242" / "maps").write_text("")
+    monkeypatch.setattr(criu, "find_executable", lambda name: f"/usr/bin/{name}")
+
+    def holding(anon_kb, file_kb=1024):
+        status = f"Name:\tcounter\nVmRSS:\t{anon_kb + file_kb + 4} kB\nRssAnon:\t{anon_kb} kB\n"
+        status += f"RssFile:\t{file_kb} kB\nRssShmem:\t4 kB\n"
+        (tmp_path / "proc" / "4242" / "status").write_text(status)
+        return proc
+
+    return holding
+
+
+def plain_dump(images_dir, proc, run):
+    dump_params = gpu_params(None, images_dir)
+    return containerd.dump(dump_params, False, run, gpus_dir="/nonexistent", proc=proc)
+
+
+def test_an_images_dir_without_room_for_the_memory_is_refused_before_the_checkpoint(plain_host, tmp_path):
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    run = FakeRun(ctr=FakeCtr(existing=[CONTAINER_ID]), crictl=crictl)
+    with pytest.raises(NoSpace, match=r"has \d+ bytes free but the dump of the process tree writes about"):
+        plain_dump(str(tmp_path / "dumps"), plain_host(free // 1024 + 1), run)
+    assert steps_of(run) == [("containers", "info")]
+    assert os.listdir(tmp_path / "dumps") == []
+    # the clean pages of file mappings (the libraries) are not written by a dump: not counted
+    run = FakeRun(ctr=FakeCtr(existing=[CONTAINER_ID]), crictl=crictl)
+    plain_dump(str(tmp_path / "dumps"), plain_host(64, file_kb=free // 1024 + 1), run)
+    assert ("images", "export") in steps_of(run)
+
+
+def test_a_full_images_dir_during_the_export_leaves_neither_the_dump_nor_the_image(plain_host, tmp_path):
+    full = "ctr: failed to copy to tar: write /d/checkpoint.tar: no space left on device"
+    run = FakeRun(ctr=FakeCtr(existing=[CONTAINER_ID], fail={("images", "export"): full}), crictl=crictl)
+    with pytest.raises(NoSpace) as caught:
+        plain_dump(str(tmp_path / "dumps"), plain_host(64), run)
+    assert caught.value.msg.startswith(f"{tmp_path / 'dumps'} ran out of space while containerd's checkpoint")
+    assert "free space there or point images_dir at a larger file system" in caught.value.msg
+    assert steps_of(run)[-2:] == [("images", "export"), ("images", "rm")]
+    assert os.listdir(tmp_path / "dumps") == []
 
 
 def test_a_cuda_container_without_a_freezer_is_refused_before_anything(gpu_host, tmp_path):
