@@ -172,7 +172,12 @@ options:
     type: int
     default: 3
   leave_running:
-    description: Leave the target running after the dump (C(--leave-running)).
+    description:
+      - Leave the target running after the dump (C(--leave-running)). V(false) makes CRIU kill it with
+        the dump; the kubelet of a pod starts such a container again, so a pod is stopped through its
+        workload instead (role C(strata.ops.pod_checkpoint) scales its Deployment or StatefulSet to 0
+        after the dump).
+      - O(method=containerd) and O(method=kubelet) never stop the container and refuse V(false).
     type: bool
     default: true
   pre_dumps:

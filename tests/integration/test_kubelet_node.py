@@ -273,6 +273,21 @@ def test_kubelet_refusals_leave_nothing_behind(node, tokens, counter_pod, tmp_pa
     assert kubectl("-n", ns, "get", "pods", "-o", "name").split() == ["pod/counter"]
 
 
+def deployment_of(pod):
+    """A Deployment of one replica of ``pod`` (a pod_manifest), named and labelled as it is."""
+    name = pod["metadata"]["name"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": pod["metadata"]["namespace"]},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": pod["spec"]},
+        },
+    }
+
+
 def validator_deployment(namespace, image, ledger):
     """One replica on the real node whose process plays a validator's admin socket in a hostPath
     ledger (the CRI workload's "admin" mode: on "exit" it answers, shuts down and exits 0)."""
@@ -285,16 +300,7 @@ def validator_deployment(namespace, image, ledger):
         command=["/workload", "admin", "/ledger/admin.rpc"],
         volumeMounts=[{"name": "ledger", "mountPath": "/ledger"}],
     )
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "validator", "namespace": namespace},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "validator"}},
-            "template": {"metadata": {"labels": {"app": "validator"}}, "spec": spec},
-        },
-    }
+    return deployment_of(pod)
 
 
 def node_containers(node, namespace, container):
@@ -435,6 +441,78 @@ def test_checkpoint_and_restore_playbooks_through_the_kubelet(node, tokens, coun
     rc, again, failed = playbook("restore", restore)
     assert rc == 0, failed
     assert "already runs restored from" in summary(again)
+
+
+def test_checkpoint_playbook_stops_a_pod_through_its_deployment(node, tokens, tmp_path):
+    """pod_checkpoint_leave_running=false on a pod: its kubelet would start a killed container again,
+    so the playbook checkpoints it left running, then scales its Deployment to 0 and waits until its
+    pods are gone. --check names the Deployment and changes nothing; a pod no Deployment or
+    StatefulSet controls is refused before anything is done."""
+    from .test_checkpoint_playbooks import playbook, summary  # noqa: PLC0415 - same runner
+
+    ns = f"strata-ckpt-{uuid.uuid4().hex[:6]}"
+    apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    try:
+        apply(deployment_of(pod_manifest("counter", ns, node["image"])))
+        name_of_pod = "{.items[0].metadata.name}"
+        deadline = time.monotonic() + 60
+        while not (
+            pod := kubectl("-n", ns, "get", "pods", "-l", "app=counter", "-o", f"jsonpath={name_of_pod}")
+        ):
+            assert time.monotonic() < deadline, "the Deployment made no pod"
+            time.sleep(0.3)
+        wait_pod(ns, pod, "{.status.phase}", "Running")
+        wait_count(node, ns, pod, 5)
+        images = tmp_path / "images"
+        settings = {
+            "pod_checkpoint_method": "kubelet",
+            "pod_checkpoint_namespace": ns,
+            "pod_checkpoint_pod": pod,
+            "pod_checkpoint_container": "counter",
+            "pod_checkpoint_images_dir": str(images),
+            "pod_checkpoint_leave_running": False,
+            "pod_checkpoint_kubelet_token": tokens["checkpointer"],
+            "pod_checkpoint_kubelet_ca_path": NODE_CA,
+            "pod_checkpoint_kubeconfig": LAB_KUBECONFIG,
+            "pod_checkpoint_containerd_address": NODE_SOCKET,
+            "pod_checkpoint_ctr_path": node["ctr"],
+        }
+        rc, planned, failed = playbook("checkpoint", settings, check=True)
+        assert rc == 0, failed
+        assert f"then stopping Deployment {ns}/counter (scale to 0)" in summary(planned)
+        assert not images.exists()
+        assert kubectl("-n", ns, "get", "deployment", "counter", "-o", "jsonpath={.spec.replicas}") == "1"
+
+        rc, done, failed = playbook("checkpoint", settings)
+        assert rc == 0, failed
+        assert "through the kubelet" in summary(done) and "\n" not in summary(done), summary(done)
+        assert f"stopped: Deployment {ns}/counter scaled to 0, its pods gone" in summary(done)
+        assert kubectl("-n", ns, "get", "deployment", "counter", "-o", "jsonpath={.spec.replicas}") == "0"
+        assert kubectl("-n", ns, "get", "pods", "-o", "name") == ""
+        deadline = time.monotonic() + 30
+        while node_containers(node, ns, "counter"):
+            assert time.monotonic() < deadline, f"containers left: {node_containers(node, ns, 'counter')}"
+            time.sleep(0.3)
+        listed = run_module({"images_dir": str(images)}, module="pod_checkpoint_info")
+        assert [(c["method"], c["restorable"]) for c in listed["checkpoints"]] == [("kubelet", True)], listed
+
+        apply(pod_manifest("bare", ns, node["image"]))
+        wait_pod(ns, "bare", "{.status.phase}", "Running")
+        bare_images = tmp_path / "bare"
+        rc, _results, failed = playbook(
+            "checkpoint",
+            dict(settings, pod_checkpoint_pod="bare", pod_checkpoint_images_dir=str(bare_images)),
+        )
+        assert rc != 0
+        assert (
+            f"pod {ns}/bare container counter is controlled by nothing (a bare pod), not by a Deployment "
+            "or StatefulSet" in failed["msg"]
+        ), failed
+        assert "Nothing was changed." in failed["msg"]
+        assert not bare_images.exists()
+        assert kubectl("-n", ns, "get", "pod", "bare", "-o", "jsonpath={.status.phase}") == "Running"
+    finally:
+        kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def test_kubelet_dump_into_a_full_file_system_leaves_no_dump(node, tokens, counter_pod, tmp_path):

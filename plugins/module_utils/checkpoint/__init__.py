@@ -5,6 +5,13 @@ manifest, kubelet."""
 
 from ansible_collections.strata.ops.plugins.module_utils.criu import CriuError
 
+# How a pod is stopped after a checkpoint taken with it left running: its kubelet starts a container
+# whose process ended again (restartPolicy Always), so through its workload.
+STOP_A_POD = (
+    "to stop the pod, scale its Deployment or StatefulSet to 0 (playbooks/checkpoint.yml does that "
+    "after the checkpoint with pod_checkpoint_leave_running=false)"
+)
+
 
 class BadCheckpoint(CriuError):
     """A directory that is not a usable pod_checkpoint dump."""

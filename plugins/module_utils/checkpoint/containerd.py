@@ -25,6 +25,7 @@ import time
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import (
+    STOP_A_POD,
     BadCheckpoint,
     leftovers,
     reopened,
@@ -199,7 +200,7 @@ def dump(
     if not params["leave_running"]:
         raise InvalidArgument(
             "method=containerd leaves the container running (containerd's checkpoint does not stop it): "
-            "set leave_running=true, and stop the workload afterwards (playbooks/stop.yml) if it must stop"
+            f"set leave_running=true, then {STOP_A_POD}"
         )
     if not params["images_dir"]:
         raise InvalidArgument(

@@ -24,6 +24,7 @@ import time
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import (
+    STOP_A_POD,
     BadCheckpoint,
     containerd,
     ociimage,
@@ -144,6 +145,11 @@ def dump(
     node the container's CUDA processes are frozen only around the kubelet's checkpoint
     (``run_command`` runs crictl and cuda-checkpoint; the rest as containerd.dump's)."""
     url = checkpoint_url(params)
+    if not params["leave_running"]:
+        raise InvalidArgument(
+            "method=kubelet leaves the container running (the kubelet's checkpoint API does not stop it, "
+            f"and would start it again): set leave_running=true, then {STOP_A_POD}"
+        )
     if not params["images_dir"]:
         raise InvalidArgument(
             "images_dir is needed: the kubelet's archive is moved into a dump directory there"

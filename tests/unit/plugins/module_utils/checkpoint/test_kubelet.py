@@ -9,7 +9,7 @@ import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import kubelet, ociimage
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
-from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
+from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, StrataError
 from ansible_collections.strata.ops.plugins.module_utils.k8s.errors import K8sNotFound
 
 from ....fakes.containerd import CONTAINER_ID, FakeCtr, containerd_proc, crictl
@@ -206,6 +206,7 @@ def kubelet_params(tool, images_dir, **extra):
         images_dir=str(images_dir),
         name="trainer",
         keep=0,
+        leave_running=True,
         checkpoint=None,
         new_pod=None,
         node=None,
@@ -327,6 +328,18 @@ def test_a_restored_cuda_pod_is_thawed_or_deleted(gpu_host, tmp_path, archive, t
     assert cuda.actions() == [("restore", 4242), ("unlock", 4242)] and cuda.states[4242] == "running"
     assert (result["gpu"]["path"], result["gpu"]["cuda_pids"]) == ("cuda-checkpoint", [4242])
     assert kube.deleted == []
+
+
+def test_a_dump_asked_to_stop_the_pod_is_refused_before_the_kubelet_is_asked(tmp_path, kubelet_archive):
+    """The kubelet's checkpoint API never stops the container, and the kubelet would start it again:
+    the module says how a pod is stopped instead of reporting a running pod as stopped."""
+    _states, during_post = kubelet_archive
+    with pytest.raises(InvalidArgument, match=r"set leave_running=true, then to stop the pod, scale its"):
+        kubelet.dump(
+            kubelet_params(None, tmp_path / "dumps", leave_running=False), False, FakeKube, FakeRun()
+        )
+    assert during_post == []
+    assert not (tmp_path / "dumps").exists()
 
 
 def test_a_cuda_dump_is_refused_before_the_pod_on_a_node_without_a_gpu(tmp_path, archive):
