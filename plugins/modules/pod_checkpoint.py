@@ -446,6 +446,15 @@ abandoned_removed:
   returned: state=dumped
   type: list
   elements: str
+store_images_removed:
+  description:
+    - With O(method=containerd), the checkpoint images of earlier dumps of the same container (in
+      O(images_dir)) removed from containerd's store before this dump. containerd drops the process
+      from a checkpoint while such an image holds the container's spec; their archives stay in their
+      dump directories, and a restore of one imports it again.
+  returned: state=dumped with method=containerd
+  type: list
+  elements: str
 restored:
   description:
     - The new container (C(container_id), C(name), C(pid) on the host, C(checkpoint)); with

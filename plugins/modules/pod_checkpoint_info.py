@@ -12,7 +12,9 @@ description:
     (C(NAME-YYYYmmddTHHMMSS.mmmZ)), or only those of O(name), newest first.
   - Each checkpoint is reported with what its C(manifest.json) says (name, creation time, target,
     C(leave_running), CRIU version, GPU path) and its size on disk, and whether it is usable
-    (a readable manifest and CRIU's C(inventory.img) and C(pstree.img)) and restorable with
+    (a readable manifest and CRIU's C(inventory.img) and C(pstree.img); for a containerd or kubelet
+    dump its archive at the size the dump wrote, and a containerd checkpoint image with CRIU's layer,
+    which containerd 1.6 and 1.7 leave out of a repeated checkpoint of a container) and restorable with
     C(state=restored) on this host (a Docker container dump, a kubelet archive, or a containerd
     checkpoint whose pod sandbox still runs here, as the restored container joins its namespaces).
     A directory without a valid manifest is listed as unusable, with the reason.

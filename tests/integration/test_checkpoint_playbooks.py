@@ -12,6 +12,7 @@ test_pod_checkpoint.py needs (its fixtures are reused); skipped without it unles
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -28,18 +29,22 @@ NOT_LISTED = "nosuch-20250101T000000.000Z"
 testbed = pc.testbed
 experimental = pc.experimental
 names = pc.names
+cri = pc.cri
 
 pytestmark = pytest.mark.needs("criu")
 
 
-def playbook(name, extra, check=False):
-    """Run playbooks/<name>.yml on localhost; (rc, results by task name, the failed result)."""
+def playbook(name, extra, check=False, path_prefix=None):
+    """Run playbooks/<name>.yml on localhost (``path_prefix`` before PATH); (rc, results by task
+    name, the failed result)."""
     env = dict(
         os.environ,
         ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
         ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
         ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
     )
+    if path_prefix:
+        env["PATH"] = path_prefix + os.pathsep + env["PATH"]
     extra = dict(extra, pod_checkpoint_hosts="localhost", ansible_become=False)
     argv = [PLAYBOOK_BIN, f"playbooks/{name}.yml", "-e", json.dumps(extra)] + (["--check"] if check else [])
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
@@ -183,6 +188,69 @@ def restore_and_refuse(settings, names, kept, counted):
     assert rc != 0
     assert f"Checkpoint {os.path.basename(unfinished)} cannot be restored: no manifest.json" in failed["msg"]
     assert pc.docker("inspect", other, check=False).returncode != 0
+
+
+def test_checkpoint_list_and_restore_on_containerd(cri, tmp_path):
+    """pod_checkpoint_method=containerd, the MicroK8s and k3s path, on containerd 1.6 and 1.7: two
+    checkpoints with keep=1 (the first one's checkpoint image leaves containerd's store with it), the
+    list, restore --check (nothing created), the restore into a new container whose counter goes on
+    from the dump, and a second restore that finds it running."""
+    pod = pc.unique()
+    images = tmp_path / "images"
+    dump_name = f"{NAMESPACE}-{pod}-counter"
+    settings = {
+        "pod_checkpoint_method": "containerd",
+        "pod_checkpoint_namespace": NAMESPACE,
+        "pod_checkpoint_pod": pod,
+        "pod_checkpoint_container": "counter",
+        "pod_checkpoint_runtime": "cri",
+        "pod_checkpoint_cri_endpoint": cri.endpoint,
+        "pod_checkpoint_ctr_path": cri.ctr,
+        "pod_checkpoint_images_dir": str(images),
+        "pod_checkpoint_keep": 1,
+    }
+    new = pc.unique()
+    with pc.counter_in_pod(tmp_path, pod, cri) as made:
+        log = pathlib.Path(made["log"])
+        pc.wait_cri_count(log, 5)
+        refs = []
+        for _round in range(2):
+            rc, done, failed = playbook("checkpoint", settings, path_prefix=pc.TESTBED_BIN)
+            assert rc == 0, failed
+            dumped = done[f"Checkpoint pod {NAMESPACE}/{pod} container counter"]
+            refs.append(dumped["image_ref"])
+            assert "by containerd" in summary(done) and "left running" in summary(done), summary(done)
+        at_dump = pc.cri_count(log)
+        assert f"keep=1 removed {dump_name}-" in summary(done), summary(done)
+        assert sorted(os.listdir(images)) == [os.path.basename(dumped["checkpoint_dir"])]
+        assert refs[0] not in pc.checkpoint_refs(cri) and refs[1] in pc.checkpoint_refs(cri)
+
+        rc, listed, failed = playbook("checkpoints", settings)
+        assert rc == 0, failed
+        (entry,) = listed[f"List the checkpoints in {images}"]["checkpoints"]
+        assert (entry["method"], entry["restorable"]) == ("containerd", True), entry
+
+        restore = dict(settings, pod_checkpoint_new_container=new)
+        try:
+            rc, planned, failed = playbook("restore", restore, check=True, path_prefix=pc.TESTBED_BIN)
+            assert rc == 0, failed["msg"]
+            assert summary(planned).startswith(f"Check mode: would restore {entry['id']} ("), summary(planned)
+            assert f"containers restore --live --rw {new} {refs[1]}" in summary(planned)
+            assert pc.ctr_cli(cri, "containers", "info", new, check=False).returncode != 0  # nothing made
+
+            rc, restored, failed = playbook("restore", restore, path_prefix=pc.TESTBED_BIN)
+            assert rc == 0, failed
+            pid = restored[f"Restore the chosen checkpoint into {new}"]["restored"]["pid"]
+            assert summary(restored).startswith(f"Restored {entry['id']} (")
+            assert f"into the new container {new} on localhost (host pid {pid})" in summary(restored)
+            first = pc.counted_in(pid)
+            assert first >= at_dump - 10, (first, at_dump)  # the dump's memory, not a fresh 1
+            pc.wait_until_counted(lambda: pc.counted_in(pid), first + 3, f"restored container {new}")
+            rc, again, failed = playbook("restore", restore, path_prefix=pc.TESTBED_BIN)
+            assert rc == 0, failed
+            assert "already runs restored from" in summary(again), summary(again)
+        finally:
+            pc.remove_restored(cri, new, refs[1])
 
 
 def test_checkpoint_can_stop_the_container(testbed, tmp_path, names):

@@ -610,6 +610,47 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
         remove_restored(cri_pod["cri"], new, dumped["image_ref"])
 
 
+def test_every_containerd_checkpoint_of_a_container_holds_its_process(cri, tmp_path):
+    """containerd makes a checkpoint image without the process while an earlier checkpoint image of
+    the same container is in its store (the spec blob's AlreadyExists, dropped by ctr). Three dumps
+    with keep=3: each holds CRIU's images, the earlier images left the store before the next dump, and
+    the oldest restores from its archive (imported again) and counts on from where it was dumped."""
+    pod = unique()
+    with counter_in_pod(tmp_path, pod, cri) as made:
+        log = pathlib.Path(made["log"])
+        wait_cri_count(log, 3)
+        args = dict(cri_args(tmp_path, pod, cri), method="containerd", ctr_path=cri.ctr, keep=3)
+        dumps, counted = [], []
+        for _round in range(3):
+            dumped = run_module(args, path_prefix=TESTBED_BIN)
+            assert dumped.get("failed") is not True, dumped
+            counted.append(cri_count(log))
+            archive = os.path.join(dumped["checkpoint_dir"], "checkpoint.tar")
+            assert "pages-1.img" in leftovers.image_files(archive)[0], dumped["checkpoint_dir"]
+            assert dumped["store_images_removed"] == [d["image_ref"] for d in dumps[-1:]], dumped
+            dumps.append(dumped)
+        assert [ref in checkpoint_refs(cri) for ref in (d["image_ref"] for d in dumps)] == [
+            False,
+            False,
+            True,
+        ]
+
+        new = unique()
+        restore = dict(args, state="restored", checkpoint=dumps[0]["checkpoint_dir"], new_container=new)
+        try:
+            restored = run_module(restore, path_prefix=TESTBED_BIN)
+            assert restored.get("failed") is not True, restored
+            assert any(" images import " in c for c in restored["command"]), restored["command"]
+            pid = restored["restored"]["pid"]
+            first = counted_in(pid)
+            assert counted[0] - 10 <= first < counted[2], (first, counted)  # the first dump's memory
+            wait_until_counted(lambda: counted_in(pid), first + 3, f"restored container {new}")
+        finally:
+            remove_restored(cri, new, dumps[0]["image_ref"])
+            for dumped in dumps[1:]:
+                ctr_cli(cri, "images", "rm", dumped["image_ref"], check=False)
+
+
 def test_containerd_restore_refuses_a_pod_that_is_gone_and_leaves_nothing(cri_pod, tmp_path):
     """containerd restores a container into the namespaces of the pod sandbox it was dumped from:
     once that pod is gone from the node (moved, deleted), the restore is refused before containerd

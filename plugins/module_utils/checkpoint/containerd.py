@@ -12,6 +12,16 @@ and 1.7 (the MicroK8s and k3s runtimes) do it with ctr:
   it), then ``ctr containers restore --live --rw NEW REF`` creates a NEW container from it and
   starts its task from the checkpoint.
 
+A second checkpoint of a container while the image of its first is in the store comes out without
+the process: containerd's tasks service writes the container's spec into the content store with
+each checkpoint (plugins/services/tasks/local.go, Checkpoint: writeContent of "spec" commits
+unconditionally), the identical spec blob exists, the commit fails with AlreadyExists, and ctr's
+Container.Checkpoint drops AlreadyExists errors of its options (client/container.go): the image
+holds only the rw layer. Seen on 1.6.20 and 1.7.24. So a dump first removes from the store (with
+``--sync``, so the blob is collected before the checkpoint) the images of earlier dumps of the same
+container (their archives stay: a restore imports them again), and checks the archive it exported
+for CRIU's layer.
+
 The container is found through crictl (target.py). A restore that fails part way removes what it
 made, so nothing half-restored is left running.
 """
@@ -137,8 +147,11 @@ class Ctr(ctr.CtrClient):
         return self.container_labels(name) is not None
 
     def has_image(self, ref):
+        return ref in self.image_refs()
+
+    def image_refs(self):
         _rc, out, _err = self.run("images", "ls", "-q", check=False)
-        return ref in out.split()
+        return set(out.split())
 
     def container_info(self, name):
         """``ctr containers info``'s JSON of container ``name`` (its OCI spec under "Spec")."""
@@ -231,10 +244,10 @@ def dump(
     dump_dir = os.path.join(params["images_dir"], f"{name}-{stamp}")
     ref = image_ref(name, stamp)
     archive = os.path.join(dump_dir, ARCHIVE)
-    steps = [
-        ("containers", "checkpoint", "--task", "--rw", target["container_id"], ref),
-        ("images", "export", "--skip-manifest-json", archive, ref),
-    ]
+    earlier = _earlier_images(client, params["images_dir"], name, target["container_id"])
+    checkpoint_step = ("containers", "checkpoint", "--task", "--rw", target["container_id"], ref)
+    export_step = ("images", "export", "--skip-manifest-json", archive, ref)
+    steps = [*(("images", "rm", "--sync", old) for old in earlier), checkpoint_step, export_step]
     # The keys of a CRIU dump's result where they mean the same (the roles' summaries read them).
     result = {
         "changed": True,
@@ -242,7 +255,7 @@ def dump(
         "checkpoint_dir": dump_dir,
         "image_ref": ref,
         "target": target,
-        "command": [*client.argv, *steps[0]],
+        "command": [*client.argv, *checkpoint_step],
         "gpu": gpu,
     }
     if check_mode:
@@ -251,16 +264,19 @@ def dump(
     abandoned = mf.remove_abandoned(params["images_dir"], name)
     mf.check_free_space(params["images_dir"], tree, proc)
     mf.start(dump_dir)
+    for step in steps[: len(earlier)]:
+        client.run(*step)
     try:
         # The export runs with the CUDA processes thawed: locked_s is containerd's checkpoint alone.
         gpu_mod.frozen_while(
             freezer,
             gpu,
-            lambda: client.run(*steps[0]),
+            lambda: client.run(*checkpoint_step),
             lock_timeout_s=params["cuda_lock_timeout"],
             clock=clock,
         )
-        client.run(*steps[1])
+        client.run(*export_step)
+        leftovers.image_files(archive)  # CRIU's layer is there (see the module's doc)
     except criu.CriuError as exc:
         raise _failed_dump(client, exc, dump_dir, ref, params["images_dir"]) from None
     manifest = {
@@ -283,8 +299,30 @@ def dump(
     mf.finish(dump_dir, manifest)
     pruned = _prune(client, params["images_dir"], name, params["keep"], dump_dir)
     return dict(
-        result, manifest=manifest, pruned=pruned, commands=client.commands, abandoned_removed=abandoned
+        result,
+        manifest=manifest,
+        pruned=pruned,
+        commands=client.commands,
+        abandoned_removed=abandoned,
+        store_images_removed=earlier,
     )
+
+
+def _earlier_images(client, images_dir, name, container_id):
+    """The refs in containerd's store of the checkpoint images of earlier dumps of ``container_id``
+    (dumps of ``name`` in images_dir): each holds the container's spec blob, which makes containerd
+    drop the process from a new checkpoint (the module's doc)."""
+    stored = client.image_refs()
+    refs = []
+    for old in mf.dumps_of(images_dir, name):
+        try:
+            manifest = mf.load(old)
+        except BadCheckpoint:
+            continue
+        same = (manifest.get("target") or {}).get("container_id") == container_id
+        if manifest.get("method") == METHOD and same and manifest.get("image_ref") in stored:
+            refs.append(manifest["image_ref"])
+    return refs
 
 
 def _failed_dump(client, exc, dump_dir, ref, images_dir):
@@ -326,6 +364,22 @@ def _prune(client, images_dir, name, keep, current):
         if refs.get(old):
             client.run("images", "rm", refs[old], check=False)
     return pruned
+
+
+def archive_problem(checkpoint, manifest):
+    """Why the dump's exported checkpoint image cannot be restored (missing, not the size the dump
+    wrote, or without the process: leftovers._criu_layer), or None."""
+    archive = os.path.join(checkpoint, manifest.get("archive") or ARCHIVE)
+    if not os.path.isfile(archive):
+        return f"the exported checkpoint image {ARCHIVE} is missing: the dump is incomplete"
+    problem = mf.size_problem(archive, manifest)
+    if problem:
+        return problem
+    try:
+        leftovers.image_files(archive)
+    except BadCheckpoint as exc:
+        return exc.msg
+    return None
 
 
 def pod_gone(manifest, readlink=os.readlink):

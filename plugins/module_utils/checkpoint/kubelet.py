@@ -367,11 +367,7 @@ def archive_problem(checkpoint, manifest):
     archive = os.path.join(checkpoint, manifest.get("archive") or ARCHIVE)
     if not os.path.isfile(archive):
         return f"the kubelet's checkpoint archive {ARCHIVE} is missing: the dump is incomplete"
-    size = os.path.getsize(archive)
-    want = (manifest.get("sizes") or {}).get("images_bytes")
-    if want is not None and size != want:
-        return f"{archive} has {size} bytes, the dump wrote {want}: it is truncated or changed"
-    return None
+    return mf.size_problem(archive, manifest)
 
 
 def _checked_archive(checkpoint, manifest):

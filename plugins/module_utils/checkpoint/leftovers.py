@@ -75,10 +75,19 @@ def _criu_layer(archive):
 
             index = json.load(outer.extractfile("index.json"))
             image = json.load(blob(index["manifests"][0]["digest"]))
-            layer = next(m for m in image["manifests"] if m["mediaType"] == CRIU_TAR)
+            layer = next((m for m in image["manifests"] if m["mediaType"] == CRIU_TAR), None)
+            if layer is None:
+                raise BadCheckpoint(
+                    f"{archive} holds no process: its checkpoint image has no CRIU layer, only the "
+                    "container's files. containerd makes such an image when the container's spec is in "
+                    "its content store already, as in the image of an earlier checkpoint of the same "
+                    "container (its tasks service fails with AlreadyExists and ctr drops that error): "
+                    "remove those images from containerd's store (ctr images rm --sync REF) and take a "
+                    "new checkpoint"
+                )
             with tarfile.open(fileobj=blob(layer["digest"]), mode="r:") as inner:
                 yield inner
-    except (OSError, tarfile.TarError, KeyError, IndexError, StopIteration, ValueError, TypeError) as exc:
+    except (OSError, tarfile.TarError, KeyError, IndexError, ValueError, TypeError) as exc:
         raise BadCheckpoint(
             f"{archive} is not a whole containerd checkpoint image ({type(exc).__name__}: "
             f"{' '.join(str(exc).split())}): "

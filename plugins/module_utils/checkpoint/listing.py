@@ -56,10 +56,7 @@ def _problem(directory, manifest):
     if manifest.get("method") == "kubelet":
         return kubelet.archive_problem(directory, manifest)
     if manifest.get("method") == "containerd":
-        archive = manifest.get("archive") or "checkpoint.tar"
-        if not os.path.isfile(os.path.join(directory, archive)):
-            return f"the exported checkpoint image {archive} is missing: the dump is incomplete"
-        return None
+        return containerd.archive_problem(directory, manifest)
     missing = [f for f in REQUIRED_IMAGES if not os.path.isfile(os.path.join(directory, f))]
     if missing:
         return f"CRIU images missing ({', '.join(missing)}): the dump is incomplete"

@@ -156,6 +156,15 @@ def check_free_space(images_dir, pids, proc="/proc", statvfs=os.statvfs):
         )
 
 
+def size_problem(archive, manifest):
+    """Why ``archive`` is not the archive the dump wrote (its size differs from the manifest's
+    sizes.images_bytes), or None."""
+    size, want = os.path.getsize(archive), (manifest.get("sizes") or {}).get("images_bytes")
+    if want is not None and size != want:
+        return f"{archive} has {size} bytes, the dump wrote {want}: it is truncated or changed"
+    return None
+
+
 def start(dump_dir):
     """Make the dump directory, owned by this process until finish()."""
     os.makedirs(dump_dir)

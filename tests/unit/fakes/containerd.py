@@ -68,16 +68,18 @@ def _blob(tar, data, media_type):
     return {"mediaType": media_type, "digest": digest, "size": len(data)}
 
 
-def checkpoint_archive(path, files=None):
-    """Write a checkpoint image archive holding ``files`` (CRIU_FILES) at ``path``."""
+def checkpoint_archive(path, files=None, process=True):
+    """Write a checkpoint image archive holding ``files`` (CRIU_FILES) at ``path``; without
+    ``process`` it has no CRIU layer (what containerd makes when the spec blob exists: containerd.py)."""
     criu_tar = io.BytesIO()
     with tarfile.open(fileobj=criu_tar, mode="w") as inner:
         for name, data in (CRIU_FILES if files is None else files).items():
             _add(inner, name, data)
     with tarfile.open(path, "w") as outer:
-        options = _blob(outer, b"\n\x08options", OPTIONS_TYPE)
-        layer = _blob(outer, criu_tar.getvalue(), leftovers.CRIU_TAR)
-        image = {"schemaVersion": 2, "manifests": [options, layer]}
+        manifests = [_blob(outer, b"\n\x08options", OPTIONS_TYPE)]
+        if process:
+            manifests.append(_blob(outer, criu_tar.getvalue(), leftovers.CRIU_TAR))
+        image = {"schemaVersion": 2, "manifests": manifests}
         image_desc = _blob(outer, json.dumps(image).encode(), "application/vnd.oci.image.index.v1+json")
         _add(outer, "index.json", json.dumps({"schemaVersion": 2, "manifests": [image_desc]}).encode())
     return str(path)
@@ -85,7 +87,9 @@ def checkpoint_archive(path, files=None):
 
 class FakeCtr:
     """ctr answering like containerd 1.6's: ``existing`` containers, ``images`` in the store,
-    ``fail`` maps a verb pair (e.g. ("containers", "restore")) to its stderr."""
+    ``fail`` maps a verb pair (e.g. ("containers", "restore")) to its stderr. A checkpoint of a
+    container while the image of an earlier one of it is in the store holds no process, as
+    containerd's does (containerd.py)."""
 
     def __init__(self, existing=(), images=(), fail=None, statuses=("RUNNING",), copy_into=None):
         self.existing = set(existing)
@@ -94,6 +98,7 @@ class FakeCtr:
         self.fail = fail or {}
         self.statuses = list(statuses)  # what each tasks ls shows; the last one stays
         self.labels = {}
+        self.checkpoints = {}  # ref: (container, holds the process)
 
     def __call__(self, argv, **_kwargs):
         args = argv[5:]  # after ctr --address A --namespace N
@@ -116,8 +121,15 @@ class FakeCtr:
             return 0, "\n".join(["TASK PID STATUS", *rows]), ""
         if verb == ("containers", "rm"):
             self.existing.discard(args[2])
+        if verb == ("containers", "checkpoint"):  # ctr containers checkpoint --task --rw ID REF
+            container, ref = args[-2], args[-1]
+            spec_held = any(c == container and r in self.images for r, (c, _p) in self.checkpoints.items())
+            self.checkpoints[ref] = (container, not spec_held)
+            self.images.add(ref)
+        if verb == ("images", "rm"):
+            self.images.difference_update(a for a in args[2:] if not a.startswith("--"))
         if verb == ("images", "export"):  # ctr images export --skip-manifest-json ARCHIVE REF
-            checkpoint_archive(args[-2])
+            checkpoint_archive(args[-2], process=self.checkpoints.get(args[-1], (None, True))[1])
         return 0, "", ""
 
 

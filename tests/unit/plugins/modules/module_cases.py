@@ -7,6 +7,7 @@ process with AnsibleModule.run_command, exit_json and fail_json replaced.
       input: {pid: "{pid}", images_dir: "{tmp}/images", criu_path: "{tmp}/criu"}
       flags: {check: false}
       files: {"{tmp}/criu": "#!/bin/sh\\n"}      # created (mode 0755) before the run
+      checkpoint_archives: {"{tmp}/d/checkpoint.tar": {process: false}}  # fakes.containerd's
       mocks:
         run_command:
           - command: ["{tmp}/criu", "--version"]
@@ -28,6 +29,8 @@ import yaml
 from ansible.module_utils import basic
 
 from tests.unit.compat import patch_module_args
+
+from ...fakes.containerd import checkpoint_archive
 
 
 class ModuleExit(Exception):
@@ -81,6 +84,9 @@ def run_case(main, case, tmp_path, monkeypatch):
         with open(path, "w") as handle:
             handle.write(content)
         os.chmod(path, 0o755 if content.startswith("#!") else 0o644)
+    for path, options in (case.get("checkpoint_archives") or {}).items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        checkpoint_archive(path, **(options or {}))
     script = CommandScript((case.get("mocks") or {}).get("run_command") or [])
     monkeypatch.setattr(
         basic.AnsibleModule, "run_command", lambda _module, args, **kwargs: script(args, **kwargs)

@@ -8,7 +8,11 @@ import re
 import pytest
 
 from ansible_collections.strata.ops.plugins.module_utils import criu
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, containerd
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import (
+    BadCheckpoint,
+    containerd,
+    leftovers,
+)
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
 from ansible_collections.strata.ops.plugins.module_utils.criu import CriuError, NoSpace
@@ -394,6 +398,7 @@ def test_a_cuda_container_is_frozen_only_around_containerds_checkpoint(gpu_host,
     )
     assert steps_of(run) == [
         ("containers", "info"),
+        ("images", "ls"),
         ("cuda-checkpoint", "lock"),
         ("cuda-checkpoint", "checkpoint"),
         ("containers", "checkpoint"),
@@ -462,7 +467,7 @@ def test_an_images_dir_without_room_for_the_memory_is_refused_before_the_checkpo
     run = FakeRun(ctr=FakeCtr(existing=[CONTAINER_ID]), crictl=crictl)
     with pytest.raises(NoSpace, match=r"has \d+ bytes free but the dump of the process tree writes about"):
         plain_dump(str(tmp_path / "dumps"), plain_host(free // 1024 + 1), run)
-    assert steps_of(run) == [("containers", "info")]
+    assert steps_of(run) == [("containers", "info"), ("images", "ls")]
     assert os.listdir(tmp_path / "dumps") == []
     # the clean pages of file mappings (the libraries) are not written by a dump: not counted
     run = FakeRun(ctr=FakeCtr(existing=[CONTAINER_ID]), crictl=crictl)
@@ -556,3 +561,65 @@ def test_a_dump_records_the_criu_of_the_containerd_that_took_it(tmp_path):
     assert containerd.dumping_criu(run, proc, "/run/c.sock") == {"path": "/usr/bin/criu", "version": "4.1.1"}
     # not told apart (no process found serving the address), and not the same CRIU: none recorded
     assert containerd.dumping_criu(run, proc, "/run/unknown.sock") == {}
+
+
+def earlier_dump(images_dir, stamp, container_id):
+    """A finished method=containerd dump of ``container_id`` named trainer in ``images_dir``."""
+    ref = f"strata.local/checkpoint/trainer:{stamp}"
+    path = images_dir / f"trainer-{stamp}"
+    path.mkdir(parents=True)
+    checkpoint_archive(path / "checkpoint.tar")
+    target = {"runtime": "cri", "container_id": container_id}
+    (path / "manifest.json").write_text(
+        json.dumps({"method": "containerd", "image_ref": ref, "target": target})
+    )
+    return ref
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_the_images_of_earlier_dumps_of_the_container_leave_the_store_first(plain_host, tmp_path, check_mode):
+    """containerd drops the process from a checkpoint while an earlier one's image holds the
+    container's spec: those images go first (their archives stay); others' images stay."""
+    images = tmp_path / "dumps"
+    mine = earlier_dump(images, "20250101T000000.000Z", CONTAINER_ID)
+    other = earlier_dump(images, "20250102T000000.000Z", "another-container")
+    pruned = earlier_dump(images, "20250103T000000.000Z", CONTAINER_ID)
+    fake = FakeCtr(existing=[CONTAINER_ID], images=[mine, other])  # pruned: no longer in the store
+    fake.checkpoints = {mine: (CONTAINER_ID, True), other: ("another-container", True)}
+    run = FakeRun(ctr=fake, crictl=crictl)
+    result = containerd.dump(
+        gpu_params(None, str(images)), check_mode, run, gpus_dir="/nonexistent", proc=plain_host(64)
+    )
+    release = f"images rm --sync {mine}"
+    if check_mode:
+        assert release in result["commands"][0] and "containers checkpoint" in result["commands"][1]
+        assert fake.images == {mine, other}
+        return
+    assert steps_of(run)[:4] == [
+        ("containers", "info"),
+        ("images", "ls"),
+        ("images", "rm"),
+        ("containers", "checkpoint"),
+    ]
+    assert result["store_images_removed"] == [mine]
+    assert fake.images == {other, result["image_ref"]}
+    assert pruned not in result["store_images_removed"]
+    assert leftovers.image_files(os.path.join(result["checkpoint_dir"], "checkpoint.tar"))[0]  # the process
+
+
+def test_a_checkpoint_without_the_process_is_refused_and_removed(plain_host, tmp_path):
+    """Where the spec blob is held by an image the module does not know of, containerd's checkpoint
+    has no process: the dump fails naming why, and leaves neither its directory nor its image."""
+    images = tmp_path / "dumps"
+    fake = FakeCtr(existing=[CONTAINER_ID], images=["by-hand"])
+    fake.checkpoints = {"by-hand": (CONTAINER_ID, True)}
+    run = FakeRun(ctr=fake, crictl=crictl)
+    with pytest.raises(
+        BadCheckpoint, match="holds no process: its checkpoint image has no CRIU layer"
+    ) as caught:
+        containerd.dump(
+            gpu_params(None, str(images)), False, run, gpus_dir="/nonexistent", proc=plain_host(64)
+        )
+    assert caught.value.msg.endswith("were removed, the container runs on")
+    assert os.listdir(images) == []
+    assert fake.images == {"by-hand"}
