@@ -34,14 +34,15 @@ cri = pc.cri
 pytestmark = pytest.mark.needs("criu")
 
 
-def playbook(name, extra, check=False, path_prefix=None):
-    """Run playbooks/<name>.yml on localhost (``path_prefix`` before PATH); (rc, results by task
-    name, the failed result)."""
+def playbook(name, extra, check=False, path_prefix=None, environ=None):
+    """Run playbooks/<name>.yml on localhost (``path_prefix`` before PATH, ``environ`` added to its
+    environment); (rc, results by task name, the failed result)."""
     env = dict(
         os.environ,
         ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
         ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
         ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        **(environ or {}),
     )
     if path_prefix:
         env["PATH"] = path_prefix + os.pathsep + env["PATH"]

@@ -447,7 +447,8 @@ def test_checkpoint_playbook_stops_a_pod_through_its_deployment(node, tokens, tm
     """pod_checkpoint_leave_running=false on a pod: its kubelet would start a killed container again,
     so the playbook checkpoints it left running, then scales its Deployment to 0 and waits until its
     pods are gone. --check names the Deployment and changes nothing; a pod no Deployment or
-    StatefulSet controls is refused before anything is done."""
+    StatefulSet controls is refused before anything is done. The kubelet token comes from the
+    controller's environment, as AWX's kubelet token credential injects it."""
     from .test_checkpoint_playbooks import playbook, summary  # noqa: PLC0415 - same runner
 
     ns = f"strata-ckpt-{uuid.uuid4().hex[:6]}"
@@ -464,6 +465,7 @@ def test_checkpoint_playbook_stops_a_pod_through_its_deployment(node, tokens, tm
         wait_pod(ns, pod, "{.status.phase}", "Running")
         wait_count(node, ns, pod, 5)
         images = tmp_path / "images"
+        token = {"STRATA_KUBELET_TOKEN": tokens["checkpointer"]}
         settings = {
             "pod_checkpoint_method": "kubelet",
             "pod_checkpoint_namespace": ns,
@@ -471,19 +473,18 @@ def test_checkpoint_playbook_stops_a_pod_through_its_deployment(node, tokens, tm
             "pod_checkpoint_container": "counter",
             "pod_checkpoint_images_dir": str(images),
             "pod_checkpoint_leave_running": False,
-            "pod_checkpoint_kubelet_token": tokens["checkpointer"],
             "pod_checkpoint_kubelet_ca_path": NODE_CA,
             "pod_checkpoint_kubeconfig": LAB_KUBECONFIG,
             "pod_checkpoint_containerd_address": NODE_SOCKET,
             "pod_checkpoint_ctr_path": node["ctr"],
         }
-        rc, planned, failed = playbook("checkpoint", settings, check=True)
+        rc, planned, failed = playbook("checkpoint", settings, check=True, environ=token)
         assert rc == 0, failed
         assert f"then stopping Deployment {ns}/counter (scale to 0)" in summary(planned)
         assert not images.exists()
         assert kubectl("-n", ns, "get", "deployment", "counter", "-o", "jsonpath={.spec.replicas}") == "1"
 
-        rc, done, failed = playbook("checkpoint", settings)
+        rc, done, failed = playbook("checkpoint", settings, environ=token)
         assert rc == 0, failed
         assert "through the kubelet" in summary(done) and "\n" not in summary(done), summary(done)
         assert f"stopped: Deployment {ns}/counter scaled to 0, its pods gone" in summary(done)

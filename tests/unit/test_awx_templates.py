@@ -109,6 +109,7 @@ SAMPLE_EXTRA_VARS = {
         "kubeconfig": "strata cluster",
         "gitlab": "strata gitlab",
         "hf_token": "strata hf",
+        "kubelet_token": "strata kubelet",
     },
 }
 
