@@ -124,8 +124,10 @@ def criu_restore_seconds(dump_dir, size):
     proc = subprocess.run([*argv, "restore.log"], capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
+        with open(os.path.join(dump_dir, "restore.log"), errors="replace") as handle:
+            log = handle.readlines()[-15:]  # the work directory goes with the run: its end here
         raise SystemExit(
-            f"bench restore: criu restore failed (see {dump_dir}/restore.log): {proc.stderr.strip()}"
+            f"bench restore: criu restore failed: {proc.stderr.strip()}\nrestore.log ends:\n{''.join(log)}"
         )
     with open(pidfile) as handle:
         pid = int(handle.read())
@@ -172,6 +174,9 @@ def host_process(size):
         [sys.executable, "-c", HOLDER, str(size)],
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
+        # Not the bench's own stderr: CRIU reopens every open file, and refuses one that grew since
+        # the dump (a log the bench's output is redirected into).
+        stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own session: CRIU dumps and restores it without --shell-job
     )
     try:
