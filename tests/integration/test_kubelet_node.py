@@ -443,77 +443,105 @@ def test_checkpoint_and_restore_playbooks_through_the_kubelet(node, tokens, coun
     assert "already runs restored from" in summary(again)
 
 
-def test_checkpoint_playbook_stops_a_pod_through_its_deployment(node, tokens, tmp_path):
+@pytest.fixture
+def lab_namespace():
+    """A namespace of its own on the lab cluster, deleted afterwards."""
+    ns = f"strata-ckpt-{uuid.uuid4().hex[:6]}"
+    apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    yield ns
+    kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def pod_of(ns, app):
+    """The name of a pod of the Deployment ``app`` in ``ns``, once it made one."""
+    deadline = time.monotonic() + 60
+    while not (
+        pod := kubectl(
+            "-n", ns, "get", "pods", "-l", f"app={app}", "-o", "jsonpath={.items[0].metadata.name}"
+        )
+    ):
+        assert time.monotonic() < deadline, f"the Deployment {ns}/{app} made no pod"
+        time.sleep(0.3)
+    return pod
+
+
+def stop_settings(ns, pod, node, images):
+    """checkpoint.yml through the kubelet, the pod to be stopped (the kubelet token is left to the
+    controller's environment)."""
+    return {
+        "pod_checkpoint_method": "kubelet",
+        "pod_checkpoint_namespace": ns,
+        "pod_checkpoint_pod": pod,
+        "pod_checkpoint_container": "counter",
+        "pod_checkpoint_images_dir": str(images),
+        "pod_checkpoint_leave_running": False,
+        "pod_checkpoint_kubelet_ca_path": NODE_CA,
+        "pod_checkpoint_kubeconfig": LAB_KUBECONFIG,
+        "pod_checkpoint_containerd_address": NODE_SOCKET,
+        "pod_checkpoint_ctr_path": node["ctr"],
+    }
+
+
+def test_checkpoint_playbook_stops_a_pod_through_its_deployment(node, tokens, lab_namespace, tmp_path):
     """pod_checkpoint_leave_running=false on a pod: its kubelet would start a killed container again,
     so the playbook checkpoints it left running, then scales its Deployment to 0 and waits until its
-    pods are gone. --check names the Deployment and changes nothing; a pod no Deployment or
-    StatefulSet controls is refused before anything is done. The kubelet token comes from the
+    pods are gone. --check names the Deployment and changes nothing. The kubelet token comes from the
     controller's environment, as AWX's kubelet token credential injects it."""
     from .test_checkpoint_playbooks import playbook, summary  # noqa: PLC0415 - same runner
 
-    ns = f"strata-ckpt-{uuid.uuid4().hex[:6]}"
-    apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    try:
-        apply(deployment_of(pod_manifest("counter", ns, node["image"])))
-        name_of_pod = "{.items[0].metadata.name}"
-        deadline = time.monotonic() + 60
-        while not (
-            pod := kubectl("-n", ns, "get", "pods", "-l", "app=counter", "-o", f"jsonpath={name_of_pod}")
-        ):
-            assert time.monotonic() < deadline, "the Deployment made no pod"
-            time.sleep(0.3)
-        wait_pod(ns, pod, "{.status.phase}", "Running")
-        wait_count(node, ns, pod, 5)
-        images = tmp_path / "images"
-        token = {"STRATA_KUBELET_TOKEN": tokens["checkpointer"]}
-        settings = {
-            "pod_checkpoint_method": "kubelet",
-            "pod_checkpoint_namespace": ns,
-            "pod_checkpoint_pod": pod,
-            "pod_checkpoint_container": "counter",
-            "pod_checkpoint_images_dir": str(images),
-            "pod_checkpoint_leave_running": False,
-            "pod_checkpoint_kubelet_ca_path": NODE_CA,
-            "pod_checkpoint_kubeconfig": LAB_KUBECONFIG,
-            "pod_checkpoint_containerd_address": NODE_SOCKET,
-            "pod_checkpoint_ctr_path": node["ctr"],
-        }
-        rc, planned, failed = playbook("checkpoint", settings, check=True, environ=token)
-        assert rc == 0, failed
-        assert f"then stopping Deployment {ns}/counter (scale to 0)" in summary(planned)
-        assert not images.exists()
-        assert kubectl("-n", ns, "get", "deployment", "counter", "-o", "jsonpath={.spec.replicas}") == "1"
+    ns = lab_namespace
+    apply(deployment_of(pod_manifest("counter", ns, node["image"])))
+    pod = pod_of(ns, "counter")
+    wait_pod(ns, pod, "{.status.phase}", "Running")
+    wait_count(node, ns, pod, 5)
+    images = tmp_path / "images"
+    settings = stop_settings(ns, pod, node, images)
+    token = {"STRATA_KUBELET_TOKEN": tokens["checkpointer"]}
+    rc, planned, failed = playbook("checkpoint", settings, check=True, environ=token)
+    assert rc == 0, failed
+    assert f"then stopping Deployment {ns}/counter (scale to 0)" in summary(planned)
+    assert not images.exists()
+    assert kubectl("-n", ns, "get", "deployment", "counter", "-o", "jsonpath={.spec.replicas}") == "1"
 
-        rc, done, failed = playbook("checkpoint", settings, environ=token)
-        assert rc == 0, failed
-        assert "through the kubelet" in summary(done) and "\n" not in summary(done), summary(done)
-        assert f"stopped: Deployment {ns}/counter scaled to 0, its pods gone" in summary(done)
-        assert kubectl("-n", ns, "get", "deployment", "counter", "-o", "jsonpath={.spec.replicas}") == "0"
-        assert kubectl("-n", ns, "get", "pods", "-o", "name") == ""
-        deadline = time.monotonic() + 30
-        while node_containers(node, ns, "counter"):
-            assert time.monotonic() < deadline, f"containers left: {node_containers(node, ns, 'counter')}"
-            time.sleep(0.3)
-        listed = run_module({"images_dir": str(images)}, module="pod_checkpoint_info")
-        assert [(c["method"], c["restorable"]) for c in listed["checkpoints"]] == [("kubelet", True)], listed
+    rc, done, failed = playbook("checkpoint", settings, environ=token)
+    assert rc == 0, failed
+    assert "through the kubelet" in summary(done) and "\n" not in summary(done), summary(done)
+    assert f"stopped: Deployment {ns}/counter scaled to 0, its pods gone" in summary(done)
+    assert kubectl("-n", ns, "get", "deployment", "counter", "-o", "jsonpath={.spec.replicas}") == "0"
+    assert kubectl("-n", ns, "get", "pods", "-o", "name") == ""
+    deadline = time.monotonic() + 30
+    while node_containers(node, ns, "counter"):
+        assert time.monotonic() < deadline, f"containers left: {node_containers(node, ns, 'counter')}"
+        time.sleep(0.3)
+    listed = run_module({"images_dir": str(images)}, module="pod_checkpoint_info")
+    assert [(c["method"], c["restorable"]) for c in listed["checkpoints"]] == [("kubelet", True)], listed
 
-        apply(pod_manifest("bare", ns, node["image"]))
-        wait_pod(ns, "bare", "{.status.phase}", "Running")
-        bare_images = tmp_path / "bare"
-        rc, _results, failed = playbook(
-            "checkpoint",
-            dict(settings, pod_checkpoint_pod="bare", pod_checkpoint_images_dir=str(bare_images)),
-        )
+
+def test_checkpoint_playbook_refuses_to_stop_a_bare_pod_or_one_of_several_replicas(
+    node, lab_namespace, tmp_path
+):
+    """A pod no Deployment or StatefulSet controls cannot be stopped by scaling; one of two replicas
+    would stop the other too: both refused before anything is done."""
+    from .test_checkpoint_playbooks import playbook  # noqa: PLC0415 - same runner
+
+    ns = lab_namespace
+    apply(pod_manifest("bare", ns, node["image"]))
+    pair = deployment_of(pod_manifest("pair", ns, node["image"]))
+    pair["spec"]["replicas"] = 2
+    apply(pair)
+    images = tmp_path / "images"
+    refusals = {
+        "bare": f"pod {ns}/bare container counter is controlled by nothing (a bare pod), not by a Deployment "
+        "or StatefulSet",
+        pod_of(ns, "pair"): f"Deployment {ns}/pair has 2 replicas: scaling it to 0 would stop the other pods",
+    }
+    for pod, refusal in refusals.items():
+        rc, _results, failed = playbook("checkpoint", stop_settings(ns, pod, node, images))
         assert rc != 0
-        assert (
-            f"pod {ns}/bare container counter is controlled by nothing (a bare pod), not by a Deployment "
-            "or StatefulSet" in failed["msg"]
-        ), failed
-        assert "Nothing was changed." in failed["msg"]
-        assert not bare_images.exists()
-        assert kubectl("-n", ns, "get", "pod", "bare", "-o", "jsonpath={.status.phase}") == "Running"
-    finally:
-        kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        assert refusal in failed["msg"] and failed["msg"].endswith("Nothing was changed."), failed["msg"]
+    assert not images.exists()
+    assert kubectl("-n", ns, "get", "pod", "bare", "-o", "jsonpath={.metadata.name}") == "bare"
+    assert kubectl("-n", ns, "get", "deployment", "pair", "-o", "jsonpath={.spec.replicas}") == "2"
 
 
 def test_kubelet_dump_into_a_full_file_system_leaves_no_dump(node, tokens, counter_pod, tmp_path):
