@@ -263,9 +263,9 @@ def dump(
     mf.make_images_dir(params["images_dir"])
     abandoned = mf.remove_abandoned(params["images_dir"], name)
     mf.check_free_space(params["images_dir"], tree, proc)
-    mf.start(dump_dir)
     for step in steps[: len(earlier)]:
         client.run(*step)
+    mf.start(dump_dir)
     try:
         # The export runs with the CUDA processes thawed: locked_s is containerd's checkpoint alone.
         gpu_mod.frozen_while(
@@ -366,14 +366,14 @@ def _prune(client, images_dir, name, keep, current):
     return pruned
 
 
-def archive_problem(checkpoint, manifest):
+def archive_problem(checkpoint, manifest, *, read_layer=True):
     """Why the dump's exported checkpoint image cannot be restored (missing, not the size the dump
-    wrote, or without the process: leftovers._criu_layer), or None."""
+    wrote, or - ``read_layer`` - without the process: leftovers._criu_layer), or None."""
     archive = os.path.join(checkpoint, manifest.get("archive") or ARCHIVE)
     if not os.path.isfile(archive):
         return f"the exported checkpoint image {ARCHIVE} is missing: the dump is incomplete"
     problem = mf.size_problem(archive, manifest)
-    if problem:
+    if problem or not read_layer:
         return problem
     try:
         leftovers.image_files(archive)
@@ -427,9 +427,11 @@ def restore(
     new = params["new_container"]
     if not new:
         raise InvalidArgument("state=restored needs new_container: the name of the container to create")
+    # its layer is read below, with the files the restore checks
+    problem = archive_problem(checkpoint, manifest, read_layer=False)
+    if problem:
+        raise BadCheckpoint(f"{checkpoint}: {problem}; take a new one")
     archive = os.path.join(checkpoint, manifest.get("archive") or ARCHIVE)
-    if not os.path.isfile(archive):
-        raise BadCheckpoint(f"{checkpoint} has no {ARCHIVE}: the dump is incomplete; take a new one")
     client = Ctr(params, run_command)
     ref = manifest["image_ref"]
     result = {

@@ -141,9 +141,25 @@ def test_restore_refuses_a_criu_dump(dump_dir):
         containerd.restore(params(checkpoint=dump_dir), False, FakeRun())
 
 
-def test_restore_refuses_a_dump_without_its_archive(dump_dir):
-    os.remove(os.path.join(dump_dir, "checkpoint.tar"))
-    with pytest.raises(BadCheckpoint, match=re.escape("has no checkpoint.tar")):
+def test_restore_refuses_a_dump_without_its_archive_or_not_the_one_it_wrote(dump_dir):
+    archive = os.path.join(dump_dir, "checkpoint.tar")
+    path = os.path.join(dump_dir, "manifest.json")
+    with open(path) as handle:
+        manifest = json.load(handle)
+    manifest["sizes"] = {"images_bytes": os.path.getsize(archive) + 1}
+    with open(path, "w") as handle:
+        json.dump(manifest, handle)
+    cut = (
+        re.escape(f"{archive} has {os.path.getsize(archive)} bytes, the dump wrote ")
+        + r"\d+: it is truncated"
+    )
+    with pytest.raises(BadCheckpoint, match=cut):
+        containerd.restore(params(checkpoint=dump_dir), False, FakeRun())
+    os.remove(archive)
+    gone = re.escape(
+        f"{dump_dir}: the exported checkpoint image checkpoint.tar is missing: the dump is incomplete"
+    )
+    with pytest.raises(BadCheckpoint, match=gone):
         containerd.restore(params(checkpoint=dump_dir), False, FakeRun())
 
 
