@@ -142,10 +142,10 @@ def write(dump_dir, manifest):
         os.close(directory)
 
 
-def check_free_space(images_dir, pids, proc="/proc", statvfs=os.statvfs):
+def check_free_space(images_dir, pids, proc="/proc"):
     """Refuse a dump into ``images_dir`` when it has less room than the memory a dump of ``pids``
     writes (criu.dumped_memory_bytes), before anything is frozen or written."""
-    vfs = statvfs(images_dir)
+    vfs = os.statvfs(images_dir)
     free = vfs.f_bavail * vfs.f_frsize
     needed = criu.dumped_memory_bytes(pids, proc)
     if free < needed:
