@@ -314,15 +314,22 @@ def _earlier_images(client, images_dir, name, container_id):
     drop the process from a new checkpoint (the module's doc)."""
     stored = client.image_refs()
     refs = []
-    for old in mf.dumps_of(images_dir, name):
-        try:
-            manifest = mf.load(old)
-        except BadCheckpoint:
-            continue
+    for manifest in _manifests_of(images_dir, name).values():
         same = (manifest.get("target") or {}).get("container_id") == container_id
         if manifest.get("method") == METHOD and same and manifest.get("image_ref") in stored:
             refs.append(manifest["image_ref"])
     return refs
+
+
+def _manifests_of(images_dir, name):
+    """{dump directory: its manifest} of the dumps of ``name`` whose manifest can be read."""
+    manifests = {}
+    for old in mf.dumps_of(images_dir, name):
+        try:
+            manifests[old] = mf.load(old)
+        except BadCheckpoint:
+            continue
+    return manifests
 
 
 def _failed_dump(client, exc, dump_dir, ref, images_dir):
@@ -353,12 +360,7 @@ def dumping_criu(run_command, proc, address):
 
 def _prune(client, images_dir, name, keep, current):
     """Retention as for CRIU dumps, and the pruned dumps' checkpoint images leave the store too."""
-    refs = {}
-    for old in mf.dumps_of(images_dir, name):
-        try:
-            refs[old] = mf.load(old).get("image_ref")
-        except BadCheckpoint:
-            continue
+    refs = {old: manifest.get("image_ref") for old, manifest in _manifests_of(images_dir, name).items()}
     pruned = mf.prune(images_dir, name, keep, current)
     for old in pruned:
         if refs.get(old):
