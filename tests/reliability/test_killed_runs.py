@@ -207,7 +207,13 @@ def test_zfs_dataset_killed(point, zfs_root, zfs_reference, tmp_path):
         assert again["changed"] is True, again
     elif trap.killed["rc_of_real_call"] == 0:
         assert point != "create-a/b/c-unmounted", trap.killed
-        assert again["changed"] is False, again  # that kill came after the last write
+        # what the rerun did, short enough to survive pytest's truncation of a failed assertion
+        done = {
+            d["name"]: (d["action"], d["changed_properties"])
+            for d in again["datasets"]
+            if d["action"] != "unchanged" or d["changed_properties"]
+        }
+        assert again["changed"] is False, (done, trap.killed)  # that kill came after the last write
     else:
         # Created, not mounted (the wrapper above, or zfs-fuse itself under load): the rerun
         # mounts it, as zfs create would have, and changes nothing else.
