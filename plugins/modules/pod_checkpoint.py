@@ -448,10 +448,11 @@ abandoned_removed:
   elements: str
 store_images_removed:
   description:
-    - With O(method=containerd), the checkpoint images of earlier dumps of the same container (in
-      O(images_dir)) removed from containerd's store before this dump. containerd drops the process
-      from a checkpoint while such an image holds the container's spec; their archives stay in their
-      dump directories, and a restore of one imports it again.
+    - With O(method=containerd), the checkpoint images of the same container removed from
+      containerd's store before this dump, whatever their O(name) or O(images_dir). The module
+      labels each checkpoint image it makes or imports C(strata.io/checkpoint-of=ID) to find them.
+      containerd drops the process from a checkpoint while such an image holds the container's spec;
+      their archives stay in their dump directories, and a restore of one imports it again.
   returned: state=dumped with method=containerd
   type: list
   elements: str

@@ -30,7 +30,7 @@ from types import SimpleNamespace
 import cri_pod as cri_pod_lib  # tests/testbed, on sys.path by conftest
 import pytest
 
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import leftovers
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import containerd, leftovers
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 
 from . import conftest
@@ -450,12 +450,19 @@ def cri(testbed, request):
     return SimpleNamespace(release=request.param, endpoint=endpoint, ctr=containerd_of(request.param).ctr)
 
 
+@contextlib.contextmanager
 def counter_in_pod(tmp_path, pod, cri, **options):
     """The container "counter" counting in pod strata-test/``pod`` on ``cri`` (cri_pod.running_pod's
-    ``options``)."""
-    return cri_pod_lib.running_pod(
+    ``options``); the checkpoint images the module made or imported of it leave the store after."""
+    with cri_pod_lib.running_pod(
         str(tmp_path), pod, "strata-test", "counter", ["count"], endpoint=cri.endpoint, **options
-    )
+    ) as made:
+        try:
+            yield made
+        finally:
+            stored = checkpoint_refs(cri, made["id"])
+            if stored:
+                ctr_cli(cri, "images", "rm", *stored, check=False)
 
 
 @pytest.fixture(params=["pod-network", "host-network"])
@@ -612,28 +619,26 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
 
 def test_every_containerd_checkpoint_of_a_container_holds_its_process(cri, tmp_path):
     """containerd makes a checkpoint image without the process while an earlier checkpoint image of
-    the same container is in its store (the spec blob's AlreadyExists, dropped by ctr). Three dumps
-    with keep=3: each holds CRIU's images, the earlier images left the store before the next dump, and
-    the oldest restores from its archive (imported again) and counts on from where it was dumped."""
+    the same container is in its store (the spec blob's AlreadyExists, dropped by ctr). Three dumps,
+    the second under another name and images_dir (a second job): each holds CRIU's images, the
+    earlier image left the store before the next dump; the oldest restores from its archive (imported
+    again) and counts on from where it was dumped, and a fourth dump removes that imported image."""
     pod = unique()
     with counter_in_pod(tmp_path, pod, cri) as made:
         log = pathlib.Path(made["log"])
         wait_cri_count(log, 3)
         args = dict(cri_args(tmp_path, pod, cri), method="containerd", ctr_path=cri.ctr, keep=3)
+        other_job = dict(args, name="other-job", images_dir=str(tmp_path / "other-job"))
         dumps, counted = [], []
-        for _round in range(3):
-            dumped = run_module(args, path_prefix=TESTBED_BIN)
+        for job in (args, other_job, args):
+            dumped = run_module(job, path_prefix=TESTBED_BIN)
             assert dumped.get("failed") is not True, dumped
             counted.append(cri_count(log))
             archive = os.path.join(dumped["checkpoint_dir"], "checkpoint.tar")
             assert "pages-1.img" in leftovers.image_files(archive)[0], dumped["checkpoint_dir"]
             assert dumped["store_images_removed"] == [d["image_ref"] for d in dumps[-1:]], dumped
             dumps.append(dumped)
-        assert [ref in checkpoint_refs(cri) for ref in (d["image_ref"] for d in dumps)] == [
-            False,
-            False,
-            True,
-        ]
+        assert checkpoint_refs(cri, made["id"]) == [dumps[2]["image_ref"]]
 
         new = unique()
         restore = dict(args, state="restored", checkpoint=dumps[0]["checkpoint_dir"], new_container=new)
@@ -645,10 +650,15 @@ def test_every_containerd_checkpoint_of_a_container_holds_its_process(cri, tmp_p
             first = counted_in(pid)
             assert counted[0] - 10 <= first < counted[2], (first, counted)  # the first dump's memory
             wait_until_counted(lambda: counted_in(pid), first + 3, f"restored container {new}")
+            fourth = run_module(args, path_prefix=TESTBED_BIN)
+            assert fourth.get("failed") is not True, fourth
+            assert fourth["store_images_removed"] == sorted(d["image_ref"] for d in (dumps[0], dumps[2]))
+            assert (
+                "pages-1.img"
+                in leftovers.image_files(os.path.join(fourth["checkpoint_dir"], "checkpoint.tar"))[0]
+            )
         finally:
             remove_restored(cri, new, dumps[0]["image_ref"])
-            for dumped in dumps[1:]:
-                ctr_cli(cri, "images", "rm", dumped["image_ref"], check=False)
 
 
 def test_containerd_restore_refuses_a_pod_that_is_gone_and_leaves_nothing(cri_pod, tmp_path):
@@ -776,8 +786,11 @@ def test_containerd_dump_into_a_full_file_system_leaves_neither_dump_nor_image(c
             subprocess.run(["umount", str(full)], check=True)
 
 
-def checkpoint_refs(cri):
-    return ctr_cli(cri, "images", "ls", "-q").stdout.split()
+def checkpoint_refs(cri, container_id=None):
+    """The image refs in ``cri``'s store; with ``container_id``, the checkpoint images of that
+    container (the label containerd.py puts on them, found with containerd's label filter)."""
+    where = [f'labels."{containerd.CHECKPOINT_OF}"=={container_id}'] if container_id else []
+    return ctr_cli(cri, "images", "ls", "-q", *where).stdout.split()
 
 
 def test_a_criu_dump_is_not_restored_by_containerd_nor_the_other_way(cri_pod, tmp_path):

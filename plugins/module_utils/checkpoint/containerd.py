@@ -19,8 +19,9 @@ unconditionally), the identical spec blob exists, the commit fails with AlreadyE
 Container.Checkpoint drops AlreadyExists errors of its options (client/container.go): the image
 holds only the rw layer. Seen on 1.6.20 and 1.7.24. So a dump first removes from the store (with
 ``--sync``, so the blob is collected before the checkpoint) the images of earlier dumps of the same
-container (their archives stay: a restore imports them again), and checks the archive it exported
-for CRIU's layer.
+container, whatever their name or images_dir (each checkpoint image the module makes or imports is
+labelled with the container it holds: CHECKPOINT_OF; the archives stay, a restore imports them
+again), and checks the archive it exported for CRIU's layer.
 
 The container is found through crictl (target.py). A restore that fails part way removes what it
 made, so nothing half-restored is left running.
@@ -54,6 +55,8 @@ DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
 NO_CRIU = "executable file not found"
 RUNNING_WAIT_S = 10
 RESTORED_FROM = "strata.io/restored-from"
+# The label of a checkpoint image: the id of the container it holds (see the module's doc).
+CHECKPOINT_OF = "strata.io/checkpoint-of"
 
 
 def image_ref(name, stamp):
@@ -149,9 +152,17 @@ class Ctr(ctr.CtrClient):
     def has_image(self, ref):
         return ref in self.image_refs()
 
-    def image_refs(self):
-        _rc, out, _err = self.run("images", "ls", "-q", check=False)
+    def image_refs(self, checkpoint_of=None):
+        """The refs of the images in the store; with ``checkpoint_of``, of the checkpoint images of
+        that container (containerd's filter syntax, filters/parser.go: labels."KEY"==VALUE)."""
+        where = (f'labels."{CHECKPOINT_OF}"=={checkpoint_of}',) if checkpoint_of else ()
+        _rc, out, _err = self.run("images", "ls", "-q", *where, check=False)
         return set(out.split())
+
+    @staticmethod
+    def label_step(ref, container_id):
+        """The step that labels checkpoint image ``ref`` with the container it holds."""
+        return ("images", "label", ref, f"{CHECKPOINT_OF}={container_id}")
 
     def container_info(self, name):
         """``ctr containers info``'s JSON of container ``name`` (its OCI spec under "Spec")."""
@@ -244,10 +255,11 @@ def dump(
     dump_dir = os.path.join(params["images_dir"], f"{name}-{stamp}")
     ref = image_ref(name, stamp)
     archive = os.path.join(dump_dir, ARCHIVE)
-    earlier = _earlier_images(client, params["images_dir"], name, target["container_id"])
+    earlier = sorted(client.image_refs(checkpoint_of=target["container_id"]))
     checkpoint_step = ("containers", "checkpoint", "--task", "--rw", target["container_id"], ref)
+    label_step = client.label_step(ref, target["container_id"])
     export_step = ("images", "export", "--skip-manifest-json", archive, ref)
-    steps = [*(("images", "rm", "--sync", old) for old in earlier), checkpoint_step, export_step]
+    steps = [*(("images", "rm", "--sync", old) for old in earlier), checkpoint_step, label_step, export_step]
     # The keys of a CRIU dump's result where they mean the same (the roles' summaries read them).
     result = {
         "changed": True,
@@ -275,6 +287,7 @@ def dump(
             lock_timeout_s=params["cuda_lock_timeout"],
             clock=clock,
         )
+        client.run(*label_step)
         client.run(*export_step)
         leftovers.image_files(archive)  # CRIU's layer is there (see the module's doc)
     except criu.CriuError as exc:
@@ -306,19 +319,6 @@ def dump(
         abandoned_removed=abandoned,
         store_images_removed=earlier,
     )
-
-
-def _earlier_images(client, images_dir, name, container_id):
-    """The refs in containerd's store of the checkpoint images of earlier dumps of ``container_id``
-    (dumps of ``name`` in images_dir): each holds the container's spec blob, which makes containerd
-    drop the process from a new checkpoint (the module's doc)."""
-    stored = client.image_refs()
-    refs = []
-    for manifest in _manifests_of(images_dir, name).values():
-        same = (manifest.get("target") or {}).get("container_id") == container_id
-        if manifest.get("method") == METHOD and same and manifest.get("image_ref") in stored:
-            refs.append(manifest["image_ref"])
-    return refs
 
 
 def _manifests_of(images_dir, name):
@@ -470,8 +470,7 @@ def restore(
     # One walk over the archive; it also refuses a damaged one before anything is made.
     files, images = leftovers.image_files(archive, reopened.IMAGES if binds else frozenset())
     reopened.refuse_changed(checkpoint, binds, lambda: reopened.in_layer(images))
-    steps = [] if client.has_image(ref) else [("images", "import", "--no-unpack", archive)]
-    steps.append(("containers", "restore", "--live", "--rw", new, ref))
+    steps = _restore_steps(client, manifest, archive, new)
     if check_mode:
         return dict(result, command=[client.line(*step) for step in steps])
     copies = leftovers.RestoreCopies(files, proc)
@@ -495,6 +494,20 @@ def restore(
     finally:
         result.update(copies.result())
     return dict(result, restored={"container": new, "pid": pid}, command=client.commands)
+
+
+def _restore_steps(client, manifest, archive, new):
+    """The ctr steps of a restore into ``new``: the import of the archive first when the store lacks
+    its image (pruned, or dumped on another node), labelled as the dump's own was."""
+    ref = manifest["image_ref"]
+    dumped = (manifest.get("target") or {}).get("container_id")
+    steps = []
+    if not client.has_image(ref):
+        steps.append(("images", "import", "--no-unpack", archive))
+        if dumped:
+            steps.append(client.label_step(ref, dumped))
+    steps.append(("containers", "restore", "--live", "--rw", new, ref))
+    return steps
 
 
 def _undo(client, name):

@@ -89,7 +89,8 @@ class FakeCtr:
     """ctr answering like containerd 1.6's: ``existing`` containers, ``images`` in the store,
     ``fail`` maps a verb pair (e.g. ("containers", "restore")) to its stderr. A checkpoint of a
     container while the image of an earlier one of it is in the store holds no process, as
-    containerd's does (containerd.py)."""
+    containerd's does (containerd.py). ``image_labels``: {ref: {key: value}}, which ``images ls``
+    filters on (labels."KEY"==VALUE) and ``images label`` sets."""
 
     def __init__(self, existing=(), images=(), fail=None, statuses=("RUNNING",), copy_into=None):
         self.existing = set(existing)
@@ -98,6 +99,7 @@ class FakeCtr:
         self.fail = fail or {}
         self.statuses = list(statuses)  # what each tasks ls shows; the last one stays
         self.labels = {}
+        self.image_labels = {}
         self.checkpoints = {}  # ref: (container, holds the process)
 
     def __call__(self, argv, **_kwargs):
@@ -114,7 +116,16 @@ class FakeCtr:
                 return 1, "", f'container "{args[2]}": not found'
             return 0, json.dumps({"ID": args[2], "Labels": self.labels}), ""
         if verb == ("images", "ls"):
-            return 0, "\n".join(sorted(self.images)), ""
+            wanted = [a.removeprefix("labels.").split("==") for a in args[2:] if a != "-q"]
+            listed = [
+                ref
+                for ref in sorted(self.images)
+                if all(self.image_labels.get(ref, {}).get(k.strip('"')) == v for k, v in wanted)
+            ]
+            return 0, "\n".join(listed), ""
+        if verb == ("images", "label"):  # ctr images label REF KEY=VALUE
+            key, value = args[3].split("=", 1)
+            self.image_labels.setdefault(args[2], {})[key] = value
         if verb == ("tasks", "ls"):
             status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
             rows = [f"{name} 4242 {status}" for name in sorted(self.existing)]

@@ -40,7 +40,7 @@ def dump_dir(tmp_path):
                 "method": "containerd",
                 "image_ref": REF,
                 "archive": "checkpoint.tar",
-                "target": {"runtime": "cri"},
+                "target": {"runtime": "cri", "container_id": "dumped-id"},
             }
         )
     )
@@ -78,13 +78,16 @@ def test_restore_imports_a_missing_image_then_restores_into_the_new_container(du
         ("containers", "info"),
         ("images", "ls"),
         ("images", "import"),
+        ("images", "label"),
         ("containers", "restore"),
         ("tasks", "ls"),
         ("containers", "label"),
     ]
     assert run.calls[-1][0][-2:] == ["counter-2", f"strata.io/restored-from={REF}"]
     assert run.calls[2][0][-2:] == ["--no-unpack", os.path.join(dump_dir, "checkpoint.tar")]
-    assert run.calls[3][0][-4:] == ["--live", "--rw", "counter-2", REF]
+    # labelled as its dump's image was: the next dump of that container releases it (containerd.py)
+    assert run.calls[3][0][-2:] == [REF, "strata.io/checkpoint-of=dumped-id"]
+    assert run.calls[4][0][-4:] == ["--live", "--rw", "counter-2", REF]
     assert (result["changed"], result["restored"], result["gpu"]["path"]) == (
         True,
         {"container": "counter-2", "pid": 4242},
@@ -420,6 +423,7 @@ def test_a_cuda_container_is_frozen_only_around_containerds_checkpoint(gpu_host,
         ("containers", "checkpoint"),
         ("cuda-checkpoint", "restore"),
         ("cuda-checkpoint", "unlock"),
+        ("images", "label"),
         ("images", "export"),
     ]
     gpu = result["gpu"]
@@ -579,47 +583,43 @@ def test_a_dump_records_the_criu_of_the_containerd_that_took_it(tmp_path):
     assert containerd.dumping_criu(run, proc, "/run/unknown.sock") == {}
 
 
-def earlier_dump(images_dir, stamp, container_id):
-    """A finished method=containerd dump of ``container_id`` named trainer in ``images_dir``."""
-    ref = f"strata.local/checkpoint/trainer:{stamp}"
-    path = images_dir / f"trainer-{stamp}"
-    path.mkdir(parents=True)
-    checkpoint_archive(path / "checkpoint.tar")
-    target = {"runtime": "cri", "container_id": container_id}
-    (path / "manifest.json").write_text(
-        json.dumps({"method": "containerd", "image_ref": ref, "target": target})
-    )
-    return ref
-
-
 @pytest.mark.parametrize("check_mode", [True, False])
-def test_the_images_of_earlier_dumps_of_the_container_leave_the_store_first(plain_host, tmp_path, check_mode):
+def test_the_checkpoint_images_of_the_container_leave_the_store_first(plain_host, tmp_path, check_mode):
     """containerd drops the process from a checkpoint while an earlier one's image holds the
-    container's spec: those images go first (their archives stay); others' images stay."""
-    images = tmp_path / "dumps"
-    mine = earlier_dump(images, "20250101T000000.000Z", CONTAINER_ID)
-    other = earlier_dump(images, "20250102T000000.000Z", "another-container")
-    pruned = earlier_dump(images, "20250103T000000.000Z", CONTAINER_ID)
-    fake = FakeCtr(existing=[CONTAINER_ID], images=[mine, other])  # pruned: no longer in the store
-    fake.checkpoints = {mine: (CONTAINER_ID, True), other: ("another-container", True)}
+    container's spec: the images labelled with the container go first, whatever dump (name,
+    images_dir) made or imported them; others' images stay."""
+    mine = ["strata.local/checkpoint/trainer:1", "strata.local/checkpoint/by-another-name:2"]
+    other = "strata.local/checkpoint/trainer:3"
+    fake = FakeCtr(existing=[CONTAINER_ID], images=[*mine, other, "unlabelled"])
+    for ref, container in zip([*mine, other], [CONTAINER_ID, CONTAINER_ID, "another-container"]):
+        fake.checkpoints[ref] = (container, True)
+        fake.image_labels[ref] = {containerd.CHECKPOINT_OF: container}
     run = FakeRun(ctr=fake, crictl=crictl)
     result = containerd.dump(
-        gpu_params(None, str(images)), check_mode, run, gpus_dir="/nonexistent", proc=plain_host(64)
+        gpu_params(None, str(tmp_path / "dumps")),
+        check_mode,
+        run,
+        gpus_dir="/nonexistent",
+        proc=plain_host(64),
     )
-    release = f"images rm --sync {mine}"
+    releases = [f"images rm --sync {ref}" for ref in sorted(mine)]
     if check_mode:
-        assert release in result["commands"][0] and "containers checkpoint" in result["commands"][1]
-        assert fake.images == {mine, other}
+        assert [c.split(" ", 5)[-1] for c in result["commands"][:2]] == releases
+        assert "containers checkpoint" in result["commands"][2]
+        assert fake.images == {*mine, other, "unlabelled"}
         return
-    assert steps_of(run)[:4] == [
+    assert steps_of(run) == [
         ("containers", "info"),
         ("images", "ls"),
         ("images", "rm"),
+        ("images", "rm"),
         ("containers", "checkpoint"),
+        ("images", "label"),
+        ("images", "export"),
     ]
-    assert result["store_images_removed"] == [mine]
-    assert fake.images == {other, result["image_ref"]}
-    assert pruned not in result["store_images_removed"]
+    assert result["store_images_removed"] == sorted(mine)
+    assert fake.images == {other, "unlabelled", result["image_ref"]}
+    assert fake.image_labels[result["image_ref"]] == {containerd.CHECKPOINT_OF: CONTAINER_ID}
     assert leftovers.image_files(os.path.join(result["checkpoint_dir"], "checkpoint.tar"))[0]  # the process
 
 
