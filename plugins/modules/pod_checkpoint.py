@@ -453,9 +453,20 @@ store_images_removed:
       labels each checkpoint image it makes or imports C(strata.io/checkpoint-of=ID) to find them.
       containerd drops the process from a checkpoint while such an image holds the container's spec;
       their archives stay in their dump directories, and a restore of one imports it again.
-  returned: state=dumped with method=containerd
+    - With O(method=kubelet), when this dump pruned older ones, the checkpoint images of O(name)
+      that restores imported into this node's containerd, whose dump is gone and that no pod on the
+      node runs (each as large as its dump; nothing else removes them).
+  returned: state=dumped with method=containerd or method=kubelet
   type: list
   elements: str
+store_images_kept:
+  description:
+    - With O(method=kubelet), the checkpoint images of pruned dumps that stay in the node's
+      containerd because pods on the node run them (C(NAMESPACE/POD) each), as containerd's CRI
+      restores a restarted container from its image again. A later dump that prunes removes them
+      once those pods are gone.
+  returned: state=dumped with method=kubelet
+  type: dict
 restored:
   description:
     - The new container (C(container_id), C(name), C(pid) on the host, C(checkpoint)); with

@@ -137,6 +137,8 @@ def counter_pod(node):
     wait_pod(namespace, "counter", "{.status.phase}", "Running")
     yield {"namespace": namespace, "name": "counter"}
     kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    # the images its restores imported (named after the dump: the playbooks' names hold the namespace)
+    remove_node_images(node, f"strata.local/checkpoint/{namespace}-")
 
 
 def count_of(node, namespace, pod):
@@ -254,6 +256,47 @@ def test_kubelet_checkpoint_then_restore_as_a_new_pod(node, tokens, counter_pod,
     assert "the criu on the node's containerd's PATH" in newer["msg"]
     pods = kubectl("-n", ns, "get", "pods", "-o", "name").split()
     assert "pod/counter-newer" not in pods, pods
+
+    assert_pruned_dumps_take_their_images(node, args, dumped, restored)
+
+
+def assert_pruned_dumps_take_their_images(node, args, dumped, restored):
+    """The restore imported the dump into the node's containerd as an image (as large as the dump).
+    A dump that prunes the first keeps that image while a pod runs it, and removes it after (with
+    those of earlier runs' pruned dumps of the same name no pod runs)."""
+    ns, ref = args["namespace"], restored["image_ref"]
+    assert ref in node_images(node)
+    second = run_module(dict(args, keep=1))
+    assert second.get("failed") is not True and second["pruned"] == [dumped["checkpoint_dir"]], second
+    assert second["store_images_kept"] == {ref: [f"{ns}/counter-restored"]}, second
+    assert ref not in second["store_images_removed"] and ref in node_images(node)
+    kubectl("-n", ns, "delete", "pod", "counter-restored", "--grace-period=0", "--wait=true")
+    third = run_module(dict(args, keep=1))
+    assert third.get("failed") is not True, third
+    assert (third["store_images_removed"], third["store_images_kept"]) == ([ref], {}), third
+    assert ref not in node_images(node)
+
+
+def remove_node_images(node, prefix):
+    """Remove the images whose ref starts with ``prefix`` from the node's containerd."""
+    imported = [ref for ref in node_images(node) if ref.startswith(prefix)]
+    if imported:
+        subprocess.run(
+            [node["ctr"], "--address", NODE_SOCKET, "-n", "k8s.io", "images", "rm", *imported],
+            capture_output=True,
+            check=False,
+        )
+
+
+def node_images(node):
+    """The image refs in the node's containerd (namespace k8s.io)."""
+    listed = subprocess.run(
+        [node["ctr"], "--address", NODE_SOCKET, "-n", "k8s.io", "images", "ls", "-q"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return listed.stdout.split()
 
 
 def test_kubelet_refusals_leave_nothing_behind(node, tokens, counter_pod, tmp_path):
@@ -587,7 +630,9 @@ def test_kubelet_restore_names_a_changed_hostpath_directory_before_making_the_po
         wait_pod(namespace, "counter", "{.status.phase}", "Running")
         counter_pod = {"namespace": namespace, "name": "counter"}
         wait_count(node, namespace, "counter", 3)
-        args = kubelet_args(tmp_path, counter_pod, tokens["checkpointer"], ctr_path=node["ctr"])
+        args = kubelet_args(
+            tmp_path, counter_pod, tokens["checkpointer"], ctr_path=node["ctr"], name=f"{namespace}-counter"
+        )
         dumped = run_module(args)
         assert dumped.get("failed") is not True, dumped
         restore = dict(args, state="restored", name=dumped["manifest"]["name"], new_pod="counter-restored")
@@ -606,3 +651,4 @@ def test_kubelet_restore_names_a_changed_hostpath_directory_before_making_the_po
         assert wait_count(node, namespace, "counter-restored", first + 3) > first
     finally:
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        remove_node_images(node, f"strata.local/checkpoint/{namespace}-")

@@ -155,7 +155,8 @@ def dump(
             "images_dir is needed: the kubelet's archive is moved into a dump directory there"
         )
     namespace = params["namespace"]
-    pod = connect().get("Pod", params["pod"], namespace)
+    client = connect()
+    pod = client.get("Pod", params["pod"], namespace)
     names = [c["name"] for c in pod["spec"].get("containers", [])]
     if params["container"] not in names:
         raise InvalidArgument(
@@ -226,15 +227,58 @@ def dump(
     manifest["stats"] = stats
     mf.finish(dump_dir, manifest)
     pruned = mf.prune(params["images_dir"], name, params["keep"], dump_dir)
+    released = {"removed": [], "kept": {}}
+    if pruned:
+        released, unchecked = _release_images(params, client, run_command, name, node)
+        warnings.extend(unchecked)
     return dict(
         result,
         manifest=manifest,
         pruned=pruned,
         kubelet=answer,
         abandoned_removed=abandoned,
+        store_images_removed=released["removed"],
+        store_images_kept=released["kept"],
         frozen_s=stats["frozen_s"] if stats else None,
         warnings=warnings,
     )
+
+
+def _release_images(params, client, run_command, name, node):
+    """The checkpoint images of ``name`` that restores imported into this node's containerd, whose
+    dump is gone (pruned) and that no pod on the node runs, leave the store: each is as large as its
+    dump, and nothing else removes it. One a pod runs stays: containerd's CRI restores a restarted
+    container from its image again. ({"removed": [refs], "kept": {ref: [NS/POD]}}, warnings): what
+    could not be looked at is a warning, the dump itself is done."""
+    released, pods = {"removed": [], "kept": {}}, []
+    kept_dumps = {
+        containerd.image_ref(name, os.path.basename(d)[len(name) + 1 :])
+        for d in mf.dumps_of(params["images_dir"], name)
+    }
+    prefix = containerd.image_ref(name, "")
+    try:
+        ctr_client = containerd.Ctr(params, run_command)
+        orphans = sorted(r for r in ctr_client.image_refs() if r.startswith(prefix) and r not in kept_dumps)
+        if orphans:
+            pods, _version = client.list("Pod", field_selector=f"spec.nodeName={node}")
+    except StrataError as exc:
+        return released, [
+            f"the checkpoint images of the pruned dumps of {name} were not looked for in this node's "
+            f"containerd ({exc.msg}): list them with ctr -n {params['containerd_namespace']} images ls "
+            f"and remove those of pruned dumps no pod runs"
+        ]
+    for ref in orphans:
+        users = [
+            f"{pod['metadata'].get('namespace')}/{pod['metadata']['name']}"
+            for pod in pods
+            if any(c.get("image") == ref for c in (pod.get("spec") or {}).get("containers") or [])
+        ]
+        if users:
+            released["kept"][ref] = users
+        else:
+            ctr_client.run("images", "rm", ref, check=False)
+            released["removed"].append(ref)
+    return released, []
 
 
 def archive_stats(archive):

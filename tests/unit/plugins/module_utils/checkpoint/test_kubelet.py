@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import os
 import tarfile
 
 import pytest
@@ -174,8 +175,13 @@ def running_pod(name):
 class FakeKube:
     """The calls kubelet.dump and kubelet.restore make on the Kubernetes client."""
 
-    def __init__(self):
+    def __init__(self, pods=()):
         self.created, self.deleted = [], []
+        self.pods, self.listed = list(pods), []  # pods on the node; the field selectors asked
+
+    def list(self, _kind, namespace=None, field_selector=None):
+        self.listed.append((namespace, field_selector))
+        return self.pods, "1"
 
     def get(self, _kind, name, _namespace):
         if name == ORIGINAL["metadata"]["name"]:
@@ -266,6 +272,58 @@ def test_a_node_without_a_gpu_is_not_asked_for_processes(tmp_path, kubelet_archi
     # CRIU's stats from the archive's stats-dump: the frozen time a running job felt
     assert result["frozen_s"] == result["manifest"]["stats"]["frozen_s"] == 0.134993
     assert result["manifest"]["stats"]["pages_written"] == 658 and result["warnings"] == []
+
+
+def earlier_kubelet_dumps(images_dir, *stamps):
+    """Finished method=kubelet dumps of trainer in ``images_dir``; the refs a restore gives them."""
+    for stamp in stamps:
+        path = images_dir / f"trainer-{stamp}"
+        path.mkdir(parents=True)
+        (path / "manifest.json").write_text(json.dumps({"name": "trainer", "method": "kubelet"}))
+    return [f"strata.local/checkpoint/trainer:{stamp}" for stamp in stamps]
+
+
+def restored_pod(name, image):
+    return {"metadata": {"name": name, "namespace": "ml"}, "spec": {"containers": [{"image": image}]}}
+
+
+def test_a_dump_that_prunes_removes_the_imported_images_no_pod_runs(tmp_path, kubelet_archive):
+    """A restore imports the dump as an image into the node's containerd (as large as the dump);
+    once that dump is pruned its image goes too, unless a pod on the node runs it (containerd's CRI
+    would restore a restarted container from it again)."""
+    images = tmp_path / "dumps"
+    running, unused = earlier_kubelet_dumps(images, "20250101T000000.000Z", "20250102T000000.000Z")
+    another = "strata.local/checkpoint/trainer-2:20250101T000000.000Z"
+    fake_ctr = FakeCtr(images=[running, unused, another, "docker.io/library/img:1"])
+    kube = FakeKube(pods=[restored_pod("trainer-r", running), restored_pod("web", "img")])
+    run = FakeRun(true=fake_ctr)
+    proc = containerd_proc(tmp_path)[0]
+    result = kubelet.dump(
+        kubelet_params(None, images, keep=1),
+        False,
+        lambda: kube,
+        run,
+        gpus_dir=str(tmp_path / "none"),
+        proc=proc,
+    )
+    assert len(result["pruned"]) == 2
+    assert result["store_images_removed"] == [unused]
+    assert result["store_images_kept"] == {running: ["ml/trainer-r"]}
+    assert fake_ctr.images == {running, another, "docker.io/library/img:1"}
+    assert kube.listed == [(None, "spec.nodeName=gpu-1")] and result["warnings"] == []
+
+
+def test_a_dump_that_cannot_look_at_containerds_store_warns_and_is_kept(tmp_path, kubelet_archive):
+    images = tmp_path / "dumps"
+    earlier_kubelet_dumps(images, "20250101T000000.000Z")
+    params = kubelet_params(None, images, keep=1, ctr_path=str(tmp_path / "no-ctr"))
+    result = kubelet.dump(
+        params, False, FakeKube, FakeRun(), gpus_dir=str(tmp_path / "none"), proc=containerd_proc(tmp_path)[0]
+    )
+    assert os.path.isdir(result["checkpoint_dir"]) and len(result["pruned"]) == 1
+    assert result["store_images_removed"] == [] and result["store_images_kept"] == {}
+    assert "were not looked for in this node's containerd (ctr" in result["warnings"][0]
+    assert "images ls and remove those of pruned dumps no pod runs" in result["warnings"][0]
 
 
 def test_an_archive_without_stats_is_kept_and_its_frozen_time_is_unknown(tmp_path):
