@@ -299,6 +299,33 @@ def node_images(node):
     return listed.stdout.split()
 
 
+def test_kubelet_restore_onto_a_node_that_is_not_this_host_is_refused(node, tokens, counter_pod, tmp_path):
+    """The restore imports the image into this host's containerd and pins the pod to the node: a
+    node whose kubelet reports another machine ID (the pod moved, or the play runs elsewhere) is
+    refused before anything is imported or created (before: ErrImageNeverPull after the pod)."""
+    ns, elsewhere = counter_pod["namespace"], f"strata-elsewhere-{uuid.uuid4().hex[:6]}"
+    args = kubelet_args(
+        tmp_path, counter_pod, tokens["checkpointer"], ctr_path=node["ctr"], name=f"{ns}-counter"
+    )
+    wait_count(node, ns, "counter", 3)
+    dumped = run_module(args)
+    assert dumped.get("failed") is not True, dumped
+    apply({"apiVersion": "v1", "kind": "Node", "metadata": {"name": elsewhere}})
+    try:  # a node no kubelet runs, with the identity a kubelet on another machine would report
+        status = {"status": {"nodeInfo": {"machineID": "0123456789abcdef0123456789abcdef"}}}
+        kubectl("patch", "node", elsewhere, "--subresource=status", "--type=merge", "-p", json.dumps(status))
+        restore = dict(args, state="restored", new_pod="counter-elsewhere", node=elsewhere)
+        for check_mode in (True, False):
+            refused = run_module(restore, check_mode=check_mode)
+            assert refused.get("failed") is True and refused["error"] == "InvalidArgument", refused
+            assert f"node {elsewhere} is not this host (its kubelet reports machine ID 0123" in refused["msg"]
+            assert "Nothing was imported or created" in refused["msg"]
+        assert kubectl("-n", ns, "get", "pods", "-o", "name").split() == ["pod/counter"]
+        assert not [ref for ref in node_images(node) if ref.startswith(f"strata.local/checkpoint/{ns}-")]
+    finally:
+        kubectl("delete", "node", elsewhere, check=False)
+
+
 def test_kubelet_refusals_leave_nothing_behind(node, tokens, counter_pod, tmp_path):
     ns = counter_pod["namespace"]
     images = tmp_path / "images"

@@ -55,6 +55,8 @@ FAILED_REASONS = frozenset(
         "InvalidImageName",
     ]
 )
+# This host's identity, as the kubelet reports it in its node's status.nodeInfo.machineID.
+MACHINE_ID = "/etc/machine-id"
 # Fields of a pod's spec that belong to the running pod, not to what it runs.
 SPEC_OF_THE_RUNNING_POD = ("nodeName", "ephemeralContainers")
 
@@ -321,9 +323,11 @@ def restore(
     gpus_dir=gpu_mod.NVIDIA_GPUS_DIR,
     find_freezer=gpu_mod.find_freezer,
     proc="/proc",
+    machine_id=MACHINE_ID,
 ):
     """Restore a method=kubelet dump as the new pod new_pod (``connect()``: the Kubernetes client).
-    CUDA processes come back checkpointed: restored and unlocked here once the pod runs."""
+    CUDA processes come back checkpointed: restored and unlocked here once the pod runs
+    (``machine_id``: this host's, refuse_another_host)."""
     checkpoint = mf.choose(params["checkpoint"], params["images_dir"], params["name"])
     manifest = mf.load(checkpoint)
     if manifest.get("method") != METHOD:
@@ -360,7 +364,7 @@ def restore(
             f"{' (restored from this checkpoint, but not running)' if ours else ''}: choose another "
             f"new_pod or delete it (kubectl -n {namespace} delete pod {new_pod})"
         )
-    client.get_node(node)
+    refuse_another_host(client.get_node(node), machine_id)
     runtime_criu.refuse_unreadable(
         checkpoint,
         manifest,
@@ -404,6 +408,27 @@ def restore(
     return dict(
         result, restored=_restored_view(pod, manifest["container"]), commands=ctr_client.commands, pod=body
     )
+
+
+def refuse_another_host(node, machine_id=MACHINE_ID):
+    """The restore imports the checkpoint image into this host's containerd, and the new pod is
+    pinned to ``node``: that node must be this host, or its kubelet finds no image (ErrImageNeverPull)
+    only after the pod was made. Judged by the machine ID its kubelet reports (read from the node's
+    /etc/machine-id) against this host's; a node reporting none (kwok's) is not judged."""
+    reported = ((node.get("status") or {}).get("nodeInfo") or {}).get("machineID")
+    try:
+        with open(machine_id) as handle:
+            here = handle.read().strip()
+    except OSError:
+        return
+    if reported and here and reported != here:
+        name = node["metadata"]["name"]
+        raise InvalidArgument(
+            f"node {name} is not this host (its kubelet reports machine ID {reported}, {machine_id} here "
+            f"is {here}): the restore imports the checkpoint image into this host's containerd and pins "
+            f"the new pod to {name}. Run the restore on {name} (the play's host), or set node to this "
+            "host's node name. Nothing was imported or created"
+        )
 
 
 def archive_problem(checkpoint, manifest):

@@ -445,3 +445,31 @@ def test_the_node_containerds_criu_is_recorded_and_a_newer_one_refused(tmp_path,
     )
     assert "the criu on the node's containerd's PATH" in caught.value.msg
     assert kube.created == []
+
+
+@pytest.mark.parametrize(
+    ("reported", "here", "refused"),
+    [
+        ("b" * 32, "a" * 32, True),  # another node's kubelet
+        ("a" * 32, "a" * 32, False),  # this host's
+        (None, "a" * 32, False),  # a node without one (kwok's) is not judged
+        ("b" * 32, None, False),  # nor a host without /etc/machine-id
+    ],
+)
+def test_a_restore_onto_another_hosts_node_is_refused_before_anything(tmp_path, reported, here, refused):
+    node = {
+        "metadata": {"name": "gpu-2"},
+        "status": {"nodeInfo": {"machineID": reported} if reported else {}},
+    }
+    machine_id = tmp_path / "machine-id"
+    if here:
+        machine_id.write_text(here + "\n")
+    if not refused:
+        kubelet.refuse_another_host(node, str(machine_id))
+        return
+    with pytest.raises(InvalidArgument) as caught:
+        kubelet.refuse_another_host(node, str(machine_id))
+    assert caught.value.msg.startswith(
+        f"node gpu-2 is not this host (its kubelet reports machine ID {reported}"
+    )
+    assert "Run the restore on gpu-2 (the play's host), or set node" in caught.value.msg
