@@ -12,12 +12,13 @@ dumped once by strata.ops.pod_checkpoint; then each round, in ABBA order, a rest
   returns once the restored process runs (``docker start --checkpoint``); timed from the module's
   start to its return.
 * containerd (method=containerd, the MicroK8s and k3s path; at the largest size only, one round
-  each): the CRI workload's ``hold MIB`` in a pod's container on the test bed's containerd
-  (tests/testbed/cri_pod.py), dumped by the module with the pod left running; then the module
-  restores it into a NEW container (``ctr containers restore``) with the checkpoint image still in
-  containerd's content store (the node that dumped), and again after removing it from the store
-  (the module imports the dump's archive first: another node). Timed from the module's start to its
-  return with the task running; the baseline is a cat of the dump's checkpoint.tar.
+  each): the CRI workload's ``hold MIB`` in a pod's container on each of the test bed's containerd
+  releases, 1.6 and 1.7, each through its own ctr (tests/testbed/cri_pod.py), dumped by the module
+  with the pod left running; then the module restores it into a NEW container (``ctr containers
+  restore``) with the checkpoint image still in containerd's content store (the node that dumped),
+  and again after removing it from the store (the module imports the dump's archive first: another
+  node). Timed from the module's start to its return with the task running; the baseline is a cat
+  of the dump's checkpoint.tar.
 
 Caches: before each timed step the page cache is dropped (``sync; echo 3 > /proc/sys/vm/drop_caches``,
 root), so every side reads the images from the disk (this VM's disk has a host cache below it).
@@ -69,7 +70,8 @@ ROUNDS = int(os.environ.get("STRATA_BENCH_ROUNDS", "2"))
 DOCKER_ROUNDS = int(os.environ.get("STRATA_BENCH_DOCKER_ROUNDS", "1"))
 IMAGE = os.environ.get("STRATA_CKPT_IMAGE", "strata-ops-host:latest")
 WORK = os.path.join(REPO, ".tmp", "bench-restore")
-CRI_ENDPOINT = cri_pod.CRI_ENDPOINT
+# containerd releases of the test bed whose method=containerd restores are timed (cri_pod.py)
+CONTAINERD_RELEASES = ("1.6", "1.7")
 GOAL = 1.5
 
 
@@ -218,32 +220,36 @@ def docker_container(size):
         docker("rm", "-f", holder, check=False)
 
 
-def ctr(*args, check=True):
-    argv = ["ctr", "--address", CRI_ENDPOINT[len("unix://") :], "--namespace", "k8s.io", *args]
+def ctr(release, *args, check=True):
+    """The test bed's containerd ``release``'s own ctr, in CRI's namespace."""
+    socket = cri_pod.CRI_ENDPOINTS[release][len("unix://") :]
+    argv = [cri_pod.CRI_CTRS[release], "--address", socket, "--namespace", "k8s.io", *args]
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
         raise SystemExit(f"bench restore: ctr {' '.join(args[:2])} failed: {proc.stderr.strip()}")
     return proc.stdout
 
 
-def containerd_restore(from_store):
-    """A restore by the module's method=containerd into a new container, timed from the module's
-    start to its return (the restored task running): with the checkpoint image still in
-    containerd's content store (a restore on the node that dumped), or without it (the module
-    imports the dump's archive first: another node, or a store pruned since)."""
+def containerd_restore(release, from_store):
+    """A restore by the module's method=containerd on the test bed's containerd ``release`` into a
+    new container, timed from the module's start to its return (the restored task running): with
+    the checkpoint image still in containerd's content store (a restore on the node that dumped),
+    or without it (the module imports the dump's archive first: another node, or a store pruned
+    since; 1.7 imports with --local)."""
 
     def restore(dump_dir, size):
         with open(os.path.join(dump_dir, "manifest.json")) as handle:
             ref = json.load(handle)["image_ref"]
         if not from_store:
-            ctr("images", "rm", ref, check=False)
+            ctr(release, "images", "rm", ref, check=False)
         new = f"strata-bench-restored-{uuid.uuid4().hex[:6]}"
         args = {
             "state": "restored",
             "method": "containerd",
             "checkpoint": dump_dir,
             "new_container": new,
-            "cri_endpoint": CRI_ENDPOINT,
+            "cri_endpoint": cri_pod.CRI_ENDPOINTS[release],
+            "ctr_path": cri_pod.CRI_CTRS[release],
         }
         start = time.perf_counter()
         try:
@@ -254,18 +260,19 @@ def containerd_restore(from_store):
                 raise SystemExit(f"bench restore: the restored task holds {held} bytes, not {size}")
             return seconds
         finally:
-            ctr("tasks", "kill", "--signal", "SIGKILL", new, check=False)
-            ctr("tasks", "rm", "--force", new, check=False)
-            ctr("containers", "rm", new, check=False)
+            ctr(release, "tasks", "kill", "--signal", "SIGKILL", new, check=False)
+            ctr(release, "tasks", "rm", "--force", new, check=False)
+            ctr(release, "containers", "rm", new, check=False)
 
     return restore
 
 
-def containerd_container(size):
-    """The holder in a CRI pod's container; the module's method=containerd dump (left running, as
-    an operator takes it), then restores of it into new containers (containerd's own path:
-    ``ctr containers restore``)."""
-    why = cri_pod.missing()
+def containerd_container(size, release):
+    """The holder in a CRI pod's container on containerd ``release``; the module's method=containerd
+    dump (left running, as an operator takes it), then restores of it into new containers
+    (containerd's own path: ``ctr containers restore``). {"store"|"archive": rounds' figures}."""
+    endpoint = cri_pod.CRI_ENDPOINTS[release]
+    why = cri_pod.missing(endpoint)
     if why:
         raise SystemExit("bench restore: " + why)
     os.environ["PATH"] = BIN + os.pathsep + os.environ["PATH"]  # the module runs the test bed's crictl
@@ -273,8 +280,9 @@ def containerd_container(size):
     mib = str(size >> 20)
     # containerd restores a container into the namespaces of the pod it was dumped from: the pod
     # stays while the restores run (the holder keeps its memory: 2x the size in all).
-    with cri_pod.running_pod(WORK, pod, "strata-bench", "holder", ["hold", mib]) as made:
-        pid = json.loads(cri_pod.crictl("inspect", "-o", "json", made["id"]))["info"]["pid"]
+    with cri_pod.running_pod(WORK, pod, "strata-bench", "holder", ["hold", mib], endpoint=endpoint) as made:
+        inspected = cri_pod.crictl("inspect", "-o", "json", made["id"], endpoint=endpoint)
+        pid = json.loads(inspected)["info"]["pid"]
         deadline = time.monotonic() + 300
         while not os.path.exists(f"/proc/{pid}/root/ready"):
             if time.monotonic() > deadline:
@@ -286,9 +294,10 @@ def containerd_container(size):
                 "namespace": "strata-bench",
                 "container": "holder",
                 "runtime": "cri",
-                "cri_endpoint": CRI_ENDPOINT,
+                "cri_endpoint": endpoint,
+                "ctr_path": cri_pod.CRI_CTRS[release],
                 "method": "containerd",
-                "images_dir": os.path.join(WORK, "containerd"),
+                "images_dir": os.path.join(WORK, f"containerd-{release}"),
                 "keep": 1,
             }
         )
@@ -296,12 +305,16 @@ def containerd_container(size):
         try:
             return {
                 where: rounds(
-                    f"containerd ({where})", dump_dir, containerd_restore(where == "store"), size, 1
+                    f"containerd {release} ({where})",
+                    dump_dir,
+                    containerd_restore(release, where == "store"),
+                    size,
+                    1,
                 )
                 for where in ("store", "archive")
             }
         finally:
-            ctr("images", "rm", dumped["image_ref"], check=False)
+            ctr(release, "images", "rm", dumped["image_ref"], check=False)
 
 
 def pre_dump_line():
@@ -345,7 +358,7 @@ def main():
     try:
         host = {gib: host_process(holder_bytes(gib)) for gib in SIZES_GIB}
         container = docker_container(holder_bytes(largest))
-        containerd = containerd_container(holder_bytes(largest))
+        containerd = {r: containerd_container(holder_bytes(largest), r) for r in CONTAINERD_RELEASES}
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
         shutil.rmtree(BENCH_DIR, ignore_errors=True)
@@ -356,15 +369,22 @@ def main():
     print(
         f"bench restore: {largest:g}GiB restore/cat host process (criu restore) {host[largest][0]:.2f}x "
         f"({host[largest][1]:.2f}-{host[largest][2]:.2f}), Docker container (module) {container[0]:.2f}x "
-        f"({container[1]:.2f}-{container[2]:.2f}), containerd (module) {containerd['store'][0]:.2f}x "
-        f"from its store, {containerd['archive'][0]:.2f}x from the archive; page cache dropped before "
-        f"each; goal <= {GOAL:.2f}x"
+        f"({container[1]:.2f}-{container[2]:.2f}), "
+        + ", ".join(
+            f"containerd {r} (module) {paths['store'][0]:.2f}x from its store, "
+            f"{paths['archive'][0]:.2f}x from the archive"
+            for r, paths in containerd.items()
+        )
+        + f"; page cache dropped before each; goal <= {GOAL:.2f}x"
     )
     for gib, figures in host.items():
         record_path("host process (criu restore)", figures, gib, gib == largest)
     record_path("Docker container (module)", container, largest, True)
-    for where, figures in containerd.items():
-        record_path(f"containerd, checkpoint image in the {where} (module)", figures, largest, True)
+    for release, paths in containerd.items():
+        for where, figures in paths.items():
+            record_path(
+                f"containerd {release}, checkpoint image in the {where} (module)", figures, largest, True
+            )
 
 
 if __name__ == "__main__":

@@ -458,9 +458,8 @@ def _existing_pod(client, name, namespace):
 
 def _image_steps(ctr_client, archive, ref, checkpoint):
     """ctr steps that make the checkpoint image and its base image known to the node's containerd."""
-    steps = (
-        [] if ctr_client.has_image(ref) else [("images", "import", os.path.join(checkpoint, IMAGE_ARCHIVE))]
-    )
+    image_archive = os.path.join(checkpoint, IMAGE_ARCHIVE)
+    steps = [] if ctr_client.has_image(ref) else [ctr_client.import_step(image_archive)]
     config = json.loads(ociimage.read_member(archive, CONFIG_DUMP) or b"{}")
     base_ref, base_name = config.get("rootfsImageRef"), config.get("rootfsImageName")
     if not base_ref:

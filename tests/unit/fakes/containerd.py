@@ -87,13 +87,17 @@ def checkpoint_archive(path, files=None, process=True):
 
 class FakeCtr:
     """ctr answering like containerd 1.6's: ``existing`` containers, ``images`` in the store,
-    ``fail`` maps a verb pair (e.g. ("containers", "restore")) to its stderr. A checkpoint of a
+    ``fail`` maps a verb pair (e.g. ("containers", "restore")) to its stderr; ``release``: "1.6"
+    (``images import`` has no --local), else 1.7 or later. A checkpoint of a
     container while the image of an earlier one of it is in the store holds no process, as
     containerd's does (containerd.py). ``image_labels``: {ref: {key: value}}, which ``images ls``
     filters on (labels."KEY"==VALUE) and ``images label`` sets."""
 
-    def __init__(self, existing=(), images=(), fail=None, statuses=("RUNNING",), copy_into=None):
+    def __init__(
+        self, existing=(), images=(), fail=None, statuses=("RUNNING",), copy_into=None, *, release="1.6"
+    ):
         self.existing = set(existing)
+        self.release = release  # ctr 1.7 and 2.x know images import --local
         self.copy_into = copy_into  # containerd's temporary directory: a restore leaves a copy there
         self.images = set(images)
         self.fail = fail or {}
@@ -109,23 +113,16 @@ class FakeCtr:
             self.existing.add(args[-2])
             if self.copy_into:  # and extracts the checkpoint before the runtime restores from it
                 leave_copy(self.copy_into)
+        if verb == ("images", "import") and "--help" in args:
+            return 0, self._import_help(), ""
         if verb in self.fail:
             return 1, "", self.fail[verb]
         if verb == ("containers", "info"):
             if args[2] not in self.existing:
                 return 1, "", f'container "{args[2]}": not found'
             return 0, json.dumps({"ID": args[2], "Labels": self.labels}), ""
-        if verb == ("images", "ls"):
-            wanted = [a.removeprefix("labels.").split("==") for a in args[2:] if a != "-q"]
-            listed = [
-                ref
-                for ref in sorted(self.images)
-                if all(self.image_labels.get(ref, {}).get(k.strip('"')) == v for k, v in wanted)
-            ]
-            return 0, "\n".join(listed), ""
-        if verb == ("images", "label"):  # ctr images label REF KEY=VALUE
-            key, value = args[3].split("=", 1)
-            self.image_labels.setdefault(args[2], {})[key] = value
+        if verb in (("images", "ls"), ("images", "label")):
+            return 0, self._image_labels(args), ""
         if verb == ("tasks", "ls"):
             status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
             rows = [f"{name} 4242 {status}" for name in sorted(self.existing)]
@@ -142,6 +139,24 @@ class FakeCtr:
         if verb == ("images", "export"):  # ctr images export --skip-manifest-json ARCHIVE REF
             checkpoint_archive(args[-2], process=self.checkpoints.get(args[-1], (None, True))[1])
         return 0, "", ""
+
+    def _import_help(self):
+        local = "   --local   Run import locally rather than through transfer API\n"
+        return "OPTIONS:\n   --no-unpack   Skip unpacking\n" + (local if self.release != "1.6" else "")
+
+    def _image_labels(self, args):
+        """images label REF KEY=VALUE sets a label; images ls -q [labels."KEY"==VALUE] filters on them."""
+        if args[1] == "label":
+            key, value = args[3].split("=", 1)
+            self.image_labels.setdefault(args[2], {})[key] = value
+            return ""
+        wanted = [a.removeprefix("labels.").split("==") for a in args[2:] if a != "-q"]
+        labels = self.image_labels
+        return "\n".join(
+            ref
+            for ref in sorted(self.images)
+            if all(labels.get(ref, {}).get(k.strip('"')) == v for k, v in wanted)
+        )
 
 
 # A CUDA container on a GPU node, for the GPU paths of method=containerd and method=kubelet.

@@ -70,13 +70,15 @@ def verbs(run):
     return [tuple(argv[5:7]) for argv, _kwargs in run.calls]
 
 
-def test_restore_imports_a_missing_image_then_restores_into_the_new_container(dump_dir, tmp_path):
+@pytest.mark.parametrize("release", ["1.6", "1.7"])
+def test_restore_imports_a_missing_image_then_restores_into_the_new_container(dump_dir, tmp_path, release):
     proc, temp = containerd_proc(tmp_path)
-    run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr(copy_into=temp)})
+    run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr(copy_into=temp, release=release)})
     result = containerd.restore(params(checkpoint=dump_dir), False, run, proc=proc)
     assert verbs(run) == [
         ("containers", "info"),
         ("images", "ls"),
+        ("images", "import"),  # --help: does this ctr know --local?
         ("images", "import"),
         ("images", "label"),
         ("containers", "restore"),
@@ -84,10 +86,14 @@ def test_restore_imports_a_missing_image_then_restores_into_the_new_container(du
         ("containers", "label"),
     ]
     assert run.calls[-1][0][-2:] == ["counter-2", f"strata.io/restored-from={REF}"]
-    assert run.calls[2][0][-2:] == ["--no-unpack", os.path.join(dump_dir, "checkpoint.tar")]
+    archive = os.path.join(dump_dir, "checkpoint.tar")
+    # 1.7 and later: --local, the client writes into the content store (faster than the transfer API)
+    assert run.calls[3][0][7:] == (
+        ["--no-unpack", archive] if release == "1.6" else ["--no-unpack", "--local", archive]
+    )
     # labelled as its dump's image was: the next dump of that container releases it (containerd.py)
-    assert run.calls[3][0][-2:] == [REF, "strata.io/checkpoint-of=dumped-id"]
-    assert run.calls[4][0][-4:] == ["--live", "--rw", "counter-2", REF]
+    assert run.calls[4][0][-2:] == [REF, "strata.io/checkpoint-of=dumped-id"]
+    assert run.calls[5][0][-4:] == ["--live", "--rw", "counter-2", REF]
     assert (result["changed"], result["restored"], result["gpu"]["path"]) == (
         True,
         {"container": "counter-2", "pid": 4242},
