@@ -246,6 +246,11 @@ def dump(
     )
 
 
+def dump_image_ref(name, dump_dir):
+    """The checkpoint image a restore imports dump ``dump_dir`` (NAME-STAMP) of ``name`` as."""
+    return containerd.image_ref(name, os.path.basename(dump_dir)[len(name) + 1 :])
+
+
 def _release_images(params, client, run_command, name, node):
     """The checkpoint images of ``name`` that restores imported into this node's containerd, whose
     dump is gone (pruned) and that no pod on the node runs, leave the store: each is as large as its
@@ -253,10 +258,7 @@ def _release_images(params, client, run_command, name, node):
     container from its image again. ({"removed": [refs], "kept": {ref: [NS/POD]}}, warnings): what
     could not be looked at is a warning, the dump itself is done."""
     released, pods = {"removed": [], "kept": {}}, []
-    kept_dumps = {
-        containerd.image_ref(name, os.path.basename(d)[len(name) + 1 :])
-        for d in mf.dumps_of(params["images_dir"], name)
-    }
+    kept_dumps = {dump_image_ref(name, d) for d in mf.dumps_of(params["images_dir"], name)}
     prefix = containerd.image_ref(name, "")
     try:
         ctr_client = containerd.Ctr(params, run_command)
@@ -342,7 +344,7 @@ def restore(
     node = params["node"] or manifest["pod"]["node"]
     archive = _checked_archive(checkpoint, manifest)
     name = manifest["name"]
-    ref = containerd.image_ref(name, os.path.basename(checkpoint)[len(name) + 1 :])
+    ref = dump_image_ref(name, checkpoint)
     result = {
         "changed": True,
         "method": METHOD,
