@@ -58,6 +58,7 @@ from bench_checkpoint import run_module as module  # noqa: E402
 from benchkit import growth_lines  # noqa: E402
 from caches import drop_caches  # noqa: E402
 from results import record  # noqa: E402
+from testbed_paths import containerd_of  # noqa: E402
 
 CRIU = os.environ.get("STRATA_CRIU", os.path.join(BIN, "criu"))
 # GiB, fractions allowed (whole 64 MiB chunks); the goal is judged at the largest, the Docker path runs
@@ -222,8 +223,8 @@ def docker_container(size):
 
 def ctr(release, *args, check=True):
     """The test bed's containerd ``release``'s own ctr, in CRI's namespace."""
-    socket = cri_pod.CRI_ENDPOINTS[release][len("unix://") :]
-    argv = [cri_pod.CRI_CTRS[release], "--address", socket, "--namespace", "k8s.io", *args]
+    found = containerd_of(release)
+    argv = [found.ctr, "--address", found.address, "--namespace", "k8s.io", *args]
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
         raise SystemExit(f"bench restore: ctr {' '.join(args[:2])} failed: {proc.stderr.strip()}")
@@ -249,7 +250,7 @@ def containerd_restore(release, from_store):
             "checkpoint": dump_dir,
             "new_container": new,
             "cri_endpoint": cri_pod.CRI_ENDPOINTS[release],
-            "ctr_path": cri_pod.CRI_CTRS[release],
+            "ctr_path": containerd_of(release).ctr,
         }
         start = time.perf_counter()
         try:
@@ -295,7 +296,7 @@ def containerd_container(size, release):
                 "container": "holder",
                 "runtime": "cri",
                 "cri_endpoint": endpoint,
-                "ctr_path": cri_pod.CRI_CTRS[release],
+                "ctr_path": containerd_of(release).ctr,
                 "method": "containerd",
                 "images_dir": os.path.join(WORK, f"containerd-{release}"),
                 "keep": 1,

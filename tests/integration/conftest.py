@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from types import SimpleNamespace
 
 import pytest
 
@@ -54,30 +53,6 @@ def zfs_pool():
     """The test bed's pool; tests work only below their own uniquely named child dataset."""
     skip_or_fail(testbed_problem(POOL))
     return POOL
-
-
-def lib_sh_value(expression):
-    """The output of a shell expression over tests/testbed/lib.sh (its names and functions, such as
-    ``cri_image`` or ``echo $NODE_SOCKET``): one definition for the scripts and the tests."""
-    argv = ["bash", "-c", f"source {REPO}/tests/testbed/lib.sh && {expression}"]
-    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
-
-
-# containerd release -> (lib.sh's name of its socket, lib.sh's function that prints its binaries' folder;
-# None: Debian bookworm's containerd package, /usr/bin)
-CONTAINERD_RELEASES = {
-    "1.6": ("CRI_SOCKET", None),
-    "1.7": ("CRI17_SOCKET", "containerd17_bin"),
-    "2.3": ("NODE_SOCKET", "containerd2_bin"),
-}
-
-
-def containerd_of(release):
-    """The test bed's containerd ``release`` (1.6 and 1.7: tests/testbed/cri/start, 2.3:
-    tests/testbed/node/start): its socket and its own ctr, as k3s and MicroK8s bring theirs."""
-    socket, bin_function = CONTAINERD_RELEASES[release]
-    folder = lib_sh_value(bin_function) if bin_function else "/usr/bin"
-    return SimpleNamespace(address=lib_sh_value(f"echo ${socket}"), ctr=os.path.join(folder, "ctr"))
 
 
 # The module run under a profiler that SIGSTOPs the whole process (every thread) when a function

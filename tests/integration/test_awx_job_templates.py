@@ -32,12 +32,13 @@ import ansible_runner
 import jinja2.sandbox
 import pytest
 import yaml
+from testbed_paths import lib_sh_value  # tests/testbed, on sys.path by conftest
 
 from ansible_collections.strata.ops.plugins.module_utils import k8s
 from tests.canaries import AWX_TOKEN
 from tests.unit.test_awx_templates import _default_errors
 
-from .conftest import REPO, lab_lock, lib_sh_value
+from .conftest import REPO, lab_lock
 from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 from .test_data_miner import deploy, lab_pipeline
 

@@ -15,8 +15,13 @@ import sys
 import uuid
 
 import pytest
+from testbed_paths import (  # tests/testbed, on sys.path by conftest
+    CONTAINERD_RELEASES,
+    containerd_of,
+    lib_sh_value,
+)
 
-from .conftest import CONTAINERD_RELEASES, REPO, containerd_of, lib_sh_value, run_module
+from .conftest import REPO, run_module
 from .test_pod_checkpoint import _missing
 
 

@@ -12,11 +12,12 @@ import subprocess
 import uuid
 
 import pytest
+from testbed_paths import lib_sh_value  # tests/testbed, on sys.path by conftest
 
 from ansible_collections.strata.ops.plugins.module_utils import build_lock
 from ansible_collections.strata.ops.plugins.module_utils.image_import import archive_image
 
-from .conftest import adhoc_result, assert_clean_failure, lib_sh_value, run_module, skip_or_fail
+from .conftest import adhoc_result, assert_clean_failure, run_module, skip_or_fail
 
 pytestmark = pytest.mark.needs("docker")
 

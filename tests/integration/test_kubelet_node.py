@@ -18,8 +18,9 @@ import time
 import uuid
 
 import pytest
+from testbed_paths import lib_sh_value  # tests/testbed, on sys.path by conftest
 
-from .conftest import CACHE, REPO, lib_sh_value
+from .conftest import CACHE, REPO
 from .k8s_fixtures import controlplane  # noqa: F401  # pylint: disable=unused-import
 from .test_pod_checkpoint import _missing, criu_version, record_newer_criu, run_module
 

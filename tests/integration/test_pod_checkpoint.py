@@ -29,12 +29,13 @@ from types import SimpleNamespace
 
 import cri_pod as cri_pod_lib  # tests/testbed, on sys.path by conftest
 import pytest
+from testbed_paths import containerd_of
 
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import containerd, leftovers
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 
 from . import conftest
-from .conftest import TESTBED_BIN, adhoc_result, assert_clean_failure, containerd_of
+from .conftest import TESTBED_BIN, adhoc_result, assert_clean_failure
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CRIU = os.environ.get("STRATA_CRIU", os.path.join(TESTBED_BIN, "criu"))

@@ -9,7 +9,7 @@ import os
 import subprocess
 import uuid
 
-from testbed_paths import BIN, CACHE
+from testbed_paths import BIN
 
 # needs .collections on sys.path, as lab_k8s.py (tests/conftest.py, bench/benchkit.py put it there)
 from ansible_collections.strata.ops.plugins.module_utils.containers import crictl_argv
@@ -20,8 +20,6 @@ CRI_ENDPOINTS = {
     "1.7": "unix:///run/strata-cri17/containerd.sock",
 }
 CRI_ENDPOINT = CRI_ENDPOINTS["1.6"]
-# containerd release -> its own ctr (lib.sh: bookworm's package; containerd17_bin)
-CRI_CTRS = {"1.6": "/usr/bin/ctr", "1.7": os.path.join(CACHE, "containerd-1.7", "usr", "bin", "ctr")}
 CRICTL = os.path.join(BIN, "crictl")
 # CRI namespace modes (k8s.io/cri-api NamespaceMode): POD 0, CONTAINER 1, NODE 2
 POD, CONTAINER, NODE = 0, 1, 2
