@@ -41,6 +41,7 @@ from tests.unit.test_awx_templates import _default_errors
 from .conftest import REPO, lab_lock
 from .k8s_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 from .test_data_miner import deploy, lab_pipeline
+from .transfer_fixtures import authorize
 
 pytestmark = [pytest.mark.needs("docker"), pytest.mark.needs("k8s"), pytest.mark.needs("zfs")]
 
@@ -95,6 +96,9 @@ LAUNCH = {
             "data_transfer_dest_path": "/tmp/strata-awx-transfer",
         },
         "groups": {"data_transfer_sources": ["strata-lab-1"]},
+        # its check mode logs in from the source to the destination over ssh, as the copy does: the
+        # source's key is authorized here, not left to whichever transfer test ran first
+        "ssh_between": ("strata-lab-1", "strata-lab-2"),
     },
     "strata-ops transfer_verify": {
         "answers": {
@@ -315,6 +319,8 @@ DATA_MINER_TEMPLATES = [n for n, t in TEMPLATES.items() if t["playbook"].startsw
 @pytest.mark.parametrize("name", LAB_TEMPLATES)
 def test_lab_template_runs_in_check_mode(name, lab_cluster, k8s_client, tmp_path):
     launch_args = LAUNCH.get(name, {})
+    if "ssh_between" in launch_args:
+        authorize(*launch_args["ssh_between"])
     result, stdout, failures = launch(
         TEMPLATES[name],
         tmp_path,
