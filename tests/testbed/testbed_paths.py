@@ -6,6 +6,7 @@ Tests and benchmarks import these names instead of spelling the default out agai
 
 import contextlib
 import fcntl
+import functools
 import glob
 import os
 import subprocess
@@ -50,6 +51,7 @@ CONTAINERD_RELEASES = {
 }
 
 
+@functools.cache  # lib.sh's answers do not change while a test run or bench runs
 def containerd_of(release):
     """The test bed's containerd ``release`` (1.6 and 1.7: tests/testbed/cri/start, 2.3:
     tests/testbed/node/start): its socket and its own ctr, as k3s and MicroK8s bring theirs."""
