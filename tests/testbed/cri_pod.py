@@ -9,16 +9,14 @@ import os
 import subprocess
 import uuid
 
-from testbed_paths import BIN
+from testbed_paths import BIN, containerd_of
 
 # needs .collections on sys.path, as lab_k8s.py (tests/conftest.py, bench/benchkit.py put it there)
 from ansible_collections.strata.ops.plugins.module_utils.containers import crictl_argv
 
-# containerd release -> its CRI endpoint (tests/testbed/lib.sh: CRI_SOCKET, CRI17_SOCKET)
-CRI_ENDPOINTS = {
-    "1.6": "unix:///run/strata-cri/containerd.sock",
-    "1.7": "unix:///run/strata-cri17/containerd.sock",
-}
+# containerd release -> its CRI endpoint (tests/testbed/cri/start's two; the CRI plugin serves CRI on
+# containerd's own socket)
+CRI_ENDPOINTS = {release: "unix://" + containerd_of(release).address for release in ("1.6", "1.7")}
 CRI_ENDPOINT = CRI_ENDPOINTS["1.6"]
 CRICTL = os.path.join(BIN, "crictl")
 # CRI namespace modes (k8s.io/cri-api NamespaceMode): POD 0, CONTAINER 1, NODE 2
