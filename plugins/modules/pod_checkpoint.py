@@ -94,14 +94,18 @@ options:
       - V(criu) runs CRIU on this host.
       - V(kubelet) calls the kubelet checkpoint API (O(kubelet_url)) and restores as a new pod (O(new_pod));
         it reads and creates pods through the Kubernetes API (O(kubeconfig)).
-      - V(containerd) uses containerd's own checkpoint of the CRI container of O(pod) (containerd 1.6 and
-        1.7, as MicroK8s and k3s run it) - C(ctr containers checkpoint --task --rw), the container left
-        running - and exports the checkpoint image into the dump directory; O(state=restored) restores
-        such a dump into the new container O(new_container) (C(ctr containers restore --live --rw)).
+      - V(containerd) uses containerd's own checkpoint and restore of the CRI container of O(pod)
+        (containerd 1.6 and 1.7, as MicroK8s and k3s run it, and 2.x) through containerd's API. The task
+        is paused, its runc shim writes CRIU's images into C(criu/) of the dump directory, the
+        container's rw layer is diffed into C(rw.tar), and the task resumes (left running; RV(frozen_s)
+        says how long it was paused). O(state=restored) creates the new container O(new_container)
+        from the recorded container (image, runtime, OCI spec) with the rw layer applied, and its task
+        restored from C(criu/) in place - nothing is copied into containerd's content store or
+        extracted. Needs the Python library C(grpcio) where the module runs (Debian C(python3-grpcio)).
         The runc shim runs the C(criu) on containerd's PATH, which must be CRIU >= 4.
-        CUDA processes in the container are frozen on the GPU (lock, checkpoint) only while containerd
-        checkpoints it and thawed before the export, as for V(criu); the restore brings the restored
-        processes' GPU state back and unlocks them before it returns.
+        CUDA processes in the container are frozen on the GPU (lock, checkpoint) only while the task is
+        paused, as for V(criu); the restore brings the restored processes' GPU state back and unlocks
+        them before it returns.
     type: str
     choices: [criu, containerd, kubelet]
     default: criu
@@ -147,7 +151,10 @@ options:
     type: str
     default: k8s.io
   ctr_path:
-    description: containerd's C(ctr) client for O(method=containerd). Default C(ctr) on PATH.
+    description:
+      - containerd's C(ctr) client, which O(method=containerd) reads task states with and removes a
+        restored container whose restore failed, and O(method=kubelet) imports images with.
+        Default C(ctr) on PATH.
     type: path
   docker_socket:
     description: Docker API unix socket.
@@ -159,8 +166,7 @@ options:
       - Required for O(method=criu), and with O(state=restored) unless O(checkpoint) is given.
       - A dump is refused before anything is frozen when the file system there has less room than the
         memory it writes (the processes' anonymous and shared memory, RssAnon + RssShmem). One that runs
-        out of room anyway leaves no partial dump directory, and with O(method=containerd) no checkpoint
-        image in containerd's store.
+        out of room anyway leaves no partial dump directory.
     type: path
   name:
     description:
@@ -300,6 +306,7 @@ notes:
     later restore once the container is gone (or with C(umount -R))."
 requirements:
   - CRIU >= 4.0 on the host (C(criu check) must pass)
+  - grpcio (Debian C(python3-grpcio)) for O(method=containerd)
 seealso:
   - name: CRIU external mounts
     description: How CRIU treats bind mounts from outside the dumped namespace.
@@ -365,7 +372,8 @@ RETURN = r"""
 command:
   description:
     - The command run (or, in check mode, the command that would run), as a list.
-    - With O(method=containerd) and O(state=restored), the C(ctr) command lines run (or that would run).
+    - With O(method=containerd), the containerd call that checkpoints (C(Tasks.Checkpoint)) or restores
+      (C(Tasks.Create)); RV(commands) lists them all.
   returned: always
   type: list
   elements: str
@@ -384,9 +392,13 @@ manifest:
       disk after CRIU, before the manifest was written), C(stats_source), C(stats_check) and
       C(crit_check) (C(crit) read C(pstree.img) and C(inventory.img); C(plugins) lists the CRIU
       plugins the restore needs).
-    - With method=containerd, C(image_ref), C(archive), C(pod), C(target) and C(joined_namespaces),
-      the pod sandbox's namespaces the container joins, each C(type), C(path) and C(id) (its
-      identity at dump time, for example C(net:[4026532323])). A restore is refused while one of
+    - With method=containerd, C(format) (2), C(container) (the image, runtime and its options, OCI spec,
+      snapshotter and the image's snapshot the restored container is made from), C(images) (CRIU's
+      images directory), C(rw_layer) (the rw layer's file, digest and size), C(frozen_s), C(sizes)
+      (C(files) holds each image file's size, checked by a restore), C(pod), C(target) and
+      C(joined_namespaces), the pod sandbox's namespaces the container joins, each C(type), C(path)
+      and C(id) (its identity at dump time, for example C(net:[4026532323])). A restore is refused
+      while one of
       them is gone, as the restored container joins them again. C(gpu) holds the GPU path
       the dump took (C(path)) and its CUDA processes (C(cuda_pids)). C(criu) names the CRIU the
       runc shim ran (C(path) as containerd sees it, C(version)), the first C(criu) on the PATH of
@@ -405,8 +417,8 @@ gpu:
       module locked the processes itself, how long they stayed locked (C(locked_s)).
     - With O(state=restored), the same for the restore (C(path) is the dump's).
     - With O(method=containerd) or O(method=kubelet), C(locked_s) covers the runtime's checkpoint
-      alone (containerd's checkpoint, the kubelet's POST); the export or the move of the archive runs
-      after the thaw.
+      alone (the paused task's checkpoint and rw diff, the kubelet's POST); the copy of the rw layer or
+      the move of the archive runs after the thaw.
   returned: always
   type: dict
   sample: {"taken": false, "path": "none", "states": [], "cuda_pids": [],
@@ -424,9 +436,8 @@ frozen_s:
       C(frozen_time) from C(stats-dump)), which is what a running job feels, unlike the dump's wall time.
     - With O(method=kubelet), from the C(stats-dump) containerd's CRI plugin puts in the kubelet's archive;
       null, with a warning, when the archive has none.
-    - Not returned with O(method=containerd) - containerd's runc shim removes CRIU's work directory, and
-      C(stats-dump) with it, once C(ctr containers checkpoint) is done.
-  returned: state=dumped with method=criu or method=kubelet, not in check mode
+    - With O(method=containerd), how long the task was paused (CRIU's dump and the diff of the rw layer).
+  returned: state=dumped, not in check mode
   type: float
   sample: 0.412
 pre_dump_commands:
@@ -448,15 +459,10 @@ abandoned_removed:
   elements: str
 store_images_removed:
   description:
-    - With O(method=containerd), the checkpoint images of the same container removed from
-      containerd's store before this dump, whatever their O(name) or O(images_dir). The module
-      labels each checkpoint image it makes or imports C(strata.io/checkpoint-of=ID) to find them.
-      containerd drops the process from a checkpoint while such an image holds the container's spec;
-      their archives stay in their dump directories, and a restore of one imports it again.
     - With O(method=kubelet), when this dump pruned older ones, the checkpoint images of O(name)
       that restores imported into this node's containerd, whose dump is gone and that no pod on the
       node runs (each as large as its dump; nothing else removes them).
-  returned: state=dumped with method=containerd or method=kubelet
+  returned: state=dumped with method=kubelet
   type: list
   elements: str
 store_images_kept:
@@ -470,8 +476,9 @@ store_images_kept:
 restored:
   description:
     - The new container (C(container_id), C(name), C(pid) on the host, C(checkpoint)); with
-      O(method=containerd), C(container) and C(pid); with O(method=kubelet), C(pod), C(node),
-      C(container_id) and C(restart_count).
+      O(method=containerd), C(container), C(pid) and C(log) (the file the restored process's stdout
+      and stderr go to, C(restored-NEW_CONTAINER.log) in the dump directory); with O(method=kubelet),
+      C(pod), C(node), C(container_id) and C(restart_count).
   returned: state=restored and not check mode
   type: dict
 containerd_copy_removed:
@@ -481,7 +488,7 @@ containerd_copy_removed:
       the restore call returned - a full copy of the process's memory, often on a tmpfs. V(null) when
       none was found; two copies of the same checkpoint at once, or one that could not be removed, are left,
       with a warning.
-  returned: state=restored with O(method=criu) or O(method=containerd), not check mode
+  returned: state=restored with O(method=criu), not check mode
   type: str
   sample: /tmp/ctrd-checkpoint2032093446
 kubelet:
@@ -494,10 +501,9 @@ method:
   type: str
 image_ref:
   description:
-    - The checkpoint image in containerd's store (C(strata.local/checkpoint/NAME:STAMP)); with
-      O(method=containerd) the dump directory holds it exported as C(checkpoint.tar), with
-      O(method=kubelet) the restore makes it from the kubelet's archive.
-  returned: method=containerd, or method=kubelet and state=restored
+    - The checkpoint image in containerd's store (C(strata.local/checkpoint/NAME:STAMP)) the restore
+      makes from the kubelet's archive.
+  returned: method=kubelet and state=restored
   type: str
   sample: strata.local/checkpoint/counter:20250101T000000.000Z
 pod:
@@ -505,8 +511,11 @@ pod:
   returned: method=kubelet and state=restored and the pod did not exist
   type: dict
 commands:
-  description: Every C(ctr) command a containerd dump or a kubelet restore ran (or would run), in order.
-  returned: method=containerd and state=dumped, or method=kubelet and state=restored
+  description:
+    - With O(method=containerd), every containerd API call a dump or restore made (or, in check mode,
+      what it would do), in order.
+    - With O(method=kubelet) and O(state=restored), every C(ctr) command run (or that would run).
+  returned: method=containerd, or method=kubelet and state=restored
   type: list
   elements: str
 """

@@ -454,16 +454,11 @@ def cri(testbed, request):
 @contextlib.contextmanager
 def counter_in_pod(tmp_path, pod, cri, **options):
     """The container "counter" counting in pod strata-test/``pod`` on ``cri`` (cri_pod.running_pod's
-    ``options``); the checkpoint images the module made or imported of it leave the store after."""
+    ``options``)."""
     with cri_pod_lib.running_pod(
         str(tmp_path), pod, "strata-test", "counter", ["count"], endpoint=cri.endpoint, **options
     ) as made:
-        try:
-            yield made
-        finally:
-            stored = checkpoint_refs(cri, made["id"])
-            if stored:
-                ctr_cli(cri, "images", "rm", *stored, check=False)
+        yield made
 
 
 @pytest.fixture(params=["pod-network", "host-network"])
@@ -486,6 +481,12 @@ def cri_count(log):
     # CRI log lines: "<time> stdout F <text>"
     lines = log.read_text().splitlines() if log.exists() else []
     return int(lines[-1].split()[-1]) if lines else 0
+
+
+def logged_count(path):
+    """The counter's last line in a plain log file (a restored container's stdout)."""
+    words = path.read_text().split() if path.exists() else []
+    return int(words[-1]) if words else 0
 
 
 def wait_cri_count(log, minimum):
@@ -537,12 +538,31 @@ def ctr_cli(cri, *args, check=True):
     )
 
 
-def remove_restored(cri, container, image_ref):
-    """Remove a container a test restored on ``cri``, its task and the checkpoint image."""
+def remove_restored(cri, container):
+    """Remove a container a test restored on ``cri`` and its task (its snapshot goes with it)."""
     ctr_cli(cri, "tasks", "kill", "--signal", "SIGKILL", container, check=False)
     ctr_cli(cri, "tasks", "rm", "--force", container, check=False)
     ctr_cli(cri, "containers", "rm", container, check=False)
-    ctr_cli(cri, "images", "rm", image_ref, check=False)
+
+
+def assert_nothing_left_in(cri, container_id, new):
+    """No lease or view snapshot of the module's dumps of ``container_id`` and restores into ``new``
+    stays in ``cri``'s containerd: the leases end with them, the rw layer's view is removed."""
+    leases = [line for line in ctr_cli(cri, "leases", "ls").stdout.splitlines() if "strata-ops-" in line]
+    assert [line for line in leases if container_id[:12] in line or new in line] == []
+    views = ctr_cli(cri, "snapshots", "ls").stdout
+    assert f"strata-ops-rw-{container_id}" not in views
+
+
+def assert_restored_from_the_directory(restored, dumped):
+    """The restore created its task from CRIU's images in the dump directory: containerd extracted
+    no copy of them into its temporary directory (as it does for a checkpoint image, leftovers.py)."""
+    images = os.path.join(dumped["checkpoint_dir"], containerd.CRIU_DIR)
+    created = f"containerd.services.tasks.v1.Tasks.Create {restored['new_container']}"
+    assert created in restored["commands"], restored["commands"]
+    files = leftovers.dir_files(images)
+    copies = leftovers.copies_in(leftovers.containerd_temp_dirs())
+    assert [c for c in copies if leftovers.dir_files(c) == files] == []
 
 
 def containerd_args(tmp_path, cri_pod):
@@ -564,20 +584,16 @@ def counted_in(pid):
 
 
 def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
-    """method=containerd: containerd's own checkpoint of the pod's container (left running) becomes
-    a checkpoint image in its content store, exported into the dump directory; a restore creates a
+    """method=containerd: containerd's own checkpoint of the pod's container (left running) writes
+    CRIU's images into the dump directory, beside the container's rw layer; a restore creates a
     NEW container whose process goes on counting from where the dump was (a fresh start would
-    count from 1)."""
+    count from 1), its output in the restore's log."""
     wait_cri_count(cri_pod["log"], 25)
     args = containerd_args(tmp_path, cri_pod)
     planned = run_module(args, check_mode=True, path_prefix=TESTBED_BIN)
     assert planned["changed"] is True and not os.path.exists(planned["checkpoint_dir"]), planned
-    assert any(" containers checkpoint --task --rw " + cri_pod["id"] in c for c in planned["commands"])
-    # this runtime's own ctr, on its socket
-    cri = cri_pod["cri"]
-    assert all(
-        c.startswith(f"{cri.ctr} --address {cri.endpoint[len('unix://') :]} ") for c in planned["commands"]
-    )
+    images = os.path.join(planned["checkpoint_dir"], containerd.CRIU_DIR)
+    assert f"containerd Tasks.Checkpoint {cri_pod['id']} image_path={images}" in planned["commands"]
     before_dump = cri_count(cri_pod["log"])  # the restored counter holds at least this
     dumped = run_module(args, path_prefix=TESTBED_BIN)
     assert dumped.get("failed") is not True, (dumped.get("msg"), dumped)
@@ -588,7 +604,9 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
     # the CRIU containerd's runc shim ran: the one on that containerd's PATH (tests/testbed/cri/start)
     shim_criu = os.path.join(TESTBED_BIN, "criu")
     assert manifest["criu"] == {"path": shim_criu, "version": criu_version(shim_criu)}, manifest["criu"]
-    assert os.path.getsize(os.path.join(dumped["checkpoint_dir"], "checkpoint.tar")) > 0
+    assert "pages-1.img" in os.listdir(os.path.join(dumped["checkpoint_dir"], containerd.CRIU_DIR))
+    assert os.path.getsize(os.path.join(dumped["checkpoint_dir"], containerd.RW_LAYER)) > 0
+    assert 0 < dumped["frozen_s"] == manifest["frozen_s"], dumped
     wait_cri_count(cri_pod["log"], at_dump + 3)  # left running
     listed = run_module({"images_dir": args["images_dir"]}, module="pod_checkpoint_info")
     assert [(c["usable"], c["restorable"]) for c in listed["checkpoints"]] == [(True, True)], listed
@@ -596,18 +614,16 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
     new = unique()
     restore = dict(args, state="restored", checkpoint=dumped["checkpoint_dir"], new_container=new)
     try:
-        # The checkpoint image leaves the store: the restore imports it from the dump directory.
-        ctr_cli(cri_pod["cri"], "images", "rm", dumped["image_ref"])
         restored = run_module(restore, path_prefix=TESTBED_BIN)
         assert restored.get("failed") is not True, restored
-        assert any(" images import " in c for c in restored["command"]), restored["command"]
         pid = restored["restored"]["pid"]
         first = counted_in(pid)
         assert first >= before_dump, (first, before_dump)  # the dump's memory, not a fresh 1
         wait_until_counted(lambda: counted_in(pid), first + 3, f"restored container {new}")
-        assert_no_containerd_copy(
-            restored, leftovers.image_files(os.path.join(dumped["checkpoint_dir"], "checkpoint.tar"))[0]
-        )
+        assert_restored_from_the_directory(restored, dumped)
+        # its stdout: the counter's lines go on in the restore's log
+        log = pathlib.Path(restored["restored"]["log"])
+        wait_until_counted(lambda: logged_count(log), first + 1, str(log))
         again = run_module(restore, path_prefix=TESTBED_BIN)
         assert (again["changed"], again["restored"]["pid"]) == (False, pid), again  # restored and running
         # The pod's own container (its CRI id is its containerd id) is a name that exists: refused.
@@ -616,15 +632,13 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
             taken.get("failed") is True and f"a container {cri_pod['id']} exists already" in taken["msg"]
         ), taken
     finally:
-        remove_restored(cri_pod["cri"], new, dumped["image_ref"])
+        remove_restored(cri_pod["cri"], new)
+    assert_nothing_left_in(cri_pod["cri"], cri_pod["id"], new)
 
 
 def test_every_containerd_checkpoint_of_a_container_holds_its_process(cri, tmp_path):
-    """containerd makes a checkpoint image without the process while an earlier checkpoint image of
-    the same container is in its store (the spec blob's AlreadyExists, dropped by ctr). Three dumps,
-    the second under another name and images_dir (a second job): each holds CRIU's images, the
-    earlier image left the store before the next dump; the oldest restores from its archive (imported
-    again) and counts on from where it was dumped, and a fourth dump removes that imported image."""
+    """Three dumps of one container, the second under another name and images_dir (a second job):
+    each holds CRIU's images, and the oldest restores and counts on from where it was dumped."""
     pod = unique()
     with counter_in_pod(tmp_path, pod, cri) as made:
         log = pathlib.Path(made["log"])
@@ -636,31 +650,21 @@ def test_every_containerd_checkpoint_of_a_container_holds_its_process(cri, tmp_p
             dumped = run_module(job, path_prefix=TESTBED_BIN)
             assert dumped.get("failed") is not True, dumped
             counted.append(cri_count(log))
-            archive = os.path.join(dumped["checkpoint_dir"], "checkpoint.tar")
-            assert "pages-1.img" in leftovers.image_files(archive)[0], dumped["checkpoint_dir"]
-            assert dumped["store_images_removed"] == [d["image_ref"] for d in dumps[-1:]], dumped
+            images = os.path.join(dumped["checkpoint_dir"], containerd.CRIU_DIR)
+            assert "pages-1.img" in os.listdir(images), dumped["checkpoint_dir"]
             dumps.append(dumped)
-        assert checkpoint_refs(cri, made["id"]) == [dumps[2]["image_ref"]]
 
         new = unique()
         restore = dict(args, state="restored", checkpoint=dumps[0]["checkpoint_dir"], new_container=new)
         try:
             restored = run_module(restore, path_prefix=TESTBED_BIN)
             assert restored.get("failed") is not True, restored
-            assert any(" images import " in c for c in restored["command"]), restored["command"]
             pid = restored["restored"]["pid"]
             first = counted_in(pid)
             assert counted[0] - 10 <= first < counted[2], (first, counted)  # the first dump's memory
             wait_until_counted(lambda: counted_in(pid), first + 3, f"restored container {new}")
-            fourth = run_module(args, path_prefix=TESTBED_BIN)
-            assert fourth.get("failed") is not True, fourth
-            assert fourth["store_images_removed"] == sorted(d["image_ref"] for d in (dumps[0], dumps[2]))
-            assert (
-                "pages-1.img"
-                in leftovers.image_files(os.path.join(fourth["checkpoint_dir"], "checkpoint.tar"))[0]
-            )
         finally:
-            remove_restored(cri, new, dumps[0]["image_ref"])
+            remove_restored(cri, new)
 
 
 def test_containerd_restore_refuses_a_pod_that_is_gone_and_leaves_nothing(cri_pod, tmp_path):
@@ -684,18 +688,15 @@ def test_containerd_restore_refuses_a_pod_that_is_gone_and_leaves_nothing(cri_po
 
 def assert_containerd_restore_refused(cri, args, dumped, *phrases):
     """A restore of ``dumped`` into a new container is refused, in check mode and not, with every
-    phrase in its message, and no container is made; the checkpoint image leaves the store after."""
+    phrase in its message, and no container is made."""
     new = unique()
     restore = dict(args, state="restored", checkpoint=dumped["checkpoint_dir"], new_container=new)
-    try:
-        for check_mode in (True, False):
-            refused = run_module(restore, check_mode=check_mode, path_prefix=TESTBED_BIN)
-            assert refused.get("failed") is True, refused
-            for phrase in phrases:
-                assert phrase in refused["msg"], refused["msg"]
-            assert ctr_cli(cri, "containers", "info", new, check=False).returncode != 0
-    finally:
-        ctr_cli(cri, "images", "rm", dumped["image_ref"], check=False)
+    for check_mode in (True, False):
+        refused = run_module(restore, check_mode=check_mode, path_prefix=TESTBED_BIN)
+        assert refused.get("failed") is True, refused
+        for phrase in phrases:
+            assert phrase in refused["msg"], refused["msg"]
+        assert ctr_cli(cri, "containers", "info", new, check=False).returncode != 0
 
 
 def test_containerd_refuses_a_dump_of_a_newer_criu_release_and_creates_nothing(cri_pod, tmp_path):
@@ -743,14 +744,14 @@ def test_containerd_restore_names_a_changed_directory_of_a_volume_before_contain
             first = counted_in(pid)
             wait_until_counted(lambda: counted_in(pid), first + 3, f"restored container {new}")
         finally:
-            remove_restored(cri, new, dumped["image_ref"])
+            remove_restored(cri, new)
 
 
-def test_containerd_dump_into_a_full_file_system_leaves_neither_dump_nor_image(cri, tmp_path):
+def test_containerd_dump_into_a_full_file_system_leaves_no_partial_dump(cri, tmp_path):
     """images_dir on a small tmpfs. With less room than the container's memory the dump is refused
     before containerd checkpoints anything; with room for the memory but not for the 4 MiB the
-    container wrote into its rw layer (`--rw`), the export fails. Both: NoSpace with the fix, no
-    partial dump directory, no checkpoint image left in containerd's store, the pod counting on."""
+    container wrote into its rw layer, writing the layer fails. Both: NoSpace with the fix, no
+    partial dump directory, nothing left in containerd, the pod counting on."""
     full = tmp_path / "full"
     full.mkdir()
     pod = unique()
@@ -769,7 +770,6 @@ def test_containerd_dump_into_a_full_file_system_leaves_neither_dump_nor_image(c
             refused = run_module(args, path_prefix=TESTBED_BIN)
             assert refused.get("error") == "NoSpace", refused
             assert "has 262144 bytes free but the dump of the process tree writes about" in refused["msg"]
-            assert not any(ref.startswith(f"strata.local/checkpoint/{pod}:") for ref in checkpoint_refs(cri))
 
             subprocess.run(["mount", "-o", "remount,size=2m", str(full)], check=True)
             pid = json.loads(crictl(cri, "inspect", "-o", "json", made["id"]))["info"]["pid"]
@@ -778,21 +778,14 @@ def test_containerd_dump_into_a_full_file_system_leaves_neither_dump_nor_image(c
             failed = run_module(args, path_prefix=TESTBED_BIN)
             assert failed.get("error") == "NoSpace", failed
             assert failed["msg"].startswith(f"{full} ran out of space while containerd's checkpoint"), failed
-            assert "no space left on device" in failed["msg"]
+            assert "no space left on device" in failed["msg"].lower()
             assert "free space there or point images_dir at a larger file system" in failed["msg"]
-            assert failed["msg"].endswith("were removed, the container runs on")
+            assert failed["msg"].endswith("was removed, the container runs on")
             assert os.listdir(full) == []
-            assert not any(ref.startswith(f"strata.local/checkpoint/{pod}:") for ref in checkpoint_refs(cri))
+            assert_nothing_left_in(cri, made["id"], "none")
             wait_cri_count(log, cri_count(log) + 3)  # the pod counts on
         finally:
             subprocess.run(["umount", str(full)], check=True)
-
-
-def checkpoint_refs(cri, container_id=None):
-    """The image refs in ``cri``'s store; with ``container_id``, the checkpoint images of that
-    container (the label containerd.py puts on them, found with containerd's label filter)."""
-    where = [f'labels."{containerd.CHECKPOINT_OF}"=={container_id}'] if container_id else []
-    return ctr_cli(cri, "images", "ls", "-q", *where).stdout.split()
 
 
 def test_a_criu_dump_is_not_restored_by_containerd_nor_the_other_way(cri_pod, tmp_path):

@@ -1,38 +1,41 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""method=containerd: containerd's own checkpoint and restore of a CRI container, as containerd 1.6
-and 1.7 (the MicroK8s and k3s runtimes) do it with ctr:
+"""method=containerd: containerd's own checkpoint and restore of a CRI container through its tasks
+API, with CRIU's images in a directory (containerd 1.6 and 1.7, the MicroK8s and k3s runtimes; 2.x):
 
-* dump: ``ctr containers checkpoint --task --rw CONTAINER REF`` makes a checkpoint image in
-  containerd's content store (the runc shim runs CRIU; the task keeps running), and
-  ``ctr images export --skip-manifest-json`` writes it into the dump directory as an OCI archive,
-  beside manifest.json (a checkpoint index has no Docker image config for export's Docker
-  manifest.json: without the flag ctr fails with "unable to create manifests file");
-* restore: ``ctr images import --no-unpack`` when the store lacks it (a checkpoint image has no
-  layers to unpack: ctr fails with "unexpected media type ...checkpoint.runtime.options" without
-  it), then ``ctr containers restore --live --rw NEW REF`` creates a NEW container from it and
-  starts its task from the checkpoint.
+* dump: the task is paused (Tasks.Pause); Tasks.Checkpoint with runc's CheckpointOptions.image_path
+  has the runc shim run CRIU into ``criu/`` of the dump directory (the task is left running);
+  the container's rw layer is diffed against its image (Snapshots.View of the parent, Diff.Diff,
+  as containerd's WithCheckpointRW does) and read into ``rw.tar``; then Tasks.Resume. CRIU's images
+  and the rw layer are taken in one paused moment, so files the process holds open in its rootfs
+  match. The container's record (image, runtime and its options, OCI spec, snapshotter, the
+  image's snapshot) goes into manifest.json;
+* restore: a NEW container from that record (Containers.Create), its snapshot on the image's
+  (Snapshots.Prepare) with the rw layer applied (Content.Write, Diff.Apply), then Tasks.Create
+  with runc's Options.criu_image_path on ``criu/`` and Tasks.Start: the runc shim runs
+  ``runc restore`` on the dump's own files.
 
-A second checkpoint of a container while the image of its first is in the store comes out without
-the process: containerd's tasks service writes the container's spec into the content store with
-each checkpoint (plugins/services/tasks/local.go, Checkpoint: writeContent of "spec" commits
-unconditionally), the identical spec blob exists, the commit fails with AlreadyExists, and ctr's
-Container.Checkpoint drops AlreadyExists errors of its options (client/container.go): the image
-holds only the rw layer. Seen on 1.6.20 and 1.7.24. So a dump first removes from the store (with
-``--sync``, so the blob is collected before the checkpoint) the images of earlier dumps of the same
-container, whatever their name or images_dir (each checkpoint image the module makes or imports is
-labelled with the container it holds: CHECKPOINT_OF; the archives stay, a restore imports them
-again), and checks the archive it exported for CRIU's layer.
+Why not ``ctr containers checkpoint --task`` and ``ctr containers restore``: they move CRIU's
+images through a checkpoint image in the content store. The checkpoint copies them in, an export
+copies them out, an import on another node copies them in again, and every restore has containerd
+extract them into a temporary directory first (services/tasks/local.go, Create) that it never
+removes (containerd/containerd#10166): a restore of 1 GiB took 2.1-3.2x reading the images from
+the store and 19-30x from the archive, against 0.8-1.3x from the directory (docs/performance.md).
+ctr has --image-path for the checkpoint but no flag for a restore from a directory, hence the API
+(containerd_api.py). ctr stays for what it does well: the container's task state and the removal
+of a container whose restore failed.
 
 The container is found through crictl (target.py). A restore that fails part way removes what it
 made, so nothing half-restored is left running.
 """
 
+import base64
+import contextlib
 import json
 import os
-import re
 import shutil
 import time
 
+from ansible_collections.strata.ops.plugins.module_utils import containerd_api as cd
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
 from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import (
@@ -47,30 +50,23 @@ from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manif
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument, utc_iso
 
 METHOD = "containerd"
-ARCHIVE = "checkpoint.tar"
-# Checkpoint images are named strata.local/checkpoint/NAME:STAMP. A reference's repository path is
-# lower case [a-z0-9] with . _ - separators, its tag [A-Za-z0-9_.-] (distribution's reference grammar).
-REF_REPOSITORY = "strata.local/checkpoint/"
+# manifest.json's format of a method=containerd dump: 2 is CRIU's images in a directory with the
+# rw layer beside them (1, without the key, was a checkpoint image exported from the content store).
+FORMAT = 2
+CRIU_DIR = "criu"
+RW_LAYER = "rw.tar"
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
-NO_CRIU = "executable file not found"
 RUNNING_WAIT_S = 10
 RESTORED_FROM = "strata.io/restored-from"
-# The label of a checkpoint image: the id of the container it holds (see the module's doc).
-CHECKPOINT_OF = "strata.io/checkpoint-of"
 
 
-def image_ref(name, stamp):
-    repository = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "container"
-    return f"{REF_REPOSITORY}{repository}:{stamp}"
-
-
-def joined_namespaces(info, readlink=os.readlink):
+def joined_namespaces(spec, readlink=os.readlink):
     """The namespaces the container joins by path (its pod sandbox's: ``/proc/PID/ns/net``, ipc,
     uts), each {type, path, id} with the namespace's identity (``net:[INODE]``) at dump time, from
-    ``ctr containers info``'s OCI spec (linux.namespaces, runtime-spec config-linux.md). A
-    checkpoint image keeps that spec: ``ctr containers restore`` joins the same paths again."""
+    its OCI spec (linux.namespaces, runtime-spec config-linux.md). The restored container has that
+    spec: it joins the same paths again."""
     joined = []
-    for entry in ((info.get("Spec") or {}).get("linux") or {}).get("namespaces") or []:
+    for entry in ((spec or {}).get("linux") or {}).get("namespaces") or []:
         path = entry.get("path")
         if path:
             try:
@@ -126,13 +122,7 @@ class Ctr(ctr.CtrClient):
 
     def failure(self, args, rc, text, argv):
         what = f"{' '.join(args[:2])} failed (rc={rc}): {text}"
-        if NO_CRIU in text and "criu" in text.lower():
-            what += (
-                ". containerd's runc shim runs the criu on containerd's PATH and finds none: "
-                "install CRIU >= 4 on that PATH (for example /usr/local/sbin/criu), or restart containerd "
-                "with CRIU's directory on its PATH"
-            )
-        elif "connect" in text or "no such file" in text.lower():
+        if "connect" in text or "no such file" in text.lower():
             what += f". Is containerd up, and is {self.address} its socket? Set containerd_address"
         return criu.CriuError(what, cmd=" ".join(argv), rc=rc)
 
@@ -152,11 +142,9 @@ class Ctr(ctr.CtrClient):
     def has_image(self, ref):
         return ref in self.image_refs()
 
-    def image_refs(self, checkpoint_of=None):
-        """The refs of the images in the store; with ``checkpoint_of``, of the checkpoint images of
-        that container (containerd's filter syntax, filters/parser.go: labels."KEY"==VALUE)."""
-        where = (f'labels."{CHECKPOINT_OF}"=={checkpoint_of}',) if checkpoint_of else ()
-        _rc, out, _err = self.run("images", "ls", "-q", *where, check=False)
+    def image_refs(self):
+        """The refs of the images in the store."""
+        _rc, out, _err = self.run("images", "ls", "-q", check=False)
         return set(out.split())
 
     def import_step(self, archive, *options):
@@ -168,19 +156,6 @@ class Ctr(ctr.CtrClient):
         _rc, out, err = self.run("images", "import", "--help", check=False)
         local = ("--local",) if "--local " in out + err else ()
         return ("images", "import", *options, *local, archive)
-
-    @staticmethod
-    def label_step(ref, container_id):
-        """The step that labels checkpoint image ``ref`` with the container it holds."""
-        return ("images", "label", ref, f"{CHECKPOINT_OF}={container_id}")
-
-    def container_info(self, name):
-        """``ctr containers info``'s JSON of container ``name`` (its OCI spec under "Spec")."""
-        _rc, out, _err = self.run("containers", "info", name)
-        try:
-            return json.loads(out)
-        except ValueError:
-            raise criu.CriuError(f"ctr containers info {name} printed no JSON: {out[:200]!r}") from None
 
     def task_state(self, name):
         """(pid, status) of ``name``'s task as ``ctr tasks ls`` shows it, or (None, None)."""
@@ -213,20 +188,47 @@ class Ctr(ctr.CtrClient):
             sleep(0.1)
 
 
-def dump(
+def dump(params, check_mode, run_command, *, api=None, **options):
+    """state=dumped (_dump) through ``api``, a containerd_api.Containerd (made from the parameters
+    and closed after when None)."""
+    with _connected(params, api) as connected:
+        return _dump(params, check_mode, run_command, api=connected, **options)
+
+
+def restore(params, check_mode, run_command, *, api=None, **options):
+    """state=restored (_restore) through ``api``, as dump's."""
+    with _connected(params, api) as connected:
+        return _restore(params, check_mode, run_command, api=connected, **options)
+
+
+@contextlib.contextmanager
+def _connected(params, api):
+    if api is not None:
+        yield api
+        return
+    made = cd.Containerd(containerd_address(params), params["containerd_namespace"])
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def _dump(
     params,
     check_mode,
     run_command,
     *,
+    api,
     gpus_dir=gpu_mod.NVIDIA_GPUS_DIR,
     find_freezer=gpu_mod.find_freezer,
     clock=time.monotonic,
     proc="/proc",
 ):
-    """Checkpoint the CRI container of pod/namespace/container through containerd. CUDA processes
-    in it are locked and checkpointed around containerd's checkpoint (runc's CRIU cannot dump GPU
-    state), then restored and unlocked: the container keeps running (``gpus_dir``, ``find_freezer``,
-    ``proc``: gpu.dump_plan's; ``clock`` times the lock)."""
+    """Checkpoint the CRI container of pod/namespace/container through containerd's tasks API (the
+    module's doc). CUDA processes in it are locked and checkpointed around the paused moment (runc's
+    CRIU cannot dump GPU state), then restored and unlocked: the container keeps running
+    (``gpus_dir``, ``find_freezer``, ``proc``: gpu.dump_plan's; ``clock`` times the pause and the
+    lock)."""
     if not params["pod"]:
         raise InvalidArgument(
             "method=containerd checkpoints a CRI container: set pod (and namespace, container)"
@@ -237,9 +239,7 @@ def dump(
             f"set leave_running=true, then {STOP_A_POD}"
         )
     if not params["images_dir"]:
-        raise InvalidArgument(
-            "images_dir is needed: the checkpoint image is exported into a dump directory there"
-        )
+        raise InvalidArgument("images_dir is needed: the dump directory is made there")
     crictl = criu.find_executable("crictl")
     if not crictl:
         raise ctr.RuntimeUnavailable(
@@ -252,8 +252,16 @@ def dump(
         params["namespace"],
         params["container"],
     )
-    client = Ctr(params, run_command)
-    spec = client.container_info(target["container_id"])
+    cid = target["container_id"]
+    record = api.container(cid)
+    if not record["runtime_name"].startswith(cd.RUNC_RUNTIMES):
+        raise InvalidArgument(
+            f"the container {cid} runs on the runtime {record['runtime_name']}: containerd checkpoints "
+            "only runc containers (io.containerd.runc.v2) into a directory, and so does this module"
+        )
+    spec_type, spec_json = cd.decode_any(record["spec"])
+    spec = json.loads(spec_json)
+    parent = api.snapshot_parent(record["snapshotter"], record["snapshot_key"])
     joined = joined_namespaces(spec)
     tree = criu.process_tree(target["pid"], proc)
     gpu, freezer = gpu_mod.dump_plan(
@@ -261,93 +269,144 @@ def dump(
     )
     mf.check_images_dir(params["images_dir"])
     name = params["name"] or target["container_name"] or params["pod"]
-    stamp = mf.stamp()
-    dump_dir = os.path.join(params["images_dir"], f"{name}-{stamp}")
-    ref = image_ref(name, stamp)
-    archive = os.path.join(dump_dir, ARCHIVE)
-    earlier = sorted(client.image_refs(checkpoint_of=target["container_id"]))
-    checkpoint_step = ("containers", "checkpoint", "--task", "--rw", target["container_id"], ref)
-    label_step = client.label_step(ref, target["container_id"])
-    export_step = ("images", "export", "--skip-manifest-json", archive, ref)
-    steps = [*(("images", "rm", "--sync", old) for old in earlier), checkpoint_step, label_step, export_step]
-    # The keys of a CRIU dump's result where they mean the same (the roles' summaries read them).
+    dump_dir = os.path.join(params["images_dir"], f"{name}-{mf.stamp()}")
+    images_dir = os.path.join(dump_dir, CRIU_DIR)
     result = {
         "changed": True,
         "method": METHOD,
         "checkpoint_dir": dump_dir,
-        "image_ref": ref,
         "target": target,
-        "command": [*client.argv, *checkpoint_step],
+        "command": ["containerd", "Tasks.Checkpoint", cid, f"image_path={images_dir}"],
         "gpu": gpu,
     }
     if check_mode:
-        return dict(result, commands=[client.line(*step) for step in steps])
+        return dict(result, commands=_dump_calls(cid, record, parent, images_dir))
     mf.make_images_dir(params["images_dir"])
     abandoned = mf.remove_abandoned(params["images_dir"], name)
     mf.check_free_space(params["images_dir"], tree, proc)
-    for step in steps[: len(earlier)]:
-        client.run(*step)
     mf.start(dump_dir)
     try:
-        # The export runs with the CUDA processes thawed: locked_s is containerd's checkpoint alone.
-        gpu_mod.frozen_while(
-            freezer,
-            gpu,
-            lambda: client.run(*checkpoint_step),
-            lock_timeout_s=params["cuda_lock_timeout"],
-            clock=clock,
-        )
-        client.run(*label_step)
-        client.run(*export_step)
-        leftovers.image_files(archive)  # CRIU's layer is there (see the module's doc)
+        os.mkdir(images_dir)
+        with api.lease(f"dump-{cid[:12]}"):
+            # The rw layer is read out with the CUDA processes thawed: locked_s is the paused moment.
+            frozen_s, rw = gpu_mod.frozen_while(
+                freezer,
+                gpu,
+                lambda: _paused_checkpoint(api, record, parent, images_dir, clock=clock),
+                lock_timeout_s=params["cuda_lock_timeout"],
+                clock=clock,
+            )
+            api.read_content(rw, os.path.join(dump_dir, RW_LAYER))
     except criu.CriuError as exc:
-        raise _failed_dump(client, exc, dump_dir, ref, params["images_dir"]) from None
+        raise _failed_dump(exc, dump_dir, params["images_dir"]) from None
+    except OSError as exc:
+        failure = criu.CriuError(f"writing the dump failed: {exc}")
+        raise _failed_dump(failure, dump_dir, params["images_dir"]) from None
     manifest = {
-        "criu": dumping_criu(run_command, proc, client.address),
+        "criu": dumping_criu(run_command, proc, api.address),
         "name": name,
         "method": METHOD,
+        "format": FORMAT,
         "created": utc_iso(),
-        "image_ref": ref,
-        "archive": ARCHIVE,
         "containerd_namespace": params["containerd_namespace"],
         "leave_running": True,
         "pod": {"name": params["pod"], "namespace": params["namespace"] or "default"},
         "target": target,
+        # What Containers.Create of the restored container needs (containers.proto's Container).
+        "container": {
+            "image": record["image"],
+            "runtime": {
+                "name": record["runtime_name"],
+                "options": base64.b64encode(record["runtime_options"]).decode(),
+            },
+            "spec_type": spec_type,
+            "spec": spec,
+            "snapshotter": record["snapshotter"],
+            "parent_snapshot": parent,
+        },
+        "images": CRIU_DIR,
+        "rw_layer": dict(rw, file=RW_LAYER),
         "joined_namespaces": joined,
         # what a restore checks the open files on (the restored container has the same spec)
-        "binds": reopened.oci_binds(spec.get("Spec")),
+        "binds": reopened.oci_binds(spec),
         "gpu": {"path": gpu["path"], "cuda_pids": gpu["cuda_pids"]},
-        "sizes": {"images_bytes": os.path.getsize(archive)},
+        "frozen_s": frozen_s,
+        "sizes": {"images_bytes": criu.dir_size(images_dir), "files": leftovers.dir_files(images_dir)},
     }
     mf.finish(dump_dir, manifest)
-    pruned = _prune(client, params["images_dir"], name, params["keep"], dump_dir)
+    pruned = mf.prune(params["images_dir"], name, params["keep"], dump_dir)
     return dict(
         result,
         manifest=manifest,
+        frozen_s=frozen_s,
         pruned=pruned,
-        commands=client.commands,
+        commands=api.calls,
         abandoned_removed=abandoned,
-        store_images_removed=earlier,
     )
 
 
-def _manifests_of(images_dir, name):
-    """{dump directory: its manifest} of the dumps of ``name`` whose manifest can be read."""
-    manifests = {}
-    for old in mf.dumps_of(images_dir, name):
+def _dump_calls(cid, record, parent, images_dir):
+    """What a dump calls, for check mode."""
+    snapshots = f"{record['snapshotter']} {record['snapshot_key']}"
+    return [
+        f"containerd Tasks.Pause {cid}",
+        f"containerd Tasks.Checkpoint {cid} image_path={images_dir}",
+        f"containerd Diff.Diff {snapshots} against {parent}",
+        f"containerd Tasks.Resume {cid}",
+        f"containerd Content.Read of the rw layer into {os.path.join(os.path.dirname(images_dir), RW_LAYER)}",
+    ]
+
+
+def _paused_checkpoint(api, record, parent, images_dir, *, clock):
+    """CRIU's images and the rw layer's diff with the task paused; (seconds paused, the layer's
+    descriptor). The task is resumed whatever happens; a task that stays paused is named in the
+    error (``task_paused``)."""
+    cid, snapshotter = record["id"], record["snapshotter"]
+    view = f"strata-ops-rw-{cid}-{os.path.basename(os.path.dirname(images_dir))}"
+    paused_at = clock()
+    api.pause(cid)
+    try:
+        api.checkpoint(cid, images_dir, images_dir)
+        lower = api.view(snapshotter, view, parent)
         try:
-            manifests[old] = mf.load(old)
-        except BadCheckpoint:
-            continue
-    return manifests
+            rw = api.diff(lower, api.mounts(snapshotter, record["snapshot_key"]), f"checkpoint-rw-{view}")
+        finally:
+            with contextlib.suppress(cd.ContainerdError):
+                api.remove_snapshot(snapshotter, view)
+    except criu.CriuError as exc:
+        still_paused = _resume(api, cid)
+        if still_paused:
+            exc.msg += f"; {still_paused}"
+            exc.details["task_paused"] = True
+        raise
+    except BaseException:
+        _resume(api, cid)
+        raise
+    still_paused = _resume(api, cid)
+    if still_paused:
+        raise criu.CriuError(f"containerd's checkpoint was taken, but {still_paused}", task_paused=True)
+    return round(clock() - paused_at, 3), rw
 
 
-def _failed_dump(client, exc, dump_dir, ref, images_dir):
-    """The error of a dump that failed after its directory was made: the partial directory and the
-    checkpoint image go (each as large as the container's memory); a full images_dir is NoSpace."""
+def _resume(api, cid):
+    """Resume the paused task: None, or what the operator must do when it stays paused."""
+    try:
+        api.resume(cid)
+    except cd.ContainerdError as exc:
+        return (
+            f"resuming the task failed ({exc.msg}): it may stay paused, resume it with "
+            f"ctr --namespace {api.namespace} tasks resume {cid}"
+        )
+    return None
+
+
+def _failed_dump(exc, dump_dir, images_dir):
+    """The error of a dump that failed after its directory was made: the partial directory goes (as
+    large as the container's memory); a full images_dir is NoSpace."""
     shutil.rmtree(dump_dir, ignore_errors=True)
-    client.run("images", "rm", ref, check=False)
-    undone = f"the partial dump {dump_dir} and the checkpoint image {ref} were removed, the container runs on"
+    undone = f"the partial dump {dump_dir} was removed"
+    if not exc.details.get("task_paused"):
+        undone += ", the container runs on"
     if "no space left on device" in exc.msg.lower():
         return criu.NoSpace(
             f"{images_dir} ran out of space while containerd's checkpoint was written into it "
@@ -368,29 +427,29 @@ def dumping_criu(run_command, proc, address):
     return {"path": path, "version": criu.version_string(version)} if version else {}
 
 
-def _prune(client, images_dir, name, keep, current):
-    """Retention as for CRIU dumps, and the pruned dumps' checkpoint images leave the store too."""
-    refs = {old: manifest.get("image_ref") for old, manifest in _manifests_of(images_dir, name).items()}
-    pruned = mf.prune(images_dir, name, keep, current)
-    for old in pruned:
-        if refs.get(old):
-            client.run("images", "rm", refs[old], check=False)
-    return pruned
-
-
-def archive_problem(checkpoint, manifest, *, read_layer=True):
-    """Why the dump's exported checkpoint image cannot be restored (missing, not the size the dump
-    wrote, or - ``read_layer`` - without the process: leftovers._criu_layer), or None."""
-    archive = os.path.join(checkpoint, manifest.get("archive") or ARCHIVE)
-    if not os.path.isfile(archive):
-        return f"the exported checkpoint image {ARCHIVE} is missing: the dump is incomplete"
-    problem = mf.size_problem(archive, manifest)
-    if problem or not read_layer:
-        return problem
-    try:
-        leftovers.image_files(archive)
-    except BadCheckpoint as exc:
-        return exc.msg
+def dump_problem(checkpoint, manifest):
+    """Why the dump's files cannot be restored, or None: a dump of an earlier format, CRIU's images
+    or the rw layer missing, or not the size the dump wrote (truncated, changed)."""
+    if manifest.get("format") != FORMAT:
+        return "it is a containerd checkpoint image of an earlier strata.ops (no CRIU images directory)"
+    images_dir = os.path.join(checkpoint, manifest.get("images") or CRIU_DIR)
+    want = (manifest.get("sizes") or {}).get("files") or {}
+    have = leftovers.dir_files(images_dir) if os.path.isdir(images_dir) else {}
+    missing = sorted(set(want) - set(have))
+    if missing or not want:
+        shown = ", ".join(missing[:5]) or "all"
+        return f"CRIU's images in {images_dir} are missing ({shown}): the dump is incomplete"
+    changed = sorted(f for f in want if have[f] != want[f])
+    if changed:
+        shown = ", ".join(f"{f} has {have[f]} bytes, the dump wrote {want[f]}" for f in changed[:3])
+        return f"CRIU's images in {images_dir} are truncated or changed ({shown})"
+    rw = manifest.get("rw_layer") or {}
+    path = os.path.join(checkpoint, rw.get("file") or RW_LAYER)
+    if not os.path.isfile(path):
+        return f"the container's rw layer {path} is missing: the dump is incomplete"
+    size = os.path.getsize(path)
+    if size != rw.get("size"):
+        return f"the rw layer {path} has {size} bytes, the dump wrote {rw.get('size')}: truncated or changed"
     return None
 
 
@@ -414,19 +473,20 @@ def pod_gone(manifest, readlink=os.readlink):
     )
 
 
-def restore(
+def _restore(
     params,
     check_mode,
     run_command,
+    *,
+    api,
     proc="/proc",
     readlink=os.readlink,
-    *,
     gpus_dir=gpu_mod.NVIDIA_GPUS_DIR,
     find_freezer=gpu_mod.find_freezer,
 ):
     """Restore a method=containerd dump into the NEW container new_container (``proc``: where
-    containerd's processes are looked up, leftovers.py; ``readlink``: the pod's namespaces). CUDA
-    processes come back checkpointed: they are restored and unlocked before the module returns
+    containerd's processes are looked up; ``readlink``: the pod's namespaces).
+    CUDA processes come back checkpointed: they are restored and unlocked before the module returns
     (``gpus_dir``, ``find_freezer``: gpu.restore_plan's)."""
     checkpoint = mf.choose(params["checkpoint"], params["images_dir"], params["name"])
     manifest = mf.load(checkpoint)
@@ -439,25 +499,24 @@ def restore(
     new = params["new_container"]
     if not new:
         raise InvalidArgument("state=restored needs new_container: the name of the container to create")
-    # its layer is read below, with the files the restore checks
-    problem = archive_problem(checkpoint, manifest, read_layer=False)
+    problem = dump_problem(checkpoint, manifest)
     if problem:
         raise BadCheckpoint(f"{checkpoint}: {problem}; take a new one")
-    archive = os.path.join(checkpoint, manifest.get("archive") or ARCHIVE)
     client = Ctr(params, run_command)
-    ref = manifest["image_ref"]
+    origin = os.path.basename(checkpoint)
+    images_dir = os.path.join(checkpoint, manifest.get("images") or CRIU_DIR)
     result = {
         "changed": True,
         "method": METHOD,
         "checkpoint": checkpoint,
         "new_container": new,
-        "image_ref": ref,
         "gpu": {"path": (manifest.get("gpu") or {}).get("path", "none")},
+        "command": ["containerd", "Tasks.Create", new, f"criu_image_path={images_dir}"],
     }
     labels = client.container_labels(new)
     if labels is not None:
         pid, status = client.task_state(new)
-        ours = labels.get(RESTORED_FROM) == ref
+        ours = labels.get(RESTORED_FROM) == origin
         if ours and status == "RUNNING":
             return dict(result, changed=False, restored={"container": new, "pid": pid})
         stopped = " (restored from this checkpoint, but not running)" if ours else ""
@@ -476,48 +535,83 @@ def restore(
     result["gpu"], freezer = gpu_mod.restore_plan(
         params, run_command, manifest, checkpoint, gpus_dir=gpus_dir, find=find_freezer
     )
-    binds = manifest.get("binds")
-    # One walk over the archive; it also refuses a damaged one before anything is made.
-    files, images = leftovers.image_files(archive, reopened.IMAGES if binds else frozenset())
-    reopened.refuse_changed(checkpoint, binds, lambda: reopened.in_layer(images))
-    steps = _restore_steps(client, manifest, archive, new)
+    reopened.refuse_changed(checkpoint, manifest.get("binds"), lambda: reopened.in_dump_dir(images_dir))
+    record = _restored_record(manifest, new, origin)
+    _refuse_missing_image(api, record, manifest["container"]["parent_snapshot"])
+    log = os.path.join(checkpoint, f"restored-{new}.log")
     if check_mode:
-        return dict(result, command=[client.line(*step) for step in steps])
-    copies = leftovers.RestoreCopies(files, proc)
+        return dict(result, commands=_restore_calls(new, record, images_dir, log))
     try:
-        for step in steps:
-            client.run(*step)
+        _restore_task(api, manifest, record, checkpoint, log=log)
         pid = client.running_pid(new)
         if pid is None:
             raise criu.CriuError(
-                f"ctr containers restore returned, but {new} has no running task within "
+                f"containerd started the restored task, but {new} is not running within "
                 f"{RUNNING_WAIT_S} s: see containerd's log",
-                cmd=client.commands[-1],
+                cmd=api.calls[-1],
             )
         if freezer is not None:
             gpu_mod.after_restore(freezer, result["gpu"], criu.process_tree(pid, proc), proc)
-        # What a second run finds: restored from this checkpoint and running, nothing to do.
-        client.run("containers", "label", new, f"{RESTORED_FROM}={ref}")
     except criu.CriuError as exc:
         exc.msg += _undo(client, new)
         raise
-    finally:
-        result.update(copies.result())
-    return dict(result, restored={"container": new, "pid": pid}, command=client.commands)
+    return dict(result, restored={"container": new, "pid": pid, "log": log}, commands=api.calls)
 
 
-def _restore_steps(client, manifest, archive, new):
-    """The ctr steps of a restore into ``new``: the import of the archive first when the store lacks
-    its image (pruned, or dumped on another node), labelled as the dump's own was."""
-    ref = manifest["image_ref"]
-    dumped = (manifest.get("target") or {}).get("container_id")
-    steps = []
-    if not client.has_image(ref):
-        steps.append(client.import_step(archive, "--no-unpack"))
-        if dumped:
-            steps.append(client.label_step(ref, dumped))
-    steps.append(("containers", "restore", "--live", "--rw", new, ref))
-    return steps
+def _restored_record(manifest, new, origin):
+    """The NEW container's record: the dumped container's, under its own name and snapshot, labelled
+    with the dump it comes from (what a second run finds: nothing to do)."""
+    container = manifest["container"]
+    return {
+        "id": new,
+        "labels": {RESTORED_FROM: origin},
+        "image": container["image"],
+        "runtime_name": container["runtime"]["name"],
+        "runtime_options": base64.b64decode(container["runtime"]["options"]),
+        "spec": cd.spec_message(container["spec"], container["spec_type"]),
+        "snapshotter": container["snapshotter"],
+        "snapshot_key": new,
+    }
+
+
+def _refuse_missing_image(api, record, parent):
+    """The restored container's rootfs is a snapshot on its image's: refuse before anything is made
+    when this node's containerd lacks that image (unpacked)."""
+    try:
+        api.snapshot_parent(record["snapshotter"], parent)
+    except cd.ContainerdError as exc:
+        if exc.code != "NOT_FOUND":
+            raise
+        raise InvalidArgument(
+            f"the image {record['image']} the container was made from is not unpacked in this node's "
+            f"containerd (no {record['snapshotter']} snapshot {parent}): pull it here "
+            f"(crictl pull {record['image']}), then restore again. Nothing was created"
+        ) from None
+
+
+def _restore_calls(new, record, images_dir, log):
+    """What a restore calls, for check mode."""
+    return [
+        f"containerd Content.Write of the rw layer, Containers.Create {new} (image {record['image']})",
+        f"containerd Snapshots.Prepare {record['snapshotter']} {new}, Diff.Apply of the rw layer",
+        f"containerd Tasks.Create {new} criu_image_path={images_dir}, stdout and stderr to {log}",
+        f"containerd Tasks.Start {new}",
+    ]
+
+
+def _restore_task(api, manifest, record, checkpoint, *, log):
+    """The container, its rootfs with the rw layer, then its task from CRIU's images; the pid."""
+    rw, parent = manifest["rw_layer"], manifest["container"]["parent_snapshot"]
+    descriptor = {"media_type": rw["media_type"], "digest": rw["digest"], "size": rw["size"]}
+    with api.lease(f"restore-{record['id']}"):
+        api.write_content(os.path.join(checkpoint, rw["file"]), descriptor)
+        api.create_container(record)
+        rootfs = api.prepare(record["snapshotter"], record["snapshot_key"], parent)
+        api.apply(descriptor, rootfs)
+    images_dir = os.path.join(checkpoint, manifest.get("images") or CRIU_DIR)
+    options = cd.restore_options(record["runtime_options"], images_dir)
+    api.create_task(record["id"], rootfs, "file://" + log, options)
+    return api.start_task(record["id"])
 
 
 def _undo(client, name):

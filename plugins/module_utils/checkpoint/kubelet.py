@@ -18,6 +18,7 @@
 
 import json
 import os
+import re
 import shutil
 import time
 
@@ -38,6 +39,9 @@ from ansible_collections.strata.ops.plugins.module_utils.common import InvalidAr
 METHOD = "kubelet"
 ARCHIVE = "checkpoint.tar"
 IMAGE_ARCHIVE = "checkpoint-image.tar"
+# Checkpoint images are named strata.local/checkpoint/NAME:STAMP. A reference's repository path is
+# lower case [a-z0-9] with . _ - separators, its tag [A-Za-z0-9_.-] (distribution's reference grammar).
+REF_REPOSITORY = "strata.local/checkpoint/"
 RESTORED_FROM = containerd.RESTORED_FROM
 RESTORED_FROM_POD = "strata.io/restored-from-pod"
 # The archive's metadata file that names the image the container ran (checkpointctl's
@@ -246,9 +250,14 @@ def dump(
     )
 
 
+def image_ref(name, stamp):
+    repository = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "container"
+    return f"{REF_REPOSITORY}{repository}:{stamp}"
+
+
 def dump_image_ref(name, dump_dir):
     """The checkpoint image a restore imports dump ``dump_dir`` (NAME-STAMP) of ``name`` as."""
-    return containerd.image_ref(name, os.path.basename(dump_dir)[len(name) + 1 :])
+    return image_ref(name, os.path.basename(dump_dir)[len(name) + 1 :])
 
 
 def _release_images(params, client, run_command, name, node):
@@ -259,7 +268,7 @@ def _release_images(params, client, run_command, name, node):
     could not be looked at is a warning, the dump itself is done."""
     released, pods = {"removed": [], "kept": {}}, []
     kept_dumps = {dump_image_ref(name, d) for d in mf.dumps_of(params["images_dir"], name)}
-    prefix = containerd.image_ref(name, "")
+    prefix = image_ref(name, "")
     try:
         ctr_client = containerd.Ctr(params, run_command)
         orphans = sorted(r for r in ctr_client.image_refs() if r.startswith(prefix) and r not in kept_dumps)

@@ -4,10 +4,10 @@
 containerd's tasks service (``plugins/services/tasks/local.go``, ``Create``; 1.6 to 2.3) extracts
 the checkpoint it is asked to restore from into ``os.MkdirTemp(os.Getenv("XDG_RUNTIME_DIR"),
 "ctrd-checkpoint")`` and hands that directory to the runtime, but never removes it
-(containerd/containerd#10166). Both restores of pod_checkpoint go through it - ``ctr containers
-restore`` (method=containerd) and ``docker start --checkpoint`` (dockerd passes the dump to its
-containerd as a checkpoint) - so each would leave a full copy of the process's memory in the
-temporary directory of containerd, often a tmpfs: RAM.
+(containerd/containerd#10166). pod_checkpoint's Docker restore goes through it (``docker start
+--checkpoint``: dockerd passes the dump to its containerd as a checkpoint), so each would leave a
+full copy of the process's memory in the temporary directory of containerd, often a tmpfs: RAM.
+(method=containerd restores from the dump directory itself and makes no copy.)
 
 A restore therefore notes the copies present before its call and, once the call has returned,
 removes the one that appeared meanwhile holding the checkpoint's files (same names and sizes). Two
@@ -15,20 +15,13 @@ such copies mean another restore of the same checkpoint ran at the same moment, 
 reading its own: both are left and named.
 """
 
-import contextlib
-import json
 import os
 import shutil
 import stat
-import tarfile
 
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint.runtime_criu import containerd_processes
 
 PREFIX = "ctrd-checkpoint"
-# The layer of a containerd checkpoint image holding CRIU's image files (containerd's
-# images.MediaTypeContainerd1Checkpoint): the files containerd extracts.
-CRIU_TAR = "application/vnd.containerd.container.criu.checkpoint.criu.tar"
 
 
 def containerd_temp_dirs(proc="/proc"):
@@ -61,52 +54,6 @@ def dir_files(path):
             if stat.S_ISREG(info.st_mode):
                 files[os.path.relpath(full, path)] = info.st_size
     return files
-
-
-@contextlib.contextmanager
-def _criu_layer(archive):
-    """The tar of CRIU's files in a containerd checkpoint image exported as an OCI archive
-    (index.json -> the image index -> its criu.tar layer); a damaged archive is a BadCheckpoint."""
-    try:
-        with tarfile.open(archive, mode="r:") as outer:  # ctr images export writes it uncompressed
-
-            def blob(digest):
-                return outer.extractfile("blobs/" + digest.replace(":", "/", 1))
-
-            index = json.load(outer.extractfile("index.json"))
-            image = json.load(blob(index["manifests"][0]["digest"]))
-            layer = next((m for m in image["manifests"] if m["mediaType"] == CRIU_TAR), None)
-            if layer is None:
-                raise BadCheckpoint(
-                    f"{archive} holds no process: its checkpoint image has no CRIU layer, only the "
-                    "container's files. containerd makes such an image when the container's spec is in "
-                    "its content store already, as in the image of an earlier checkpoint of the same "
-                    "container (its tasks service fails with AlreadyExists and ctr drops that error): "
-                    "remove those images from containerd's store (ctr images rm --sync REF) and take a "
-                    "new checkpoint"
-                )
-            with tarfile.open(fileobj=blob(layer["digest"]), mode="r:") as inner:
-                yield inner
-    except (OSError, tarfile.TarError, KeyError, IndexError, ValueError, TypeError) as exc:
-        raise BadCheckpoint(
-            f"{archive} is not a whole containerd checkpoint image ({type(exc).__name__}: "
-            f"{' '.join(str(exc).split())}): "
-            "the dump is damaged or incomplete; take a new one"
-        ) from None
-
-
-def image_files(archive, read=frozenset()):
-    """({relative path: size} of the CRIU files in a containerd checkpoint archive, {name: bytes} of
-    those of them named in ``read``: small ones), in one walk over the layer's tar headers."""
-    sizes, contents = {}, {}
-    with _criu_layer(archive) as inner:
-        for member in inner:
-            if member.isreg():
-                name = os.path.normpath(member.name)
-                sizes[name] = member.size
-                if name in read:
-                    contents[name] = inner.extractfile(member).read()
-    return sizes, contents
 
 
 def copies_in(dirs):

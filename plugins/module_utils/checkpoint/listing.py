@@ -51,12 +51,12 @@ def _target(manifest):
 
 
 def _problem(directory, manifest):
-    """Why a dump with a readable manifest is not usable (its CRIU images, containerd's exported
-    checkpoint image or the kubelet's archive are missing or cut short), or None."""
+    """Why a dump with a readable manifest is not usable (its CRIU images, containerd's rw layer
+    or the kubelet's archive are missing or cut short), or None."""
     if manifest.get("method") == "kubelet":
         return kubelet.archive_problem(directory, manifest)
     if manifest.get("method") == "containerd":
-        return containerd.archive_problem(directory, manifest)
+        return containerd.dump_problem(directory, manifest)
     missing = [f for f in REQUIRED_IMAGES if not os.path.isfile(os.path.join(directory, f))]
     if missing:
         return f"CRIU images missing ({', '.join(missing)}): the dump is incomplete"

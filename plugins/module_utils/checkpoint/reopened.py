@@ -15,7 +15,6 @@ from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, ociimage
 
 FILES_IMG, REMAP_IMG = "files.img", "remap-fpath.img"
-IMAGES = frozenset((FILES_IMG, REMAP_IMG))
 
 
 def in_dump_dir(images_dir):
@@ -28,12 +27,6 @@ def in_dump_dir(images_dir):
         except FileNotFoundError:
             images[name] = None
     return criu.reopened_files(images[FILES_IMG], images[REMAP_IMG])
-
-
-def in_layer(images):
-    """The same from ``images``: {name: bytes} of IMAGES read out of a containerd checkpoint
-    archive's criu.tar layer (leftovers.image_files)."""
-    return criu.reopened_files(images.get(FILES_IMG), images.get(REMAP_IMG))
 
 
 def in_kubelet_archive(archive):
@@ -129,7 +122,7 @@ def changes(files, binds):
 def refuse_changed(checkpoint, binds, files):
     """Refuse the restore of ``checkpoint`` when a file its processes had open on one of ``binds`` is
     missing or changed since the dump; nothing has been made yet. ``files`` reads them (in_dump_dir,
-    in_layer): only where there are bind mounts."""
+    in_kubelet_archive): only where there are bind mounts."""
     if not binds:
         return
     found = changes(files(), binds)

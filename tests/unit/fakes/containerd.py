@@ -1,18 +1,23 @@
-"""What containerd does around a restore, for the unit tests of leftovers.py and its callers: a
-/proc with a containerd process (its root a directory of the test), the copy of the checkpoint its
-tasks service extracts into its temporary directory and keeps, and a checkpoint image exported
-as ``ctr images export --skip-manifest-json`` writes it (an OCI archive: index.json -> the image
-index -> the criu.tar layer among containerd's checkpoint blobs)."""
+"""containerd for the unit tests of method=containerd, leftovers.py and their callers: a /proc with
+a containerd process (its root a directory of the test); the copy of a checkpoint its tasks service
+extracts into its temporary directory and keeps, and a checkpoint image exported as ``ctr images
+export --skip-manifest-json`` writes it (an OCI archive: index.json -> the image index -> the
+criu.tar layer among containerd's checkpoint blobs), as method=kubelet and earlier dumps meet them;
+its ctr client (FakeCtr); its gRPC API (FakeContainerd) and a dump that method=containerd wrote
+through it (write_containerd_dump)."""
 
+import base64
+import contextlib
 import hashlib
-import io
 import itertools
 import json
-import tarfile
+import os
 
+from ansible_collections.strata.ops.plugins.module_utils import containerd_api as cd
+from ansible_collections.strata.ops.plugins.module_utils import protowire as pw
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import leftovers
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 
-OPTIONS_TYPE = "application/vnd.containerd.container.checkpoint.options.v1+proto"
 CRIU_FILES = {"inventory.img": b"inventory", "pages-1.img": b"\0" * 8192, "pstree.img": b"tree"}
 _suffixes = itertools.count(1_000_000)
 
@@ -56,63 +61,24 @@ def leave_copy(temp_dir, files=None):
     return path
 
 
-def _add(tar, name, data):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _blob(tar, data, media_type):
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    _add(tar, "blobs/" + digest.replace(":", "/"), data)
-    return {"mediaType": media_type, "digest": digest, "size": len(data)}
-
-
-def checkpoint_archive(path, files=None, process=True):
-    """Write a checkpoint image archive holding ``files`` (CRIU_FILES) at ``path``; without
-    ``process`` it has no CRIU layer (what containerd makes when the spec blob exists: containerd.py)."""
-    criu_tar = io.BytesIO()
-    with tarfile.open(fileobj=criu_tar, mode="w") as inner:
-        for name, data in (CRIU_FILES if files is None else files).items():
-            _add(inner, name, data)
-    with tarfile.open(path, "w") as outer:
-        manifests = [_blob(outer, b"\n\x08options", OPTIONS_TYPE)]
-        if process:
-            manifests.append(_blob(outer, criu_tar.getvalue(), leftovers.CRIU_TAR))
-        image = {"schemaVersion": 2, "manifests": manifests}
-        image_desc = _blob(outer, json.dumps(image).encode(), "application/vnd.oci.image.index.v1+json")
-        _add(outer, "index.json", json.dumps({"schemaVersion": 2, "manifests": [image_desc]}).encode())
-    return str(path)
-
-
 class FakeCtr:
-    """ctr answering like containerd 1.6's: ``existing`` containers, ``images`` in the store,
-    ``fail`` maps a verb pair (e.g. ("containers", "restore")) to its stderr; ``release``: "1.6"
-    (``images import`` has no --local), else 1.7 or later. A checkpoint of a
-    container while the image of an earlier one of it is in the store holds no process, as
-    containerd's does (containerd.py). ``image_labels``: {ref: {key: value}}, which ``images ls``
-    filters on (labels."KEY"==VALUE) and ``images label`` sets."""
+    """ctr answering like containerd 1.6's: ``existing`` containers (``containers info`` shows
+    ``labels``), ``images`` in the store, ``fail`` maps a verb pair (e.g. ("tasks", "rm")) to its
+    stderr; ``statuses``: what each ``tasks ls`` shows of every existing container's task, the last
+    one staying (None: no task); ``release``: "1.6" (``images import`` has no --local), else 1.7
+    or later."""
 
-    def __init__(
-        self, existing=(), images=(), fail=None, statuses=("RUNNING",), copy_into=None, *, release="1.6"
-    ):
+    def __init__(self, existing=(), images=(), fail=None, statuses=("RUNNING",), *, release="1.6"):
         self.existing = set(existing)
         self.release = release  # ctr 1.7 and 2.x know images import --local
-        self.copy_into = copy_into  # containerd's temporary directory: a restore leaves a copy there
         self.images = set(images)
         self.fail = fail or {}
-        self.statuses = list(statuses)  # what each tasks ls shows; the last one stays
+        self.statuses = list(statuses)
         self.labels = {}
-        self.image_labels = {}
-        self.checkpoints = {}  # ref: (container, holds the process)
 
     def __call__(self, argv, **_kwargs):
         args = argv[5:]  # after ctr --address A --namespace N
         verb = tuple(args[:2])
-        if verb == ("containers", "restore"):  # containerd makes the container before its task restores
-            self.existing.add(args[-2])
-            if self.copy_into:  # and extracts the checkpoint before the runtime restores from it
-                leave_copy(self.copy_into)
         if verb == ("images", "import") and "--help" in args:
             return 0, self._import_help(), ""
         if verb in self.fail:
@@ -121,42 +87,21 @@ class FakeCtr:
             if args[2] not in self.existing:
                 return 1, "", f'container "{args[2]}": not found'
             return 0, json.dumps({"ID": args[2], "Labels": self.labels}), ""
-        if verb in (("images", "ls"), ("images", "label")):
-            return 0, self._image_labels(args), ""
+        if verb == ("images", "ls"):
+            return 0, "\n".join(sorted(self.images)), ""
         if verb == ("tasks", "ls"):
             status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
-            rows = [f"{name} 4242 {status}" for name in sorted(self.existing)]
+            rows = [f"{name} 4242 {status}" for name in sorted(self.existing) if status]
             return 0, "\n".join(["TASK PID STATUS", *rows]), ""
         if verb == ("containers", "rm"):
             self.existing.discard(args[2])
-        if verb == ("containers", "checkpoint"):  # ctr containers checkpoint --task --rw ID REF
-            container, ref = args[-2], args[-1]
-            spec_held = any(c == container and r in self.images for r, (c, _p) in self.checkpoints.items())
-            self.checkpoints[ref] = (container, not spec_held)
-            self.images.add(ref)
         if verb == ("images", "rm"):
             self.images.difference_update(a for a in args[2:] if not a.startswith("--"))
-        if verb == ("images", "export"):  # ctr images export --skip-manifest-json ARCHIVE REF
-            checkpoint_archive(args[-2], process=self.checkpoints.get(args[-1], (None, True))[1])
         return 0, "", ""
 
     def _import_help(self):
         local = "   --local   Run import locally rather than through transfer API\n"
         return "OPTIONS:\n   --no-unpack   Skip unpacking\n" + (local if self.release != "1.6" else "")
-
-    def _image_labels(self, args):
-        """images label REF KEY=VALUE sets a label; images ls -q [labels."KEY"==VALUE] filters on them."""
-        if args[1] == "label":
-            key, value = args[3].split("=", 1)
-            self.image_labels.setdefault(args[2], {})[key] = value
-            return ""
-        wanted = [a.removeprefix("labels.").split("==") for a in args[2:] if a != "-q"]
-        labels = self.image_labels
-        return "\n".join(
-            ref
-            for ref in sorted(self.images)
-            if all(labels.get(ref, {}).get(k.strip('"')) == v for k, v in wanted)
-        )
 
 
 # A CUDA container on a GPU node, for the GPU paths of method=containerd and method=kubelet.
@@ -179,3 +124,250 @@ def cuda_proc(proc_dir, pid=4242):
     (proc_dir / str(pid) / "maps").write_text(
         "7f0000000000-7f0000001000 r-xp 0 08:01 1 /usr/lib/libcuda.so.1\n"
     )
+
+
+# containerd's API (containerd_api.Containerd) on the CRI container CONTAINER_ID, a runc container.
+SNAPSHOTTER = "overlayfs"
+IMAGE = "docker.io/library/busybox:1.36"
+IMAGE_SNAPSHOT = "sha256:" + "b" * 64  # the image's top layer: the container's snapshot's parent
+# The CRI plugin's runc options: BinaryName (6) and SystemdCgroup (9) set.
+RUNTIME_OPTIONS = pw.any_message(cd.RUNC_OPTIONS, pw.field(6, "runc") + pw.field(9, True))
+RW_LAYER = b"the tar of the files the container wrote"  # what Diff.Diff makes of its rw layer
+TASK_PID = 4242
+# What only reads: every other call changes something in containerd.
+READS = frozenset({"Containers.Get", "Snapshots.Stat", "Snapshots.Mounts", "Content.Read"})
+
+
+def container_record(spec=None, **changes):
+    """What Containers.Get gives of CONTAINER_ID (containerd_api.Containerd.container's keys),
+    with the OCI ``spec`` and ``changes``."""
+    record = {
+        "id": CONTAINER_ID,
+        "labels": {"io.cri-containerd.kind": "container"},
+        "image": IMAGE,
+        "runtime_name": "io.containerd.runc.v2",
+        "runtime_options": RUNTIME_OPTIONS,
+        "spec": cd.spec_message(spec or {"ociVersion": "1.1.0"}),
+        "snapshotter": SNAPSHOTTER,
+        "snapshot_key": CONTAINER_ID,
+    }
+    record.update(changes)
+    return record
+
+
+def failed(code, details):
+    """The ContainerdError of a call containerd answers with ``code`` (a gRPC status name)."""
+    return cd.ContainerdError(f"containerd call failed ({code}): {details}", code=code)
+
+
+def layer_descriptor(data):
+    """The descriptor Diff.Diff gives of a layer whose tar is ``data``."""
+    return {
+        "media_type": cd.LAYER_TAR,
+        "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+    }
+
+
+def snapshot_mounts(key, parent):
+    """The mounts FakeContainerd gives of snapshot ``key`` on ``parent``."""
+    options = [f"lowerdir=/snapshots/{parent}", f"upperdir=/snapshots/{key}/fs"]
+    return [{"type": "overlay", "source": "overlay", "target": "", "options": options}]
+
+
+class FakeContainerd:
+    """containerd's API as containerd_api.Containerd offers it, around one container ``record``
+    (container_record) whose task runs: containers, snapshots ({key: parent}), tasks ({id: status})
+    and content ({digest: bytes}) in dicts. A checkpoint writes ``criu_files`` (CRIU_FILES) into its
+    image_path, a diff makes ``rw_layer``; Content.Read and Write copy real files.
+
+    ``fail`` maps a method ("Tasks.Checkpoint") to the exception its call raises (failed(...), an
+    OSError), after what it writes. ``calls``: "Method target" of each call, as the real one lists
+    them; ``requests``: each method's last arguments, with the lease it ran in; ``journal``: a list
+    to share with other fakes, ("containerd", method) appended per call; ``ctr``: a FakeCtr that
+    sees the containers made here."""
+
+    def __init__(
+        self, record=None, *, address="/run/c.sock", fail=None, ctr=None, journal=None, criu_files=None
+    ):
+        self.address = address
+        self.record = record or container_record()
+        self.containers = {self.record["id"]: self.record}
+        self.snapshots = {self.record["snapshot_key"]: IMAGE_SNAPSHOT, IMAGE_SNAPSHOT: ""}
+        self.tasks = {self.record["id"]: "RUNNING"}
+        self.content = {}
+        self.fail = dict(fail or {})
+        self.ctr = ctr
+        self.journal = [] if journal is None else journal
+        self.criu_files = CRIU_FILES if criu_files is None else criu_files
+        self.rw_layer = RW_LAYER
+        self.calls = []
+        self.requests = {}
+        self.held = None  # the lease the calls run in
+
+    def methods(self):
+        """The methods called, in order."""
+        return [call.split(" ", 1)[0] for call in self.calls]
+
+    def changes(self):
+        """The methods called that change something in containerd."""
+        return [method for method in self.methods() if method not in READS]
+
+    def _call(self, method, target, **request):
+        self.calls.append(f"{method} {target}")
+        self.journal.append(("containerd", method))
+        self.requests[method] = dict(request, lease=self.held)
+        if method in self.fail:
+            raise self.fail[method]
+
+    def _parent(self, key):
+        if key not in self.snapshots:
+            raise failed("NOT_FOUND", f"snapshot {key} does not exist: not found")
+        return self.snapshots[key]
+
+    @contextlib.contextmanager
+    def lease(self, purpose):
+        lease_id = f"strata-ops-{purpose}"
+        self._call("Leases.Create", lease_id)
+        self.held = lease_id
+        try:
+            yield lease_id
+        finally:
+            self.held = None
+            self._call("Leases.Delete", lease_id)
+
+    def close(self):
+        pass
+
+    def container(self, container_id):
+        self._call("Containers.Get", container_id)
+        if container_id not in self.containers:
+            raise failed("NOT_FOUND", f"container {container_id!r} in namespace: not found")
+        return dict(self.containers[container_id])
+
+    def create_container(self, record):
+        self._call("Containers.Create", record["id"], record=record)
+        self.containers[record["id"]] = record
+        if self.ctr is not None:
+            self.ctr.existing.add(record["id"])
+
+    def snapshot_parent(self, snapshotter, key):
+        self._call("Snapshots.Stat", f"{snapshotter} {key}")
+        return self._parent(key)
+
+    def prepare(self, snapshotter, key, parent):
+        self._call("Snapshots.Prepare", f"{snapshotter} {key}", parent=parent)
+        self._parent(parent)
+        self.snapshots[key] = parent
+        return snapshot_mounts(key, parent)
+
+    def view(self, snapshotter, key, parent):
+        self._call("Snapshots.View", f"{snapshotter} {key}", parent=parent)
+        self._parent(parent)
+        self.snapshots[key] = parent
+        return snapshot_mounts(key, parent)
+
+    def mounts(self, snapshotter, key):
+        self._call("Snapshots.Mounts", f"{snapshotter} {key}")
+        return snapshot_mounts(key, self._parent(key))
+
+    def remove_snapshot(self, snapshotter, key):
+        self._call("Snapshots.Remove", f"{snapshotter} {key}")
+        self._parent(key)
+        del self.snapshots[key]
+
+    def diff(self, lower, upper, ref):
+        self._call("Diff.Diff", ref, lower=lower, upper=upper)
+        descriptor = layer_descriptor(self.rw_layer)
+        self.content[descriptor["digest"]] = self.rw_layer
+        return descriptor
+
+    def apply(self, descriptor, mounts):
+        self._call("Diff.Apply", descriptor["digest"], descriptor=descriptor, mounts=mounts)
+        if descriptor["digest"] not in self.content:
+            raise failed("NOT_FOUND", f"content digest {descriptor['digest']}: not found")
+
+    def read_content(self, descriptor, path):
+        """Half the blob is written before a failure (a full disk)."""
+        data = self.content[descriptor["digest"]]
+        with open(path, "wb") as handle:
+            handle.write(data[: len(data) // 2] if "Content.Read" in self.fail else data)
+        self._call("Content.Read", descriptor["digest"], path=path)
+
+    def write_content(self, path, descriptor):
+        self._call("Content.Write", descriptor["digest"], path=path, descriptor=descriptor)
+        with open(path, "rb") as handle:
+            data = handle.read()
+        if layer_descriptor(data)["digest"] != descriptor["digest"]:
+            raise failed("FAILED_PRECONDITION", f"unexpected commit digest, expected {descriptor['digest']}")
+        self.content[descriptor["digest"]] = data
+
+    def pause(self, container_id):
+        self._call("Tasks.Pause", container_id)
+        self.tasks[container_id] = "PAUSED"
+
+    def resume(self, container_id):
+        self._call("Tasks.Resume", container_id)
+        self.tasks[container_id] = "RUNNING"
+
+    def checkpoint(self, container_id, image_path, work_path):
+        """CRIU's images are written before a failure, as CRIU writes them."""
+        for name, data in self.criu_files.items():
+            with open(os.path.join(image_path, name), "wb") as handle:
+                handle.write(data)
+        self._call("Tasks.Checkpoint", container_id, image_path=image_path, work_path=work_path)
+
+    def create_task(self, container_id, rootfs, log_uri, options):
+        self._call("Tasks.Create", container_id, rootfs=rootfs, log_uri=log_uri, options=options)
+        self.tasks[container_id] = "CREATED"
+        return 0
+
+    def start_task(self, container_id):
+        self._call("Tasks.Start", container_id)
+        self.tasks[container_id] = "RUNNING"
+        return TASK_PID
+
+
+def write_containerd_dump(path, record=None, *, criu_files=None, **manifest):
+    """A method=containerd dump of ``record`` (container_record()) at ``path`` as dump() writes it:
+    CRIU's images ``criu_files`` (CRIU_FILES) in criu/, the rw layer RW_LAYER in rw.tar, the
+    manifest with the container's record; ``manifest``: its keys to set. The path, as a str."""
+    record = record or container_record()
+    images = os.path.join(path, "criu")
+    os.makedirs(images)
+    for name, data in (CRIU_FILES if criu_files is None else criu_files).items():
+        with open(os.path.join(images, name), "wb") as handle:
+            handle.write(data)
+    with open(os.path.join(path, "rw.tar"), "wb") as handle:
+        handle.write(RW_LAYER)
+    spec_type, spec = cd.decode_any(record["spec"])
+    files = leftovers.dir_files(images)
+    content = {
+        "method": "containerd",
+        "format": 2,
+        "name": "trainer",
+        "containerd_namespace": "k8s.io",
+        "leave_running": True,
+        "pod": {"name": "trainer-0", "namespace": "ml"},
+        "target": {"runtime": "cri", "container_id": record["id"], "pid": TASK_PID},
+        "container": {
+            "image": record["image"],
+            "runtime": {
+                "name": record["runtime_name"],
+                "options": base64.b64encode(record["runtime_options"]).decode(),
+            },
+            "spec_type": spec_type,
+            "spec": json.loads(spec),
+            "snapshotter": record["snapshotter"],
+            "parent_snapshot": IMAGE_SNAPSHOT,
+        },
+        "images": "criu",
+        "rw_layer": dict(layer_descriptor(RW_LAYER), file="rw.tar"),
+        "joined_namespaces": [],
+        "binds": [],
+        "gpu": {"path": "none", "cuda_pids": []},
+        "sizes": {"images_bytes": sum(files.values()), "files": files},
+    }
+    content.update(manifest)
+    mf.write(str(path), content)
+    return str(path)

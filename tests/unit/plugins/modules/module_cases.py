@@ -7,7 +7,7 @@ process with AnsibleModule.run_command, exit_json and fail_json replaced.
       input: {pid: "{pid}", images_dir: "{tmp}/images", criu_path: "{tmp}/criu"}
       flags: {check: false}
       files: {"{tmp}/criu": "#!/bin/sh\\n"}      # created (mode 0755) before the run
-      checkpoint_archives: {"{tmp}/d/checkpoint.tar": {process: false}}  # fakes.containerd's
+      containerd_dumps: {"{tmp}/d": {name: app}}  # fakes.containerd's write_containerd_dump, manifest keys
       mocks:
         run_command:
           - command: ["{tmp}/criu", "--version"]
@@ -30,7 +30,7 @@ from ansible.module_utils import basic
 
 from tests.unit.compat import patch_module_args
 
-from ...fakes.containerd import checkpoint_archive
+from ...fakes.containerd import write_containerd_dump
 
 
 class ModuleExit(Exception):
@@ -84,9 +84,8 @@ def run_case(main, case, tmp_path, monkeypatch):
         with open(path, "w") as handle:
             handle.write(content)
         os.chmod(path, 0o755 if content.startswith("#!") else 0o644)
-    for path, options in (case.get("checkpoint_archives") or {}).items():
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        checkpoint_archive(path, **(options or {}))
+    for path, manifest in (case.get("containerd_dumps") or {}).items():
+        write_containerd_dump(path, **(manifest or {}))
     script = CommandScript((case.get("mocks") or {}).get("run_command") or [])
     monkeypatch.setattr(
         basic.AnsibleModule, "run_command", lambda _module, args, **kwargs: script(args, **kwargs)

@@ -1,50 +1,62 @@
-"""method=containerd with a fake ctr: the commands in order, check mode, the refusals, and the
-clean-up of a restore that fails part way (nothing half-restored is left running)."""
+"""method=containerd with a fake containerd API (FakeContainerd) and a fake ctr: the calls in order,
+check mode, the refusals before any change, and the clean-up of a dump or a restore that fails part
+way (the dumped task runs on, nothing half-restored is left)."""
 
+import base64
+import errno
 import json
 import os
 import re
+import shutil
 
 import pytest
 
+from ansible_collections.strata.ops.plugins.module_utils import containerd_api as cd
 from ansible_collections.strata.ops.plugins.module_utils import criu
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import (
-    BadCheckpoint,
-    containerd,
-    leftovers,
-)
+from ansible_collections.strata.ops.plugins.module_utils import protowire as pw
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, containerd
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 from ansible_collections.strata.ops.plugins.module_utils.common import InvalidArgument
 from ansible_collections.strata.ops.plugins.module_utils.criu import CriuError, NoSpace
 
-from ....fakes.containerd import CONTAINER_ID, FakeCtr, checkpoint_archive, containerd_proc, crictl
+from ....fakes.containerd import (
+    CONTAINER_ID,
+    CRIU_FILES,
+    IMAGE,
+    IMAGE_SNAPSHOT,
+    RUNTIME_OPTIONS,
+    RW_LAYER,
+    FakeContainerd,
+    FakeCtr,
+    container_record,
+    containerd_proc,
+    crictl,
+    failed,
+    layer_descriptor,
+    snapshot_mounts,
+    write_containerd_dump,
+)
 from ....fakes.cuda import CUDA_PARAMS, FakeCudaCheckpoint
 from ....fakes.run import FakeRun
 
-REF = "strata.local/checkpoint/counter:20250101T000000.000Z"
-# What runc in containerd's shim says without a criu on containerd's PATH (seen on containerd 1.6.20).
-NO_CRIU_ON_PATH = (
-    "runc did not terminate successfully: exit status 1: CRIU version check failed: "
-    'exec: "criu": executable file not found in $PATH'
-)
-
-
-@pytest.fixture
-def dump_dir(tmp_path):
-    path = tmp_path / "counter-20250101T000000.000Z"
-    path.mkdir()
-    checkpoint_archive(path / "checkpoint.tar")
-    (path / "manifest.json").write_text(
-        json.dumps(
-            {
-                "method": "containerd",
-                "image_ref": REF,
-                "archive": "checkpoint.tar",
-                "target": {"runtime": "cri", "container_id": "dumped-id"},
-            }
-        )
-    )
-    return str(path)
+CTR_PATH = "/usr/bin/ctr" if os.access("/usr/bin/ctr", os.X_OK) else "/bin/true"
+NEW = "counter-2"
+# The calls of a dump while its task is paused: CRIU's images, then the rw layer's diff.
+PAUSED = [
+    "Tasks.Pause",
+    "Tasks.Checkpoint",
+    "Snapshots.View",
+    "Snapshots.Mounts",
+    "Diff.Diff",
+    "Snapshots.Remove",
+    "Tasks.Resume",
+]
+OWN_NET = f"/proc/{os.getpid()}/ns/net"  # a namespace path whose identity this test can read
+BIND = {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind", "rw"]}
+DUMPED_SPEC = {
+    "linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": OWN_NET}]},
+    "mounts": [BIND, {"destination": "/proc", "type": "proc", "source": "proc"}],
+}
 
 
 def params(**extra):
@@ -54,11 +66,11 @@ def params(**extra):
         checkpoint=None,
         images_dir=None,
         name=None,
-        new_container="counter-2",
+        new_container=NEW,
         containerd_address="/run/c.sock",
         containerd_namespace="k8s.io",
         cri_endpoint=None,
-        ctr_path="/usr/bin/ctr" if os.access("/usr/bin/ctr", os.X_OK) else "/bin/true",
+        ctr_path=CTR_PATH,
         cuda_checkpoint_path=None,
         **CUDA_PARAMS,
     )
@@ -66,234 +78,229 @@ def params(**extra):
     return base
 
 
+def dump_params(images_dir, tool=None, **extra):
+    return params(
+        state="dumped",
+        pod="trainer-0",
+        namespace="ml",
+        container="trainer",
+        leave_running=True,
+        images_dir=str(images_dir),
+        keep=0,
+        cuda_checkpoint_path=tool,
+        **extra,
+    )
+
+
+def ctr_run(fake_ctr, **handlers):
+    """A run_command whose ctr is ``fake_ctr``."""
+    return FakeRun(**{os.path.basename(CTR_PATH): fake_ctr}, **handlers)
+
+
 def verbs(run):
     return [tuple(argv[5:7]) for argv, _kwargs in run.calls]
 
 
-@pytest.mark.parametrize("release", ["1.6", "1.7"])
-def test_restore_imports_a_missing_image_then_restores_into_the_new_container(dump_dir, tmp_path, release):
-    proc, temp = containerd_proc(tmp_path)
-    run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr(copy_into=temp, release=release)})
-    result = containerd.restore(params(checkpoint=dump_dir), False, run, proc=proc)
-    assert verbs(run) == [
-        ("containers", "info"),
-        ("images", "ls"),
-        ("images", "import"),  # --help: does this ctr know --local?
-        ("images", "import"),
-        ("images", "label"),
-        ("containers", "restore"),
-        ("tasks", "ls"),
-        ("containers", "label"),
-    ]
-    assert run.calls[-1][0][-2:] == ["counter-2", f"strata.io/restored-from={REF}"]
-    archive = os.path.join(dump_dir, "checkpoint.tar")
-    # 1.7 and later: --local, the client writes into the content store (faster than the transfer API)
-    assert run.calls[3][0][7:] == (
-        ["--no-unpack", archive] if release == "1.6" else ["--no-unpack", "--local", archive]
+def rewrite(dump_dir, **changes):
+    """Set keys of the manifest of ``dump_dir`` (None: remove them)."""
+    manifest = dict(mf.load(dump_dir), **changes)
+    mf.write(dump_dir, {key: value for key, value in manifest.items() if value is not None})
+
+
+def journaled(cuda, journal):
+    """``cuda`` (a FakeCudaCheckpoint) as a handler that notes each action in ``journal``."""
+
+    def handler(argv, **kwargs):
+        if "--action" in argv:
+            journal.append(("cuda-checkpoint", argv[argv.index("--action") + 1]))
+        return cuda(argv, **kwargs)
+
+    return handler
+
+
+@pytest.fixture
+def dump_dir(tmp_path):
+    return write_containerd_dump(tmp_path / "trainer-20250101T000000.000Z")
+
+
+@pytest.fixture
+def api():
+    """containerd's API on a node, its ctr (api.ctr) seeing the containers it makes."""
+    return FakeContainerd(ctr=FakeCtr())
+
+
+@pytest.fixture
+def proc(tmp_path):
+    return containerd_proc(tmp_path)[0]
+
+
+def restore(dump_dir, api, *, check_mode=False, run=None, **kwargs):
+    """containerd.restore of ``dump_dir`` into NEW through ``api`` and ``run`` (api.ctr's)."""
+    return containerd.restore(
+        params(checkpoint=dump_dir), check_mode, run or ctr_run(api.ctr), api=api, **kwargs
     )
-    # labelled as its dump's image was: the next dump of that container releases it (containerd.py)
-    assert run.calls[4][0][-2:] == [REF, "strata.io/checkpoint-of=dumped-id"]
-    assert run.calls[5][0][-4:] == ["--live", "--rw", "counter-2", REF]
+
+
+# restore
+
+
+def test_restore_makes_the_container_its_rootfs_and_its_task_from_the_dump(dump_dir, api, proc):
+    run = ctr_run(api.ctr)
+    result = restore(dump_dir, api, run=run, proc=proc)
+    assert api.methods() == [
+        "Snapshots.Stat",  # the image is unpacked here
+        "Leases.Create",
+        "Content.Write",
+        "Containers.Create",
+        "Snapshots.Prepare",
+        "Diff.Apply",
+        "Leases.Delete",
+        "Tasks.Create",
+        "Tasks.Start",
+    ]
+    made = dict(api.containers[NEW])
+    spec_type, spec = cd.decode_any(made.pop("spec"))
+    assert made == {
+        "id": NEW,
+        "labels": {containerd.RESTORED_FROM: os.path.basename(dump_dir)},
+        "image": IMAGE,
+        "runtime_name": "io.containerd.runc.v2",
+        "runtime_options": RUNTIME_OPTIONS,
+        "snapshotter": "overlayfs",
+        "snapshot_key": NEW,
+    }
+    assert (spec_type, json.loads(spec)) == (cd.OCI_SPEC, mf.load(dump_dir)["container"]["spec"])
+    # the rootfs: a snapshot on the image's with the rw layer applied, made under the restore's lease
+    assert api.snapshots[NEW] == IMAGE_SNAPSHOT
+    assert api.requests["Diff.Apply"]["descriptor"]["digest"] == layer_descriptor(RW_LAYER)["digest"]
+    assert {api.requests[m]["lease"] for m in ("Content.Write", "Snapshots.Prepare", "Diff.Apply")} == {
+        f"strata-ops-restore-{NEW}"
+    }
+    log = os.path.join(dump_dir, f"restored-{NEW}.log")
+    task = api.requests["Tasks.Create"]
+    assert (task["rootfs"], task["log_uri"]) == (api.requests["Diff.Apply"]["mounts"], "file://" + log)
+    assert verbs(run) == [("containers", "info"), ("tasks", "ls")]
     assert (result["changed"], result["restored"], result["gpu"]["path"]) == (
         True,
-        {"container": "counter-2", "pid": 4242},
+        {"container": NEW, "pid": 4242, "log": log},
         "none",
     )
-    # containerd's copy of the checkpoint (made by the restore, never removed by containerd) is gone
-    assert result["containerd_copy_removed"].startswith("/tmp/ctrd-checkpoint")
-    assert os.listdir(temp) == []
+    assert result["commands"] == api.calls
 
 
-def test_a_restored_task_shown_created_first_is_waited_for(dump_dir, tmp_path):
-    proc, _temp = containerd_proc(tmp_path)
-    fake = FakeCtr(images=[REF], statuses=("CREATED", "CREATED", "RUNNING"))
-    run = FakeRun(**{os.path.basename(params()["ctr_path"]): fake})
-    result = containerd.restore(params(checkpoint=dump_dir), False, run, proc=proc)
+def test_the_restored_task_has_the_containers_runc_options_and_criu_image_path(dump_dir, api, proc):
+    restore(dump_dir, api, proc=proc)
+    type_url, options = cd.decode_any(api.requests["Tasks.Create"]["options"])
+    assert type_url == cd.RUNC_OPTIONS
+    assert pw.decode(options) == {6: [b"runc"], 9: [1], 10: [os.path.join(dump_dir, "criu").encode()]}
+
+
+def test_a_restored_task_shown_created_first_is_waited_for(dump_dir, proc):
+    api = FakeContainerd(ctr=FakeCtr(statuses=("CREATED", "CREATED", "RUNNING")))
+    run = ctr_run(api.ctr)
+    result = restore(dump_dir, api, run=run, proc=proc)
     assert result["restored"]["pid"] == 4242 and verbs(run).count(("tasks", "ls")) == 3
 
 
-def test_restore_in_check_mode_only_reads(dump_dir, tmp_path):
-    proc, _temp = containerd_proc(tmp_path)
-    run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr(images=[REF])})
-    result = containerd.restore(params(checkpoint=dump_dir), True, run, proc=proc)
-    assert verbs(run) == [("containers", "info"), ("images", "ls")]
-    assert result["changed"] is True and result["command"][-1].endswith(
-        f"containers restore --live --rw counter-2 {REF}"
-    )
-
-
-def test_restore_refuses_a_name_that_exists_and_changes_nothing(dump_dir):
-    run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr(existing=["counter-2"])})
-    with pytest.raises(
-        InvalidArgument,
-        match=re.escape("a container counter-2 exists already in containerd namespace k8s.io"),
-    ):
-        containerd.restore(params(checkpoint=dump_dir), False, run)
-    assert verbs(run) == [("containers", "info"), ("tasks", "ls")]
-
-
-def test_a_second_restore_of_the_same_checkpoint_that_runs_is_done(dump_dir):
-    fake = FakeCtr(existing=["counter-2"], images=[REF])
-    fake.labels = {"strata.io/restored-from": REF}
-    run = FakeRun(**{os.path.basename(params()["ctr_path"]): fake})
-    result = containerd.restore(params(checkpoint=dump_dir), False, run)
-    assert (result["changed"], result["restored"]["pid"]) == (False, 4242)
-    assert verbs(run) == [("containers", "info"), ("tasks", "ls")]
-
-
-def test_restore_refuses_a_criu_dump(dump_dir):
-    with open(os.path.join(dump_dir, "manifest.json"), "w") as handle:
-        json.dump({"target": {"runtime": "docker"}}, handle)
-    with pytest.raises(
-        BadCheckpoint, match=re.escape("dumped by CRIU from a docker target (method criu), not by containerd")
-    ):
-        containerd.restore(params(checkpoint=dump_dir), False, FakeRun())
-
-
-def test_restore_refuses_a_dump_without_its_archive_or_not_the_one_it_wrote(dump_dir):
-    archive = os.path.join(dump_dir, "checkpoint.tar")
-    path = os.path.join(dump_dir, "manifest.json")
-    with open(path) as handle:
-        manifest = json.load(handle)
-    manifest["sizes"] = {"images_bytes": os.path.getsize(archive) + 1}
-    with open(path, "w") as handle:
-        json.dump(manifest, handle)
-    cut = (
-        re.escape(f"{archive} has {os.path.getsize(archive)} bytes, the dump wrote ")
-        + r"\d+: it is truncated"
-    )
-    with pytest.raises(BadCheckpoint, match=cut):
-        containerd.restore(params(checkpoint=dump_dir), False, FakeRun())
-    os.remove(archive)
-    gone = re.escape(
-        f"{dump_dir}: the exported checkpoint image checkpoint.tar is missing: the dump is incomplete"
-    )
-    with pytest.raises(BadCheckpoint, match=gone):
-        containerd.restore(params(checkpoint=dump_dir), False, FakeRun())
-
-
-@pytest.mark.parametrize("check_mode", [True, False])
-def test_a_dump_of_a_newer_criu_is_refused_before_any_change(dump_dir, tmp_path, check_mode):
-    mf.write(dump_dir, dict(mf.load(dump_dir), criu={"path": "/usr/local/sbin/criu", "version": "4.1.1"}))
-    proc, _temp = containerd_proc(tmp_path, criu=True, address="/run/c.sock")
-    run = FakeRun(
-        **{os.path.basename(params()["ctr_path"]): FakeCtr(images=[REF])},
-        criu=lambda argv, **_kwargs: (0, "Version: 3.17.1\n", ""),
-    )
-    with pytest.raises(BadCheckpoint) as caught:
-        containerd.restore(params(checkpoint=dump_dir), check_mode, run, proc=proc)
-    assert (
-        "was dumped by CRIU 4.1.1, and the CRIU that would restore it is older: /usr/bin/criu (CRIU 3.17.1)"
-        in (caught.value.msg)
-    )
-    assert "the criu on containerd's PATH" in caught.value.msg
-    assert verbs(run)[0] == ("containers", "info") and len(run.calls) == 2  # that check, then criu --version
-
-
-@pytest.mark.parametrize("check_mode", [True, False])
-def test_restore_refuses_a_damaged_archive_before_any_change(dump_dir, tmp_path, check_mode):
-    proc, _temp = containerd_proc(tmp_path)
-    archive = os.path.join(dump_dir, "checkpoint.tar")
-    with open(archive, "r+b") as handle:
-        handle.truncate(2000)
-    run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr()})
-    damaged = re.escape(f"{archive} is not a whole containerd checkpoint image")
-    with pytest.raises(BadCheckpoint, match=damaged):
-        containerd.restore(params(checkpoint=dump_dir), check_mode, run, proc=proc)
-    assert verbs(run) == [("containers", "info")]  # only looked whether new_container exists
-
-
-@pytest.mark.parametrize("restore_fails", [True, False])
-def test_a_failed_restore_leaves_nothing_behind(dump_dir, restore_fails, tmp_path):
-    """The task's restore fails, or it returns without a running task: the new container goes, and
-    so does containerd's copy of the checkpoint."""
-    proc, temp = containerd_proc(tmp_path)
-    fail = {("containers", "restore"): "criu failed: type RESTORE errno 0"} if restore_fails else {}
-    fake = FakeCtr(images=[REF], fail=fail, statuses=("STOPPED",), copy_into=temp)
-    run = FakeRun(**{os.path.basename(params()["ctr_path"]): fake})
-    with pytest.raises(CriuError) as caught:
-        containerd.restore(params(checkpoint=dump_dir), False, run, proc=proc)
-    assert "counter-2 was removed again, nothing is left half-restored" in caught.value.msg
-    assert verbs(run)[-5:] == [
-        ("containers", "info"),
-        ("tasks", "ls"),
-        ("tasks", "rm"),
-        ("containers", "rm"),
-        ("containers", "info"),
-    ]
-    assert "counter-2" not in fake.existing
-    assert os.listdir(temp) == []
+def test_restore_in_check_mode_only_reads(dump_dir, api, proc):
+    run = ctr_run(api.ctr)
+    result = restore(dump_dir, api, check_mode=True, run=run, proc=proc)
+    assert api.changes() == [] and verbs(run) == [("containers", "info")]
+    assert result["changed"] is True
+    assert f"containerd Tasks.Create {NEW} criu_image_path={dump_dir}/criu" in result["commands"][2]
+    assert result["commands"][-1] == f"containerd Tasks.Start {NEW}"
 
 
 @pytest.mark.parametrize(
-    ("statuses", "fail", "removal"),
+    ("ours", "status", "said"),
+    [(False, "RUNNING", ""), (True, "STOPPED", " (restored from this checkpoint, but not running)")],
+    ids=["another", "ours-stopped"],
+)
+def test_restore_refuses_a_name_that_exists_and_changes_nothing(dump_dir, ours, status, said):
+    fake = FakeCtr(existing=[NEW], statuses=(status,))
+    fake.labels = {containerd.RESTORED_FROM: os.path.basename(dump_dir)} if ours else {}
+    api, run = FakeContainerd(ctr=fake), ctr_run(fake)
+    exists = f"a container {NEW} exists already in containerd namespace k8s.io{said}: choose another"
+    with pytest.raises(InvalidArgument, match=re.escape(exists)):
+        restore(dump_dir, api, run=run)
+    assert verbs(run) == [("containers", "info"), ("tasks", "ls")] and api.calls == []
+
+
+def test_a_second_restore_of_the_same_checkpoint_that_runs_is_done(dump_dir):
+    fake = FakeCtr(existing=[NEW])
+    fake.labels = {containerd.RESTORED_FROM: os.path.basename(dump_dir)}
+    api, run = FakeContainerd(ctr=fake), ctr_run(fake)
+    result = restore(dump_dir, api, run=run)
+    assert (result["changed"], result["restored"]) == (False, {"container": NEW, "pid": 4242})
+    assert verbs(run) == [("containers", "info"), ("tasks", "ls")] and api.calls == []
+
+
+def test_restore_refuses_a_criu_dump(dump_dir, api):
+    mf.write(dump_dir, {"target": {"runtime": "docker"}})
+    with pytest.raises(
+        BadCheckpoint, match=re.escape("dumped by CRIU from a docker target (method criu), not by containerd")
+    ):
+        restore(dump_dir, api, run=FakeRun())
+
+
+def cut(path, size):
+    with open(path, "r+b") as handle:
+        handle.truncate(size)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
     [
-        # runc refused the restore (a namespace gone): the task stays CREATED with pid 0, and
-        # `ctr tasks rm --force` would wait forever for it to exit (seen on containerd 1.6.20)
-        (("CREATED",), ("containers", "restore"), [("tasks", "ls"), ("tasks", "rm")]),
-        # it ran, then a later step failed: killed, waited for, deleted
         (
-            ("RUNNING", "RUNNING", "STOPPED"),
-            ("containers", "label"),
-            [("tasks", "ls"), ("tasks", "kill"), ("tasks", "ls"), ("tasks", "rm")],
+            lambda d: rewrite(d, format=None, images=None, rw_layer=None, archive="checkpoint.tar"),
+            r"it is a containerd checkpoint image of an earlier strata\.ops \(no CRIU images directory\)",
+        ),
+        (
+            lambda d: shutil.rmtree(os.path.join(d, "criu")),
+            r"are missing \(inventory.img, pages-1.img, pstree.img\)",
+        ),
+        (lambda d: os.remove(os.path.join(d, "criu", "pages-1.img")), r"criu are missing \(pages-1.img\)"),
+        (
+            lambda d: cut(os.path.join(d, "criu", "pages-1.img"), 4096),
+            r"truncated or changed \(pages-1.img has 4096 bytes, the dump wrote 8192\)",
+        ),
+        (
+            lambda d: os.remove(os.path.join(d, "rw.tar")),
+            r"rw layer .*/rw.tar is missing: the dump is incomplete",
+        ),
+        (
+            lambda d: cut(os.path.join(d, "rw.tar"), 10),
+            rf"rw.tar has 10 bytes, the dump wrote {len(RW_LAYER)}: truncated or changed",
         ),
     ],
+    ids=["earlier-format", "no-images", "image-missing", "image-truncated", "rw-missing", "rw-truncated"],
 )
-def test_a_restored_task_is_removed_without_force(dump_dir, tmp_path, statuses, fail, removal):
-    proc, _temp = containerd_proc(tmp_path)
-    fake = FakeCtr(images=[REF], fail={fail: "failed"}, statuses=statuses)
-    run = FakeRun(**{os.path.basename(params()["ctr_path"]): fake})
-    with pytest.raises(CriuError, match="nothing is left half-restored"):
-        containerd.restore(params(checkpoint=dump_dir), False, run, proc=proc)
-    calls = verbs(run)
-    cleanup = calls[calls.index(fail) + 1 :]
-    assert cleanup == [("containers", "info"), *removal, ("containers", "rm"), ("containers", "info")]
-    assert not any("--force" in argv for argv, _kwargs in run.calls)
-    assert "counter-2" not in fake.existing
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_restore_refuses_a_dump_whose_files_are_not_the_ones_it_wrote(
+    dump_dir, api, damage, message, check_mode
+):
+    damage(dump_dir)
+    run = ctr_run(api.ctr)
+    with pytest.raises(BadCheckpoint, match=message) as caught:
+        restore(dump_dir, api, check_mode=check_mode, run=run)
+    assert caught.value.msg.endswith("; take a new one")
+    assert run.calls == [] and api.calls == []
 
 
-def test_a_task_that_does_not_stop_is_named_with_how_to_remove_it(dump_dir, tmp_path, monkeypatch):
-    """SIGKILL not taken within the wait (a process in uninterruptible sleep): the failure says the
-    container is still there and how to remove it, instead of claiming nothing is left."""
-    clock = iter(range(0, 10_000, 5))
-    monkeypatch.setattr(containerd.time, "monotonic", lambda: next(clock))
-    monkeypatch.setattr(containerd.time, "sleep", lambda _s: None)
-    proc, _temp = containerd_proc(tmp_path)
-
-    class Stuck(FakeCtr):
-        def __call__(self, argv, **kwargs):
-            if tuple(argv[5:7]) == ("containers", "rm"):  # containerd refuses: the task still runs
-                return 1, "", "cannot delete a container with a running task"
-            return super().__call__(argv, **kwargs)
-
-    fake = Stuck(images=[REF], fail={("containers", "label"): "failed"}, statuses=("RUNNING",))
-    run = FakeRun(**{os.path.basename(params()["ctr_path"]): fake})
-    with pytest.raises(CriuError) as caught:
-        containerd.restore(params(checkpoint=dump_dir), False, run, proc=proc)
-    assert "counter-2 could not be removed (its task did not stop within 10 s of SIGKILL)" in caught.value.msg
-    assert "tasks rm --force counter-2" in caught.value.msg
-    assert "half-restored" not in caught.value.msg
-
-
-SPEC = {
-    "linux": {
-        "namespaces": [
-            {"type": "pid"},
-            {"type": "ipc", "path": "/proc/16189/ns/ipc"},
-            {"type": "mount"},
-            {"type": "network", "path": "/proc/16189/ns/net"},
-        ]
-    }
-}
-
-
-def test_the_pod_namespaces_a_container_joins_are_recorded_with_their_identity():
-    links = {"/proc/16189/ns/ipc": "ipc:[4026532393]", "/proc/16189/ns/net": "net:[4026532323]"}
-    assert containerd.joined_namespaces({"Spec": SPEC}, links.__getitem__) == [
-        {"type": "ipc", "path": "/proc/16189/ns/ipc", "id": "ipc:[4026532393]"},
-        {"type": "network", "path": "/proc/16189/ns/net", "id": "net:[4026532323]"},
-    ]
-    assert containerd.joined_namespaces({}, links.__getitem__) == []
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_a_dump_of_a_newer_criu_is_refused_before_any_change(dump_dir, api, tmp_path, check_mode):
+    rewrite(dump_dir, criu={"path": "/usr/local/sbin/criu", "version": "4.1.1"})
+    proc, _temp = containerd_proc(tmp_path, criu=True, address="/run/c.sock")
+    run = ctr_run(api.ctr, criu=lambda argv, **_kwargs: (0, "Version: 3.17.1\n", ""))
+    with pytest.raises(BadCheckpoint) as caught:
+        restore(dump_dir, api, check_mode=check_mode, run=run, proc=proc)
+    assert (
+        "was dumped by CRIU 4.1.1, and the CRIU that would restore it is older: /usr/bin/criu (CRIU 3.17.1)"
+        in caught.value.msg
+    )
+    assert "the criu on containerd's PATH" in caught.value.msg
+    assert verbs(run)[0] == ("containers", "info") and len(run.calls) == 2  # that check, then criu --version
+    assert api.calls == []
 
 
 def gone_link(path):
@@ -313,154 +320,98 @@ def gone_link(path):
 )
 @pytest.mark.parametrize("check_mode", [True, False])
 def test_restore_refuses_when_the_pod_sandbox_is_gone_and_creates_nothing(
-    dump_dir, readlink, said, check_mode
+    dump_dir, api, readlink, said, check_mode
 ):
     joined = [{"type": "network", "path": "/proc/16189/ns/net", "id": "net:[4026532323]"}]
-    pod = {"name": "validator-0", "namespace": "solana"}
-    mf.write(dump_dir, dict(mf.load(dump_dir), pod=pod, joined_namespaces=joined))
-    run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr(images=[REF])})
+    rewrite(dump_dir, pod={"name": "validator-0", "namespace": "solana"}, joined_namespaces=joined)
+    run = ctr_run(api.ctr)
     with pytest.raises(InvalidArgument) as caught:
-        containerd.restore(params(checkpoint=dump_dir), check_mode, run, readlink=readlink)
+        restore(dump_dir, api, check_mode=check_mode, run=run, readlink=readlink)
     assert "the pod solana/validator-0 this container was dumped from is gone" in caught.value.msg
     assert said in caught.value.msg and "method=kubelet" in caught.value.msg
-    assert verbs(run) == [("containers", "info")]  # only looked whether new_container exists
+    assert caught.value.msg.endswith("Nothing was created")
+    assert verbs(run) == [("containers", "info")] and api.calls == []  # only looked whether NEW exists
 
 
-def test_restore_goes_on_while_the_pod_sandbox_is_there(dump_dir, tmp_path):
-    joined = [{"type": "network", "path": "/proc/1/ns/net", "id": "net:[1]"}]
-    mf.write(dump_dir, dict(mf.load(dump_dir), joined_namespaces=joined))
-    proc, _temp = containerd_proc(tmp_path)
-    run = FakeRun(**{os.path.basename(params()["ctr_path"]): FakeCtr(images=[REF])})
-    result = containerd.restore(
-        params(checkpoint=dump_dir), False, run, proc=proc, readlink={"/proc/1/ns/net": "net:[1]"}.__getitem__
-    )
+def test_restore_goes_on_while_the_pod_sandbox_is_there(dump_dir, api, proc):
+    rewrite(dump_dir, joined_namespaces=[{"type": "network", "path": "/proc/1/ns/net", "id": "net:[1]"}])
+    result = restore(dump_dir, api, proc=proc, readlink={"/proc/1/ns/net": "net:[1]"}.__getitem__)
     assert result["restored"]["pid"] == 4242
 
 
-def test_no_criu_on_containerds_path_is_named(dump_dir, tmp_path):
-    proc, _temp = containerd_proc(tmp_path)
-    fake = FakeCtr(images=[REF], fail={("containers", "restore"): NO_CRIU_ON_PATH})
-    run = FakeRun(**{os.path.basename(params()["ctr_path"]): fake})
-    with pytest.raises(CriuError, match="runs the criu on containerd's PATH and finds none"):
-        containerd.restore(params(checkpoint=dump_dir), False, run, proc=proc)
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_restore_refuses_an_image_not_unpacked_here_naming_crictl_pull(dump_dir, api, proc, check_mode):
+    del api.snapshots[IMAGE_SNAPSHOT]
+    with pytest.raises(InvalidArgument) as caught:
+        restore(dump_dir, api, check_mode=check_mode, proc=proc)
+    assert f"the image {IMAGE} the container was made from is not unpacked" in caught.value.msg
+    assert f"(crictl pull {IMAGE}), then restore again. Nothing was created" in caught.value.msg
+    assert api.methods() == ["Snapshots.Stat"] and NEW not in api.ctr.existing
 
 
-def test_the_socket_comes_from_cri_endpoint_and_refs_are_valid():
-    assert containerd.containerd_address({"cri_endpoint": "unix:///run/k3s/containerd/containerd.sock"}) == (
-        "/run/k3s/containerd/containerd.sock"
-    )
-    assert containerd.containerd_address({}) == "/run/containerd/containerd.sock"
-    assert containerd.image_ref("My_App.2", "20250101T000000.000Z") == (
-        "strata.local/checkpoint/my-app-2:20250101T000000.000Z"
-    )
+def test_a_containerd_that_cannot_say_whether_the_image_is_there_is_an_error(dump_dir, proc):
+    api = FakeContainerd(ctr=FakeCtr(), fail={"Snapshots.Stat": failed("UNAVAILABLE", "connection refused")})
+    with pytest.raises(cd.ContainerdError, match=r"\(UNAVAILABLE\): connection refused"):
+        restore(dump_dir, api, proc=proc)
+    assert api.changes() == []
 
 
 @pytest.mark.parametrize(
-    ("extra", "message"),
+    ("fail", "statuses", "removal"),
     [
-        ({"pod": None}, "set pod"),
-        ({"leave_running": False}, "set leave_running=true"),
-        ({"images_dir": None}, "images_dir is needed"),
+        # runc refused the restore (a namespace gone): the task stays CREATED with pid 0, and
+        # `ctr tasks rm --force` would wait forever for it to exit (seen on containerd 1.6.20)
+        ("Tasks.Start", ("CREATED",), [("tasks", "ls"), ("tasks", "rm")]),
+        # Start timed out while CRIU went on: the task runs, it is killed, waited for, deleted
+        (
+            "Tasks.Start",
+            ("RUNNING", "STOPPED"),
+            [("tasks", "ls"), ("tasks", "kill"), ("tasks", "ls"), ("tasks", "rm")],
+        ),
+        # started, but it exited at once
+        (None, ("STOPPED",), [("tasks", "ls"), ("tasks", "rm")]),
+        # the rootfs could not be made: a container without a task
+        ("Snapshots.Prepare", (None,), [("tasks", "ls")]),
     ],
+    ids=["restore-refused", "start-timed-out", "exited", "no-rootfs"],
 )
-def test_dump_refusals_come_before_any_command(extra, message):
-    run = FakeRun()
-    dump_params = params(
-        state="dumped", pod="p", namespace="ns", container="c", leave_running=True, images_dir="/tmp"
+def test_a_failed_restore_leaves_nothing_behind(dump_dir, proc, fail, statuses, removal):
+    fake = FakeCtr(statuses=statuses)
+    api = FakeContainerd(
+        ctr=fake, fail={fail: failed("UNKNOWN", "criu failed: type RESTORE errno 0")} if fail else {}
     )
-    dump_params.update(extra)
-    with pytest.raises(InvalidArgument, match=message):
-        containerd.dump(dump_params, False, run)
-    assert run.calls == []
+    run = ctr_run(fake)
+    with pytest.raises(CriuError) as caught:
+        restore(dump_dir, api, run=run, proc=proc)
+    assert caught.value.msg.endswith(f"{NEW} was removed again, nothing is left half-restored")
+    calls = verbs(run)
+    cleanup = calls[calls.index(("containers", "info"), 1) :]
+    assert cleanup == [("containers", "info"), *removal, ("containers", "rm"), ("containers", "info")]
+    assert not any("--force" in argv for argv, _kwargs in run.calls)
+    assert NEW not in fake.existing
 
 
-def test_a_namespace_the_dump_could_not_read_is_not_judged():
-    unread = [{"type": "network", "path": "/proc/16189/ns/net", "id": None}]
-    assert containerd.namespaces_gone(unread, gone_link) == []
-    assert containerd.pod_gone({"joined_namespaces": unread}, gone_link) is None
+def test_a_task_that_does_not_stop_is_named_with_how_to_remove_it(dump_dir, proc, monkeypatch):
+    """SIGKILL not taken within the wait (a process in uninterruptible sleep): the failure says the
+    container is still there and how to remove it, instead of claiming nothing is left."""
+    clock = iter(range(0, 10_000, 5))
+    monkeypatch.setattr(containerd.time, "monotonic", lambda: next(clock))
+
+    class Stuck(FakeCtr):
+        def __call__(self, argv, **kwargs):
+            if tuple(argv[5:7]) == ("containers", "rm"):  # containerd refuses: the task still runs
+                return 1, "", "cannot delete a container with a running task"
+            return super().__call__(argv, **kwargs)
+
+    api = FakeContainerd(ctr=Stuck(), fail={"Tasks.Start": failed("DEADLINE_EXCEEDED", "context deadline")})
+    with pytest.raises(CriuError) as caught:
+        restore(dump_dir, api, proc=proc)
+    assert f"{NEW} could not be removed (its task did not stop within 10 s of SIGKILL)" in caught.value.msg
+    assert f"tasks rm --force {NEW}" in caught.value.msg
+    assert "half-restored" not in caught.value.msg
 
 
-# The GPU path: a CUDA process in the pod's container is locked and checkpointed around containerd's
-# checkpoint (runc's CRIU has no GPU support of its own) and thawed after it and after a restore.
-def gpu_params(tool, images_dir, **extra):
-    return params(
-        state="dumped",
-        pod="trainer-0",
-        namespace="ml",
-        container="trainer",
-        leave_running=True,
-        images_dir=images_dir,
-        keep=0,
-        cuda_checkpoint_path=tool,
-        **extra,
-    )
-
-
-def steps_of(run):
-    """The ctr verbs and cuda-checkpoint actions in call order (state reads left out)."""
-    out = []
-    for argv, _kwargs in run.calls:
-        if "--action" in argv:
-            out.append(("cuda-checkpoint", argv[argv.index("--action") + 1]))
-        elif os.path.basename(argv[0]) == "ctr":
-            out.append(tuple(argv[5:7]))
-    return out
-
-
-def test_a_cuda_container_is_frozen_only_around_containerds_checkpoint(gpu_host, tmp_path):
-    gpus, tool, proc = gpu_host
-    cuda = FakeCudaCheckpoint([4242], path=tool)
-    fake = FakeCtr(existing=[CONTAINER_ID])
-    run = FakeRun(ctr=fake, crictl=crictl, cuda_checkpoint=cuda)
-    clock = iter([100.0, 102.5])
-    result = containerd.dump(
-        gpu_params(tool, str(tmp_path / "dumps")),
-        False,
-        run,
-        gpus_dir=gpus,
-        proc=proc,
-        clock=lambda: next(clock),
-    )
-    assert steps_of(run) == [
-        ("containers", "info"),
-        ("images", "ls"),
-        ("cuda-checkpoint", "lock"),
-        ("cuda-checkpoint", "checkpoint"),
-        ("containers", "checkpoint"),
-        ("cuda-checkpoint", "restore"),
-        ("cuda-checkpoint", "unlock"),
-        ("images", "label"),
-        ("images", "export"),
-    ]
-    gpu = result["gpu"]
-    assert (gpu["path"], gpu["cuda_pids"], gpu["locked_s"]) == ("cuda-checkpoint", [4242], 2.5)
-    assert [(s["step"], s["state"]) for s in gpu["states"]] == [
-        ("before dump", "running"),
-        ("lock", "locked"),
-        ("checkpoint", "checkpointed"),
-        ("restore", "locked"),
-        ("unlock", "running"),
-    ]
-    assert result["manifest"]["gpu"] == {"path": "cuda-checkpoint", "cuda_pids": [4242]}
-    assert cuda.states[4242] == "running"
-
-
-def test_a_failed_checkpoint_thaws_the_cuda_container(gpu_host, tmp_path):
-    gpus, tool, proc = gpu_host
-    cuda = FakeCudaCheckpoint([4242], path=tool)
-    fake = FakeCtr(existing=[CONTAINER_ID], fail={("containers", "checkpoint"): "criu failed: type DUMP"})
-    run = FakeRun(ctr=fake, crictl=crictl, cuda_checkpoint=cuda)
-    with pytest.raises(CriuError, match="containers checkpoint failed") as caught:
-        containerd.dump(gpu_params(tool, str(tmp_path / "dumps")), False, run, gpus_dir=gpus, proc=proc)
-    assert steps_of(run)[-4:] == [
-        ("containers", "checkpoint"),
-        ("cuda-checkpoint", "restore"),
-        ("cuda-checkpoint", "unlock"),
-        ("images", "rm"),
-    ]
-    assert cuda.states[4242] == "running"
-    assert caught.value.msg.endswith("were removed, the container runs on")
-    assert os.listdir(tmp_path / "dumps") == []
+# dump
 
 
 @pytest.fixture
@@ -483,101 +434,307 @@ def plain_host(tmp_path, monkeypatch):
     return holding
 
 
-def plain_dump(images_dir, proc, run):
-    dump_params = gpu_params(None, images_dir)
-    return containerd.dump(dump_params, False, run, gpus_dir="/nonexistent", proc=proc)
+def dump(images_dir, proc, api, *, check_mode=False, run=None, **kwargs):
+    """containerd.dump of the pod's container (crictl's CONTAINER_ID) through ``api``."""
+    kwargs.setdefault("gpus_dir", "/nonexistent")
+    return containerd.dump(
+        dump_params(images_dir), check_mode, run or FakeRun(crictl=crictl), proc=proc, api=api, **kwargs
+    )
+
+
+@pytest.fixture
+def dumper():
+    """The containerd API of a node whose container has DUMPED_SPEC."""
+    return FakeContainerd(container_record(DUMPED_SPEC))
+
+
+def test_dump_checkpoints_the_paused_task_with_its_rw_layer_then_resumes_it(plain_host, tmp_path, dumper):
+    result = dump(tmp_path / "dumps", plain_host(64), dumper)
+    dump_dir = result["checkpoint_dir"]
+    assert dumper.methods() == [
+        "Containers.Get",
+        "Snapshots.Stat",
+        "Leases.Create",
+        *PAUSED,
+        "Content.Read",
+        "Leases.Delete",
+    ]
+    assert dumper.tasks[CONTAINER_ID] == "RUNNING"
+    images = os.path.join(dump_dir, "criu")
+    assert dumper.requests["Tasks.Checkpoint"] == {
+        "image_path": images,
+        "work_path": images,
+        "lease": f"strata-ops-dump-{CONTAINER_ID[:12]}",
+    }
+    # the diff of the container's snapshot against a view of its image's, which goes again
+    view = dumper.requests["Diff.Diff"]["lower"]
+    assert view == snapshot_mounts(
+        f"strata-ops-rw-{CONTAINER_ID}-{os.path.basename(dump_dir)}", IMAGE_SNAPSHOT
+    )
+    assert set(dumper.snapshots) == {CONTAINER_ID, IMAGE_SNAPSHOT}
+    with open(os.path.join(dump_dir, "rw.tar"), "rb") as handle:
+        assert handle.read() == RW_LAYER
+    assert {name: os.path.getsize(os.path.join(images, name)) for name in os.listdir(images)} == {
+        name: len(data) for name, data in CRIU_FILES.items()
+    }
+    assert result["commands"] == dumper.calls
+
+
+def test_a_dump_records_the_container_to_restore_it(plain_host, tmp_path, dumper):
+    result = dump(tmp_path / "dumps", plain_host(64), dumper)
+    manifest = mf.load(result["checkpoint_dir"])
+    assert manifest == json.loads(json.dumps(result["manifest"]))
+    assert (manifest["method"], manifest["format"], manifest["images"]) == ("containerd", 2, "criu")
+    assert manifest["container"] == {
+        "image": IMAGE,
+        "runtime": {"name": "io.containerd.runc.v2", "options": base64.b64encode(RUNTIME_OPTIONS).decode()},
+        "spec_type": cd.OCI_SPEC,
+        "spec": DUMPED_SPEC,
+        "snapshotter": "overlayfs",
+        "parent_snapshot": IMAGE_SNAPSHOT,
+    }
+    assert manifest["rw_layer"] == dict(layer_descriptor(RW_LAYER), file="rw.tar")
+    sizes = {name: len(data) for name, data in CRIU_FILES.items()}
+    assert manifest["sizes"] == {"images_bytes": sum(sizes.values()), "files": sizes}
+    # the pod sandbox's namespaces and the bind mounts, from the container's spec
+    assert manifest["joined_namespaces"] == [{"type": "network", "path": OWN_NET, "id": os.readlink(OWN_NET)}]
+    assert manifest["binds"] == [["/data", "/srv/data"]]
+    assert containerd.dump_problem(result["checkpoint_dir"], manifest) is None
+
+
+def test_a_dump_restores_into_a_container_like_the_dumped_one(plain_host, tmp_path, dumper):
+    dump_dir = dump(tmp_path / "dumps", plain_host(64), dumper)["checkpoint_dir"]
+    dumper.ctr = FakeCtr()
+    restore(dump_dir, dumper, proc=plain_host(64))
+
+    def alike(record):  # what the restored container takes over; the spec's JSON as JSON
+        spec_type, spec = cd.decode_any(record["spec"])
+        kept = {k: v for k, v in record.items() if k not in ("id", "labels", "snapshot_key", "spec")}
+        return dict(kept, spec=(spec_type, json.loads(spec)))
+
+    assert alike(dumper.containers[NEW]) == alike(dumper.record)
+    assert dumper.content[dumper.requests["Diff.Apply"]["descriptor"]["digest"]] == RW_LAYER
+
+
+def test_a_dump_reports_how_long_the_task_was_paused(plain_host, tmp_path, dumper):
+    clock = iter([100.0, 100.75])
+    result = dump(tmp_path / "dumps", plain_host(64), dumper, clock=lambda: next(clock))
+    assert result["frozen_s"] == result["manifest"]["frozen_s"] == 0.75
+
+
+def test_a_dump_in_check_mode_only_reads(plain_host, tmp_path, dumper):
+    result = dump(tmp_path / "dumps", plain_host(64), dumper, check_mode=True)
+    assert dumper.methods() == ["Containers.Get", "Snapshots.Stat"]
+    assert not os.path.exists(tmp_path / "dumps")
+    assert result["commands"][1] == (
+        f"containerd Tasks.Checkpoint {CONTAINER_ID} image_path={result['checkpoint_dir']}/criu"
+    )
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_a_container_of_another_runtime_is_refused_before_any_change(plain_host, tmp_path, check_mode):
+    api = FakeContainerd(container_record(runtime_name="io.containerd.kata.v2"))
+    with pytest.raises(
+        InvalidArgument, match=f"the container {CONTAINER_ID} runs on the runtime io.containerd.kata.v2"
+    ):
+        dump(tmp_path / "dumps", plain_host(64), api, check_mode=check_mode)
+    assert api.changes() == [] and not os.path.exists(tmp_path / "dumps")
+
+
+@pytest.mark.parametrize("step", ["Tasks.Checkpoint", "Snapshots.View", "Diff.Diff", "Content.Read"])
+def test_a_failed_dump_resumes_the_task_and_leaves_no_partial_dump(plain_host, tmp_path, step):
+    api = FakeContainerd(fail={step: failed("UNKNOWN", "it broke")})
+    with pytest.raises(CriuError, match="it broke") as caught:
+        dump(tmp_path / "dumps", plain_host(64), api)
+    assert caught.value.msg.endswith("was removed, the container runs on")
+    assert api.methods().count("Tasks.Resume") == 1 and api.tasks[CONTAINER_ID] == "RUNNING"
+    assert set(api.snapshots) == {CONTAINER_ID, IMAGE_SNAPSHOT}  # the view went again
+    assert api.methods()[-1] == "Leases.Delete"
+    assert os.listdir(tmp_path / "dumps") == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"pod": None}, "set pod"),
+        ({"leave_running": False}, "set leave_running=true"),
+        ({"images_dir": None}, "images_dir is needed"),
+    ],
+)
+def test_dump_refusals_come_before_any_call(tmp_path, extra, message):
+    run, api = FakeRun(), FakeContainerd()
+    with pytest.raises(InvalidArgument, match=message):
+        containerd.dump(dict(dump_params(tmp_path), **extra), False, run, api=api)
+    assert run.calls == [] and api.calls == []
 
 
 def test_an_images_dir_without_room_for_the_memory_is_refused_before_the_checkpoint(plain_host, tmp_path):
     free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
-    run = FakeRun(ctr=FakeCtr(existing=[CONTAINER_ID]), crictl=crictl)
+    api = FakeContainerd()
     with pytest.raises(NoSpace, match=r"has \d+ bytes free but the dump of the process tree writes about"):
-        plain_dump(str(tmp_path / "dumps"), plain_host(free // 1024 + 1), run)
-    assert steps_of(run) == [("containers", "info"), ("images", "ls")]
+        dump(tmp_path / "dumps", plain_host(free // 1024 + 1), api)
+    assert api.methods() == ["Containers.Get", "Snapshots.Stat"]
     assert os.listdir(tmp_path / "dumps") == []
     # the clean pages of file mappings (the libraries) are not written by a dump: not counted
-    run = FakeRun(ctr=FakeCtr(existing=[CONTAINER_ID]), crictl=crictl)
-    plain_dump(str(tmp_path / "dumps"), plain_host(64, file_kb=free // 1024 + 1), run)
-    assert ("images", "export") in steps_of(run)
+    api = FakeContainerd()
+    dump(tmp_path / "dumps", plain_host(64, file_kb=free // 1024 + 1), api)
+    assert "Tasks.Checkpoint" in api.methods()
 
 
-def test_a_full_images_dir_during_the_export_leaves_neither_the_dump_nor_the_image(plain_host, tmp_path):
-    full = "ctr: failed to copy to tar: write /d/checkpoint.tar: no space left on device"
-    run = FakeRun(ctr=FakeCtr(existing=[CONTAINER_ID], fail={("images", "export"): full}), crictl=crictl)
+@pytest.mark.parametrize(
+    ("step", "error"),
+    [
+        ("Tasks.Checkpoint", failed("UNKNOWN", "criu failed: write pages-1.img: no space left on device")),
+        ("Content.Read", OSError(errno.ENOSPC, "No space left on device")),
+    ],
+    ids=["criu-images", "rw-layer"],
+)
+def test_a_full_images_dir_leaves_no_partial_dump(plain_host, tmp_path, step, error):
+    api = FakeContainerd(fail={step: error})
     with pytest.raises(NoSpace) as caught:
-        plain_dump(str(tmp_path / "dumps"), plain_host(64), run)
+        dump(tmp_path / "dumps", plain_host(64), api)
     assert caught.value.msg.startswith(f"{tmp_path / 'dumps'} ran out of space while containerd's checkpoint")
     assert "free space there or point images_dir at a larger file system" in caught.value.msg
-    assert steps_of(run)[-2:] == [("images", "export"), ("images", "rm")]
+    assert api.tasks[CONTAINER_ID] == "RUNNING"
     assert os.listdir(tmp_path / "dumps") == []
 
 
-def test_a_cuda_container_without_a_freezer_is_refused_before_anything(gpu_host, tmp_path):
+# The GPU path: a CUDA process in the pod's container is locked and checkpointed around containerd's
+# checkpoint (runc's CRIU has no GPU support of its own) and thawed after it and after a restore.
+
+
+def cuda_dump(gpu_host, tmp_path, api, cuda, journal, **kwargs):
+    gpus, tool, proc = gpu_host
+    run = FakeRun(crictl=crictl, cuda_checkpoint=journaled(cuda, journal))
+    return containerd.dump(
+        dump_params(tmp_path / "dumps", tool), False, run, gpus_dir=gpus, proc=proc, api=api, **kwargs
+    )
+
+
+def test_a_cuda_container_is_frozen_only_around_the_paused_checkpoint(gpu_host, tmp_path):
+    journal = []
+    cuda = FakeCudaCheckpoint([4242], path=gpu_host[1])
+    clock = iter([100.0, 100.5, 101.0, 102.5])  # locked, paused, resumed, thawed
+    api = FakeContainerd(journal=journal)
+    result = cuda_dump(gpu_host, tmp_path, api, cuda, journal, clock=lambda: next(clock))
+    assert journal == [
+        ("containerd", "Containers.Get"),
+        ("containerd", "Snapshots.Stat"),
+        ("containerd", "Leases.Create"),
+        ("cuda-checkpoint", "lock"),
+        ("cuda-checkpoint", "checkpoint"),
+        *[("containerd", method) for method in PAUSED],
+        ("cuda-checkpoint", "restore"),
+        ("cuda-checkpoint", "unlock"),
+        ("containerd", "Content.Read"),  # the rw layer is read out with the CUDA processes thawed
+        ("containerd", "Leases.Delete"),
+    ]
+    gpu = result["gpu"]
+    assert (gpu["path"], gpu["cuda_pids"], gpu["locked_s"], result["frozen_s"]) == (
+        "cuda-checkpoint",
+        [4242],
+        2.5,
+        0.5,
+    )
+    assert [(s["step"], s["state"]) for s in gpu["states"]] == [
+        ("before dump", "running"),
+        ("lock", "locked"),
+        ("checkpoint", "checkpointed"),
+        ("restore", "locked"),
+        ("unlock", "running"),
+    ]
+    assert result["manifest"]["gpu"] == {"path": "cuda-checkpoint", "cuda_pids": [4242]}
+    assert cuda.states[4242] == "running"
+
+
+def test_a_failed_checkpoint_thaws_the_cuda_container(gpu_host, tmp_path):
+    journal = []
+    cuda = FakeCudaCheckpoint([4242], path=gpu_host[1])
+    api = FakeContainerd(
+        journal=journal, fail={"Tasks.Checkpoint": failed("UNKNOWN", "criu failed: type DUMP")}
+    )
+    with pytest.raises(CriuError, match="criu failed: type DUMP") as caught:
+        cuda_dump(gpu_host, tmp_path, api, cuda, journal)
+    assert journal[-5:] == [
+        ("containerd", "Tasks.Checkpoint"),
+        ("containerd", "Tasks.Resume"),
+        ("cuda-checkpoint", "restore"),
+        ("cuda-checkpoint", "unlock"),
+        ("containerd", "Leases.Delete"),
+    ]
+    assert cuda.states[4242] == "running"
+    assert caught.value.msg.endswith("was removed, the container runs on")
+    assert os.listdir(tmp_path / "dumps") == []
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_a_cuda_container_without_a_freezer_is_refused_before_anything(gpu_host, tmp_path, check_mode):
     """No cuda-checkpoint and a libcuda without the checkpoint API: runc's CRIU would fail on (or
-    silently leave out) the GPU state, so nothing is checkpointed, in check mode too."""
+    silently leave out) the GPU state, so nothing is checkpointed."""
     gpus, _tool, proc = gpu_host
-    run = FakeRun(ctr=FakeCtr(existing=[CONTAINER_ID]), crictl=crictl)
-    dump_params = gpu_params(None, str(tmp_path / "dumps"), cuda_driver_library="/nonexistent/libcuda.so.1")
-    for check_mode in (True, False):
-        with pytest.raises(
-            CriuError, match=re.escape("processes [4242] use CUDA but nothing here can checkpoint")
-        ):
-            containerd.dump(dump_params, check_mode, run, gpus_dir=gpus, proc=proc)
-    assert ("containers", "checkpoint") not in steps_of(run)
+    api = FakeContainerd()
+    no_freezer = dump_params(tmp_path / "dumps", cuda_driver_library="/nonexistent/libcuda.so.1")
+    with pytest.raises(
+        CriuError, match=re.escape("processes [4242] use CUDA but nothing here can checkpoint")
+    ):
+        containerd.dump(no_freezer, check_mode, FakeRun(crictl=crictl), gpus_dir=gpus, proc=proc, api=api)
+    assert api.changes() == []
     assert not os.path.exists(tmp_path / "dumps")
 
 
-def gpu_dump(dump_dir, path="cuda-checkpoint"):
-    mf.write(dump_dir, dict(mf.load(dump_dir), gpu={"path": path, "cuda_pids": [17]}))
-
-
-def test_a_restored_cuda_container_is_restored_and_unlocked_on_the_gpu(dump_dir, gpu_host):
+def cuda_restore(dump_dir, gpu_host, api, cuda, *, check_mode=False, run=None):
     gpus, tool, proc = gpu_host
-    gpu_dump(dump_dir)
-    cuda = FakeCudaCheckpoint([4242], path=tool)
+    rewrite(dump_dir, gpu={"path": "cuda-checkpoint", "cuda_pids": [17]})
     cuda.states[4242] = "checkpointed"  # as CRIU brings back a process dumped checkpointed
-    run = FakeRun(ctr=FakeCtr(images=[REF]), cuda_checkpoint=cuda)
-    result = containerd.restore(
-        params(checkpoint=dump_dir, cuda_checkpoint_path=tool),
-        False,
-        run,
-        proc=proc,
-        gpus_dir=gpus,
-    )
-    assert steps_of(run)[-4:] == [
+    restore_params = params(checkpoint=dump_dir, cuda_checkpoint_path=tool)
+    run = run or ctr_run(api.ctr, cuda_checkpoint=cuda)
+    return containerd.restore(restore_params, check_mode, run, proc=proc, gpus_dir=gpus, api=api), run
+
+
+def steps_of(run):
+    """The ctr verbs and cuda-checkpoint actions in call order (state reads left out)."""
+    out = []
+    for argv, _kwargs in run.calls:
+        if "--action" in argv:
+            out.append(("cuda-checkpoint", argv[argv.index("--action") + 1]))
+        elif argv[0] == CTR_PATH:
+            out.append(tuple(argv[5:7]))
+    return out
+
+
+def test_a_restored_cuda_container_is_restored_and_unlocked_on_the_gpu(dump_dir, gpu_host, api):
+    cuda = FakeCudaCheckpoint([4242], path=gpu_host[1])
+    result, run = cuda_restore(dump_dir, gpu_host, api, cuda)
+    assert steps_of(run)[-3:] == [
         ("tasks", "ls"),
         ("cuda-checkpoint", "restore"),
         ("cuda-checkpoint", "unlock"),
-        ("containers", "label"),
     ]
     assert (result["gpu"]["path"], result["gpu"]["cuda_pids"]) == ("cuda-checkpoint", [4242])
     assert cuda.states[4242] == "running"
 
 
 def test_a_restored_cuda_container_that_cannot_be_thawed_is_removed(dump_dir, gpu_host):
-    gpus, tool, proc = gpu_host
-    gpu_dump(dump_dir)
-    cuda = FakeCudaCheckpoint([4242], path=tool, fail={"restore": (1, "CUDA_ERROR_OUT_OF_MEMORY\n")})
-    cuda.states[4242] = "checkpointed"
-    fake = FakeCtr(images=[REF], statuses=("RUNNING", "RUNNING", "STOPPED"))
-    run = FakeRun(ctr=fake, cuda_checkpoint=cuda)
-    restore_params = params(checkpoint=dump_dir, cuda_checkpoint_path=tool)
+    cuda = FakeCudaCheckpoint([4242], path=gpu_host[1], fail={"restore": (1, "CUDA_ERROR_OUT_OF_MEMORY\n")})
+    fake = FakeCtr(statuses=("RUNNING", "RUNNING", "STOPPED"))
+    api = FakeContainerd(ctr=fake)
     with pytest.raises(CriuError) as caught:
-        containerd.restore(restore_params, False, run, proc=proc, gpus_dir=gpus)
+        cuda_restore(dump_dir, gpu_host, api, cuda)
     assert "CUDA_ERROR_OUT_OF_MEMORY" in caught.value.msg
-    assert "counter-2 was removed again, nothing is left half-restored" in caught.value.msg
-    assert "counter-2" not in fake.existing
+    assert f"{NEW} was removed again, nothing is left half-restored" in caught.value.msg
+    assert NEW not in fake.existing
 
 
 @pytest.mark.parametrize("check_mode", [True, False])
-def test_a_cuda_dump_is_not_restored_on_a_host_without_a_gpu(dump_dir, tmp_path, check_mode):
-    gpu_dump(dump_dir)
-    run = FakeRun(ctr=FakeCtr(images=[REF]))
-    restore_params = params(checkpoint=dump_dir, cuda_checkpoint_path=None)
+def test_a_cuda_dump_is_not_restored_on_a_host_without_a_gpu(dump_dir, api, tmp_path, check_mode):
+    rewrite(dump_dir, gpu={"path": "cuda-checkpoint", "cuda_pids": [17]})
     no_gpus, proc = str(tmp_path / "no-gpus"), containerd_proc(tmp_path)[0]
     with pytest.raises(CriuError, match=r"holds CUDA state .* but this host has no NVIDIA GPU"):
-        containerd.restore(restore_params, check_mode, run, gpus_dir=no_gpus, proc=proc)
-    assert ("containers", "restore") not in steps_of(run) and ("images", "import") not in steps_of(run)
+        restore(dump_dir, api, check_mode=check_mode, gpus_dir=no_gpus, proc=proc)
+    assert api.calls == []
+
+
+# helpers
 
 
 def test_a_dump_records_the_criu_of_the_containerd_that_took_it(tmp_path):
@@ -589,59 +746,38 @@ def test_a_dump_records_the_criu_of_the_containerd_that_took_it(tmp_path):
     assert containerd.dumping_criu(run, proc, "/run/unknown.sock") == {}
 
 
-@pytest.mark.parametrize("check_mode", [True, False])
-def test_the_checkpoint_images_of_the_container_leave_the_store_first(plain_host, tmp_path, check_mode):
-    """containerd drops the process from a checkpoint while an earlier one's image holds the
-    container's spec: the images labelled with the container go first, whatever dump (name,
-    images_dir) made or imported them; others' images stay."""
-    mine = ["strata.local/checkpoint/trainer:1", "strata.local/checkpoint/by-another-name:2"]
-    other = "strata.local/checkpoint/trainer:3"
-    fake = FakeCtr(existing=[CONTAINER_ID], images=[*mine, other, "unlabelled"])
-    for ref, container in zip([*mine, other], [CONTAINER_ID, CONTAINER_ID, "another-container"]):
-        fake.checkpoints[ref] = (container, True)
-        fake.image_labels[ref] = {containerd.CHECKPOINT_OF: container}
-    run = FakeRun(ctr=fake, crictl=crictl)
-    result = containerd.dump(
-        gpu_params(None, str(tmp_path / "dumps")),
-        check_mode,
-        run,
-        gpus_dir="/nonexistent",
-        proc=plain_host(64),
+def test_the_socket_is_containerd_address_else_the_cri_endpoints():
+    endpoint = "unix:///run/k3s/containerd/containerd.sock"
+    assert containerd.containerd_address({"cri_endpoint": endpoint}) == "/run/k3s/containerd/containerd.sock"
+    assert containerd.containerd_address({"containerd_address": "/run/c.sock", "cri_endpoint": endpoint}) == (
+        "/run/c.sock"
     )
-    releases = [f"images rm --sync {ref}" for ref in sorted(mine)]
-    if check_mode:
-        assert [c.split(" ", 5)[-1] for c in result["commands"][:2]] == releases
-        assert "containers checkpoint" in result["commands"][2]
-        assert fake.images == {*mine, other, "unlabelled"}
-        return
-    assert steps_of(run) == [
-        ("containers", "info"),
-        ("images", "ls"),
-        ("images", "rm"),
-        ("images", "rm"),
-        ("containers", "checkpoint"),
-        ("images", "label"),
-        ("images", "export"),
+    assert containerd.containerd_address({}) == "/run/containerd/containerd.sock"
+
+
+SPEC = {
+    "linux": {
+        "namespaces": [
+            {"type": "pid"},
+            {"type": "ipc", "path": "/proc/16189/ns/ipc"},
+            {"type": "mount"},
+            {"type": "network", "path": "/proc/16189/ns/net"},
+        ]
+    }
+}
+
+
+def test_the_pod_namespaces_a_container_joins_are_recorded_with_their_identity():
+    links = {"/proc/16189/ns/ipc": "ipc:[4026532393]", "/proc/16189/ns/net": "net:[4026532323]"}
+    assert containerd.joined_namespaces(SPEC, links.__getitem__) == [
+        {"type": "ipc", "path": "/proc/16189/ns/ipc", "id": "ipc:[4026532393]"},
+        {"type": "network", "path": "/proc/16189/ns/net", "id": "net:[4026532323]"},
     ]
-    assert result["store_images_removed"] == sorted(mine)
-    assert fake.images == {other, "unlabelled", result["image_ref"]}
-    assert fake.image_labels[result["image_ref"]] == {containerd.CHECKPOINT_OF: CONTAINER_ID}
-    assert leftovers.image_files(os.path.join(result["checkpoint_dir"], "checkpoint.tar"))[0]  # the process
+    assert containerd.joined_namespaces({}, links.__getitem__) == []
+    assert containerd.joined_namespaces(SPEC, gone_link)[0]["id"] is None
 
 
-def test_a_checkpoint_without_the_process_is_refused_and_removed(plain_host, tmp_path):
-    """Where the spec blob is held by an image the module does not know of, containerd's checkpoint
-    has no process: the dump fails naming why, and leaves neither its directory nor its image."""
-    images = tmp_path / "dumps"
-    fake = FakeCtr(existing=[CONTAINER_ID], images=["by-hand"])
-    fake.checkpoints = {"by-hand": (CONTAINER_ID, True)}
-    run = FakeRun(ctr=fake, crictl=crictl)
-    with pytest.raises(
-        BadCheckpoint, match="holds no process: its checkpoint image has no CRIU layer"
-    ) as caught:
-        containerd.dump(
-            gpu_params(None, str(images)), False, run, gpus_dir="/nonexistent", proc=plain_host(64)
-        )
-    assert caught.value.msg.endswith("were removed, the container runs on")
-    assert os.listdir(images) == []
-    assert fake.images == {"by-hand"}
+def test_a_namespace_the_dump_could_not_read_is_not_judged():
+    unread = [{"type": "network", "path": "/proc/16189/ns/net", "id": None}]
+    assert containerd.namespaces_gone(unread, gone_link) == []
+    assert containerd.pod_gone({"joined_namespaces": unread}, gone_link) is None

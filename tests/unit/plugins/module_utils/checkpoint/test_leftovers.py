@@ -3,11 +3,9 @@ left alone (other checkpoints' copies, older ones, two copies of the same checkp
 
 import os
 
-import pytest
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import leftovers
 
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import BadCheckpoint, leftovers
-
-from ....fakes.containerd import CRIU_FILES, checkpoint_archive, containerd_proc, leave_copy
+from ....fakes.containerd import CRIU_FILES, containerd_proc, leave_copy
 
 
 def test_the_temp_dir_is_xdg_runtime_dir_else_tmpdir_else_tmp_once_each(tmp_path):
@@ -28,37 +26,6 @@ def test_the_temp_dir_is_xdg_runtime_dir_else_tmpdir_else_tmp_once_each(tmp_path
     found = leftovers.containerd_temp_dirs(proc)
     assert sorted(found.values()) == ["/run/user/0", "/scratch", "/tmp"]
     assert os.path.realpath(next(r for r, own in found.items() if own == "/tmp")) == str(temp)
-
-
-def test_the_files_of_a_checkpoint_image_are_read_from_its_layer(tmp_path):
-    archive = checkpoint_archive(tmp_path / "checkpoint.tar")
-    sizes = {name: len(data) for name, data in CRIU_FILES.items()}
-    assert leftovers.image_files(archive) == (sizes, {})
-    name = next(iter(CRIU_FILES))
-    # the contents asked for come from the same walk; a name the layer lacks is left out
-    assert leftovers.image_files(archive, {name, "absent.img"}) == (sizes, {name: CRIU_FILES[name]})
-
-
-@pytest.mark.parametrize("damage", ["truncated", "not-a-tar"])
-def test_a_damaged_checkpoint_image_is_a_bad_checkpoint(tmp_path, damage):
-    archive = tmp_path / "checkpoint.tar"
-    checkpoint_archive(archive)
-    if damage == "truncated":
-        archive.write_bytes(archive.read_bytes()[:1500])
-    else:
-        archive.write_bytes(b"oci")
-    damaged = r"is not a whole containerd checkpoint image \(\w+: .*\): the dump .*take a new one$"
-    with pytest.raises(BadCheckpoint, match=damaged):
-        leftovers.image_files(str(archive))
-
-
-def test_a_checkpoint_image_without_criu_layer_holds_no_process(tmp_path):
-    archive = checkpoint_archive(tmp_path / "checkpoint.tar", process=False)
-    with pytest.raises(
-        BadCheckpoint, match=r"holds no process: its checkpoint image has no CRIU layer"
-    ) as caught:
-        leftovers.image_files(archive)
-    assert "ctr images rm --sync REF" in caught.value.msg
 
 
 def test_the_copy_the_restore_made_goes_and_nothing_else(tmp_path):

@@ -4,7 +4,6 @@ from CRIU's files.img (a real one, written by CRIU 4.1.1 for a Docker container 
 bind mounts, and checked on the host before a Docker restore makes anything."""
 
 import io
-import json
 import os
 import shutil
 import struct
@@ -20,11 +19,11 @@ from ansible_collections.strata.ops.plugins.module_utils.checkpoint import (
     reopened,
 )
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
-from tests.unit.fakes.containerd import FakeCtr, checkpoint_archive, containerd_proc
+from tests.unit.fakes.containerd import FakeContainerd, FakeCtr, containerd_proc, write_containerd_dump
 from tests.unit.fakes.docker import FakeDockerAPI
 from tests.unit.fakes.run import FakeRun
 
-from .test_containerd import REF
+from .test_containerd import ctr_run
 from .test_containerd import params as containerd_params
 from .test_kubelet import FakeKube, kubelet_dump_with_cuda, kubelet_params
 from .test_restore import restorer, write_dump
@@ -232,27 +231,23 @@ def test_a_docker_restore_refuses_a_dump_whose_open_file_changed(tmp_path, check
 def test_a_containerd_restore_refuses_a_dump_whose_open_file_is_gone(tmp_path, check_mode):
     volume = tmp_path / "volume"
     volume.mkdir()
-    dump = tmp_path / "counter-20250101T000000.000Z"
-    dump.mkdir()
     held = image(criu.FILES_MAGIC, [reg_file(1, "/data/status.json", size=4096)])
-    checkpoint_archive(dump / "checkpoint.tar", {"files.img": held, "pages-1.img": b"\0" * 4096})
-    manifest = {
-        "method": "containerd",
-        "image_ref": REF,
-        "archive": "checkpoint.tar",
-        "target": {"runtime": "cri"},
-    }
-    manifest["binds"] = [["/data", str(volume)]]
-    (dump / "manifest.json").write_text(json.dumps(manifest))
+    dump = write_containerd_dump(
+        tmp_path / "counter-20250101T000000.000Z",
+        criu_files={"files.img": held, "pages-1.img": b"\0" * 4096},
+        binds=[["/data", str(volume)]],
+    )
     proc, _temp = containerd_proc(tmp_path)
-    run = FakeRun(**{os.path.basename(containerd_params()["ctr_path"]): FakeCtr()})
+    api = FakeContainerd(ctr=FakeCtr())
+    run = ctr_run(api.ctr)
     with pytest.raises(BadCheckpoint) as caught:
-        containerd.restore(containerd_params(checkpoint=str(dump)), check_mode, run, proc=proc)
+        containerd.restore(containerd_params(checkpoint=dump), check_mode, run, proc=proc, api=api)
     assert f"/data/status.json (on the host {volume}/status.json) is gone. " in caught.value.msg
-    assert [argv[5:7] for argv, _kwargs in run.calls] == [["containers", "info"]]  # nothing made
+    assert api.changes() == []  # nothing made
 
     (volume / "status.json").write_bytes(b" " * 4096)
-    assert containerd.restore(containerd_params(checkpoint=str(dump)), check_mode, run, proc=proc)["changed"]
+    restored = containerd.restore(containerd_params(checkpoint=dump), check_mode, run, proc=proc, api=api)
+    assert restored["changed"] and (api.changes() != []) is not check_mode
 
 
 def test_hostpath_binds_of_the_checkpointed_container():
