@@ -4,7 +4,18 @@ import json
 
 import pytest
 
-PACKAGES = ["docker.io", "rsync", "aria2", "zstd", "lz4", "curl", "jq", "python3-tomlkit", "zfs-fuse"]
+PACKAGES = [
+    "docker.io",
+    "rsync",
+    "aria2",
+    "zstd",
+    "lz4",
+    "curl",
+    "jq",
+    "python3-tomlkit",
+    "python3-grpcio",
+    "zfs-fuse",
+]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
