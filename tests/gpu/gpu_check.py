@@ -839,7 +839,7 @@ class CriStep:
             count_at_end=at_end["count"],
             commands=self.runtime.timings[commands:],
         )
-        stats = self.runtime.criu_stats("stats-dump")
+        stats = keep_dump_logs(args, os.path.join(result["checkpoint_dir"], containerd.CRIU_DIR), self.report)
         dump["criu_stats"] = criu.summarize_dump_stats(stats) if stats else None
         self.report.log(f"containerd dump: {json.dumps(dump, default=str)}")
         self.report.record("containerd", self.fig)
@@ -897,6 +897,22 @@ class CriStep:
         self.checks["pattern_ok_after_restore"] = checked["pattern_ok"]
         if not args.self_test and self.fig["gpu_mib_before"]:
             self.checks["gpu_memory_after_restore"] = bool(restore["gpu_mib_after"])
+
+
+def keep_dump_logs(args, images, report):
+    """CRIU's log and stats of containerd's checkpoint lie beside its images (the module's
+    work_path): copied with the runc shim's logs (logs.tar.gz) before the step removes the dump.
+    The decoded stats-dump, or None."""
+    kept = os.path.join(args.work, "containerd-criu-logs")
+    os.makedirs(kept, exist_ok=True)
+    for name in ("dump.log", "stats-dump"):
+        with contextlib.suppress(FileNotFoundError):
+            shutil.copy(os.path.join(images, name), os.path.join(kept, "images_" + name))
+    try:
+        return criu.read_stats(run, images)[0]
+    except criu.CriuError as exc:
+        report.log(f"containerd dump: {exc}")
+        return None
 
 
 def containerd_step(report, args, facts):

@@ -158,9 +158,10 @@ def assert_containerd_step(figures, names, log, tmp_path):
         ],
         True,
     )
-    # CRIU's logs of containerd's checkpoint and restore, kept before the shim and containerd remove them
+    # CRIU's logs of containerd's checkpoint (beside the dump's images) and restore (kept before
+    # the shim removes its work folder)
     kept = [n for n in names if n.startswith("containerd-criu-logs/")]
-    assert any(n.endswith("criu-work_dump.log") for n in kept) and any(
+    assert any(n.endswith("images_dump.log") for n in kept) and any(
         n.endswith("restore.log") for n in kept
     ), names
     assert "containerd.log" in names
