@@ -16,7 +16,7 @@ API, with CRIU's images in a directory (containerd 1.6 and 1.7, the MicroK8s and
 
 Why not ``ctr containers checkpoint --task`` and ``ctr containers restore``: they move CRIU's
 images through a checkpoint image in the content store. The checkpoint copies them in, an export
-copies them out, an import on another node copies them in again, and every restore has containerd
+copies them out, the import of a pruned one copies them in again, and every restore has containerd
 extract them into a temporary directory first (services/tasks/local.go, Create) that it never
 removes (containerd/containerd#10166): a restore of 1 GiB took 2.1-3.2x reading the images from
 the store and 19-30x from the archive, against 0.8-1.3x from the directory (docs/performance.md).
