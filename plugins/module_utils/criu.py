@@ -19,6 +19,7 @@ import os
 import re
 import struct
 
+from ansible_collections.strata.ops.plugins.module_utils import protowire as pw
 from ansible_collections.strata.ops.plugins.module_utils.common import StrataError
 from ansible_collections.strata.ops.plugins.module_utils.mounts import is_below
 
@@ -400,43 +401,6 @@ def descriptors(pid, proc="/proc"):
 # stats-dump
 
 
-def _varint(data, pos):
-    result = shift = 0
-    while True:
-        if pos >= len(data):
-            raise ValueError("truncated varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(data):
-    """Decode a protobuf message into {field_number: value} (varints and nested bytes)."""
-    pos, out = 0, {}
-    while pos < len(data):
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(data, pos)
-        elif wire == 2:
-            length, pos = _varint(data, pos)
-            value = data[pos : pos + length]
-            pos += length
-        elif wire == 1:
-            value = struct.unpack_from("<Q", data, pos)[0]
-            pos += 8
-        elif wire == 5:
-            value = struct.unpack_from("<I", data, pos)[0]
-            pos += 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        out[number] = value
-    return out
-
-
 def parse_stats(data):
     """Decode CRIU's stats-dump / stats-restore file (bytes) into {'dump': {...}} etc."""
     if len(data) < 12:
@@ -448,11 +412,11 @@ def parse_stats(data):
         raise CriuError(f"not a CRIU stats file (magic 0x{magic:08x})")
     (size,) = struct.unpack_from("<I", data, pos)
     try:
-        entry = _fields(data[pos + 4 : pos + 4 + size])
+        entry = pw.singular(data[pos + 4 : pos + 4 + size])
         out = {}
         for number, name, names in ((1, "dump", DUMP_STATS_FIELDS), (2, "restore", RESTORE_STATS_FIELDS)):
             if number in entry:
-                fields = _fields(entry[number])
+                fields = pw.singular(entry[number])
                 out[name] = dict((names[k], v) for k, v in sorted(fields.items()) if k in names)
     except (ValueError, struct.error) as exc:
         raise CriuError(f"corrupt CRIU stats file: {exc}") from None
@@ -492,15 +456,14 @@ def reopened_files(files_img, remap_fpath_img=None):
     (criu/files-reg.c open_path). Files CRIU brings back itself are left out: deleted ones (ghost
     files, carried in the dump) and renamed ones (linked remaps), both in remap-fpath.img."""
     try:
-        remapped = set(
-            _fields(e).get(1) for e in _image_entries(remap_fpath_img, REMAP_FPATH_MAGIC, "remap-fpath.img")
-        )
+        remaps = _image_entries(remap_fpath_img, REMAP_FPATH_MAGIC, "remap-fpath.img")
+        remapped = {pw.singular(e).get(1) for e in remaps}
         found = {}
         for entry in _image_entries(files_img, FILES_MAGIC, "files.img"):
-            fields = _fields(entry)
+            fields = pw.singular(entry)
             if fields.get(1) != FD_TYPE_REG or 3 not in fields:
                 continue
-            reg = _fields(fields[3])  # images/regfile.proto: id 1, name 6, size 8, mode 10
+            reg = pw.singular(fields[3])  # images/regfile.proto: id 1, name 6, size 8, mode 10
             name = reg.get(6, b"").decode("utf-8", "surrogateescape")
             if reg.get(1) in remapped or not name.startswith("/"):
                 continue

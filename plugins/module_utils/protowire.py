@@ -9,7 +9,7 @@ singular field, as in protobuf's own parsers).
 """
 
 VARINT, LENGTH_DELIMITED = 0, 2
-_FIXED_SIZES = {1: 8, 5: 4}  # wire types I64 and I32: skipped, none of our fields uses them
+_FIXED_SIZES = {1: 8, 5: 4}  # wire types I64 and I32: little-endian, read as unsigned ints
 
 
 def varint(value):
@@ -77,8 +77,9 @@ def _read_varint(data, pos):
 
 
 def decode(data):
-    """{field number: [raw values]}: ints for varints, bytes for length-delimited fields (strings,
-    bytes and nested messages alike: the caller knows which). ValueError on malformed input."""
+    """{field number: [raw values]}: ints for varints and fixed-width fields, bytes for
+    length-delimited ones (strings, bytes and nested messages alike: the caller knows which).
+    ValueError on malformed input."""
     fields = {}
     pos = 0
     while pos < len(data):
@@ -95,11 +96,17 @@ def decode(data):
             size = _FIXED_SIZES[wire_type]
             if pos + size > len(data):
                 raise ValueError("protowire: a fixed-width field runs past the message")
-            value, pos = bytes(data[pos : pos + size]), pos + size
+            value, pos = int.from_bytes(data[pos : pos + size], "little"), pos + size
         else:
             raise ValueError(f"protowire: wire type {wire_type} is not supported")
         fields.setdefault(number, []).append(value)
     return fields
+
+
+def singular(data):
+    """{field number: value} of a message whose fields are all singular: the last value of each
+    (protobuf's rule)."""
+    return {number: values[-1] for number, values in decode(data).items()}
 
 
 def first(fields, number, default=None):

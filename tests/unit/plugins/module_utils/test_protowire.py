@@ -80,14 +80,14 @@ def test_the_last_value_of_a_singular_field_wins_and_a_missing_one_is_the_defaul
     assert pw.first(fields, 2, 0) == 0 and pw.text(fields, 2) == ""
 
 
-def test_fixed_width_fields_are_kept_as_bytes_and_skipped():
-    # wire type I64 (double, fixed64): key 0x09 and 8 bytes; I32 (float, fixed32): key 0x15 and 4
+def test_fixed_width_fields_are_little_endian_unsigned_ints():
+    # wire type I64 (fixed64): key 0x09 and 8 bytes; I32 (fixed32): key 0x15 and 4
     encoded = bytes.fromhex("09" + "0102030405060708" + "15" + "0a0b0c0d") + pw.field(3, 1)
-    assert pw.decode(encoded) == {
-        1: [bytes.fromhex("0102030405060708")],
-        2: [bytes.fromhex("0a0b0c0d")],
-        3: [1],
-    }
+    assert pw.decode(encoded) == {1: [0x0807060504030201], 2: [0x0D0C0B0A], 3: [1]}
+
+
+def test_singular_keeps_the_last_value_of_each_field():
+    assert pw.singular(pw.field(1, 5) + pw.field(2, "a") + pw.field(1, 7)) == {1: 7, 2: b"a"}
 
 
 @pytest.mark.parametrize(
