@@ -312,18 +312,7 @@ def _dump(
         "leave_running": True,
         "pod": {"name": params["pod"], "namespace": params["namespace"] or "default"},
         "target": target,
-        # What Containers.Create of the restored container needs (containers.proto's Container).
-        "container": {
-            "image": record["image"],
-            "runtime": {
-                "name": record["runtime_name"],
-                "options": base64.b64encode(record["runtime_options"]).decode(),
-            },
-            "spec_type": spec_type,
-            "spec": spec,
-            "snapshotter": record["snapshotter"],
-            "parent_snapshot": parent,
-        },
+        "container": container_manifest(record, spec_type, spec, parent),
         "images": CRIU_DIR,
         "rw_layer": dict(rw, file=RW_LAYER),
         "joined_namespaces": joined,
@@ -343,6 +332,23 @@ def _dump(
         commands=api.calls,
         abandoned_removed=abandoned,
     )
+
+
+def container_manifest(record, spec_type, spec, parent):
+    """What Containers.Create of the restored container needs (containers.proto's Container), as
+    manifest.json keeps it: ``record`` (containerd_api's container()), its spec decoded, the
+    image's snapshot ``parent``."""
+    return {
+        "image": record["image"],
+        "runtime": {
+            "name": record["runtime_name"],
+            "options": base64.b64encode(record["runtime_options"]).decode(),
+        },
+        "spec_type": spec_type,
+        "spec": spec,
+        "snapshotter": record["snapshotter"],
+        "parent_snapshot": parent,
+    }
 
 
 def _dump_calls(cid, record, parent, images_dir):

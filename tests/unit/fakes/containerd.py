@@ -6,7 +6,6 @@ criu.tar layer among containerd's checkpoint blobs), as method=kubelet and earli
 its ctr client (FakeCtr); its gRPC API (FakeContainerd) and a dump that method=containerd wrote
 through it (write_containerd_dump)."""
 
-import base64
 import contextlib
 import hashlib
 import itertools
@@ -15,7 +14,7 @@ import os
 
 from ansible_collections.strata.ops.plugins.module_utils import containerd_api as cd
 from ansible_collections.strata.ops.plugins.module_utils import protowire as pw
-from ansible_collections.strata.ops.plugins.module_utils.checkpoint import leftovers
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import containerd, leftovers
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
 
 CRIU_FILES = {"inventory.img": b"inventory", "pages-1.img": b"\0" * 8192, "pstree.img": b"tree"}
@@ -350,17 +349,7 @@ def write_containerd_dump(path, record=None, *, criu_files=None, **manifest):
         "leave_running": True,
         "pod": {"name": "trainer-0", "namespace": "ml"},
         "target": {"runtime": "cri", "container_id": record["id"], "pid": TASK_PID},
-        "container": {
-            "image": record["image"],
-            "runtime": {
-                "name": record["runtime_name"],
-                "options": base64.b64encode(record["runtime_options"]).decode(),
-            },
-            "spec_type": spec_type,
-            "spec": json.loads(spec),
-            "snapshotter": record["snapshotter"],
-            "parent_snapshot": IMAGE_SNAPSHOT,
-        },
+        "container": containerd.container_manifest(record, spec_type, json.loads(spec), IMAGE_SNAPSHOT),
         "images": "criu",
         "rw_layer": dict(layer_descriptor(RW_LAYER), file="rw.tar"),
         "joined_namespaces": [],
