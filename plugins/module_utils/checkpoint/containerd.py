@@ -19,7 +19,8 @@ images through a checkpoint image in the content store. The checkpoint copies th
 copies them out, the import of a pruned one copies them in again, and every restore has containerd
 extract them into a temporary directory first (services/tasks/local.go, Create) that it never
 removes (containerd/containerd#10166): a restore of 1 GiB took 2.1-3.2x reading the images from
-the store and 19-30x from the archive, against 0.8-1.3x from the directory (docs/performance.md).
+the store and 19-30x from the archive; from the directory 1.7-2.0x at 1 GiB and 1.15-1.9x at 4 GiB
+(docs/performance.md).
 ctr has --image-path for the checkpoint but no flag for a restore from a directory, hence the API
 (containerd_api.py). ctr stays for what it does well: the container's task state and the removal
 of a container whose restore failed.
