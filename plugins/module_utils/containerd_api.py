@@ -150,6 +150,12 @@ def checkpoint_options(image_path, work_path):
     )
 
 
+def _call_name(method):
+    """The name of a call, containerd.services.tasks.v1.Tasks.Create for its gRPC path
+    /containerd.services.tasks.v1.Tasks/Create."""
+    return method.strip("/").replace("/", ".")
+
+
 class Containerd:
     """containerd at ``address`` (its socket), one namespace. ``calls`` lists every call made
     ("Service.Method target"), for the module's result."""
@@ -173,9 +179,13 @@ class Containerd:
             metadata.append(("containerd-lease", self._lease))
         return metadata
 
+    def _record(self, method, target):
+        """Note the call of ``method`` (its gRPC path) on ``target`` in calls."""
+        self.calls.append(f"{_call_name(method)} {target}")
+
     def _failure(self, method, target, exc):
         code = exc.code().name if exc.code() else "UNKNOWN"
-        what = f"containerd {method.strip('/').replace('/', '.')}({target})"
+        what = f"containerd {_call_name(method)}({target})"
         hint = ""
         if code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
             hint = f": is containerd up, and is {self.address} its socket?"
@@ -188,7 +198,7 @@ class Containerd:
         return ContainerdError(f"{what} failed ({code}): {exc.details()}{hint}", code=code)
 
     def call(self, method, request, target, timeout_s=CALL_TIMEOUT_S):
-        self.calls.append(f"{method.strip('/').replace('/', '.')} {target}")
+        self._record(method, target)
         stub = self.channel.unary_unary(method)
         try:
             return stub(request, metadata=self._metadata(), timeout=timeout_s)
@@ -295,7 +305,7 @@ class Containerd:
     def read_content(self, descriptor, path):
         """Content.Read of blob ``descriptor`` into the file ``path``, all of it."""
         digest = descriptor["digest"]
-        self.calls.append(f"containerd.services.content.v1.Content.Read {digest}")
+        self._record(CONTENT + "Read", digest)
         stub = self.channel.unary_stream(CONTENT + "Read")
         written = 0
         try:
@@ -315,7 +325,7 @@ class Containerd:
         at commit). A blob the store has already is left as it is."""
         digest, total = descriptor["digest"], descriptor["size"]
         ref = f"strata-ops-{digest.replace(':', '-')}-{uuid.uuid4().hex[:8]}"
-        self.calls.append(f"containerd.services.content.v1.Content.Write {digest}")
+        self._record(CONTENT + "Write", digest)
 
         def request(action, offset, data=b""):
             head = pw.field(1, action) + pw.field(2, ref) + pw.field(3, total) + pw.field(4, digest)

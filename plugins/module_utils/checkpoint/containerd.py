@@ -303,6 +303,7 @@ def _dump(
     except OSError as exc:
         failure = criu.CriuError(f"writing the dump failed: {exc}")
         raise _failed_dump(failure, dump_dir, params["images_dir"]) from None
+    files = leftovers.dir_files(images_dir)
     manifest = {
         "criu": dumping_criu(run_command, proc, api.address),
         "name": name,
@@ -321,7 +322,7 @@ def _dump(
         "binds": reopened.oci_binds(spec),
         "gpu": {"path": gpu["path"], "cuda_pids": gpu["cuda_pids"]},
         "frozen_s": frozen_s,
-        "sizes": {"images_bytes": criu.dir_size(images_dir), "files": leftovers.dir_files(images_dir)},
+        "sizes": {"images_bytes": sum(files.values()), "files": files},
     }
     mf.finish(dump_dir, manifest)
     pruned = mf.prune(params["images_dir"], name, params["keep"], dump_dir)
@@ -607,7 +608,7 @@ def _restore_calls(new, record, images_dir, log):
 
 
 def _restore_task(api, manifest, record, checkpoint, *, log):
-    """The container, its rootfs with the rw layer, then its task from CRIU's images; the pid."""
+    """The container, its rootfs with the rw layer, then its task from CRIU's images."""
     rw, parent = manifest["rw_layer"], manifest["container"]["parent_snapshot"]
     descriptor = {"media_type": rw["media_type"], "digest": rw["digest"], "size": rw["size"]}
     with api.lease(f"restore-{record['id']}"):
@@ -618,7 +619,7 @@ def _restore_task(api, manifest, record, checkpoint, *, log):
     images_dir = os.path.join(checkpoint, manifest.get("images") or CRIU_DIR)
     options = cd.restore_options(record["runtime_options"], images_dir)
     api.create_task(record["id"], rootfs, "file://" + log, options)
-    return api.start_task(record["id"])
+    api.start_task(record["id"])
 
 
 def _undo(client, name):
