@@ -64,6 +64,9 @@ LEASE_EXPIRE_S = 3600
 NO_CRIU = "executable file not found"
 # WriteContentRequest.action (content.proto's WriteAction)
 WRITE, COMMIT = 1, 2
+# A task's Status (types/task/task.proto), by its number
+TASK_STATUSES = ("UNKNOWN", "CREATED", "RUNNING", "STOPPED", "PAUSED", "PAUSING")
+SIGKILL = 9
 
 
 class ContainerdError(criu.CriuError):
@@ -245,6 +248,10 @@ class Containerd:
             "snapshot_key": pw.text(fields, 7),
         }
 
+    def delete_container(self, container_id):
+        """Containers.Delete: the record only (its snapshot is removed on its own)."""
+        self.call(CONTAINERS + "Delete", pw.field(1, container_id), container_id)
+
     def create_container(self, record):
         """Containers.Create of ``record`` (the keys container() returns)."""
         runtime = pw.field(1, record["runtime_name"]) + (
@@ -346,6 +353,27 @@ class Containerd:
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise self._failure(CONTENT + "Write", digest, exc) from None
+
+    def task(self, container_id):
+        """(pid, status) of the container's task (Tasks.Get: the shim's state of it), (None, None)
+        when the container has none."""
+        try:
+            reply = self.call(TASKS + "Get", pw.field(1, container_id), container_id)
+        except ContainerdError as exc:
+            if exc.code != "NOT_FOUND":
+                raise
+            return None, None
+        process = pw.decode(pw.first(pw.decode(reply), 1, b""))
+        status = pw.first(process, 4, 0)
+        return pw.first(process, 3, 0), TASK_STATUSES[status] if status < len(TASK_STATUSES) else "UNKNOWN"
+
+    def kill(self, container_id, signal=SIGKILL):
+        """Tasks.Kill: ``signal`` to the task's process."""
+        self.call(TASKS + "Kill", pw.field(1, container_id) + pw.field(3, signal), container_id)
+
+    def delete_task(self, container_id):
+        """Tasks.Delete of a task that is not running (created, stopped)."""
+        self.call(TASKS + "Delete", pw.field(1, container_id), container_id)
 
     def pause(self, container_id):
         self.call(TASKS + "Pause", pw.field(1, container_id), container_id)

@@ -152,8 +152,9 @@ options:
     default: k8s.io
   ctr_path:
     description:
-      - containerd's C(ctr) client, which O(method=containerd) reads task states with and removes a
-        restored container whose restore failed, and O(method=kubelet) imports images with.
+      - containerd's C(ctr) client, which O(method=kubelet) imports the checkpoint image into the node's
+        containerd with. O(method=containerd) runs no ctr (it talks to containerd's API); its messages
+        name the ctr commands that remove what a failed clean-up left with this path.
         Default C(ctr) on PATH.
     type: path
   docker_socket:

@@ -686,6 +686,37 @@ def test_containerd_restore_refuses_a_pod_that_is_gone_and_leaves_nothing(cri_po
     assert_containerd_restore_refused(cri_pod["cri"], args, dumped, gone)
 
 
+def test_a_containerd_restore_that_criu_fails_leaves_nothing(cri_pod, tmp_path):
+    """CRIU's images of the tasks' registers and state rotted in place (same size, the manifest's
+    check passes): runc's restore fails after containerd made the container, its rootfs and its
+    task, and the module removes all three again through containerd's API; the dumped pod runs on."""
+    wait_cri_count(cri_pod["log"], 3)
+    args = containerd_args(tmp_path, cri_pod)
+    dumped = run_module(args, path_prefix=TESTBED_BIN)
+    assert dumped.get("failed") is not True, dumped
+    images = os.path.join(dumped["checkpoint_dir"], containerd.CRIU_DIR)
+    for core in [name for name in os.listdir(images) if name.startswith("core-")]:  # one per task
+        with open(os.path.join(images, core), "r+b") as handle:
+            handle.write(b"\xff" * os.path.getsize(handle.name))
+    cri, new = cri_pod["cri"], unique()
+    restore = dict(args, state="restored", checkpoint=dumped["checkpoint_dir"], new_container=new)
+    try:
+        failed = run_module(restore, path_prefix=TESTBED_BIN)
+        assert failed.get("failed") is True, failed
+        assert "Tasks.Start" in failed["msg"], failed["msg"]
+        assert failed["msg"].endswith(f"{new} was removed again, nothing is left half-restored"), failed[
+            "msg"
+        ]
+        assert ctr_cli(cri, "containers", "info", new, check=False).returncode != 0
+        assert new not in ctr_cli(cri, "tasks", "ls").stdout
+        assert new not in ctr_cli(cri, "snapshots", "ls").stdout.split()
+    finally:
+        remove_restored(cri, new)
+    at_failure = cri_count(cri_pod["log"])
+    wait_cri_count(cri_pod["log"], at_failure + 2)  # the dumped container counts on
+    assert_nothing_left_in(cri, cri_pod["id"], new)
+
+
 def assert_containerd_restore_refused(cri, args, dumped, *phrases):
     """A restore of ``dumped`` into a new container is refused, in check mode and not, with every
     phrase in its message, and no container is made."""

@@ -22,8 +22,9 @@ removes (containerd/containerd#10166): a restore of 1 GiB took 2.1-3.2x reading 
 the store and 19-30x from the archive; from the directory 1.7-2.0x at 1 GiB and 1.15-1.9x at 4 GiB
 (docs/performance.md).
 ctr has --image-path for the checkpoint but no flag for a restore from a directory, hence the API
-(containerd_api.py). ctr stays for what it does well: the container's task state and the removal
-of a container whose restore failed.
+(containerd_api.py), for the whole of both: the task's state (Tasks.Get) and the removal of a
+container whose restore failed too, so no ctr process starts on the way (one ctr run cost 20-50 ms
+of a restore's ~1 s at 1 GiB).
 
 The container is found through crictl (target.py). A restore that fails part way removes what it
 made, so nothing half-restored is left running.
@@ -104,89 +105,6 @@ def containerd_address(params):
     if endpoint.startswith("unix://"):
         return endpoint[len("unix://") :]
     return DEFAULT_ADDRESS
-
-
-class Ctr(ctr.CtrClient):
-    """ctr for method=containerd: the binary from ctr_path or PATH, CRIU-aware failures."""
-
-    def __init__(self, params, run_command):
-        binary = params.get("ctr_path") or criu.find_executable("ctr")
-        if not binary or not os.access(binary, os.X_OK):
-            raise ctr.RuntimeUnavailable(
-                f"ctr ({params.get('ctr_path') or 'on PATH'}) is not installed: method=containerd drives "
-                "containerd through its ctr client (Debian package containerd); set ctr_path"
-            )
-        super().__init__([binary], containerd_address(params), params["containerd_namespace"], run_command)
-
-    def line(self, *args):
-        return " ".join([*self.argv, *args])
-
-    def failure(self, args, rc, text, argv):
-        what = f"{' '.join(args[:2])} failed (rc={rc}): {text}"
-        if "connect" in text or "no such file" in text.lower():
-            what += f". Is containerd up, and is {self.address} its socket? Set containerd_address"
-        return criu.CriuError(what, cmd=" ".join(argv), rc=rc)
-
-    def container_labels(self, name):
-        """The labels of container ``name``, or None when it does not exist."""
-        rc, out, _err = self.run("containers", "info", name, check=False)
-        if rc != 0:
-            return None
-        try:
-            return json.loads(out).get("Labels") or {}
-        except ValueError:
-            return {}
-
-    def has_container(self, name):
-        return self.container_labels(name) is not None
-
-    def has_image(self, ref):
-        return ref in self.image_refs()
-
-    def image_refs(self):
-        """The refs of the images in the store."""
-        _rc, out, _err = self.run("images", "ls", "-q", check=False)
-        return set(out.split())
-
-    def import_step(self, archive, *options):
-        """``ctr images import`` of ``archive``, with ``--local`` where this ctr has the flag (1.7 and
-        2.x: the client writes the blobs into the content store itself rather than streaming the
-        archive through containerd's transfer service; on 1.7.24, 513 MiB in 2.3-2.4 s against
-        2.9-4.1 s, 1 GiB in 5.5-5.8 s against 5.4-7.7 s: docs/performance.md). 1.6 has no transfer
-        service and always imports locally."""
-        _rc, out, err = self.run("images", "import", "--help", check=False)
-        local = ("--local",) if "--local " in out + err else ()
-        return ("images", "import", *options, *local, archive)
-
-    def task_state(self, name):
-        """(pid, status) of ``name``'s task as ``ctr tasks ls`` shows it, or (None, None)."""
-        _rc, out, _err = self.run("tasks", "ls", check=False)
-        for line in out.splitlines()[1:]:
-            fields = line.split()
-            if len(fields) >= 3 and fields[0] == name:
-                return int(fields[1]), fields[2]
-        return None, None
-
-    def running_pid(self, name, wait_s=RUNNING_WAIT_S, sleep=time.sleep):
-        """The pid of ``name``'s task once it is RUNNING; None when it is not within ``wait_s`` (a
-        loaded host may show a restored task as CREATED for a moment)."""
-        deadline = time.monotonic() + wait_s
-        while True:
-            pid, status = self.task_state(name)
-            if status == "RUNNING":
-                return pid
-            if status == "STOPPED" or time.monotonic() >= deadline:
-                return None
-            sleep(0.2)
-
-    def wait_stopped(self, name, wait_s=RUNNING_WAIT_S, sleep=time.sleep):
-        """Wait until ``name``'s task is STOPPED or gone (after a SIGKILL); its last status."""
-        deadline = time.monotonic() + wait_s
-        while True:
-            _pid, status = self.task_state(name)
-            if status in (None, "STOPPED") or time.monotonic() >= deadline:
-                return status
-            sleep(0.1)
 
 
 def dump(params, check_mode, run_command, *, api=None, **options):
@@ -510,7 +428,6 @@ def _restore(
     problem = dump_problem(checkpoint, manifest)
     if problem:
         raise BadCheckpoint(f"{checkpoint}: {problem}; take a new one")
-    client = Ctr(params, run_command)
     origin = os.path.basename(checkpoint)
     images_dir = os.path.join(checkpoint, manifest.get("images") or CRIU_DIR)
     result = {
@@ -521,9 +438,9 @@ def _restore(
         "gpu": {"path": (manifest.get("gpu") or {}).get("path", "none")},
         "command": ["containerd", "Tasks.Create", new, f"criu_image_path={images_dir}"],
     }
-    labels = client.container_labels(new)
+    labels = _labels(api, new)
     if labels is not None:
-        pid, status = client.task_state(new)
+        pid, status = api.task(new)
         ours = labels.get(RESTORED_FROM) == origin
         if ours and status == "RUNNING":
             return dict(result, changed=False, restored={"container": new, "pid": pid})
@@ -531,14 +448,14 @@ def _restore(
         raise InvalidArgument(
             f"a container {new} exists already in containerd namespace "
             f"{params['containerd_namespace']}{stopped}: "
-            f"choose another new_container or remove it ({client.line('containers', 'rm', new)})"
+            f"choose another new_container or remove it ({ctr_line(params, 'containers', 'rm', new)})"
         )
     # runc would fail on a missing namespace only after containerd has made the container and its task
     gone = pod_gone(manifest, readlink)
     if gone:
         raise InvalidArgument(gone + ". Nothing was created")
     runtime_criu.refuse_unreadable(
-        checkpoint, manifest, run_command, proc, address=client.address, where="containerd's"
+        checkpoint, manifest, run_command, proc, address=api.address, where="containerd's"
     )
     result["gpu"], freezer = gpu_mod.restore_plan(
         params, run_command, manifest, checkpoint, gpus_dir=gpus_dir, find=find_freezer
@@ -551,7 +468,7 @@ def _restore(
         return dict(result, commands=_restore_calls(new, record, images_dir, log))
     try:
         _restore_task(api, manifest, record, checkpoint, log=log)
-        pid = client.running_pid(new)
+        pid = _running_pid(api, new)
         if pid is None:
             raise criu.CriuError(
                 f"containerd started the restored task, but {new} is not running within "
@@ -561,9 +478,49 @@ def _restore(
         if freezer is not None:
             gpu_mod.after_restore(freezer, result["gpu"], criu.process_tree(pid, proc), proc)
     except criu.CriuError as exc:
-        exc.msg += _undo(client, new)
+        exc.msg += _undo(api, params, record)
         raise
     return dict(result, restored={"container": new, "pid": pid, "log": log}, commands=api.calls)
+
+
+def ctr_line(params, *args):
+    """The ctr command an operator runs for ``args`` on this containerd (named in messages)."""
+    binary = params.get("ctr_path") or "ctr"
+    namespace = params["containerd_namespace"]
+    return " ".join([binary, "--address", containerd_address(params), "--namespace", namespace, *args])
+
+
+def _labels(api, name):
+    """The labels of container ``name``, or None when it does not exist."""
+    try:
+        return api.container(name)["labels"]
+    except cd.ContainerdError as exc:
+        if exc.code != "NOT_FOUND":
+            raise
+        return None
+
+
+def _running_pid(api, name, wait_s=RUNNING_WAIT_S, sleep=time.sleep):
+    """The pid of ``name``'s task once it is RUNNING; None when it is not within ``wait_s`` (a
+    loaded host may show a restored task as CREATED for a moment)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        pid, status = api.task(name)
+        if status == "RUNNING":
+            return pid
+        if status == "STOPPED" or time.monotonic() >= deadline:
+            return None
+        sleep(0.2)
+
+
+def _wait_stopped(api, name, wait_s=RUNNING_WAIT_S, sleep=time.sleep):
+    """Wait until ``name``'s task is STOPPED or gone (after a SIGKILL); its last status."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        _pid, status = api.task(name)
+        if status in (None, "STOPPED") or time.monotonic() >= deadline:
+            return status
+        sleep(0.1)
 
 
 def _restored_record(manifest, new, origin):
@@ -622,29 +579,40 @@ def _restore_task(api, manifest, record, checkpoint, *, log):
     api.start_task(record["id"])
 
 
-def _undo(client, name):
+def _undo(api, params, record):
     """Remove what a failed restore made; what to add to its message."""
-    if _remove(client, name):
+    name = record["id"]
+    why = _remove(api, record)
+    if why is None:
         return f" -- {name} was removed again, nothing is left half-restored"
     return (
-        f" -- {name} could not be removed (its task did not stop within {RUNNING_WAIT_S} s of SIGKILL): "
-        f"remove it with {client.line('tasks', 'rm', '--force', name)} and "
-        f"{client.line('containers', 'rm', name)}"
+        f" -- {name} could not be removed ({why}): remove it with "
+        f"{ctr_line(params, 'tasks', 'rm', '--force', name)} and {ctr_line(params, 'containers', 'rm', name)}"
     )
 
 
-def _remove(client, name):
-    """Remove container ``name`` and its task. Not ``ctr tasks rm --force``: it kills the task and
-    waits for its exit, and a task whose restore failed (CREATED, pid 0) never exits - ctr hangs
-    (containerd 1.6 and 1.7). A running task is killed and waited for; then a plain delete.
-    True when the container is gone."""
-    if not client.has_container(name):
-        return True
-    _pid, status = client.task_state(name)
-    if status in ("RUNNING", "PAUSED", "PAUSING"):
-        client.run("tasks", "kill", "--signal", "SIGKILL", name, check=False)
-        status = client.wait_stopped(name)
-    if status is not None:
-        client.run("tasks", "rm", name, check=False)
-    client.run("containers", "rm", name, check=False)
-    return not client.has_container(name)
+def _remove(api, record):
+    """Remove the container of ``record``, its task and its snapshot. Not as ``ctr tasks rm
+    --force`` does it: that kills the task and waits for its exit, and a task whose restore failed
+    (CREATED, pid 0) never exits (containerd 1.6 and 1.7). A running task is killed and waited for,
+    then deleted; the container, then its snapshot (what ``ctr containers rm`` removes too).
+    None once all is gone, else why not."""
+    name = record["id"]
+    try:
+        if _labels(api, name) is None:
+            return None
+        _pid, status = api.task(name)
+        if status in ("RUNNING", "PAUSED", "PAUSING"):
+            with contextlib.suppress(cd.ContainerdError):
+                api.kill(name)
+            status = _wait_stopped(api, name)
+            if status not in (None, "STOPPED"):
+                return f"its task did not stop within {RUNNING_WAIT_S} s of SIGKILL"
+        if status is not None:
+            api.delete_task(name)
+        api.delete_container(name)
+    except cd.ContainerdError as exc:
+        return exc.msg
+    with contextlib.suppress(cd.ContainerdError):  # none when the restore failed before Prepare
+        api.remove_snapshot(record["snapshotter"], record["snapshot_key"])
+    return None

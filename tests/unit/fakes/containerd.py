@@ -3,8 +3,8 @@ a containerd process (its root a directory of the test); the copy of a checkpoin
 extracts into its temporary directory and keeps, and a checkpoint image exported as ``ctr images
 export --skip-manifest-json`` writes it (an OCI archive: index.json -> the image index -> the
 criu.tar layer among containerd's checkpoint blobs), as method=kubelet and earlier dumps meet them;
-its ctr client (FakeCtr); its gRPC API (FakeContainerd) and a dump that method=containerd wrote
-through it (write_containerd_dump)."""
+its ctr client's image commands (FakeCtr); its gRPC API (FakeContainerd) and a dump that
+method=containerd wrote through it (write_containerd_dump)."""
 
 import contextlib
 import hashlib
@@ -61,19 +61,14 @@ def leave_copy(temp_dir, files=None):
 
 
 class FakeCtr:
-    """ctr answering like containerd 1.6's: ``existing`` containers (``containers info`` shows
-    ``labels``), ``images`` in the store, ``fail`` maps a verb pair (e.g. ("tasks", "rm")) to its
-    stderr; ``statuses``: what each ``tasks ls`` shows of every existing container's task, the last
-    one staying (None: no task); ``release``: "1.6" (``images import`` has no --local), else 1.7
-    or later."""
+    """ctr answering like containerd 1.6's image commands: ``images`` in the store, ``fail`` maps a
+    verb pair (e.g. ("images", "import")) to its stderr; ``release``: "1.6" (``images import`` has
+    no --local), else 1.7 or later."""
 
-    def __init__(self, existing=(), images=(), fail=None, statuses=("RUNNING",), *, release="1.6"):
-        self.existing = set(existing)
+    def __init__(self, images=(), fail=None, *, release="1.6"):
         self.release = release  # ctr 1.7 and 2.x know images import --local
         self.images = set(images)
         self.fail = fail or {}
-        self.statuses = list(statuses)
-        self.labels = {}
 
     def __call__(self, argv, **_kwargs):
         args = argv[5:]  # after ctr --address A --namespace N
@@ -82,18 +77,8 @@ class FakeCtr:
             return 0, self._import_help(), ""
         if verb in self.fail:
             return 1, "", self.fail[verb]
-        if verb == ("containers", "info"):
-            if args[2] not in self.existing:
-                return 1, "", f'container "{args[2]}": not found'
-            return 0, json.dumps({"ID": args[2], "Labels": self.labels}), ""
         if verb == ("images", "ls"):
             return 0, "\n".join(sorted(self.images)), ""
-        if verb == ("tasks", "ls"):
-            status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
-            rows = [f"{name} 4242 {status}" for name in sorted(self.existing) if status]
-            return 0, "\n".join(["TASK PID STATUS", *rows]), ""
-        if verb == ("containers", "rm"):
-            self.existing.discard(args[2])
         if verb == ("images", "rm"):
             self.images.difference_update(a for a in args[2:] if not a.startswith("--"))
         return 0, "", ""
@@ -134,7 +119,7 @@ RUNTIME_OPTIONS = pw.any_message(cd.RUNC_OPTIONS, pw.field(6, "runc") + pw.field
 RW_LAYER = b"the tar of the files the container wrote"  # what Diff.Diff makes of its rw layer
 TASK_PID = 4242
 # What only reads: every other call changes something in containerd.
-READS = frozenset({"Containers.Get", "Snapshots.Stat", "Snapshots.Mounts", "Content.Read"})
+READS = frozenset({"Containers.Get", "Tasks.Get", "Snapshots.Stat", "Snapshots.Mounts", "Content.Read"})
 
 
 def container_record(spec=None, **changes):
@@ -183,11 +168,11 @@ class FakeContainerd:
     ``fail`` maps a method ("Tasks.Checkpoint") to the exception its call raises (failed(...), an
     OSError), after what it writes. ``calls``: "Method target" of each call, as the real one lists
     them; ``requests``: each method's last arguments, with the lease it ran in; ``journal``: a list
-    to share with other fakes, ("containerd", method) appended per call; ``ctr``: a FakeCtr that
-    sees the containers made here."""
+    to share with other fakes, ("containerd", method) appended per call; ``shown``: {container id:
+    the statuses Tasks.Get shows of its task in turn, the last one staying} (else its status here)."""
 
     def __init__(
-        self, record=None, *, address="/run/c.sock", fail=None, ctr=None, journal=None, criu_files=None
+        self, record=None, *, address="/run/c.sock", fail=None, journal=None, criu_files=None, shown=None
     ):
         self.address = address
         self.record = record or container_record()
@@ -196,7 +181,7 @@ class FakeContainerd:
         self.tasks = {self.record["id"]: "RUNNING"}
         self.content = {}
         self.fail = dict(fail or {})
-        self.ctr = ctr
+        self.shown = {key: list(statuses) for key, statuses in (shown or {}).items()}
         self.journal = [] if journal is None else journal
         self.criu_files = CRIU_FILES if criu_files is None else criu_files
         self.rw_layer = RW_LAYER
@@ -247,8 +232,14 @@ class FakeContainerd:
     def create_container(self, record):
         self._call("Containers.Create", record["id"], record=record)
         self.containers[record["id"]] = record
-        if self.ctr is not None:
-            self.ctr.existing.add(record["id"])
+
+    def delete_container(self, container_id):
+        self._call("Containers.Delete", container_id)
+        if container_id in self.tasks:
+            raise failed(
+                "FAILED_PRECONDITION", f"cannot delete a container with an existing task: {container_id}"
+            )
+        del self.containers[container_id]
 
     def snapshot_parent(self, snapshotter, key):
         self._call("Snapshots.Stat", f"{snapshotter} {key}")
@@ -300,6 +291,21 @@ class FakeContainerd:
         if layer_descriptor(data)["digest"] != descriptor["digest"]:
             raise failed("FAILED_PRECONDITION", f"unexpected commit digest, expected {descriptor['digest']}")
         self.content[descriptor["digest"]] = data
+
+    def task(self, container_id):
+        self._call("Tasks.Get", container_id)
+        shown = self.shown.get(container_id)
+        status = (shown.pop(0) if len(shown) > 1 else shown[0]) if shown else self.tasks.get(container_id)
+        if status is None:
+            return None, None
+        return (0 if status == "CREATED" else TASK_PID), status
+
+    def kill(self, container_id, signal=cd.SIGKILL):
+        self._call("Tasks.Kill", container_id, signal=signal)
+
+    def delete_task(self, container_id):
+        self._call("Tasks.Delete", container_id)
+        del self.tasks[container_id]
 
     def pause(self, container_id):
         self._call("Tasks.Pause", container_id)

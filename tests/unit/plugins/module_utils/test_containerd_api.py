@@ -246,6 +246,38 @@ def test_a_task_is_created_on_its_rootfs_with_its_options_and_started():
 
 
 @pytest.mark.parametrize(
+    ("number", "status"), [(1, "CREATED"), (2, "RUNNING"), (3, "STOPPED"), (9, "UNKNOWN")]
+)
+def test_a_task_is_its_process_pid_and_status(number, status):
+    process = pw.field(1, "new") + pw.field(3, 4242) + pw.field(4, number)
+    api = client({cd.TASKS + "Get": pw.message(1, process)})
+    assert api.task("new") == (4242, status)
+    assert pw.decode(api.channel.calls[0].request) == {1: [b"new"]}
+
+
+def test_a_container_without_a_task_has_none():
+    api = client({cd.TASKS + "Get": RpcFailure(grpc.StatusCode.NOT_FOUND, "no running task found")})
+    assert api.task("new") == (None, None)
+
+
+def test_a_task_that_cannot_be_read_is_an_error():
+    api = client({cd.TASKS + "Get": RpcFailure(grpc.StatusCode.UNAVAILABLE, "connection refused")})
+    with pytest.raises(cd.ContainerdError, match="UNAVAILABLE"):
+        api.task("new")
+
+
+def test_a_task_is_killed_deleted_and_its_container_deleted_by_id():
+    api = client()
+    api.kill("new")
+    api.delete_task("new")
+    api.delete_container("new")
+    assert api.channel.methods() == ["Kill", "Delete", "Delete"]
+    requests = [pw.decode(call.request) for call in api.channel.calls]
+    assert requests == [{1: [b"new"], 3: [cd.SIGKILL]}, {1: [b"new"]}, {1: [b"new"]}]
+    assert [call.method for call in api.channel.calls][1:] == [cd.TASKS + "Delete", cd.CONTAINERS + "Delete"]
+
+
+@pytest.mark.parametrize(
     ("code", "hint"),
     [
         (grpc.StatusCode.NOT_FOUND, ""),

@@ -1,4 +1,4 @@
-"""method=containerd with a fake containerd API (FakeContainerd) and a fake ctr: the calls in order,
+"""method=containerd with a fake containerd API (FakeContainerd): the calls in order,
 check mode, the refusals before any change, and the clean-up of a dump or a restore that fails part
 way (the dumped task runs on, nothing half-restored is left)."""
 
@@ -27,7 +27,6 @@ from ....fakes.containerd import (
     RUNTIME_OPTIONS,
     RW_LAYER,
     FakeContainerd,
-    FakeCtr,
     container_record,
     containerd_proc,
     crictl,
@@ -39,7 +38,7 @@ from ....fakes.containerd import (
 from ....fakes.cuda import CUDA_PARAMS, FakeCudaCheckpoint
 from ....fakes.run import FakeRun
 
-CTR_PATH = "/usr/bin/ctr" if os.access("/usr/bin/ctr", os.X_OK) else "/bin/true"
+CTR_PATH = "/usr/bin/ctr"  # what the messages name
 NEW = "counter-2"
 # The calls of a dump while its task is paused: CRIU's images, then the rw layer's diff.
 PAUSED = [
@@ -92,15 +91,6 @@ def dump_params(images_dir, tool=None, **extra):
     )
 
 
-def ctr_run(fake_ctr, **handlers):
-    """A run_command whose ctr is ``fake_ctr``."""
-    return FakeRun(**{os.path.basename(CTR_PATH): fake_ctr}, **handlers)
-
-
-def verbs(run):
-    return [tuple(argv[5:7]) for argv, _kwargs in run.calls]
-
-
 def rewrite(dump_dir, **changes):
     """Set keys of the manifest of ``dump_dir`` (None: remove them)."""
     manifest = dict(mf.load(dump_dir), **changes)
@@ -125,8 +115,8 @@ def dump_dir(tmp_path):
 
 @pytest.fixture
 def api():
-    """containerd's API on a node, its ctr (api.ctr) seeing the containers it makes."""
-    return FakeContainerd(ctr=FakeCtr())
+    """containerd's API on a node."""
+    return FakeContainerd()
 
 
 @pytest.fixture
@@ -135,19 +125,18 @@ def proc(tmp_path):
 
 
 def restore(dump_dir, api, *, check_mode=False, run=None, **kwargs):
-    """containerd.restore of ``dump_dir`` into NEW through ``api`` and ``run`` (api.ctr's)."""
-    return containerd.restore(
-        params(checkpoint=dump_dir), check_mode, run or ctr_run(api.ctr), api=api, **kwargs
-    )
+    """containerd.restore of ``dump_dir`` into NEW through ``api`` and ``run``."""
+    return containerd.restore(params(checkpoint=dump_dir), check_mode, run or FakeRun(), api=api, **kwargs)
 
 
 # restore
 
 
 def test_restore_makes_the_container_its_rootfs_and_its_task_from_the_dump(dump_dir, api, proc):
-    run = ctr_run(api.ctr)
+    run = FakeRun()
     result = restore(dump_dir, api, run=run, proc=proc)
     assert api.methods() == [
+        "Containers.Get",  # NEW is not there yet
         "Snapshots.Stat",  # the image is unpacked here
         "Leases.Create",
         "Content.Write",
@@ -157,6 +146,7 @@ def test_restore_makes_the_container_its_rootfs_and_its_task_from_the_dump(dump_
         "Leases.Delete",
         "Tasks.Create",
         "Tasks.Start",
+        "Tasks.Get",  # running
     ]
     made = dict(api.containers[NEW])
     spec_type, spec = cd.decode_any(made.pop("spec"))
@@ -179,7 +169,7 @@ def test_restore_makes_the_container_its_rootfs_and_its_task_from_the_dump(dump_
     log = os.path.join(dump_dir, f"restored-{NEW}.log")
     task = api.requests["Tasks.Create"]
     assert (task["rootfs"], task["log_uri"]) == (api.requests["Diff.Apply"]["mounts"], "file://" + log)
-    assert verbs(run) == [("containers", "info"), ("tasks", "ls")]
+    assert run.calls == []  # no ctr, no other process
     assert (result["changed"], result["restored"], result["gpu"]["path"]) == (
         True,
         {"container": NEW, "pid": 4242, "log": log},
@@ -196,16 +186,15 @@ def test_the_restored_task_has_the_containers_runc_options_and_criu_image_path(d
 
 
 def test_a_restored_task_shown_created_first_is_waited_for(dump_dir, proc):
-    api = FakeContainerd(ctr=FakeCtr(statuses=("CREATED", "CREATED", "RUNNING")))
-    run = ctr_run(api.ctr)
-    result = restore(dump_dir, api, run=run, proc=proc)
-    assert result["restored"]["pid"] == 4242 and verbs(run).count(("tasks", "ls")) == 3
+    api = FakeContainerd(shown={NEW: ["CREATED", "CREATED", "RUNNING"]})
+    result = restore(dump_dir, api, proc=proc)
+    assert result["restored"]["pid"] == 4242 and api.methods().count("Tasks.Get") == 3
 
 
 def test_restore_in_check_mode_only_reads(dump_dir, api, proc):
-    run = ctr_run(api.ctr)
+    run = FakeRun()
     result = restore(dump_dir, api, check_mode=True, run=run, proc=proc)
-    assert api.changes() == [] and verbs(run) == [("containers", "info")]
+    assert api.methods() == ["Containers.Get", "Snapshots.Stat"] and run.calls == []
     assert result["changed"] is True
     assert f"containerd Tasks.Create {NEW} criu_image_path={dump_dir}/criu" in result["commands"][2]
     assert result["commands"][-1] == f"containerd Tasks.Start {NEW}"
@@ -217,22 +206,30 @@ def test_restore_in_check_mode_only_reads(dump_dir, api, proc):
     ids=["another", "ours-stopped"],
 )
 def test_restore_refuses_a_name_that_exists_and_changes_nothing(dump_dir, ours, status, said):
-    fake = FakeCtr(existing=[NEW], statuses=(status,))
-    fake.labels = {containerd.RESTORED_FROM: os.path.basename(dump_dir)} if ours else {}
-    api, run = FakeContainerd(ctr=fake), ctr_run(fake)
+    api = with_new_container(dump_dir, status, ours=ours)
     exists = f"a container {NEW} exists already in containerd namespace k8s.io{said}: choose another"
-    with pytest.raises(InvalidArgument, match=re.escape(exists)):
-        restore(dump_dir, api, run=run)
-    assert verbs(run) == [("containers", "info"), ("tasks", "ls")] and api.calls == []
+    remove = f"remove it ({CTR_PATH} --address /run/c.sock --namespace k8s.io containers rm {NEW})"
+    with pytest.raises(InvalidArgument, match=re.escape(exists)) as caught:
+        restore(dump_dir, api)
+    assert remove in caught.value.msg
+    assert api.methods() == ["Containers.Get", "Tasks.Get"]
 
 
 def test_a_second_restore_of_the_same_checkpoint_that_runs_is_done(dump_dir):
-    fake = FakeCtr(existing=[NEW])
-    fake.labels = {containerd.RESTORED_FROM: os.path.basename(dump_dir)}
-    api, run = FakeContainerd(ctr=fake), ctr_run(fake)
-    result = restore(dump_dir, api, run=run)
+    api = with_new_container(dump_dir, "RUNNING", ours=True)
+    result = restore(dump_dir, api)
     assert (result["changed"], result["restored"]) == (False, {"container": NEW, "pid": 4242})
-    assert verbs(run) == [("containers", "info"), ("tasks", "ls")] and api.calls == []
+    assert api.methods() == ["Containers.Get", "Tasks.Get"]
+
+
+def with_new_container(dump_dir, status, *, ours):
+    """containerd with a container NEW whose task is ``status``: restored from ``dump_dir`` when
+    ``ours``, else another one."""
+    api = FakeContainerd()
+    labels = {containerd.RESTORED_FROM: os.path.basename(dump_dir)} if ours else {}
+    api.containers[NEW] = container_record(id=NEW, labels=labels, snapshot_key=NEW)
+    api.tasks[NEW] = status
+    return api
 
 
 def test_restore_refuses_a_criu_dump(dump_dir, api):
@@ -280,7 +277,7 @@ def test_restore_refuses_a_dump_whose_files_are_not_the_ones_it_wrote(
     dump_dir, api, damage, message, check_mode
 ):
     damage(dump_dir)
-    run = ctr_run(api.ctr)
+    run = FakeRun()
     with pytest.raises(BadCheckpoint, match=message) as caught:
         restore(dump_dir, api, check_mode=check_mode, run=run)
     assert caught.value.msg.endswith("; take a new one")
@@ -291,7 +288,7 @@ def test_restore_refuses_a_dump_whose_files_are_not_the_ones_it_wrote(
 def test_a_dump_of_a_newer_criu_is_refused_before_any_change(dump_dir, api, tmp_path, check_mode):
     rewrite(dump_dir, criu={"path": "/usr/local/sbin/criu", "version": "4.1.1"})
     proc, _temp = containerd_proc(tmp_path, criu=True, address="/run/c.sock")
-    run = ctr_run(api.ctr, criu=lambda argv, **_kwargs: (0, "Version: 3.17.1\n", ""))
+    run = FakeRun(criu=lambda argv, **_kwargs: (0, "Version: 3.17.1\n", ""))
     with pytest.raises(BadCheckpoint) as caught:
         restore(dump_dir, api, check_mode=check_mode, run=run, proc=proc)
     assert (
@@ -299,8 +296,8 @@ def test_a_dump_of_a_newer_criu_is_refused_before_any_change(dump_dir, api, tmp_
         in caught.value.msg
     )
     assert "the criu on containerd's PATH" in caught.value.msg
-    assert verbs(run)[0] == ("containers", "info") and len(run.calls) == 2  # that check, then criu --version
-    assert api.calls == []
+    assert len(run.calls) == 1  # criu --version
+    assert api.methods() == ["Containers.Get"]  # only looked whether NEW exists
 
 
 def gone_link(path):
@@ -324,13 +321,13 @@ def test_restore_refuses_when_the_pod_sandbox_is_gone_and_creates_nothing(
 ):
     joined = [{"type": "network", "path": "/proc/16189/ns/net", "id": "net:[4026532323]"}]
     rewrite(dump_dir, pod={"name": "validator-0", "namespace": "solana"}, joined_namespaces=joined)
-    run = ctr_run(api.ctr)
+    run = FakeRun()
     with pytest.raises(InvalidArgument) as caught:
         restore(dump_dir, api, check_mode=check_mode, run=run, readlink=readlink)
     assert "the pod solana/validator-0 this container was dumped from is gone" in caught.value.msg
     assert said in caught.value.msg and "method=kubelet" in caught.value.msg
     assert caught.value.msg.endswith("Nothing was created")
-    assert verbs(run) == [("containers", "info")] and api.calls == []  # only looked whether NEW exists
+    assert run.calls == [] and api.methods() == ["Containers.Get"]  # only looked whether NEW exists
 
 
 def test_restore_goes_on_while_the_pod_sandbox_is_there(dump_dir, api, proc):
@@ -346,49 +343,43 @@ def test_restore_refuses_an_image_not_unpacked_here_naming_crictl_pull(dump_dir,
         restore(dump_dir, api, check_mode=check_mode, proc=proc)
     assert f"the image {IMAGE} the container was made from is not unpacked" in caught.value.msg
     assert f"(crictl pull {IMAGE}), then restore again. Nothing was created" in caught.value.msg
-    assert api.methods() == ["Snapshots.Stat"] and NEW not in api.ctr.existing
+    assert api.methods() == ["Containers.Get", "Snapshots.Stat"] and NEW not in api.containers
 
 
 def test_a_containerd_that_cannot_say_whether_the_image_is_there_is_an_error(dump_dir, proc):
-    api = FakeContainerd(ctr=FakeCtr(), fail={"Snapshots.Stat": failed("UNAVAILABLE", "connection refused")})
+    api = FakeContainerd(fail={"Snapshots.Stat": failed("UNAVAILABLE", "connection refused")})
     with pytest.raises(cd.ContainerdError, match=r"\(UNAVAILABLE\): connection refused"):
         restore(dump_dir, api, proc=proc)
     assert api.changes() == []
 
 
 @pytest.mark.parametrize(
-    ("fail", "statuses", "removal"),
+    ("fail", "shown", "removal"),
     [
         # runc refused the restore (a namespace gone): the task stays CREATED with pid 0, and
         # `ctr tasks rm --force` would wait forever for it to exit (seen on containerd 1.6.20)
-        ("Tasks.Start", ("CREATED",), [("tasks", "ls"), ("tasks", "rm")]),
+        ("Tasks.Start", ["CREATED"], ["Tasks.Get", "Tasks.Delete"]),
         # Start timed out while CRIU went on: the task runs, it is killed, waited for, deleted
-        (
-            "Tasks.Start",
-            ("RUNNING", "STOPPED"),
-            [("tasks", "ls"), ("tasks", "kill"), ("tasks", "ls"), ("tasks", "rm")],
-        ),
+        ("Tasks.Start", ["RUNNING", "STOPPED"], ["Tasks.Get", "Tasks.Kill", "Tasks.Get", "Tasks.Delete"]),
         # started, but it exited at once
-        (None, ("STOPPED",), [("tasks", "ls"), ("tasks", "rm")]),
+        (None, ["STOPPED"], ["Tasks.Get", "Tasks.Delete"]),
         # the rootfs could not be made: a container without a task
-        ("Snapshots.Prepare", (None,), [("tasks", "ls")]),
+        ("Snapshots.Prepare", [None], ["Tasks.Get"]),
     ],
     ids=["restore-refused", "start-timed-out", "exited", "no-rootfs"],
 )
-def test_a_failed_restore_leaves_nothing_behind(dump_dir, proc, fail, statuses, removal):
-    fake = FakeCtr(statuses=statuses)
+def test_a_failed_restore_leaves_nothing_behind(dump_dir, proc, fail, shown, removal):
     api = FakeContainerd(
-        ctr=fake, fail={fail: failed("UNKNOWN", "criu failed: type RESTORE errno 0")} if fail else {}
+        shown={NEW: shown},
+        fail={fail: failed("UNKNOWN", "criu failed: type RESTORE errno 0")} if fail else {},
     )
-    run = ctr_run(fake)
     with pytest.raises(CriuError) as caught:
-        restore(dump_dir, api, run=run, proc=proc)
+        restore(dump_dir, api, proc=proc)
     assert caught.value.msg.endswith(f"{NEW} was removed again, nothing is left half-restored")
-    calls = verbs(run)
-    cleanup = calls[calls.index(("containers", "info"), 1) :]
-    assert cleanup == [("containers", "info"), *removal, ("containers", "rm"), ("containers", "info")]
-    assert not any("--force" in argv for argv, _kwargs in run.calls)
-    assert NEW not in fake.existing
+    methods = api.methods()
+    cleanup = methods[methods.index("Containers.Get", 1) :]
+    assert cleanup == ["Containers.Get", *removal, "Containers.Delete", "Snapshots.Remove"]
+    assert NEW not in api.containers and NEW not in api.snapshots and NEW not in api.tasks
 
 
 def test_a_task_that_does_not_stop_is_named_with_how_to_remove_it(dump_dir, proc, monkeypatch):
@@ -396,19 +387,29 @@ def test_a_task_that_does_not_stop_is_named_with_how_to_remove_it(dump_dir, proc
     container is still there and how to remove it, instead of claiming nothing is left."""
     clock = iter(range(0, 10_000, 5))
     monkeypatch.setattr(containerd.time, "monotonic", lambda: next(clock))
-
-    class Stuck(FakeCtr):
-        def __call__(self, argv, **kwargs):
-            if tuple(argv[5:7]) == ("containers", "rm"):  # containerd refuses: the task still runs
-                return 1, "", "cannot delete a container with a running task"
-            return super().__call__(argv, **kwargs)
-
-    api = FakeContainerd(ctr=Stuck(), fail={"Tasks.Start": failed("DEADLINE_EXCEEDED", "context deadline")})
+    api = FakeContainerd(
+        shown={NEW: ["RUNNING"]}, fail={"Tasks.Start": failed("DEADLINE_EXCEEDED", "context deadline")}
+    )
     with pytest.raises(CriuError) as caught:
         restore(dump_dir, api, proc=proc)
     assert f"{NEW} could not be removed (its task did not stop within 10 s of SIGKILL)" in caught.value.msg
-    assert f"tasks rm --force {NEW}" in caught.value.msg
-    assert "half-restored" not in caught.value.msg
+    assert f"{CTR_PATH} --address /run/c.sock --namespace k8s.io tasks rm --force {NEW}" in caught.value.msg
+    assert "half-restored" not in caught.value.msg and NEW in api.containers
+
+
+def test_a_containerd_gone_during_the_cleanup_is_named_with_how_to_remove_it(dump_dir, proc):
+    api = FakeContainerd(
+        fail={
+            "Tasks.Start": failed("UNKNOWN", "criu failed: type RESTORE errno 0"),
+            "Tasks.Delete": failed("UNAVAILABLE", "connection refused"),
+        }
+    )
+    with pytest.raises(CriuError) as caught:
+        restore(dump_dir, api, proc=proc)
+    assert "criu failed: type RESTORE errno 0" in caught.value.msg
+    assert f"{NEW} could not be removed (containerd " in caught.value.msg
+    assert "(UNAVAILABLE): connection refused" in caught.value.msg
+    assert f"containers rm {NEW}" in caught.value.msg
 
 
 # dump
@@ -504,7 +505,6 @@ def test_a_dump_records_the_container_to_restore_it(plain_host, tmp_path, dumper
 
 def test_a_dump_restores_into_a_container_like_the_dumped_one(plain_host, tmp_path, dumper):
     dump_dir = dump(tmp_path / "dumps", plain_host(64), dumper)["checkpoint_dir"]
-    dumper.ctr = FakeCtr()
     restore(dump_dir, dumper, proc=plain_host(64))
 
     def alike(record):  # what the restored container takes over; the spec's JSON as JSON
@@ -682,31 +682,22 @@ def test_a_cuda_container_without_a_freezer_is_refused_before_anything(gpu_host,
     assert not os.path.exists(tmp_path / "dumps")
 
 
-def cuda_restore(dump_dir, gpu_host, api, cuda, *, check_mode=False, run=None):
+def cuda_restore(dump_dir, gpu_host, api, cuda, *, check_mode=False):
+    """A restore of a CUDA dump; the containerd calls and cuda-checkpoint actions in order (api's journal)."""
     gpus, tool, proc = gpu_host
     rewrite(dump_dir, gpu={"path": "cuda-checkpoint", "cuda_pids": [17]})
     cuda.states[4242] = "checkpointed"  # as CRIU brings back a process dumped checkpointed
     restore_params = params(checkpoint=dump_dir, cuda_checkpoint_path=tool)
-    run = run or ctr_run(api.ctr, cuda_checkpoint=cuda)
-    return containerd.restore(restore_params, check_mode, run, proc=proc, gpus_dir=gpus, api=api), run
-
-
-def steps_of(run):
-    """The ctr verbs and cuda-checkpoint actions in call order (state reads left out)."""
-    out = []
-    for argv, _kwargs in run.calls:
-        if "--action" in argv:
-            out.append(("cuda-checkpoint", argv[argv.index("--action") + 1]))
-        elif argv[0] == CTR_PATH:
-            out.append(tuple(argv[5:7]))
-    return out
+    run = FakeRun(cuda_checkpoint=journaled(cuda, api.journal))
+    return containerd.restore(restore_params, check_mode, run, proc=proc, gpus_dir=gpus, api=api), api.journal
 
 
 def test_a_restored_cuda_container_is_restored_and_unlocked_on_the_gpu(dump_dir, gpu_host, api):
     cuda = FakeCudaCheckpoint([4242], path=gpu_host[1])
-    result, run = cuda_restore(dump_dir, gpu_host, api, cuda)
-    assert steps_of(run)[-3:] == [
-        ("tasks", "ls"),
+    result, steps = cuda_restore(dump_dir, gpu_host, api, cuda)
+    assert steps[-4:] == [
+        ("containerd", "Tasks.Start"),
+        ("containerd", "Tasks.Get"),  # running
         ("cuda-checkpoint", "restore"),
         ("cuda-checkpoint", "unlock"),
     ]
@@ -716,13 +707,12 @@ def test_a_restored_cuda_container_is_restored_and_unlocked_on_the_gpu(dump_dir,
 
 def test_a_restored_cuda_container_that_cannot_be_thawed_is_removed(dump_dir, gpu_host):
     cuda = FakeCudaCheckpoint([4242], path=gpu_host[1], fail={"restore": (1, "CUDA_ERROR_OUT_OF_MEMORY\n")})
-    fake = FakeCtr(statuses=("RUNNING", "RUNNING", "STOPPED"))
-    api = FakeContainerd(ctr=fake)
+    api = FakeContainerd(shown={NEW: ["RUNNING", "RUNNING", "STOPPED"]})
     with pytest.raises(CriuError) as caught:
         cuda_restore(dump_dir, gpu_host, api, cuda)
     assert "CUDA_ERROR_OUT_OF_MEMORY" in caught.value.msg
     assert f"{NEW} was removed again, nothing is left half-restored" in caught.value.msg
-    assert NEW not in fake.existing
+    assert NEW not in api.containers
 
 
 @pytest.mark.parametrize("check_mode", [True, False])
@@ -731,7 +721,7 @@ def test_a_cuda_dump_is_not_restored_on_a_host_without_a_gpu(dump_dir, api, tmp_
     no_gpus, proc = str(tmp_path / "no-gpus"), containerd_proc(tmp_path)[0]
     with pytest.raises(CriuError, match=r"holds CUDA state .* but this host has no NVIDIA GPU"):
         restore(dump_dir, api, check_mode=check_mode, gpus_dir=no_gpus, proc=proc)
-    assert api.calls == []
+    assert api.changes() == []
 
 
 # helpers

@@ -19,11 +19,10 @@ from ansible_collections.strata.ops.plugins.module_utils.checkpoint import (
     reopened,
 )
 from ansible_collections.strata.ops.plugins.module_utils.checkpoint import manifest as mf
-from tests.unit.fakes.containerd import FakeContainerd, FakeCtr, containerd_proc, write_containerd_dump
+from tests.unit.fakes.containerd import FakeContainerd, containerd_proc, write_containerd_dump
 from tests.unit.fakes.docker import FakeDockerAPI
 from tests.unit.fakes.run import FakeRun
 
-from .test_containerd import ctr_run
 from .test_containerd import params as containerd_params
 from .test_kubelet import FakeKube, kubelet_dump_with_cuda, kubelet_params
 from .test_restore import restorer, write_dump
@@ -238,8 +237,8 @@ def test_a_containerd_restore_refuses_a_dump_whose_open_file_is_gone(tmp_path, c
         binds=[["/data", str(volume)]],
     )
     proc, _temp = containerd_proc(tmp_path)
-    api = FakeContainerd(ctr=FakeCtr())
-    run = ctr_run(api.ctr)
+    api = FakeContainerd()
+    run = FakeRun()
     with pytest.raises(BadCheckpoint) as caught:
         containerd.restore(containerd_params(checkpoint=dump), check_mode, run, proc=proc, api=api)
     assert f"/data/status.json (on the host {volume}/status.json) is gone. " in caught.value.msg
