@@ -99,9 +99,10 @@ options:
         is paused, its runc shim writes CRIU's images into C(criu/) of the dump directory, the
         container's rw layer is diffed into C(rw.tar), and the task resumes (left running; RV(frozen_s)
         says how long it was paused). O(state=restored) creates the new container O(new_container)
-        from the recorded container (image, runtime, OCI spec) with the rw layer applied, and its task
-        restored from C(criu/) in place - nothing is copied into containerd's content store or
-        extracted. Needs the Python library C(grpcio) where the module runs (Debian C(python3-grpcio)).
+        from the recorded container (image, runtime, OCI spec) with the rw layer applied and a cgroup of
+        its own beside the dumped container's (in the pod's cgroup), and its task restored from C(criu/)
+        in place - nothing is copied into containerd's content store or extracted. Needs the Python
+        library C(grpcio) where the module runs (Debian C(python3-grpcio)).
         The runc shim runs the C(criu) on containerd's PATH, which must be CRIU >= 4.
         CUDA processes in the container are frozen on the GPU (lock, checkpoint) only while the task is
         paused, as for V(criu); the restore brings the restored processes' GPU state back and unlocks

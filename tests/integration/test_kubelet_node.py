@@ -20,9 +20,11 @@ import uuid
 import pytest
 from testbed_paths import lib_sh_value  # tests/testbed, on sys.path by conftest
 
-from .conftest import CACHE, REPO
+from ansible_collections.strata.ops.plugins.module_utils.checkpoint import containerd
+
+from .conftest import CACHE, REPO, TESTBED_BIN
 from .k8s_fixtures import controlplane  # noqa: F401  # pylint: disable=unused-import
-from .test_pod_checkpoint import _missing, criu_version, record_newer_criu, run_module
+from .test_pod_checkpoint import _missing, assert_own_cgroup, criu_version, record_newer_criu, run_module
 
 NODE_START = os.path.join(REPO, "tests", "testbed", "node", "start")
 NODE_CA = os.path.join(CACHE, "node", "ca.crt")
@@ -298,6 +300,65 @@ def node_images(node):
         check=True,
     )
     return listed.stdout.split()
+
+
+def node_ctr(node, *args, check=True):
+    return subprocess.run(
+        [node["ctr"], "--address", NODE_SOCKET, "-n", "k8s.io", *args],
+        capture_output=True,
+        text=True,
+        check=check,
+    )
+
+
+def test_containerd_method_on_the_nodes_containerd_2(node, counter_pod, tmp_path):
+    """method=containerd on containerd 2.x (the real node's, under a kubelet): the kubelet's pod is
+    found through CRI, dumped through the tasks API with the pod left running, and restored into a
+    NEW container beside it whose counter goes on from the dump (a fresh process counts from 1).
+    The kubelet does not see that container (no CRI labels) and leaves it alone."""
+    namespace = counter_pod["namespace"]
+    counted = wait_count(node, namespace, "counter", COUNTED_BEFORE_DUMP)
+    args = {
+        "method": "containerd",
+        "runtime": "cri",
+        "cri_endpoint": f"unix://{NODE_SOCKET}",
+        "pod": "counter",
+        "namespace": namespace,
+        "container": "counter",
+        "images_dir": str(tmp_path / "images"),
+        "keep": 1,
+        "ctr_path": node["ctr"],
+    }
+    dumped = run_module(args, path_prefix=TESTBED_BIN)
+    assert dumped.get("failed") is not True, dumped
+    assert "pages-1.img" in os.listdir(os.path.join(dumped["checkpoint_dir"], containerd.CRIU_DIR))
+    assert dumped["frozen_s"] > 0, dumped
+    wait_count(node, namespace, "counter", counted + 3)  # left running
+    new = f"strata-restored-{uuid.uuid4().hex[:6]}"
+    restore = dict(args, state="restored", checkpoint=dumped["checkpoint_dir"], new_container=new)
+    try:
+        restored = run_module(restore, path_prefix=TESTBED_BIN)
+        assert restored.get("failed") is not True, restored
+        root = f"/proc/{restored['restored']['pid']}/root/count"
+        with open(root) as handle:
+            first = int(handle.read().strip() or 0)
+        assert first >= counted, (first, counted)  # the dump's memory, not a fresh 1
+        assert_own_cgroup(restored["restored"]["pid"], dumped["manifest"]["target"]["pid"], new)
+        deadline = time.monotonic() + 10
+        while True:
+            with open(root) as handle:
+                now = int(handle.read().strip() or 0)
+            if now >= first + 3:
+                break
+            assert time.monotonic() < deadline, f"the restored {new} stays at {now}"
+            time.sleep(0.2)
+        pods = kubectl("-n", namespace, "get", "pods", "-o", "jsonpath={.items[*].metadata.name}")
+        assert pods == "counter", pods  # no pod for it: a containerd container, not a CRI one
+    finally:
+        node_ctr(node, "tasks", "kill", "--signal", "SIGKILL", new, check=False)
+        node_ctr(node, "tasks", "rm", "--force", new, check=False)
+        node_ctr(node, "containers", "rm", new, check=False)
+    wait_count(node, namespace, "counter", counted + 6)  # the kubelet's container runs on
 
 
 def test_kubelet_restore_onto_a_node_that_is_not_this_host_is_refused(node, tokens, counter_pod, tmp_path):

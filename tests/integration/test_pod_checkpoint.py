@@ -565,6 +565,21 @@ def assert_restored_from_the_directory(restored, dumped):
     assert [c for c in copies if leftovers.dir_files(c) == files] == []
 
 
+def pids_cgroup(pid):
+    """The cgroup of process ``pid`` in the pids hierarchy (cgroup v1) or the unified one (v2)."""
+    with open(f"/proc/{pid}/cgroup") as handle:
+        lines = [line.rstrip("\n").split(":", 2) for line in handle]
+    return next(path for _n, controllers, path in lines if controllers in ("pids", ""))
+
+
+def assert_own_cgroup(restored_pid, dumped_pid, new):
+    """The restored process runs in a cgroup of its own, named after its container, beside the
+    dumped container's (the same parent), not in the dumped container's."""
+    restored, dumped = pids_cgroup(restored_pid), pids_cgroup(dumped_pid)
+    assert restored != dumped and restored.rpartition("/")[2] == new, (restored, dumped)
+    assert restored.rpartition("/")[0] == dumped.rpartition("/")[0], (restored, dumped)
+
+
 def containerd_args(tmp_path, cri_pod):
     """method=containerd on the pod's runtime, through that containerd's own ctr."""
     cri = cri_pod["cri"]
@@ -621,6 +636,7 @@ def test_containerd_checkpoint_restores_into_a_new_container(cri_pod, tmp_path):
         assert first >= before_dump, (first, before_dump)  # the dump's memory, not a fresh 1
         wait_until_counted(lambda: counted_in(pid), first + 3, f"restored container {new}")
         assert_restored_from_the_directory(restored, dumped)
+        assert_own_cgroup(pid, manifest["target"]["pid"], new)
         # its stdout: the counter's lines go on in the restore's log
         log = pathlib.Path(restored["restored"]["log"])
         wait_until_counted(lambda: logged_count(log), first + 1, str(log))

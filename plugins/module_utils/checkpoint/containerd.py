@@ -524,8 +524,8 @@ def _wait_stopped(api, name, wait_s=RUNNING_WAIT_S, sleep=time.sleep):
 
 
 def _restored_record(manifest, new, origin):
-    """The NEW container's record: the dumped container's, under its own name and snapshot, labelled
-    with the dump it comes from (what a second run finds: nothing to do)."""
+    """The NEW container's record: the dumped container's, under its own name, snapshot and cgroup,
+    labelled with the dump it comes from (what a second run finds: nothing to do)."""
     container = manifest["container"]
     return {
         "id": new,
@@ -533,10 +533,31 @@ def _restored_record(manifest, new, origin):
         "image": container["image"],
         "runtime_name": container["runtime"]["name"],
         "runtime_options": base64.b64decode(container["runtime"]["options"]),
-        "spec": cd.spec_message(container["spec"], container["spec_type"]),
+        "spec": cd.spec_message(own_cgroup(container["spec"], new), container["spec_type"]),
         "snapshotter": container["snapshotter"],
         "snapshot_key": new,
     }
+
+
+def own_cgroup(spec, new):
+    """``spec`` with a cgroup of the NEW container's own: the dumped container's cgroupsPath with its
+    last part (the container's id, as the CRI plugin names it) replaced by ``new``, so the same
+    parent (the pod's cgroup). The dumped container's own would have both processes share one
+    memory limit, and under the systemd driver ("SLICE:PREFIX:NAME", runc's format for the unit
+    PREFIX-NAME.scope) runc refuses to start a scope that exists (opencontainers/cgroups
+    systemd/common.go, startUnit: UnitExists is an error for a scope) while the dumped container
+    runs. An empty cgroupsPath is runc's own choice from the container's id: already its own."""
+    linux = spec.get("linux") or {}
+    path = linux.get("cgroupsPath") or ""
+    if not path:
+        return spec
+    if path.count(":") == 2:
+        slice_name, prefix, _name = path.split(":")
+        path = f"{slice_name}:{prefix}:{new}"
+    else:
+        parent, slash, _name = path.rstrip("/").rpartition("/")
+        path = parent + slash + new
+    return dict(spec, linux=dict(linux, cgroupsPath=path))
 
 
 def _refuse_missing_image(api, record, parent):
@@ -585,9 +606,11 @@ def _undo(api, params, record):
     why = _remove(api, record)
     if why is None:
         return f" -- {name} was removed again, nothing is left half-restored"
+    # not `tasks rm --force`: it waits forever for a task that never ran (see _remove)
     return (
         f" -- {name} could not be removed ({why}): remove it with "
-        f"{ctr_line(params, 'tasks', 'rm', '--force', name)} and {ctr_line(params, 'containers', 'rm', name)}"
+        f"{ctr_line(params, 'tasks', 'kill', '--signal', 'SIGKILL', name)} (while its task runs), "
+        f"{ctr_line(params, 'tasks', 'rm', name)} and {ctr_line(params, 'containers', 'rm', name)}"
     )
 
 

@@ -393,7 +393,10 @@ def test_a_task_that_does_not_stop_is_named_with_how_to_remove_it(dump_dir, proc
     with pytest.raises(CriuError) as caught:
         restore(dump_dir, api, proc=proc)
     assert f"{NEW} could not be removed (its task did not stop within 10 s of SIGKILL)" in caught.value.msg
-    assert f"{CTR_PATH} --address /run/c.sock --namespace k8s.io tasks rm --force {NEW}" in caught.value.msg
+    ctr = f"{CTR_PATH} --address /run/c.sock --namespace k8s.io"
+    assert f"{ctr} tasks kill --signal SIGKILL {NEW} (while its task runs), {ctr} tasks rm {NEW} and " in (
+        caught.value.msg
+    )
     assert "half-restored" not in caught.value.msg and NEW in api.containers
 
 
@@ -771,3 +774,41 @@ def test_a_namespace_the_dump_could_not_read_is_not_judged():
     unread = [{"type": "network", "path": "/proc/16189/ns/net", "id": None}]
     assert containerd.namespaces_gone(unread, gone_link) == []
     assert containerd.pod_gone({"joined_namespaces": unread}, gone_link) is None
+
+
+@pytest.mark.parametrize(
+    ("dumped", "restored"),
+    [
+        # the CRI plugin's cgroupfs path (the test bed's) and the kubelet's
+        ("/k8s.io/5f3e5b4fac13", f"/k8s.io/{NEW}"),
+        ("/kubepods/burstable/pod1d2c/5f3e5b4fac13", f"/kubepods/burstable/pod1d2c/{NEW}"),
+        ("k8s.io/5f3e5b4fac13/", f"k8s.io/{NEW}"),
+        ("5f3e5b4fac13", NEW),
+        # the systemd driver's SLICE:PREFIX:NAME (the unit cri-containerd-NAME.scope)
+        (
+            "kubepods-besteffort-pod1d2c.slice:cri-containerd:5f3e5b4fac13",
+            f"kubepods-besteffort-pod1d2c.slice:cri-containerd:{NEW}",
+        ),
+    ],
+)
+def test_a_restored_container_has_a_cgroup_of_its_own_beside_the_dumped_ones(dumped, restored):
+    spec = {"linux": {"cgroupsPath": dumped, "namespaces": [{"type": "pid"}]}, "process": {"args": ["x"]}}
+    own = containerd.own_cgroup(spec, NEW)
+    assert own == {
+        "linux": {"cgroupsPath": restored, "namespaces": [{"type": "pid"}]},
+        "process": {"args": ["x"]},
+    }
+    assert spec["linux"]["cgroupsPath"] == dumped  # the manifest's spec is left as it is
+
+
+def test_a_spec_without_a_cgroups_path_is_left_to_runc():
+    assert containerd.own_cgroup({"linux": {}}, NEW) == {"linux": {}}
+    assert containerd.own_cgroup({}, NEW) == {}
+
+
+def test_the_restored_container_is_made_with_its_own_cgroup(tmp_path, api, proc):
+    spec = dict(DUMPED_SPEC, linux=dict(DUMPED_SPEC["linux"], cgroupsPath="/k8s.io/" + CONTAINER_ID))
+    dump_dir = write_containerd_dump(tmp_path / "trainer-20250101T000000.000Z", container_record(spec=spec))
+    restore(dump_dir, api, proc=proc)
+    _type, made = cd.decode_any(api.containers[NEW]["spec"])
+    assert json.loads(made)["linux"]["cgroupsPath"] == f"/k8s.io/{NEW}"
