@@ -83,10 +83,11 @@ CONTAINERD_RELEASES = ("1.6", "1.7")
 # sizes are its own: the fixed cost of a restore through containerd (the module's start, the runc
 # shim, runc) weighs on 1 GiB, the 4 GiB of the frozen-time bench show the rate.
 CONTAINERD_ROUNDS = int(os.environ.get("STRATA_BENCH_CONTAINERD_ROUNDS", "2"))
-# The first round after a 4 GiB dump ran far slower than the next ones (2026-12-06: restores of
-# 8.5-13.7 s against 2.6-4.3 s, its cat at 550-850 MB/s in two runs of three against 1.3-2.8 GB/s):
-# the first 4 GiB the kernel hands the restored process beside the holder's is the likely cost, not
-# pinned down. One round first, printed and not counted.
+# The first round after a 4 GiB dump runs far slower than the next ones (2026-12-06: restores of
+# 8.5-14.7 s against 2.6-4.9 s): this VM's host backs memory the guest has not used lately slowly
+# (touching 8 GiB: 11.1 s the first time, 4.7-7.2 s after; docs/performance.md), and that round is
+# the first to need the holder's 4 GiB and the restored 4 GiB at once. One round first, printed and
+# not counted.
 CONTAINERD_WARMUP = int(os.environ.get("STRATA_BENCH_CONTAINERD_WARMUP", "1"))
 CONTAINERD_GIB = sorted(
     float(g) for g in os.environ.get("STRATA_BENCH_CONTAINERD_GIB", "1,4").split(",") if g.strip()
