@@ -592,14 +592,15 @@ def lab_namespace():
 def pod_of(ns, app):
     """The name of a pod of the Deployment ``app`` in ``ns``, once it made one."""
     deadline = time.monotonic() + 60
+    # items[*], not items[0]: kubectl fails on the index while the ReplicaSet has made no pod yet
     while not (
-        pod := kubectl(
-            "-n", ns, "get", "pods", "-l", f"app={app}", "-o", "jsonpath={.items[0].metadata.name}"
+        pods := kubectl(
+            "-n", ns, "get", "pods", "-l", f"app={app}", "-o", "jsonpath={.items[*].metadata.name}"
         )
     ):
         assert time.monotonic() < deadline, f"the Deployment {ns}/{app} made no pod"
         time.sleep(0.3)
-    return pod
+    return pods.split()[0]
 
 
 def stop_settings(ns, pod, node, images):
