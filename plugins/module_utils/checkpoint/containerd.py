@@ -500,27 +500,27 @@ def _labels(api, name):
         return None
 
 
-def _running_pid(api, name, wait_s=RUNNING_WAIT_S, sleep=time.sleep):
-    """The pid of ``name``'s task once it is RUNNING; None when it is not within ``wait_s`` (a
-    loaded host may show a restored task as CREATED for a moment)."""
+def _running_pid(api, name):
+    """The pid of ``name``'s task once it is RUNNING; None when it stopped or is not running within
+    RUNNING_WAIT_S (a loaded host may show a restored task as CREATED for a moment)."""
+    pid, status = _task_once(api, name, ("RUNNING", "STOPPED"), interval_s=0.2)
+    return pid if status == "RUNNING" else None
+
+
+def _wait_stopped(api, name):
+    """Wait until ``name``'s task is STOPPED or gone (after a SIGKILL); its last status."""
+    return _task_once(api, name, (None, "STOPPED"), interval_s=0.1)[1]
+
+
+def _task_once(api, name, statuses, *, interval_s, wait_s=RUNNING_WAIT_S, sleep=time.sleep):
+    """(pid, status) of ``name``'s task once its status is one of ``statuses`` (None: no task), or
+    as it is when ``wait_s`` has passed; asked every ``interval_s``."""
     deadline = time.monotonic() + wait_s
     while True:
         pid, status = api.task(name)
-        if status == "RUNNING":
-            return pid
-        if status == "STOPPED" or time.monotonic() >= deadline:
-            return None
-        sleep(0.2)
-
-
-def _wait_stopped(api, name, wait_s=RUNNING_WAIT_S, sleep=time.sleep):
-    """Wait until ``name``'s task is STOPPED or gone (after a SIGKILL); its last status."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        _pid, status = api.task(name)
-        if status in (None, "STOPPED") or time.monotonic() >= deadline:
-            return status
-        sleep(0.1)
+        if status in statuses or time.monotonic() >= deadline:
+            return pid, status
+        sleep(interval_s)
 
 
 def _restored_record(manifest, new, origin):
