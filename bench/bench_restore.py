@@ -4,10 +4,10 @@ At each size (GiB), memory filled as bench_checkpoint's holder fills it (every p
 dumped once by strata.ops.pod_checkpoint; then each round, in ABBA order, a restore and the baseline
 ``cat`` of every image file of the dump into /dev/null:
 
-* host process (CRIU's own restore, the engine's floor): the holder runs on the host, the module
-  dumps it (pid, leave_running=false) and ``criu restore --restore-detached`` brings it back; timed
-  until criu returns with the process tree running;
-* Docker container (the module's restore path; at the largest size only): the holder runs in a
+* host process (CRIU's own restore, the engine's floor; at containerd's sizes, 1 and 4 GiB): the
+  holder runs on the host, the module dumps it (pid, leave_running=false) and ``criu restore
+  --restore-detached`` brings it back; timed until criu returns with the process tree running;
+* Docker container (the module's restore path; at 1 GiB only): the holder runs in a
   container of the test bed's host image; the module restores the dump into a NEW container and
   returns once the restored process runs (``docker start --checkpoint``); timed from the module's
   start to its return.
@@ -17,7 +17,8 @@ dumped once by strata.ops.pod_checkpoint; then each round, in ABBA order, a rest
   into the dump directory through containerd's tasks API); then the module restores it into a NEW
   container whose task containerd creates from those images in place. Timed from the module's start
   (its process start included) to its return with the task running; the baseline is a cat of the
-  dump's CRIU images.
+  dump's CRIU images, and the host process's restore of the same size is printed beside it (what
+  the module, containerd and runc add to CRIU's own restore).
 
 Caches: before each timed step the page cache is dropped (``sync; echo 3 > /proc/sys/vm/drop_caches``,
 root), so every side reads the images from the disk (this VM's disk has a host cache below it).
@@ -38,8 +39,8 @@ what keeps this far from the cat.
 Pre-dump frozen time: bench predump (a guest on a kernel that tracks dirty memory); this host's
 kernel is named with CRIU's own words where it cannot (``criu check --feature mem_dirty_track``).
 
-Env: STRATA_CRIU (default ~/.cache/strata-ops/bin/criu), STRATA_BENCH_RESTORE_GIB (default 0.25,1),
-STRATA_BENCH_ROUNDS (default 2), STRATA_BENCH_DOCKER_ROUNDS (default 1),
+Env: STRATA_CRIU (default ~/.cache/strata-ops/bin/criu), STRATA_BENCH_RESTORE_GIB (default 1,4),
+STRATA_BENCH_ROUNDS (default 2), STRATA_BENCH_DOCKER_GIB (default 1), STRATA_BENCH_DOCKER_ROUNDS (default 1),
 STRATA_BENCH_CONTAINERD_ROUNDS (default 2), STRATA_BENCH_CONTAINERD_WARMUP (default 1),
 STRATA_BENCH_CONTAINERD_GIB (default 1,4), STRATA_CKPT_IMAGE
 (default strata-ops-host:latest).
@@ -61,19 +62,21 @@ sys.path[:0] = [os.path.join(_repo, ".collections"), os.path.join(_repo, "tests"
 import cri_pod  # noqa: E402
 from bench_checkpoint import BENCH_DIR, BIN, HOLDER, REPO, holder_bytes  # noqa: E402
 from bench_checkpoint import run_module as module  # noqa: E402
-from benchkit import growth_lines  # noqa: E402
+from benchkit import WORSE_ABOVE, growth_exponent, growth_lines  # noqa: E402
 from caches import drop_caches  # noqa: E402
 from results import record  # noqa: E402
 from testbed_paths import containerd_of  # noqa: E402
 
 CRIU = os.environ.get("STRATA_CRIU", os.path.join(BIN, "criu"))
-# GiB, fractions allowed (whole 64 MiB chunks); the goal is judged at the largest, the Docker path runs
-# there only (its ~30 s a GiB is dockerd's copy, not a size effect worth a second run).
+# GiB of the host process, fractions allowed (whole 64 MiB chunks); the goal is judged at the largest.
+# containerd's sizes too: its restores are set against CRIU's own of the same size.
 SIZES_GIB = sorted(
-    float(g) for g in os.environ.get("STRATA_BENCH_RESTORE_GIB", "0.25,1").split(",") if g.strip()
+    float(g) for g in os.environ.get("STRATA_BENCH_RESTORE_GIB", "1,4").split(",") if g.strip()
 )
 ROUNDS = int(os.environ.get("STRATA_BENCH_ROUNDS", "2"))
-# The Docker path takes ~30 s a round against a cat of under a second: one round shows the ratio.
+# The Docker path takes ~30 s a GiB (dockerd's copy, not a size effect worth a second size) against
+# a cat of under a second: one round at one size shows the ratio.
+DOCKER_GIB = float(os.environ.get("STRATA_BENCH_DOCKER_GIB", "1"))
 DOCKER_ROUNDS = int(os.environ.get("STRATA_BENCH_DOCKER_ROUNDS", "1"))
 IMAGE = os.environ.get("STRATA_CKPT_IMAGE", "strata-ops-host:latest")
 WORK = os.path.join(REPO, ".tmp", "bench-restore")
@@ -218,7 +221,7 @@ def rounds(label, dump_dir, restore, size, count, *, warmup=0):
             f"({images / timed['cat'] / 1e6:.0f} MB/s); ratio {ratios[-1]:.2f}x; read into fresh memory "
             f"{fills[-1]:.2f} s (restore/that {timed['restore'] / fills[-1]:.2f}x)"
         )
-    # (mean ratio, min, max, mean restore s, mean cat s, rounds, mean restore/fill ratio)
+    # (mean ratio, min, max, mean restore s, mean cat s, rounds, mean restore/fill ratio, mean fill s)
     fill_ratio = sum(r / f for r, f in zip(restores, fills)) / count
     return (
         sum(ratios) / count,
@@ -228,6 +231,7 @@ def rounds(label, dump_dir, restore, size, count, *, warmup=0):
         sum(cats) / count,
         count,
         fill_ratio,
+        sum(fills) / count,
     )
 
 
@@ -378,7 +382,12 @@ def pre_dump_line():
     return "pre-dump frozen time: this kernel tracks dirty memory; bench predump measures it (in a guest)"
 
 
-def record_path(path, figures, gib, judged):
+def record_path(path, figures, gib, judged, floor=None):
+    """One path's figures into bench/results; ``floor``: the host process's figures at the same size
+    (CRIU's own restore), set against this path's mean restore in the notes."""
+    against_floor = ""
+    if floor:
+        against_floor = f"; {figures[3] / floor[3]:.2f}x CRIU's own restore of as much (host process)"
     record(
         "restore",
         metric=f"restore to running: {path}",
@@ -391,8 +400,37 @@ def record_path(path, figures, gib, judged):
         met=figures[0] <= GOAL if judged else None,
         size={"GiB": gib},
         notes=f"mean of {figures[5]} ABBA round(s)' ratios, spread {figures[1]:.2f}-{figures[2]:.2f}x; "
-        f"page cache dropped before each; against the images read into fresh memory {figures[6]:.2f}x",
+        f"page cache dropped before each; against the images read into fresh memory {figures[6]:.2f}x"
+        + against_floor,
     )
+
+
+# Measured with dd of /dev/zero at 4, 8, 12 and 16 GiB in a row (docs/performance.md, restore)
+VM_MEMORY = "this VM's host backs memory the guest has not touched lately slowly (docs/performance.md)"
+
+
+def fresh_memory_causes(fills):
+    """Where a read into fresh memory grew faster than its size too, that is the cause a restore's
+    growth is named with: a restore fills as much new memory (VM_MEMORY)."""
+    causes = {}
+    for (size_a, time_a), (size_b, time_b) in zip(fills, fills[1:]):
+        exponent = growth_exponent(size_a, time_a, size_b, time_b)
+        if exponent is not None and exponent > WORSE_ABOVE:
+            causes[size_b] = (
+                f"new memory: the read of the images into fresh memory grew alike ({time_a:.2f} -> "
+                f"{time_b:.2f} s): {VM_MEMORY}"
+            )
+    return causes
+
+
+def containerd_summary(release, gib, figures, floor):
+    line = (
+        f"{gib:g}GiB containerd {release} (module) {figures[0]:.2f}x ({figures[1]:.2f}-{figures[2]:.2f}; "
+        f"{figures[6]:.2f}x a read into fresh memory"
+    )
+    if floor:
+        line += f"; {figures[3]:.2f} s, {figures[3] / floor[3]:.2f}x CRIU's own {floor[3]:.2f} s"
+    return line + ")"
 
 
 def main():
@@ -404,7 +442,7 @@ def main():
     largest = SIZES_GIB[-1]
     try:
         host = {gib: host_process(holder_bytes(gib)) for gib in SIZES_GIB}
-        container = docker_container(holder_bytes(largest))
+        container = docker_container(holder_bytes(DOCKER_GIB))
         containerd = {
             (r, gib): containerd_container(holder_bytes(gib), r)
             for r in CONTAINERD_RELEASES
@@ -414,26 +452,35 @@ def main():
         shutil.rmtree(WORK, ignore_errors=True)
         shutil.rmtree(BENCH_DIR, ignore_errors=True)
     print(pre_dump_line())
-    for label, index in (("criu restore of the host process", 3), ("cat of its images", 4)):
-        for line in growth_lines(label, [(gib, figures[index]) for gib, figures in host.items()]):
-            print(line)
+    fills = [(gib, figures[7]) for gib, figures in host.items()]
+    for line in growth_lines("read of its images into fresh memory", fills, causes=VM_MEMORY):
+        print(line)
+    restores = [(gib, figures[3]) for gib, figures in host.items()]
+    cats = [(gib, figures[4]) for gib, figures in host.items()]
+    for line in [
+        *growth_lines("criu restore of the host process", restores, causes=fresh_memory_causes(fills)),
+        *growth_lines("cat of its images", cats),
+    ]:
+        print(line)
     print(
-        f"bench restore: {largest:g}GiB restore/cat host process (criu restore) {host[largest][0]:.2f}x "
-        f"({host[largest][1]:.2f}-{host[largest][2]:.2f}), Docker container (module) {container[0]:.2f}x "
+        "bench restore: restore/cat "
+        + ", ".join(
+            f"{gib:g}GiB host process (criu restore) {figures[0]:.2f}x ({figures[1]:.2f}-{figures[2]:.2f})"
+            for gib, figures in host.items()
+        )
+        + f", {DOCKER_GIB:g}GiB Docker container (module) {container[0]:.2f}x "
         f"({container[1]:.2f}-{container[2]:.2f}), "
         + ", ".join(
-            f"{gib:g}GiB containerd {r} (module) {figures[0]:.2f}x ({figures[1]:.2f}-{figures[2]:.2f}; "
-            f"{figures[6]:.2f}x a read into fresh memory)"
-            for (r, gib), figures in containerd.items()
+            containerd_summary(r, gib, figures, host.get(gib)) for (r, gib), figures in containerd.items()
         )
         + f"; page cache dropped before each; goal <= {GOAL:.2f}x"
     )
     for gib, figures in host.items():
         record_path("host process (criu restore)", figures, gib, gib == largest)
-    record_path("Docker container (module)", container, largest, True)
+    record_path("Docker container (module)", container, DOCKER_GIB, True)
     for (release, gib), figures in containerd.items():
         path = f"containerd {release}, CRIU's images in the dump directory (module)"
-        record_path(path, figures, gib, gib == CONTAINERD_GIB[-1])
+        record_path(path, figures, gib, gib == CONTAINERD_GIB[-1], floor=host.get(gib))
 
 
 if __name__ == "__main__":
