@@ -137,12 +137,16 @@ def spec_message(spec, type_url=OCI_SPEC):
     return pw.any_message(type_url, json.dumps(spec).encode())
 
 
-def restore_options(runtime_options, image_path):
+def restore_options(runtime_options, image_path, work_path):
     """The task options of a restore from ``image_path``: the container's own runc options (its
-    runtime_options Any, as Containers.Get gave it) with criu_image_path (field 10) set. Appending a
+    runtime_options Any, as Containers.Get gave it) with criu_image_path (field 10) and
+    criu_work_path (field 11: where runc has CRIU write restore.log; unset, the task's bundle, which
+    goes with the task) set (containerd's runc Options, api/types/runc/options/oci.proto). Appending a
     field to an encoded message sets it (protobuf merges), so every other option stays as it was."""
     type_url, value = decode_any(runtime_options) if runtime_options else (RUNC_OPTIONS, b"")
-    return pw.any_message(type_url or RUNC_OPTIONS, value + pw.field(10, image_path))
+    return pw.any_message(
+        type_url or RUNC_OPTIONS, value + pw.field(10, image_path) + pw.field(11, work_path)
+    )
 
 
 def checkpoint_options(image_path, work_path):

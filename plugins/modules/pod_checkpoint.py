@@ -478,8 +478,10 @@ store_images_kept:
 restored:
   description:
     - The new container (C(container_id), C(name), C(pid) on the host, C(checkpoint)); with
-      O(method=containerd), C(container), C(pid) and C(log) (the file the restored process's stdout
-      and stderr go to, C(restored-NEW_CONTAINER.log) in the dump directory); with O(method=kubelet),
+      O(method=containerd), C(container), C(pid), C(log) (the file the restored process's stdout
+      and stderr go to, C(restored-NEW_CONTAINER.log) in the dump directory) and C(criu_log) (CRIU's
+      log of the restore, C(restored-NEW_CONTAINER-criu/restore.log) there, which stays when a failed
+      restore is removed, its errors quoted in the failure's message); with O(method=kubelet),
       C(pod), C(node), C(container_id) and C(restart_count).
   returned: state=restored and not check mode
   type: dict

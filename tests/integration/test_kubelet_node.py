@@ -24,7 +24,14 @@ from ansible_collections.strata.ops.plugins.module_utils.checkpoint import conta
 
 from .conftest import CACHE, REPO, TESTBED_BIN
 from .k8s_fixtures import controlplane  # noqa: F401  # pylint: disable=unused-import
-from .test_pod_checkpoint import _missing, assert_own_cgroup, criu_version, record_newer_criu, run_module
+from .test_pod_checkpoint import (
+    _missing,
+    assert_criu_log_kept,
+    assert_own_cgroup,
+    criu_version,
+    record_newer_criu,
+    run_module,
+)
 
 NODE_START = os.path.join(REPO, "tests", "testbed", "node", "start")
 NODE_CA = os.path.join(CACHE, "node", "ca.crt")
@@ -344,6 +351,7 @@ def test_containerd_method_on_the_nodes_containerd_2(node, counter_pod, tmp_path
             first = int(handle.read().strip() or 0)
         assert first >= counted, (first, counted)  # the dump's memory, not a fresh 1
         assert_own_cgroup(restored["restored"]["pid"], dumped["manifest"]["target"]["pid"], new)
+        assert_criu_log_kept(restored, dumped)
         deadline = time.monotonic() + 10
         while True:
             with open(root) as handle:

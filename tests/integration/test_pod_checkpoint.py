@@ -557,12 +557,22 @@ def assert_nothing_left_in(cri, container_id, new):
 def assert_restored_from_the_directory(restored, dumped):
     """The restore created its task from CRIU's images in the dump directory: containerd extracted
     no copy of them into its temporary directory (as it does for a checkpoint image, leftovers.py)."""
+    assert_criu_log_kept(restored, dumped)
     images = os.path.join(dumped["checkpoint_dir"], containerd.CRIU_DIR)
     created = f"containerd.services.tasks.v1.Tasks.Create {restored['new_container']}"
     assert created in restored["commands"], restored["commands"]
     files = leftovers.dir_files(images)
     copies = leftovers.copies_in(leftovers.containerd_temp_dirs())
     assert [c for c in copies if leftovers.dir_files(c) == files] == []
+
+
+def assert_criu_log_kept(restored, dumped):
+    """CRIU's log of the restore is in the dump directory (runc wrote it into criu_work_path)."""
+    name = f"restored-{restored['new_container']}-criu"
+    criu_log = os.path.join(dumped["checkpoint_dir"], name, "restore.log")
+    assert restored["restored"]["criu_log"] == criu_log
+    with open(criu_log) as handle:
+        assert "Restore finished successfully" in handle.read()
 
 
 def pids_cgroup(pid):
@@ -720,6 +730,10 @@ def test_a_containerd_restore_that_criu_fails_leaves_nothing(cri_pod, tmp_path):
         failed = run_module(restore, path_prefix=TESTBED_BIN)
         assert failed.get("failed") is True, failed
         assert "Tasks.Start" in failed["msg"], failed["msg"]
+        # the task's bundle is gone with it; CRIU's log stays and its errors are quoted
+        criu_log = os.path.join(dumped["checkpoint_dir"], f"restored-{new}-criu", "restore.log")
+        assert f"CRIU's log {criu_log} ends:\n" in failed["msg"], failed["msg"]
+        assert "Error (criu/" in failed["msg"].split(criu_log, 1)[1], failed["msg"]
         assert failed["msg"].endswith(f"{new} was removed again, nothing is left half-restored"), failed[
             "msg"
         ]

@@ -60,6 +60,8 @@ RW_LAYER = "rw.tar"
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
 RUNNING_WAIT_S = 10
 RESTORED_FROM = "strata.io/restored-from"
+# the log runc has CRIU write in the work path of a restore (runc's libcontainer/criu_linux.go, Restore)
+RESTORE_LOG = "restore.log"
 
 
 def joined_namespaces(spec, readlink=os.readlink):
@@ -430,13 +432,21 @@ def _restore(
         raise BadCheckpoint(f"{checkpoint}: {problem}; take a new one")
     origin = os.path.basename(checkpoint)
     images_dir = os.path.join(checkpoint, manifest.get("images") or CRIU_DIR)
+    log = os.path.join(checkpoint, f"restored-{new}.log")
+    criu_work = os.path.join(checkpoint, f"restored-{new}-criu")
     result = {
         "changed": True,
         "method": METHOD,
         "checkpoint": checkpoint,
         "new_container": new,
         "gpu": {"path": (manifest.get("gpu") or {}).get("path", "none")},
-        "command": ["containerd", "Tasks.Create", new, f"criu_image_path={images_dir}"],
+        "command": [
+            "containerd",
+            "Tasks.Create",
+            new,
+            f"criu_image_path={images_dir}",
+            f"criu_work_path={criu_work}",
+        ],
     }
     labels = _labels(api, new)
     if labels is not None:
@@ -463,11 +473,12 @@ def _restore(
     reopened.refuse_changed(checkpoint, manifest.get("binds"), lambda: reopened.in_dump_dir(images_dir))
     record = _restored_record(manifest, new, origin)
     _refuse_missing_image(api, record, manifest["container"]["parent_snapshot"])
-    log = os.path.join(checkpoint, f"restored-{new}.log")
     if check_mode:
-        return dict(result, commands=_restore_calls(new, record, images_dir, log))
+        return dict(result, commands=_restore_calls(new, record, images_dir, log, criu_work))
     try:
-        _restore_task(api, manifest, record, checkpoint, log=log)
+        # a log left by an earlier restore to this name would be taken for this one's
+        shutil.rmtree(criu_work, ignore_errors=True)
+        _restore_task(api, manifest, record, checkpoint, log=log, criu_work=criu_work)
         pid = _running_pid(api, new)
         if pid is None:
             raise criu.CriuError(
@@ -478,9 +489,10 @@ def _restore(
         if freezer is not None:
             gpu_mod.after_restore(freezer, result["gpu"], criu.process_tree(pid, proc), proc)
     except criu.CriuError as exc:
-        exc.msg += _undo(api, params, record)
+        exc.msg += _criu_log_tail(criu_work) + _undo(api, params, record)
         raise
-    return dict(result, restored={"container": new, "pid": pid, "log": log}, commands=api.calls)
+    restored = {"container": new, "pid": pid, "log": log, "criu_log": os.path.join(criu_work, RESTORE_LOG)}
+    return dict(result, restored=restored, commands=api.calls)
 
 
 def ctr_line(params, *args):
@@ -575,18 +587,28 @@ def _refuse_missing_image(api, record, parent):
         ) from None
 
 
-def _restore_calls(new, record, images_dir, log):
+def _criu_log_tail(criu_work):
+    """The end of CRIU's restore log (its errors first), for the message of a failed restore: the
+    log stays in the dump directory when the task is removed."""
+    path = os.path.join(criu_work, RESTORE_LOG)
+    tail = criu.log_tail(path)
+    return f"; CRIU's log {path} ends:\n{tail}\n" if tail else ""
+
+
+def _restore_calls(new, record, images_dir, log, criu_work):
     """What a restore calls, for check mode."""
     return [
         f"containerd Content.Write of the rw layer, Containers.Create {new} (image {record['image']})",
         f"containerd Snapshots.Prepare {record['snapshotter']} {new}, Diff.Apply of the rw layer",
-        f"containerd Tasks.Create {new} criu_image_path={images_dir}, stdout and stderr to {log}",
+        f"containerd Tasks.Create {new} criu_image_path={images_dir} criu_work_path={criu_work}, "
+        f"stdout and stderr to {log}",
         f"containerd Tasks.Start {new}",
     ]
 
 
-def _restore_task(api, manifest, record, checkpoint, *, log):
-    """The container, its rootfs with the rw layer, then its task from CRIU's images."""
+def _restore_task(api, manifest, record, checkpoint, *, log, criu_work):
+    """The container, its rootfs with the rw layer, then its task from CRIU's images (CRIU's log
+    into ``criu_work``, which runc makes)."""
     rw, parent = manifest["rw_layer"], manifest["container"]["parent_snapshot"]
     descriptor = {"media_type": rw["media_type"], "digest": rw["digest"], "size": rw["size"]}
     with api.lease(f"restore-{record['id']}"):
@@ -595,7 +617,7 @@ def _restore_task(api, manifest, record, checkpoint, *, log):
         rootfs = api.prepare(record["snapshotter"], record["snapshot_key"], parent)
         api.apply(descriptor, rootfs)
     images_dir = os.path.join(checkpoint, manifest.get("images") or CRIU_DIR)
-    options = cd.restore_options(record["runtime_options"], images_dir)
+    options = cd.restore_options(record["runtime_options"], images_dir, criu_work)
     api.create_task(record["id"], rootfs, "file://" + log, options)
     api.start_task(record["id"])
 

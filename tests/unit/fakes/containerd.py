@@ -161,18 +161,27 @@ def snapshot_mounts(key, parent):
 
 class FakeContainerd:
     """containerd's API as containerd_api.Containerd offers it, around one container ``record``
-    (container_record) whose task runs: containers, snapshots ({key: parent}), tasks ({id: status})
-    and content ({digest: bytes}) in dicts. A checkpoint writes ``criu_files`` (CRIU_FILES) into its
-    image_path, a diff makes ``rw_layer``; Content.Read and Write copy real files.
+        (container_record) whose task runs: containers, snapshots ({key: parent}), tasks ({id: status})
+        and content ({digest: bytes}) in dicts. A checkpoint writes ``criu_files`` (CRIU_FILES) into its
+        image_path, a diff makes ``rw_layer``; Content.Read and Write copy real files. Tasks.Start writes
+    ``restore_log`` into the task's criu_work_path as restore.log, as runc's CRIU does (before a failure).
 
-    ``fail`` maps a method ("Tasks.Checkpoint") to the exception its call raises (failed(...), an
-    OSError), after what it writes. ``calls``: "Method target" of each call, as the real one lists
-    them; ``requests``: each method's last arguments, with the lease it ran in; ``journal``: a list
-    to share with other fakes, ("containerd", method) appended per call; ``shown``: {container id:
-    the statuses Tasks.Get shows of its task in turn, the last one staying} (else its status here)."""
+        ``fail`` maps a method ("Tasks.Checkpoint") to the exception its call raises (failed(...), an
+        OSError), after what it writes. ``calls``: "Method target" of each call, as the real one lists
+        them; ``requests``: each method's last arguments, with the lease it ran in; ``journal``: a list
+        to share with other fakes, ("containerd", method) appended per call; ``shown``: {container id:
+        the statuses Tasks.Get shows of its task in turn, the last one staying} (else its status here)."""
 
     def __init__(
-        self, record=None, *, address="/run/c.sock", fail=None, journal=None, criu_files=None, shown=None
+        self,
+        record=None,
+        *,
+        address="/run/c.sock",
+        fail=None,
+        journal=None,
+        criu_files=None,
+        shown=None,
+        restore_log="(00.000000) Restore finished successfully. Tasks resumed.\n",
     ):
         self.address = address
         self.record = record or container_record()
@@ -185,6 +194,7 @@ class FakeContainerd:
         self.journal = [] if journal is None else journal
         self.criu_files = CRIU_FILES if criu_files is None else criu_files
         self.rw_layer = RW_LAYER
+        self.restore_log = restore_log
         self.calls = []
         self.requests = {}
         self.held = None  # the lease the calls run in
@@ -328,6 +338,12 @@ class FakeContainerd:
         return 0
 
     def start_task(self, container_id):
+        _type, options = cd.decode_any(self.requests["Tasks.Create"]["options"])
+        work = pw.text(pw.decode(options), 11)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(work)  # as runc makes it: its parent must exist
+        with open(os.path.join(work, "restore.log"), "w") as handle:
+            handle.write(self.restore_log)
         self._call("Tasks.Start", container_id)
         self.tasks[container_id] = "RUNNING"
         return TASK_PID

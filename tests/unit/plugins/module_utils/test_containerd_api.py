@@ -171,16 +171,24 @@ def test_a_container_without_runtime_options_is_made_without_them():
     assert pw.decode(pw.first(container, 4)) == {1: [b"io.containerd.runc.v2"]}
 
 
-def test_restore_options_keep_the_containers_runc_options_and_add_criu_image_path():
+def test_restore_options_keep_the_containers_runc_options_and_add_criu_paths():
     options = pw.any_message(cd.RUNC_OPTIONS, pw.field(6, "runc") + pw.field(9, True) + pw.field(10, "/old"))
-    type_url, value = cd.decode_any(cd.restore_options(options, "/dumps/d/criu"))
+    type_url, value = cd.decode_any(cd.restore_options(options, "/dumps/d/criu", "/dumps/d/work"))
     fields = pw.decode(value)
     assert type_url == cd.RUNC_OPTIONS
-    assert (fields[6], fields[9], pw.text(fields, 10)) == ([b"runc"], [1], "/dumps/d/criu")
+    assert (fields[6], fields[9], pw.text(fields, 10), pw.text(fields, 11)) == (
+        [b"runc"],
+        [1],
+        "/dumps/d/criu",
+        "/dumps/d/work",
+    )
 
 
 def test_restore_options_of_a_container_without_options_are_runc_options():
-    assert cd.decode_any(cd.restore_options(b"", "/d/criu")) == (cd.RUNC_OPTIONS, pw.field(10, "/d/criu"))
+    assert cd.decode_any(cd.restore_options(b"", "/d/criu", "/d/w")) == (
+        cd.RUNC_OPTIONS,
+        pw.field(10, "/d/criu") + pw.field(11, "/d/w"),
+    )
 
 
 def test_a_checkpoint_leaves_the_task_running_with_criu_images_in_a_directory():
@@ -236,7 +244,7 @@ def test_a_task_is_created_on_its_rootfs_with_its_options_and_started():
     api = client(
         {cd.TASKS + "Create": pw.field(1, "new") + pw.field(2, 77), cd.TASKS + "Start": pw.field(1, 78)}
     )
-    options = cd.restore_options(RUNTIME_OPTIONS, "/d/criu")
+    options = cd.restore_options(RUNTIME_OPTIONS, "/d/criu", "/d/work")
     assert api.create_task("new", [MOUNT], "file:///d/restored.log", options) == 77
     assert api.start_task("new") == 78
     create = pw.decode(api.channel.calls[0].request)

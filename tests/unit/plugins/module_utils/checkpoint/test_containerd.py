@@ -170,19 +170,25 @@ def test_restore_makes_the_container_its_rootfs_and_its_task_from_the_dump(dump_
     task = api.requests["Tasks.Create"]
     assert (task["rootfs"], task["log_uri"]) == (api.requests["Diff.Apply"]["mounts"], "file://" + log)
     assert run.calls == []  # no ctr, no other process
+    criu_log = os.path.join(dump_dir, f"restored-{NEW}-criu", "restore.log")
     assert (result["changed"], result["restored"], result["gpu"]["path"]) == (
         True,
-        {"container": NEW, "pid": 4242, "log": log},
+        {"container": NEW, "pid": 4242, "log": log, "criu_log": criu_log},
         "none",
     )
     assert result["commands"] == api.calls
 
 
-def test_the_restored_task_has_the_containers_runc_options_and_criu_image_path(dump_dir, api, proc):
+def test_the_restored_task_has_the_containers_runc_options_and_criu_paths(dump_dir, api, proc):
     restore(dump_dir, api, proc=proc)
     type_url, options = cd.decode_any(api.requests["Tasks.Create"]["options"])
     assert type_url == cd.RUNC_OPTIONS
-    assert pw.decode(options) == {6: [b"runc"], 9: [1], 10: [os.path.join(dump_dir, "criu").encode()]}
+    assert pw.decode(options) == {
+        6: [b"runc"],
+        9: [1],
+        10: [os.path.join(dump_dir, "criu").encode()],
+        11: [os.path.join(dump_dir, f"restored-{NEW}-criu").encode()],
+    }
 
 
 def test_a_restored_task_shown_created_first_is_waited_for(dump_dir, proc):
@@ -196,7 +202,8 @@ def test_restore_in_check_mode_only_reads(dump_dir, api, proc):
     result = restore(dump_dir, api, check_mode=True, run=run, proc=proc)
     assert api.methods() == ["Containers.Get", "Snapshots.Stat"] and run.calls == []
     assert result["changed"] is True
-    assert f"containerd Tasks.Create {NEW} criu_image_path={dump_dir}/criu" in result["commands"][2]
+    work = f"criu_work_path={dump_dir}/restored-{NEW}-criu"
+    assert f"containerd Tasks.Create {NEW} criu_image_path={dump_dir}/criu {work}" in result["commands"][2]
     assert result["commands"][-1] == f"containerd Tasks.Start {NEW}"
 
 
@@ -380,6 +387,39 @@ def test_a_failed_restore_leaves_nothing_behind(dump_dir, proc, fail, shown, rem
     cleanup = methods[methods.index("Containers.Get", 1) :]
     assert cleanup == ["Containers.Get", *removal, "Containers.Delete", "Snapshots.Remove"]
     assert NEW not in api.containers and NEW not in api.snapshots and NEW not in api.tasks
+
+
+def test_a_failed_restore_quotes_the_errors_of_crius_log_which_stays(dump_dir, proc):
+    """The task's bundle goes with the clean-up; CRIU's log is in the dump directory and its errors
+    are in the message (containerd's own says only `criu failed: type NOTIFY errno 0`)."""
+    log = (
+        "(00.001000) Restoring 1\n"
+        "(00.002000) Error (criu/files-reg.c:2169): File usr/bin/counter has bad size 42 (expect 41)\n"
+        "(00.003000) Error (criu/cr-restore.c:2450): Restoring FAILED.\n"
+    )
+    api = FakeContainerd(
+        fail={"Tasks.Start": failed("UNKNOWN", "criu failed: type NOTIFY errno 0")}, restore_log=log
+    )
+    with pytest.raises(CriuError) as caught:
+        restore(dump_dir, api, proc=proc)
+    path = os.path.join(dump_dir, f"restored-{NEW}-criu", "restore.log")
+    quoted = f"CRIU's log {path} ends:\n" + "".join(log.splitlines(keepends=True)[1:])
+    assert quoted in caught.value.msg
+    assert caught.value.msg.endswith(f"{NEW} was removed again, nothing is left half-restored")
+    with open(path) as handle:
+        assert handle.read() == log
+
+
+def test_the_log_of_an_earlier_restore_to_the_name_is_not_quoted(dump_dir, proc):
+    work = os.path.join(dump_dir, f"restored-{NEW}-criu")
+    os.mkdir(work)
+    with open(os.path.join(work, "restore.log"), "w") as handle:
+        handle.write("(00.1) Error (criu/cr-restore.c:1): an earlier restore failed\n")
+    api = FakeContainerd(fail={"Snapshots.Prepare": failed("UNKNOWN", "no space left on device")})
+    with pytest.raises(CriuError) as caught:
+        restore(dump_dir, api, proc=proc)
+    assert "earlier" not in caught.value.msg and "CRIU's log" not in caught.value.msg
+    assert not os.path.exists(work)
 
 
 def test_a_task_that_does_not_stop_is_named_with_how_to_remove_it(dump_dir, proc, monkeypatch):
