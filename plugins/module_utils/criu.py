@@ -585,10 +585,20 @@ def classify_dump_failure(log_text, stderr, pid_alive):
 
 
 def log_tail(path, lines=12):
+    """The last ``lines`` error lines of CRIU's log at ``path`` (else its last lines), a message
+    repeated in a row (CRIU retries: "zombie ... found while seizing" ten times a second until its
+    timeout) shown once with how often; "" when it cannot be read."""
     try:
         with open(path, errors="replace") as handle:
             content = handle.read().splitlines()
     except OSError:
         return ""
     errors = [line for line in content if "Error" in line or "error" in line]
-    return "\n".join((errors or content)[-lines:])
+    runs = []  # [first line, count] per run of one message (a line without its "(SS.ssssss) " stamp)
+    for line in errors or content:
+        message = line.split(") ", 1)[-1] if line.startswith("(") else line
+        if runs and runs[-1][2] == message:
+            runs[-1][1] += 1
+        else:
+            runs.append([line, 1, message])
+    return "\n".join(line + (f" [{count} times]" if count > 1 else "") for line, count, _m in runs[-lines:])

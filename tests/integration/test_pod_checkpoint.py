@@ -808,6 +808,44 @@ def test_containerd_restore_names_a_changed_directory_of_a_volume_before_contain
             remove_restored(cri, new)
 
 
+# A debugger's hold on a process: PTRACE_SEIZE (0x4206, linux/ptrace.h) attaches without stopping it;
+# the kernel detaches when this process dies. CRIU seizes every task it dumps, and one already
+# traced refuses it (EPERM).
+TRACER = """
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+if libc.ptrace(0x4206, int(sys.argv[1]), None, None) != 0:
+    sys.exit("PTRACE_SEIZE: " + os.strerror(ctypes.get_errno()))
+print("seized", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_containerd_dump_that_criu_fails_says_why_and_leaves_nothing(cri_pod, tmp_path):
+    """The container's process held by a debugger: runc's checkpoint fails (CRIU cannot seize it)
+    and containerd says only `criu failed: type NOTIFY errno 0`; the module's message quotes CRIU's
+    log (which goes with the partial dump), the task is resumed, no dump directory is left."""
+    wait_cri_count(cri_pod["log"], 3)
+    pid = json.loads(crictl(cri_pod["cri"], "inspect", "-o", "json", cri_pod["id"]))["info"]["pid"]
+    args = containerd_args(tmp_path, cri_pod)
+    tracer = subprocess.Popen([sys.executable, "-c", TRACER, str(pid)], stdout=subprocess.PIPE)
+    try:
+        assert tracer.stdout.readline() == b"seized\n"
+        failed = run_module(args, path_prefix=TESTBED_BIN)
+    finally:
+        tracer.kill()
+        tracer.wait()
+    assert failed.get("failed") is True, failed
+    assert "Tasks.Checkpoint" in failed["msg"], failed["msg"]
+    assert "(it goes with the partial dump) ends:\n" in failed["msg"], failed["msg"]
+    assert "Error (criu/" in failed["msg"].split("ends:", 1)[1], failed["msg"]
+    assert failed["msg"].endswith("was removed, the container runs on"), failed["msg"]
+    assert os.listdir(args["images_dir"]) == []
+    assert_nothing_left_in(cri_pod["cri"], cri_pod["id"], "none")
+    wait_cri_count(cri_pod["log"], cri_count(cri_pod["log"]) + 3)  # resumed, counting on
+
+
 def test_containerd_dump_into_a_full_file_system_leaves_no_partial_dump(cri, tmp_path):
     """images_dir on a small tmpfs. With less room than the container's memory the dump is refused
     before containerd checkpoints anything; with room for the memory but not for the 4 MiB the

@@ -60,8 +60,9 @@ RW_LAYER = "rw.tar"
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
 RUNNING_WAIT_S = 10
 RESTORED_FROM = "strata.io/restored-from"
-# the log runc has CRIU write in the work path of a restore (runc's libcontainer/criu_linux.go, Restore)
-RESTORE_LOG = "restore.log"
+# the logs runc has CRIU write in the work path of a dump and of a restore (runc's
+# libcontainer/criu_linux.go, Checkpoint and Restore)
+DUMP_LOG, RESTORE_LOG = "dump.log", "restore.log"
 
 
 def joined_namespaces(spec, readlink=os.readlink):
@@ -294,7 +295,7 @@ def _paused_checkpoint(api, record, parent, images_dir, *, clock):
     paused_at = clock()
     api.pause(cid)
     try:
-        api.checkpoint(cid, images_dir, images_dir)
+        _criu_checkpoint(api, cid, images_dir)
         lower = api.view(snapshotter, view, parent)
         try:
             rw = api.diff(lower, api.mounts(snapshotter, record["snapshot_key"]), f"checkpoint-rw-{view}")
@@ -314,6 +315,15 @@ def _paused_checkpoint(api, record, parent, images_dir, *, clock):
     if still_paused:
         raise criu.CriuError(f"containerd's checkpoint was taken, but {still_paused}", task_paused=True)
     return round(clock() - paused_at, 3), rw
+
+
+def _criu_checkpoint(api, cid, images_dir):
+    """Tasks.Checkpoint into ``images_dir`` (CRIU's log too); a failure says what CRIU's log says."""
+    try:
+        api.checkpoint(cid, images_dir, images_dir)
+    except criu.CriuError as exc:
+        exc.msg += _criu_log_tail(os.path.join(images_dir, DUMP_LOG), " (it goes with the partial dump)")
+        raise
 
 
 def _resume(api, cid):
@@ -489,7 +499,7 @@ def _restore(
         if freezer is not None:
             gpu_mod.after_restore(freezer, result["gpu"], criu.process_tree(pid, proc), proc)
     except criu.CriuError as exc:
-        exc.msg += _criu_log_tail(criu_work) + _undo(api, params, record)
+        exc.msg += _criu_log_tail(os.path.join(criu_work, RESTORE_LOG)) + _undo(api, params, record)
         raise
     restored = {"container": new, "pid": pid, "log": log, "criu_log": os.path.join(criu_work, RESTORE_LOG)}
     return dict(result, restored=restored, commands=api.calls)
@@ -587,12 +597,11 @@ def _refuse_missing_image(api, record, parent):
         ) from None
 
 
-def _criu_log_tail(criu_work):
-    """The end of CRIU's restore log (its errors first), for the message of a failed restore: the
-    log stays in the dump directory when the task is removed."""
-    path = os.path.join(criu_work, RESTORE_LOG)
+def _criu_log_tail(path, note=""):
+    """The end of CRIU's log at ``path`` (its errors, if any) for a failure's message: containerd's
+    own names the log only (`criu failed: type NOTIFY errno 0`)."""
     tail = criu.log_tail(path)
-    return f"; CRIU's log {path} ends:\n{tail}\n" if tail else ""
+    return f"; CRIU's log {path}{note} ends:\n{tail}\n" if tail else ""
 
 
 def _restore_calls(new, record, images_dir, log, criu_work):

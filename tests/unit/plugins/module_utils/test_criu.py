@@ -285,3 +285,27 @@ def test_process_tree_and_descriptors_of_self():
     assert len(criu.descriptors(os.getpid())) == 3
     assert criu.alive(os.getpid())
     assert not criu.alive(2**22 + 7)
+
+
+def test_log_tail_shows_the_errors_a_message_repeated_in_a_row_once(tmp_path):
+    log = tmp_path / "dump.log"
+    lines = ["(00.1) Dumping 1"]
+    lines += [
+        f"(09.{n}) Error (criu/seize.c:335): zombie 7700 (comm workload) found while seizing"
+        for n in range(9)
+    ]
+    lines += ["(10.0) Error (criu/cr-dump.c:1791): Timeout reached. Try to interrupt: 0"]
+    lines += ["(10.1) Error (criu/seize.c:335): zombie 7700 (comm workload) found while seizing"]
+    log.write_text("\n".join(lines) + "\n")
+    assert criu.log_tail(str(log)) == (
+        "(09.0) Error (criu/seize.c:335): zombie 7700 (comm workload) found while seizing [9 times]\n"
+        "(10.0) Error (criu/cr-dump.c:1791): Timeout reached. Try to interrupt: 0\n"
+        "(10.1) Error (criu/seize.c:335): zombie 7700 (comm workload) found while seizing"
+    )
+
+
+def test_log_tail_without_errors_is_the_logs_end_and_empty_without_a_log(tmp_path):
+    log = tmp_path / "restore.log"
+    log.write_text("".join(f"(00.{n}) step {n}\n" for n in range(20)))
+    assert criu.log_tail(str(log), lines=2) == "(00.18) step 18\n(00.19) step 19"
+    assert criu.log_tail(str(tmp_path / "missing.log")) == ""

@@ -596,6 +596,23 @@ def test_a_failed_dump_resumes_the_task_and_leaves_no_partial_dump(plain_host, t
     assert os.listdir(tmp_path / "dumps") == []
 
 
+def test_a_failed_checkpoint_quotes_the_errors_of_crius_log(plain_host, tmp_path):
+    """containerd's error names CRIU's dump.log only, and the log goes with the partial dump: its
+    errors are in the message."""
+    log = b"(00.1) Dumping 1\n(00.2) Error (criu/sk-unix.c:1): unix: Can't dump external socket\n"
+    api = FakeContainerd(
+        fail={"Tasks.Checkpoint": failed("UNKNOWN", "criu failed: type NOTIFY errno 0")},
+        criu_files={"dump.log": log},
+    )
+    with pytest.raises(CriuError) as caught:
+        dump(tmp_path / "dumps", plain_host(64), api)
+    images = api.requests["Tasks.Checkpoint"]["image_path"]
+    quoted = f"CRIU's log {images}/dump.log (it goes with the partial dump) ends:\n"
+    assert quoted + "(00.2) Error (criu/sk-unix.c:1): unix: Can't dump external socket\n" in caught.value.msg
+    assert caught.value.msg.endswith("was removed, the container runs on")
+    assert os.listdir(tmp_path / "dumps") == []
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
