@@ -594,7 +594,7 @@ def log_tail(path, lines=12):
     except OSError:
         return ""
     errors = [line for line in content if "Error" in line or "error" in line]
-    runs = []  # [first line, count] per run of one message (a line without its "(SS.ssssss) " stamp)
+    runs = []  # [first line, count, message] per run of one message (the text after its "(SS.ssssss) ")
     for line in errors or content:
         message = line.split(") ", 1)[-1] if line.startswith("(") else line
         if runs and runs[-1][2] == message:
