@@ -29,7 +29,6 @@ import time
 import uuid
 
 from ansible_collections.strata.ops.plugins.module_utils import containers as ctr
-from ansible_collections.strata.ops.plugins.module_utils import criu
 from ansible_collections.strata.ops.plugins.module_utils import mounts as mnt
 
 # /run/strata-gpu-cri-HASH/containerd.sock: a socket per work folder, so that a check running
@@ -241,23 +240,6 @@ class CriRuntime:
         argv = [os.path.join(self.bin, "ctr"), "--address", self.socket, "--namespace", NAMESPACE, *args]
         return self.must(argv, timeout) if check else self.run(argv, timeout=timeout)[1]
 
-    def criu_stats(self, name):
-        """CRIU's stats file ``name`` (stats-dump, stats-restore) of the last checkpoint or restore,
-        decoded; None when LogKeeper kept none."""
-        if not self.keeper:
-            return None
-        self.keeper.keep()
-        kept = [p for p in list(self.keeper.kept) if p.endswith(name)]
-        if not kept:
-            self.log(f"no {name} of CRIU's was kept from containerd's folders")
-            return None
-        newest = max(kept, key=lambda p: os.stat(p).st_mtime)
-        try:
-            return criu.read_stats(self.run, os.path.dirname(newest), name=os.path.basename(newest))[0]
-        except criu.CriuError as exc:
-            self.log(f"CRIU's {name} kept from containerd does not decode: {exc}")
-            return None
-
     def crictl_argv(self):
         # the module's own crictl argv: its timeout, this containerd's socket (images too)
         return ctr.crictl_argv(os.path.join(self.bin, "crictl"), "unix://" + self.socket)
@@ -319,8 +301,8 @@ class CriRuntime:
         with open(config, "w") as handle:
             handle.write(self.config())
         env = dict(os.environ, PATH=f"{path_dir}:{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}")
-        # containerd unpacks a checkpoint to restore into $XDG_RUNTIME_DIR (else $TMPDIR): here,
-        # where LogKeeper finds CRIU's restore.log.
+        # containerd's temporary files ($XDG_RUNTIME_DIR, else $TMPDIR; an unpacked checkpoint image
+        # would go there) in the work folder, where LogKeeper sees them.
         env.update(XDG_RUNTIME_DIR=self.tmp, TMPDIR=self.tmp)
         if self.needs_libseccomp():
             env["LD_LIBRARY_PATH"] = os.path.join(self.dir, "lib")
@@ -355,8 +337,9 @@ class CriRuntime:
         self.facts["ctr_version"] = self.ctr("version").split()
         self.facts["runc_version"] = self.must([os.path.join(self.bin, "runc"), "--version"]).splitlines()[:1]
         self.facts["criu_version"] = self.run([os.path.join(path_dir, "criu"), "--version"])[1].strip()
-        # the shims' work folders (root: CRIU's dump.log under criu-work, restore.log), the bundles
-        # (state: runc's log.json and the OCI spec) and the unpacked checkpoints (tmp)
+        # the shims' work folders (root: what CRIU writes where no work path is named; the module
+        # names them in the dump directory), the bundles (state: runc's log.json and the OCI spec)
+        # and containerd's temporary files (tmp)
         tasks = "io.containerd.runtime.v2.task"
         self.keeper = LogKeeper(
             {

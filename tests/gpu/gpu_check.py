@@ -839,7 +839,8 @@ class CriStep:
             count_at_end=at_end["count"],
             commands=self.runtime.timings[commands:],
         )
-        stats = keep_dump_logs(args, os.path.join(result["checkpoint_dir"], containerd.CRIU_DIR), self.report)
+        images = os.path.join(result["checkpoint_dir"], containerd.CRIU_DIR)
+        stats = keep_containerd_criu_files(args, images, self.report, what="dump", prefix="images_")
         dump["criu_stats"] = criu.summarize_dump_stats(stats) if stats else None
         self.report.log(f"containerd dump: {json.dumps(dump, default=str)}")
         self.report.record("containerd", self.fig)
@@ -875,13 +876,15 @@ class CriStep:
         restore["pid"] = worker.pid = result["restored"]["pid"]
         runtime.remember(worker.pid)
         restore["gpu"] = gpu_figures(result)
+        work = os.path.dirname(result["restored"]["criu_log"])
+        stats = keep_containerd_criu_files(args, work, self.report, what="restore", prefix="restored_")
         first = worker.wait(lambda s: s["time"] > stopped_at, 120, "the restored process to count")
         restore.update(
             to_counting_s=round(time.monotonic() - started, 3),
             gpu_mib_after=gpu_memory_of(worker.pid),
             count_first=first["count"],
             commands=runtime.timings[commands:],
-            criu_stats=(runtime.criu_stats("stats-restore") or {}).get("restore"),
+            criu_stats=(stats or {}).get("restore"),
         )
         self.report.log(f"containerd restore: {json.dumps(restore, default=str)}")
         self.report.record("containerd", self.fig)
@@ -899,19 +902,21 @@ class CriStep:
             self.checks["gpu_memory_after_restore"] = bool(restore["gpu_mib_after"])
 
 
-def keep_dump_logs(args, images, report):
-    """CRIU's log and stats of containerd's checkpoint lie beside its images (the module's
-    work_path): copied with the runc shim's logs (logs.tar.gz) before the step removes the dump.
-    The decoded stats-dump, or None."""
+def keep_containerd_criu_files(args, folder, report, *, what, prefix):
+    """CRIU's log and stats of containerd's checkpoint or restore (``what``: dump, restore; CRIU
+    names them WHAT.log and stats-WHAT) lie in the dump directory (the module's work paths: beside
+    the images, restored-NEW-criu/): copied (``prefix`` to their names) with the runc shim's logs
+    (logs.tar.gz) before the step removes the dump. The decoded stats, or None."""
     kept = os.path.join(args.work, "containerd-criu-logs")
     os.makedirs(kept, exist_ok=True)
-    for name in ("dump.log", "stats-dump"):
+    log_name, stats_name = f"{what}.log", f"stats-{what}"
+    for name in (log_name, stats_name):
         with contextlib.suppress(FileNotFoundError):
-            shutil.copy(os.path.join(images, name), os.path.join(kept, "images_" + name))
+            shutil.copy(os.path.join(folder, name), os.path.join(kept, prefix + name))
     try:
-        return criu.read_stats(run, images)[0]
+        return criu.read_stats(run, folder, name=stats_name)[0]
     except criu.CriuError as exc:
-        report.log(f"containerd dump: {exc}")
+        report.log(f"containerd {stats_name}: {exc}")
         return None
 
 

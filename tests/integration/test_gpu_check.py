@@ -158,11 +158,11 @@ def assert_containerd_step(figures, names, log, tmp_path):
         ],
         True,
     )
-    # CRIU's logs of containerd's checkpoint (beside the dump's images) and restore (kept before
-    # the shim removes its work folder)
+    # CRIU's logs of containerd's checkpoint (beside the dump's images) and restore (in
+    # restored-NEW-criu/ of the dump directory), kept before the step removes the dump
     kept = [n for n in names if n.startswith("containerd-criu-logs/")]
     assert any(n.endswith("images_dump.log") for n in kept) and any(
-        n.endswith("restore.log") for n in kept
+        n.endswith("restored_restore.log") for n in kept
     ), names
     assert "containerd.log" in names
 
