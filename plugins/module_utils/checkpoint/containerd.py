@@ -485,6 +485,7 @@ def _restore(
     _refuse_missing_image(api, record, manifest["container"]["parent_snapshot"])
     if check_mode:
         return dict(result, commands=_restore_calls(new, record, images_dir, log, criu_work))
+    criu_log = os.path.join(criu_work, RESTORE_LOG)
     try:
         # a log left by an earlier restore to this name would be taken for this one's
         shutil.rmtree(criu_work, ignore_errors=True)
@@ -499,9 +500,9 @@ def _restore(
         if freezer is not None:
             gpu_mod.after_restore(freezer, result["gpu"], criu.process_tree(pid, proc), proc)
     except criu.CriuError as exc:
-        exc.msg += _criu_log_tail(os.path.join(criu_work, RESTORE_LOG)) + _undo(api, params, record)
+        exc.msg += _criu_log_tail(criu_log) + _undo(api, params, record)
         raise
-    restored = {"container": new, "pid": pid, "log": log, "criu_log": os.path.join(criu_work, RESTORE_LOG)}
+    restored = {"container": new, "pid": pid, "log": log, "criu_log": criu_log}
     return dict(result, restored=restored, commands=api.calls)
 
 
