@@ -489,7 +489,7 @@ def _restore(
     try:
         # a log left by an earlier restore to this name would be taken for this one's
         shutil.rmtree(criu_work, ignore_errors=True)
-        _restore_task(api, manifest, record, checkpoint, log=log, criu_work=criu_work)
+        _restore_task(api, manifest, record, checkpoint, images_dir=images_dir, log=log, criu_work=criu_work)
         pid = _running_pid(api, new)
         if pid is None:
             raise criu.CriuError(
@@ -616,9 +616,9 @@ def _restore_calls(new, record, images_dir, log, criu_work):
     ]
 
 
-def _restore_task(api, manifest, record, checkpoint, *, log, criu_work):
-    """The container, its rootfs with the rw layer, then its task from CRIU's images (CRIU's log
-    into ``criu_work``, which runc makes)."""
+def _restore_task(api, manifest, record, checkpoint, *, images_dir, log, criu_work):
+    """The container, its rootfs with the rw layer, then its task from CRIU's images in
+    ``images_dir`` (CRIU's log into ``criu_work``, which runc makes)."""
     rw, parent = manifest["rw_layer"], manifest["container"]["parent_snapshot"]
     descriptor = {"media_type": rw["media_type"], "digest": rw["digest"], "size": rw["size"]}
     with api.lease(f"restore-{record['id']}"):
@@ -626,7 +626,6 @@ def _restore_task(api, manifest, record, checkpoint, *, log, criu_work):
         api.create_container(record)
         rootfs = api.prepare(record["snapshotter"], record["snapshot_key"], parent)
         api.apply(descriptor, rootfs)
-    images_dir = os.path.join(checkpoint, manifest.get("images") or CRIU_DIR)
     options = cd.restore_options(record["runtime_options"], images_dir, criu_work)
     api.create_task(record["id"], rootfs, "file://" + log, options)
     api.start_task(record["id"])

@@ -161,16 +161,17 @@ def snapshot_mounts(key, parent):
 
 class FakeContainerd:
     """containerd's API as containerd_api.Containerd offers it, around one container ``record``
-        (container_record) whose task runs: containers, snapshots ({key: parent}), tasks ({id: status})
-        and content ({digest: bytes}) in dicts. A checkpoint writes ``criu_files`` (CRIU_FILES) into its
-        image_path, a diff makes ``rw_layer``; Content.Read and Write copy real files. Tasks.Start writes
-    ``restore_log`` into the task's criu_work_path as restore.log, as runc's CRIU does (before a failure).
+    (container_record) whose task runs: containers, snapshots ({key: parent}), tasks ({id: status})
+    and content ({digest: bytes}) in dicts. A checkpoint writes ``criu_files`` (CRIU_FILES) into its
+    image_path, a diff makes ``rw_layer``; Content.Read and Write copy real files. Tasks.Start writes
+    ``restore_log`` into the task's criu_work_path as restore.log, as runc's CRIU does (before a
+    failure).
 
-        ``fail`` maps a method ("Tasks.Checkpoint") to the exception its call raises (failed(...), an
-        OSError), after what it writes. ``calls``: "Method target" of each call, as the real one lists
-        them; ``requests``: each method's last arguments, with the lease it ran in; ``journal``: a list
-        to share with other fakes, ("containerd", method) appended per call; ``shown``: {container id:
-        the statuses Tasks.Get shows of its task in turn, the last one staying} (else its status here)."""
+    ``fail`` maps a method ("Tasks.Checkpoint") to the exception its call raises (failed(...), an
+    OSError), after what it writes. ``calls``: "Method target" of each call, as the real one lists
+    them; ``requests``: each method's last arguments, with the lease it ran in; ``journal``: a list
+    to share with other fakes, ("containerd", method) appended per call; ``shown``: {container id:
+    the statuses Tasks.Get shows of its task in turn, the last one staying} (else its status here)."""
 
     def __init__(
         self,
